@@ -1,0 +1,319 @@
+//! Log compaction (`cleanup.policy=compact`): keep the latest record per key.
+//!
+//! A pass covers the sealed segments wholly below the high watermark (the active segment is
+//! never cleaned). It builds a map from each key to its newest offset over those segments, then
+//! rewrites each segment that holds a superseded record:
+//!
+//! - a record stays if it has no key, or if it is the newest for its key;
+//! - a tombstone (null value) that stays gets a delete horizon (KIP-534: the batch's base
+//!   timestamp becomes `now + delete.retention.ms`, attribute bit 6 set), and a later pass past
+//!   that horizon drops it;
+//! - rebuilt batches keep their base offset, producer fields and `lastOffsetDelta`, so offsets
+//!   never move; a batch left empty is dropped; control batches are kept as they are.
+//!
+//! The rewrite goes to `.cleaned` files without holding the log's lock, so appends and reads go
+//! on; only the swap (unlink the old indexes, rename the cleaned files over the originals, sync
+//! the directory) runs under the lock. A crash mid-swap leaves either the old or the new log
+//! file; open deletes `.cleaned` leftovers and rebuilds any missing index.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fjord_record::{BatchBuilder, BatchHeader, Records, TimestampType, set_max_timestamp};
+
+use crate::LogError;
+use crate::log::Log;
+use crate::segment::{self, CLEANED_SUFFIX, Scanner, Segment};
+use crate::storage::StorageFile;
+
+/// The cleaner's memory between passes.
+#[derive(Debug, Default)]
+pub(crate) struct CleanerState {
+    pub(crate) passes: u64,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    pub segments_cleaned: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+struct Snapshot {
+    base: i64,
+    id: u64,
+    file: Arc<dyn StorageFile>,
+    size: u64,
+}
+
+/// What to do with one record.
+fn keep_record(
+    latest: &HashMap<Vec<u8>, i64>,
+    key: Option<&[u8]>,
+    offset: i64,
+    tombstone: bool,
+    horizon: Option<i64>,
+    now_ms: i64,
+) -> bool {
+    let Some(key) = key else { return true };
+    if latest.get(key).is_some_and(|&newest| newest > offset) {
+        return false;
+    }
+    !(tombstone && horizon.is_some_and(|h| now_ms > h))
+}
+
+impl Log {
+    /// Runs one compaction pass if the log's policy includes `compact`.
+    pub fn compact(&self, now_ms: i64) -> Result<CompactionOutcome, LogError> {
+        let mut state = self.cleaner_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.config();
+        let mut outcome = CompactionOutcome::default();
+        if !config.cleanup_policy.compact {
+            return Ok(outcome);
+        }
+        let limit = config.max_decompressed_bytes;
+        let snapshot: Vec<Snapshot> = {
+            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let n = inner.segments.len();
+            let mut out = Vec::new();
+            for i in 0..n.saturating_sub(1) {
+                let s = &inner.segments[i];
+                if inner.segments[i + 1].base_offset > inner.high_watermark {
+                    break;
+                }
+                if s.next_offset <= inner.log_start_offset {
+                    continue;
+                }
+                out.push(Snapshot {
+                    base: s.base_offset,
+                    id: s.id,
+                    file: s.log.clone(),
+                    size: s.size,
+                });
+            }
+            out
+        };
+        if snapshot.is_empty() {
+            return Ok(outcome);
+        }
+        state.passes += 1;
+
+        // Pass 1: the newest offset of every key.
+        let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
+        for seg in &snapshot {
+            let mut scanner = Scanner::new(&*seg.file, 0, seg.size);
+            while let Some((_, bytes)) = scanner
+                .next_batch()
+                .map_err(|e| self.scan_err(seg.base, e))?
+            {
+                let header = BatchHeader::parse(bytes)?;
+                if header.is_control() {
+                    continue;
+                }
+                for record in Records::decode(bytes, limit)?.iter() {
+                    let record = record?;
+                    if let Some(key) = record.key {
+                        latest.insert(key.to_vec(), record.offset(&header));
+                    }
+                }
+            }
+        }
+
+        // Pass 2: rewrite the segments that change.
+        for seg in &snapshot {
+            if !self.segment_changes(seg, &latest, now_ms, limit)? {
+                continue;
+            }
+            let mut cleaned =
+                Segment::create_named(&*self.storage, &self.dir, seg.base, now_ms, CLEANED_SUFFIX)?;
+            let mut removed = 0u64;
+            let mut scanner = Scanner::new(&*seg.file, 0, seg.size);
+            while let Some((_, bytes)) = scanner
+                .next_batch()
+                .map_err(|e| self.scan_err(seg.base, e))?
+            {
+                let header = BatchHeader::parse(bytes)?;
+                let rebuilt = if header.is_control() {
+                    None
+                } else {
+                    let horizon = header
+                        .attributes
+                        .has_delete_horizon()
+                        .then_some(header.base_timestamp);
+                    let records = Records::decode(bytes, limit)?;
+                    let mut kept = Vec::new();
+                    let mut total = 0u64;
+                    let mut tombstones = false;
+                    for record in records.iter() {
+                        let record = record?;
+                        total += 1;
+                        let tombstone = record.value.is_none();
+                        if keep_record(
+                            &latest,
+                            record.key,
+                            record.offset(&header),
+                            tombstone,
+                            horizon,
+                            now_ms,
+                        ) {
+                            tombstones |= tombstone && record.key.is_some();
+                            kept.push(record.to_new_record(&header));
+                        }
+                    }
+                    removed += total - kept.len() as u64;
+                    let needs_horizon = tombstones && horizon.is_none();
+                    if kept.len() as u64 == total && !needs_horizon {
+                        None
+                    } else if kept.is_empty() {
+                        continue;
+                    } else {
+                        let mut b = BatchBuilder::new(header.compression()?);
+                        b.base_offset = header.base_offset;
+                        b.partition_leader_epoch = header.partition_leader_epoch;
+                        b.timestamp_type = header.timestamp_type();
+                        b.transactional = header.is_transactional();
+                        b.producer_id = header.producer_id;
+                        b.producer_epoch = header.producer_epoch;
+                        b.base_sequence = header.base_sequence;
+                        b.last_offset_delta = Some(header.last_offset_delta);
+                        let horizon = horizon
+                            .or(tombstones
+                                .then(|| now_ms.saturating_add(config.delete_retention_ms)));
+                        if let Some(h) = horizon {
+                            b.delete_horizon = true;
+                            b.base_timestamp = Some(h);
+                        }
+                        for r in kept {
+                            b.push_record(r);
+                        }
+                        let mut built = b.build()?;
+                        if header.timestamp_type() == TimestampType::LogAppendTime {
+                            set_max_timestamp(
+                                &mut built,
+                                TimestampType::LogAppendTime,
+                                header.max_timestamp,
+                            );
+                        }
+                        Some(built)
+                    }
+                };
+                let out = rebuilt.as_deref().unwrap_or(bytes);
+                let out_header = BatchHeader::parse(out)?;
+                cleaned
+                    .append(out, &[out_header], config.index_interval_bytes)
+                    .map_err(LogError::io("writing cleaned segment in", &self.dir))?;
+            }
+            cleaned
+                .seal()
+                .and_then(|()| cleaned.sync_all())
+                .map_err(LogError::io("syncing cleaned segment in", &self.dir))?;
+            let before = seg.size;
+            let after = cleaned.size;
+            if self.swap_in(seg, cleaned)? {
+                outcome.segments_cleaned += 1;
+                outcome.records_removed += removed;
+                outcome.bytes_before += before;
+                outcome.bytes_after += after;
+            }
+        }
+        if outcome.segments_cleaned > 0 {
+            tracing::debug!(dir = %self.dir.display(), ?outcome, "compacted");
+        }
+        Ok(outcome)
+    }
+
+    /// Whether compaction would change anything in this segment.
+    fn segment_changes(
+        &self,
+        seg: &Snapshot,
+        latest: &HashMap<Vec<u8>, i64>,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<bool, LogError> {
+        let mut scanner = Scanner::new(&*seg.file, 0, seg.size);
+        while let Some((_, bytes)) = scanner
+            .next_batch()
+            .map_err(|e| self.scan_err(seg.base, e))?
+        {
+            let header = BatchHeader::parse(bytes)?;
+            if header.is_control() {
+                continue;
+            }
+            let horizon = header
+                .attributes
+                .has_delete_horizon()
+                .then_some(header.base_timestamp);
+            for record in Records::decode(bytes, limit)?.iter() {
+                let record = record?;
+                let tombstone = record.value.is_none() && record.key.is_some();
+                if !keep_record(
+                    latest,
+                    record.key,
+                    record.offset(&header),
+                    tombstone,
+                    horizon,
+                    now_ms,
+                ) || (tombstone && horizon.is_none())
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Replaces the segment the pass read with its cleaned version, unless the segment changed
+    /// meanwhile (truncated or deleted), in which case the cleaned files are dropped.
+    fn swap_in(&self, seg: &Snapshot, cleaned: Segment) -> Result<bool, LogError> {
+        let cleaned_paths = segment::paths(&self.dir, seg.base).map(|p| {
+            let mut name = p.into_os_string();
+            name.push(CLEANED_SUFFIX);
+            std::path::PathBuf::from(name)
+        });
+        let final_paths = segment::paths(&self.dir, seg.base);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let position = inner.segments.iter().position(|s| s.id == seg.id);
+        let (Some(i), Ok(())) = (position, inner_writable(&inner.failed)) else {
+            drop(inner);
+            for p in &cleaned_paths {
+                let _ = self.storage.remove_file(p);
+            }
+            return Ok(false);
+        };
+        let swapped = (|| {
+            // Indexes first: a crash after this rebuilds them from whichever log file is there.
+            self.storage.remove_file(&final_paths[1])?;
+            self.storage.remove_file(&final_paths[2])?;
+            self.storage.rename(&cleaned_paths[0], &final_paths[0])?;
+            self.storage.rename(&cleaned_paths[1], &final_paths[1])?;
+            self.storage.rename(&cleaned_paths[2], &final_paths[2])?;
+            self.storage.sync_dir(&self.dir)
+        })();
+        if let Err(e) = swapped {
+            return Err(self.fail(
+                &mut inner,
+                LogError::io("swapping in cleaned segment", &self.dir)(e),
+            ));
+        }
+        let old = &inner.segments[i];
+        let mut cleaned = cleaned;
+        // Offsets stay where they were even if the last batches were emptied.
+        cleaned.next_offset = old.next_offset;
+        cleaned.rolling_timestamp = old.rolling_timestamp;
+        inner.segments[i] = cleaned;
+        Ok(true)
+    }
+
+    fn scan_err(&self, base: i64, e: segment::ScanError) -> LogError {
+        LogError::Unreadable {
+            path: self.dir.join(segment::file_name(base, segment::LOG_SUFFIX)),
+            reason: e.into_io().to_string(),
+        }
+    }
+}
+
+fn inner_writable(failed: &Option<String>) -> Result<(), ()> {
+    if failed.is_some() { Err(()) } else { Ok(()) }
+}

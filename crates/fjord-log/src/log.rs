@@ -1,0 +1,1178 @@
+//! One partition's log: the public API the broker uses.
+//!
+//! Concurrency: appends, reads, retention and truncation take the `inner` lock only for
+//! in-memory bookkeeping and page-cache writes; fsyncs run under the separate `sync` lock so
+//! that appends keep flowing while one fsync covers every append made before it started
+//! (group commit). Reads copy a file handle and a byte range out under the lock and read
+//! without it. Compaction (see `cleaner.rs`) reads and writes without the lock and swaps its
+//! result in under it.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use fjord_record::{
+    BatchHeader, Records, TimestampType, set_base_offset, set_max_timestamp, split_batches,
+    validate_batch, validate_records,
+};
+
+use crate::LogError;
+use crate::checkpoint::{Checkpoint, Loaded};
+use crate::config::LogConfig;
+use crate::segment::{
+    self, CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, ScanError, Scanner, Segment, TIME_INDEX_SUFFIX,
+};
+use crate::storage::{Storage, StorageFile};
+
+/// Who is appending, which decides what is checked and whether offsets are assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer: full validation, no control batches, offsets and timestamps assigned here.
+    Client,
+    /// The broker itself (coordinators writing markers or state): as a client, but control
+    /// batches are allowed.
+    Internal,
+    /// A follower copying the leader: batches keep the offsets the leader gave them.
+    Replica,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The broker time written into the batches, or -1 for `CreateTime` topics.
+    pub log_append_time: i64,
+    pub record_count: u64,
+    pub bytes: u64,
+    pub log_start_offset: i64,
+}
+
+impl AppendInfo {
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset + 1
+    }
+}
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadUpTo {
+    /// Consumers: only up to the high watermark.
+    HighWatermark,
+    /// Followers and tools: everything appended.
+    LogEnd,
+    /// Up to (excluding) this offset, e.g. the last stable offset.
+    Offset(i64),
+}
+
+/// A byte range of a segment file holding whole batches, ready to be sent as is.
+#[derive(Debug, Clone)]
+pub struct FetchSlice {
+    pub file: Arc<dyn StorageFile>,
+    pub position: u64,
+    pub len: u64,
+    /// Base offset of the first batch in the range.
+    pub first_offset: i64,
+    /// The offset after the last batch in the range.
+    pub next_offset: i64,
+}
+
+impl FetchSlice {
+    /// Copies the range into memory (for callers that cannot send from the file).
+    pub fn read(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf)
+    }
+}
+
+/// The answer to a read: maybe some data, and the log's bounds at the time.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub data: Option<FetchSlice>,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+/// A record found by timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    pub log_start_offset: i64,
+}
+
+/// A summary of one segment, for tools, metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub size: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// One partition's log. Shareable across threads (`Arc<Log>`); every method takes `&self`.
+#[derive(Debug)]
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    config: RwLock<LogConfig>,
+    pub(crate) inner: Mutex<Inner>,
+    sync: Mutex<SyncState>,
+    durable: AtomicI64,
+    checkpoint_lock: Mutex<()>,
+    pub(crate) cleaner_lock: Mutex<crate::cleaner::CleanerState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// Sorted by base offset; never empty; the last one is the active segment.
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_start_offset: i64,
+    pub(crate) log_end_offset: i64,
+    pub(crate) high_watermark: i64,
+    /// Files of sealed segments written since the last sync.
+    pending_sync: Vec<Arc<dyn StorageFile>>,
+    /// A segment was sealed since the checkpoint's recovery point last moved.
+    checkpoint_due: bool,
+    /// When the oldest unsynced append happened.
+    first_unflushed_ms: Option<i64>,
+    pub(crate) failed: Option<String>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    durable: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug elsewhere; the state itself stays consistent
+    // because every mutation either completes or marks the log failed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    /// Index of the segment that holds `offset` (the last with base <= offset), or 0.
+    pub(crate) fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    fn check_writable(&self, dir: &Path) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Closed {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if let Some(reason) = &self.failed {
+            return Err(LogError::Failed {
+                dir: dir.to_path_buf(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_invariants(&self) {
+        debug_assert!(self.log_start_offset <= self.high_watermark);
+        debug_assert!(self.high_watermark <= self.log_end_offset);
+        debug_assert_eq!(self.active().next_offset, self.log_end_offset);
+        debug_assert!(
+            self.segments
+                .windows(2)
+                .all(|w| w[0].next_offset <= w[1].base_offset)
+        );
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering it if it was not shut down cleanly.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        config.validate()?;
+        let dir = dir.into();
+        storage
+            .create_dir_all(&dir)
+            .map_err(LogError::io("creating", &dir))?;
+        let names = storage
+            .list_dir(&dir)
+            .map_err(LogError::io("listing", &dir))?;
+        let bases: BTreeSet<i64> = names
+            .iter()
+            .filter_map(|n| segment::parse_base(n, LOG_SUFFIX))
+            .collect();
+        for name in &names {
+            let leftover = name.ends_with(CLEANED_SUFFIX)
+                || name.ends_with(".tmp")
+                || [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+                    .iter()
+                    .any(|sfx| segment::parse_base(name, sfx).is_some_and(|b| !bases.contains(&b)));
+            if leftover {
+                let path = dir.join(name);
+                storage
+                    .remove_file(&path)
+                    .map_err(LogError::io("removing leftover", &path))?;
+            }
+        }
+
+        let checkpoint = match Checkpoint::load(&*storage, &dir)? {
+            Loaded::Found(cp) => Some(cp),
+            Loaded::Missing => None,
+            Loaded::Damaged(reason) => {
+                tracing::warn!(dir = %dir.display(), %reason, "partition checkpoint is damaged; recovering every segment");
+                None
+            }
+        };
+        let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
+        let recovery_point = checkpoint.map_or(i64::MIN, |c| c.recovery_point);
+        let bases: Vec<i64> = bases.into_iter().collect();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let mut recovered = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let min_offset = segments.last().map_or(base, |s: &Segment| s.next_offset);
+            if min_offset > base {
+                return Err(LogError::Unreadable {
+                    path: dir.join(segment::file_name(base, LOG_SUFFIX)),
+                    reason: format!(
+                        "segments overlap: the previous segment ends at offset {min_offset}, past this one's base {base}; move the partition directory aside and restore it from a replica"
+                    ),
+                });
+            }
+            let trusted = clean || bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
+            let opened = if trusted {
+                Segment::open_trusted(&*storage, &dir, base)?
+            } else {
+                None
+            };
+            let (seg, cut) = match opened {
+                Some(seg) => (seg, false),
+                None => {
+                    if trusted {
+                        tracing::warn!(dir = %dir.display(), base, "segment index failed its checks; rebuilding it");
+                    }
+                    let (seg, cut) = Segment::recover(
+                        &*storage,
+                        &dir,
+                        base,
+                        min_offset,
+                        config.index_interval_bytes,
+                        now_ms,
+                    )?;
+                    recovered.push(i);
+                    (seg, cut)
+                }
+            };
+            segments.push(seg);
+            if cut {
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(dir = %dir.display(), base = later, "removing segment after a truncated one");
+                    for path in segment::paths(&dir, later) {
+                        if storage
+                            .exists(&path)
+                            .map_err(LogError::io("checking", &path))?
+                        {
+                            storage
+                                .remove_file(&path)
+                                .map_err(LogError::io("removing", &path))?;
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            let base = checkpoint.map_or(0, |c| c.log_start_offset.max(0));
+            segments.push(Segment::create(&*storage, &dir, base, now_ms)?);
+            recovered.push(0);
+        }
+        // What recovery kept may sit only in the page cache (after a process crash): make it
+        // durable before anything counts on it.
+        for &i in &recovered {
+            segments[i]
+                .sync_all()
+                .map_err(LogError::io("syncing", &dir))?;
+        }
+        storage
+            .sync_dir(&dir)
+            .map_err(LogError::io("syncing", &dir))?;
+
+        let leo = segments.last().map_or(0, |s| s.next_offset);
+        let first_base = segments[0].base_offset;
+        let log_start = checkpoint
+            .map_or(first_base, |c| c.log_start_offset)
+            .max(first_base)
+            .min(leo);
+        let hw = checkpoint
+            .map_or(log_start, |c| c.high_watermark)
+            .clamp(log_start, leo);
+        if !recovered.is_empty() {
+            tracing::info!(dir = %dir.display(), log_end_offset = leo, segments = segments.len(), recovered = recovered.len(), "recovered partition log");
+        }
+        let log = Self {
+            dir,
+            storage,
+            config: RwLock::new(config),
+            inner: Mutex::new(Inner {
+                segments,
+                log_start_offset: log_start,
+                log_end_offset: leo,
+                high_watermark: hw,
+                pending_sync: Vec::new(),
+                checkpoint_due: false,
+                first_unflushed_ms: None,
+                failed: None,
+                closed: false,
+            }),
+            sync: Mutex::new(SyncState { durable: leo }),
+            durable: AtomicI64::new(leo),
+            checkpoint_lock: Mutex::new(()),
+            cleaner_lock: Mutex::new(crate::cleaner::CleanerState::default()),
+        };
+        lock(&log.inner).check_invariants();
+        // From now on a crash is not a clean shutdown.
+        log.write_checkpoint(Some(leo), false)?;
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        *self.config.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the settings (a topic config change); takes effect for the next operation.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        lock(&self.inner).log_start_offset
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        lock(&self.inner).log_end_offset
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        lock(&self.inner).high_watermark
+    }
+
+    /// Every offset below this is fsynced.
+    pub fn durable_offset(&self) -> i64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Whether an I/O error has made the log refuse writes, and why.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.inner).failed.clone()
+    }
+
+    /// Sets the high watermark; it must lie within `[log start, log end]`.
+    pub fn set_high_watermark(&self, offset: i64) -> Result<(), LogError> {
+        let mut inner = lock(&self.inner);
+        if offset < inner.log_start_offset || offset > inner.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: inner.log_start_offset,
+                log_end_offset: inner.log_end_offset,
+            });
+        }
+        inner.high_watermark = offset;
+        Ok(())
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        lock(&self.inner).segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        lock(&self.inner)
+            .segments
+            .iter()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset,
+                size: s.size,
+                next_offset: s.next_offset,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect()
+    }
+
+    /// Marks the log failed after an I/O error and returns the error to hand up. Logged here,
+    /// once, because this is where it is handled.
+    pub(crate) fn fail(&self, inner: &mut Inner, error: LogError) -> LogError {
+        if inner.failed.is_none() {
+            tracing::error!(dir = %self.dir.display(), %error, "partition log failed; refusing writes");
+            inner.failed = Some(error.to_string());
+        }
+        error
+    }
+
+    /// Validates `records` (one or more batches back to back), assigns offsets (unless a
+    /// replica appends) and timestamps in place, and writes them to the active segment. The
+    /// data is in the page cache when this returns; see [`Log::wait_durable`].
+    pub fn append(
+        &self,
+        records: &mut [u8],
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for batch in split_batches(records) {
+            let len = batch?.len();
+            spans.push((at, len));
+            at += len;
+        }
+        if spans.is_empty() {
+            return Err(LogError::InvalidRecord {
+                reason: "no record batch in the request",
+            });
+        }
+        let mut headers = Vec::with_capacity(spans.len());
+        let mut record_count = 0u64;
+        for &(start, len) in &spans {
+            let batch = &mut records[start..start + len];
+            if len > config.max_message_bytes {
+                return Err(LogError::BatchTooLarge {
+                    size: len,
+                    max: config.max_message_bytes,
+                });
+            }
+            let header = validate_batch(batch)?;
+            if origin != AppendOrigin::Replica {
+                if origin == AppendOrigin::Client && header.is_control() {
+                    return Err(LogError::InvalidRecord {
+                        reason: "clients may not write control batches",
+                    });
+                }
+                let summary = validate_records(batch, config.max_decompressed_bytes)?;
+                if summary.count == 0 {
+                    return Err(LogError::InvalidRecord {
+                        reason: "a produced batch must hold at least one record",
+                    });
+                }
+                if !summary.dense_offsets || header.last_offset_delta != summary.count - 1 {
+                    return Err(LogError::InvalidRecord {
+                        reason: "record offset deltas must run 0, 1, 2, … to lastOffsetDelta",
+                    });
+                }
+                if config.cleanup_policy.compact && summary.has_null_key && !header.is_control() {
+                    return Err(LogError::InvalidRecord {
+                        reason: "a compacted topic cannot accept a record without a key",
+                    });
+                }
+                match config.message_timestamp_type {
+                    TimestampType::LogAppendTime => {
+                        set_max_timestamp(batch, TimestampType::LogAppendTime, now_ms);
+                    }
+                    TimestampType::CreateTime => {
+                        set_max_timestamp(batch, TimestampType::CreateTime, summary.max_timestamp);
+                    }
+                }
+            }
+            record_count += header.records_count as u64;
+            headers.push(BatchHeader::parse(batch)?);
+        }
+
+        let mut inner = lock(&self.inner);
+        inner.check_writable(&self.dir)?;
+        if origin == AppendOrigin::Replica {
+            let mut expected = inner.log_end_offset;
+            for h in &headers {
+                if h.base_offset < expected {
+                    return Err(LogError::InvalidRecord {
+                        reason: "replicated batch offsets must rise past the log end offset",
+                    });
+                }
+                expected = h.next_offset();
+            }
+        } else {
+            let mut next = inner.log_end_offset;
+            for (h, &(start, len)) in headers.iter_mut().zip(&spans) {
+                set_base_offset(&mut records[start..start + len], next);
+                h.base_offset = next;
+                next = h.next_offset();
+            }
+        }
+        let first_offset = headers[0].base_offset;
+        let last_offset = headers
+            .last()
+            .map_or(first_offset, BatchHeader::last_offset);
+        self.maybe_roll(
+            &mut inner,
+            &config,
+            records.len() as u64,
+            first_offset,
+            last_offset,
+            now_ms,
+        )?;
+        if let Err(e) = inner
+            .active_mut()
+            .append(records, &headers, config.index_interval_bytes)
+        {
+            return Err(self.fail(&mut inner, LogError::io("appending to", &self.dir)(e)));
+        }
+        inner.log_end_offset = last_offset + 1;
+        if inner.first_unflushed_ms.is_none() {
+            inner.first_unflushed_ms = Some(now_ms);
+        }
+        inner.check_invariants();
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            log_append_time: match config.message_timestamp_type {
+                TimestampType::LogAppendTime if origin != AppendOrigin::Replica => now_ms,
+                _ => -1,
+            },
+            record_count,
+            bytes: records.len() as u64,
+            log_start_offset: inner.log_start_offset,
+        })
+    }
+
+    /// Appends and then waits as the flush policy says; the usual call for acks=all.
+    pub fn append_durable(
+        &self,
+        records: &mut [u8],
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let info = self.append(records, origin, now_ms)?;
+        self.wait_durable(&info)?;
+        Ok(info)
+    }
+
+    fn maybe_roll(
+        &self,
+        inner: &mut Inner,
+        config: &LogConfig,
+        incoming: u64,
+        first_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let active = inner.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let roll = active.size + incoming > config.segment_bytes
+            || now_ms.saturating_sub(active.rolling_timestamp) > config.segment_ms
+            || last_offset - active.base_offset > i64::from(i32::MAX)
+            || active.index_full(config.segment_index_bytes);
+        if roll {
+            self.roll(inner, first_offset, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at `base`.
+    fn roll(&self, inner: &mut Inner, base: i64, now_ms: i64) -> Result<(), LogError> {
+        let sealed = inner.active_mut().seal();
+        if let Err(e) = sealed {
+            return Err(self.fail(inner, LogError::io("sealing segment in", &self.dir)(e)));
+        }
+        let files = inner.active().files();
+        inner.pending_sync.extend(files);
+        let created = Segment::create(&*self.storage, &self.dir, base, now_ms).and_then(|s| {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(LogError::io("syncing", &self.dir))?;
+            Ok(s)
+        });
+        match created {
+            Ok(segment) => {
+                inner.segments.push(segment);
+                inner.checkpoint_due = true;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(inner, e)),
+        }
+    }
+
+    /// Waits until the append is durable if the flush policy asks for it (by default every
+    /// append waits; with `flush.messages` = N only once N records are unflushed).
+    pub fn wait_durable(&self, info: &AppendInfo) -> Result<(), LogError> {
+        let config = self.config();
+        let durable = self.durable_offset();
+        let target = info.next_offset();
+        if durable >= target {
+            return Ok(());
+        }
+        if config.flush_messages <= 1 || (target - durable) as u64 >= config.flush_messages {
+            self.sync_to(target)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every offset below `offset` durable. Concurrent callers share one fsync: whoever
+    /// gets the sync lock first syncs everything appended so far, and the others find their
+    /// offsets already covered.
+    pub fn sync_to(&self, offset: i64) -> Result<(), LogError> {
+        let mut sync = lock(&self.sync);
+        if sync.durable >= offset {
+            return Ok(());
+        }
+        let (files, leo, new_recovery_point) = {
+            let mut inner = lock(&self.inner);
+            if let Some(reason) = &inner.failed {
+                return Err(LogError::Failed {
+                    dir: self.dir.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            let mut files = std::mem::take(&mut inner.pending_sync);
+            files.push(inner.active().log.clone());
+            let rp = std::mem::take(&mut inner.checkpoint_due).then(|| inner.active().base_offset);
+            (files, inner.log_end_offset, rp)
+        };
+        for file in &files {
+            if let Err(e) = file.sync() {
+                let mut inner = lock(&self.inner);
+                return Err(self.fail(&mut inner, LogError::io("syncing", &self.dir)(e)));
+            }
+        }
+        sync.durable = leo;
+        self.durable.store(leo, Ordering::Release);
+        {
+            let mut inner = lock(&self.inner);
+            if inner.log_end_offset == leo {
+                inner.first_unflushed_ms = None;
+            }
+        }
+        drop(sync);
+        if let Some(rp) = new_recovery_point {
+            self.write_checkpoint(Some(rp), false)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        let leo = self.log_end_offset();
+        self.sync_to(leo)
+    }
+
+    /// Syncs if the oldest unsynced append is older than `flush.ms`; true if it synced.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
+        let config = self.config();
+        let due = {
+            let inner = lock(&self.inner);
+            inner
+                .first_unflushed_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= config.flush_ms)
+        };
+        if due {
+            self.sync()?;
+        }
+        Ok(due)
+    }
+
+    /// Rewrites the checkpoint with the current log start offset and high watermark, and the
+    /// given recovery point (or the last one written).
+    pub(crate) fn write_checkpoint(
+        &self,
+        recovery_point: Option<i64>,
+        clean: bool,
+    ) -> Result<(), LogError> {
+        let _guard = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        let rp = recovery_point
+            .unwrap_or_else(|| {
+                inner.segments[0]
+                    .base_offset
+                    .min(inner.active().base_offset)
+            })
+            .min(inner.log_end_offset);
+        let cp = Checkpoint {
+            clean_shutdown: clean,
+            log_start_offset: inner.log_start_offset,
+            recovery_point: rp,
+            high_watermark: inner.high_watermark,
+        };
+        drop(inner);
+        let stored = cp.store(&*self.storage, &self.dir);
+        if let Err(e) = stored {
+            inner = lock(&self.inner);
+            return Err(self.fail(&mut inner, e));
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// (the first batch is returned even if larger when `min_one_batch` is set), from one
+    /// segment, never past `upper`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: ReadUpTo,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
+        let (mut target, upper_offset, mut result) = {
+            let inner = lock(&self.inner);
+            let result = ReadResult {
+                data: None,
+                log_start_offset: inner.log_start_offset,
+                high_watermark: inner.high_watermark,
+                log_end_offset: inner.log_end_offset,
+            };
+            if offset < inner.log_start_offset || offset > inner.log_end_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: inner.log_start_offset,
+                    log_end_offset: inner.log_end_offset,
+                });
+            }
+            let upper_offset = match upper {
+                ReadUpTo::HighWatermark => inner.high_watermark,
+                ReadUpTo::LogEnd => inner.log_end_offset,
+                ReadUpTo::Offset(o) => o.min(inner.log_end_offset),
+            };
+            if offset >= upper_offset {
+                return Ok(result);
+            }
+            let s = &inner.segments[inner.segment_index_for(offset)];
+            (
+                Some((s.log.clone(), s.base_offset, s.position_for(offset), s.size)),
+                upper_offset,
+                result,
+            )
+        };
+        while let Some((file, base, start, end)) = target.take() {
+            let mut scanner = Scanner::new(&*file, start, end);
+            let mut found: Option<(u64, u64, i64, i64)> = None; // position, len, first, next
+            loop {
+                let next = scanner
+                    .next_header()
+                    .map_err(|e| self.scan_error(base, e))?;
+                let Some((pos, header)) = next else { break };
+                if header.base_offset >= upper_offset {
+                    break;
+                }
+                match &mut found {
+                    None if header.last_offset() < offset => {}
+                    None => {
+                        let len = header.total_len() as u64;
+                        if len as usize > max_bytes && !min_one_batch {
+                            break;
+                        }
+                        found = Some((pos, len, header.base_offset, header.next_offset()));
+                    }
+                    Some((_, len, _, next)) => {
+                        let add = header.total_len() as u64;
+                        if (*len + add) as usize > max_bytes {
+                            break;
+                        }
+                        *len += add;
+                        *next = header.next_offset();
+                    }
+                }
+            }
+            if let Some((position, len, first_offset, next_offset)) = found {
+                result.data = Some(FetchSlice {
+                    file,
+                    position,
+                    len,
+                    first_offset,
+                    next_offset,
+                });
+                return Ok(result);
+            }
+            // The offset lies past this segment's last batch (a gap left by compaction or
+            // a partial read): continue with the next segment.
+            let inner = lock(&self.inner);
+            let i = inner.segments.partition_point(|s| s.base_offset <= base);
+            if let Some(s) = inner.segments.get(i) {
+                if s.base_offset < upper_offset {
+                    target = Some((s.log.clone(), s.base_offset, 0, s.size));
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    fn scan_error(&self, base: i64, e: ScanError) -> LogError {
+        let path = self.dir.join(segment::file_name(base, LOG_SUFFIX));
+        match e {
+            ScanError::Io(source) => LogError::Io {
+                action: "reading",
+                path,
+                source,
+            },
+            ScanError::Corrupt { pos, reason } => LogError::Unreadable {
+                path,
+                reason: format!("at byte {pos}: {reason}"),
+            },
+        }
+    }
+
+    /// The first record whose timestamp is at least `timestamp` (ListOffsets by time), at or
+    /// after the log start offset.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        let limit = self.config().max_decompressed_bytes;
+        let mut after_base = i64::MIN;
+        loop {
+            let (file, base, start, end, log_start) = {
+                let inner = lock(&self.inner);
+                let log_start = inner.log_start_offset;
+                let Some(s) = inner.segments.iter().find(|s| {
+                    s.base_offset > after_base
+                        && s.next_offset > log_start
+                        && s.max_timestamp >= timestamp
+                }) else {
+                    return Ok(None);
+                };
+                (
+                    s.log.clone(),
+                    s.base_offset,
+                    s.position_for_timestamp(timestamp),
+                    s.size,
+                    log_start,
+                )
+            };
+            let mut scanner = Scanner::new(&*file, start, end);
+            while let Some((_, bytes)) =
+                scanner.next_batch().map_err(|e| self.scan_error(base, e))?
+            {
+                let header = BatchHeader::parse(bytes)?;
+                if header.max_timestamp < timestamp || header.last_offset() < log_start {
+                    continue;
+                }
+                let records = Records::decode(bytes, limit)?;
+                for record in records.iter() {
+                    let record = record?;
+                    let (ts, offset) = (record.timestamp(&header), record.offset(&header));
+                    if ts >= timestamp && offset >= log_start {
+                        return Ok(Some(TimestampOffset {
+                            timestamp: ts,
+                            offset,
+                        }));
+                    }
+                }
+            }
+            after_base = base;
+        }
+    }
+
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP, KIP-734): the first
+    /// one holding it.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, LogError> {
+        let limit = self.config().max_decompressed_bytes;
+        let (file, base, start, end, holder, max_ts) = {
+            let inner = lock(&self.inner);
+            let log_start = inner.log_start_offset;
+            let mut best: Option<&Segment> = None;
+            for s in inner
+                .segments
+                .iter()
+                .filter(|s| s.next_offset > log_start && s.max_timestamp >= 0)
+            {
+                if best.is_none_or(|b| s.max_timestamp > b.max_timestamp) {
+                    best = Some(s);
+                }
+            }
+            let Some(s) = best else { return Ok(None) };
+            (
+                s.log.clone(),
+                s.base_offset,
+                s.position_for(s.max_timestamp_batch),
+                s.size,
+                s.max_timestamp_batch,
+                s.max_timestamp,
+            )
+        };
+        let mut scanner = Scanner::new(&*file, start, end);
+        while let Some((_, bytes)) = scanner.next_batch().map_err(|e| self.scan_error(base, e))? {
+            let header = BatchHeader::parse(bytes)?;
+            if header.base_offset != holder {
+                continue;
+            }
+            let records = Records::decode(bytes, limit)?;
+            for record in records.iter() {
+                let record = record?;
+                if record.timestamp(&header) == max_ts {
+                    return Ok(Some(TimestampOffset {
+                        timestamp: max_ts,
+                        offset: record.offset(&header),
+                    }));
+                }
+            }
+            break;
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch at or after `offset` (rounded down to a batch boundary: a batch
+    /// holding `offset` goes whole). Replication uses this to drop divergent data.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let mut sync = lock(&self.sync);
+        let mut inner = lock(&self.inner);
+        inner.check_writable(&self.dir)?;
+        if offset >= inner.log_end_offset {
+            return Ok(());
+        }
+        let removed;
+        if offset < inner.log_start_offset || offset <= inner.segments[0].base_offset {
+            removed = self.restart_at(&mut inner, offset.max(0))?;
+        } else {
+            let idx = inner.segment_index_for(offset);
+            let seg = &inner.segments[idx];
+            let mut scanner = Scanner::new(&*seg.log, seg.position_for(offset), seg.size);
+            let mut cut = (seg.size, offset.min(seg.next_offset));
+            loop {
+                match scanner.next_header() {
+                    Ok(Some((pos, h))) if h.last_offset() >= offset => {
+                        cut = (pos, h.base_offset.min(offset));
+                        break;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        let e = self.scan_error(seg.base_offset, e);
+                        return Err(self.fail(&mut inner, e));
+                    }
+                }
+            }
+            removed = inner.segments.split_off(idx + 1);
+            let seg = inner.active_mut();
+            let done = seg.truncate_to(cut.0, cut.1).and_then(|()| seg.sync_all());
+            if let Err(e) = done {
+                return Err(self.fail(&mut inner, LogError::io("truncating", &self.dir)(e)));
+            }
+            inner.log_end_offset = cut.1;
+        }
+        inner.high_watermark = inner.high_watermark.min(inner.log_end_offset);
+        inner.log_start_offset = inner.log_start_offset.min(inner.log_end_offset);
+        inner.first_unflushed_ms = None;
+        sync.durable = sync.durable.min(inner.log_end_offset);
+        self.durable.store(sync.durable, Ordering::Release);
+        let leo = inner.log_end_offset;
+        inner.check_invariants();
+        drop(inner);
+        drop(sync);
+        self.remove_segment_files(removed.iter().map(|s| s.base_offset))?;
+        self.write_checkpoint(Some(leo), false)
+    }
+
+    /// Replaces every segment with one empty segment at `offset`, which becomes the log start.
+    fn restart_at(&self, inner: &mut Inner, offset: i64) -> Result<Vec<Segment>, LogError> {
+        let mut removed = std::mem::take(&mut inner.segments);
+        let now = removed.last().map_or(0, |s| s.rolling_timestamp);
+        // A segment at exactly `offset` would share file names with the new one.
+        if let Some(i) = removed.iter().position(|s| s.base_offset == offset) {
+            removed.remove(i);
+        }
+        match Segment::create(&*self.storage, &self.dir, offset, now) {
+            Ok(s) => inner.segments.push(s),
+            Err(e) => return Err(self.fail(inner, e)),
+        }
+        inner.log_start_offset = offset;
+        inner.log_end_offset = offset;
+        inner.high_watermark = offset;
+        Ok(removed)
+    }
+
+    /// Empties the log and restarts it at `offset` (a replica that fell behind the leader's
+    /// log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let mut sync = lock(&self.sync);
+        let mut inner = lock(&self.inner);
+        inner.check_writable(&self.dir)?;
+        let removed = self.restart_at(&mut inner, offset)?;
+        sync.durable = offset;
+        self.durable.store(offset, Ordering::Release);
+        inner.first_unflushed_ms = None;
+        drop(inner);
+        drop(sync);
+        self.remove_segment_files(removed.iter().map(|s| s.base_offset))?;
+        self.write_checkpoint(Some(offset), false)
+    }
+
+    pub(crate) fn remove_segment_files(
+        &self,
+        bases: impl Iterator<Item = i64>,
+    ) -> Result<(), LogError> {
+        let mut any = false;
+        for base in bases {
+            for path in segment::paths(&self.dir, base) {
+                any = true;
+                let removed = self.storage.remove_file(&path);
+                if let Err(e) = removed {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        let mut inner = lock(&self.inner);
+                        return Err(self.fail(&mut inner, LogError::io("removing", &path)(e)));
+                    }
+                }
+            }
+        }
+        if any {
+            let synced = self.storage.sync_dir(&self.dir);
+            if let Err(e) = synced {
+                let mut inner = lock(&self.inner);
+                return Err(self.fail(&mut inner, LogError::io("syncing", &self.dir)(e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the log start offset forward (DeleteRecords). It may not pass the high watermark.
+    /// Durable when this returns; whole segments below it are deleted.
+    pub fn advance_log_start_offset(&self, offset: i64) -> Result<i64, LogError> {
+        {
+            let mut inner = lock(&self.inner);
+            inner.check_writable(&self.dir)?;
+            if offset > inner.high_watermark || offset < 0 {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: inner.log_start_offset,
+                    log_end_offset: inner.high_watermark,
+                });
+            }
+            if offset <= inner.log_start_offset {
+                return Ok(inner.log_start_offset);
+            }
+            inner.log_start_offset = offset;
+        }
+        self.write_checkpoint(None, false)?;
+        self.enforce_retention_inner(None)?;
+        Ok(offset)
+    }
+
+    /// Deletes whole segments that retention (`retention.ms`, `retention.bytes`) or the log
+    /// start offset no longer keeps. Only segments wholly below the high watermark go.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        self.enforce_retention_inner(Some(now_ms))
+    }
+
+    fn enforce_retention_inner(&self, now_ms: Option<i64>) -> Result<RetentionOutcome, LogError> {
+        let config = self.config();
+        let by_policy = config.cleanup_policy.delete && now_ms.is_some();
+        let now = now_ms.unwrap_or(0);
+        let (removed, log_start) = {
+            let mut inner = lock(&self.inner);
+            inner.check_writable(&self.dir)?;
+            let total: u64 = inner.segments.iter().map(|s| s.size).sum();
+            let mut excess = if by_policy && config.retention_bytes >= 0 {
+                total as i64 - config.retention_bytes
+            } else {
+                -1
+            };
+            let n = inner.segments.len();
+            let mut count = 0;
+            for i in 0..n {
+                let s = &inner.segments[i];
+                let next_base = inner
+                    .segments
+                    .get(i + 1)
+                    .map_or(inner.log_end_offset, |n| n.base_offset);
+                if next_base > inner.high_watermark || (i == n - 1 && s.size == 0) {
+                    break;
+                }
+                let newest = if s.max_timestamp >= 0 {
+                    s.max_timestamp
+                } else {
+                    s.rolling_timestamp
+                };
+                let expired = by_policy
+                    && config.retention_ms >= 0
+                    && now.saturating_sub(newest) > config.retention_ms;
+                let too_big = by_policy && excess >= s.size as i64;
+                let below_start = next_base <= inner.log_start_offset;
+                if !(expired || too_big || below_start) {
+                    break;
+                }
+                if too_big {
+                    excess -= s.size as i64;
+                }
+                count += 1;
+            }
+            if count == 0 {
+                return Ok(RetentionOutcome {
+                    log_start_offset: inner.log_start_offset,
+                    ..RetentionOutcome::default()
+                });
+            }
+            if count == n {
+                // Everything goes, the active segment too: roll so the log keeps an active one.
+                let leo = inner.log_end_offset;
+                self.roll(&mut inner, leo, now)?;
+            }
+            let removed: Vec<Segment> = inner.segments.drain(..count).collect();
+            let first_base = inner.segments[0].base_offset;
+            inner.log_start_offset = inner.log_start_offset.max(first_base);
+            inner.high_watermark = inner.high_watermark.max(inner.log_start_offset);
+            inner.check_invariants();
+            (removed, inner.log_start_offset)
+        };
+        self.write_checkpoint(None, false)?;
+        self.remove_segment_files(removed.iter().map(|s| s.base_offset))?;
+        let deleted_bytes = removed.iter().map(|s| s.size).sum();
+        tracing::debug!(dir = %self.dir.display(), segments = removed.len(), deleted_bytes, log_start, "retention deleted segments");
+        Ok(RetentionOutcome {
+            deleted_segments: removed.len(),
+            deleted_bytes,
+            log_start_offset: log_start,
+        })
+    }
+
+    /// Flushes everything, indexes included, and records a clean shutdown so the next open
+    /// skips recovery. The log refuses writes afterwards.
+    pub fn close(&self) -> Result<(), LogError> {
+        let _cleaner = lock(&self.cleaner_lock);
+        self.sync()?;
+        let leo = {
+            let _sync = lock(&self.sync);
+            let mut inner = lock(&self.inner);
+            inner.check_writable(&self.dir)?;
+            let sealed = inner
+                .active_mut()
+                .seal()
+                .and_then(|()| inner.active().sync_all());
+            if let Err(e) = sealed {
+                return Err(self.fail(&mut inner, LogError::io("closing", &self.dir)(e)));
+            }
+            inner.closed = true;
+            inner.log_end_offset
+        };
+        self.write_checkpoint(Some(leo), true)
+    }
+}

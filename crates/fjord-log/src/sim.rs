@@ -1,0 +1,389 @@
+//! A simulated disk for tests: fault injection and crash images.
+//!
+//! The model is the one the log is written against (docs/storage.md, "What the code assumes of
+//! the disk"):
+//! - a file's bytes become durable only when the file is synced; a crash keeps the durable
+//!   bytes, and may keep any prefix of the bytes written after them (a torn tail), possibly with
+//!   garbage in it;
+//! - creating, renaming and removing files becomes durable only when the directory is synced;
+//!   a crash brings back the directory as of its last sync.
+//!
+//! Directories themselves are implicit: every path has one.
+//!
+//! Faults: [`SimStorage::fail_op`] makes the Nth mutating operation (write, sync, truncate,
+//! create, rename, remove, directory sync) fail, once or from then on.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::storage::{Storage, StorageFile};
+
+/// An in-memory disk with a durability model, shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct SimStorage {
+    state: Arc<Mutex<SimState>>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    files: BTreeMap<PathBuf, Arc<SimFile>>,
+    durable_files: BTreeMap<PathBuf, Arc<SimFile>>,
+    ops: u64,
+    fail_at: Option<u64>,
+    fail_forever: bool,
+    failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct SimFile {
+    data: Mutex<FileData>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct FileData {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    /// The lowest byte changed since the last sync.
+    dirty_from: usize,
+}
+
+#[derive(Debug)]
+struct SimHandle {
+    file: Arc<SimFile>,
+    storage: SimStorage,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SimStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes mutating operation number `n` (counting from 0, from now) fail; with `forever`,
+    /// every operation after it fails too.
+    pub fn fail_op(&self, n: u64, forever: bool) {
+        let mut s = lock(&self.state);
+        s.fail_at = Some(s.ops + n);
+        s.fail_forever = forever;
+    }
+
+    /// Stops injecting failures.
+    pub fn heal(&self) {
+        let mut s = lock(&self.state);
+        s.fail_at = None;
+        s.fail_forever = false;
+    }
+
+    /// How many mutating operations have run so far.
+    pub fn op_count(&self) -> u64 {
+        lock(&self.state).ops
+    }
+
+    /// How many operations failed by injection.
+    pub fn failures(&self) -> u64 {
+        lock(&self.state).failures
+    }
+
+    /// What survives a crash now, as a new independent disk: the durable directory entries
+    /// with their durable bytes. With a `seed`, each file whose unsynced bytes extend past its
+    /// durable ones also keeps a seeded-random prefix of them (a torn write), sometimes with a
+    /// garbage byte inside.
+    pub fn crash_image(&self, seed: Option<u64>) -> SimStorage {
+        let s = lock(&self.state);
+        let mut rng = seed.map(XorShift::new);
+        let mut files = BTreeMap::new();
+        for (path, file) in &s.durable_files {
+            let d = lock(&file.data);
+            let mut bytes = d.durable.clone();
+            if let Some(rng) = rng.as_mut() {
+                let intact = d.dirty_from.min(d.current.len());
+                if d.current.len() > bytes.len() && intact >= bytes.len() {
+                    let tail = &d.current[bytes.len()..];
+                    let keep = (rng.next_u64() % (tail.len() as u64 + 1)) as usize;
+                    let start = bytes.len();
+                    bytes.extend_from_slice(&tail[..keep]);
+                    if keep > 0 && rng.next_u64() % 4 == 0 {
+                        let at = start + (rng.next_u64() % keep as u64) as usize;
+                        bytes[at] ^= 0xa5;
+                    }
+                }
+            }
+            let len = bytes.len();
+            let file = Arc::new(SimFile {
+                data: Mutex::new(FileData {
+                    current: bytes.clone(),
+                    durable: bytes,
+                    dirty_from: len,
+                }),
+            });
+            files.insert(path.clone(), file);
+        }
+        SimStorage {
+            state: Arc::new(Mutex::new(SimState {
+                durable_files: files.clone(),
+                files,
+                ..SimState::default()
+            })),
+        }
+    }
+
+    /// The current (not necessarily durable) contents of a file, for assertions.
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let s = lock(&self.state);
+        s.files.get(path).map(|f| lock(&f.data).current.clone())
+    }
+
+    /// Overwrites bytes of a file as if the disk corrupted them (durably, no fault counting).
+    pub fn corrupt(&self, path: &Path, at: usize, bytes: &[u8]) {
+        let s = lock(&self.state);
+        if let Some(f) = s.files.get(path) {
+            let mut d = lock(&f.data);
+            let end = (at + bytes.len()).min(d.current.len());
+            if at < end {
+                let n = end - at;
+                d.current[at..end].copy_from_slice(&bytes[..n]);
+                let cur = d.current.clone();
+                d.durable = cur;
+                d.dirty_from = d.current.len();
+            }
+        }
+    }
+
+    fn tick(&self) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        let op = s.ops;
+        s.ops += 1;
+        let fail = match s.fail_at {
+            Some(at) if s.fail_forever => op >= at,
+            Some(at) => op == at,
+            None => false,
+        };
+        if fail {
+            s.failures += 1;
+            return Err(io::Error::other(format!(
+                "injected I/O failure (operation {op})"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let existing = lock(&self.state).files.get(path).cloned();
+        let file = match existing {
+            Some(f) => f,
+            None if create => {
+                self.tick()?;
+                let f = Arc::new(SimFile::default());
+                lock(&self.state)
+                    .files
+                    .insert(path.to_path_buf(), f.clone());
+                f
+            }
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} not found", path.display()),
+                ));
+            }
+        };
+        Ok(Arc::new(SimHandle {
+            file,
+            storage: self.clone(),
+        }))
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = lock(&self.state);
+        Ok(s.files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(lock(&self.state).files.contains_key(path))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.tick()?;
+        match lock(&self.state).files.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", path.display()),
+            )),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.tick()?;
+        let mut s = lock(&self.state);
+        let Some(f) = s.files.remove(from) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", from.display()),
+            ));
+        };
+        s.files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.tick()?;
+        let mut s = lock(&self.state);
+        let in_dir = |p: &PathBuf| p.parent() == Some(dir);
+        s.durable_files.retain(|p, _| !in_dir(p));
+        let entries: Vec<_> = s
+            .files
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, f)| (p.clone(), f.clone()))
+            .collect();
+        s.durable_files.extend(entries);
+        Ok(())
+    }
+}
+
+impl StorageFile for SimHandle {
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.file.data).current.len() as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let d = lock(&self.file.data);
+        let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+        if pos >= d.current.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(d.current.len() - pos);
+        buf[..n].copy_from_slice(&d.current[pos..pos + n]);
+        Ok(n)
+    }
+
+    fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
+        self.storage.tick()?;
+        let mut d = lock(&self.file.data);
+        let pos = pos as usize;
+        if d.current.len() < pos + data.len() {
+            d.current.resize(pos + data.len(), 0);
+        }
+        d.current[pos..pos + data.len()].copy_from_slice(data);
+        d.dirty_from = d.dirty_from.min(pos);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.storage.tick()?;
+        let mut d = lock(&self.file.data);
+        let keep = d.dirty_from.min(d.current.len()).min(d.durable.len());
+        d.durable.truncate(keep);
+        let from = d.durable.len();
+        let tail = d.current[from..].to_vec();
+        d.durable.extend_from_slice(&tail);
+        d.dirty_from = d.current.len();
+        Ok(())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.storage.tick()?;
+        let mut d = lock(&self.file.data);
+        let len = len as usize;
+        d.current.resize(len, 0);
+        d.dirty_from = d.dirty_from.min(len);
+        Ok(())
+    }
+}
+
+/// A tiny deterministic generator, so crash images are reproducible from a seed.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_synced_bytes_and_entries_survive() {
+        let disk = SimStorage::new();
+        let dir = Path::new("/d");
+        let a = disk.open(&dir.join("a"), true).unwrap();
+        a.write_at(b"hello", 0).unwrap();
+        a.sync().unwrap();
+        a.write_at(b" world", 5).unwrap();
+        // Entry not yet durable: the whole file vanishes.
+        assert!(disk.crash_image(None).read_file(&dir.join("a")).is_none());
+        disk.sync_dir(dir).unwrap();
+        let img = disk.crash_image(None);
+        assert_eq!(img.read_file(&dir.join("a")).unwrap(), b"hello");
+        a.sync().unwrap();
+        assert_eq!(
+            disk.crash_image(None).read_file(&dir.join("a")).unwrap(),
+            b"hello world"
+        );
+        // A truncation is not durable until synced.
+        a.truncate(2).unwrap();
+        assert_eq!(
+            disk.crash_image(None).read_file(&dir.join("a")).unwrap(),
+            b"hello world"
+        );
+        a.sync().unwrap();
+        assert_eq!(
+            disk.crash_image(None).read_file(&dir.join("a")).unwrap(),
+            b"he"
+        );
+    }
+
+    #[test]
+    fn torn_tail_keeps_a_prefix_of_unsynced_bytes() {
+        let disk = SimStorage::new();
+        let p = Path::new("/d/f");
+        let f = disk.open(p, true).unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        f.write_at(b"durable", 0).unwrap();
+        f.sync().unwrap();
+        f.write_at(b"-pending-bytes", 7).unwrap();
+        for seed in 0..50 {
+            let got = disk.crash_image(Some(seed)).read_file(p).unwrap();
+            assert!(got.len() >= 7 && got.len() <= 21);
+            assert_eq!(&got[..7], b"durable");
+        }
+    }
+
+    #[test]
+    fn nth_operation_fails() {
+        let disk = SimStorage::new();
+        let f = disk.open(Path::new("/f"), true).unwrap();
+        disk.fail_op(1, false);
+        f.write_at(b"a", 0).unwrap();
+        assert!(f.write_at(b"b", 1).is_err());
+        f.write_at(b"c", 1).unwrap();
+        assert_eq!(disk.failures(), 1);
+    }
+}

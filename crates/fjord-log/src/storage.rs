@@ -1,0 +1,162 @@
+//! The one seam through which the log touches the disk.
+//!
+//! Everything the log does to files goes through [`Storage`] and [`StorageFile`], so tests can
+//! swap in [`crate::sim::SimStorage`], which injects failures and produces crash images. The
+//! real implementation, [`FsStorage`], is a thin layer over `std::fs` with positional I/O.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A directory tree of files.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Creates `path` and its parents if missing.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens a file for reading and writing; creates it (empty) when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Names of the files directly in `dir`.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals of entries in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file. All methods take `&self`: positions are explicit, so readers and the single
+/// writer share one handle without a cursor.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Reads up to `buf.len()` bytes at `pos`; fewer only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Writes all of `data` at `pos`.
+    fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()>;
+    /// Makes every write so far durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
+    /// Cuts or extends the file to `len` bytes.
+    fn truncate(&self, len: u64) -> io::Result<()>;
+    /// The OS file descriptor, when there is one, for zero-copy sends (sendfile).
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+impl dyn StorageFile {
+    /// Fills `buf` from `pos`, failing with `UnexpectedEof` if the file ends first.
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file ends before byte {}", pos + buf.len() as u64),
+                ));
+            }
+            buf = &mut buf[n..];
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsStorage;
+
+#[derive(Debug)]
+struct FsFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Storage for FsStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(FsFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl StorageFile for FsFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, pos) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
+        self.file
+            .write_all_at(data, pos)
+            .map_err(|e| io::Error::new(e.kind(), format!("write to {}: {e}", self.path.display())))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| io::Error::new(e.kind(), format!("fsync of {}: {e}", self.path.display())))
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+}

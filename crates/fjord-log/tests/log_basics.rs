@@ -1,0 +1,620 @@
+//! The log's behaviour on a real directory and on the simulated disk.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use fjord_log::{
+    AppendOrigin, CleanupPolicy, FsStorage, Log, LogConfig, LogError, ReadUpTo, Storage,
+    TimestampOffset, sim::SimStorage,
+};
+use fjord_record::{Compression, TimestampType};
+
+fn sim() -> Arc<dyn Storage> {
+    Arc::new(SimStorage::new())
+}
+
+#[test]
+fn append_assigns_dense_offsets_and_reads_back_every_codec() {
+    let storage = sim();
+    let log = open(&storage, small_segments());
+    let mut expected = Vec::new();
+    for (i, codec) in Compression::ALL.iter().cycle().take(25).enumerate() {
+        let mut b = batch(&format!("b{i}"), 7, 10_000 + i as i64 * 10, *codec);
+        let info = log
+            .append_durable(&mut b, AppendOrigin::Client, 5_000)
+            .unwrap();
+        assert_eq!(info.first_offset, i as i64 * 7);
+        assert_eq!(info.last_offset, i as i64 * 7 + 6);
+        assert_eq!(info.record_count, 7);
+        assert_eq!(info.log_append_time, -1);
+        for j in 0..7 {
+            expected.push(format!("b{i}-{j}"));
+        }
+    }
+    assert_eq!(log.log_end_offset(), 175);
+    assert_eq!(log.durable_offset(), 175);
+    assert!(
+        log.segments().len() > 3,
+        "small segments roll: {:?}",
+        log.segments()
+    );
+    log.set_high_watermark(175).unwrap();
+    let seen = read_all(&log, ReadUpTo::HighWatermark);
+    assert_eq!(values(&seen), expected);
+    assert!(seen.iter().enumerate().all(|(i, s)| s.offset == i as i64));
+}
+
+#[test]
+fn reads_respect_bounds_and_byte_limits() {
+    let storage = sim();
+    let log = open(&storage, LogConfig::default());
+    let mut sizes = Vec::new();
+    for i in 0..10 {
+        let mut b = batch(&format!("b{i}"), 3, 1_000, Compression::None);
+        sizes.push(b.len() as u64);
+        log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+    }
+    // Nothing below the high watermark yet.
+    assert!(
+        log.read(0, 1 << 20, ReadUpTo::HighWatermark, true)
+            .unwrap()
+            .data
+            .is_none()
+    );
+    log.set_high_watermark(9).unwrap();
+    let r = log.read(0, 1 << 20, ReadUpTo::HighWatermark, true).unwrap();
+    let slice = r.data.unwrap();
+    assert_eq!((slice.first_offset, slice.next_offset), (0, 9));
+    assert_eq!(slice.len, sizes[..3].iter().sum::<u64>());
+    // A read from the middle of a batch starts with that batch.
+    let slice = log
+        .read(4, 1 << 20, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(slice.first_offset, 3);
+    assert_eq!(slice.next_offset, 30);
+    // Byte limit: whole batches only; the first batch even if too big when asked.
+    let slice = log
+        .read(0, sizes[0] as usize + 10, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(slice.next_offset, 3);
+    let slice = log
+        .read(0, 5, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(slice.next_offset, 3);
+    assert!(
+        log.read(0, 5, ReadUpTo::LogEnd, false)
+            .unwrap()
+            .data
+            .is_none()
+    );
+    // Upper bound by offset (e.g. the last stable offset).
+    let slice = log
+        .read(0, 1 << 20, ReadUpTo::Offset(7), true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(slice.next_offset, 9);
+    // At the end: empty; beyond: out of range.
+    assert!(
+        log.read(30, 100, ReadUpTo::LogEnd, true)
+            .unwrap()
+            .data
+            .is_none()
+    );
+    assert!(matches!(
+        log.read(31, 100, ReadUpTo::LogEnd, true),
+        Err(LogError::OffsetOutOfRange {
+            offset: 31,
+            log_start_offset: 0,
+            log_end_offset: 30
+        })
+    ));
+}
+
+#[test]
+fn bad_batches_are_refused_with_typed_errors() {
+    let storage = sim();
+    let config = LogConfig {
+        max_message_bytes: 500,
+        cleanup_policy: CleanupPolicy::COMPACT,
+        ..LogConfig::default()
+    };
+    let log = open(&storage, config);
+    let mut big = batch("big", 40, 1, Compression::None);
+    assert!(matches!(
+        log.append(&mut big, AppendOrigin::Client, 1),
+        Err(LogError::BatchTooLarge { max: 500, .. })
+    ));
+    let mut corrupt = batch("c", 2, 1, Compression::None);
+    let n = corrupt.len();
+    corrupt[n - 1] ^= 1;
+    assert!(matches!(
+        log.append(&mut corrupt, AppendOrigin::Client, 1),
+        Err(LogError::CorruptBatch(
+            fjord_record::RecordError::CrcMismatch { .. }
+        ))
+    ));
+    let mut truncated = batch("t", 2, 1, Compression::None);
+    truncated.pop();
+    assert!(matches!(
+        log.append(&mut truncated, AppendOrigin::Client, 1),
+        Err(LogError::CorruptBatch(_))
+    ));
+    let mut b = fjord_record::BatchBuilder::new(Compression::None);
+    b.push(1, None, Some(b"no key"));
+    let mut no_key = b.build().unwrap();
+    assert!(matches!(
+        log.append(&mut no_key, AppendOrigin::Client, 1),
+        Err(LogError::InvalidRecord { .. })
+    ));
+    let mut b = fjord_record::BatchBuilder::new(Compression::None);
+    b.control = true;
+    b.push(1, Some(b"\0\0\0\0"), Some(b"marker"));
+    let mut control = b.build().unwrap();
+    assert!(matches!(
+        log.append(&mut control.clone(), AppendOrigin::Client, 1),
+        Err(LogError::InvalidRecord { .. })
+    ));
+    log.append(&mut control, AppendOrigin::Internal, 1).unwrap();
+    assert!(matches!(
+        log.append(&mut [], AppendOrigin::Client, 1),
+        Err(LogError::InvalidRecord { .. })
+    ));
+    assert_eq!(
+        log.log_end_offset(),
+        1,
+        "only the internal control batch went in"
+    );
+    assert!(log.failure().is_none(), "bad input does not fail the log");
+}
+
+#[test]
+fn log_append_time_and_create_time() {
+    let storage = sim();
+    let config = LogConfig {
+        message_timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let log = open(&storage, config);
+    let mut b = batch("x", 3, 100, Compression::Snappy);
+    let info = log.append(&mut b, AppendOrigin::Client, 777_000).unwrap();
+    assert_eq!(info.log_append_time, 777_000);
+    log.set_high_watermark(3).unwrap();
+    let seen = read_all(&log, ReadUpTo::HighWatermark);
+    assert!(seen.iter().all(|s| s.timestamp == 777_000));
+
+    // CreateTime: a producer's wrong max timestamp is corrected.
+    let storage = sim();
+    let log = open(&storage, LogConfig::default());
+    let mut b = batch("y", 3, 100, Compression::None);
+    b[35..43].copy_from_slice(&5i64.to_be_bytes());
+    let crc = fjord_record::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+    assert_eq!(header(&b).max_timestamp, 102);
+    assert_eq!(log.segments()[0].max_timestamp, 102);
+}
+
+#[test]
+fn offsets_by_timestamp_and_max_timestamp() {
+    let storage = sim();
+    let log = open(&storage, small_segments());
+    // Timestamps rise by 10 per batch, with one out-of-order batch in the middle.
+    for i in 0..40i64 {
+        let ts = if i == 20 { 50_000 } else { 1_000 + i * 10 };
+        let mut b = batch(&format!("b{i}"), 2, ts, Compression::Lz4);
+        log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+    }
+    // Batch i holds offsets 2i, 2i+1 with timestamps ts, ts+1.
+    assert_eq!(
+        log.offset_for_timestamp(1_000).unwrap(),
+        Some(TimestampOffset {
+            timestamp: 1_000,
+            offset: 0
+        })
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1_101).unwrap(),
+        Some(TimestampOffset {
+            timestamp: 1_101,
+            offset: 21
+        })
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1_102).unwrap(),
+        Some(TimestampOffset {
+            timestamp: 1_110,
+            offset: 22
+        })
+    );
+    // First record with timestamp >= 1_300 is the out-of-order batch 20 (offset 40).
+    assert_eq!(
+        log.offset_for_timestamp(1_300).unwrap(),
+        Some(TimestampOffset {
+            timestamp: 50_000,
+            offset: 40
+        })
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1_391).unwrap(),
+        Some(TimestampOffset {
+            timestamp: 50_000,
+            offset: 40
+        })
+    );
+    assert_eq!(log.offset_for_timestamp(60_000).unwrap(), None);
+    assert_eq!(
+        log.max_timestamp_offset().unwrap(),
+        Some(TimestampOffset {
+            timestamp: 50_001,
+            offset: 41
+        })
+    );
+    // Same answers after a clean reopen (indexes loaded from disk).
+    log.close().unwrap();
+    let log = open(&storage, small_segments());
+    assert_eq!(
+        log.offset_for_timestamp(1_102).unwrap(),
+        Some(TimestampOffset {
+            timestamp: 1_110,
+            offset: 22
+        })
+    );
+    assert_eq!(
+        log.max_timestamp_offset().unwrap(),
+        Some(TimestampOffset {
+            timestamp: 50_001,
+            offset: 41
+        })
+    );
+}
+
+#[test]
+fn clean_reopen_is_fast_and_unclean_reopen_recovers() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, small_segments());
+    for i in 0..30 {
+        let mut b = batch(&format!("b{i}"), 4, 1_000, Compression::None);
+        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
+            .unwrap();
+    }
+    log.set_high_watermark(120).unwrap();
+    log.close().unwrap();
+    assert!(matches!(
+        log.append(
+            &mut batch("late", 1, 1, Compression::None),
+            AppendOrigin::Client,
+            1
+        ),
+        Err(LogError::Closed { .. })
+    ));
+    // A clean reopen reads only index files and segment tails: far fewer bytes than the log.
+    let log = open(&storage, small_segments());
+    assert_eq!(log.log_end_offset(), 120);
+    assert_eq!(log.high_watermark(), 120);
+    let all = read_all(&log, ReadUpTo::LogEnd);
+    assert_eq!(all.len(), 120);
+    // Now crash without closing, after more appends.
+    for i in 30..35 {
+        let mut b = batch(&format!("b{i}"), 4, 1_000, Compression::None);
+        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
+            .unwrap();
+    }
+    let crashed: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let log = open(&crashed, small_segments());
+    assert_eq!(log.log_end_offset(), 140);
+    assert_eq!(
+        values(&read_all(&log, ReadUpTo::LogEnd)).last().unwrap(),
+        "b34-3"
+    );
+}
+
+#[test]
+fn torn_tail_is_cut_and_nothing_unverified_served() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, LogConfig::default());
+    for i in 0..5 {
+        let mut b = batch(&format!("b{i}"), 2, 1_000, Compression::None);
+        log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+    }
+    let seg = std::path::Path::new(DIR).join(format!("{:020}.log", 0));
+    let len = disk.read_file(&seg).unwrap().len();
+    // Flip a byte inside the fourth batch.
+    let batch_len = len / 5;
+    disk.corrupt(&seg, batch_len * 3 + 70, &[0xee]);
+    drop(log);
+    let log = open(&storage, LogConfig::default());
+    assert_eq!(
+        log.log_end_offset(),
+        6,
+        "batches from the corrupt one on are dropped"
+    );
+    assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 6);
+    // The log continues from there.
+    let mut b = batch("after", 1, 1, Compression::None);
+    assert_eq!(
+        log.append(&mut b, AppendOrigin::Client, 1)
+            .unwrap()
+            .first_offset,
+        6
+    );
+}
+
+#[test]
+fn truncation_and_log_start_offset() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, small_segments());
+    for i in 0..30 {
+        let mut b = batch(&format!("b{i}"), 3, 1_000 + i, Compression::Gzip);
+        log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+    }
+    log.set_high_watermark(90).unwrap();
+    let segments_before = log.segments().len();
+    // Truncating into the middle of batch 20 (offsets 60..62) drops it whole.
+    log.truncate_to(61).unwrap();
+    assert_eq!(log.log_end_offset(), 60);
+    assert_eq!(log.high_watermark(), 60);
+    assert!(log.segments().len() < segments_before);
+    let seen = read_all(&log, ReadUpTo::LogEnd);
+    assert_eq!(seen.len(), 60);
+    assert_eq!(values(&seen).last().unwrap(), "b19-2");
+    let mut b = batch("new", 2, 5_000, Compression::None);
+    assert_eq!(
+        log.append_durable(&mut b, AppendOrigin::Client, 1)
+            .unwrap()
+            .first_offset,
+        60
+    );
+    // Timestamps were recomputed: nothing from the dropped batches is found.
+    assert_eq!(log.offset_for_timestamp(1_025).unwrap().unwrap().offset, 60);
+    log.set_high_watermark(62).unwrap();
+
+    // DeleteRecords: not past the high watermark; durable; whole segments below go.
+    assert!(matches!(
+        log.advance_log_start_offset(63),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.advance_log_start_offset(31).unwrap(), 31);
+    assert_eq!(log.log_start_offset(), 31);
+    assert!(log.segments()[0].base_offset <= 31);
+    assert!(
+        log.segments()[0].base_offset > 0,
+        "segments wholly below were deleted"
+    );
+    assert!(matches!(
+        log.read(30, 10, ReadUpTo::LogEnd, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log, ReadUpTo::LogEnd).first().unwrap().offset, 31);
+    // The log start offset survives a crash.
+    let crashed: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let log = open(&crashed, small_segments());
+    assert_eq!(log.log_start_offset(), 31);
+    assert_eq!(log.log_end_offset(), 62);
+
+    // Truncating below the log start empties the log and restarts it there.
+    log.truncate_to(10).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 10));
+    let mut b = batch("restart", 1, 1, Compression::None);
+    assert_eq!(
+        log.append(&mut b, AppendOrigin::Client, 1)
+            .unwrap()
+            .first_offset,
+        10
+    );
+}
+
+#[test]
+fn retention_by_time_and_size_deletes_whole_segments_below_hw() {
+    let storage = sim();
+    let config = LogConfig {
+        retention_ms: 10_000,
+        ..small_segments()
+    };
+    let log = open(&storage, config);
+    for i in 0..40i64 {
+        let mut b = batch(&format!("b{i}"), 2, i * 1_000, Compression::None);
+        log.append(&mut b, AppendOrigin::Client, i * 1_000).unwrap();
+    }
+    let segs = log.segments();
+    assert!(segs.len() >= 4, "{segs:?}");
+    // Nothing goes while the high watermark is at 0.
+    assert_eq!(log.enforce_retention(45_000).unwrap().deleted_segments, 0);
+    log.set_high_watermark(80).unwrap();
+    // Now = 45s: records older than 35s expire; a segment goes when its newest record does.
+    let out = log.enforce_retention(45_000).unwrap();
+    assert!(out.deleted_segments > 0);
+    let first = log.segments()[0];
+    assert_eq!(out.log_start_offset, first.base_offset);
+    assert_eq!(log.log_start_offset(), first.base_offset);
+    for s in &segs {
+        let gone = s.base_offset < first.base_offset;
+        assert_eq!(gone, s.max_timestamp < 35_000, "segment {s:?}");
+    }
+    // Everything expired: even the active segment goes, and the log continues at its end.
+    let out = log.enforce_retention(1_000_000).unwrap();
+    assert!(out.deleted_segments > 0);
+    assert_eq!(log.log_start_offset(), 80);
+    assert_eq!(log.log_end_offset(), 80);
+    assert_eq!(log.size_bytes(), 0);
+
+    // Size: keep at most ~3 segments' worth.
+    let storage = sim();
+    let config = LogConfig {
+        retention_bytes: 6_000,
+        retention_ms: -1,
+        ..small_segments()
+    };
+    let log = open(&storage, config);
+    for i in 0..60 {
+        let mut b = batch(&format!("b{i}"), 2, 1, Compression::None);
+        log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+    }
+    log.set_high_watermark(120).unwrap();
+    log.enforce_retention(1).unwrap();
+    let size = log.size_bytes();
+    assert!(size <= 6_000, "size {size}");
+    assert!(
+        size + 1_000 > 6_000,
+        "no more than needed was deleted: {size}"
+    );
+    assert_eq!(read_all(&log, ReadUpTo::LogEnd).last().unwrap().offset, 119);
+}
+
+#[test]
+fn group_commit_shares_one_fsync() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, LogConfig::default());
+    let mut infos = Vec::new();
+    for i in 0..5 {
+        let mut b = batch(&format!("b{i}"), 1, 1, Compression::None);
+        infos.push(log.append(&mut b, AppendOrigin::Client, 1).unwrap());
+    }
+    assert_eq!(log.durable_offset(), 0);
+    let ops = disk.op_count();
+    for info in &infos {
+        log.wait_durable(info).unwrap();
+    }
+    assert_eq!(disk.op_count() - ops, 1, "five waiting appends, one fsync");
+    assert_eq!(log.durable_offset(), 5);
+
+    // Many threads appending and waiting: all durable, fewer fsyncs than appends is allowed but
+    // every acknowledged append is covered.
+    let log = Arc::new(log);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..50 {
+                    let mut b = batch(&format!("t{t}-{i}"), 1, 1, Compression::None);
+                    let info = log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+                    assert!(log.durable_offset() > info.last_offset);
+                    acked.push(info.first_offset);
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (5..205).collect::<Vec<_>>());
+}
+
+#[test]
+fn flush_messages_and_flush_ms() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let config = LogConfig {
+        flush_messages: 10,
+        flush_ms: 500,
+        ..LogConfig::default()
+    };
+    let log = open(&storage, config);
+    for i in 0..3 {
+        let mut b = batch(&format!("b{i}"), 3, 1, Compression::None);
+        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
+            .unwrap();
+    }
+    assert_eq!(
+        log.durable_offset(),
+        0,
+        "9 unflushed records: below flush.messages"
+    );
+    assert!(!log.flush_if_due(1_400).unwrap());
+    assert!(log.flush_if_due(1_500).unwrap());
+    assert_eq!(log.durable_offset(), 9);
+    for i in 0..4 {
+        let mut b = batch(&format!("c{i}"), 3, 1, Compression::None);
+        log.append_durable(&mut b, AppendOrigin::Client, 2_000)
+            .unwrap();
+    }
+    assert_eq!(
+        log.durable_offset(),
+        21,
+        "the 12th unflushed record forced a sync"
+    );
+}
+
+#[test]
+fn segment_ms_rolls_by_age() {
+    let storage = sim();
+    let config = LogConfig {
+        segment_ms: 1_000,
+        ..LogConfig::default()
+    };
+    let log = open(&storage, config);
+    for i in 0..5i64 {
+        let mut b = batch("x", 1, 10_000 + i * 600, Compression::None);
+        log.append(&mut b, AppendOrigin::Client, 10_000 + i * 600)
+            .unwrap();
+    }
+    let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
+    assert_eq!(bases, vec![0, 2, 4]);
+}
+
+#[test]
+fn replica_appends_keep_leader_offsets() {
+    let storage = sim();
+    let log = open(&storage, LogConfig::default());
+    let mut b = batch("r", 3, 1, Compression::None);
+    fjord_record::set_base_offset(&mut b, 10);
+    // A follower's log can start where the leader's data starts.
+    log.truncate_fully_and_start_at(10).unwrap();
+    log.append(&mut b, AppendOrigin::Replica, 1).unwrap();
+    assert_eq!(log.log_end_offset(), 13);
+    let mut stale = batch("r", 1, 1, Compression::None);
+    fjord_record::set_base_offset(&mut stale, 12);
+    assert!(matches!(
+        log.append(&mut stale, AppendOrigin::Replica, 1),
+        Err(LogError::InvalidRecord { .. })
+    ));
+}
+
+#[test]
+fn real_directory_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+    let dir = tmp.path().join("orders-0");
+    let log = Log::open(storage.clone(), &dir, small_segments(), 1).unwrap();
+    for i in 0..20 {
+        let mut b = batch(&format!("b{i}"), 5, 1_000, Compression::Zstd);
+        log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+    }
+    let slice = log
+        .read(0, 100, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert!(
+        slice.file.raw_fd().is_some(),
+        "real files offer a descriptor for sendfile"
+    );
+    log.close().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(names.contains(&"00000000000000000000.log".to_string()));
+    assert!(names.contains(&"00000000000000000000.index".to_string()));
+    assert!(names.contains(&"00000000000000000000.timeindex".to_string()));
+    assert!(names.contains(&"partition.checkpoint".to_string()));
+    let log = Log::open(storage, &dir, small_segments(), 1).unwrap();
+    assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 100);
+}
