@@ -782,7 +782,9 @@ impl Log {
                     .next_header()
                     .map_err(|e| self.scan_error(base, e))?;
                 let Some((pos, header)) = next else { break };
-                if header.base_offset >= upper_offset {
+                // Like Kafka, a batch that reaches the bound (a high watermark inside a batch)
+                // is held back whole.
+                if header.last_offset() >= upper_offset {
                     break;
                 }
                 match &mut found {

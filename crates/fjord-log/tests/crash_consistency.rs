@@ -1,0 +1,209 @@
+//! Crash images and injected I/O failures: after any crash the log recovers to a valid prefix
+//! of what was appended, holding every append that was acknowledged as durable.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use fjord_log::sim::{SimStorage, XorShift};
+use fjord_log::{AppendOrigin, LogConfig, LogError, ReadUpTo, Storage};
+use fjord_record::Compression;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1_500,
+        index_interval_bytes: 200,
+        ..LogConfig::default()
+    }
+}
+
+/// Checks a recovered log against what was appended: a prefix, in order, byte-equal values,
+/// holding at least every durable offset.
+fn check_recovered(storage: &Arc<dyn Storage>, appended: &[String], durable: i64) -> usize {
+    let log = open(storage, config());
+    let seen = read_all(&log, ReadUpTo::LogEnd);
+    let got = values(&seen);
+    assert!(got.len() <= appended.len(), "more records than appended");
+    assert_eq!(
+        got[..],
+        appended[..got.len()],
+        "recovered log is not a prefix"
+    );
+    assert!(seen.iter().enumerate().all(|(i, s)| s.offset == i as i64));
+    assert!(
+        got.len() as i64 >= durable,
+        "lost acknowledged data: recovered {} records, {durable} were durable",
+        got.len()
+    );
+    assert_eq!(log.log_end_offset(), got.len() as i64);
+    // The recovered log accepts appends at its end.
+    let mut b = batch("post-crash", 1, 1, Compression::None);
+    let info = log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+    assert_eq!(info.first_offset, got.len() as i64);
+    got.len()
+}
+
+#[test]
+fn crash_images_recover_every_synced_append() {
+    let mut recovered_short = 0;
+    for seed in 0..60u64 {
+        let disk = SimStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let mut rng = XorShift::new(seed);
+        let mut log = open(&storage, config());
+        let mut appended: Vec<String> = Vec::new();
+        let steps = 10 + rng.next_u64() % 40;
+        for step in 0..steps {
+            let n = 1 + (rng.next_u64() % 5) as usize;
+            let codec = Compression::ALL[(rng.next_u64() % 5) as usize];
+            let tag = format!("s{seed}-{step}");
+            let mut b = batch(&tag, n, 1_000 + step as i64, codec);
+            let info = log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+            appended.extend((0..n).map(|i| format!("{tag}-{i}")));
+            match rng.next_u64() % 4 {
+                0 => {}
+                1 | 2 => log.wait_durable(&info).unwrap(),
+                _ => {
+                    if rng.next_u64() % 3 == 0 {
+                        log.close().unwrap();
+                        log = open(&storage, config());
+                    }
+                }
+            }
+            // A crash image in the middle, from a seeded torn state.
+            if rng.next_u64() % 7 == 0 {
+                let image: Arc<dyn Storage> = Arc::new(disk.crash_image(Some(seed * 1000 + step)));
+                let got = check_recovered(&image, &appended, log.durable_offset());
+                if got < appended.len() {
+                    recovered_short += 1;
+                }
+            }
+        }
+        let durable = log.durable_offset();
+        for torn in [None, Some(seed)] {
+            let image: Arc<dyn Storage> = Arc::new(disk.crash_image(torn));
+            check_recovered(&image, &appended, durable);
+        }
+    }
+    assert!(
+        recovered_short > 0,
+        "the workload never lost an unsynced tail; the test is too weak"
+    );
+}
+
+#[test]
+fn nth_io_failure_refuses_writes_and_loses_nothing_acknowledged() {
+    // Count the operations of a full run, then fail each one in turn.
+    let workload = |storage: &Arc<dyn Storage>, disk: &SimStorage, fail_at: Option<(u64, bool)>| {
+        let log = open(storage, config());
+        if let Some((n, forever)) = fail_at {
+            disk.fail_op(n, forever);
+        }
+        let mut appended = Vec::new();
+        let mut acked = 0i64;
+        let mut failed = false;
+        for step in 0..25 {
+            let tag = format!("w{step}");
+            let mut b = batch(&tag, 3, 1_000, Compression::None);
+            match log.append_durable(&mut b, AppendOrigin::Client, 1_000) {
+                Ok(info) => {
+                    assert!(!failed, "an append succeeded after the log failed");
+                    appended.extend((0..3).map(|i| format!("{tag}-{i}")));
+                    acked = info.next_offset();
+                }
+                Err(LogError::Failed { .. }) => assert!(failed, "Failed before any error"),
+                Err(e) => {
+                    assert!(!failed);
+                    failed = true;
+                    assert!(log.failure().is_some(), "the log marks itself failed: {e}");
+                    // A write may have reached the file before the error surfaced.
+                    appended.extend((0..3).map(|i| format!("{tag}-{i}")));
+                }
+            }
+        }
+        if failed {
+            let mut b = batch("after", 1, 1, Compression::None);
+            let err = log.append(&mut b, AppendOrigin::Client, 1).unwrap_err();
+            assert!(
+                err.to_string().contains("refuses writes"),
+                "clear error: {err}"
+            );
+            if log.durable_offset() < log.log_end_offset() {
+                assert!(log.sync().is_err(), "a failed log promises no durability");
+            }
+        }
+        disk.heal();
+        (appended, acked, failed)
+    };
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let before = disk.op_count();
+    workload(&storage, &disk, None);
+    let total_ops = disk.op_count() - before;
+    assert!(total_ops > 50);
+    let mut failures_seen = 0;
+    for n in 0..total_ops {
+        for forever in [false, true] {
+            let disk = SimStorage::new();
+            let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+            let (appended, acked, failed) = workload(&storage, &disk, Some((n, forever)));
+            if failed {
+                failures_seen += 1;
+            }
+            for seed in [None, Some(n)] {
+                let image: Arc<dyn Storage> = Arc::new(disk.crash_image(seed));
+                check_recovered(&image, &appended, acked);
+            }
+        }
+    }
+    assert!(
+        failures_seen as u64 >= total_ops,
+        "most injected faults hit the workload"
+    );
+}
+
+#[test]
+fn crash_during_retention_and_truncation_keeps_a_consistent_log() {
+    for n in 0..40u64 {
+        let disk = SimStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let log = open(&storage, config());
+        let mut appended = Vec::new();
+        for step in 0..30 {
+            let tag = format!("r{step}");
+            let mut b = batch(&tag, 2, step * 1_000, Compression::None);
+            log.append_durable(&mut b, AppendOrigin::Client, step * 1_000)
+                .unwrap();
+            appended.extend((0..2).map(|i| format!("{tag}-{i}")));
+        }
+        log.set_high_watermark(60).unwrap();
+        disk.fail_op(n, true);
+        let _ = log.advance_log_start_offset(9);
+        let _ = log.enforce_retention(25_000);
+        let _ = log.truncate_to(50);
+        disk.heal();
+        for seed in [None, Some(n)] {
+            let image: Arc<dyn Storage> = Arc::new(disk.crash_image(seed));
+            let log = open(&image, config());
+            let seen = read_all(&log, ReadUpTo::LogEnd);
+            let start = log.log_start_offset() as usize;
+            assert!(start <= 9 || start == seen.first().map_or(start, |s| s.offset as usize));
+            for s in &seen {
+                assert_eq!(
+                    String::from_utf8_lossy(s.value.as_deref().unwrap()),
+                    appended[s.offset as usize],
+                    "offset {} moved",
+                    s.offset
+                );
+            }
+            let offsets: Vec<i64> = seen.iter().map(|s| s.offset).collect();
+            let expected: Vec<i64> = (log.log_start_offset()..log.log_end_offset()).collect();
+            assert_eq!(offsets, expected, "dense from log start to log end");
+            assert!(
+                log.log_end_offset() >= 50,
+                "truncation never cuts below its target"
+            );
+        }
+    }
+}
