@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! Log compaction: latest value per key, tombstones with a delete horizon, offsets unchanged,
 //! appends not blocked, and crash safety of the segment swap.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! Crash images and injected I/O failures: after any crash the log recovers to a valid prefix
 //! of what was appended, holding every append that was acknowledged as durable.
 

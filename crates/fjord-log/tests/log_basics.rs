@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! The log's behaviour on a real directory and on the simulated disk.
 
 mod common;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! Property test: random sequences of log operations against an in-memory reference model.
 
 mod common;
