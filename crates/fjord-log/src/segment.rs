@@ -499,6 +499,10 @@ impl ScanError {
 }
 
 /// Walks the batches of a segment file between two positions with buffered positional reads.
+///
+/// Reading whole batches (recovery, compaction) fills the buffer in large chunks. Walking only
+/// headers (fetch, truncation) reads just a header after a large batch, so a read of big
+/// batches touches little more than the bytes it will send.
 #[derive(Debug)]
 pub struct Scanner<'a> {
     file: &'a dyn StorageFile,
@@ -506,9 +510,12 @@ pub struct Scanner<'a> {
     end: u64,
     buf: Vec<u8>,
     buf_start: u64,
+    /// Size of the last batch skipped by `next_header`.
+    last_skipped: usize,
 }
 
 const SCAN_CHUNK: usize = 256 * 1024;
+const HEADER_CHUNK: usize = 8 * 1024;
 
 impl<'a> Scanner<'a> {
     pub fn new(file: &'a dyn StorageFile, pos: u64, end: u64) -> Self {
@@ -518,6 +525,7 @@ impl<'a> Scanner<'a> {
             end,
             buf: Vec::new(),
             buf_start: pos,
+            last_skipped: 0,
         }
     }
 
@@ -527,7 +535,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Makes `len` bytes from `self.pos` available in the buffer; false if the range ends first.
-    fn fill(&mut self, len: usize) -> Result<bool, ScanError> {
+    fn fill(&mut self, len: usize, chunk: usize) -> Result<bool, ScanError> {
         if self.pos + len as u64 > self.end {
             return Ok(false);
         }
@@ -537,7 +545,7 @@ impl<'a> Scanner<'a> {
                 return Ok(true);
             }
         }
-        let want = len.max(SCAN_CHUNK).min((self.end - self.pos) as usize);
+        let want = len.max(chunk).min((self.end - self.pos) as usize);
         self.buf.resize(want, 0);
         let mut got = 0;
         while got < want {
@@ -560,11 +568,11 @@ impl<'a> Scanner<'a> {
         &self.buf[off..off + len]
     }
 
-    fn header(&mut self) -> Result<Option<BatchHeader>, ScanError> {
+    fn header(&mut self, chunk: usize) -> Result<Option<BatchHeader>, ScanError> {
         if self.pos >= self.end {
             return Ok(None);
         }
-        if self.end - self.pos < HEADER_LEN as u64 || !self.fill(HEADER_LEN)? {
+        if self.end - self.pos < HEADER_LEN as u64 || !self.fill(HEADER_LEN, chunk)? {
             return Err(ScanError::Corrupt {
                 pos: self.pos,
                 reason: format!(
@@ -588,21 +596,28 @@ impl<'a> Scanner<'a> {
 
     /// The next batch's position and header; its bytes are skipped.
     pub fn next_header(&mut self) -> Result<Option<(u64, BatchHeader)>, ScanError> {
-        let Some(header) = self.header()? else {
+        // After a big batch the next header is likely far away too: read only the header.
+        let chunk = if self.last_skipped > HEADER_CHUNK / 2 {
+            HEADER_LEN
+        } else {
+            HEADER_CHUNK
+        };
+        let Some(header) = self.header(chunk)? else {
             return Ok(None);
         };
         let pos = self.pos;
+        self.last_skipped = header.total_len();
         self.pos += header.total_len() as u64;
         Ok(Some((pos, header)))
     }
 
     /// The next batch's position and bytes (not validated).
     pub fn next_batch(&mut self) -> Result<Option<(u64, &[u8])>, ScanError> {
-        let Some(header) = self.header()? else {
+        let Some(header) = self.header(SCAN_CHUNK)? else {
             return Ok(None);
         };
         let len = header.total_len();
-        if !self.fill(len)? {
+        if !self.fill(len, SCAN_CHUNK)? {
             return Err(ScanError::Corrupt {
                 pos: self.pos,
                 reason: "file shorter than its batches".into(),

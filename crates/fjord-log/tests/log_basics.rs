@@ -96,9 +96,15 @@ fn reads_respect_bounds_and_byte_limits() {
             .data
             .is_none()
     );
-    // Upper bound by offset (e.g. the last stable offset).
+    // Upper bound by offset (e.g. the last stable offset): a batch reaching it is held back.
     let slice = log
         .read(0, 1 << 20, ReadUpTo::Offset(7), true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(slice.next_offset, 6);
+    let slice = log
+        .read(0, 1 << 20, ReadUpTo::Offset(9), true)
         .unwrap()
         .data
         .unwrap();
