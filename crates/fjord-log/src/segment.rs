@@ -285,6 +285,19 @@ impl Segment {
                 }
                 Err(ScanError::Io(e)) => return Err(LogError::io("reading", &log_path)(e)),
                 Err(ScanError::Corrupt { pos, reason }) => {
+                    let mut head = vec![0u8; 64 * 1024];
+                    let n = segment
+                        .log
+                        .read_at(&mut head, pos)
+                        .map_err(LogError::io("reading", &log_path))?;
+                    if fjord_record::is_legacy_message(&head[..n]) {
+                        return Err(LogError::Unreadable {
+                            path: log_path,
+                            reason: format!(
+                                "byte {pos} starts a Kafka message in format v0/v1 (before Kafka 0.11), which Fjord does not read; re-produce the data with a current client, or keep this partition on Kafka"
+                            ),
+                        });
+                    }
                     cut_reason = Some(format!("at byte {pos}: {reason}"));
                     break;
                 }

@@ -208,3 +208,49 @@ fn crash_during_retention_and_truncation_keeps_a_consistent_log() {
         }
     }
 }
+
+mod fuzz_like {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_segment(batches: usize, codec: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for i in 0..batches {
+            let mut b = batch(
+                &format!("f{i}"),
+                1 + i % 3,
+                1_000,
+                Compression::ALL[codec % 5],
+            );
+            fjord_record::set_base_offset(&mut b, offset);
+            offset += 1 + (i % 3) as i64;
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn recovery_survives_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            fjord_log::sim::fuzz_recovery(&data);
+        }
+
+        #[test]
+        fn recovery_survives_damaged_segments(
+            batches in 1usize..8,
+            codec in 0usize..5,
+            damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut seg = valid_segment(batches, codec);
+            for (at, byte) in damage {
+                let at = at.index(seg.len());
+                seg[at] = byte;
+            }
+            let keep = cut.index(seg.len() + 1);
+            seg.truncate(keep.max(seg.len() / 2));
+            fjord_log::sim::fuzz_recovery(&seg);
+        }
+    }
+}

@@ -625,3 +625,30 @@ fn real_directory_round_trip() {
     let log = Log::open(storage, &dir, small_segments(), 1).unwrap();
     assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 100);
 }
+
+#[test]
+fn old_message_format_is_refused_not_truncated() {
+    let mut body = vec![0u8, 0];
+    body.extend_from_slice(&(-1i32).to_be_bytes());
+    body.extend_from_slice(&3i32.to_be_bytes());
+    body.extend_from_slice(b"old");
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    let mut msg = 0i64.to_be_bytes().to_vec();
+    msg.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    msg.extend_from_slice(&crc.sum().to_be_bytes());
+    msg.extend_from_slice(&body);
+    let disk = SimStorage::new();
+    let path = std::path::Path::new(DIR).join(format!("{:020}.log", 0));
+    let f = disk.open(&path, true).unwrap();
+    f.write_at(&msg, 0).unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let err = Log::open(storage, DIR, LogConfig::default(), 0).unwrap_err();
+    assert!(matches!(err, LogError::Unreadable { .. }), "{err}");
+    assert!(err.to_string().contains("v0/v1"), "{err}");
+    assert_eq!(
+        disk.read_file(&path).unwrap(),
+        msg,
+        "the old data is left alone"
+    );
+}

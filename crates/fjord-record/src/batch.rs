@@ -385,3 +385,30 @@ pub(crate) fn be_i64(buf: &[u8], at: usize) -> i64 {
     b.copy_from_slice(&buf[at..at + 8]);
     i64::from_be_bytes(b)
 }
+
+/// Whether `buf` starts with a whole, checksum-valid legacy message (magic 0 or 1, Kafka's
+/// pre-0.11 format). Storage uses it to tell an old-format log, which it must refuse to touch,
+/// from a torn or corrupt tail, which it may cut.
+pub fn is_legacy_message(buf: &[u8]) -> bool {
+    // offset i64, size i32, crc u32 (CRC-32/IEEE of magic..end), magic i8, attributes i8, ...
+    if buf.len() < LOG_OVERHEAD + 14 {
+        return false;
+    }
+    let magic = buf[MAGIC_AT];
+    let min_size = match magic {
+        0 => 14,
+        1 => 22,
+        _ => return false,
+    };
+    let size = be_i32(buf, LENGTH_AT);
+    let Ok(size) = usize::try_from(size) else {
+        return false;
+    };
+    if size < min_size || buf.len() < LOG_OVERHEAD + size {
+        return false;
+    }
+    let expected = be_i32(buf, 12) as u32;
+    let mut crc = flate2::Crc::new();
+    crc.update(&buf[MAGIC_AT..LOG_OVERHEAD + size]);
+    crc.sum() == expected
+}

@@ -254,3 +254,32 @@ proptest! {
         fuzz_decode(&batch);
     }
 }
+
+#[test]
+fn legacy_messages_are_recognised() {
+    // A magic 1 message: offset, size, crc, magic, attributes, timestamp, key -1, value "hi".
+    let mut body = vec![1u8, 0];
+    body.extend_from_slice(&5i64.to_be_bytes());
+    body.extend_from_slice(&(-1i32).to_be_bytes());
+    body.extend_from_slice(&2i32.to_be_bytes());
+    body.extend_from_slice(b"hi");
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    let mut msg = 0i64.to_be_bytes().to_vec();
+    msg.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    msg.extend_from_slice(&crc.sum().to_be_bytes());
+    msg.extend_from_slice(&body);
+    assert!(is_legacy_message(&msg));
+    assert!(matches!(
+        validate_batch(&msg),
+        Err(RecordError::UnsupportedMagic { magic: 1 })
+    ));
+    let mut damaged = msg.clone();
+    damaged[25] ^= 1;
+    assert!(!is_legacy_message(&damaged));
+    assert!(
+        !is_legacy_message(&[0u8; 64]),
+        "zeros are a torn tail, not an old format"
+    );
+    assert!(!is_legacy_message(&sample(Compression::None)));
+}
