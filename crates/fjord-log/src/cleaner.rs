@@ -1,7 +1,8 @@
 //! Log compaction (`cleanup.policy=compact`): keep the latest record per key.
 //!
-//! A pass covers the sealed segments wholly below the high watermark (the active segment is
-//! never cleaned). It builds a map from each key to its newest offset over those segments, then
+//! A pass covers the sealed segments wholly below the high watermark and the recovery point
+//! (the active segment is never cleaned; segments are synced and the recovery point moved
+//! first, so the gaps compaction leaves are only where recovery never rescans). It builds a map from each key to its newest offset over those segments, then
 //! rewrites each segment that holds a superseded record:
 //!
 //! - a record stays if it has no key, or if it is the newest for its key;
@@ -74,13 +75,15 @@ impl Log {
             return Ok(outcome);
         }
         let limit = config.max_decompressed_bytes;
+        let recovery_point = self.advance_recovery_point()?;
         let snapshot: Vec<Snapshot> = {
             let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let n = inner.segments.len();
             let mut out = Vec::new();
             for i in 0..n.saturating_sub(1) {
                 let s = &inner.segments[i];
-                if inner.segments[i + 1].base_offset > inner.high_watermark {
+                let next_base = inner.segments[i + 1].base_offset;
+                if next_base > inner.high_watermark || next_base > recovery_point {
                     break;
                 }
                 if s.next_offset <= inner.log_start_offset {

@@ -141,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) log_start_offset: i64,
     pub(crate) log_end_offset: i64,
     pub(crate) high_watermark: i64,
+    /// The recovery point last written to the checkpoint.
+    recovery_point: i64,
     /// Files of sealed segments written since the last sync.
     pending_sync: Vec<Arc<dyn StorageFile>>,
     /// A segment was sealed since the checkpoint's recovery point last moved.
@@ -254,6 +256,10 @@ impl Log {
         let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
         let recovery_point = checkpoint.map_or(i64::MIN, |c| c.recovery_point);
         let bases: Vec<i64> = bases.into_iter().collect();
+        // Past the recovery point only appends wrote, and their offsets are dense; compaction
+        // gaps exist only below it (the cleaner works there). Without a checkpoint, or for a
+        // compacted topic, gaps may be real, and only rising offsets can be required.
+        let require_dense = checkpoint.is_some() && !config.cleanup_policy.compact;
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let mut recovered = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
@@ -268,7 +274,7 @@ impl Log {
             }
             let trusted = clean || bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
             let opened = if trusted {
-                Segment::open_trusted(&*storage, &dir, base)?
+                Segment::open_trusted(&*storage, &dir, base, bases.get(i + 1).copied())?
             } else {
                 None
             };
@@ -283,6 +289,7 @@ impl Log {
                         &dir,
                         base,
                         min_offset,
+                        require_dense,
                         config.index_interval_bytes,
                         now_ms,
                     )?;
@@ -345,6 +352,7 @@ impl Log {
                 log_start_offset: log_start,
                 log_end_offset: leo,
                 high_watermark: hw,
+                recovery_point: leo,
                 pending_sync: Vec::new(),
                 checkpoint_due: false,
                 first_unflushed_ms: None,
@@ -682,6 +690,34 @@ impl Log {
         Ok(())
     }
 
+    /// Syncs every sealed segment and moves the checkpoint's recovery point to the active
+    /// segment's base; returns it. Compaction calls this so it only ever rewrites segments
+    /// below the recovery point, which recovery trusts rather than rescans.
+    pub(crate) fn advance_recovery_point(&self) -> Result<i64, LogError> {
+        let sync = lock(&self.sync);
+        let (files, base, current) = {
+            let mut inner = lock(&self.inner);
+            inner.check_writable(&self.dir)?;
+            inner.checkpoint_due = false;
+            (
+                std::mem::take(&mut inner.pending_sync),
+                inner.active().base_offset,
+                inner.recovery_point,
+            )
+        };
+        for file in &files {
+            if let Err(e) = file.sync() {
+                let mut inner = lock(&self.inner);
+                return Err(self.fail(&mut inner, LogError::io("syncing", &self.dir)(e)));
+            }
+        }
+        drop(sync);
+        if current < base {
+            self.write_checkpoint(Some(base), false)?;
+        }
+        Ok(base.max(current))
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<(), LogError> {
         let leo = self.log_end_offset();
@@ -713,12 +749,9 @@ impl Log {
         let _guard = lock(&self.checkpoint_lock);
         let mut inner = lock(&self.inner);
         let rp = recovery_point
-            .unwrap_or_else(|| {
-                inner.segments[0]
-                    .base_offset
-                    .min(inner.active().base_offset)
-            })
+            .unwrap_or(inner.recovery_point)
             .min(inner.log_end_offset);
+        inner.recovery_point = rp;
         let cp = Checkpoint {
             clean_shutdown: clean,
             log_start_offset: inner.log_start_offset,

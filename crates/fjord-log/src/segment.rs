@@ -125,6 +125,7 @@ impl Segment {
         storage: &dyn Storage,
         dir: &Path,
         base: i64,
+        next_base: Option<i64>,
     ) -> Result<Option<Self>, LogError> {
         let [log_path, index_path, time_path] = paths(dir, base);
         let log = storage
@@ -174,8 +175,14 @@ impl Segment {
             segment.max_timestamp = last.timestamp;
             segment.max_timestamp_batch = base + i64::from(last.relative_offset);
         }
-        // Walk the tail past the last index entry to find the end offset and the newest
-        // timestamps; the walk is bounded by the index interval.
+        if let Some(next_base) = next_base {
+            // A sealed segment: its end is the next one's base, its newest timestamp is the
+            // time index's last entry (written when it was sealed). No scan needed.
+            segment.next_offset = next_base;
+            return Ok(Some(segment));
+        }
+        // The active segment: walk the tail past the last index entry to find the end offset
+        // and the newest timestamps; the walk is bounded by the index interval.
         let start = segment
             .offset_index
             .last()
@@ -212,13 +219,15 @@ impl Segment {
     }
 
     /// Opens a segment by scanning every batch: checks each against its CRC, its length and
-    /// offsets that keep rising (at least `min_offset`), rebuilds both indexes, and cuts the
-    /// file at the first batch that fails. Returns the segment and whether it was cut.
+    /// offsets that keep rising (at least `min_offset`; with `require_dense`, exactly following
+    /// on), rebuilds both indexes, and cuts the file at the first batch that fails. Returns the
+    /// segment and whether it was cut.
     pub fn recover(
         storage: &dyn Storage,
         dir: &Path,
         base: i64,
         min_offset: i64,
+        require_dense: bool,
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> Result<(Self, bool), LogError> {
@@ -261,9 +270,13 @@ impl Segment {
                             break;
                         }
                     };
-                    if header.base_offset < expected {
+                    // The base offset is outside the CRC: a torn write can garble it. Where
+                    // offsets must be dense (no compaction gaps), anything else is garbage.
+                    if header.base_offset < expected
+                        || (require_dense && header.base_offset != expected)
+                    {
                         cut_reason = Some(format!(
-                            "at byte {pos}: batch offset {} below {expected}",
+                            "at byte {pos}: batch offset {} where {expected} was expected",
                             header.base_offset
                         ));
                         break;

@@ -34,6 +34,7 @@ struct SimState {
     fail_at: Option<u64>,
     fail_forever: bool,
     failures: u64,
+    bytes_read: u64,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +83,11 @@ impl SimStorage {
     /// How many mutating operations have run so far.
     pub fn op_count(&self) -> u64 {
         lock(&self.state).ops
+    }
+
+    /// How many bytes have been read from files so far.
+    pub fn bytes_read(&self) -> u64 {
+        lock(&self.state).bytes_read
     }
 
     /// How many operations failed by injection.
@@ -262,13 +268,17 @@ impl StorageFile for SimHandle {
     }
 
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        let d = lock(&self.file.data);
-        let pos = usize::try_from(pos).unwrap_or(usize::MAX);
-        if pos >= d.current.len() {
-            return Ok(0);
-        }
-        let n = buf.len().min(d.current.len() - pos);
-        buf[..n].copy_from_slice(&d.current[pos..pos + n]);
+        let n = {
+            let d = lock(&self.file.data);
+            let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+            if pos >= d.current.len() {
+                return Ok(0);
+            }
+            let n = buf.len().min(d.current.len() - pos);
+            buf[..n].copy_from_slice(&d.current[pos..pos + n]);
+            n
+        };
+        lock(&self.storage.state).bytes_read += n as u64;
         Ok(n)
     }
 
