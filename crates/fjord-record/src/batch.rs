@@ -131,6 +131,12 @@ impl BatchHeader {
     /// Parses the fixed header at the front of `buf`; checks the magic and the length field but
     /// not the CRC (see [`validate_batch`]).
     pub fn parse(buf: &[u8]) -> Result<Self, RecordError> {
+        // The magic first: an old-format message may be shorter than a v2 header.
+        if let Some(&magic) = buf.get(MAGIC_AT) {
+            if magic as i8 != MAGIC {
+                return Err(RecordError::UnsupportedMagic { magic: magic as i8 });
+            }
+        }
         if buf.len() < HEADER_LEN {
             return Err(RecordError::Truncated {
                 needed: HEADER_LEN,
@@ -138,9 +144,6 @@ impl BatchHeader {
             });
         }
         let magic = buf[MAGIC_AT] as i8;
-        if magic != MAGIC {
-            return Err(RecordError::UnsupportedMagic { magic });
-        }
         let batch_length = be_i32(buf, LENGTH_AT);
         if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
             return Err(RecordError::InvalidBatchLength {
