@@ -1,7 +1,7 @@
 # One entry point for what CI runs. `make ci` is the whole suite.
 CARGO ?= cargo
 
-.PHONY: ci fmt clippy test fuzz-build bench-log
+.PHONY: ci fmt clippy test unit compat fuzz-build bench-log
 
 ci: fmt clippy test
 
@@ -11,8 +11,15 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test:
+test: unit compat
+
+unit:
 	$(CARGO) test --workspace --all-targets
+
+# Real clients (confluent-kafka/librdkafka, kafka-python, kcat) against a real fjord process.
+compat:
+	$(CARGO) build -p fjord
+	compat/run.sh
 
 # Builds the fuzz targets (needs cargo-fuzz; see fuzz/README.md).
 fuzz-build:

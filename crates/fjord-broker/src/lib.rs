@@ -1,1 +1,13 @@
+//! The Fjord broker: a Kafka-protocol server over `fjord-log` partitions and `fjord-meta`
+//! metadata. Embeddable: [`server::run`] takes a bound listener, a broker and a shutdown
+//! future, so tests run it in-process on port 0 as well as through the `fjord` binary.
 
+pub mod broker;
+pub mod config;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+pub mod topic_config;
+
+pub use broker::{Broker, OpenError};
+pub use config::BrokerConfig;

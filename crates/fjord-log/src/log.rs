@@ -340,7 +340,7 @@ impl Log {
         let hw = checkpoint
             .map_or(log_start, |c| c.high_watermark)
             .clamp(log_start, leo);
-        if !recovered.is_empty() {
+        if recovered.iter().any(|&i| segments[i].size > 0) {
             tracing::info!(dir = %dir.display(), log_end_offset = leo, segments = segments.len(), recovered = recovered.len(), "recovered partition log");
         }
         let log = Self {
@@ -420,6 +420,17 @@ impl Log {
         }
         inner.high_watermark = offset;
         Ok(())
+    }
+
+    /// Raises the high watermark to `offset` (capped at the log end offset); never lowers it.
+    /// Returns the high watermark after the call.
+    pub fn advance_high_watermark(&self, offset: i64) -> i64 {
+        let mut inner = lock(&self.inner);
+        let target = offset.min(inner.log_end_offset);
+        if target > inner.high_watermark {
+            inner.high_watermark = target;
+        }
+        inner.high_watermark
     }
 
     /// Total bytes of all segments.
@@ -853,10 +864,10 @@ impl Log {
             // a partial read): continue with the next segment.
             let inner = lock(&self.inner);
             let i = inner.segments.partition_point(|s| s.base_offset <= base);
-            if let Some(s) = inner.segments.get(i) {
-                if s.base_offset < upper_offset {
-                    target = Some((s.log.clone(), s.base_offset, 0, s.size));
-                }
+            if let Some(s) = inner.segments.get(i)
+                && s.base_offset < upper_offset
+            {
+                target = Some((s.log.clone(), s.base_offset, 0, s.size));
             }
         }
         Ok(result)
@@ -1071,11 +1082,11 @@ impl Log {
             for path in segment::paths(&self.dir, base) {
                 any = true;
                 let removed = self.storage.remove_file(&path);
-                if let Err(e) = removed {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        let mut inner = lock(&self.inner);
-                        return Err(self.fail(&mut inner, LogError::io("removing", &path)(e)));
-                    }
+                if let Err(e) = removed
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    let mut inner = lock(&self.inner);
+                    return Err(self.fail(&mut inner, LogError::io("removing", &path)(e)));
                 }
             }
         }

@@ -378,10 +378,10 @@ impl Segment {
         headers: &[BatchHeader],
         index_interval: u64,
     ) -> io::Result<()> {
-        if self.size == 0 {
-            if let Some(first) = headers.first().filter(|h| h.max_timestamp >= 0) {
-                self.rolling_timestamp = first.max_timestamp;
-            }
+        if self.size == 0
+            && let Some(first) = headers.first().filter(|h| h.max_timestamp >= 0)
+        {
+            self.rolling_timestamp = first.max_timestamp;
         }
         self.log.write_at(bytes, self.size)?;
         let mut pos = self.size;
@@ -566,10 +566,10 @@ impl<'a> Scanner<'a> {
             return Ok(false);
         }
         let have_from = self.pos.checked_sub(self.buf_start).map(|o| o as usize);
-        if let Some(off) = have_from {
-            if off + len <= self.buf.len() {
-                return Ok(true);
-            }
+        if let Some(off) = have_from
+            && off + len <= self.buf.len()
+        {
+            return Ok(true);
         }
         let want = len.max(chunk).min((self.end - self.pos) as usize);
         self.buf.resize(want, 0);

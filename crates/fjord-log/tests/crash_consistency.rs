@@ -66,14 +66,14 @@ fn crash_images_recover_every_synced_append() {
                 0 => {}
                 1 | 2 => log.wait_durable(&info).unwrap(),
                 _ => {
-                    if rng.next_u64() % 3 == 0 {
+                    if rng.next_u64().is_multiple_of(3) {
                         log.close().unwrap();
                         log = open(&storage, config());
                     }
                 }
             }
             // A crash image in the middle, from a seeded torn state.
-            if rng.next_u64() % 7 == 0 {
+            if rng.next_u64().is_multiple_of(7) {
                 let image: Arc<dyn Storage> = Arc::new(disk.crash_image(Some(seed * 1000 + step)));
                 let got = check_recovered(&image, &appended, log.durable_offset());
                 if got < appended.len() {

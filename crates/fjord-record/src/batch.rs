@@ -132,10 +132,10 @@ impl BatchHeader {
     /// not the CRC (see [`validate_batch`]).
     pub fn parse(buf: &[u8]) -> Result<Self, RecordError> {
         // The magic first: an old-format message may be shorter than a v2 header.
-        if let Some(&magic) = buf.get(MAGIC_AT) {
-            if magic as i8 != MAGIC {
-                return Err(RecordError::UnsupportedMagic { magic: magic as i8 });
-            }
+        if let Some(&magic) = buf.get(MAGIC_AT)
+            && magic as i8 != MAGIC
+        {
+            return Err(RecordError::UnsupportedMagic { magic: magic as i8 });
         }
         if buf.len() < HEADER_LEN {
             return Err(RecordError::Truncated {

@@ -1,3 +1,5 @@
+// Fjord patch: vendored third-party code; its lints are upstream's business.
+#![allow(warnings, clippy::all, clippy::pedantic)]
 //! Implementation of [the Kafka wire protocol](https://kafka.apache.org/protocol.html) in Rust.
 //!
 //! This library follows the approach of the Kafka project and generates the protocol through

@@ -1,0 +1,298 @@
+//! The broker's state: metadata, the partitions it hosts, and topic administration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fjord_log::{Log, LogError, Storage};
+use fjord_meta::{
+    MetadataRecord, MetadataState, MetadataStore, StoreError, TopicId, TopicMeta,
+    validate_topic_name,
+};
+use thiserror::Error;
+
+use crate::config::BrokerConfig;
+use crate::errors;
+use crate::topic_config;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The leader epoch of every partition on a single node (it never changes leaders).
+pub const LEADER_EPOCH: i32 = 0;
+
+/// One partition this broker leads.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: Log,
+    pub min_insync_replicas: i32,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("metadata: {0}")]
+    Meta(#[from] StoreError),
+    #[error("partition {topic}-{partition}: {source}")]
+    Partition {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: LogError,
+    },
+    #[error("topic {topic} has an invalid stored config: {reason}")]
+    Config { topic: String, reason: String },
+}
+
+/// An admin operation's failure, as Kafka reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl AdminError {
+    fn new(code: i16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The broker: shared by every connection.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    storage: Arc<dyn Storage>,
+    meta: MetadataStore,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Woken after every append, for fetches waiting on data.
+    pub data_appended: tokio::sync::Notify,
+    /// Serialises topic administration.
+    admin: std::sync::Mutex<()>,
+}
+
+fn random_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = 0u128;
+    for i in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(u128::from(now_ms() as u64) << 64 | i);
+        h.write_u32(std::process::id());
+        out = out << 64 | u128::from(h.finish());
+    }
+    out
+}
+
+impl Broker {
+    /// Opens the data directory: replays metadata and opens every partition's log.
+    /// Blocking: call from a blocking context.
+    pub fn open(
+        config: BrokerConfig,
+        storage: Arc<dyn Storage>,
+        cluster_id: String,
+    ) -> Result<Self, OpenError> {
+        let now = now_ms();
+        let meta = MetadataStore::open(storage.clone(), &config.data_dir, now)?;
+        let broker = Self {
+            config,
+            cluster_id,
+            storage,
+            meta,
+            partitions: RwLock::new(HashMap::new()),
+            data_appended: tokio::sync::Notify::new(),
+            admin: std::sync::Mutex::new(()),
+        };
+        let state = broker.meta.state();
+        for topic in state.topics() {
+            broker.open_partitions(topic, 0, now)?;
+        }
+        Ok(broker)
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    fn open_partitions(&self, topic: &TopicMeta, from: i32, now: i64) -> Result<(), OpenError> {
+        let config = topic_config::log_config(&self.config.log_defaults, &topic.configs).map_err(
+            |reason| OpenError::Config {
+                topic: topic.name.clone(),
+                reason,
+            },
+        )?;
+        let min_isr =
+            topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
+        for index in from..topic.partitions {
+            let log = Log::open(
+                self.storage.clone(),
+                self.partition_dir(&topic.name, index),
+                config,
+                now,
+            )
+            .map_err(|source| OpenError::Partition {
+                topic: topic.name.clone(),
+                partition: index,
+                source,
+            })?;
+            // A single node is the whole ISR: everything it holds is committed.
+            log.advance_high_watermark(log.log_end_offset());
+            let partition = Arc::new(Partition {
+                topic: topic.name.clone(),
+                index,
+                log,
+                min_insync_replicas: min_isr,
+            });
+            self.partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((topic.name.clone(), index), partition);
+        }
+        Ok(())
+    }
+
+    pub fn metadata(&self) -> Arc<MetadataState> {
+        self.meta.state()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    /// Creates a topic (or only checks that it could be created). Blocking.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, AdminError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        validate_topic_name(name).map_err(|reason| {
+            AdminError::new(
+                errors::INVALID_TOPIC_EXCEPTION,
+                format!("invalid topic name {name:?}: {reason}"),
+            )
+        })?;
+        if name == fjord_meta::METADATA_DIR.trim_end_matches("-0") {
+            return Err(AdminError::new(
+                errors::INVALID_TOPIC_EXCEPTION,
+                format!("{name} is reserved for cluster metadata"),
+            ));
+        }
+        let state = self.meta.state();
+        if state.topic(name).is_some() {
+            return Err(AdminError::new(
+                errors::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        if let Some(other) = state.colliding_topic(name) {
+            return Err(AdminError::new(
+                errors::INVALID_TOPIC_EXCEPTION,
+                format!(
+                    "topic '{name}' collides with existing topic '{}': '.' and '_' may not be the only difference",
+                    other.name
+                ),
+            ));
+        }
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        if partitions < 1 {
+            return Err(AdminError::new(
+                errors::INVALID_PARTITIONS,
+                format!("number of partitions must be at least 1, got {partitions}"),
+            ));
+        }
+        if partitions > 100_000 {
+            return Err(AdminError::new(
+                errors::INVALID_PARTITIONS,
+                format!("{partitions} partitions is more than this broker allows (100000)"),
+            ));
+        }
+        let rf = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if rf != 1 {
+            return Err(AdminError::new(
+                errors::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {rf} is larger than the number of available brokers (1)"
+                ),
+            ));
+        }
+        for (k, v) in &configs {
+            topic_config::validate(k, v).map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
+        }
+        topic_config::log_config(&self.config.log_defaults, &configs)
+            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
+        let topic = TopicMeta {
+            name: name.to_string(),
+            id: TopicId::from_entropy(random_u128()),
+            partitions,
+            replication_factor: rf,
+            configs,
+        };
+        if validate_only {
+            return Ok(topic);
+        }
+        let record = MetadataRecord::TopicCreated {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            replication_factor: rf,
+            configs: topic.configs.clone(),
+        };
+        let now = now_ms();
+        self.meta.commit(&[record], now).map_err(|e| {
+            AdminError::new(
+                errors::KAFKA_STORAGE_ERROR,
+                format!("could not record the new topic: {e}"),
+            )
+        })?;
+        if let Err(e) = self.open_partitions(&topic, 0, now) {
+            tracing::error!(topic = name, error = %e, "created topic but could not open its partitions");
+            return Err(AdminError::new(errors::KAFKA_STORAGE_ERROR, e.to_string()));
+        }
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Flushes and closes every log and the metadata log (clean shutdown).
+    pub fn close(&self) {
+        let partitions: Vec<Arc<Partition>> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in partitions {
+            if let Err(e) = p.log.close() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
+            }
+        }
+        if let Err(e) = self.meta.close() {
+            tracing::error!(error = %e, "closing metadata log");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Kafka error codes, assigned here and nowhere else, from the typed errors of lower layers.
+
+use fjord_log::LogError;
+
+pub const NONE: i16 = 0;
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_REQUEST: i16 = 42;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const INVALID_RECORD: i16 = 87;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The Kafka error code for a log error.
+pub fn from_log_error(e: &LogError) -> i16 {
+    match e {
+        LogError::CorruptBatch(_) => CORRUPT_MESSAGE,
+        LogError::BatchTooLarge { .. } => MESSAGE_TOO_LARGE,
+        LogError::InvalidRecord { .. } => INVALID_RECORD,
+        LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+        LogError::Closed { .. } => NOT_LEADER_OR_FOLLOWER,
+        LogError::Failed { .. } | LogError::Io { .. } | LogError::Unreadable { .. } => {
+            KAFKA_STORAGE_ERROR
+        }
+        LogError::Config(_) => INVALID_CONFIG,
+    }
+}

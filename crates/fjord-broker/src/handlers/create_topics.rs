@@ -1,0 +1,145 @@
+//! CreateTopics: new topics with partitions, configs, manual assignments, validate_only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+
+use super::{RequestContext, str_bytes};
+use crate::broker::Broker;
+use crate::errors;
+use crate::topic_config;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    ctx: &RequestContext,
+) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = topic.name.clone();
+        result.num_partitions = -1;
+        result.replication_factor = -1;
+        let fail = |result: &mut CreatableTopicResult, code: i16, message: String| {
+            result.error_code = code;
+            result.error_message = Some(str_bytes(message));
+        };
+        if duplicates.contains(&name) {
+            fail(
+                &mut result,
+                errors::INVALID_REQUEST,
+                format!("topic '{name}' appears more than once in the request"),
+            );
+            response.topics.push(result);
+            continue;
+        }
+        let mut partitions = topic.num_partitions;
+        let mut replication = topic.replication_factor;
+        if !topic.assignments.is_empty() {
+            if partitions != -1 || replication != -1 {
+                fail(
+                    &mut result,
+                    errors::INVALID_REQUEST,
+                    "both partitions/replication factor and replica assignments were given; set the counts to -1".into(),
+                );
+                response.topics.push(result);
+                continue;
+            }
+            let mut indexes: Vec<i32> = topic
+                .assignments
+                .iter()
+                .map(|a| a.partition_index)
+                .collect();
+            indexes.sort_unstable();
+            let bad = indexes.iter().enumerate().any(|(i, &p)| p != i as i32)
+                || topic
+                    .assignments
+                    .iter()
+                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != broker.config.node_id);
+            if bad {
+                fail(
+                    &mut result,
+                    errors::INVALID_REPLICA_ASSIGNMENT,
+                    format!(
+                        "replica assignments must cover partitions 0..n once each, with broker {} as the only replica",
+                        broker.config.node_id
+                    ),
+                );
+                response.topics.push(result);
+                continue;
+            }
+            partitions = topic.assignments.len() as i32;
+            replication = 1;
+        }
+        let mut configs = BTreeMap::new();
+        let mut config_error = None;
+        for c in &topic.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => config_error = Some(format!("config {} has a null value", c.name)),
+            }
+        }
+        if let Some(message) = config_error {
+            fail(&mut result, errors::INVALID_CONFIG, message);
+            response.topics.push(result);
+            continue;
+        }
+        let b = broker.clone();
+        let validate_only = request.validate_only;
+        let outcome = tokio::task::spawn_blocking(move || {
+            b.create_topic(&name, partitions, replication, configs, validate_only)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(meta)) => {
+                result.topic_id = uuid::Uuid::from_bytes(meta.id.0);
+                result.num_partitions = meta.partitions;
+                result.replication_factor = meta.replication_factor;
+                if ctx.version >= 5 {
+                    let described = topic_config::describe(
+                        &broker.config.log_defaults,
+                        broker.config.min_insync_replicas,
+                        &meta.configs,
+                    );
+                    result.configs = Some(
+                        described
+                            .into_iter()
+                            .map(|(k, v, default)| {
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = str_bytes(k);
+                                c.value = Some(str_bytes(v));
+                                c.read_only = false;
+                                // 5 = DEFAULT_CONFIG, 1 = DYNAMIC_TOPIC_CONFIG
+                                c.config_source = if default { 5 } else { 1 };
+                                c.is_sensitive = false;
+                                c
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Ok(Err(e)) => fail(&mut result, e.code, e.message),
+            Err(e) => fail(
+                &mut result,
+                errors::UNKNOWN_SERVER_ERROR,
+                format!("topic creation failed: {e}"),
+            ),
+        }
+        response.topics.push(result);
+    }
+    response
+}

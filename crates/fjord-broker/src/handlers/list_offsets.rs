@@ -1,0 +1,85 @@
+//! ListOffsets: earliest, latest, by timestamp, max timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{RequestContext, check_leader_epoch};
+use crate::broker::{Broker, LEADER_EPOCH};
+use crate::errors;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    ctx: &RequestContext,
+) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = topic.name.clone();
+        for p in topic.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            pr.leader_epoch = -1;
+            let Some(partition) = broker.partition(&name, p.partition_index) else {
+                pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                tr.partitions.push(pr);
+                continue;
+            };
+            let epoch_error = check_leader_epoch(p.current_leader_epoch);
+            if epoch_error != errors::NONE {
+                pr.error_code = epoch_error;
+                tr.partitions.push(pr);
+                continue;
+            }
+            let ts = p.timestamp;
+            let found = tokio::task::spawn_blocking(move || {
+                let log = &partition.log;
+                // No transactions yet: the last stable offset is the high watermark.
+                let visible = log.high_watermark();
+                match ts {
+                    LATEST => Ok(Some((-1, visible))),
+                    EARLIEST => Ok(Some((-1, log.log_start_offset()))),
+                    MAX_TIMESTAMP => log.max_timestamp_offset().map(|r| {
+                        r.filter(|t| t.offset < visible)
+                            .map(|t| (t.timestamp, t.offset))
+                    }),
+                    ts if ts >= 0 => log.offset_for_timestamp(ts).map(|r| {
+                        r.filter(|t| t.offset < visible)
+                            .map(|t| (t.timestamp, t.offset))
+                    }),
+                    _ => Ok(None),
+                }
+            })
+            .await;
+            match found {
+                Ok(Ok(Some((timestamp, offset)))) => {
+                    pr.timestamp = timestamp;
+                    pr.offset = offset;
+                    if ctx.version >= 4 {
+                        pr.leader_epoch = LEADER_EPOCH;
+                    }
+                }
+                Ok(Ok(None)) if p.timestamp < 0 && p.timestamp != MAX_TIMESTAMP => {
+                    pr.error_code = errors::INVALID_REQUEST;
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => pr.error_code = errors::from_log_error(&e),
+                Err(_) => pr.error_code = errors::UNKNOWN_SERVER_ERROR,
+            }
+            tr.partitions.push(pr);
+        }
+        response.topics.push(tr);
+    }
+    response
+}

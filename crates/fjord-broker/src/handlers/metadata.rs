@@ -1,0 +1,177 @@
+//! Metadata: brokers, topics and partitions; auto-creates topics when allowed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fjord_meta::{TopicId, TopicMeta, validate_topic_name};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+
+use super::{RequestContext, str_bytes, topic_name};
+use crate::broker::{Broker, LEADER_EPOCH};
+use crate::errors;
+
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
+/// (no authorizer yet), as bits of Kafka's AclOperation codes.
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
+/// CREATE_TOKENS, DESCRIBE_TOKENS.
+const CLUSTER_OPERATIONS: i32 = (1 << 5)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 14);
+const NOT_REQUESTED: i32 = i32::MIN;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    ctx: &RequestContext,
+) -> MetadataResponse {
+    let mut response = MetadataResponse::default();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(broker.config.node_id);
+    b.host = str_bytes(broker.config.advertised_host.clone());
+    b.port = broker.config.advertised_port;
+    response.brokers = vec![b];
+    response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
+    response.controller_id = BrokerId(broker.config.node_id);
+    response.cluster_authorized_operations = if request.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS
+    } else {
+        NOT_REQUESTED
+    };
+    let include_ops = request.include_topic_authorized_operations;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let wanted = match request.topics {
+        None => None,
+        Some(t) if t.is_empty() && ctx.version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let allow_auto_create =
+        broker.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    let state = broker.metadata();
+    match wanted {
+        None => {
+            for t in state.topics() {
+                response
+                    .topics
+                    .push(describe(t, include_ops, broker.config.node_id));
+            }
+        }
+        Some(requested) => {
+            for rt in requested {
+                let topic = match &rt.name {
+                    Some(name) => {
+                        let name = name.0.to_string();
+                        match broker.metadata().topic(&name).cloned() {
+                            Some(t) => Ok(t),
+                            None => Err((Some(name), rt.topic_id)),
+                        }
+                    }
+                    None => match broker
+                        .metadata()
+                        .topic_by_id(&TopicId(rt.topic_id.into_bytes()))
+                        .cloned()
+                    {
+                        Some(t) => Ok(t),
+                        None => Err((None, rt.topic_id)),
+                    },
+                };
+                match topic {
+                    Ok(t) => response
+                        .topics
+                        .push(describe(&t, include_ops, broker.config.node_id)),
+                    Err((None, id)) => {
+                        let mut e = MetadataResponseTopic::default();
+                        e.error_code = errors::UNKNOWN_TOPIC_ID;
+                        e.topic_id = id;
+                        e.topic_authorized_operations = NOT_REQUESTED;
+                        response.topics.push(e);
+                    }
+                    Err((Some(name), _)) => response
+                        .topics
+                        .push(missing(broker, name, allow_auto_create, include_ops).await),
+                }
+            }
+        }
+    }
+    response
+}
+
+async fn missing(
+    broker: &Arc<Broker>,
+    name: String,
+    auto_create: bool,
+    include_ops: bool,
+) -> MetadataResponseTopic {
+    let mut e = MetadataResponseTopic::default();
+    e.name = Some(topic_name(&name));
+    e.topic_authorized_operations = NOT_REQUESTED;
+    if validate_topic_name(&name).is_err() {
+        e.error_code = errors::INVALID_TOPIC_EXCEPTION;
+        return e;
+    }
+    if !auto_create {
+        e.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+        return e;
+    }
+    let b = broker.clone();
+    let n = name.clone();
+    let created =
+        tokio::task::spawn_blocking(move || b.create_topic(&n, -1, -1, BTreeMap::new(), false))
+            .await;
+    match created {
+        Ok(Ok(t)) => describe(&t, include_ops, broker.config.node_id),
+        // Someone else created it first: describe what is there.
+        Ok(Err(err)) if err.code == errors::TOPIC_ALREADY_EXISTS => {
+            match broker.metadata().topic(&name) {
+                Some(t) => describe(t, include_ops, broker.config.node_id),
+                None => {
+                    e.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                    e
+                }
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(topic = %name, error = %err.message, "auto topic creation failed");
+            e.error_code = err.code;
+            e
+        }
+        Err(_) => {
+            e.error_code = errors::UNKNOWN_SERVER_ERROR;
+            e
+        }
+    }
+}
+
+fn describe(t: &TopicMeta, include_ops: bool, node: i32) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.name = Some(topic_name(&t.name));
+    out.topic_id = uuid::Uuid::from_bytes(t.id.0);
+    out.is_internal = t.name.starts_with("__");
+    out.topic_authorized_operations = if include_ops {
+        TOPIC_OPERATIONS
+    } else {
+        NOT_REQUESTED
+    };
+    out.partitions = (0..t.partitions)
+        .map(|i| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = i;
+            p.leader_id = BrokerId(node);
+            p.leader_epoch = LEADER_EPOCH;
+            p.replica_nodes = vec![BrokerId(node)];
+            p.isr_nodes = vec![BrokerId(node)];
+            p
+        })
+        .collect();
+    out
+}

@@ -1,0 +1,176 @@
+//! Request dispatch: check the header, decode, call the API's handler, encode the response.
+//!
+//! One file per API, each shaped decode → act → encode. What is advertised in ApiVersions is
+//! the [`SUPPORTED`] table, and every version in it is handled in full.
+
+mod api_versions;
+mod create_topics;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::broker::{Broker, LEADER_EPOCH};
+use crate::errors;
+
+/// The APIs and version ranges Fjord serves (and advertises).
+///
+/// Produce advertises min 0 like Kafka 4 (KAFKA-18659: old librdkafka refuses a broker whose
+/// Produce range does not start at 0) while only v3 and up are accepted.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+];
+
+fn accepted(key: ApiKey, version: i16) -> bool {
+    SUPPORTED.iter().any(|&(k, min, max)| {
+        let min = if k == ApiKey::Produce { 3 } else { min };
+        k == key && (min..=max).contains(&version)
+    })
+}
+
+/// Why a connection must close instead of answering.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseReason {
+    #[error("frame of {0} bytes is shorter than a request header")]
+    ShortFrame(usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("acks=0 produce failed; closing so the producer notices")]
+    AcksZeroError,
+}
+
+/// Who sent a request, for logs.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+}
+
+/// Handles one request frame (without its size prefix). `Ok(None)`: no response is sent
+/// (acks=0 produce).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+) -> Result<Option<BytesMut>, CloseReason> {
+    if frame.len() < 8 {
+        return Err(CloseReason::ShortFrame(frame.len()));
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(api_key).map_err(|()| CloseReason::UnknownApi(api_key))?;
+    if api == ApiKey::ApiVersions && !accepted(api, version) {
+        // Kafka's fallback: a v0 response naming the supported ranges, so the client can
+        // retry with a version both sides know.
+        return Ok(Some(api_versions::unsupported_version_response(
+            correlation_id,
+        )));
+    }
+    if !accepted(api, version) {
+        return Err(CloseReason::UnsupportedVersion { api, version });
+    }
+    let malformed = |reason: String| CloseReason::Malformed {
+        api,
+        version,
+        reason,
+    };
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| malformed(e.to_string()))?;
+    let request =
+        RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+    let ctx = RequestContext {
+        api,
+        version,
+        correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    };
+    let response: ResponseKind = match request {
+        RequestKind::ApiVersions(r) => api_versions::handle(r, &ctx).into(),
+        RequestKind::Metadata(r) => metadata::handle(broker, r, &ctx).await.into(),
+        RequestKind::Produce(r) => match produce::handle(broker, r, &ctx).await? {
+            Some(resp) => resp.into(),
+            None => return Ok(None),
+        },
+        RequestKind::Fetch(r) => fetch::handle(broker, r, &ctx).await.into(),
+        RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, &ctx).await.into(),
+        RequestKind::CreateTopics(r) => create_topics::handle(broker, r, &ctx).await.into(),
+        _ => return Err(CloseReason::UnsupportedVersion { api, version }),
+    };
+    encode_response(api, version, correlation_id, &response)
+        .map(Some)
+        .map_err(|reason| CloseReason::Malformed {
+            api,
+            version,
+            reason,
+        })
+}
+
+/// Size prefix, response header, body.
+fn encode_response(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<BytesMut, String> {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut out, api.response_header_version(version))
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Checks a client's `current_leader_epoch` against ours (-1 means "don't check").
+pub(crate) fn check_leader_epoch(requested: i32) -> i16 {
+    match requested {
+        -1 => errors::NONE,
+        e if e < LEADER_EPOCH => errors::FENCED_LEADER_EPOCH,
+        e if e > LEADER_EPOCH => errors::UNKNOWN_LEADER_EPOCH,
+        _ => errors::NONE,
+    }
+}
+
+/// Reads the leading i32 size of a frame; helper for tests and the server.
+pub fn frame_len(buf: &[u8]) -> Option<i32> {
+    (buf.len() >= 4).then(|| (&buf[..4]).get_i32())
+}

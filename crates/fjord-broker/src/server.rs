@@ -1,0 +1,149 @@
+//! The listener: accepts connections, frames requests, answers them in order.
+//!
+//! Each connection handles one request at a time, as Kafka does (a client may pipeline; the
+//! responses go back in request order). Frames are size-checked before anything is allocated
+//! for them; a bad frame closes only its own connection.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::handlers;
+
+/// How long shutdown waits for connections to finish their current request.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` completes, then drains connections and closes the
+/// broker's logs (a clean shutdown).
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, max = broker.config.max_connections, "too many connections; closing the new one (raise max.connections)");
+                    drop(stream);
+                    continue;
+                };
+                let broker = broker.clone();
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    if let Err(e) = serve_connection(stream, peer, broker, stop).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still busy after {DRAIN:?}; closing them");
+        connections.abort_all();
+    }
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.close())
+        .await
+        .map_err(io::Error::other)?;
+    tracing::info!("broker stopped cleanly");
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let max = broker.config.socket_request_max_bytes;
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut reader, max) => f,
+            _ = stop.changed() => return Ok(()),
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(FrameError::TooLarge(size)) => {
+                tracing::warn!(%peer, size, max, "request larger than socket.request.max.bytes; closing the connection");
+                return Ok(());
+            }
+            Err(FrameError::Negative(size)) => {
+                tracing::warn!(%peer, size, "invalid request size; closing the connection");
+                return Ok(());
+            }
+            Err(FrameError::Io(e)) => return Err(e),
+        };
+        match handlers::handle(&broker, frame).await {
+            Ok(Some(response)) => write_half.write_all(&response).await?,
+            Ok(None) => {}
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                return Ok(());
+            }
+        }
+    }
+}
+
+enum FrameError {
+    TooLarge(usize),
+    Negative(i32),
+    Io(io::Error),
+}
+
+/// Reads one size-prefixed frame; `Ok(None)` at a clean end of stream.
+async fn read_frame(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    let size = i32::from_be_bytes(size);
+    let Ok(len) = usize::try_from(size) else {
+        return Err(FrameError::Negative(size));
+    };
+    if len > max {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    reader.read_exact(&mut buf).await.map_err(FrameError::Io)?;
+    Ok(Some(buf.freeze()))
+}

@@ -1,0 +1,202 @@
+//! `fjord serve`: flags, environment, config file, data-directory lock, signals.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fjord_broker::{Broker, BrokerConfig};
+use fjord_log::{FsStorage, Storage};
+
+use crate::settings;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to accept Kafka clients on.
+    #[arg(long, env = "FJORD_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Address clients are told to connect to (default: the listen address).
+    #[arg(long, env = "FJORD_ADVERTISE")]
+    advertise: Option<String>,
+    /// Directory for the log and metadata.
+    #[arg(long, env = "FJORD_DATA_DIR", default_value = "fjord-data")]
+    data_dir: PathBuf,
+    /// Address for the HTTP endpoints (/health).
+    #[arg(long, env = "FJORD_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
+    http_listen: String,
+    /// TOML file of broker settings with Kafka names (e.g. "num.partitions" = 3).
+    #[arg(long, env = "FJORD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn split_host_port(s: &str, what: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{what} {s:?} must be HOST:PORT, e.g. 127.0.0.1:9092"))?;
+    let port = port
+        .parse::<u16>()
+        .with_context(|| format!("{what} {s:?}: port must be a number from 0 to 65535"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Holds the data directory's lock for as long as it lives.
+struct DirLock(#[allow(dead_code)] File);
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "data directory {} is in use by another fjord process; stop it or pass a different --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// The cluster id, created on first start and kept in `meta.properties` like Kafka's.
+fn cluster_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+        bail!(
+            "{} has no cluster.id line; restore it or move the data directory aside",
+            path.display()
+        );
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let a = h.finish();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(a ^ u64::from(std::process::id()));
+    let b = h.finish();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = (u128::from(a) << 64) | u128::from(b);
+    let id: String = (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect();
+    let tmp = dir.join("meta.properties.tmp");
+    std::fs::write(&tmp, format!("version=1\ncluster.id={id}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(id)
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .init();
+
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        settings::apply_file(&mut config, path)?;
+    }
+    let (listen_host, listen_port) = split_host_port(&args.listen, "--listen")?;
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.clone());
+    let (adv_host, adv_port) = split_host_port(&advertise, "--advertise")?;
+    let http: SocketAddr = args.http_listen.parse().with_context(|| {
+        format!(
+            "--http-listen {:?} must be IP:PORT, e.g. 127.0.0.1:9644",
+            args.http_listen
+        )
+    })?;
+    config.data_dir = args.data_dir.clone();
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let cluster = cluster_id(&config.data_dir)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((listen_host.as_str(), listen_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "listening on {}: is another broker using the port? pass --listen",
+                    args.listen
+                )
+            })?;
+        let bound = listener.local_addr()?;
+        config.advertised_host = adv_host;
+        config.advertised_port = if adv_port == 0 {
+            i32::from(bound.port())
+        } else {
+            i32::from(adv_port)
+        };
+        let http_listener = tokio::net::TcpListener::bind(http)
+            .await
+            .with_context(|| format!("listening on {http} for HTTP: pass --http-listen"))?;
+        let http_bound = http_listener.local_addr()?;
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, storage, cluster))
+            .await?
+            .context("opening the data directory")?;
+        let broker = Arc::new(broker);
+        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok\n" }));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, app).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(
+            kafka = %bound,
+            http = %http_bound,
+            data_dir = %args.data_dir.display(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "fjord is ready"
+        );
+        fjord_broker::server::run(listener, broker, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+}

@@ -1,0 +1,156 @@
+//! The broker config file: TOML with Kafka's config names.
+//!
+//! ```toml
+//! "num.partitions" = 3
+//! "auto.create.topics.enable" = true
+//! "log.retention.hours" = 24
+//! ```
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use fjord_broker::BrokerConfig;
+
+/// Broker keys the file may set (beyond the listener flags).
+pub const KEYS: &[&str] = &[
+    "node.id",
+    "num.partitions",
+    "auto.create.topics.enable",
+    "default.replication.factor",
+    "socket.request.max.bytes",
+    "max.connections",
+    "min.insync.replicas",
+    "message.max.bytes",
+    "log.retention.ms",
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.retention.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.index.interval.bytes",
+    "log.index.size.max.bytes",
+    "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.message.timestamp.type",
+];
+
+/// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
+pub fn apply_file(config: &mut BrokerConfig, path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {} as TOML", path.display()))?;
+    for (key, value) in &table {
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => bail!(
+                "{}: {key} must be a string, integer or boolean, not {}",
+                path.display(),
+                other.type_str()
+            ),
+        };
+        apply(config, key, &value).with_context(|| format!("in {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Sets one broker setting by its Kafka name.
+pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Result<()> {
+    let int = || -> anyhow::Result<i64> {
+        value
+            .trim()
+            .parse::<i64>()
+            .with_context(|| format!("{key} must be an integer, got {value:?}"))
+    };
+    let positive = |v: i64| -> anyhow::Result<i64> {
+        if v < 1 {
+            bail!("{key} must be at least 1, got {v}");
+        }
+        Ok(v)
+    };
+    let log = &mut config.log_defaults;
+    let log_key = |k: &str, v: &str, log: &mut fjord_log::LogConfig| -> anyhow::Result<()> {
+        log.set(k, v).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+    };
+    match key {
+        "node.id" => config.node_id = i32::try_from(int()?).context("node.id out of range")?,
+        "num.partitions" => {
+            config.num_partitions =
+                i32::try_from(positive(int()?)?).context("num.partitions out of range")?
+        }
+        "auto.create.topics.enable" => {
+            config.auto_create_topics = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{key} must be true or false"))?;
+        }
+        "default.replication.factor" => {
+            config.default_replication_factor = i16::try_from(positive(int()?)?)
+                .context("default.replication.factor out of range")?;
+        }
+        "socket.request.max.bytes" => config.socket_request_max_bytes = positive(int()?)? as usize,
+        "max.connections" => config.max_connections = positive(int()?)? as usize,
+        "min.insync.replicas" => {
+            config.min_insync_replicas = i32::try_from(positive(int()?)?).context("out of range")?
+        }
+        "message.max.bytes" => log_key("max.message.bytes", value, log)?,
+        "log.retention.ms" => log_key("retention.ms", value, log)?,
+        "log.retention.minutes" => log_key("retention.ms", &(int()? * 60_000).to_string(), log)?,
+        "log.retention.hours" => log_key("retention.ms", &(int()? * 3_600_000).to_string(), log)?,
+        "log.retention.bytes" => log_key("retention.bytes", value, log)?,
+        "log.segment.bytes" => log_key("segment.bytes", value, log)?,
+        "log.roll.ms" => log_key("segment.ms", value, log)?,
+        "log.roll.hours" => log_key("segment.ms", &(int()? * 3_600_000).to_string(), log)?,
+        "log.index.interval.bytes" => log_key("index.interval.bytes", value, log)?,
+        "log.index.size.max.bytes" => log_key("segment.index.bytes", value, log)?,
+        "log.cleanup.policy" => log_key("cleanup.policy", value, log)?,
+        "log.cleaner.delete.retention.ms" => log_key("delete.retention.ms", value, log)?,
+        "log.flush.interval.messages" => log_key("flush.messages", value, log)?,
+        "log.flush.interval.ms" => log_key("flush.ms", value, log)?,
+        "log.message.timestamp.type" => log_key("message.timestamp.type", value, log)?,
+        _ => bail!(
+            "unknown setting {key:?}; known settings: {}",
+            KEYS.join(", ")
+        ),
+    }
+    config
+        .log_defaults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_names_apply_and_unknown_keys_fail() {
+        let mut c = BrokerConfig::default();
+        apply(&mut c, "num.partitions", "6").unwrap();
+        apply(&mut c, "log.retention.hours", "2").unwrap();
+        apply(&mut c, "auto.create.topics.enable", "false").unwrap();
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.log_defaults.retention_ms, 7_200_000);
+        assert!(!c.auto_create_topics);
+        let e = apply(&mut c, "num.partition", "1").unwrap_err().to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let e = apply(&mut c, "num.partitions", "0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num.partitions"), "{e}");
+        for key in KEYS {
+            let e = apply(&mut BrokerConfig::default(), key, "not-a-value");
+            assert!(
+                e.is_err_and(|e| !e.to_string().contains("unknown setting")),
+                "{key}"
+            );
+        }
+    }
+}
