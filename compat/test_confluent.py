@@ -162,7 +162,8 @@ def test_data_survives_restart(broker):
 def test_consumer_long_poll_sees_new_data(broker):
     produce(broker.bootstrap, "live", [(None, b"first", None, None, None)])
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-live",
-                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 2000})
+                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 2000,
+                  "enable.auto.commit": False})
     c.assign([TopicPartition("live", 0, 0)])
     m = None
     deadline = time.monotonic() + 10

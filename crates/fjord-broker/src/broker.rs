@@ -277,16 +277,58 @@ impl Broker {
         Ok(topic)
     }
 
-    /// Flushes and closes every log and the metadata log (clean shutdown).
-    pub fn close(&self) {
-        let partitions: Vec<Arc<Partition>> = self
-            .partitions
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
-        for p in partitions {
+            .collect()
+    }
+
+    /// Periodic upkeep of every partition: `flush.ms` syncs, and with `retention` also
+    /// retention and compaction. Blocking. Errors are logged here, where they are handled.
+    pub fn maintain(&self, now: i64, retention: bool) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.log.flush_if_due(now) {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+            }
+            if !retention {
+                continue;
+            }
+            match p.log.enforce_retention(now) {
+                Ok(out) if out.deleted_segments > 0 => tracing::info!(
+                    topic = %p.topic,
+                    partition = p.index,
+                    segments = out.deleted_segments,
+                    bytes = out.deleted_bytes,
+                    log_start_offset = out.log_start_offset,
+                    "retention deleted segments"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
+            match p.log.compact(now) {
+                Ok(out) if out.segments_cleaned > 0 => tracing::info!(
+                    topic = %p.topic,
+                    partition = p.index,
+                    segments = out.segments_cleaned,
+                    records_removed = out.records_removed,
+                    "compacted"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "compaction failed")
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log and the metadata log (clean shutdown).
+    pub fn close(&self) {
+        for p in self.all_partitions() {
             if let Err(e) = p.log.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
             }

@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// `compression.type` default for topics (Kafka: producer).
     pub compression_type: String,
+    /// `log.retention.check.interval.ms`: how often retention and compaction run.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +49,7 @@ impl Default for BrokerConfig {
             log_defaults: LogConfig::default(),
             min_insync_replicas: 1,
             compression_type: "producer".into(),
+            retention_check_interval_ms: 300_000,
         }
     }
 }

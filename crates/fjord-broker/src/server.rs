@@ -32,6 +32,7 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let upkeep = tokio::spawn(maintenance(broker.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -72,6 +73,7 @@ pub async fn run(
         tracing::warn!("connections still busy after {DRAIN:?}; closing them");
         connections.abort_all();
     }
+    let _ = upkeep.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -146,4 +148,26 @@ async fn read_frame(
     let mut buf = BytesMut::zeroed(len);
     reader.read_exact(&mut buf).await.map_err(FrameError::Io)?;
     Ok(Some(buf.freeze()))
+}
+
+/// Runs [`Broker::maintain`] every second (for `flush.ms`), with retention and compaction
+/// every `log.retention.check.interval.ms`.
+async fn maintenance(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(broker.config.retention_check_interval_ms.max(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let retention = last_retention.elapsed() >= every;
+        if retention {
+            last_retention = tokio::time::Instant::now();
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.maintain(crate::broker::now_ms(), retention))
+            .await;
+    }
 }

@@ -31,6 +31,10 @@ use crate::storage::StorageFile;
 #[derive(Debug, Default)]
 pub(crate) struct CleanerState {
     pub(crate) passes: u64,
+    /// The end of the sealed segments the last pass covered.
+    last_end: i64,
+    /// The earliest delete horizon of a tombstone the last pass kept.
+    next_horizon: Option<i64>,
 }
 
 /// What a compaction pass did.
@@ -44,6 +48,7 @@ pub struct CompactionOutcome {
 
 struct Snapshot {
     base: i64,
+    next_base: i64,
     id: u64,
     file: Arc<dyn StorageFile>,
     size: u64,
@@ -91,6 +96,7 @@ impl Log {
                 }
                 out.push(Snapshot {
                     base: s.base_offset,
+                    next_base,
                     id: s.id,
                     file: s.log.clone(),
                     size: s.size,
@@ -98,10 +104,18 @@ impl Log {
             }
             out
         };
-        if snapshot.is_empty() {
+        let Some(end) = snapshot.last().map(|s| s.next_base) else {
+            return Ok(outcome);
+        };
+        // Nothing new sealed and no tombstone due: a pass would change nothing.
+        if state.passes > 0
+            && end <= state.last_end
+            && state.next_horizon.is_none_or(|h| now_ms <= h)
+        {
             return Ok(outcome);
         }
         state.passes += 1;
+        let mut next_horizon: Option<i64> = None;
 
         // Pass 1: the newest offset of every key.
         let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -115,10 +129,18 @@ impl Log {
                 if header.is_control() {
                     continue;
                 }
+                let horizon = header
+                    .attributes
+                    .has_delete_horizon()
+                    .then_some(header.base_timestamp)
+                    .unwrap_or(now_ms.saturating_add(config.delete_retention_ms));
                 for record in Records::decode(bytes, limit)?.iter() {
                     let record = record?;
                     if let Some(key) = record.key {
                         latest.insert(key.to_vec(), record.offset(&header));
+                        if record.value.is_none() {
+                            next_horizon = Some(next_horizon.map_or(horizon, |h| h.min(horizon)));
+                        }
                     }
                 }
             }
@@ -221,6 +243,8 @@ impl Log {
                 outcome.bytes_after += after;
             }
         }
+        state.last_end = end;
+        state.next_horizon = next_horizon;
         if outcome.segments_cleaned > 0 {
             tracing::debug!(dir = %self.dir.display(), ?outcome, "compacted");
         }

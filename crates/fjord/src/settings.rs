@@ -35,6 +35,7 @@ pub const KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.message.timestamp.type",
+    "log.retention.check.interval.ms",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -114,6 +115,9 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "log.flush.interval.messages" => log_key("flush.messages", value, log)?,
         "log.flush.interval.ms" => log_key("flush.ms", value, log)?,
         "log.message.timestamp.type" => log_key("message.timestamp.type", value, log)?,
+        "log.retention.check.interval.ms" => {
+            config.retention_check_interval_ms = positive(int()?)? as u64;
+        }
         _ => bail!(
             "unknown setting {key:?}; known settings: {}",
             KEYS.join(", ")

@@ -1,0 +1,80 @@
+"""Topic configs take effect on a running broker."""
+
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def wait_for(cond, timeout=20, step=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_retention_ms_deletes_old_segments(tmp_path, broker_factory):
+    config = tmp_path / "fjord.toml"
+    config.write_text('"log.retention.check.interval.ms" = 200\n')
+    broker = broker_factory(["--config", str(config)])
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("short", num_partitions=1, replication_factor=1,
+                                  config={"retention.ms": "60000", "segment.bytes": "2000"})])["short"].result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
+    old = int(time.time() * 1000) - 3_600_000  # an hour ago: past retention at once
+    for i in range(60):
+        p.produce("short", value=b"x" * 100, timestamp=old + i)
+        p.flush(10)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "w"})
+    tp = TopicPartition("short", 0)
+    assert c.get_watermark_offsets(tp, timeout=10)[1] == 60
+    assert wait_for(lambda: c.get_watermark_offsets(tp, timeout=10)[0] == 60), \
+        f"log start offset stuck at {c.get_watermark_offsets(tp, timeout=10)}"
+    # New data is still accepted and readable after everything old was deleted.
+    p.produce("short", value=b"fresh")
+    p.flush(10)
+    assert c.get_watermark_offsets(tp, timeout=10) == (60, 61)
+    c.close()
+
+
+def test_log_append_time_and_max_message_bytes(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("lat", num_partitions=1, replication_factor=1,
+                                  config={"message.timestamp.type": "LogAppendTime"})])["lat"].result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    reports = []
+    before = int(time.time() * 1000)
+    p.produce("lat", value=b"a", timestamp=1000, on_delivery=lambda e, m: reports.append(m.timestamp()))
+    p.flush(10)
+    after = int(time.time() * 1000)
+    ttype, ts = reports[0]
+    assert ttype == 2, "the delivery report carries LogAppendTime"
+    assert before - 1000 <= ts <= after + 1000
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lat", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition("lat", 0, 0)])
+    m = None
+    end = time.monotonic() + 10
+    while m is None and time.monotonic() < end:
+        m = c.poll(0.5)
+    assert m.timestamp() == (2, ts), "consumers see the broker's append time"
+    c.close()
+
+
+def test_min_insync_replicas_refuses_acks_all(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("isr2", num_partitions=1, replication_factor=1,
+                                  config={"min.insync.replicas": "2"})])["isr2"].result(10)
+    errs = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "message.timeout.ms": 3000,
+                  "retries": 0})
+    p.produce("isr2", value=b"a", on_delivery=lambda e, m: errs.append(e))
+    p.flush(10)
+    assert errs[0] is not None and errs[0].name() == "NOT_ENOUGH_REPLICAS"
+    ok = []
+    p1 = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1"})
+    p1.produce("isr2", value=b"b", on_delivery=lambda e, m: ok.append(e))
+    p1.flush(10)
+    assert ok == [None], "acks=1 does not need the ISR"

@@ -1,0 +1,285 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! The `fjord serve` process at the protocol edge: bad input closes one connection and never
+//! the broker; the ApiVersions fallback; limits; the data-directory lock; clean shutdown.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+struct Fjord {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Fjord {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let f = Fjord { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "fjord did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// SIGTERM and the exit status and stderr.
+    fn stop(mut self) -> (i32, String) {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = api_key;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("fjord-test"));
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, 1).unwrap();
+    buf.put_slice(body);
+    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&buf);
+    framed
+}
+
+fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// True if the peer closed the connection (rather than answering).
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn api_versions_ok(f: &Fjord) {
+    let mut s = f.connect();
+    s.write_all(&request(18, 0, 1, &[])).unwrap();
+    let body = read_response(&mut s).expect("ApiVersions answered");
+    let mut buf = bytes::Bytes::from(body[4..].to_vec());
+    let r = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
+    assert_eq!(r.error_code, 0);
+}
+
+#[test]
+fn unsupported_api_versions_version_gets_kafkas_v0_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    s.write_all(&request(18, 99, 42, &[1, 2, 3])).unwrap();
+    let body = read_response(&mut s).expect("a response, not a closed connection");
+    assert_eq!(i32::from_be_bytes(body[..4].try_into().unwrap()), 42);
+    let mut buf = bytes::Bytes::from(body[4..].to_vec());
+    let r = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
+    assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
+    let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (0, 11));
+    let versions = r.api_keys.iter().find(|k| k.api_key == 18).unwrap();
+    assert_eq!(versions.max_version, 4);
+    // The same connection goes on working at a supported version.
+    s.write_all(&request(18, 2, 43, &[])).unwrap();
+    assert!(read_response(&mut s).is_some());
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn bad_input_closes_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("oversized frame", (200_000_000i32).to_be_bytes().to_vec()),
+        ("negative size", (-5i32).to_be_bytes().to_vec()),
+        (
+            "short frame",
+            [4i32.to_be_bytes().to_vec(), vec![0, 3, 0, 0]].concat(),
+        ),
+        ("unknown api key", request(999, 0, 1, &[])),
+        ("unsupported produce version", request(0, 2, 1, &[0; 16])),
+        ("unsupported metadata version", request(3, 50, 1, &[])),
+        ("truncated metadata body", request(3, 9, 1, &[0x05])),
+        (
+            "garbage array count",
+            request(3, 4, 1, &[0x7f, 0xff, 0xff, 0xff]),
+        ),
+        (
+            "garbage produce",
+            request(0, 9, 1, &[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01]),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let mut s = f.connect();
+        s.write_all(&bytes).unwrap();
+        assert!(closed(&mut s), "{name}: the connection was not closed");
+        // Everyone else is still served.
+        api_versions_ok(&f);
+    }
+    let (code, stderr) = f.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("socket.request.max.bytes"),
+        "the oversized frame is logged: {stderr}"
+    );
+    assert!(
+        !stderr.contains(" ERROR "),
+        "bad input is not a broker error: {stderr}"
+    );
+}
+
+#[test]
+fn too_many_connections_are_refused_and_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(&config, "\"max.connections\" = 2\n").unwrap();
+    let data = dir.path().join("data");
+    let f = Fjord::start(&data, &["--config", config.to_str().unwrap()]);
+    // The start-up probe's connection may still hold a slot for a moment: poll until two
+    // connections are both served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, _b) = loop {
+        let mut a = f.connect();
+        let mut b = f.connect();
+        let served = [&mut a, &mut b]
+            .into_iter()
+            .all(|s| s.write_all(&request(18, 0, 1, &[])).is_ok() && read_response(s).is_some());
+        if served {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two connections were never served"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut c = f.connect();
+    assert!(closed(&mut c), "the third connection is closed");
+    drop(a);
+    // Once a slot frees, new connections are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = f.connect();
+        if s.write_all(&request(18, 0, 1, &[])).is_ok() && read_response(&mut s).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection served after a slot freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, stderr) = f.stop();
+    assert!(stderr.contains("too many connections"), "{stderr}");
+}
+
+#[test]
+fn second_broker_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another fjord process"), "{err}");
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn bad_flags_and_config_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["serve", "--listen", "nonsense"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT"));
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "\"num.partition\" = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown setting \"num.partition\""), "{err}");
+    let help = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("FJORD_DATA_DIR"),
+        "{help}"
+    );
+}
+
+#[test]
+fn ready_quickly_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let f = Fjord::start(dir.path(), &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "ready in {:?}",
+        started.elapsed()
+    );
+    api_versions_ok(&f);
+    let (code, stderr) = f.stop();
+    assert_eq!(code, 0);
+    assert!(stderr.contains("broker stopped cleanly"), "{stderr}");
+}
