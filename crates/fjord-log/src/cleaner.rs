@@ -129,11 +129,11 @@ impl Log {
                 if header.is_control() {
                     continue;
                 }
-                let horizon = header
-                    .attributes
-                    .has_delete_horizon()
-                    .then_some(header.base_timestamp)
-                    .unwrap_or(now_ms.saturating_add(config.delete_retention_ms));
+                let horizon = if header.attributes.has_delete_horizon() {
+                    header.base_timestamp
+                } else {
+                    now_ms.saturating_add(config.delete_retention_ms)
+                };
                 for record in Records::decode(bytes, limit)?.iter() {
                     let record = record?;
                     if let Some(key) = record.key {
