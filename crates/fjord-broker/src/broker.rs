@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,7 +33,8 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Log,
-    pub min_insync_replicas: i32,
+    /// The topic's `min.insync.replicas` (changes with the topic's config).
+    pub min_insync_replicas: AtomicI32,
 }
 
 /// Why the broker could not start.
@@ -112,6 +114,7 @@ impl Broker {
             data_appended: tokio::sync::Notify::new(),
             admin: std::sync::Mutex::new(()),
         };
+        broker.remove_stray_partitions();
         let state = broker.meta.state();
         for topic in state.topics() {
             broker.open_partitions(topic, 0, now)?;
@@ -150,7 +153,7 @@ impl Broker {
                 topic: topic.name.clone(),
                 index,
                 log,
-                min_insync_replicas: min_isr,
+                min_insync_replicas: AtomicI32::new(min_isr),
             });
             self.partitions
                 .write()
@@ -181,7 +184,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMeta, AdminError> {
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let _admin = self.admin_lock();
         validate_topic_name(name).map_err(|reason| {
             AdminError::new(
                 errors::INVALID_TOPIC_EXCEPTION,
@@ -321,6 +324,203 @@ impl Broker {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "compaction failed")
+                }
+            }
+        }
+    }
+
+    fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn existing(state: &MetadataState, name: &str) -> Result<TopicMeta, AdminError> {
+        state.topic(name).cloned().ok_or_else(|| {
+            AdminError::new(
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            )
+        })
+    }
+
+    /// Deletes a topic: its metadata, then its partitions' data. Blocking.
+    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, AdminError> {
+        let _admin = self.admin_lock();
+        let topic = Self::existing(&self.meta.state(), name)?;
+        self.meta
+            .commit(
+                &[MetadataRecord::TopicDeleted {
+                    name: name.to_string(),
+                }],
+                now_ms(),
+            )
+            .map_err(|e| {
+                AdminError::new(
+                    errors::KAFKA_STORAGE_ERROR,
+                    format!("could not record the deletion: {e}"),
+                )
+            })?;
+        for index in 0..topic.partitions {
+            let removed = self
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(name.to_string(), index));
+            if let Some(p) = removed {
+                // In-flight requests holding the partition now get "closed" errors.
+                let _ = p.log.close();
+            }
+            let dir = self.partition_dir(name, index);
+            if let Err(e) = self.storage.remove_dir_all(&dir) {
+                tracing::error!(dir = %dir.display(), error = %e, "could not delete a deleted topic's partition; it is removed at the next start");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Grows a topic to `total` partitions (or only checks that it could). Blocking.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _admin = self.admin_lock();
+        let topic = Self::existing(&self.meta.state(), name)?;
+        if total <= topic.partitions {
+            return Err(AdminError::new(
+                errors::INVALID_PARTITIONS,
+                format!(
+                    "topic '{name}' has {} partitions; the new count must be larger, got {total}",
+                    topic.partitions
+                ),
+            ));
+        }
+        if total > 100_000 {
+            return Err(AdminError::new(
+                errors::INVALID_PARTITIONS,
+                format!("{total} partitions is more than this broker allows (100000)"),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let now = now_ms();
+        let state = self
+            .meta
+            .commit(
+                &[MetadataRecord::PartitionsCreated {
+                    topic: name.to_string(),
+                    total,
+                }],
+                now,
+            )
+            .map_err(|e| {
+                AdminError::new(
+                    errors::KAFKA_STORAGE_ERROR,
+                    format!("could not record the new partitions: {e}"),
+                )
+            })?;
+        let grown = Self::existing(&state, name)?;
+        self.open_partitions(&grown, topic.partitions, now)
+            .map_err(|e| AdminError::new(errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        tracing::info!(
+            topic = name,
+            from = topic.partitions,
+            to = total,
+            "added partitions"
+        );
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with `configs` (or only checks them), and applies
+    /// them to its running partitions. Blocking.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _admin = self.admin_lock();
+        let topic = Self::existing(&self.meta.state(), name)?;
+        for (k, v) in &configs {
+            topic_config::validate(k, v).map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
+        }
+        let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
+            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut change = Vec::new();
+        for (k, v) in &configs {
+            if topic.configs.get(k) != Some(v) {
+                change.push(MetadataRecord::TopicConfigChanged {
+                    topic: name.to_string(),
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        for k in topic.configs.keys().filter(|k| !configs.contains_key(*k)) {
+            change.push(MetadataRecord::TopicConfigChanged {
+                topic: name.to_string(),
+                key: k.clone(),
+                value: None,
+            });
+        }
+        if change.is_empty() {
+            return Ok(());
+        }
+        self.meta.commit(&change, now_ms()).map_err(|e| {
+            AdminError::new(
+                errors::KAFKA_STORAGE_ERROR,
+                format!("could not record the config change: {e}"),
+            )
+        })?;
+        let min_isr = topic_config::min_insync_replicas(self.config.min_insync_replicas, &configs);
+        for index in 0..topic.partitions {
+            if let Some(p) = self.partition(name, index) {
+                if let Err(e) = p.log.set_config(log_config) {
+                    tracing::error!(topic = name, partition = index, error = %e, "applying topic config");
+                }
+                p.min_insync_replicas.store(min_isr, Ordering::Relaxed);
+            }
+        }
+        tracing::info!(
+            topic = name,
+            changes = change.len(),
+            "changed topic configs"
+        );
+        Ok(())
+    }
+
+    /// Removes partition directories of topics that no longer exist (a crash between a
+    /// deletion's metadata record and its file removal). Blocking.
+    fn remove_stray_partitions(&self) {
+        let Ok(dirs) = self.storage.list_subdirs(&self.config.data_dir) else {
+            return;
+        };
+        let state = self.meta.state();
+        for dir in dirs {
+            let Some((topic, index)) = dir.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<i32>() else {
+                continue;
+            };
+            if topic == fjord_meta::METADATA_DIR.trim_end_matches("-0") {
+                continue;
+            }
+            let path = self.config.data_dir.join(&dir);
+            let is_partition = self
+                .storage
+                .exists(&path.join(fjord_log::checkpoint::FILE_NAME))
+                .unwrap_or(false);
+            let known = state.topic(topic).is_some_and(|t| index < t.partitions);
+            if is_partition && !known {
+                tracing::warn!(dir = %path.display(), "removing the data of a deleted partition");
+                if let Err(e) = self.storage.remove_dir_all(&path) {
+                    tracing::error!(dir = %path.display(), error = %e, "could not remove a deleted partition's data; remove it by hand");
                 }
             }
         }

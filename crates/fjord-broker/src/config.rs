@@ -53,3 +53,124 @@ impl Default for BrokerConfig {
         }
     }
 }
+
+impl BrokerConfig {
+    /// The broker's settings by Kafka name, with whether each is at its default; for
+    /// DescribeConfigs on the broker resource.
+    pub fn describe(&self) -> Vec<(&'static str, String, bool)> {
+        let d = Self::default();
+        let l = &self.log_defaults;
+        let dl = &d.log_defaults;
+        let policy = |c: &LogConfig| match (c.cleanup_policy.compact, c.cleanup_policy.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        };
+        let ts = |c: &LogConfig| match c.message_timestamp_type {
+            fjord_record::TimestampType::CreateTime => "CreateTime",
+            fjord_record::TimestampType::LogAppendTime => "LogAppendTime",
+        };
+        vec![
+            (
+                "node.id",
+                self.node_id.to_string(),
+                self.node_id == d.node_id,
+            ),
+            (
+                "num.partitions",
+                self.num_partitions.to_string(),
+                self.num_partitions == d.num_partitions,
+            ),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics.to_string(),
+                self.auto_create_topics == d.auto_create_topics,
+            ),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+                true,
+            ),
+            (
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+                self.socket_request_max_bytes == d.socket_request_max_bytes,
+            ),
+            (
+                "max.connections",
+                self.max_connections.to_string(),
+                self.max_connections == d.max_connections,
+            ),
+            (
+                "min.insync.replicas",
+                self.min_insync_replicas.to_string(),
+                self.min_insync_replicas == d.min_insync_replicas,
+            ),
+            (
+                "message.max.bytes",
+                l.max_message_bytes.to_string(),
+                l.max_message_bytes == dl.max_message_bytes,
+            ),
+            (
+                "log.retention.ms",
+                l.retention_ms.to_string(),
+                l.retention_ms == dl.retention_ms,
+            ),
+            (
+                "log.retention.bytes",
+                l.retention_bytes.to_string(),
+                l.retention_bytes == dl.retention_bytes,
+            ),
+            (
+                "log.segment.bytes",
+                l.segment_bytes.to_string(),
+                l.segment_bytes == dl.segment_bytes,
+            ),
+            (
+                "log.roll.ms",
+                l.segment_ms.to_string(),
+                l.segment_ms == dl.segment_ms,
+            ),
+            (
+                "log.index.interval.bytes",
+                l.index_interval_bytes.to_string(),
+                l.index_interval_bytes == dl.index_interval_bytes,
+            ),
+            (
+                "log.index.size.max.bytes",
+                l.segment_index_bytes.to_string(),
+                l.segment_index_bytes == dl.segment_index_bytes,
+            ),
+            (
+                "log.cleanup.policy",
+                policy(l).to_string(),
+                l.cleanup_policy == dl.cleanup_policy,
+            ),
+            (
+                "log.cleaner.delete.retention.ms",
+                l.delete_retention_ms.to_string(),
+                l.delete_retention_ms == dl.delete_retention_ms,
+            ),
+            (
+                "log.flush.interval.messages",
+                l.flush_messages.to_string(),
+                l.flush_messages == dl.flush_messages,
+            ),
+            (
+                "log.flush.interval.ms",
+                l.flush_ms.to_string(),
+                l.flush_ms == dl.flush_ms,
+            ),
+            (
+                "log.message.timestamp.type",
+                ts(l).to_string(),
+                l.message_timestamp_type == dl.message_timestamp_type,
+            ),
+            (
+                "log.retention.check.interval.ms",
+                self.retention_check_interval_ms.to_string(),
+                self.retention_check_interval_ms == d.retention_check_interval_ms,
+            ),
+        ]
+    }
+}

@@ -90,9 +90,13 @@ pub fn describe(
         ("segment.index.bytes", c.segment_index_bytes.to_string()),
         ("segment.ms", c.segment_ms.to_string()),
     ];
+    // Overrides read back exactly as they were set (Kafka keeps the string).
     values
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v, !overrides.contains_key(k)))
+        .map(|(k, v)| match overrides.get(k) {
+            Some(set) => (k.to_string(), set.clone(), false),
+            None => (k.to_string(), v, true),
+        })
         .collect()
 }
 

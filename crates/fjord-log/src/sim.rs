@@ -246,6 +246,35 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.tick()?;
+        let mut s = lock(&self.state);
+        s.files.retain(|p, _| !Self::under(p, dir));
+        // Like unlinking a tree and syncing its parent: durable at once.
+        s.durable_files.retain(|p, _| !Self::under(p, dir));
+        Ok(())
+    }
+
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = lock(&self.state);
+        let mut names: Vec<String> = s
+            .files
+            .keys()
+            .filter_map(|p| p.strip_prefix(dir).ok())
+            .filter(|rest| rest.components().count() > 1)
+            .filter_map(|rest| {
+                rest.components()
+                    .next()?
+                    .as_os_str()
+                    .to_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.tick()?;
         let mut s = lock(&self.state);
@@ -259,6 +288,12 @@ impl Storage for SimStorage {
             .collect();
         s.durable_files.extend(entries);
         Ok(())
+    }
+}
+
+impl SimStorage {
+    fn under(path: &Path, dir: &Path) -> bool {
+        path.starts_with(dir) && path != dir
     }
 }
 

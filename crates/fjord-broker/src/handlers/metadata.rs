@@ -9,26 +9,11 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
-use super::{RequestContext, str_bytes, topic_name};
+use super::{
+    CLUSTER_OPERATIONS, NOT_REQUESTED, RequestContext, TOPIC_OPERATIONS, str_bytes, topic_name,
+};
 use crate::broker::{Broker, LEADER_EPOCH};
 use crate::errors;
-
-/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
-/// (no authorizer yet), as bits of Kafka's AclOperation codes.
-const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
-/// CREATE_TOKENS, DESCRIBE_TOKENS.
-const CLUSTER_OPERATIONS: i32 = (1 << 5)
-    | (1 << 7)
-    | (1 << 8)
-    | (1 << 9)
-    | (1 << 10)
-    | (1 << 11)
-    | (1 << 12)
-    | (1 << 13)
-    | (1 << 14);
-const NOT_REQUESTED: i32 = i32::MIN;
 
 pub async fn handle(
     broker: &Arc<Broker>,

@@ -3,8 +3,13 @@
 //! One file per API, each shaped decode → act → encode. What is advertised in ApiVersions is
 //! the [`SUPPORTED`] table, and every version in it is handled in full.
 
+mod alter_configs;
 mod api_versions;
+mod create_partitions;
 mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
 mod fetch;
 mod list_offsets;
 mod metadata;
@@ -32,7 +37,31 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
+
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
+/// (no authorizer yet), as bits of Kafka's AclOperation codes.
+pub(crate) const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
+/// CREATE_TOKENS, DESCRIBE_TOKENS.
+pub(crate) const CLUSTER_OPERATIONS: i32 = (1 << 5)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 14);
+/// "Authorized operations were not requested."
+pub(crate) const NOT_REQUESTED: i32 = i32::MIN;
 
 fn accepted(key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|&(k, min, max)| {
@@ -121,6 +150,16 @@ pub async fn handle(
         RequestKind::Fetch(r) => fetch::handle(broker, r, &ctx).await.into(),
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, &ctx).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(broker, r, &ctx).await.into(),
+        RequestKind::DeleteTopics(r) => delete_topics::handle(broker, r, &ctx).await.into(),
+        RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r, &ctx).await.into(),
+        RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, &ctx).await.into(),
+        RequestKind::AlterConfigs(r) => alter_configs::handle_alter(broker, r, &ctx).await.into(),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            alter_configs::handle_incremental(broker, r, &ctx)
+                .await
+                .into()
+        }
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, &ctx).await.into(),
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)

@@ -94,13 +94,13 @@ async fn append(
     mut records: Vec<u8>,
     acks: i16,
 ) -> Result<AppendInfo, (i16, String)> {
-    if acks == -1 && partition.min_insync_replicas > 1 {
+    let min_isr = partition
+        .min_insync_replicas
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if acks == -1 && min_isr > 1 {
         return Err((
             NOT_ENOUGH_REPLICAS,
-            format!(
-                "min.insync.replicas={} but this partition has 1 in-sync replica",
-                partition.min_insync_replicas
-            ),
+            format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
         ));
     }
     let joined = tokio::task::spawn_blocking(move || -> Result<AppendInfo, LogError> {

@@ -1,0 +1,250 @@
+//! AlterConfigs (replace a topic's overrides) and IncrementalAlterConfigs (SET, DELETE, APPEND,
+//! SUBTRACT per key).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::describe_configs::{BROKER, TOPIC};
+use super::{RequestContext, str_bytes};
+use crate::broker::{AdminError, Broker};
+use crate::errors;
+
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+
+/// Configs whose values are comma-separated lists (the only ones APPEND and SUBTRACT apply to).
+fn is_list(key: &str) -> bool {
+    key == "cleanup.policy"
+}
+
+fn unsupported_resource(resource_type: i8) -> AdminError {
+    let message = if resource_type == BROKER {
+        "broker configs cannot be changed at runtime yet; set them in the config file and restart"
+            .to_string()
+    } else {
+        format!("config resource type {resource_type} is not supported (topics: 2)")
+    };
+    AdminError {
+        code: if resource_type == BROKER {
+            errors::INVALID_CONFIG
+        } else {
+            errors::INVALID_REQUEST
+        },
+        message,
+    }
+}
+
+async fn apply(
+    broker: &Arc<Broker>,
+    topic: String,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.set_topic_configs(&topic, configs, validate_only))
+        .await
+        .unwrap_or_else(|e| {
+            Err(AdminError {
+                code: errors::UNKNOWN_SERVER_ERROR,
+                message: e.to_string(),
+            })
+        })
+}
+
+pub async fn handle_alter(
+    broker: &Arc<Broker>,
+    request: AlterConfigsRequest,
+    _ctx: &RequestContext,
+) -> AlterConfigsResponse {
+    let mut response = AlterConfigsResponse::default();
+    for res in request.resources {
+        let outcome = if res.resource_type != TOPIC {
+            Err(unsupported_resource(res.resource_type))
+        } else {
+            let mut configs = BTreeMap::new();
+            let mut null = None;
+            for c in &res.configs {
+                match &c.value {
+                    Some(v) => {
+                        configs.insert(c.name.to_string(), v.to_string());
+                    }
+                    None => null = Some(c.name.to_string()),
+                }
+            }
+            match null {
+                Some(k) => Err(AdminError {
+                    code: errors::INVALID_CONFIG,
+                    message: format!("config {k} has a null value"),
+                }),
+                None => {
+                    apply(
+                        broker,
+                        res.resource_name.to_string(),
+                        configs,
+                        request.validate_only,
+                    )
+                    .await
+                }
+            }
+        };
+        let mut r = AlterConfigsResourceResponse::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        if let Err(e) = outcome {
+            r.error_code = e.code;
+            r.error_message = Some(str_bytes(e.message));
+        }
+        response.responses.push(r);
+    }
+    response
+}
+
+fn incremental(
+    current: &BTreeMap<String, String>,
+    ops: &[(String, i8, Option<StrBytes>)],
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let invalid = |message: String| AdminError {
+        code: errors::INVALID_CONFIG,
+        message,
+    };
+    let mut next = current.clone();
+    for (key, op, value) in ops {
+        let value = value.as_ref().map(|v| v.to_string());
+        match *op {
+            SET => {
+                let v = value.ok_or_else(|| invalid(format!("SET of {key} needs a value")))?;
+                next.insert(key.clone(), v);
+            }
+            DELETE => {
+                next.remove(key);
+            }
+            APPEND | SUBTRACT => {
+                if !is_list(key) {
+                    return Err(invalid(format!(
+                        "{key} is not a list config; APPEND and SUBTRACT apply to list configs only"
+                    )));
+                }
+                let v = value
+                    .ok_or_else(|| invalid(format!("APPEND/SUBTRACT of {key} needs a value")))?;
+                let base = next
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| "delete".to_string());
+                let mut items: Vec<String> = base
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if *op == APPEND {
+                        if !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != item);
+                    }
+                }
+                if items.is_empty() {
+                    return Err(invalid(format!("{key} cannot become empty")));
+                }
+                next.insert(key.clone(), items.join(","));
+            }
+            other => {
+                return Err(AdminError {
+                    code: errors::INVALID_REQUEST,
+                    message: format!("unknown config operation {other}"),
+                });
+            }
+        }
+    }
+    Ok(next)
+}
+
+pub async fn handle_incremental(
+    broker: &Arc<Broker>,
+    request: IncrementalAlterConfigsRequest,
+    _ctx: &RequestContext,
+) -> IncrementalAlterConfigsResponse {
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for res in request.resources {
+        let name = res.resource_name.to_string();
+        let outcome = if res.resource_type != TOPIC {
+            Err(unsupported_resource(res.resource_type))
+        } else {
+            match broker.metadata().topic(&name).cloned() {
+                None => Err(AdminError {
+                    code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    message: format!("topic '{name}' does not exist"),
+                }),
+                Some(topic) => {
+                    let mut seen = std::collections::HashSet::new();
+                    let ops: Vec<(String, i8, Option<StrBytes>)> = res
+                        .configs
+                        .iter()
+                        .map(|c| (c.name.to_string(), c.config_operation, c.value.clone()))
+                        .collect();
+                    if let Some((dup, _, _)) = ops.iter().find(|(k, _, _)| !seen.insert(k.clone()))
+                    {
+                        Err(AdminError {
+                            code: errors::INVALID_REQUEST,
+                            message: format!("config {dup} appears more than once"),
+                        })
+                    } else {
+                        match incremental(&topic.configs, &ops) {
+                            Ok(next) => {
+                                apply(broker, name.clone(), next, request.validate_only).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
+            }
+        };
+        let mut r = IncrementalResult::default();
+        r.resource_type = res.resource_type;
+        r.resource_name = res.resource_name.clone();
+        if let Err(e) = outcome {
+            r.error_code = e.code;
+            r.error_message = Some(str_bytes(e.message));
+        }
+        response.responses.push(r);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_operations() {
+        let current = BTreeMap::from([("retention.ms".to_string(), "5".to_string())]);
+        let s = |v: &str| Some(StrBytes::from_string(v.to_string()));
+        let next = incremental(
+            &current,
+            &[
+                ("retention.ms".into(), DELETE, None),
+                ("segment.ms".into(), SET, s("100")),
+                ("cleanup.policy".into(), APPEND, s("compact")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(next.get("retention.ms"), None);
+        assert_eq!(next["segment.ms"], "100");
+        assert_eq!(next["cleanup.policy"], "delete,compact");
+        let next = incremental(&next, &[("cleanup.policy".into(), SUBTRACT, s("delete"))]).unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        assert!(incremental(&next, &[("cleanup.policy".into(), SUBTRACT, s("compact"))]).is_err());
+        assert!(incremental(&next, &[("segment.ms".into(), APPEND, s("1"))]).is_err());
+    }
+}

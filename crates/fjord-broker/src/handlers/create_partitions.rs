@@ -1,0 +1,54 @@
+//! CreatePartitions: grow topics, with optional assignments and validate_only.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::{RequestContext, str_bytes};
+use crate::broker::Broker;
+use crate::errors;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+    _ctx: &RequestContext,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = topic.name.clone();
+        let name = topic.name.0.to_string();
+        let current = broker.metadata().topic(&name).map(|t| t.partitions);
+        if let (Some(assignments), Some(current)) = (&topic.assignments, current) {
+            let new = (topic.count - current).max(0) as usize;
+            let bad = assignments.len() != new
+                || assignments
+                    .iter()
+                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != broker.config.node_id);
+            if bad {
+                r.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
+                r.error_message = Some(str_bytes(format!(
+                    "give one assignment per new partition ({new}), each with broker {} as the only replica",
+                    broker.config.node_id
+                )));
+                response.results.push(r);
+                continue;
+            }
+        }
+        let b = broker.clone();
+        let (count, validate_only) = (topic.count, request.validate_only);
+        match tokio::task::spawn_blocking(move || b.create_partitions(&name, count, validate_only))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                r.error_code = e.code;
+                r.error_message = Some(str_bytes(e.message));
+            }
+            Err(_) => r.error_code = errors::UNKNOWN_SERVER_ERROR,
+        }
+        response.results.push(r);
+    }
+    response
+}
