@@ -132,3 +132,47 @@ def test_kafka_python_admin(broker):
         time.sleep(0.1)
     assert "kpa" not in a.list_topics()
     a.close()
+
+
+def test_delete_records_moves_the_log_start(broker):
+    from confluent_kafka import Consumer, TopicPartition
+    a = admin(broker)
+    create(a, "trim", 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        p.produce("trim", value=f"v{i}".encode())
+    p.flush(10)
+    res = a.delete_records([TopicPartition("trim", 0, 7)])
+    low = list(res.values())[0].result(10)
+    assert low.low_watermark == 7
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "t", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    assert c.get_watermark_offsets(TopicPartition("trim", 0), timeout=10) == (7, 20)
+    c.assign([TopicPartition("trim", 0, 0)])  # below the start: reset to earliest
+    m = None
+    end = time.monotonic() + 10
+    while m is None and time.monotonic() < end:
+        m = c.poll(0.5)
+    assert m.offset() == 7 and m.value() == b"v7"
+    c.close()
+    with pytest.raises(KafkaException) as e:
+        list(a.delete_records([TopicPartition("trim", 0, 25)]).values())[0].result(10)
+    assert e.value.args[0].name() == "OFFSET_OUT_OF_RANGE"
+    broker.restart()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "t2"})
+    assert c.get_watermark_offsets(TopicPartition("trim", 0), timeout=10) == (7, 20), "durable"
+    c.close()
+
+
+def test_describe_topics_and_log_dirs(broker):
+    a = admin(broker)
+    create(a, "desc", 3)
+    from confluent_kafka import TopicCollection
+    described = a.describe_topics(TopicCollection(["desc"]))["desc"].result(10)
+    assert [p.id for p in described.partitions] == [0, 1, 2]
+    assert all(p.leader.id == 1 for p in described.partitions)
+    ka = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    dirs = ka.describe_log_dirs()
+    text = repr(dirs)
+    assert "desc" in text, text
+    ka.close()

@@ -283,3 +283,129 @@ fn ready_quickly_and_stops_cleanly_on_sigterm() {
     assert_eq!(code, 0);
     assert!(stderr.contains("broker stopped cleanly"), "{stderr}");
 }
+
+/// Sends one request at `version` and decodes the typed response.
+fn call<Req: Encodable, Resp: Decodable>(
+    s: &mut TcpStream,
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp {
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 99;
+    header.client_id = Some(StrBytes::from_static_str("fjord-test"));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&buf);
+    s.write_all(&framed).unwrap();
+    let body = read_response(s).expect("a response");
+    let mut b = bytes::Bytes::from(body);
+    let _ = kafka_protocol::messages::ResponseHeader::decode(
+        &mut b,
+        api.response_header_version(version),
+    )
+    .unwrap();
+    Resp::decode(&mut b, version).unwrap()
+}
+
+#[test]
+fn offset_for_leader_epoch_and_paged_topic_descriptions() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, DescribeTopicPartitionsRequest,
+        DescribeTopicPartitionsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+        TopicName,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+    let mut create = CreateTopicsRequest::default();
+    for (t, n) in [("a", 3), ("b", 2)] {
+        let mut ct = CreatableTopic::default();
+        ct.name = name(t);
+        ct.num_partitions = n;
+        ct.replication_factor = 1;
+        create.topics.push(ct);
+    }
+    create.timeout_ms = 5000;
+    let r: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create);
+    assert!(r.topics.iter().all(|t| t.error_code == 0));
+
+    // Pages of two partitions: a0 a1 | a2 b0 | b1.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..5 {
+        let mut req = DescribeTopicPartitionsRequest::default();
+        req.topics = vec![
+            TopicRequest::default().with_name(name("b")),
+            TopicRequest::default().with_name(name("a")),
+        ];
+        req.response_partition_limit = 2;
+        req.cursor = cursor.take();
+        let r: DescribeTopicPartitionsResponse =
+            call(&mut s, ApiKey::DescribeTopicPartitions, 0, &req);
+        for t in &r.topics {
+            for p in &t.partitions {
+                seen.push(format!(
+                    "{}{}",
+                    t.name.as_ref().unwrap().0,
+                    p.partition_index
+                ));
+            }
+        }
+        match r.next_cursor {
+            Some(c) => {
+                let mut next =
+                    kafka_protocol::messages::describe_topic_partitions_request::Cursor::default();
+                next.topic_name = c.topic_name;
+                next.partition_index = c.partition_index;
+                cursor = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a0", "a1", "a2", "b0", "b1"]);
+
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    let mut t = OffsetForLeaderTopic::default();
+    t.topic = name("a");
+    for (partition, epoch, current) in [(0, 0, 0), (0, 5, -1), (1, 0, 3), (9, 0, -1)] {
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = partition;
+        p.leader_epoch = epoch;
+        p.current_leader_epoch = current;
+        t.partitions.push(p);
+    }
+    req.topics.push(t);
+    let r: OffsetForLeaderEpochResponse = call(&mut s, ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let p = &r.topics[0].partitions;
+    assert_eq!(
+        (p[0].error_code, p[0].leader_epoch, p[0].end_offset),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        (p[1].error_code, p[1].leader_epoch, p[1].end_offset),
+        (0, -1, -1),
+        "unknown later epoch"
+    );
+    assert_eq!(
+        p[2].error_code, 75,
+        "UNKNOWN_LEADER_EPOCH for a newer current epoch"
+    );
+    assert_eq!(p[3].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+}

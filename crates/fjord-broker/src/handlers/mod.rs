@@ -7,12 +7,16 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_log_dirs;
+mod describe_topic_partitions;
 mod fetch;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 use std::sync::Arc;
@@ -43,6 +47,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
@@ -160,6 +168,16 @@ pub async fn handle(
                 .into()
         }
         RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, &ctx).await.into(),
+        RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, &ctx).await.into(),
+        RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(broker, r, &ctx)
+            .await
+            .into(),
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(broker, r, &ctx).await.into(),
+        RequestKind::DescribeTopicPartitions(r) => {
+            describe_topic_partitions::handle(broker, r, &ctx)
+                .await
+                .into()
+        }
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)
@@ -169,6 +187,27 @@ pub async fn handle(
             version,
             reason,
         })
+}
+
+/// Fuzz entry point: decodes `frame` (a request without its size prefix) the way [`handle`]
+/// does, without a broker. Must never panic or abort, whatever the bytes.
+pub fn fuzz_decode(frame: &[u8]) {
+    if frame.len() < 8 {
+        return;
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return;
+    };
+    if !accepted(api, version) {
+        return;
+    }
+    let mut buf = Bytes::copy_from_slice(frame);
+    if RequestHeader::decode(&mut buf, api.request_header_version(version)).is_err() {
+        return;
+    }
+    let _ = RequestKind::decode(api, &mut buf, version);
 }
 
 /// Size prefix, response header, body.
