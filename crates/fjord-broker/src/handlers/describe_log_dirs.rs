@@ -45,11 +45,11 @@ fn describe(
     result.log_dir = str_bytes(dir.display().to_string());
     result.total_bytes = -1;
     result.usable_bytes = -1;
-    if version >= 4 {
-        if let Ok(st) = rustix::fs::statvfs(&broker.config.data_dir) {
-            result.total_bytes = (st.f_blocks * st.f_frsize) as i64;
-            result.usable_bytes = (st.f_bavail * st.f_frsize) as i64;
-        }
+    if version >= 4
+        && let Ok(st) = rustix::fs::statvfs(&broker.config.data_dir)
+    {
+        result.total_bytes = (st.f_blocks * st.f_frsize) as i64;
+        result.usable_bytes = (st.f_bavail * st.f_frsize) as i64;
     }
     for (name, partitions) in wanted {
         let mut t = DescribeLogDirsTopic::default();
