@@ -409,3 +409,62 @@ fn offset_for_leader_epoch_and_paged_topic_descriptions() {
     let (code, _) = f.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn list_offsets_special_timestamps_at_every_version() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+        TopicName,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    // Auto-create through Metadata at its newest version.
+    let mut md = MetadataRequest::default();
+    md.topics = Some(vec![
+        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("lo")))),
+    ]);
+    md.allow_auto_topic_creation = true;
+    let r: MetadataResponse = call(&mut s, ApiKey::Metadata, 13, &md);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(r.topics[0].partitions.len(), 1);
+    for version in 1..=9i16 {
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = kafka_protocol::messages::BrokerId(-1);
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_static_str("lo"));
+        let stamps: Vec<i64> = match version {
+            1..=6 => vec![-1, -2],
+            7 => vec![-1, -2, -3],
+            8 => vec![-1, -2, -3, -4],
+            _ => vec![-1, -2, -3, -4, -5],
+        };
+        for ts in &stamps {
+            let mut p = ListOffsetsPartition::default();
+            p.partition_index = 0;
+            p.timestamp = *ts;
+            p.current_leader_epoch = -1;
+            t.partitions.push(p);
+        }
+        req.topics.push(t);
+        let r: ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, version, &req);
+        let got: Vec<(i16, i64)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset))
+            .collect();
+        // Empty log: latest, earliest and earliest-local are 0; max timestamp and latest
+        // tiered have no answer (-1).
+        for (ts, (code, offset)) in stamps.iter().zip(&got) {
+            assert_eq!(*code, 0, "v{version} ts {ts}");
+            let expected = if *ts == -3 || *ts == -5 { -1 } else { 0 };
+            assert_eq!(*offset, expected, "v{version} ts {ts}");
+        }
+    }
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+}

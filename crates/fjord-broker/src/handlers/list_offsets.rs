@@ -14,6 +14,10 @@ use crate::errors;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// v8+ (KIP-405): the first offset on local disk; without tiered storage, the log start.
+const EARLIEST_LOCAL: i64 = -4;
+/// v9+ (KIP-1005): the last offset in remote storage; -1 without tiered storage.
+const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -43,6 +47,7 @@ pub async fn handle(
                 continue;
             }
             let ts = p.timestamp;
+            let version = ctx.version;
             let found = tokio::task::spawn_blocking(move || {
                 let log = &partition.log;
                 // No transactions yet: the last stable offset is the high watermark.
@@ -50,6 +55,8 @@ pub async fn handle(
                 match ts {
                     LATEST => Ok(Some((-1, visible))),
                     EARLIEST => Ok(Some((-1, log.log_start_offset()))),
+                    EARLIEST_LOCAL if version >= 8 => Ok(Some((-1, log.log_start_offset()))),
+                    LATEST_TIERED if version >= 9 => Ok(Some((-1, -1))),
                     MAX_TIMESTAMP => log.max_timestamp_offset().map(|r| {
                         r.filter(|t| t.offset < visible)
                             .map(|t| (t.timestamp, t.offset))
@@ -66,7 +73,7 @@ pub async fn handle(
                 Ok(Ok(Some((timestamp, offset)))) => {
                     pr.timestamp = timestamp;
                     pr.offset = offset;
-                    if ctx.version >= 4 {
+                    if ctx.version >= 4 && offset >= 0 {
                         pr.leader_epoch = LEADER_EPOCH;
                     }
                 }
