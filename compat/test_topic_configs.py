@@ -78,3 +78,25 @@ def test_min_insync_replicas_refuses_acks_all(broker):
     p1.produce("isr2", value=b"b", on_delivery=lambda e, m: ok.append(e))
     p1.flush(10)
     assert ok == [None], "acks=1 does not need the ISR"
+
+
+def test_auto_creation_uses_num_partitions_and_can_be_off(tmp_path, broker_factory):
+    on = tmp_path / "on.toml"
+    on.write_text('"num.partitions" = 3\n')
+    b = broker_factory(["--config", str(on)])
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    p.produce("auto", value=b"x")
+    assert p.flush(10) == 0
+    md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+    assert len(md.topics["auto"].partitions) == 3
+
+    off = tmp_path / "off.toml"
+    off.write_text('"auto.create.topics.enable" = false\n')
+    b2 = broker_factory(["--config", str(off)])
+    errs = []
+    p2 = Producer({"bootstrap.servers": b2.bootstrap, "message.timeout.ms": 2000})
+    p2.produce("nope", value=b"x", on_delivery=lambda e, m: errs.append(e))
+    p2.flush(10)
+    assert errs and errs[0] is not None, "no topic, no auto-creation: the produce fails"
+    md = AdminClient({"bootstrap.servers": b2.bootstrap}).list_topics(timeout=10)
+    assert "nope" not in md.topics
