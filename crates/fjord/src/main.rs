@@ -1,5 +1,6 @@
 //! The `fjord` binary: `fjord serve` runs a broker.
 
+mod cli;
 mod serve;
 mod settings;
 
@@ -7,8 +8,16 @@ use clap::{Parser, Subcommand};
 
 /// Fjord: a Kafka-compatible event streaming broker in one binary.
 #[derive(Debug, Parser)]
-#[command(name = "fjord", version, about, long_about = None, after_help = "Example:\n  fjord serve --data-dir ./fjord-data")]
+#[command(
+    name = "fjord",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  fjord serve --data-dir ./fjord-data\n  fjord topic create orders --partitions 6\n  printf 'k1:hello\\n' | fjord produce orders --key-separator :\n  fjord consume orders --from-beginning --count 10 --output json"
+)]
 struct Cli {
+    #[command(flatten)]
+    common: cli::Common,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,12 +29,39 @@ enum Command {
         after_help = "Examples:\n  fjord serve\n  fjord serve --listen 0.0.0.0:9092 --advertise kafka.example.com:9092 --data-dir /var/lib/fjord\n  FJORD_DATA_DIR=/tmp/f fjord serve --config fjord.toml"
     )]
     Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  fjord topic create orders --partitions 6 --config retention.ms=86400000\n  fjord topic describe orders --output json"
+    )]
+    Topic(cli::topic::TopicCmd),
+    /// Write lines from stdin to a topic.
+    Produce(cli::produce::ProduceArgs),
+    /// Read records from a topic.
+    Consume(cli::consume::ConsumeArgs),
+    /// Read and change topic configs.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  fjord config get orders\n  fjord config set orders retention.ms=1000"
+    )]
+    Config(cli::config::ConfigCmd),
+    /// Describe the cluster.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  fjord cluster info --output json"
+    )]
+    Cluster(cli::cluster::ClusterCmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topic(cmd) => cli::block_on(cli::topic::run(cmd, &cli.common)),
+        Command::Produce(args) => cli::block_on(cli::produce::run(args, &cli.common)),
+        Command::Consume(args) => cli::block_on(cli::consume::run(args, &cli.common)),
+        Command::Config(cmd) => cli::block_on(cli::config::run(cmd, &cli.common)),
+        Command::Cluster(cmd) => cli::block_on(cli::cluster::run(cmd, &cli.common)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -20,7 +20,9 @@ pub async fn handle(
         r.name = topic.name.clone();
         let name = topic.name.0.to_string();
         let current = broker.metadata().topic(&name).map(|t| t.partitions);
-        if let (Some(assignments), Some(current)) = (&topic.assignments, current) {
+        // An empty list is treated like null: the broker places the new partitions.
+        let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
+        if let (Some(assignments), Some(current)) = (assignments, current) {
             let new = (topic.count - current).max(0) as usize;
             let bad = assignments.len() != new
                 || assignments

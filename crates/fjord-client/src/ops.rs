@@ -1,0 +1,452 @@
+//! Typed helpers over the raw requests, for the operations tools need.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use fjord_record::{BatchHeader, Records, split_batches};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::{Client, ClientError, check};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// One partition as metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub index: i32,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// One topic as metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: String,
+    pub internal: bool,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A record read back by [`Client::fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// What a fetch of one partition returned.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    pub records: Vec<FetchedRecord>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Where the next fetch should start.
+    pub next_offset: i64,
+}
+
+/// A config entry as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub is_default: bool,
+    pub read_only: bool,
+}
+
+impl Client {
+    /// Metadata for the named topics (all topics when `topics` is `None`).
+    pub async fn metadata(
+        &self,
+        topics: Option<&[String]>,
+        auto_create: bool,
+    ) -> Result<MetadataResponse, ClientError> {
+        let mut req = MetadataRequest::default();
+        req.topics = topics.map(|t| {
+            t.iter()
+                .map(|n| MetadataRequestTopic::default().with_name(Some(name(n))))
+                .collect()
+        });
+        req.allow_auto_topic_creation = auto_create;
+        self.send(&req).await
+    }
+
+    /// Topics as plain data, sorted by name; an error for a requested topic that is missing.
+    pub async fn topics(&self, topics: Option<&[String]>) -> Result<Vec<TopicInfo>, ClientError> {
+        let md = self.metadata(topics, false).await?;
+        let mut out = Vec::new();
+        for t in md.topics {
+            let topic = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            if t.error_code != 0 {
+                return Err(ClientError::kafka(
+                    t.error_code,
+                    Some(&format!("topic '{topic}'")),
+                ));
+            }
+            let mut partitions: Vec<PartitionInfo> = t
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    index: p.partition_index,
+                    leader: p.leader_id.0,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.index);
+            out.push(TopicInfo {
+                name: topic,
+                id: t.topic_id.to_string(),
+                internal: t.is_internal,
+                partitions,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates a topic; -1 partitions or replication factor means the broker's default.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ClientError> {
+        let mut t = CreatableTopic::default();
+        t.name = name(topic);
+        t.num_partitions = partitions;
+        t.replication_factor = replication_factor;
+        t.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.clone());
+                c.value = Some(StrBytes::from_string(v.clone()));
+                c
+            })
+            .collect();
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![t];
+        req.timeout_ms = 30_000;
+        req.validate_only = validate_only;
+        let resp = self.send(&req).await?;
+        for r in resp.topics {
+            check(r.error_code, r.error_message.as_ref())?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        let mut req = DeleteTopicsRequest::default();
+        let version = self.version::<DeleteTopicsRequest>()?;
+        if version >= 6 {
+            req.topics = vec![
+                kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(name(topic))),
+            ];
+        } else {
+            req.topic_names = vec![name(topic)];
+        }
+        req.timeout_ms = 30_000;
+        let resp = self.send(&req).await?;
+        for r in resp.responses {
+            check(r.error_code, r.error_message.as_ref())?;
+        }
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<(), ClientError> {
+        let mut t =
+            kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default();
+        t.name = name(topic);
+        t.count = total;
+        t.assignments = None;
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![t];
+        req.timeout_ms = 30_000;
+        let resp = self.send(&req).await?;
+        for r in resp.results {
+            check(r.error_code, r.error_message.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// A topic's configs (every one, with whether it is the default).
+    pub async fn topic_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, ClientError> {
+        let mut res = DescribeConfigsResource::default();
+        res.resource_type = 2;
+        res.resource_name = StrBytes::from_string(topic.to_string());
+        res.configuration_keys = None;
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![res];
+        let resp = self.send(&req).await?;
+        let mut out = Vec::new();
+        for r in resp.results {
+            check(r.error_code, r.error_message.as_ref())?;
+            for c in r.configs {
+                out.push(ConfigEntry {
+                    name: c.name.to_string(),
+                    value: c.value.map(|v| v.to_string()),
+                    // 5 = DEFAULT_CONFIG, 4 = STATIC_BROKER_CONFIG: not set on the topic.
+                    is_default: c.config_source == 5 || c.config_source == 4,
+                    read_only: c.read_only,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Sets (Some) or deletes (None) topic configs, incrementally.
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), ClientError> {
+        let mut res = AlterConfigsResource::default();
+        res.resource_type = 2;
+        res.resource_name = StrBytes::from_string(topic.to_string());
+        res.configs = changes
+            .iter()
+            .map(|(k, v)| {
+                let mut c = AlterableConfig::default();
+                c.name = StrBytes::from_string(k.clone());
+                c.config_operation = if v.is_some() { 0 } else { 1 };
+                c.value = v.clone().map(StrBytes::from_string);
+                c
+            })
+            .collect();
+        let mut req = IncrementalAlterConfigsRequest::default();
+        req.resources = vec![res];
+        let resp = self.send(&req).await?;
+        for r in resp.responses {
+            check(r.error_code, r.error_message.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The offset for `timestamp` (-1 latest, -2 earliest, or a time) per partition:
+    /// `(partition, offset)`; -1 when no record is that new.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+    ) -> Result<Vec<(i32, i64)>, ClientError> {
+        let mut t = ListOffsetsTopic::default();
+        t.name = name(topic);
+        t.partitions = partitions
+            .iter()
+            .map(|&p| {
+                let mut lp = ListOffsetsPartition::default();
+                lp.partition_index = p;
+                lp.timestamp = timestamp;
+                lp.current_leader_epoch = -1;
+                lp
+            })
+            .collect();
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let resp = self.send(&req).await?;
+        let mut out = Vec::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                check(p.error_code, None)?;
+                out.push((p.partition_index, p.offset));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Appends one encoded record batch to a partition; returns its base offset (-1 for acks=0).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        acks: i16,
+    ) -> Result<i64, ClientError> {
+        let mut pd = PartitionProduceData::default();
+        pd.index = partition;
+        pd.records = Some(batch);
+        let mut td = TopicProduceData::default();
+        td.name = name(topic);
+        td.partition_data = vec![pd];
+        let mut req = ProduceRequest::default();
+        req.acks = acks;
+        req.timeout_ms = 30_000;
+        req.topic_data = vec![td];
+        if acks == 0 {
+            self.send_oneway(&req).await?;
+            return Ok(-1);
+        }
+        let resp = self.send(&req).await?;
+        if let Some(p) = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .next()
+        {
+            check(p.error_code, p.error_message.as_ref())?;
+            return Ok(p.base_offset);
+        }
+        Err(ClientError::Protocol {
+            addr: self.addr().to_string(),
+            reason: "produce response without the partition".into(),
+        })
+    }
+
+    /// Fetches from one partition at `offset`, waiting up to `max_wait_ms` for data.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<Fetched, ClientError> {
+        let mut all = self
+            .fetch_many(topic, &[(partition, offset)], max_wait_ms, max_bytes)
+            .await?;
+        Ok(all.pop().map(|(_, f)| f).unwrap_or_default())
+    }
+
+    /// Fetches several partitions of a topic in one request; results in request order.
+    pub async fn fetch_many(
+        &self,
+        topic: &str,
+        positions: &[(i32, i64)],
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<Vec<(i32, Fetched)>, ClientError> {
+        let mut ft = FetchTopic::default();
+        ft.topic = name(topic);
+        ft.partitions = positions
+            .iter()
+            .map(|&(partition, offset)| {
+                let mut fp = FetchPartition::default();
+                fp.partition = partition;
+                fp.fetch_offset = offset;
+                fp.partition_max_bytes = max_bytes;
+                fp.current_leader_epoch = -1;
+                fp.last_fetched_epoch = -1;
+                fp.log_start_offset = -1;
+                fp
+            })
+            .collect();
+        let version = self.version::<FetchRequest>()?;
+        if version >= 13 {
+            let md = self.metadata(Some(&[topic.to_string()]), false).await?;
+            let t = md
+                .topics
+                .first()
+                .ok_or_else(|| ClientError::kafka(3, Some(topic)))?;
+            check(t.error_code, None)?;
+            ft.topic_id = t.topic_id;
+        }
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = max_wait_ms;
+        req.min_bytes = 1;
+        req.max_bytes = max_bytes;
+        req.isolation_level = 0;
+        req.session_epoch = -1;
+        req.topics = vec![ft];
+        let resp = self.send(&req).await?;
+        check(resp.error_code, None)?;
+        let mut out: Vec<(i32, Fetched)> = positions
+            .iter()
+            .map(|&(p, offset)| {
+                (
+                    p,
+                    Fetched {
+                        next_offset: offset,
+                        ..Fetched::default()
+                    },
+                )
+            })
+            .collect();
+        let bad = |reason: String| ClientError::Protocol {
+            addr: self.addr().to_string(),
+            reason,
+        };
+        for t in resp.responses {
+            for p in t.partitions {
+                check(p.error_code, None)?;
+                let Some((_, f)) = out.iter_mut().find(|(i, _)| *i == p.partition_index) else {
+                    continue;
+                };
+                let requested = f.next_offset;
+                f.high_watermark = p.high_watermark;
+                f.log_start_offset = p.log_start_offset;
+                let Some(records) = p.records else { continue };
+                for batch in split_batches(&records) {
+                    // A partial batch at the end of a response is normal: stop there.
+                    let Ok(batch) = batch else { break };
+                    let Ok(header) = BatchHeader::parse(batch) else {
+                        break;
+                    };
+                    f.next_offset = f.next_offset.max(header.next_offset());
+                    if header.is_control() {
+                        continue;
+                    }
+                    let decoded = Records::decode(batch, 256 << 20).map_err(|e| {
+                        bad(format!(
+                            "undecodable batch at offset {}: {e}",
+                            header.base_offset
+                        ))
+                    })?;
+                    for r in decoded.iter() {
+                        let r = r.map_err(|e| bad(e.to_string()))?;
+                        let offset = r.offset(&header);
+                        // Batches start before the requested offset when it lies inside one.
+                        if offset < requested {
+                            continue;
+                        }
+                        f.records.push(FetchedRecord {
+                            partition: p.partition_index,
+                            offset,
+                            timestamp: r.timestamp(&header),
+                            key: r.key.map(<[u8]>::to_vec),
+                            value: r.value.map(<[u8]>::to_vec),
+                            headers: r
+                                .headers()
+                                .map(|h| {
+                                    (
+                                        String::from_utf8_lossy(h.key).into_owned(),
+                                        h.value.map(<[u8]>::to_vec),
+                                    )
+                                })
+                                .collect(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

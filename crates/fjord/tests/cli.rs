@@ -1,0 +1,320 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! The `fjord` client commands against a real broker process, including the exact forms the
+//! docs promise and the error paths scripts rely on.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Broker {
+    child: Child,
+    bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker {
+        child,
+        bootstrap: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+fn fjord(b: &Broker, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(args)
+        .env("FJORD_BOOTSTRAP", &b.bootstrap)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_documented_forms_work_as_written() {
+    let b = broker();
+    ok(&fjord(
+        &b,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "6",
+            "--config",
+            "retention.ms=86400000",
+        ],
+        None,
+    ));
+    let list = ok(&fjord(&b, &["topic", "list"], None));
+    assert!(list.lines().next().unwrap().starts_with("NAME"), "{list}");
+    assert!(list.contains("orders") && list.contains(" 6 "), "{list}");
+    let d = json_lines(&ok(&fjord(
+        &b,
+        &["topic", "describe", "orders", "--output", "json"],
+        None,
+    )));
+    assert_eq!(d[0]["partitions"].as_array().unwrap().len(), 6);
+    assert_eq!(d[0]["configs"]["retention.ms"]["value"], "86400000");
+    assert_eq!(d[0]["configs"]["retention.ms"]["default"], false);
+
+    ok(&fjord(
+        &b,
+        &["produce", "orders", "--key-separator", ":"],
+        Some("k1:hello\n"),
+    ));
+    let got = json_lines(&ok(&fjord(
+        &b,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--count",
+            "10",
+            "--output",
+            "json",
+            "--exit",
+        ],
+        None,
+    )));
+    assert_eq!(got.len(), 1);
+    for field in [
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "key",
+        "value",
+        "headers",
+    ] {
+        assert!(got[0].get(field).is_some(), "{field} missing: {}", got[0]);
+    }
+    assert_eq!(got[0]["key"], "k1");
+    assert_eq!(got[0]["value"], "hello");
+
+    ok(&fjord(
+        &b,
+        &["config", "set", "orders", "retention.ms=1000"],
+        None,
+    ));
+    let cfg = ok(&fjord(&b, &["config", "get", "orders"], None));
+    assert!(
+        cfg.lines()
+            .any(|l| l.starts_with("retention.ms") && l.contains("1000") && l.contains("topic")),
+        "{cfg}"
+    );
+    ok(&fjord(&b, &["topic", "delete", "orders"], None));
+    assert!(!ok(&fjord(&b, &["topic", "list"], None)).contains("orders"));
+}
+
+#[test]
+fn produce_and_consume_options() {
+    let b = broker();
+    ok(&fjord(&b, &["topic", "create", "ev", "-p", "3"], None));
+    let input: String = (0..300)
+        .map(|i| format!("key{}|value-{i}\n", i % 10))
+        .collect();
+    let summary = json_lines(&ok(&fjord(
+        &b,
+        &[
+            "produce",
+            "ev",
+            "-K",
+            "|",
+            "-H",
+            "src=test",
+            "-z",
+            "zstd",
+            "--batch-records",
+            "50",
+            "--output",
+            "json",
+        ],
+        Some(&input),
+    )));
+    assert_eq!(summary[0]["records"], 300);
+    let all = json_lines(&ok(&fjord(
+        &b,
+        &["consume", "ev", "--from-beginning", "--exit", "-o", "json"],
+        None,
+    )));
+    assert_eq!(all.len(), 300);
+    // The same key always went to the same partition (Kafka's murmur2 partitioner).
+    let mut by_key = std::collections::HashMap::new();
+    for r in &all {
+        by_key
+            .entry(r["key"].as_str().unwrap().to_string())
+            .or_insert_with(std::collections::HashSet::new)
+            .insert(r["partition"].as_i64().unwrap());
+        assert_eq!(r["headers"][0]["key"], "src");
+    }
+    assert!(by_key.values().all(|p| p.len() == 1));
+    // Per partition the values come back in the order produced.
+    for p in 0..3 {
+        let vals: Vec<i64> = all
+            .iter()
+            .filter(|r| r["partition"] == p)
+            .map(|r| {
+                r["value"].as_str().unwrap()["value-".len()..]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert!(vals.windows(2).all(|w| w[0] < w[1]));
+    }
+    // Format, partition and offset.
+    let some = ok(&fjord(
+        &b,
+        &[
+            "consume", "ev", "-p", "1", "--offset", "2", "--count", "2", "-f", "%p/%o %k",
+        ],
+        None,
+    ));
+    let lines: Vec<&str> = some.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].starts_with("1/2 key") && lines[1].starts_with("1/3 key"),
+        "{some}"
+    );
+    // A fixed partition and acks=1.
+    ok(&fjord(
+        &b,
+        &["produce", "ev", "--partition", "2", "--acks", "1"],
+        Some("x\ny\n"),
+    ));
+    let tail = ok(&fjord(
+        &b,
+        &["consume", "ev", "-p", "2", "--from-beginning", "--exit"],
+        None,
+    ));
+    assert!(tail.ends_with("x\ny\n"), "{tail}");
+    // By time: everything is newer than 2020.
+    let by_time = ok(&fjord(
+        &b,
+        &[
+            "consume",
+            "ev",
+            "--from-time",
+            "2020-01-01T00:00:00Z",
+            "--exit",
+        ],
+        None,
+    ));
+    assert_eq!(by_time.lines().count(), 302);
+}
+
+#[test]
+fn errors_have_exit_codes_and_say_what_to_do() {
+    let b = broker();
+    let out = fjord(&b, &["topic", "describe", "missing"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UNKNOWN_TOPIC_OR_PARTITION") && err.contains("fjord topic list"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args([
+            "topic",
+            "list",
+            "--bootstrap",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a broker running there?"));
+
+    let out = fjord(&b, &["topic", "create"], None);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    let out = fjord(
+        &b,
+        &["topic", "create", "x", "--config", "retention.ms"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+    ok(&fjord(&b, &["topic", "create", "dup"], None));
+    let out = fjord(&b, &["topic", "create", "dup"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOPIC_ALREADY_EXISTS"));
+    let out = fjord(&b, &["config", "set", "dup", "retention.ms=soon"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_CONFIG"));
+    let out = fjord(&b, &["consume", "dup", "--partition", "7"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    for cmd in [
+        &["topic", "--help"][..],
+        &["produce", "--help"],
+        &["consume", "--help"],
+        &["config", "--help"],
+        &["cluster", "info", "--help"],
+    ] {
+        let help = ok(&fjord(&b, cmd, None));
+        assert!(help.contains("Example"), "{cmd:?} help has an example");
+    }
+    let info = json_lines(&ok(&fjord(&b, &["cluster", "info", "-o", "json"], None)));
+    assert_eq!(info[0]["controller_id"], 1);
+    assert_eq!(info[0]["brokers"][0]["address"], b.bootstrap.as_str());
+}
