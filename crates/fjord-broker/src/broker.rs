@@ -79,6 +79,7 @@ pub struct Broker {
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     /// Woken after every append, for fetches waiting on data.
     pub data_appended: tokio::sync::Notify,
+    pub metrics: crate::metrics::Metrics,
     /// Serialises topic administration.
     admin: std::sync::Mutex<()>,
 }
@@ -112,6 +113,7 @@ impl Broker {
             meta,
             partitions: RwLock::new(HashMap::new()),
             data_appended: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::default(),
             admin: std::sync::Mutex::new(()),
         };
         broker.remove_stray_partitions();
@@ -374,6 +376,7 @@ impl Broker {
                 tracing::error!(dir = %dir.display(), error = %e, "could not delete a deleted topic's partition; it is removed at the next start");
             }
         }
+        self.metrics.remove_topic(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -524,6 +527,25 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// The metrics page (Prometheus text format).
+    pub fn metrics_text(&self) -> String {
+        let mut partitions: Vec<(String, i32, u64, i64, i64)> = self
+            .all_partitions()
+            .iter()
+            .map(|p| {
+                (
+                    p.topic.clone(),
+                    p.index,
+                    p.log.size_bytes(),
+                    p.log.log_start_offset(),
+                    p.log.log_end_offset(),
+                )
+            })
+            .collect();
+        partitions.sort();
+        self.metrics.render(&partitions)
     }
 
     /// Flushes and closes every log and the metadata log (clean shutdown).

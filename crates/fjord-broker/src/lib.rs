@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 pub mod errors;
 pub mod handlers;
+pub mod metrics;
 pub mod server;
 pub mod topic_config;
 

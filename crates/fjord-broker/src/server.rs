@@ -8,7 +8,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -47,9 +48,11 @@ pub async fn run(
                 };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, max = broker.config.max_connections, "too many connections; closing the new one (raise max.connections)");
+                    broker.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
                     drop(stream);
                     continue;
                 };
+                broker.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
                 let broker = broker.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
@@ -110,7 +113,17 @@ async fn serve_connection(
             }
             Err(FrameError::Io(e)) => return Err(e),
         };
-        match handlers::handle(&broker, frame).await {
+        let api = handlers::api_name(if frame.len() >= 2 {
+            i16::from_be_bytes([frame[0], frame[1]])
+        } else {
+            -1
+        });
+        let started = Instant::now();
+        let handled = handlers::handle(&broker, frame).await;
+        broker
+            .metrics
+            .request(api, started.elapsed(), handled.is_err());
+        match handled {
             Ok(Some(response)) => write_half.write_all(&response).await?,
             Ok(None) => {}
             Err(reason) => {

@@ -143,6 +143,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // HTTP first: once the Kafka port answers, /health and /metrics do too.
+        let http_listener = tokio::net::TcpListener::bind(http)
+            .await
+            .with_context(|| format!("listening on {http} for HTTP: pass --http-listen"))?;
+        let http_bound = http_listener.local_addr()?;
         let listener = tokio::net::TcpListener::bind((listen_host.as_str(), listen_port))
             .await
             .with_context(|| {
@@ -158,16 +163,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             i32::from(adv_port)
         };
-        let http_listener = tokio::net::TcpListener::bind(http)
-            .await
-            .with_context(|| format!("listening on {http} for HTTP: pass --http-listen"))?;
-        let http_bound = http_listener.local_addr()?;
         let storage: Arc<dyn Storage> = Arc::new(FsStorage);
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, storage, cluster))
             .await?
             .context("opening the data directory")?;
         let broker = Arc::new(broker);
-        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok\n" }));
+        let metrics_broker = broker.clone();
+        let app = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let b = metrics_broker.clone();
+                    async move {
+                        let text = tokio::task::spawn_blocking(move || b.metrics_text())
+                            .await
+                            .unwrap_or_default();
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, app).await {
                 tracing::error!(error = %e, "HTTP server failed");

@@ -18,6 +18,7 @@ fn free_port() -> u16 {
 struct Broker {
     child: Child,
     bootstrap: String,
+    http: String,
     _dir: tempfile::TempDir,
 }
 
@@ -31,9 +32,10 @@ impl Drop for Broker {
 fn broker() -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let http = format!("127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", &http])
         .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -48,6 +50,7 @@ fn broker() -> Broker {
     Broker {
         child,
         bootstrap: format!("127.0.0.1:{port}"),
+        http,
         _dir: dir,
     }
 }
@@ -317,4 +320,61 @@ fn errors_have_exit_codes_and_say_what_to_do() {
     let info = json_lines(&ok(&fjord(&b, &["cluster", "info", "-o", "json"], None)));
     assert_eq!(info[0]["controller_id"], 1);
     assert_eq!(info[0]["brokers"][0]["address"], b.bootstrap.as_str());
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{series} not on the metrics page"))
+}
+
+#[test]
+fn metrics_move_with_traffic_and_health_answers() {
+    let b = broker();
+    assert!(http_get(&b.http, "/health").ends_with("ok\n"));
+    ok(&fjord(&b, &["topic", "create", "m", "-p", "2"], None));
+    let before = http_get(&b.http, "/metrics");
+    assert!(before.contains("# TYPE fjord_request_duration_seconds histogram"));
+    assert_eq!(metric(&before, "fjord_partitions "), 2.0);
+    ok(&fjord(&b, &["produce", "m", "-p", "1"], Some("a\nb\nc\n")));
+    ok(&fjord(
+        &b,
+        &["consume", "m", "--from-beginning", "--exit"],
+        None,
+    ));
+    let after = http_get(&b.http, "/metrics");
+    assert_eq!(
+        metric(&after, "fjord_topic_records_in_total{topic=\"m\"}"),
+        3.0
+    );
+    assert!(metric(&after, "fjord_topic_bytes_in_total{topic=\"m\"}") > 60.0);
+    assert_eq!(
+        metric(&after, "fjord_topic_records_out_total{topic=\"m\"}"),
+        3.0
+    );
+    assert_eq!(
+        metric(&after, "fjord_log_end_offset{topic=\"m\",partition=\"1\"}"),
+        3.0
+    );
+    assert!(metric(&after, "fjord_log_size_bytes{topic=\"m\",partition=\"1\"}") > 60.0);
+    assert!(metric(&after, "fjord_requests_total{api=\"Produce\"}") >= 1.0);
+    assert!(
+        metric(
+            &after,
+            "fjord_request_duration_seconds_count{api=\"Fetch\"}"
+        ) >= 1.0
+    );
+    assert!(metric(&after, "fjord_connections_accepted_total ") >= 4.0);
 }

@@ -110,6 +110,17 @@ pub async fn handle(
             parts = read(wanted.clone()).await.0;
         }
         for (w, data) in wanted.iter().zip(parts) {
+            if let (Some(p), Some(records)) = (&w.partition, &data.records)
+                && !records.is_empty()
+            {
+                let count: i64 = fjord_record::split_batches(records)
+                    .filter_map(|b| fjord_record::BatchHeader::parse(b.ok()?).ok())
+                    .map(|h| i64::from(h.records_count))
+                    .sum();
+                broker
+                    .metrics
+                    .fetched(&p.topic, count as u64, records.len() as u64);
+            }
             response.responses[w.topic_index].partitions.push(data);
         }
         return response;

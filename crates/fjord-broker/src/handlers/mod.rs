@@ -71,6 +71,29 @@ pub(crate) const CLUSTER_OPERATIONS: i32 = (1 << 5)
 /// "Authorized operations were not requested."
 pub(crate) const NOT_REQUESTED: i32 = i32::MIN;
 
+/// A static name for metrics labels.
+pub fn api_name(key: i16) -> &'static str {
+    match ApiKey::try_from(key) {
+        Ok(ApiKey::Produce) => "Produce",
+        Ok(ApiKey::Fetch) => "Fetch",
+        Ok(ApiKey::ListOffsets) => "ListOffsets",
+        Ok(ApiKey::Metadata) => "Metadata",
+        Ok(ApiKey::ApiVersions) => "ApiVersions",
+        Ok(ApiKey::CreateTopics) => "CreateTopics",
+        Ok(ApiKey::DeleteTopics) => "DeleteTopics",
+        Ok(ApiKey::CreatePartitions) => "CreatePartitions",
+        Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
+        Ok(ApiKey::AlterConfigs) => "AlterConfigs",
+        Ok(ApiKey::IncrementalAlterConfigs) => "IncrementalAlterConfigs",
+        Ok(ApiKey::DescribeCluster) => "DescribeCluster",
+        Ok(ApiKey::DeleteRecords) => "DeleteRecords",
+        Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetForLeaderEpoch",
+        Ok(ApiKey::DescribeLogDirs) => "DescribeLogDirs",
+        Ok(ApiKey::DescribeTopicPartitions) => "DescribeTopicPartitions",
+        _ => "Unsupported",
+    }
+}
+
 fn accepted(key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|&(k, min, max)| {
         let min = if k == ApiKey::Produce { 3 } else { min };

@@ -60,6 +60,9 @@ pub async fn handle(
             match outcome {
                 Ok(info) => {
                     appended = true;
+                    broker
+                        .metrics
+                        .produced(&name, info.record_count, info.bytes);
                     pr.base_offset = info.first_offset;
                     pr.log_append_time_ms = info.log_append_time;
                     pr.log_start_offset = info.log_start_offset;
