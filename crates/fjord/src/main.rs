@@ -45,6 +45,12 @@ enum Command {
         after_help = "Examples:\n  fjord config get orders\n  fjord config set orders retention.ms=1000"
     )]
     Config(cli::config::ConfigCmd),
+    /// Measure throughput and latency against a broker.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  fjord perf produce orders --count 100000 --size 1024\n  fjord perf consume orders\n  fjord perf latency orders --rate 1000 --seconds 10"
+    )]
+    Perf(cli::perf::PerfCmd),
     /// Describe the cluster.
     #[command(
         subcommand,
@@ -62,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => cli::block_on(cli::consume::run(args, &cli.common)),
         Command::Config(cmd) => cli::block_on(cli::config::run(cmd, &cli.common)),
         Command::Cluster(cmd) => cli::block_on(cli::cluster::run(cmd, &cli.common)),
+        Command::Perf(cmd) => cli::block_on(cli::perf::run(cmd, &cli.common)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -378,3 +378,54 @@ fn metrics_move_with_traffic_and_health_answers() {
     );
     assert!(metric(&after, "fjord_connections_accepted_total ") >= 4.0);
 }
+
+#[test]
+fn perf_commands_report_rates_and_latencies() {
+    let b = broker();
+    ok(&fjord(&b, &["topic", "create", "p", "-p", "2"], None));
+    let out = json_lines(&ok(&fjord(
+        &b,
+        &[
+            "perf", "produce", "p", "--count", "2000", "--size", "100", "-o", "json",
+        ],
+        None,
+    )));
+    assert_eq!(out[0]["records"], 2000);
+    assert!(out[0]["records_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(out[0]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let end: i64 = json_lines(&ok(&fjord(
+        &b,
+        &["topic", "describe", "p", "-o", "json"],
+        None,
+    )))[0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["log_end_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(end, 2000, "every record landed");
+    let out = json_lines(&ok(&fjord(
+        &b,
+        &["perf", "consume", "p", "-o", "json"],
+        None,
+    )));
+    assert_eq!(out[0]["records"], 2000);
+    let out = json_lines(&ok(&fjord(
+        &b,
+        &[
+            "perf",
+            "latency",
+            "lat",
+            "--rate",
+            "200",
+            "--seconds",
+            "1",
+            "-o",
+            "json",
+        ],
+        None,
+    )));
+    assert_eq!(out[0]["records"], 200);
+    let p50 = out[0]["latency_ms"]["p50"].as_f64().unwrap();
+    assert!((0.0..1000.0).contains(&p50), "p50 {p50}");
+}
