@@ -80,6 +80,7 @@ pub struct Broker {
     /// Woken after every append, for fetches waiting on data.
     pub data_appended: tokio::sync::Notify,
     pub metrics: crate::metrics::Metrics,
+    pub groups: crate::groups::Groups,
     /// Serialises topic administration.
     admin: std::sync::Mutex<()>,
 }
@@ -106,6 +107,12 @@ impl Broker {
     ) -> Result<Self, OpenError> {
         let now = now_ms();
         let meta = MetadataStore::open(storage.clone(), &config.data_dir, now)?;
+        let group_config = fjord_coord::group::Config {
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            ..fjord_coord::group::Config::default()
+        };
         let broker = Self {
             config,
             cluster_id,
@@ -114,6 +121,7 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             data_appended: tokio::sync::Notify::new(),
             metrics: crate::metrics::Metrics::default(),
+            groups: crate::groups::Groups::new(group_config, random_u128() as u64),
             admin: std::sync::Mutex::new(()),
         };
         broker.remove_stray_partitions();
@@ -121,6 +129,7 @@ impl Broker {
         for topic in state.topics() {
             broker.open_partitions(topic, 0, now)?;
         }
+        broker.groups.load(&broker);
         Ok(broker)
     }
 
@@ -328,6 +337,33 @@ impl Broker {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "compaction failed")
                 }
             }
+        }
+    }
+
+    /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
+    /// returns its partition count. Blocking.
+    pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {
+        if let Some(t) = self.meta.state().topic(crate::groups::OFFSETS_TOPIC) {
+            return Ok(t.partitions);
+        }
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), "104857600".to_string()),
+        ]);
+        match self.create_topic(
+            crate::groups::OFFSETS_TOPIC,
+            self.config.offsets_topic_partitions,
+            1,
+            configs,
+            false,
+        ) {
+            Ok(t) => Ok(t.partitions),
+            Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => Ok(self
+                .meta
+                .state()
+                .topic(crate::groups::OFFSETS_TOPIC)
+                .map_or(1, |t| t.partitions)),
+            Err(e) => Err(e),
         }
     }
 

@@ -32,6 +32,17 @@ pub struct BrokerConfig {
     pub compression_type: String,
     /// `log.retention.check.interval.ms`: how often retention and compaction run.
     pub retention_check_interval_ms: u64,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_partitions: i32,
+    /// `offsets.retention.minutes`: committed offsets of empty groups expire after this.
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_max_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -50,6 +61,12 @@ impl Default for BrokerConfig {
             min_insync_replicas: 1,
             compression_type: "producer".into(),
             retention_check_interval_ms: 300_000,
+            offsets_topic_partitions: 50,
+            offsets_retention_minutes: 10_080,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
         }
     }
 }

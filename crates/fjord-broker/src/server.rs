@@ -95,6 +95,7 @@ async fn serve_connection(
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max = broker.config.socket_request_max_bytes;
+    let client_host = format!("/{}", peer.ip());
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut reader, max) => f,
@@ -119,7 +120,7 @@ async fn serve_connection(
             -1
         });
         let started = Instant::now();
-        let handled = handlers::handle(&broker, frame).await;
+        let handled = handlers::handle(&broker, frame, &client_host).await;
         broker
             .metrics
             .request(api, started.elapsed(), handled.is_err());
@@ -163,13 +164,15 @@ async fn read_frame(
     Ok(Some(buf.freeze()))
 }
 
-/// Runs [`Broker::maintain`] every second (for `flush.ms`), with retention and compaction
-/// every `log.retention.check.interval.ms`.
+/// Runs [`Broker::maintain`] every second (for `flush.ms`), with retention, compaction and
+/// offset expiry every `log.retention.check.interval.ms`; group timers (sessions, join
+/// deadlines) every 100 ms.
 async fn maintenance(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(broker.config.retention_check_interval_ms.max(1));
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention = tokio::time::Instant::now();
+    let mut last_flush = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -179,8 +182,17 @@ async fn maintenance(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         if retention {
             last_retention = tokio::time::Instant::now();
         }
+        let flush = retention || last_flush.elapsed() >= Duration::from_secs(1);
+        if flush {
+            last_flush = tokio::time::Instant::now();
+        }
         let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.maintain(crate::broker::now_ms(), retention))
-            .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            b.groups.tick(&b, retention);
+            if flush {
+                b.maintain(crate::broker::now_ms(), retention);
+            }
+        })
+        .await;
     }
 }

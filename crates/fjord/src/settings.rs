@@ -36,6 +36,12 @@ pub const KEYS: &[&str] = &[
     "log.flush.interval.ms",
     "log.message.timestamp.type",
     "log.retention.check.interval.ms",
+    "offsets.topic.num.partitions",
+    "offsets.retention.minutes",
+    "offset.metadata.max.bytes",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -115,6 +121,29 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "log.flush.interval.messages" => log_key("flush.messages", value, log)?,
         "log.flush.interval.ms" => log_key("flush.ms", value, log)?,
         "log.message.timestamp.type" => log_key("message.timestamp.type", value, log)?,
+        "offsets.topic.num.partitions" => {
+            config.offsets_topic_partitions =
+                i32::try_from(positive(int()?)?).context("out of range")?;
+        }
+        "offsets.retention.minutes" => config.offsets_retention_minutes = positive(int()?)?,
+        "offset.metadata.max.bytes" => {
+            config.offset_metadata_max_bytes = positive(int()?)? as usize
+        }
+        "group.initial.rebalance.delay.ms" => {
+            let v = int()?;
+            if v < 0 {
+                bail!("{key} must not be negative, got {v}");
+            }
+            config.group_initial_rebalance_delay_ms = v;
+        }
+        "group.min.session.timeout.ms" => {
+            config.group_min_session_timeout_ms =
+                i32::try_from(positive(int()?)?).context("out of range")?;
+        }
+        "group.max.session.timeout.ms" => {
+            config.group_max_session_timeout_ms =
+                i32::try_from(positive(int()?)?).context("out of range")?;
+        }
         "log.retention.check.interval.ms" => {
             config.retention_check_interval_ms = positive(int()?)? as u64;
         }

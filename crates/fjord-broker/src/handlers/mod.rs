@@ -7,17 +7,28 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod describe_log_dirs;
 mod describe_topic_partitions;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 use std::sync::Arc;
 
@@ -51,6 +62,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
@@ -90,6 +112,17 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetForLeaderEpoch",
         Ok(ApiKey::DescribeLogDirs) => "DescribeLogDirs",
         Ok(ApiKey::DescribeTopicPartitions) => "DescribeTopicPartitions",
+        Ok(ApiKey::FindCoordinator) => "FindCoordinator",
+        Ok(ApiKey::JoinGroup) => "JoinGroup",
+        Ok(ApiKey::SyncGroup) => "SyncGroup",
+        Ok(ApiKey::Heartbeat) => "Heartbeat",
+        Ok(ApiKey::LeaveGroup) => "LeaveGroup",
+        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
+        Ok(ApiKey::OffsetFetch) => "OffsetFetch",
+        Ok(ApiKey::ListGroups) => "ListGroups",
+        Ok(ApiKey::DescribeGroups) => "DescribeGroups",
+        Ok(ApiKey::DeleteGroups) => "DeleteGroups",
+        Ok(ApiKey::OffsetDelete) => "OffsetDelete",
         _ => "Unsupported",
     }
 }
@@ -127,6 +160,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
+    /// The client's address as Kafka reports it ("/127.0.0.1").
+    pub client_host: String,
 }
 
 /// Handles one request frame (without its size prefix). `Ok(None)`: no response is sent
@@ -134,6 +169,7 @@ pub struct RequestContext {
 pub async fn handle(
     broker: &Arc<Broker>,
     mut frame: Bytes,
+    client_host: &str,
 ) -> Result<Option<BytesMut>, CloseReason> {
     if frame.len() < 8 {
         return Err(CloseReason::ShortFrame(frame.len()));
@@ -170,6 +206,7 @@ pub async fn handle(
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
+        client_host: client_host.to_string(),
     };
     let response: ResponseKind = match request {
         RequestKind::ApiVersions(r) => api_versions::handle(r, &ctx).into(),
@@ -201,6 +238,17 @@ pub async fn handle(
                 .await
                 .into()
         }
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, &ctx).await.into(),
+        RequestKind::JoinGroup(r) => join_group::handle(broker, r, &ctx).await.into(),
+        RequestKind::SyncGroup(r) => sync_group::handle(broker, r, &ctx).await.into(),
+        RequestKind::Heartbeat(r) => heartbeat::handle(broker, r, &ctx).await.into(),
+        RequestKind::LeaveGroup(r) => leave_group::handle(broker, r, &ctx).await.into(),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, &ctx).await.into(),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, &ctx).await.into(),
+        RequestKind::ListGroups(r) => list_groups::handle(broker, r, &ctx).await.into(),
+        RequestKind::DescribeGroups(r) => describe_groups::handle(broker, r, &ctx).await.into(),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r, &ctx).await.into(),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, &ctx).await.into(),
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)

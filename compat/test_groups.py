@@ -1,0 +1,203 @@
+"""Consumer groups on the classic protocol with real clients."""
+
+import subprocess
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def wait_for(cond, timeout=30, step=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
+
+
+def group_broker(broker_factory, tmp_path):
+    cfg = tmp_path / "groups.toml"
+    cfg.write_text('"group.initial.rebalance.delay.ms" = 0\n"offsets.topic.num.partitions" = 4\n')
+    return broker_factory(["--config", str(cfg)])
+
+
+def produce_n(bootstrap, topic, n, partitions=6):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(10)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2})
+    for i in range(n):
+        p.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
+    assert p.flush(30) == 0
+
+
+class Member(threading.Thread):
+    """A consumer in a group, recording (partition, offset, value) and its assignment."""
+
+    def __init__(self, bootstrap, group, topic, **conf):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                           "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                           "heartbeat.interval.ms": 500, "enable.auto.commit": True,
+                           "auto.commit.interval.ms": 200, **conf})
+        self.c.subscribe([topic])
+        self.seen = []
+        self.assigned = set()
+        self.stop_flag = False
+        self.error = None
+
+    def run(self):
+        try:
+            while not self.stop_flag:
+                m = self.c.poll(0.2)
+                self.assigned = {tp.partition for tp in self.c.assignment()}
+                if m is None:
+                    continue
+                if m.error():
+                    continue
+                self.seen.append((m.partition(), m.offset(), m.value()))
+        except Exception as e:  # reported by the test
+            self.error = e
+
+    def close(self):
+        self.stop_flag = True
+        self.join(20)
+        self.c.close()
+
+
+def test_three_consumers_share_partitions_and_take_over(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "shared", 600)
+    group = f"g-{uuid.uuid4()}"
+    members = [Member(broker.bootstrap, group, "shared") for _ in range(3)]
+    for m in members:
+        m.start()
+    assert wait_for(lambda: all(len(m.assigned) == 2 for m in members)), [m.assigned for m in members]
+    sets = [m.assigned for m in members]
+    assert set().union(*sets) == set(range(6)) and sum(len(s) for s in sets) == 6, "no overlap, all covered"
+    assert wait_for(lambda: sum(len(m.seen) for m in members) >= 600)
+    # One member leaves: the others take over its partitions.
+    members[0].close()
+    assert wait_for(lambda: len(members[1].assigned | members[2].assigned) == 6
+                    and not (members[1].assigned & members[2].assigned))
+    values = sorted(v for m in members for (_, _, v) in m.seen)
+    assert len(set(values)) == 600
+    for m in members[1:]:
+        m.close()
+        assert m.error is None
+
+
+def test_committed_offsets_resume_after_restart(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "resume", 100, partitions=2)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "resumer", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe(["resume"])
+    got = []
+    end = time.monotonic() + 30
+    while len(got) < 60 and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m)
+    # Commit exactly what was consumed, with metadata.
+    positions = {}
+    for m in got[:60]:
+        positions[m.partition()] = m.offset() + 1
+    c.commit(offsets=[TopicPartition("resume", p, o, metadata=f"meta-{p}") for p, o in positions.items()],
+             asynchronous=False)
+    committed = c.committed([TopicPartition("resume", p) for p in positions], timeout=10)
+    assert {tp.partition: tp.offset for tp in committed} == positions
+    assert all(tp.metadata == f"meta-{tp.partition}" for tp in committed), "metadata round-trips"
+    c.close()
+    broker.restart()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "resumer", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    committed = c.committed([TopicPartition("resume", p) for p in positions], timeout=10)
+    assert {tp.partition: tp.offset for tp in committed} == positions, "offsets survive a restart"
+    c.subscribe(["resume"])
+    rest = []
+    end = time.monotonic() + 30
+    while len(rest) < 100 - sum(positions.values()) and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            rest.append(m)
+    assert all(m.offset() >= positions.get(m.partition(), 0) for m in rest), "resumed from the commits"
+    c.close()
+
+
+def test_sigkilled_member_is_replaced_within_session_timeout(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "killme", 10, partitions=4)
+    script = f"""
+import time
+from confluent_kafka import Consumer
+c = Consumer({{"bootstrap.servers": "{broker.bootstrap}", "group.id": "kg", "session.timeout.ms": 6000,
+               "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest"}})
+c.subscribe(["killme"])
+while True:
+    c.poll(0.2)
+"""
+    import sys
+    victim = subprocess.Popen([sys.executable, "-c", script])
+    survivor = Member(broker.bootstrap, "kg", "killme")
+    survivor.start()
+    assert wait_for(lambda: len(survivor.assigned) == 2), survivor.assigned
+    victim.kill()
+    victim.wait()
+    start = time.monotonic()
+    assert wait_for(lambda: len(survivor.assigned) == 4, timeout=20), survivor.assigned
+    assert time.monotonic() - start < 6 + 6, "taken over within the session timeout (plus a rejoin)"
+    survivor.close()
+
+
+def test_admin_lists_describes_and_deletes_groups(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "adm", 10, partitions=2)
+    m = Member(broker.bootstrap, "admg", "adm", **{"client.id": "admin-test"})
+    m.start()
+    assert wait_for(lambda: len(m.assigned) == 2)
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    listed = a.list_consumer_groups().result(10)
+    assert "admg" in [g.group_id for g in listed.valid]
+    desc = a.describe_consumer_groups(["admg"])["admg"].result(10)
+    assert str(desc.state).endswith("STABLE")
+    assert len(desc.members) == 1 and desc.members[0].client_id == "admin-test"
+    assert {tp.partition for tp in desc.members[0].assignment.topic_partitions} == {0, 1}
+    with pytest_raises(KafkaException):
+        a.delete_consumer_groups(["admg"])["admg"].result(10)
+    m.close()
+    assert wait_for(lambda: str(a.describe_consumer_groups(["admg"])["admg"].result(10).state).endswith("EMPTY"))
+    a.delete_consumer_groups(["admg"])["admg"].result(10)
+    assert "admg" not in [g.group_id for g in a.list_consumer_groups().result(10).valid]
+
+
+def pytest_raises(exc):
+    import pytest
+    return pytest.raises(exc)
+
+
+def test_kafka_python_group(broker_factory, tmp_path):
+    from kafka import KafkaConsumer
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "kpg", 200, partitions=4)
+    consumers = [KafkaConsumer("kpg", bootstrap_servers=broker.bootstrap, group_id="kp-group",
+                               auto_offset_reset="earliest", consumer_timeout_ms=15000,
+                               session_timeout_ms=6000, heartbeat_interval_ms=500) for _ in range(2)]
+    seen = set()
+    end = time.monotonic() + 60
+
+    def settled():
+        parts = [c.assignment() for c in consumers]
+        return all(parts) and not (parts[0] & parts[1]) and len(parts[0] | parts[1]) == 4
+
+    while (len(seen) < 200 or not settled()) and time.monotonic() < end:
+        for c in consumers:
+            for tp, msgs in c.poll(timeout_ms=200).items():
+                for msg in msgs:
+                    seen.add(msg.value)
+    assert len(seen) == 200
+    assert settled(), [c.assignment() for c in consumers]
+    for c in consumers:
+        c.close()

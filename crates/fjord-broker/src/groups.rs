@@ -1,0 +1,373 @@
+//! The group coordinator's runtime: the pure `fjord-coord` state machine behind a lock, the
+//! parked JoinGroup/SyncGroup requests it answers later, its timer, its history, and the
+//! internal compacted topic `__consumer_offsets` where groups and committed offsets persist.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fjord_coord::group::{
+    Config, Coordinator, Effect, GroupRecord, JoinResponse, SyncResponse, Token,
+};
+use fjord_coord::offsets::{self, Committed, Offsets, StoredRecord};
+use fjord_log::{AppendOrigin, ReadUpTo};
+use fjord_record::{BatchBuilder, Compression, Records, split_batches};
+use tokio::sync::oneshot;
+
+use crate::broker::{Broker, now_ms};
+use crate::errors;
+
+/// The internal topic holding groups and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How many history lines each group keeps.
+const HISTORY: usize = 200;
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+/// One line of a group's rebalance history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub at_ms: i64,
+    pub event: String,
+}
+
+/// Group coordination state shared by the handlers.
+pub struct Groups {
+    coord: Mutex<Coordinator>,
+    offsets: Mutex<Offsets>,
+    waiters: Mutex<HashMap<Token, Waiter>>,
+    history: Mutex<HashMap<String, VecDeque<HistoryEntry>>>,
+    next_token: AtomicU64,
+    /// Serialises writes to `__consumer_offsets` with the state changes they record.
+    persist: Mutex<()>,
+    pub rebalances: AtomicU64,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Groups {
+    pub fn new(config: Config, seed: u64) -> Self {
+        Self {
+            coord: Mutex::new(Coordinator::new(config, seed)),
+            offsets: Mutex::new(Offsets::default()),
+            waiters: Mutex::new(HashMap::new()),
+            history: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            persist: Mutex::new(()),
+            rebalances: AtomicU64::new(0),
+        }
+    }
+
+    pub fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
+        lock(&self.coord)
+    }
+
+    pub fn offsets(&self) -> MutexGuard<'_, Offsets> {
+        lock(&self.offsets)
+    }
+
+    pub fn history(&self, group: &str) -> Vec<HistoryEntry> {
+        lock(&self.history)
+            .get(group)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn token(&self) -> Token {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Parks a join: returns the token to pass to the coordinator and the receiver.
+    pub fn park_join(&self) -> (Token, oneshot::Receiver<JoinResponse>) {
+        let (tx, rx) = oneshot::channel();
+        let t = self.token();
+        lock(&self.waiters).insert(t, Waiter::Join(tx));
+        (t, rx)
+    }
+
+    pub fn park_sync(&self) -> (Token, oneshot::Receiver<SyncResponse>) {
+        let (tx, rx) = oneshot::channel();
+        let t = self.token();
+        lock(&self.waiters).insert(t, Waiter::Sync(tx));
+        (t, rx)
+    }
+
+    /// Replays `__consumer_offsets` into the coordinator and the offsets. Blocking.
+    pub fn load(&self, broker: &Broker) {
+        let Some(topic) = broker.metadata().topic(OFFSETS_TOPIC).cloned() else {
+            return;
+        };
+        let now = now_ms();
+        let mut groups: BTreeMap<String, Option<GroupRecord>> = BTreeMap::new();
+        let mut offsets = lock(&self.offsets);
+        for index in 0..topic.partitions {
+            let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
+                continue;
+            };
+            let mut offset = p.log.log_start_offset();
+            let end = p.log.log_end_offset();
+            while offset < end {
+                let read = match p.log.read(offset, 1 << 20, ReadUpTo::LogEnd, true) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(partition = index, error = %e, "reading __consumer_offsets; some groups may start empty");
+                        break;
+                    }
+                };
+                let Some(slice) = read.data else { break };
+                let Ok(bytes) = slice.read() else { break };
+                for batch in split_batches(&bytes).flatten() {
+                    let Ok(records) = Records::decode(batch, 64 << 20) else {
+                        continue;
+                    };
+                    for r in records.iter().flatten() {
+                        let Some(key) = r.key else { continue };
+                        match offsets::decode(key, r.value) {
+                            Ok(StoredRecord::Offset {
+                                group,
+                                topic,
+                                partition,
+                                value: Some(c),
+                            }) => offsets.commit(&group, &topic, partition, c),
+                            Ok(StoredRecord::Offset {
+                                group,
+                                topic,
+                                partition,
+                                value: None,
+                            }) => offsets.remove(&group, &topic, partition),
+                            Ok(StoredRecord::Group { group, value }) => {
+                                groups.insert(group, value);
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition = index, error = %e, "skipping an unreadable __consumer_offsets record")
+                            }
+                        }
+                    }
+                }
+                offset = slice.next_offset;
+            }
+        }
+        drop(offsets);
+        let mut coord = lock(&self.coord);
+        let mut restored = 0;
+        for (_, record) in groups {
+            if let Some(record) = record {
+                coord.restore(record, now);
+                restored += 1;
+            }
+        }
+        for g in self.offsets().groups() {
+            coord.ensure_group(&g);
+        }
+        if restored > 0 {
+            tracing::info!(
+                groups = restored,
+                "restored consumer groups from __consumer_offsets"
+            );
+        }
+    }
+
+    /// Carries out effects: persists group records first, then answers parked requests and
+    /// records history. Blocking (it may write to the log).
+    pub fn apply(&self, broker: &Broker, effects: Vec<Effect>) {
+        let mut answers = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Store(record) => {
+                    let (key, value) = offsets::group_record(&record.group_id, Some(&record));
+                    if let Err(e) = self.write(broker, &record.group_id, vec![(key, value)]) {
+                        tracing::error!(group = %record.group_id, error = %e, "could not persist group state");
+                    }
+                }
+                Effect::History {
+                    group,
+                    at_ms,
+                    event,
+                } => {
+                    if event.starts_with("generation") && event.contains("formed") {
+                        self.rebalances.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(%group, %event, "group event");
+                    let mut h = lock(&self.history);
+                    let q = h.entry(group).or_default();
+                    q.push_back(HistoryEntry { at_ms, event });
+                    while q.len() > HISTORY {
+                        q.pop_front();
+                    }
+                }
+                other => answers.push(other),
+            }
+        }
+        let mut waiters = lock(&self.waiters);
+        for a in answers {
+            match a {
+                Effect::Join(t, r) => {
+                    if let Some(Waiter::Join(tx)) = waiters.remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Effect::Sync(t, r) => {
+                    if let Some(Waiter::Sync(tx)) = waiters.remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Appends records for a group to its `__consumer_offsets` partition and waits for the
+    /// fsync. Blocking.
+    pub fn write(
+        &self,
+        broker: &Broker,
+        group: &str,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), String> {
+        let _serial = lock(&self.persist);
+        let partitions = broker.ensure_offsets_topic().map_err(|e| e.message)?;
+        let index = offsets::partition_for(group, partitions);
+        let p = broker
+            .partition(OFFSETS_TOPIC, index)
+            .ok_or_else(|| format!("{OFFSETS_TOPIC}-{index} is not open"))?;
+        let mut b = BatchBuilder::new(Compression::None);
+        let now = now_ms();
+        for (k, v) in &records {
+            b.push(now, Some(k), v.as_deref());
+        }
+        let mut batch = b.build().map_err(|e| e.to_string())?;
+        let info = p
+            .log
+            .append(&mut batch, AppendOrigin::Internal, now)
+            .map_err(|e| e.to_string())?;
+        p.log.wait_durable(&info).map_err(|e| e.to_string())?;
+        p.log.advance_high_watermark(info.next_offset());
+        Ok(())
+    }
+
+    /// Commits offsets durably, then makes them visible. Blocking.
+    pub fn commit(
+        &self,
+        broker: &Broker,
+        group: &str,
+        entries: Vec<(String, i32, Committed)>,
+    ) -> Result<(), String> {
+        let records = entries
+            .iter()
+            .map(|(t, p, c)| offsets::offset_record(group, t, *p, Some(c)))
+            .collect();
+        self.write(broker, group, records)?;
+        let mut o = lock(&self.offsets);
+        for (t, p, c) in entries {
+            o.commit(group, &t, p, c);
+        }
+        Ok(())
+    }
+
+    /// Deletes committed offsets (tombstones, then memory). Blocking.
+    pub fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), String> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let records = partitions
+            .iter()
+            .map(|(t, p)| offsets::offset_record(group, t, *p, None))
+            .collect();
+        self.write(broker, group, records)?;
+        let mut o = lock(&self.offsets);
+        for (t, p) in partitions {
+            o.remove(group, t, *p);
+        }
+        Ok(())
+    }
+
+    /// Deletes an empty group and its offsets. Blocking.
+    pub fn delete_group(&self, broker: &Broker, group: &str) -> i16 {
+        let code = lock(&self.coord).delete(group);
+        // A group known only by its committed offsets (never joined) can be deleted too.
+        let offsets_only = code == fjord_coord::codes::GROUP_ID_NOT_FOUND
+            && !self.offsets().of_group(group).is_empty();
+        if code != errors::NONE && !offsets_only {
+            return code;
+        }
+        let offsets: Vec<(String, i32)> = self
+            .offsets()
+            .of_group(group)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = offsets
+            .iter()
+            .map(|(t, p)| offsets::offset_record(group, t, *p, None))
+            .collect();
+        records.push(offsets::group_record(group, None));
+        if let Err(e) = self.write(broker, group, records) {
+            tracing::error!(%group, error = %e, "could not record the group deletion");
+            return errors::KAFKA_STORAGE_ERROR;
+        }
+        lock(&self.offsets).remove_group(group);
+        lock(&self.history).remove(group);
+        errors::NONE
+    }
+
+    /// Timers: expired sessions, finished join phases, and (with `retention`) offset expiry.
+    /// Blocking.
+    pub fn tick(&self, broker: &Broker, retention: bool) {
+        let now = now_ms();
+        let effects = lock(&self.coord).tick(now);
+        if !effects.is_empty() {
+            self.apply(broker, effects);
+        }
+        if retention {
+            let retention_ms = broker
+                .config
+                .offsets_retention_minutes
+                .saturating_mul(60_000);
+            let gone = {
+                let coord = lock(&self.coord);
+                lock(&self.offsets).expire(now, retention_ms, |g| {
+                    coord
+                        .state(g)
+                        .is_none_or(|s| s == fjord_coord::group::State::Empty)
+                })
+            };
+            let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+            for (g, t, p) in gone {
+                by_group.entry(g).or_default().push((t, p));
+            }
+            for (g, parts) in by_group {
+                let records = parts
+                    .iter()
+                    .map(|(t, p)| offsets::offset_record(&g, t, *p, None))
+                    .collect();
+                match self.write(broker, &g, records) {
+                    Ok(()) => {
+                        tracing::info!(group = %g, partitions = parts.len(), "expired committed offsets (offsets.retention.minutes)")
+                    }
+                    Err(e) => {
+                        tracing::error!(group = %g, error = %e, "could not record expired offsets")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shares one `Groups` between the broker and its tasks.
+pub type SharedGroups = Arc<Groups>;

@@ -1,0 +1,98 @@
+//! OffsetCommit: checked against the group's membership, written durably to
+//! `__consumer_offsets`, then visible to OffsetFetch.
+
+use std::sync::Arc;
+
+use fjord_coord::offsets::Committed;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::RequestContext;
+use crate::broker::{Broker, now_ms};
+use crate::errors;
+
+/// OFFSET_METADATA_TOO_LARGE.
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: OffsetCommitRequest,
+    ctx: &RequestContext,
+) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let now = now_ms();
+    let generation = if ctx.version >= 1 {
+        request.generation_id_or_member_epoch
+    } else {
+        -1
+    };
+    let member = request.member_id.to_string();
+    let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+    let group_code = {
+        let mut coord = broker.groups.coordinator();
+        let code = coord.validate_commit(&group, &member, instance.as_deref(), generation, now);
+        if code == errors::NONE {
+            coord.ensure_group(&group);
+        }
+        code
+    };
+    let mut response = OffsetCommitResponse::default();
+    let mut accepted = Vec::new();
+    let mut slots = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = topic.name.clone();
+        for p in &topic.partitions {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            pr.error_code = if group_code != errors::NONE {
+                group_code
+            } else if broker.partition(&name, p.partition_index).is_none() {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            } else if metadata.len() > broker.config.offset_metadata_max_bytes {
+                OFFSET_METADATA_TOO_LARGE
+            } else {
+                accepted.push((
+                    name.clone(),
+                    p.partition_index,
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: if ctx.version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata,
+                        commit_timestamp: now,
+                    },
+                ));
+                slots.push((response.topics.len(), tr.partitions.len()));
+                errors::NONE
+            };
+            tr.partitions.push(pr);
+        }
+        response.topics.push(tr);
+    }
+    if !accepted.is_empty() {
+        let b = broker.clone();
+        let g = group.clone();
+        let stored = tokio::task::spawn_blocking(move || b.groups.commit(&b, &g, accepted))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = stored {
+            tracing::error!(%group, error = %e, "could not store committed offsets");
+            for (t, p) in slots {
+                response.topics[t].partitions[p].error_code = errors::KAFKA_STORAGE_ERROR;
+            }
+        }
+    }
+    response
+}

@@ -1,0 +1,79 @@
+//! OffsetDelete: committed offsets of partitions the group no longer consumes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use fjord_coord::codes::{GROUP_ID_NOT_FOUND, GROUP_SUBSCRIBED_TO_TOPIC};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{
+    ConsumerProtocolSubscription, OffsetDeleteRequest, OffsetDeleteResponse,
+};
+use kafka_protocol::protocol::Decodable;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::errors;
+
+/// Topics the group's consumers subscribe to, from their consumer-protocol metadata.
+fn subscribed(broker: &Broker, group: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for (metadata, _) in broker.groups.coordinator().member_metadata(group) {
+        let mut buf = bytes::Bytes::from(metadata);
+        if buf.len() < 2 {
+            continue;
+        }
+        let version = i16::from_be_bytes([buf[0], buf[1]]);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        if let Ok(s) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+            out.extend(s.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    out
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: OffsetDeleteRequest,
+    _ctx: &RequestContext,
+) -> OffsetDeleteResponse {
+    let group = request.group_id.0.to_string();
+    let mut r = OffsetDeleteResponse::default();
+    if broker.groups.coordinator().state(&group).is_none()
+        && broker.groups.offsets().of_group(&group).is_empty()
+    {
+        r.error_code = GROUP_ID_NOT_FOUND;
+        return r;
+    }
+    let busy = subscribed(broker, &group);
+    let mut delete = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        let mut rt = OffsetDeleteResponseTopic::default();
+        rt.name = t.name.clone();
+        for p in t.partitions {
+            let mut rp = OffsetDeleteResponsePartition::default();
+            rp.partition_index = p.partition_index;
+            if busy.contains(&name) {
+                rp.error_code = GROUP_SUBSCRIBED_TO_TOPIC;
+            } else if broker.partition(&name, p.partition_index).is_none() {
+                rp.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+            } else {
+                delete.push((name.clone(), p.partition_index));
+            }
+            rt.partitions.push(rp);
+        }
+        r.topics.push(rt);
+    }
+    let b = broker.clone();
+    let g = group.clone();
+    let deleted = tokio::task::spawn_blocking(move || b.groups.delete_offsets(&b, &g, &delete))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = deleted {
+        tracing::error!(%group, error = %e, "could not delete offsets");
+        r.error_code = errors::KAFKA_STORAGE_ERROR;
+    }
+    r
+}
