@@ -201,3 +201,54 @@ def test_kafka_python_group(broker_factory, tmp_path):
     assert settled(), [c.assignment() for c in consumers]
     for c in consumers:
         c.close()
+
+
+def fjord_cli(broker, *args):
+    import json
+    import os
+    out = subprocess.run([os.environ.get("FJORD_BIN", "target/debug/fjord"), *args, "--bootstrap", broker.bootstrap],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    return [json.loads(line) for line in text.splitlines()] if "--output" in args else text
+
+
+def test_group_cli_shows_lag_resets_and_history(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "lagged", 100, partitions=2)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-g", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "client.id": "lagger"})
+    c.subscribe(["lagged"])
+    got = []
+    end = time.monotonic() + 30
+    while len(got) < 30 and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m)
+    c.commit(asynchronous=False)
+    d = fjord_cli(broker, "group", "describe", "cli-g", "--output", "json")[0]
+    assert d["state"] == "Stable"
+    assert d["members"][0]["client_id"] == "lagger"
+    assert sorted(a["partition"] for a in d["members"][0]["assignment"]) == [0, 1]
+    committed = {o["partition"]: o["committed"] for o in d["offsets"]}
+    assert sum(o["log_end_offset"] for o in d["offsets"]) == 100
+    assert d["total_lag"] == sum(o["log_end_offset"] - o["committed"] for o in d["offsets"] if o["committed"] is not None)
+    assert sum(v for v in committed.values() if v is not None) >= 30, "the commit covers what was consumed"
+    assert all(o["lag_ms"] is not None for o in d["offsets"] if o["lag"]), d["offsets"]
+    assert any(g["group"] == "cli-g" for g in fjord_cli(broker, "group", "list", "--output", "json")[0])
+    history = fjord_cli(broker, "group", "history", "cli-g", "--http", f"127.0.0.1:{broker.http_port}", "--output", "json")[0]
+    assert any("joined" in e["event"] for e in history) and any("stable" in e["event"] for e in history)
+    c.close()
+    assert wait_for(lambda: fjord_cli(broker, "group", "describe", "cli-g", "--output", "json")[0]["state"] == "Empty")
+    plan = fjord_cli(broker, "group", "reset-offsets", "cli-g", "--topic", "lagged", "--to-earliest", "--output", "json")[0]
+    assert plan["executed"] is False and all(p["new"] == 0 for p in plan["partitions"])
+    after = fjord_cli(broker, "group", "describe", "cli-g", "--output", "json")[0]
+    committed = {p: v for p, v in committed.items() if v is not None}
+    assert {o["partition"]: o["committed"] for o in after["offsets"]} == committed, "a dry run changes nothing"
+    fjord_cli(broker, "group", "reset-offsets", "cli-g", "--topic", "lagged", "--shift-by", "-5", "--execute")
+    shifted = fjord_cli(broker, "group", "describe", "cli-g", "--output", "json")[0]
+    # Every partition of the topic gets an offset; those without a commit shift from the start.
+    start = {0: 0, 1: 0, **committed}
+    assert {o["partition"]: o["committed"] for o in shifted["offsets"]} == {p: max(v - 5, 0) for p, v in start.items()}
+    fjord_cli(broker, "group", "delete", "cli-g")
+    assert not any(g["group"] == "cli-g" for g in fjord_cli(broker, "group", "list", "--output", "json")[0])

@@ -343,8 +343,13 @@ impl Broker {
     /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
     /// returns its partition count. Blocking.
     pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {
-        if let Some(t) = self.meta.state().topic(crate::groups::OFFSETS_TOPIC) {
-            return Ok(t.partitions);
+        {
+            // Under the admin lock: a creation in progress has opened its partitions by the
+            // time the lock is ours.
+            let _admin = self.admin_lock();
+            if let Some(t) = self.meta.state().topic(crate::groups::OFFSETS_TOPIC) {
+                return Ok(t.partitions);
+            }
         }
         let configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),

@@ -20,7 +20,10 @@ use tokio::sync::Mutex;
 pub use kafka_protocol;
 
 mod ops;
-pub use ops::{ConfigEntry, Fetched, FetchedRecord, PartitionInfo, TopicInfo};
+pub use ops::{
+    ConfigEntry, Fetched, FetchedRecord, GroupDescription, GroupListing, GroupMember,
+    PartitionInfo, TopicInfo,
+};
 
 /// What a client call can fail with.
 #[derive(Debug, Error)]

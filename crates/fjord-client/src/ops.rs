@@ -450,3 +450,208 @@ impl Client {
         Ok(out)
     }
 }
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: String,
+}
+
+/// A group member as DescribeGroups reports it, with its decoded consumer assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Vec<(String, i32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<GroupMember>,
+}
+
+fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if bytes.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]).clamp(0, 3);
+    let mut buf = Bytes::copy_from_slice(&bytes[2..]);
+    ConsumerProtocolAssignment::decode(&mut buf, version)
+        .map(|a| {
+            a.assigned_partitions
+                .iter()
+                .flat_map(|tp| {
+                    tp.partitions
+                        .iter()
+                        .map(move |p| (tp.topic.0.to_string(), *p))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Client {
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let resp = self
+            .send(&kafka_protocol::messages::ListGroupsRequest::default())
+            .await?;
+        check(resp.error_code, None)?;
+        let mut out: Vec<GroupListing> = resp
+            .groups
+            .into_iter()
+            .map(|g| GroupListing {
+                group_id: g.group_id.0.to_string(),
+                protocol_type: g.protocol_type.to_string(),
+                state: g.group_state.to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        let mut req = kafka_protocol::messages::DescribeGroupsRequest::default();
+        req.groups = vec![kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.to_string(),
+        ))];
+        let resp = self.send(&req).await?;
+        let g = resp
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::kafka(69, Some(group)))?;
+        check(g.error_code, g.error_message.as_ref())?;
+        Ok(GroupDescription {
+            group_id: g.group_id.0.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+            protocol: g.protocol_data.to_string(),
+            members: g
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    group_instance_id: m.group_instance_id.map(|s| s.to_string()),
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                    assignment: decode_assignment(&m.member_assignment),
+                })
+                .collect(),
+        })
+    }
+
+    /// Every committed offset of a group: ((topic, partition), offset).
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<((String, i32), i64)>, ClientError> {
+        let mut req = kafka_protocol::messages::OffsetFetchRequest::default();
+        let version = self.version::<kafka_protocol::messages::OffsetFetchRequest>()?;
+        let mut out = Vec::new();
+        if version >= 8 {
+            let mut g =
+                kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup::default();
+            g.group_id =
+                kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string()));
+            g.topics = None;
+            g.member_epoch = -1;
+            req.groups = vec![g];
+            let resp = self.send(&req).await?;
+            for g in resp.groups {
+                check(g.error_code, None)?;
+                for t in g.topics {
+                    for p in t.partitions {
+                        out.push((
+                            (t.name.0.to_string(), p.partition_index),
+                            p.committed_offset,
+                        ));
+                    }
+                }
+            }
+        } else {
+            req.group_id =
+                kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string()));
+            req.topics = None;
+            let resp = self.send(&req).await?;
+            check(resp.error_code, None)?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    out.push((
+                        (t.name.0.to_string(), p.partition_index),
+                        p.committed_offset,
+                    ));
+                }
+            }
+        }
+        out.retain(|(_, o)| *o >= 0);
+        out.sort();
+        Ok(out)
+    }
+
+    /// Commits offsets as a tool outside group management (the group must have no members).
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        for (t, p, o) in offsets {
+            by_topic.entry(t).or_default().push((*p, *o));
+        }
+        let mut req = kafka_protocol::messages::OffsetCommitRequest::default();
+        req.group_id = kafka_protocol::messages::GroupId(StrBytes::from_string(group.to_string()));
+        req.generation_id_or_member_epoch = -1;
+        req.retention_time_ms = -1;
+        req.topics = by_topic
+            .into_iter()
+            .map(|(t, parts)| {
+                let mut rt = OffsetCommitRequestTopic::default();
+                rt.name = name(t);
+                rt.partitions = parts
+                    .into_iter()
+                    .map(|(p, o)| {
+                        let mut rp = OffsetCommitRequestPartition::default();
+                        rp.partition_index = p;
+                        rp.committed_offset = o;
+                        rp.committed_leader_epoch = -1;
+                        rp.committed_metadata = Some(StrBytes::from_static_str(""));
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+        let resp = self.send(&req).await?;
+        for t in resp.topics {
+            for p in t.partitions {
+                check(p.error_code, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        let mut req = kafka_protocol::messages::DeleteGroupsRequest::default();
+        req.groups_names = vec![kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.to_string(),
+        ))];
+        let resp = self.send(&req).await?;
+        for r in resp.results {
+            check(r.error_code, None)?;
+        }
+        Ok(())
+    }
+}

@@ -45,6 +45,12 @@ enum Command {
         after_help = "Examples:\n  fjord config get orders\n  fjord config set orders retention.ms=1000"
     )]
     Config(cli::config::ConfigCmd),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  fjord group list\n  fjord group describe billing\n  fjord group reset-offsets billing --topic orders --to-earliest --execute"
+    )]
+    Group(cli::group::GroupCmd),
     /// Measure throughput and latency against a broker.
     #[command(
         subcommand,
@@ -69,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(cmd) => cli::block_on(cli::config::run(cmd, &cli.common)),
         Command::Cluster(cmd) => cli::block_on(cli::cluster::run(cmd, &cli.common)),
         Command::Perf(cmd) => cli::block_on(cli::perf::run(cmd, &cli.common)),
+        Command::Group(cmd) => cli::block_on(cli::group::run(cmd, &cli.common)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -172,6 +172,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok\n" }))
             .route(
+                "/v1/groups/{group}/history",
+                axum::routing::get({
+                    let b = broker.clone();
+                    move |axum::extract::Path(group): axum::extract::Path<String>| {
+                        let b = b.clone();
+                        async move {
+                            let events: Vec<serde_json::Value> = b
+                                .groups
+                                .history(&group)
+                                .into_iter()
+                                .map(|e| serde_json::json!({"at_ms": e.at_ms, "event": e.event}))
+                                .collect();
+                            axum::Json(events)
+                        }
+                    }
+                }),
+            )
+            .route(
                 "/metrics",
                 axum::routing::get(move || {
                     let b = metrics_broker.clone();

@@ -39,6 +39,11 @@ pub async fn handle(
                     errors::INVALID_REQUIRED_ACKS,
                     format!("acks={acks} is not one of -1, 0, 1"),
                 ))
+            } else if name == crate::groups::OFFSETS_TOPIC {
+                Err((
+                    errors::INVALID_TOPIC_EXCEPTION,
+                    format!("cannot append to internal topic {name}"),
+                ))
             } else if request.transactional_id.is_some() {
                 Err((
                     errors::INVALID_REQUEST,

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod config;
 pub mod consume;
+pub mod group;
 pub mod perf;
 pub mod produce;
 pub mod topic;
