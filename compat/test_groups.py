@@ -236,6 +236,12 @@ def test_group_cli_shows_lag_resets_and_history(broker_factory, tmp_path):
     assert sum(v for v in committed.values() if v is not None) >= 30, "the commit covers what was consumed"
     assert all(o["lag_ms"] is not None for o in d["offsets"] if o["lag"]), d["offsets"]
     assert any(g["group"] == "cli-g" for g in fjord_cli(broker, "group", "list", "--output", "json")[0])
+    import urllib.request
+    page = urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/metrics", timeout=10).read().decode()
+    lag_lines = [l for l in page.splitlines() if l.startswith('fjord_group_lag_records{group="cli-g"')]
+    assert sum(float(l.split()[-1]) for l in lag_lines) == d["total_lag"], lag_lines
+    assert any(l.startswith('fjord_group_lag_seconds{group="cli-g"') for l in page.splitlines())
+    assert 'fjord_group_rebalances_total{group="cli-g"} 1' in page
     history = fjord_cli(broker, "group", "history", "cli-g", "--http", f"127.0.0.1:{broker.http_port}", "--output", "json")[0]
     assert any("joined" in e["event"] for e in history) and any("stable" in e["event"] for e in history)
     c.close()
@@ -252,3 +258,50 @@ def test_group_cli_shows_lag_resets_and_history(broker_factory, tmp_path):
     assert {o["partition"]: o["committed"] for o in shifted["offsets"]} == {p: max(v - 5, 0) for p, v in start.items()}
     fjord_cli(broker, "group", "delete", "cli-g")
     assert not any(g["group"] == "cli-g" for g in fjord_cli(broker, "group", "list", "--output", "json")[0])
+
+
+def test_static_member_restart_keeps_partitions_without_rebalance(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "static", 10, partitions=4)
+    conf = {"group.instance.id": "worker-1", "session.timeout.ms": 10000}
+    a = Member(broker.bootstrap, "sg", "static", **conf)
+    b = Member(broker.bootstrap, "sg", "static", **{"group.instance.id": "worker-2", "session.timeout.ms": 10000})
+    a.start()
+    b.start()
+    assert wait_for(lambda: len(a.assigned) == 2 and len(b.assigned) == 2)
+    before = set(a.assigned)
+    gen_before = fjord_cli(broker, "group", "describe", "sg", "--output", "json")[0]
+    rebalances = lambda: sum(1 for e in fjord_cli(broker, "group", "history", "sg", "--http",
+                                                  f"127.0.0.1:{broker.http_port}", "--output", "json")[0]
+                             if "formed" in e["event"])
+    formed = rebalances()
+    # A static member stops without leaving (as a restart does) and comes back in time.
+    a.stop_flag = True
+    a.join(20)
+    a.c.close()  # static members do not send LeaveGroup on close
+    a2 = Member(broker.bootstrap, "sg", "static", **conf)
+    a2.start()
+    assert wait_for(lambda: len(a2.assigned) == 2)
+    assert a2.assigned == before, "the restarted static member gets its partitions back"
+    assert rebalances() == formed, "and no rebalance happened"
+    assert b.assigned and not (b.assigned & a2.assigned)
+    a2.close()
+    b.close()
+    assert gen_before["state"] == "Stable"
+
+
+def test_cooperative_sticky_rebalances_incrementally(broker_factory, tmp_path):
+    broker = group_broker(broker_factory, tmp_path)
+    produce_n(broker.bootstrap, "coop", 300, partitions=6)
+    conf = {"partition.assignment.strategy": "cooperative-sticky"}
+    a = Member(broker.bootstrap, "cg", "coop", **conf)
+    a.start()
+    assert wait_for(lambda: len(a.assigned) == 6)
+    kept_by_a = []
+    b = Member(broker.bootstrap, "cg", "coop", **conf)
+    b.start()
+    assert wait_for(lambda: len(a.assigned) == 3 and len(b.assigned) == 3), (a.assigned, b.assigned)
+    assert not (a.assigned & b.assigned)
+    assert wait_for(lambda: len({v for m in (a, b) for (_, _, v) in m.seen}) == 300)
+    a.close()
+    b.close()

@@ -586,7 +586,9 @@ impl Broker {
             })
             .collect();
         partitions.sort();
-        self.metrics.render(&partitions)
+        let mut text = self.metrics.render(&partitions);
+        self.groups.render_metrics(self, &mut text);
+        text
     }
 
     /// Flushes and closes every log and the metadata log (clean shutdown).

@@ -44,6 +44,8 @@ pub struct Groups {
     /// Serialises writes to `__consumer_offsets` with the state changes they record.
     persist: Mutex<()>,
     pub rebalances: AtomicU64,
+    /// Completed rebalances per group.
+    rebalances_by_group: Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Groups {
@@ -66,6 +68,7 @@ impl Groups {
             next_token: AtomicU64::new(1),
             persist: Mutex::new(()),
             rebalances: AtomicU64::new(0),
+            rebalances_by_group: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -197,6 +200,9 @@ impl Groups {
                 } => {
                     if event.starts_with("generation") && event.contains("formed") {
                         self.rebalances.fetch_add(1, Ordering::Relaxed);
+                        *lock(&self.rebalances_by_group)
+                            .entry(group.clone())
+                            .or_default() += 1;
                     }
                     tracing::debug!(%group, %event, "group event");
                     let mut h = lock(&self.history);
@@ -324,6 +330,88 @@ impl Groups {
         lock(&self.offsets).remove_group(group);
         lock(&self.history).remove(group);
         errors::NONE
+    }
+
+    /// Prometheus lines for group lag (records and seconds per partition) and rebalances.
+    /// Blocking: reads the record at each lagging committed offset for its age.
+    pub fn render_metrics(&self, broker: &Broker, out: &mut String) {
+        use std::fmt::Write;
+        let now = now_ms();
+        let groups = self.offsets().groups();
+        let _ = writeln!(
+            out,
+            "# HELP fjord_group_lag_records Records between a group's committed offset and the log end.\n# TYPE fjord_group_lag_records gauge"
+        );
+        let mut ages = Vec::new();
+        for g in &groups {
+            for ((topic, partition), c) in self.offsets().of_group(g) {
+                let Some(p) = broker.partition(&topic, partition) else {
+                    continue;
+                };
+                let end = p.log.high_watermark();
+                let lag = (end - c.offset).max(0);
+                let _ = writeln!(
+                    out,
+                    "fjord_group_lag_records{{group=\"{g}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                );
+                let age = if lag == 0 {
+                    0.0
+                } else {
+                    p.log
+                        .read(
+                            c.offset.max(p.log.log_start_offset()),
+                            1,
+                            ReadUpTo::HighWatermark,
+                            true,
+                        )
+                        .ok()
+                        .and_then(|r| r.data)
+                        .and_then(|slice| slice.read().ok())
+                        .and_then(|bytes| {
+                            let b = split_batches(&bytes).next()?.ok()?;
+                            let h = fjord_record::BatchHeader::parse(b).ok()?;
+                            let first = Records::decode(b, 64 << 20)
+                                .ok()?
+                                .iter()
+                                .flatten()
+                                .find(|r| r.offset(&h) >= c.offset)?
+                                .timestamp(&h);
+                            Some(((now - first).max(0)) as f64 / 1000.0)
+                        })
+                        .unwrap_or(0.0)
+                };
+                ages.push((g.clone(), topic, partition, age));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_group_lag_seconds Age of the oldest record a group has not consumed.\n# TYPE fjord_group_lag_seconds gauge"
+        );
+        for (g, topic, partition, age) in ages {
+            let _ = writeln!(
+                out,
+                "fjord_group_lag_seconds{{group=\"{g}\",topic=\"{topic}\",partition=\"{partition}\"}} {age}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_group_rebalances_total Generations formed, per group.\n# TYPE fjord_group_rebalances_total counter"
+        );
+        for (g, n) in lock(&self.rebalances_by_group).iter() {
+            let _ = writeln!(out, "fjord_group_rebalances_total{{group=\"{g}\"}} {n}");
+        }
+        let states = lock(&self.coord).list();
+        let _ = writeln!(
+            out,
+            "# HELP fjord_groups Consumer groups by state.\n# TYPE fjord_groups gauge"
+        );
+        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+        for (_, _, s) in &states {
+            *by_state.entry(s.name()).or_default() += 1;
+        }
+        for (s, n) in by_state {
+            let _ = writeln!(out, "fjord_groups{{state=\"{s}\"}} {n}");
+        }
     }
 
     /// Timers: expired sessions, finished join phases, and (with `retention`) offset expiry.
