@@ -32,6 +32,8 @@ pub async fn handle(
                 g.group_state = str_bytes(d.state.name());
                 g.protocol_type = str_bytes(d.protocol_type);
                 g.protocol_data = str_bytes(d.protocol_name.clone());
+                // Like Kafka, metadata and assignments only for a stable group.
+                let stable = d.state == fjord_coord::group::State::Stable;
                 g.members = d
                     .members
                     .into_iter()
@@ -41,14 +43,16 @@ pub async fn handle(
                         dm.group_instance_id = m.group_instance_id.map(str_bytes);
                         dm.client_id = str_bytes(m.client_id);
                         dm.client_host = str_bytes(m.client_host);
-                        dm.member_metadata = m
-                            .protocols
-                            .iter()
-                            .find(|(p, _)| *p == d.protocol_name)
-                            .map(|(_, md)| md.clone())
-                            .unwrap_or_default()
-                            .into();
-                        dm.member_assignment = m.assignment.into();
+                        if stable {
+                            dm.member_metadata = m
+                                .protocols
+                                .iter()
+                                .find(|(p, _)| *p == d.protocol_name)
+                                .map(|(_, md)| md.clone())
+                                .unwrap_or_default()
+                                .into();
+                            dm.member_assignment = m.assignment.into();
+                        }
                         dm
                     })
                     .collect();
