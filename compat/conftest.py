@@ -11,6 +11,16 @@ import pytest
 FJORD_BIN = os.environ.get("FJORD_BIN", "target/debug/fjord")
 
 
+def wait_for(cond, timeout=30, step=0.1):
+    """Polls `cond` until it holds or `timeout` seconds pass; returns whether it held."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

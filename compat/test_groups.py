@@ -8,14 +8,7 @@ import uuid
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
-def wait_for(cond, timeout=30, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
+from conftest import wait_for
 
 
 def group_broker(broker_factory, tmp_path):

@@ -5,14 +5,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
-def wait_for(cond, timeout=20, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
+from conftest import wait_for
 
 
 def test_retention_ms_deletes_old_segments(tmp_path, broker_factory):

@@ -91,6 +91,27 @@ impl Client {
         self.send(&req).await
     }
 
+    /// A topic's partition count, letting the broker auto-create it when `auto_create` (as a
+    /// producer's metadata request does).
+    pub async fn partition_count(
+        &self,
+        topic: &str,
+        auto_create: bool,
+    ) -> Result<i32, ClientError> {
+        let md = self
+            .metadata(Some(&[topic.to_string()]), auto_create)
+            .await?;
+        let t = md
+            .topics
+            .first()
+            .ok_or_else(|| ClientError::kafka(3, Some(topic)))?;
+        check(
+            t.error_code,
+            Some(&StrBytes::from_string(format!("topic '{topic}'"))),
+        )?;
+        Ok(t.partitions.len() as i32)
+    }
+
     /// Topics as plain data, sorted by name; an error for a requested topic that is missing.
     pub async fn topics(&self, topics: Option<&[String]>) -> Result<Vec<TopicInfo>, ClientError> {
         let md = self.metadata(topics, false).await?;

@@ -114,22 +114,8 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             acks,
         } => {
             let probe = common.connect().await?;
-            let md = probe
-                .metadata(Some(std::slice::from_ref(&topic)), true)
-                .await?;
-            let t = md
-                .topics
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
-            fjord_client::check(t.error_code, None)?;
-            let partitions = t.partitions.len().max(1) as i32;
-            let codec = match compression {
-                Codec::None => Compression::None,
-                Codec::Gzip => Compression::Gzip,
-                Codec::Snappy => Compression::Snappy,
-                Codec::Lz4 => Compression::Lz4,
-                Codec::Zstd => Compression::Zstd,
-            };
+            let partitions = probe.partition_count(&topic, true).await?.max(1);
+            let codec = Compression::from(compression);
             let acks: i16 = if acks == "all" { -1 } else { 1 };
             let batch_records = batch_records.max(1) as u64;
             let batches = count.div_ceil(batch_records);
@@ -251,14 +237,7 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             size,
         } => {
             let producer = common.connect().await?;
-            let md = producer
-                .metadata(Some(std::slice::from_ref(&topic)), true)
-                .await?;
-            let t = md
-                .topics
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
-            fjord_client::check(t.error_code, None)?;
+            producer.partition_count(&topic, true).await?;
             let end = producer.list_offsets(&topic, &[0], -1).await?;
             let mut offset = end.first().map_or(0, |(_, o)| *o);
             let total = rate.max(1) * seconds.max(1);

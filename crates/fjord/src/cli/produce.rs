@@ -19,6 +19,18 @@ pub enum Codec {
     Zstd,
 }
 
+impl From<Codec> for Compression {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::None => Compression::None,
+            Codec::Gzip => Compression::Gzip,
+            Codec::Snappy => Compression::Snappy,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Acks {
     #[value(name = "all")]
@@ -108,21 +120,15 @@ fn now_ms() -> i64 {
 pub async fn run(args: ProduceArgs, common: &Common) -> anyhow::Result<()> {
     let client = common.connect().await?;
     // Like a producer, let the broker auto-create the topic if it is configured to.
-    let md = client
-        .metadata(Some(std::slice::from_ref(&args.topic)), true)
-        .await?;
-    let topic = md
-        .topics
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no metadata for {}", args.topic))?;
-    fjord_client::check(topic.error_code, None).map_err(|e| {
-        anyhow::anyhow!(
-            "topic {}: {e}; create it with: fjord topic create {}",
-            args.topic,
-            args.topic
-        )
-    })?;
-    let partitions = topic.partitions.len() as i32;
+    let partitions = client
+        .partition_count(&args.topic, true)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; create the topic with: fjord topic create {}",
+                args.topic
+            )
+        })?;
     if let Some(p) = args.partition
         && (p < 0 || p >= partitions)
     {
@@ -137,13 +143,7 @@ pub async fn run(args: ProduceArgs, common: &Common) -> anyhow::Result<()> {
         .iter()
         .map(|h| key_value(h).map(|(k, v)| (k.into_bytes(), Some(v.into_bytes()))))
         .collect::<Result<_, _>>()?;
-    let codec = match args.compression {
-        Codec::None => Compression::None,
-        Codec::Gzip => Compression::Gzip,
-        Codec::Snappy => Compression::Snappy,
-        Codec::Lz4 => Compression::Lz4,
-        Codec::Zstd => Compression::Zstd,
-    };
+    let codec = Compression::from(args.compression);
     let acks = match args.acks {
         Acks::All => -1,
         Acks::One => 1,
