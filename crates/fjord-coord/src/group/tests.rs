@@ -406,3 +406,115 @@ fn a_heartbeating_member_that_never_rejoins_is_dropped_at_the_rebalance_timeout(
     assert_eq!(j[0].1.leader, b);
     assert_eq!(c.heartbeat("g", &a, None, 2, 30_200), UNKNOWN_MEMBER_ID);
 }
+
+fn sync_req(member: &str, generation: i32, assignments: Vec<(String, Vec<u8>)>) -> SyncRequest {
+    SyncRequest {
+        group_id: "g".into(),
+        generation_id: generation,
+        member_id: member.into(),
+        group_instance_id: None,
+        protocol_type: None,
+        protocol_name: None,
+        assignments,
+    }
+}
+
+#[test]
+fn bad_joins_are_refused_with_kafkas_codes() {
+    let mut c = Coordinator::new(
+        Config {
+            max_size: 1,
+            ..cfg()
+        },
+        7,
+    );
+    let mut r = join_req("", None, &["range"]);
+    r.session_timeout_ms = 1_000;
+    assert_eq!(joins(&c.join(r, 1, 0))[0].1.error, INVALID_SESSION_TIMEOUT);
+    let mut r = join_req("", None, &[]);
+    r.protocols.clear();
+    assert_eq!(
+        joins(&c.join(r, 2, 0))[0].1.error,
+        INCONSISTENT_GROUP_PROTOCOL
+    );
+    let mut r = join_req("", None, &["range"]);
+    r.group_id = String::new();
+    assert_eq!(joins(&c.join(r, 3, 0))[0].1.error, INVALID_GROUP_ID);
+    assert_eq!(
+        joins(&c.join(join_req("ghost", None, &["range"]), 4, 0))[0]
+            .1
+            .error,
+        UNKNOWN_MEMBER_ID
+    );
+    let (_, _) = join_new(&mut c, 5, 0, &["range"]);
+    assert_eq!(
+        joins(&c.join(join_req("", None, &["range"]), 6, 0))[0]
+            .1
+            .error,
+        GROUP_MAX_SIZE_REACHED
+    );
+    let mut other = join_req("", None, &["range"]);
+    other.protocol_type = "connect".into();
+    assert_eq!(
+        joins(&c.join(other, 7, 0))[0].1.error,
+        INCONSISTENT_GROUP_PROTOCOL
+    );
+}
+
+#[test]
+fn rejoin_during_completing_rebalance_answers_at_once_and_changes_trigger_a_rebalance() {
+    let mut c = Coordinator::new(cfg(), 7);
+    let (a, _) = join_new(&mut c, 1, 0, &["range"]);
+    assert_eq!(c.state("g"), Some(State::CompletingRebalance));
+    // Same protocols while completing: the current generation again.
+    let j = joins(&c.join(join_req(&a, None, &["range"]), 2, 1));
+    assert_eq!((j[0].1.error, j[0].1.generation_id), (NONE, 1));
+    assert_eq!(
+        c.heartbeat("g", &a, None, 1, 2),
+        NONE,
+        "heartbeats are fine while completing"
+    );
+    // Sync checks: generation, member.
+    assert_eq!(
+        syncs(&c.sync(sync_req(&a, 9, vec![]), 3, 3))[0].1.error,
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        syncs(&c.sync(sync_req("nobody", 1, vec![]), 4, 3))[0]
+            .1
+            .error,
+        UNKNOWN_MEMBER_ID
+    );
+    c.sync(sync_req(&a, 1, vec![]), 5, 4);
+    assert_eq!(c.state("g"), Some(State::Stable));
+    // New protocols in Stable: a rebalance, which completes at once with the only member.
+    let j = joins(&c.join(join_req(&a, None, &["range", "sticky"]), 6, 5));
+    assert_eq!(j[0].1.generation_id, 2);
+    // Leaving as an unknown member is refused per member.
+    let (codes, _) = c.leave("g", &[("ghost".into(), None)], 6);
+    assert_eq!(codes, vec![UNKNOWN_MEMBER_ID]);
+    // A sync parked during CompletingRebalance is answered REBALANCE_IN_PROGRESS when a new
+    // member starts another rebalance.
+    let (b, e) = join_new(&mut c, 7, 7, &["range"]);
+    assert!(joins(&e).is_empty());
+    let j = joins(&c.join(join_req(&a, None, &["range"]), 8, 8));
+    assert_eq!(j.len(), 2);
+    assert!(
+        syncs(&c.sync(sync_req(&b, 3, vec![]), 9, 9)).is_empty(),
+        "b waits for the leader"
+    );
+    let (_, e) = join_new(&mut c, 10, 10, &["range"]);
+    let s = syncs(&e);
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].0, s[0].1.error), (9, REBALANCE_IN_PROGRESS));
+}
+
+#[test]
+fn offsets_commit_for_unknown_groups_creates_an_empty_group_that_can_be_deleted() {
+    let mut c = Coordinator::new(cfg(), 7);
+    assert_eq!(c.validate_commit("tool", "", None, -1, 0), NONE);
+    c.ensure_group("tool");
+    assert_eq!(c.state("tool"), Some(State::Empty));
+    assert_eq!(c.list().len(), 1);
+    assert_eq!(c.delete("tool"), NONE);
+}
