@@ -5,6 +5,7 @@
 //!   LeaveGroup), with static membership (KIP-345) and the initial rebalance delay.
 //! - [`offsets`]: committed offsets per group, and the records that persist groups and offsets.
 
+pub mod consumer;
 pub mod group;
 pub mod offsets;
 

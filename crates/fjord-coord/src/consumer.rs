@@ -1,0 +1,796 @@
+//! Consumer groups on the KIP-848 protocol (ConsumerGroupHeartbeat), as a pure state machine.
+//!
+//! The server computes assignments. Every change to membership, subscriptions or the
+//! subscribed topics' partition counts bumps the group epoch; the next heartbeat computes a
+//! target assignment for that epoch with the group's assignor (`uniform` or `range`). Each
+//! member then reconciles toward its target: partitions it must give up are revoked first
+//! (it keeps its epoch until it reports them gone), and partitions still held by another
+//! member are handed over only once that member released them. A member reaches the target
+//! epoch when nothing is left to revoke.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codes::*;
+
+/// FENCED_MEMBER_EPOCH, UNSUPPORTED_ASSIGNOR, STALE_MEMBER_EPOCH, INVALID_REQUEST.
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
+pub const STALE_MEMBER_EPOCH: i16 = 113;
+pub const INVALID_REQUEST: i16 = 42;
+pub const INVALID_REGULAR_EXPRESSION: i16 = 128;
+
+/// A partition: (topic name, index).
+pub type Tp = (String, i32);
+
+/// Settings, with Kafka's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// `group.consumer.session.timeout.ms`.
+    pub session_timeout_ms: i64,
+    /// `group.consumer.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+        }
+    }
+}
+
+/// The assignors the server offers; the first is the default.
+pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
+
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_topic_names: Option<Vec<String>>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// Partitions the member owns now (None: unchanged since its last heartbeat).
+    pub owned: Option<Vec<Tp>>,
+    pub client_id: String,
+    pub client_host: String,
+    /// v0: the server makes up member ids; v1+: the client does.
+    pub server_generates_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeartbeatResponse {
+    pub error: i16,
+    pub message: Option<String>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's assignment when it changed (None: keep what you have).
+    pub assignment: Option<Vec<Tp>>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    rack_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    rebalance_timeout_ms: i32,
+    subscribed: Vec<String>,
+    regex: Option<String>,
+    /// `regex`, compiled once.
+    pattern: Option<regex::Regex>,
+    epoch: i32,
+    previous_epoch: i32,
+    assigned: BTreeSet<Tp>,
+    revoking: BTreeSet<Tp>,
+    /// What the member was last told (to send assignments only when they change).
+    sent: Option<BTreeSet<Tp>>,
+    expires_at: i64,
+    revoke_deadline: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Group {
+    epoch: i32,
+    assignment_epoch: i32,
+    assignor: String,
+    members: BTreeMap<String, Member>,
+    target: BTreeMap<String, BTreeSet<Tp>>,
+    /// Partition counts of the subscribed topics when the target was computed.
+    topics_seen: BTreeMap<String, i32>,
+}
+
+/// A member as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub assignment: Vec<Tp>,
+    pub target_assignment: Vec<Tp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    /// "Empty", "Assigning", "Reconciling" or "Stable".
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// All KIP-848 consumer groups of a coordinator.
+#[derive(Debug, Default)]
+pub struct ConsumerGroups {
+    config: Config,
+    groups: BTreeMap<String, Group>,
+    seed: u64,
+    counter: u64,
+}
+
+/// Whether `topic` matches a subscription pattern in full, as Kafka's RE2/J matcher would.
+#[cfg(test)]
+fn matches_regex(regex: &str, topic: &str) -> bool {
+    compile(regex).is_some_and(|r| r.is_match(topic))
+}
+
+/// A subscription pattern anchored at both ends (Kafka matches whole topic names).
+fn compile(regex: &str) -> Option<regex::Regex> {
+    regex::Regex::new(&format!("^(?:{regex})$")).ok()
+}
+
+impl Member {
+    fn topics(&self, topics: &BTreeMap<String, i32>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|t| topics.contains_key(*t))
+            .cloned()
+            .collect();
+        if let Some(r) = &self.pattern {
+            out.extend(
+                topics
+                    .keys()
+                    .filter(|t| !t.starts_with("__") && r.is_match(t))
+                    .cloned(),
+            );
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// `range`: per topic, the members subscribed to it (by id) get contiguous ranges.
+fn range(
+    members: &BTreeMap<String, Member>,
+    topics: &BTreeMap<String, i32>,
+) -> BTreeMap<String, BTreeSet<Tp>> {
+    let mut out: BTreeMap<String, BTreeSet<Tp>> = members
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    for (topic, &n) in topics {
+        let subs: Vec<&String> = members
+            .values()
+            .filter(|m| m.topics(topics).contains(topic))
+            .map(|m| &m.id)
+            .collect();
+        if subs.is_empty() {
+            continue;
+        }
+        let (per, extra) = (n as usize / subs.len(), n as usize % subs.len());
+        let mut next = 0;
+        for (i, m) in subs.iter().enumerate() {
+            let count = per + usize::from(i < extra);
+            for p in next..next + count {
+                out.entry((*m).clone())
+                    .or_default()
+                    .insert((topic.clone(), p as i32));
+            }
+            next += count;
+        }
+    }
+    out
+}
+
+/// `uniform`: balanced counts, keeping partitions where they are when it can (sticky).
+fn uniform(
+    members: &BTreeMap<String, Member>,
+    topics: &BTreeMap<String, i32>,
+    previous: &BTreeMap<String, BTreeSet<Tp>>,
+) -> BTreeMap<String, BTreeSet<Tp>> {
+    let mut out: BTreeMap<String, BTreeSet<Tp>> = members
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    let subs: BTreeMap<&String, Vec<String>> = members
+        .values()
+        .map(|m| (&m.id, m.topics(topics)))
+        .collect();
+    let all: Vec<Tp> = topics
+        .iter()
+        .filter(|(t, _)| subs.values().any(|s| s.contains(t)))
+        .flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p)))
+        .collect();
+    if members.is_empty() || all.is_empty() {
+        return out;
+    }
+    let quota = all.len().div_ceil(members.len());
+    let mut unassigned = Vec::new();
+    for tp in &all {
+        let keeper = previous
+            .iter()
+            .find(|(m, set)| set.contains(tp) && subs.get(m).is_some_and(|s| s.contains(&tp.0)))
+            .map(|(m, _)| m.clone());
+        match keeper {
+            Some(m) if out.get(&m).is_some_and(|s| s.len() < quota) => {
+                out.entry(m).or_default().insert(tp.clone());
+            }
+            _ => unassigned.push(tp.clone()),
+        }
+    }
+    for tp in unassigned {
+        let target = out
+            .iter()
+            .filter(|(m, _)| subs.get(m).is_some_and(|s| s.contains(&tp.0)))
+            .min_by_key(|(m, s)| (s.len(), (*m).clone()))
+            .map(|(m, _)| m.clone());
+        if let Some(m) = target {
+            out.entry(m).or_default().insert(tp);
+        }
+    }
+    out
+}
+
+impl Group {
+    fn owner_of(&self, tp: &Tp, except: &str) -> bool {
+        self.members
+            .values()
+            .any(|m| m.id != except && (m.assigned.contains(tp) || m.revoking.contains(tp)))
+    }
+
+    fn subscribed_topics(&self, topics: &BTreeMap<String, i32>) -> BTreeMap<String, i32> {
+        let mut out = BTreeMap::new();
+        for m in self.members.values() {
+            for t in m.topics(topics) {
+                if let Some(&n) = topics.get(&t) {
+                    out.insert(t, n);
+                }
+            }
+        }
+        out
+    }
+
+    fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.epoch > self.assignment_epoch {
+            "Assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| m.epoch < self.assignment_epoch || !m.revoking.is_empty())
+        {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// Moves `member` toward its target; returns whether its assignment changed.
+    fn reconcile(&mut self, member_id: &str, now: i64) {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let assignment_epoch = self.assignment_epoch;
+        let Some(m) = self.members.get(member_id) else {
+            return;
+        };
+        if !m.revoking.is_empty() {
+            return; // waiting for the member to give partitions up
+        }
+        if m.epoch < assignment_epoch {
+            let revoke: BTreeSet<Tp> = m.assigned.difference(&target).cloned().collect();
+            let m = self.members.get_mut(member_id).expect("member exists");
+            if !revoke.is_empty() {
+                m.assigned.retain(|tp| target.contains(tp));
+                m.revoking = revoke;
+                m.revoke_deadline = Some(now + i64::from(m.rebalance_timeout_ms.max(1)));
+                return;
+            }
+            m.previous_epoch = m.epoch;
+            m.epoch = assignment_epoch;
+        }
+        // At the target epoch: take every target partition nobody else still holds.
+        let free: Vec<Tp> = target
+            .iter()
+            .filter(|tp| !self.owner_of(tp, member_id))
+            .cloned()
+            .collect();
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.assigned.extend(free);
+        }
+    }
+}
+
+impl ConsumerGroups {
+    pub fn new(config: Config, seed: u64) -> Self {
+        Self {
+            config,
+            groups: BTreeMap::new(),
+            seed,
+            counter: 0,
+        }
+    }
+
+    /// Whether a KIP-848 group with this id exists.
+    pub fn contains(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    /// Group ids with their states.
+    pub fn list(&self) -> Vec<(String, &'static str)> {
+        self.groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.state()))
+            .collect()
+    }
+
+    pub fn describe(&self, group: &str) -> Option<GroupDescription> {
+        let g = self.groups.get(group)?;
+        Some(GroupDescription {
+            group_id: group.to_string(),
+            state: g.state(),
+            group_epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topic_names: m.subscribed.clone(),
+                    subscribed_topic_regex: m.regex.clone(),
+                    assignment: m.assigned.iter().cloned().collect(),
+                    target_assignment: g
+                        .target
+                        .get(&m.id)
+                        .map(|t| t.iter().cloned().collect())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Topics the group consumes (for OffsetDelete).
+    pub fn subscribed(&self, group: &str) -> BTreeSet<String> {
+        self.groups
+            .get(group)
+            .map(|g| {
+                g.members
+                    .values()
+                    .flat_map(|m| m.subscribed.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes an empty group. Errors: GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP.
+    pub fn delete(&mut self, group: &str) -> i16 {
+        match self.groups.get(group) {
+            None => GROUP_ID_NOT_FOUND,
+            Some(g) if !g.members.is_empty() => NON_EMPTY_GROUP,
+            Some(_) => {
+                self.groups.remove(group);
+                NONE
+            }
+        }
+    }
+
+    /// Checks an OffsetCommit (or OffsetFetch) from a member: its epoch must be current.
+    pub fn validate_commit(&self, group: &str, member_id: &str, epoch: i32) -> i16 {
+        let Some(g) = self.groups.get(group) else {
+            return GROUP_ID_NOT_FOUND;
+        };
+        let Some(m) = g.members.get(member_id) else {
+            return UNKNOWN_MEMBER_ID;
+        };
+        if epoch > m.epoch {
+            FENCED_MEMBER_EPOCH
+        } else if epoch < m.epoch && epoch != m.previous_epoch {
+            STALE_MEMBER_EPOCH
+        } else {
+            NONE
+        }
+    }
+
+    /// Handles a ConsumerGroupHeartbeat. `topics`: partition counts of every topic.
+    pub fn heartbeat(
+        &mut self,
+        req: HeartbeatRequest,
+        topics: &BTreeMap<String, i32>,
+        now: i64,
+    ) -> HeartbeatResponse {
+        let interval = self.config.heartbeat_interval_ms;
+        let fail = |error: i16, message: &str| HeartbeatResponse {
+            error,
+            message: Some(message.to_string()),
+            member_id: req.member_id.clone(),
+            member_epoch: -1,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        };
+        if req.group_id.is_empty() {
+            return fail(INVALID_GROUP_ID, "the group id is empty");
+        }
+        if let Some(a) = &req.server_assignor
+            && !ASSIGNORS.contains(&a.as_str())
+        {
+            return fail(
+                UNSUPPORTED_ASSIGNOR,
+                "this broker offers the uniform and range assignors",
+            );
+        }
+        // Leaving: epoch -1 (or -2 for a static member that will come back).
+        if req.member_epoch < 0 {
+            if let Some(g) = self.groups.get_mut(&req.group_id)
+                && g.members.remove(&req.member_id).is_some()
+            {
+                g.epoch += 1;
+                g.target.remove(&req.member_id);
+            }
+            return HeartbeatResponse {
+                member_id: req.member_id.clone(),
+                member_epoch: req.member_epoch,
+                heartbeat_interval_ms: 0,
+                ..HeartbeatResponse::default()
+            };
+        }
+        if let Some(r) = &req.subscribed_topic_regex
+            && compile(r).is_none()
+        {
+            return fail(
+                INVALID_REGULAR_EXPRESSION,
+                "the subscription pattern is not a valid regular expression",
+            );
+        }
+        let session = self.config.session_timeout_ms;
+        let joining = req.member_epoch == 0;
+        if joining {
+            if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
+                return fail(
+                    INVALID_REQUEST,
+                    "a joining member must give its subscription",
+                );
+            }
+            if req.rebalance_timeout_ms < 0 {
+                return fail(
+                    INVALID_REQUEST,
+                    "a joining member must give its rebalance timeout",
+                );
+            }
+            if req.owned.as_ref().is_some_and(|o| !o.is_empty()) {
+                return fail(INVALID_REQUEST, "a joining member cannot own partitions");
+            }
+        }
+        let member_id = if req.member_id.is_empty() {
+            if !req.server_generates_id || !joining {
+                return fail(INVALID_REQUEST, "the member id is empty");
+            }
+            self.counter += 1;
+            format!("{:016x}-{:08x}", self.seed, self.counter)
+        } else {
+            req.member_id.clone()
+        };
+        if !joining
+            && !self
+                .groups
+                .get(&req.group_id)
+                .is_some_and(|g| g.members.contains_key(&member_id))
+        {
+            return fail(UNKNOWN_MEMBER_ID, "unknown member; rejoin with epoch 0");
+        }
+        let g = self.groups.entry(req.group_id.clone()).or_default();
+        if g.assignor.is_empty() {
+            g.assignor = req
+                .server_assignor
+                .clone()
+                .unwrap_or_else(|| ASSIGNORS[0].to_string());
+        }
+        if joining {
+            let fresh = Member {
+                id: member_id.clone(),
+                instance_id: req.instance_id.clone(),
+                rack_id: req.rack_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                rebalance_timeout_ms: req.rebalance_timeout_ms,
+                subscribed: req.subscribed_topic_names.clone().unwrap_or_default(),
+                regex: req.subscribed_topic_regex.clone(),
+                pattern: req.subscribed_topic_regex.as_deref().and_then(compile),
+                epoch: 0,
+                previous_epoch: 0,
+                assigned: BTreeSet::new(),
+                revoking: BTreeSet::new(),
+                sent: None,
+                expires_at: now + session,
+                revoke_deadline: None,
+            };
+            // A rejoin replaces the member (it gave up everything it had).
+            g.members.insert(member_id.clone(), fresh);
+            g.epoch += 1;
+        } else {
+            let m = g.members.get_mut(&member_id).expect("checked above");
+            if req.member_epoch != m.epoch && req.member_epoch != m.previous_epoch {
+                return fail(
+                    FENCED_MEMBER_EPOCH,
+                    "the member epoch is stale; rejoin with epoch 0",
+                );
+            }
+            m.expires_at = now + session;
+            let mut changed = false;
+            if let Some(names) = &req.subscribed_topic_names
+                && *names != m.subscribed
+            {
+                m.subscribed = names.clone();
+                changed = true;
+            }
+            if req.subscribed_topic_regex.is_some() && req.subscribed_topic_regex != m.regex {
+                m.regex = req.subscribed_topic_regex.clone();
+                m.pattern = m.regex.as_deref().and_then(compile);
+                changed = true;
+            }
+            if let Some(owned) = &req.owned {
+                let owned: BTreeSet<Tp> = owned.iter().cloned().collect();
+                // Revocation acknowledged: the member no longer reports those partitions.
+                if !m.revoking.is_empty() && m.revoking.is_disjoint(&owned) {
+                    m.revoking.clear();
+                    m.revoke_deadline = None;
+                }
+            }
+            if changed {
+                g.epoch += 1;
+            }
+        }
+        let subscribed = g.subscribed_topics(topics);
+        if subscribed != g.topics_seen && (g.assignment_epoch > 0 || g.epoch > 0) {
+            g.epoch = g.epoch.max(g.assignment_epoch + 1);
+        }
+        if g.epoch > g.assignment_epoch {
+            g.target = if g.assignor == "range" {
+                range(&g.members, &subscribed)
+            } else {
+                uniform(&g.members, &subscribed, &g.target)
+            };
+            g.assignment_epoch = g.epoch;
+            g.topics_seen = subscribed;
+        }
+        g.reconcile(&member_id, now);
+        let m = g.members.get_mut(&member_id).expect("member exists");
+        let send = m.sent.as_ref() != Some(&m.assigned);
+        if send {
+            m.sent = Some(m.assigned.clone());
+        }
+        HeartbeatResponse {
+            error: NONE,
+            message: None,
+            member_id,
+            member_epoch: m.epoch,
+            heartbeat_interval_ms: interval,
+            assignment: send.then(|| m.assigned.iter().cloned().collect()),
+        }
+    }
+
+    /// Drops members whose session expired or that did not revoke in time.
+    pub fn tick(&mut self, now: i64) -> Vec<(String, String)> {
+        let mut gone = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| m.expires_at <= now || m.revoke_deadline.is_some_and(|d| d <= now))
+                .map(|m| m.id.clone())
+                .collect();
+            for m in expired {
+                g.members.remove(&m);
+                g.target.remove(&m);
+                g.epoch += 1;
+                gone.push((id.clone(), m));
+            }
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> BTreeMap<String, i32> {
+        BTreeMap::from([("t".to_string(), 6), ("u".to_string(), 2)])
+    }
+
+    fn hb(member: &str, epoch: i32, owned: Option<Vec<Tp>>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_names: (epoch == 0).then(|| vec!["t".to_string()]),
+            owned: owned.or_else(|| (epoch == 0).then(Vec::new)),
+            client_id: "c".into(),
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    #[test]
+    fn one_member_gets_everything_then_revokes_before_a_second_gets_its_share() {
+        let mut c = ConsumerGroups::new(Config::default(), 1);
+        let r = c.heartbeat(hb("a", 0, None), &topics(), 0);
+        assert_eq!(r.error, NONE);
+        assert_eq!(r.member_epoch, 1);
+        let a_all = r.assignment.unwrap();
+        assert_eq!(a_all.len(), 6);
+        // b joins: epoch 2; b gets nothing yet (all owned by a), a must revoke half.
+        let r = c.heartbeat(hb("b", 0, None), &topics(), 10);
+        assert_eq!(r.member_epoch, 2);
+        assert_eq!(r.assignment, Some(vec![]));
+        let r = c.heartbeat(hb("a", 1, Some(a_all.clone())), &topics(), 20);
+        assert_eq!(r.member_epoch, 1, "a keeps its epoch until it revokes");
+        let a_kept = r.assignment.unwrap();
+        assert_eq!(a_kept.len(), 3);
+        assert_eq!(c.describe("g").unwrap().state, "Reconciling");
+        // b still cannot take a's partitions.
+        let r = c.heartbeat(hb("b", 2, Some(vec![])), &topics(), 30);
+        assert_eq!(r.assignment, None);
+        // a acknowledges; moves to epoch 2; then b receives its three.
+        let r = c.heartbeat(hb("a", 1, Some(a_kept.clone())), &topics(), 40);
+        assert_eq!(r.member_epoch, 2);
+        let r = c.heartbeat(hb("b", 2, Some(vec![])), &topics(), 50);
+        let b_got = r.assignment.unwrap();
+        assert_eq!(b_got.len(), 3);
+        assert!(b_got.iter().all(|tp| !a_kept.contains(tp)));
+        assert_eq!(c.describe("g").unwrap().state, "Stable");
+        // Commits need the current epoch.
+        assert_eq!(c.validate_commit("g", "b", 2), NONE);
+        assert_eq!(c.validate_commit("g", "b", 3), FENCED_MEMBER_EPOCH);
+        assert_eq!(c.validate_commit("g", "x", 2), UNKNOWN_MEMBER_ID);
+    }
+
+    #[test]
+    fn leaving_and_expiry_hand_partitions_back() {
+        let mut c = ConsumerGroups::new(
+            Config {
+                session_timeout_ms: 1_000,
+                heartbeat_interval_ms: 100,
+            },
+            1,
+        );
+        c.heartbeat(hb("a", 0, None), &topics(), 0);
+        let r = c.heartbeat(hb("b", 0, None), &topics(), 0);
+        assert_eq!(r.heartbeat_interval_ms, 100);
+        // a leaves: b's next heartbeats take everything.
+        let r = c.heartbeat(hb("a", -1, None), &topics(), 10);
+        assert_eq!(r.member_epoch, -1);
+        let r = c.heartbeat(hb("b", 2, Some(vec![])), &topics(), 20);
+        assert_eq!(r.assignment.map(|a| a.len()), Some(6));
+        // b stops heartbeating: gone after the session timeout.
+        assert_eq!(c.tick(1_019).len(), 0);
+        assert_eq!(c.tick(1_020).len(), 1);
+        assert_eq!(c.describe("g").unwrap().state, "Empty");
+        assert_eq!(
+            c.heartbeat(hb("b", 3, None), &topics(), 1_030).error,
+            UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(c.delete("g"), NONE);
+    }
+
+    #[test]
+    fn range_and_uniform_assignors_and_new_partitions() {
+        let members: BTreeMap<String, Member> = ["a", "b"]
+            .iter()
+            .map(|id| {
+                let m = Member {
+                    id: id.to_string(),
+                    instance_id: None,
+                    rack_id: None,
+                    client_id: String::new(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: 1,
+                    subscribed: vec!["t".into(), "u".into()],
+                    regex: None,
+                    pattern: None,
+                    epoch: 0,
+                    previous_epoch: 0,
+                    assigned: BTreeSet::new(),
+                    revoking: BTreeSet::new(),
+                    sent: None,
+                    expires_at: 0,
+                    revoke_deadline: None,
+                };
+                (id.to_string(), m)
+            })
+            .collect();
+        let r = range(&members, &topics());
+        assert_eq!(
+            r["a"]
+                .iter()
+                .filter(|(t, _)| t == "t")
+                .map(|(_, p)| *p)
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            r["b"]
+                .iter()
+                .filter(|(t, _)| t == "u")
+                .map(|(_, p)| *p)
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+        let u = uniform(&members, &topics(), &BTreeMap::new());
+        assert_eq!(u["a"].len(), 4);
+        assert_eq!(u["b"].len(), 4);
+        // Sticky: with the previous target, nothing moves.
+        assert_eq!(uniform(&members, &topics(), &u), u);
+        // A topic growing bumps the epoch on the next heartbeat.
+        let mut c = ConsumerGroups::new(Config::default(), 1);
+        let r = c.heartbeat(hb("a", 0, None), &topics(), 0);
+        let owned = r.assignment.unwrap();
+        let mut grown = topics();
+        grown.insert("t".into(), 8);
+        let r = c.heartbeat(hb("a", 1, Some(owned)), &grown, 10);
+        assert_eq!(r.member_epoch, 2);
+        assert_eq!(r.assignment.map(|a| a.len()), Some(8));
+    }
+
+    #[test]
+    fn errors() {
+        let mut c = ConsumerGroups::new(Config::default(), 1);
+        let mut r = hb("a", 0, None);
+        r.server_assignor = Some("roundrobin".into());
+        assert_eq!(c.heartbeat(r, &topics(), 0).error, UNSUPPORTED_ASSIGNOR);
+        let mut r = hb("a", 0, None);
+        r.subscribed_topic_names = None;
+        assert_eq!(c.heartbeat(r, &topics(), 0).error, INVALID_REQUEST);
+        assert_eq!(c.heartbeat(hb("a", 0, None), &topics(), 0).member_epoch, 1);
+        assert_eq!(
+            c.heartbeat(hb("a", 7, None), &topics(), 1).error,
+            FENCED_MEMBER_EPOCH
+        );
+        let mut r = hb("", 0, None);
+        r.server_generates_id = true;
+        let resp = c.heartbeat(r, &topics(), 2);
+        assert!(!resp.member_id.is_empty(), "v0: the server makes up the id");
+        assert!(matches_regex("^orders.*", "orders-eu"));
+        assert!(!matches_regex("^orders.*", "billing"));
+        assert!(matches_regex("audit", "audit"));
+        assert!(
+            !matches_regex("audit", "audit-2"),
+            "the whole name must match"
+        );
+        let mut r = hb("z", 0, None);
+        r.subscribed_topic_regex = Some("(unclosed".into());
+        assert_eq!(
+            c.heartbeat(r, &topics(), 3).error,
+            INVALID_REGULAR_EXPRESSION
+        );
+    }
+}
