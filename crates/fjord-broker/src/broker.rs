@@ -113,6 +113,10 @@ impl Broker {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
             ..fjord_coord::group::Config::default()
         };
+        let consumer_config = fjord_coord::consumer::Config {
+            session_timeout_ms: config.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+        };
         let broker = Self {
             config,
             cluster_id,
@@ -121,7 +125,7 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             data_appended: tokio::sync::Notify::new(),
             metrics: crate::metrics::Metrics::default(),
-            groups: crate::groups::Groups::new(group_config, random_u128() as u64),
+            groups: crate::groups::Groups::new(group_config, consumer_config, random_u128() as u64),
             admin: std::sync::Mutex::new(()),
         };
         broker.remove_stray_partitions();

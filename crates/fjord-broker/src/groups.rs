@@ -37,6 +37,7 @@ pub struct HistoryEntry {
 /// Group coordination state shared by the handlers.
 pub struct Groups {
     coord: Mutex<Coordinator>,
+    consumer: Mutex<fjord_coord::consumer::ConsumerGroups>,
     offsets: Mutex<Offsets>,
     waiters: Mutex<HashMap<Token, Waiter>>,
     history: Mutex<HashMap<String, VecDeque<HistoryEntry>>>,
@@ -59,9 +60,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Groups {
-    pub fn new(config: Config, seed: u64) -> Self {
+    pub fn new(config: Config, consumer: fjord_coord::consumer::Config, seed: u64) -> Self {
         Self {
             coord: Mutex::new(Coordinator::new(config, seed)),
+            consumer: Mutex::new(fjord_coord::consumer::ConsumerGroups::new(
+                consumer,
+                seed.rotate_left(17),
+            )),
             offsets: Mutex::new(Offsets::default()),
             waiters: Mutex::new(HashMap::new()),
             history: Mutex::new(HashMap::new()),
@@ -74,6 +79,24 @@ impl Groups {
 
     pub fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
         lock(&self.coord)
+    }
+
+    /// KIP-848 consumer groups.
+    pub fn consumer(&self) -> MutexGuard<'_, fjord_coord::consumer::ConsumerGroups> {
+        lock(&self.consumer)
+    }
+
+    /// Records a line of a group's history.
+    pub fn record(&self, group: &str, event: String) {
+        let mut h = lock(&self.history);
+        let q = h.entry(group.to_string()).or_default();
+        q.push_back(HistoryEntry {
+            at_ms: now_ms(),
+            event,
+        });
+        while q.len() > HISTORY {
+            q.pop_front();
+        }
     }
 
     pub fn offsets(&self) -> MutexGuard<'_, Offsets> {
@@ -305,7 +328,11 @@ impl Groups {
 
     /// Deletes an empty group and its offsets. Blocking.
     pub fn delete_group(&self, broker: &Broker, group: &str) -> i16 {
-        let code = lock(&self.coord).delete(group);
+        let code = if lock(&self.consumer).contains(group) {
+            lock(&self.consumer).delete(group)
+        } else {
+            lock(&self.coord).delete(group)
+        };
         // A group known only by its committed offsets (never joined) can be deleted too.
         let offsets_only = code == fjord_coord::codes::GROUP_ID_NOT_FOUND
             && !self.offsets().of_group(group).is_empty();
@@ -409,6 +436,9 @@ impl Groups {
         for (_, _, s) in &states {
             *by_state.entry(s.name()).or_default() += 1;
         }
+        for (_, s) in lock(&self.consumer).list() {
+            *by_state.entry(s).or_default() += 1;
+        }
         for (s, n) in by_state {
             let _ = writeln!(out, "fjord_groups{{state=\"{s}\"}} {n}");
         }
@@ -422,6 +452,10 @@ impl Groups {
         if !effects.is_empty() {
             self.apply(broker, effects);
         }
+        let gone = lock(&self.consumer).tick(now);
+        for (group, member) in gone {
+            self.record(&group, format!("member {member} expired: no heartbeat within the session timeout, or partitions not revoked in time"));
+        }
         if retention {
             let retention_ms = broker
                 .config
@@ -429,10 +463,17 @@ impl Groups {
                 .saturating_mul(60_000);
             let gone = {
                 let coord = lock(&self.coord);
-                lock(&self.offsets).expire(now, retention_ms, |g| {
-                    coord
+                let consumer = lock(&self.consumer);
+                let empty: BTreeMap<String, bool> = consumer
+                    .list()
+                    .into_iter()
+                    .map(|(g, s)| (g, s == "Empty"))
+                    .collect();
+                lock(&self.offsets).expire(now, retention_ms, |g| match empty.get(g) {
+                    Some(is_empty) => *is_empty,
+                    None => coord
                         .state(g)
-                        .is_none_or(|s| s == fjord_coord::group::State::Empty)
+                        .is_none_or(|s| s == fjord_coord::group::State::Empty),
                 })
             };
             let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();

@@ -42,6 +42,8 @@ pub const KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
+    "group.consumer.session.timeout.ms",
+    "group.consumer.heartbeat.interval.ms",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -142,6 +144,13 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         }
         "group.max.session.timeout.ms" => {
             config.group_max_session_timeout_ms =
+                i32::try_from(positive(int()?)?).context("out of range")?;
+        }
+        "group.consumer.session.timeout.ms" => {
+            config.group_consumer_session_timeout_ms = positive(int()?)?
+        }
+        "group.consumer.heartbeat.interval.ms" => {
+            config.group_consumer_heartbeat_interval_ms =
                 i32::try_from(positive(int()?)?).context("out of range")?;
         }
         "log.retention.check.interval.ms" => {

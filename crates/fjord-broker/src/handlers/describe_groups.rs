@@ -25,6 +25,27 @@ pub async fn handle(
         } else {
             NOT_REQUESTED
         };
+        let consumer = broker.groups.consumer().describe(&id.0);
+        if let Some(d) = consumer {
+            // A consumer-protocol group, described in classic terms.
+            g.group_state = str_bytes(d.state);
+            g.protocol_type = str_bytes("consumer");
+            g.protocol_data = str_bytes(d.assignor);
+            g.members = d
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut dm = DescribedGroupMember::default();
+                    dm.member_id = str_bytes(m.member_id);
+                    dm.group_instance_id = m.instance_id.map(str_bytes);
+                    dm.client_id = str_bytes(m.client_id);
+                    dm.client_host = str_bytes(m.client_host);
+                    dm
+                })
+                .collect();
+            r.groups.push(g);
+            continue;
+        }
         match broker.groups.coordinator().describe(&id.0) {
             // Kafka answers an unknown group as a dead one (no error before v6).
             None => g.group_state = str_bytes("Dead"),

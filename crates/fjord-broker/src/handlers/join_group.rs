@@ -37,6 +37,21 @@ pub async fn handle(
         require_known_member_id: ctx.version >= 4,
         reason: request.reason.as_ref().map(|s| s.to_string()),
     };
+    let consumer_busy = broker
+        .groups
+        .consumer()
+        .describe(&req.group_id)
+        .is_some_and(|d| !d.members.is_empty());
+    if consumer_busy {
+        let mut r = JoinGroupResponse::default();
+        r.error_code = fjord_coord::codes::INCONSISTENT_GROUP_PROTOCOL;
+        r.generation_id = -1;
+        r.member_id = request.member_id.clone();
+        if ctx.version < 7 {
+            r.protocol_name = Some(Default::default());
+        }
+        return r;
+    }
     let (token, rx) = broker.groups.park_join();
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || {

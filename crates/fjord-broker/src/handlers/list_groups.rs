@@ -28,7 +28,6 @@ pub async fn handle(
         if !states.is_empty() && !states.contains(&state.name().to_lowercase()) {
             continue;
         }
-        // Every group here runs the classic protocol.
         if !types.is_empty() && !types.iter().any(|t| t == "classic") {
             continue;
         }
@@ -40,6 +39,24 @@ pub async fn handle(
         }
         if ctx.version >= 5 {
             g.group_type = str_bytes("classic");
+        }
+        r.groups.push(g);
+    }
+    for (id, state) in broker.groups.consumer().list() {
+        if !states.is_empty() && !states.contains(&state.to_lowercase()) {
+            continue;
+        }
+        if !types.is_empty() && !types.iter().any(|t| t == "consumer") {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = GroupId(str_bytes(id));
+        g.protocol_type = str_bytes("consumer");
+        if ctx.version >= 4 {
+            g.group_state = str_bytes(state);
+        }
+        if ctx.version >= 5 {
+            g.group_type = str_bytes("consumer");
         }
         r.groups.push(g);
     }

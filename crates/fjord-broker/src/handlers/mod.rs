@@ -5,6 +5,8 @@
 
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -73,6 +75,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
@@ -123,6 +127,8 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DescribeGroups) => "DescribeGroups",
         Ok(ApiKey::DeleteGroups) => "DeleteGroups",
         Ok(ApiKey::OffsetDelete) => "OffsetDelete",
+        Ok(ApiKey::ConsumerGroupHeartbeat) => "ConsumerGroupHeartbeat",
+        Ok(ApiKey::ConsumerGroupDescribe) => "ConsumerGroupDescribe",
         _ => "Unsupported",
     }
 }
@@ -249,6 +255,12 @@ pub async fn handle(
         RequestKind::DescribeGroups(r) => describe_groups::handle(broker, r, &ctx).await.into(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r, &ctx).await.into(),
         RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, &ctx).await.into(),
+        RequestKind::ConsumerGroupHeartbeat(r) => consumer_group_heartbeat::handle(broker, r, &ctx)
+            .await
+            .into(),
+        RequestKind::ConsumerGroupDescribe(r) => consumer_group_describe::handle(broker, r, &ctx)
+            .await
+            .into(),
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)

@@ -30,7 +30,23 @@ pub async fn handle(
     };
     let member = request.member_id.to_string();
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-    let group_code = {
+    let consumer_group = broker.groups.consumer().contains(&group);
+    let group_code = if consumer_group {
+        let consumer = broker.groups.consumer();
+        if member.is_empty() && generation < 0 {
+            // A tool's commit: only while the group has no members.
+            if consumer
+                .describe(&group)
+                .is_some_and(|d| d.members.is_empty())
+            {
+                errors::NONE
+            } else {
+                fjord_coord::codes::UNKNOWN_MEMBER_ID
+            }
+        } else {
+            consumer.validate_commit(&group, &member, generation)
+        }
+    } else {
         let mut coord = broker.groups.coordinator();
         let code = coord.validate_commit(&group, &member, instance.as_deref(), generation, now);
         if code == errors::NONE {

@@ -41,12 +41,14 @@ pub async fn handle(
     let group = request.group_id.0.to_string();
     let mut r = OffsetDeleteResponse::default();
     if broker.groups.coordinator().state(&group).is_none()
+        && !broker.groups.consumer().contains(&group)
         && broker.groups.offsets().of_group(&group).is_empty()
     {
         r.error_code = GROUP_ID_NOT_FOUND;
         return r;
     }
-    let busy = subscribed(broker, &group);
+    let mut busy = subscribed(broker, &group);
+    busy.extend(broker.groups.consumer().subscribed(&group));
     let mut delete = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();

@@ -69,6 +69,21 @@ pub async fn handle(
             }));
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
+            if let Some(member) = g.member_id.as_ref().filter(|m| !m.is_empty())
+                && g.member_epoch >= 0
+                && broker.groups.consumer().contains(&g.group_id.0)
+            {
+                let code =
+                    broker
+                        .groups
+                        .consumer()
+                        .validate_commit(&g.group_id.0, member, g.member_epoch);
+                if code != crate::errors::NONE {
+                    rg.error_code = code;
+                    response.groups.push(rg);
+                    continue;
+                }
+            }
             for (t, rows) in lookup(broker, &g.group_id.0, wanted) {
                 let mut rt = OffsetFetchResponseTopics::default();
                 rt.name = topic_name(&t);

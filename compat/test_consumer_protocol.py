@@ -1,0 +1,86 @@
+"""KIP-848 consumer groups (group.protocol=consumer) with librdkafka."""
+
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import wait_for
+
+
+def setup(broker_factory, tmp_path, topic, partitions, n):
+    cfg = tmp_path / "kip848.toml"
+    cfg.write_text('"group.consumer.heartbeat.interval.ms" = 500\n"group.consumer.session.timeout.ms" = 6000\n'
+                   '"offsets.topic.num.partitions" = 4\n')
+    broker = broker_factory(["--config", str(cfg)])
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2})
+    for i in range(n):
+        p.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
+    assert p.flush(30) == 0
+    return broker, admin
+
+
+class Member(threading.Thread):
+    def __init__(self, bootstrap, group, topic, **conf):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": True,
+                           "auto.commit.interval.ms": 200, **conf})
+        self.c.subscribe([topic])
+        self.seen = []
+        self.assigned = set()
+        self.stop_flag = False
+
+    def run(self):
+        while not self.stop_flag:
+            m = self.c.poll(0.2)
+            self.assigned = {tp.partition for tp in self.c.assignment()}
+            if m is not None and not m.error():
+                self.seen.append((m.partition(), m.offset(), m.value()))
+
+    def close(self):
+        self.stop_flag = True
+        self.join(20)
+        self.c.close()
+
+
+def test_consumer_protocol_group_shares_partitions_and_rebalances(broker_factory, tmp_path):
+    broker, admin = setup(broker_factory, tmp_path, "kip848", 6, 600)
+    group = f"cg-{uuid.uuid4()}"
+    members = [Member(broker.bootstrap, group, "kip848") for _ in range(3)]
+    for m in members:
+        m.start()
+    assert wait_for(lambda: all(len(m.assigned) == 2 for m in members), timeout=40), [m.assigned for m in members]
+    assert set().union(*[m.assigned for m in members]) == set(range(6))
+    assert wait_for(lambda: len({v for m in members for (_, _, v) in m.seen}) == 600, timeout=40)
+    described = admin.describe_consumer_groups([group])[group].result(10)
+    assert len(described.members) == 3
+    listed = admin.list_consumer_groups().result(10)
+    assert group in [g.group_id for g in listed.valid]
+    members[0].close()
+    assert wait_for(lambda: len(members[1].assigned | members[2].assigned) == 6
+                    and not (members[1].assigned & members[2].assigned), timeout=40)
+    for m in members[1:]:
+        m.close()
+
+
+def test_consumer_protocol_commits_resume(broker_factory, tmp_path):
+    broker, _ = setup(broker_factory, tmp_path, "kip848c", 2, 100)
+    m = Member(broker.bootstrap, "resume-848", "kip848c", **{"enable.auto.commit": False})
+    m.start()
+    assert wait_for(lambda: len(m.seen) == 100, timeout=40)
+    # Commit from the main thread once the member thread stopped polling (one thread per
+    # consumer handle at a time).
+    m.stop_flag = True
+    m.join(20)
+    m.c.commit(asynchronous=False)
+    m.c.close()
+    m2 = Member(broker.bootstrap, "resume-848", "kip848c")
+    m2.start()
+    assert wait_for(lambda: len(m2.assigned) == 2, timeout=40)
+    assert not wait_for(lambda: m2.seen, timeout=3), "nothing is re-read after the commit"
+    m2.close()
