@@ -84,3 +84,27 @@ def test_consumer_protocol_commits_resume(broker_factory, tmp_path):
     assert wait_for(lambda: len(m2.assigned) == 2, timeout=40)
     assert not wait_for(lambda: m2.seen, timeout=3), "nothing is re-read after the commit"
     m2.close()
+
+
+def test_consumer_protocol_sigkilled_member_is_replaced(broker_factory, tmp_path):
+    import subprocess
+    import sys
+    broker, _ = setup(broker_factory, tmp_path, "kip848k", 4, 10)
+    script = f"""
+from confluent_kafka import Consumer
+c = Consumer({{"bootstrap.servers": "{broker.bootstrap}", "group.id": "k848", "group.protocol": "consumer",
+               "auto.offset.reset": "earliest"}})
+c.subscribe(["kip848k"])
+while True:
+    c.poll(0.2)
+"""
+    victim = subprocess.Popen([sys.executable, "-c", script])
+    survivor = Member(broker.bootstrap, "k848", "kip848k")
+    survivor.start()
+    assert wait_for(lambda: len(survivor.assigned) == 2, timeout=40), survivor.assigned
+    victim.kill()
+    victim.wait()
+    start = time.monotonic()
+    assert wait_for(lambda: len(survivor.assigned) == 4, timeout=30), survivor.assigned
+    assert time.monotonic() - start < 6 + 5, "taken over within the session timeout"
+    survivor.close()
