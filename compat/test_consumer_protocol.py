@@ -108,3 +108,26 @@ while True:
     assert wait_for(lambda: len(survivor.assigned) == 4, timeout=30), survivor.assigned
     assert time.monotonic() - start < 6 + 5, "taken over within the session timeout"
     survivor.close()
+
+
+def test_consumer_protocol_group_survives_broker_restart(broker_factory, tmp_path):
+    import json
+    import urllib.request
+    broker, _ = setup(broker_factory, tmp_path, "kip848r", 2, 10)
+    m = Member(broker.bootstrap, "r848", "kip848r")
+    m.start()
+    assert wait_for(lambda: len(m.assigned) == 2 and len(m.seen) == 10, timeout=40)
+    broker.restart()
+
+    def history():
+        url = f"http://127.0.0.1:{broker.http_port}/v1/groups/r848/history"
+        return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(10):
+        p.produce("kip848r", key=str(i).encode(), value=f"after{i}".encode())
+    assert p.flush(30) == 0
+    assert wait_for(lambda: len(m.seen) == 20, timeout=40), len(m.seen)
+    assert not [e for e in history() if "joined" in e["event"]], "the member went on with its epoch, no rejoin"
+    assert len(m.assigned) == 2
+    m.close()

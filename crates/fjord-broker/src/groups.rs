@@ -86,6 +86,15 @@ impl Groups {
         lock(&self.consumer)
     }
 
+    /// Writes a KIP-848 group's current state to `__consumer_offsets`. Blocking.
+    pub fn persist_consumer_group(&self, broker: &Broker, group: &str) {
+        let snapshot = lock(&self.consumer).snapshot(group);
+        let record = offsets::consumer_group_record(group, snapshot.as_ref());
+        if let Err(e) = self.write(broker, group, vec![record]) {
+            tracing::error!(%group, error = %e, "could not persist consumer group state");
+        }
+    }
+
     /// Records a line of a group's history.
     pub fn record(&self, group: &str, event: String) {
         let mut h = lock(&self.history);
@@ -136,6 +145,8 @@ impl Groups {
         };
         let now = now_ms();
         let mut groups: BTreeMap<String, Option<GroupRecord>> = BTreeMap::new();
+        let mut consumer_groups: BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>> =
+            BTreeMap::new();
         let mut offsets = lock(&self.offsets);
         for index in 0..topic.partitions {
             let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
@@ -175,6 +186,9 @@ impl Groups {
                             Ok(StoredRecord::Group { group, value }) => {
                                 groups.insert(group, value);
                             }
+                            Ok(StoredRecord::ConsumerGroup { group, value }) => {
+                                consumer_groups.insert(group, value);
+                            }
                             Err(e) => {
                                 tracing::warn!(partition = index, error = %e, "skipping an unreadable __consumer_offsets record")
                             }
@@ -193,8 +207,17 @@ impl Groups {
                 restored += 1;
             }
         }
+        let mut consumer = lock(&self.consumer);
+        for (_, record) in consumer_groups {
+            if let Some(record) = record {
+                consumer.restore(record, now);
+                restored += 1;
+            }
+        }
         for g in self.offsets().groups() {
-            coord.ensure_group(&g);
+            if !consumer.contains(&g) {
+                coord.ensure_group(&g);
+            }
         }
         if restored > 0 {
             tracing::info!(
@@ -350,6 +373,7 @@ impl Groups {
             .map(|(t, p)| offsets::offset_record(group, t, *p, None))
             .collect();
         records.push(offsets::group_record(group, None));
+        records.push(offsets::consumer_group_record(group, None));
         if let Err(e) = self.write(broker, group, records) {
             tracing::error!(%group, error = %e, "could not record the group deletion");
             return errors::KAFKA_STORAGE_ERROR;
@@ -453,6 +477,11 @@ impl Groups {
             self.apply(broker, effects);
         }
         let gone = lock(&self.consumer).tick(now);
+        let changed: std::collections::BTreeSet<String> =
+            gone.iter().map(|(g, _)| g.clone()).collect();
+        for g in changed {
+            self.persist_consumer_group(broker, &g);
+        }
         for (group, member) in gone {
             self.record(&group, format!("member {member} expired: no heartbeat within the session timeout, or partitions not revoked in time"));
         }

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::codes::*;
 
 /// FENCED_MEMBER_EPOCH, UNSUPPORTED_ASSIGNOR, STALE_MEMBER_EPOCH, INVALID_REQUEST.
@@ -130,6 +132,36 @@ pub struct GroupDescription {
     pub assignment_epoch: i32,
     pub assignor: String,
     pub members: Vec<MemberDescription>,
+}
+
+/// A member as persisted in `__consumer_offsets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed: Vec<String>,
+    pub regex: Option<String>,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub assigned: Vec<Tp>,
+    pub revoking: Vec<Tp>,
+}
+
+/// A consumer group's state as persisted: enough for its members to go on heartbeating with
+/// their epochs after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub group_id: String,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<MemberRecord>,
+    pub target: BTreeMap<String, Vec<Tp>>,
+    pub topics_seen: BTreeMap<String, i32>,
 }
 
 /// All KIP-848 consumer groups of a coordinator.
@@ -333,6 +365,87 @@ impl ConsumerGroups {
             seed,
             counter: 0,
         }
+    }
+
+    /// The group's persistable state.
+    pub fn snapshot(&self, group: &str) -> Option<GroupRecord> {
+        let g = self.groups.get(group)?;
+        Some(GroupRecord {
+            group_id: group.to_string(),
+            epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberRecord {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed: m.subscribed.clone(),
+                    regex: m.regex.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.iter().cloned().collect(),
+                    revoking: m.revoking.iter().cloned().collect(),
+                })
+                .collect(),
+            target: g
+                .target
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+                .collect(),
+            topics_seen: g.topics_seen.clone(),
+        })
+    }
+
+    /// Brings a persisted group back; its members must heartbeat within the session timeout.
+    pub fn restore(&mut self, r: GroupRecord, now: i64) {
+        let session = self.config.session_timeout_ms;
+        let members = r
+            .members
+            .into_iter()
+            .map(|m| {
+                let member = Member {
+                    id: m.member_id.clone(),
+                    instance_id: m.instance_id,
+                    rack_id: m.rack_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed: m.subscribed,
+                    pattern: m.regex.as_deref().and_then(compile),
+                    regex: m.regex,
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    sent: Some(m.assigned.iter().cloned().collect()),
+                    assigned: m.assigned.into_iter().collect(),
+                    revoke_deadline: (!m.revoking.is_empty())
+                        .then_some(now + i64::from(m.rebalance_timeout_ms.max(1))),
+                    revoking: m.revoking.into_iter().collect(),
+                    expires_at: now + session,
+                };
+                (m.member_id, member)
+            })
+            .collect();
+        self.groups.insert(
+            r.group_id,
+            Group {
+                epoch: r.epoch,
+                assignment_epoch: r.assignment_epoch,
+                assignor: r.assignor,
+                members,
+                target: r
+                    .target
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_iter().collect()))
+                    .collect(),
+                topics_seen: r.topics_seen,
+            },
+        );
     }
 
     /// Whether a KIP-848 group with this id exists.
@@ -779,6 +892,19 @@ mod tests {
         r.server_generates_id = true;
         let resp = c.heartbeat(r, &topics(), 2);
         assert!(!resp.member_id.is_empty(), "v0: the server makes up the id");
+        let snap = c.snapshot("g").unwrap();
+        let mut c2 = ConsumerGroups::new(Config::default(), 2);
+        c2.restore(snap.clone(), 10);
+        assert_eq!(
+            c2.snapshot("g").unwrap(),
+            snap,
+            "restore is the inverse of snapshot"
+        );
+        assert_eq!(
+            c2.heartbeat(hb("a", 1, None), &topics(), 11).error,
+            NONE,
+            "members go on after a restart"
+        );
         assert!(matches_regex("^orders.*", "orders-eu"));
         assert!(!matches_regex("^orders.*", "billing"));
         assert!(matches_regex("audit", "audit"));

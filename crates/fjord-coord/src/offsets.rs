@@ -106,6 +106,9 @@ enum Key {
     Group {
         group: String,
     },
+    ConsumerGroup {
+        group: String,
+    },
 }
 
 /// A decoded `__consumer_offsets` record.
@@ -120,6 +123,10 @@ pub enum StoredRecord {
     Group {
         group: String,
         value: Option<GroupRecord>,
+    },
+    ConsumerGroup {
+        group: String,
+        value: Option<crate::consumer::GroupRecord>,
     },
 }
 
@@ -146,6 +153,19 @@ pub fn offset_record(
 pub fn group_record(group: &str, value: Option<&GroupRecord>) -> (Vec<u8>, Option<Vec<u8>>) {
     (
         to_json(&Key::Group {
+            group: group.to_string(),
+        }),
+        value.map(to_json),
+    )
+}
+
+/// Key and value of a KIP-848 consumer group record (`None`: a tombstone).
+pub fn consumer_group_record(
+    group: &str,
+    value: Option<&crate::consumer::GroupRecord>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    (
+        to_json(&Key::ConsumerGroup {
             group: group.to_string(),
         }),
         value.map(to_json),
@@ -185,6 +205,13 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<StoredRecord, String> 
                 .map(serde_json::from_slice)
                 .transpose()
                 .map_err(|e| format!("bad group value: {e}"))?,
+        },
+        Key::ConsumerGroup { group } => StoredRecord::ConsumerGroup {
+            group,
+            value: value
+                .map(serde_json::from_slice)
+                .transpose()
+                .map_err(|e| format!("bad consumer group value: {e}"))?,
         },
     })
 }

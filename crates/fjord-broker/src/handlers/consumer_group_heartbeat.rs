@@ -88,7 +88,20 @@ pub async fn handle(
     };
     let joining = req.member_epoch == 0;
     let leaving = req.member_epoch < 0;
-    let r = broker.groups.consumer().heartbeat(req, &topics, now_ms());
+    let (r, changed) = {
+        let mut consumer = broker.groups.consumer();
+        let before = consumer.snapshot(&group);
+        let r = consumer.heartbeat(req, &topics, now_ms());
+        let changed = consumer.snapshot(&group) != before;
+        (r, changed)
+    };
+    if changed {
+        // Membership, epochs or assignments moved: persist before answering, so a restart
+        // resumes from what members were told.
+        let b = broker.clone();
+        let g = group.clone();
+        let _ = tokio::task::spawn_blocking(move || b.groups.persist_consumer_group(&b, &g)).await;
+    }
     if r.error == errors::NONE && (joining || leaving) {
         let what = if joining {
             format!("member {} joined (epoch {})", r.member_id, r.member_epoch)
