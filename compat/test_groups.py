@@ -298,3 +298,22 @@ def test_cooperative_sticky_rebalances_incrementally(broker_factory, tmp_path):
     assert wait_for(lambda: len({v for m in (a, b) for (_, _, v) in m.seen}) == 300)
     a.close()
     b.close()
+
+
+def test_offsets_of_empty_groups_expire_after_retention(broker_factory, tmp_path):
+    cfg = tmp_path / "retention.toml"
+    cfg.write_text('"offsets.retention.minutes" = 1\n"log.retention.check.interval.ms" = 500\n'
+                   '"offsets.topic.num.partitions" = 2\n')
+    broker = broker_factory(["--config", str(cfg)])
+    produce_n(broker.bootstrap, "expiring", 10, partitions=1)
+    # A tool commit for a group without members, then nothing: after a minute it is gone.
+    fjord_cli(broker, "group", "reset-offsets", "idle", "--topic", "expiring", "--to-offset", "5", "--execute")
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "idle"})
+    assert c.committed([TopicPartition("expiring", 0)], timeout=10)[0].offset == 5
+    assert wait_for(lambda: c.committed([TopicPartition("expiring", 0)], timeout=10)[0].offset < 0, timeout=90, step=2)
+    c.close()
+    # The expiry is durable: a restart does not bring the offset back.
+    broker.restart()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "idle"})
+    assert c.committed([TopicPartition("expiring", 0)], timeout=10)[0].offset < 0
+    c.close()
