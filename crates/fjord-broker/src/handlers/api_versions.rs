@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 
 use super::{RequestContext, SUPPORTED};
@@ -46,6 +46,5 @@ pub fn unsupported_version_response(correlation_id: i32) -> BytesMut {
     debug_assert!(encoded.is_ok(), "a v0 ApiVersions response always encodes");
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
-    let _ = ApiKey::ApiVersions;
     out
 }

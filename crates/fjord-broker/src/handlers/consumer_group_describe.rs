@@ -8,11 +8,8 @@ use kafka_protocol::messages::consumer_group_describe_response::{
 };
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
 
-use super::{NOT_REQUESTED, RequestContext, str_bytes, topic_name};
+use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, str_bytes, topic_name};
 use crate::broker::Broker;
-
-/// READ, DELETE, DESCRIBE on a group.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 fn assignment(broker: &Broker, parts: &[(String, i32)]) -> Assignment {
     let state = broker.metadata();

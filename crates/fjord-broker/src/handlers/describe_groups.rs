@@ -5,11 +5,22 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{NOT_REQUESTED, RequestContext, str_bytes};
+use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, str_bytes};
 use crate::broker::Broker;
 
-/// READ, DELETE, DESCRIBE on a group (no authorizer yet: all allowed).
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+fn member(
+    id: String,
+    instance: Option<String>,
+    client_id: String,
+    client_host: String,
+) -> DescribedGroupMember {
+    let mut dm = DescribedGroupMember::default();
+    dm.member_id = str_bytes(id);
+    dm.group_instance_id = instance.map(str_bytes);
+    dm.client_id = str_bytes(client_id);
+    dm.client_host = str_bytes(client_host);
+    dm
+}
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -34,14 +45,7 @@ pub async fn handle(
             g.members = d
                 .members
                 .into_iter()
-                .map(|m| {
-                    let mut dm = DescribedGroupMember::default();
-                    dm.member_id = str_bytes(m.member_id);
-                    dm.group_instance_id = m.instance_id.map(str_bytes);
-                    dm.client_id = str_bytes(m.client_id);
-                    dm.client_host = str_bytes(m.client_host);
-                    dm
-                })
+                .map(|m| member(m.member_id, m.instance_id, m.client_id, m.client_host))
                 .collect();
             r.groups.push(g);
             continue;
@@ -59,11 +63,8 @@ pub async fn handle(
                     .members
                     .into_iter()
                     .map(|m| {
-                        let mut dm = DescribedGroupMember::default();
-                        dm.member_id = str_bytes(m.member_id);
-                        dm.group_instance_id = m.group_instance_id.map(str_bytes);
-                        dm.client_id = str_bytes(m.client_id);
-                        dm.client_host = str_bytes(m.client_host);
+                        let mut dm =
+                            member(m.member_id, m.group_instance_id, m.client_id, m.client_host);
                         if stable {
                             dm.member_metadata = m
                                 .protocols

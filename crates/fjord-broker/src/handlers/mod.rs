@@ -94,6 +94,8 @@ pub(crate) const CLUSTER_OPERATIONS: i32 = (1 << 5)
     | (1 << 12)
     | (1 << 13)
     | (1 << 14);
+/// READ, DELETE, DESCRIBE on a group (no authorizer yet: all allowed).
+pub(crate) const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// "Authorized operations were not requested."
 pub(crate) const NOT_REQUESTED: i32 = i32::MIN;
 
