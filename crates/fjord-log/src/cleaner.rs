@@ -81,14 +81,16 @@ impl Log {
         }
         let limit = config.max_decompressed_bytes;
         let recovery_point = self.advance_recovery_point()?;
-        let snapshot: Vec<Snapshot> = {
+        let (snapshot, aborted) = {
             let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let lso = inner.last_stable_offset();
             let n = inner.segments.len();
             let mut out = Vec::new();
             for i in 0..n.saturating_sub(1) {
                 let s = &inner.segments[i];
                 let next_base = inner.segments[i + 1].base_offset;
-                if next_base > inner.high_watermark || next_base > recovery_point {
+                // Open transactions are not cleaned: whether their records count is not decided.
+                if next_base > lso || next_base > recovery_point {
                     break;
                 }
                 if s.next_offset <= inner.log_start_offset {
@@ -102,7 +104,18 @@ impl Log {
                     size: s.size,
                 });
             }
-            out
+            let aborted: Vec<crate::AbortedTxn> =
+                inner.aborted.values().flatten().copied().collect();
+            (out, aborted)
+        };
+        // A record of an aborted transaction never supersedes a committed one.
+        let is_aborted = |h: &BatchHeader| {
+            h.is_transactional()
+                && aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && a.first_offset <= h.base_offset
+                        && h.base_offset <= a.last_offset
+                })
         };
         let Some(end) = snapshot.last().map(|s| s.next_base) else {
             return Ok(outcome);
@@ -126,7 +139,7 @@ impl Log {
                 .map_err(|e| self.scan_err(seg.base, e))?
             {
                 let header = BatchHeader::parse(bytes)?;
-                if header.is_control() {
+                if header.is_control() || is_aborted(&header) {
                     continue;
                 }
                 let horizon = if header.attributes.has_delete_horizon() {

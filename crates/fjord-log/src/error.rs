@@ -56,6 +56,10 @@ pub enum LogError {
 
     #[error(transparent)]
     Config(#[from] ConfigError),
+
+    /// A producer's batch breaks its sequence or epoch rules.
+    #[error(transparent)]
+    Producer(#[from] crate::producer::ProducerError),
 }
 
 impl LogError {

@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod index;
 mod log;
+pub mod producer;
 pub mod segment;
 pub mod sim;
 pub mod storage;
@@ -26,4 +27,5 @@ pub use log::{
     AppendInfo, AppendOrigin, FetchSlice, Log, ReadResult, ReadUpTo, RetentionOutcome, SegmentInfo,
     TimestampOffset,
 };
+pub use producer::{AbortedTxn, ProducerEntry, ProducerError};
 pub use storage::{FsStorage, Storage, StorageFile};

@@ -7,20 +7,21 @@
 //! without it. Compaction (see `cleaner.rs`) reads and writes without the lock and swaps its
 //! result in under it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use fjord_record::{
-    BatchHeader, Records, TimestampType, set_base_offset, set_max_timestamp, split_batches,
-    validate_batch, validate_records,
+    BatchHeader, ControlRecord, Records, TimestampType, parse_control_batch, set_base_offset,
+    set_max_timestamp, split_batches, validate_batch, validate_records,
 };
 
 use crate::LogError;
 use crate::checkpoint::{Checkpoint, Loaded};
 use crate::config::LogConfig;
+use crate::producer::{self, AbortedTxn, Check, Checked, ProducerEntry, ProducerState};
 use crate::segment::{
     self, CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, ScanError, Scanner, Segment, TIME_INDEX_SUFFIX,
 };
@@ -48,6 +49,9 @@ pub struct AppendInfo {
     pub record_count: u64,
     pub bytes: u64,
     pub log_start_offset: i64,
+    /// The batches were a producer's retry of batches already in the log: nothing was
+    /// written and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 impl AppendInfo {
@@ -63,7 +67,9 @@ pub enum ReadUpTo {
     HighWatermark,
     /// Followers and tools: everything appended.
     LogEnd,
-    /// Up to (excluding) this offset, e.g. the last stable offset.
+    /// read_committed consumers: up to the last stable offset.
+    LastStable,
+    /// Up to (excluding) this offset.
     Offset(i64),
 }
 
@@ -94,6 +100,7 @@ pub struct ReadResult {
     pub data: Option<FetchSlice>,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_end_offset: i64,
 }
 
@@ -151,6 +158,10 @@ pub(crate) struct Inner {
     first_unflushed_ms: Option<i64>,
     pub(crate) failed: Option<String>,
     closed: bool,
+    /// Idempotent and transactional producers (see `producer.rs`).
+    pub(crate) producers: ProducerState,
+    /// Aborted transactions by the base offset of the segment holding their marker.
+    pub(crate) aborted: BTreeMap<i64, Vec<AbortedTxn>>,
 }
 
 #[derive(Debug)]
@@ -199,6 +210,14 @@ impl Inner {
         Ok(())
     }
 
+    /// The offset below which every transaction is decided: min(high watermark, first offset
+    /// of the oldest open transaction).
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(self.high_watermark, |f| f.min(self.high_watermark))
+    }
+
     fn check_invariants(&self) {
         debug_assert!(self.log_start_offset <= self.high_watermark);
         debug_assert!(self.high_watermark <= self.log_end_offset);
@@ -234,7 +253,7 @@ impl Log {
         for name in &names {
             let leftover = name.ends_with(CLEANED_SUFFIX)
                 || name.ends_with(".tmp")
-                || [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+                || [INDEX_SUFFIX, TIME_INDEX_SUFFIX, producer::TXN_INDEX_SUFFIX]
                     .iter()
                     .any(|sfx| segment::parse_base(name, sfx).is_some_and(|b| !bases.contains(&b)));
             if leftover {
@@ -301,7 +320,8 @@ impl Log {
             if cut {
                 for &later in &bases[i + 1..] {
                     tracing::warn!(dir = %dir.display(), base = later, "removing segment after a truncated one");
-                    for path in segment::paths(&dir, later) {
+                    let txn = producer::txn_index_path(&dir, later);
+                    for path in segment::paths(&dir, later).into_iter().chain([txn]) {
                         if storage
                             .exists(&path)
                             .map_err(LogError::io("checking", &path))?
@@ -358,13 +378,19 @@ impl Log {
                 first_unflushed_ms: None,
                 failed: None,
                 closed: false,
+                producers: ProducerState::default(),
+                aborted: BTreeMap::new(),
             }),
             sync: Mutex::new(SyncState { durable: leo }),
             durable: AtomicI64::new(leo),
             checkpoint_lock: Mutex::new(()),
             cleaner_lock: Mutex::new(crate::cleaner::CleanerState::default()),
         };
-        lock(&log.inner).check_invariants();
+        {
+            let mut inner = lock(&log.inner);
+            inner.check_invariants();
+            log.load_producer_state(&mut inner, now_ms)?;
+        }
         // From now on a crash is not a clean shutdown.
         log.write_checkpoint(Some(leo), false)?;
         Ok(log)
@@ -451,6 +477,122 @@ impl Log {
             .collect()
     }
 
+    /// Rebuilds the producer state and the aborted-transaction index from the newest usable
+    /// snapshot and the batches after it (on open and after truncation).
+    fn load_producer_state(&self, inner: &mut Inner, now_ms: i64) -> Result<(), LogError> {
+        let names = self
+            .storage
+            .list_dir(&self.dir)
+            .map_err(LogError::io("listing", &self.dir))?;
+        let leo = inner.log_end_offset;
+        let (snapshot_offset, mut state) =
+            match producer::load_snapshot(&*self.storage, &self.dir, &names, leo)? {
+                Some((offset, state)) => (offset, state),
+                None => (i64::MIN, ProducerState::default()),
+            };
+        let replay_from = snapshot_offset.max(inner.segments[0].base_offset);
+        // Index entries at or past the replay point are rebuilt by the replay.
+        inner.aborted.clear();
+        for seg in &inner.segments {
+            let mut entries = producer::read_txn_index(&*self.storage, &self.dir, seg.base_offset)?;
+            let before = entries.len();
+            entries.retain(|e| e.last_offset < replay_from);
+            if entries.len() != before {
+                producer::write_txn_index(&*self.storage, &self.dir, seg.base_offset, &entries)?;
+            }
+            if !entries.is_empty() {
+                inner.aborted.insert(seg.base_offset, entries);
+            }
+        }
+        let mut replayed = 0u64;
+        for seg in inner
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > replay_from)
+        {
+            let start = if seg.base_offset < replay_from {
+                seg.position_for(replay_from)
+            } else {
+                0
+            };
+            let mut scanner = Scanner::new(&*seg.log, start, seg.size);
+            while let Some((pos, h)) = scanner
+                .next_header()
+                .map_err(|e| self.scan_error(seg.base_offset, e))?
+            {
+                if h.last_offset() < replay_from || !h.has_producer_id() {
+                    continue;
+                }
+                replayed += 1;
+                let control = if h.is_control() {
+                    let mut bytes = vec![0u8; h.total_len()];
+                    seg.log
+                        .read_exact_at(&mut bytes, pos)
+                        .map_err(LogError::io("reading", &self.dir))?;
+                    parse_control_batch(&bytes).ok()
+                } else {
+                    None
+                };
+                if let Checked::Apply(changes) =
+                    state.check(&[(h, control)], Check::None, now_ms)?
+                {
+                    let aborted = state.apply(changes);
+                    if !aborted.is_empty() {
+                        producer::append_txn_index(
+                            &*self.storage,
+                            &self.dir,
+                            seg.base_offset,
+                            &aborted,
+                        )?;
+                        inner
+                            .aborted
+                            .entry(seg.base_offset)
+                            .or_default()
+                            .extend(aborted);
+                    }
+                }
+            }
+        }
+        state.evict_below(inner.log_start_offset);
+        if replayed > 0 || snapshot_offset == i64::MIN {
+            producer::write_snapshot(&*self.storage, &self.dir, leo, &state)?;
+        }
+        inner.producers = state;
+        Ok(())
+    }
+
+    /// The last stable offset: below it every transaction is committed or aborted.
+    pub fn last_stable_offset(&self) -> i64 {
+        lock(&self.inner).last_stable_offset()
+    }
+
+    /// Aborted transactions that overlap `[from, upto)`, for a read_committed fetch.
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        let inner = lock(&self.inner);
+        let first_base = inner.segments[inner.segment_index_for(from)].base_offset;
+        inner
+            .aborted
+            .range(first_base..)
+            .flat_map(|(_, v)| v.iter())
+            .filter(|a| a.last_offset >= from && a.first_offset < upto)
+            .copied()
+            .collect()
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerEntry> {
+        let inner = lock(&self.inner);
+        let mut v: Vec<ProducerEntry> = inner.producers.entries().cloned().collect();
+        v.sort_by_key(|e| e.producer_id);
+        v
+    }
+
+    /// Forgets producers idle for `expiration_ms` (`producer.id.expiration.ms`) without an
+    /// open transaction; returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        lock(&self.inner).producers.expire(now_ms, expiration_ms)
+    }
+
     /// Marks the log failed after an I/O error and returns the error to hand up. Logged here,
     /// once, because this is where it is handled.
     pub(crate) fn fail(&self, inner: &mut Inner, error: LogError) -> LogError {
@@ -484,6 +626,7 @@ impl Log {
             });
         }
         let mut headers = Vec::with_capacity(spans.len());
+        let mut controls: Vec<Option<ControlRecord>> = Vec::with_capacity(spans.len());
         let mut record_count = 0u64;
         for &(start, len) in &spans {
             let batch = &mut records[start..start + len];
@@ -526,6 +669,11 @@ impl Log {
                 }
             }
             record_count += header.records_count as u64;
+            controls.push(if header.is_control() {
+                Some(parse_control_batch(batch)?)
+            } else {
+                None
+            });
             headers.push(BatchHeader::parse(batch)?);
         }
 
@@ -543,10 +691,42 @@ impl Log {
             }
         } else {
             let mut next = inner.log_end_offset;
-            for (h, &(start, len)) in headers.iter_mut().zip(&spans) {
-                set_base_offset(&mut records[start..start + len], next);
+            for h in headers.iter_mut() {
                 h.base_offset = next;
                 next = h.next_offset();
+            }
+        }
+        let changes = if headers.iter().any(BatchHeader::has_producer_id) {
+            let batches: Vec<(BatchHeader, Option<ControlRecord>)> =
+                headers.iter().copied().zip(controls).collect();
+            let check = match origin {
+                AppendOrigin::Client => Check::Client,
+                AppendOrigin::Internal => Check::Internal,
+                AppendOrigin::Replica => Check::None,
+            };
+            match inner.producers.check(&batches, check, now_ms)? {
+                Checked::Duplicate(dup) => {
+                    return Ok(AppendInfo {
+                        first_offset: dup.first_offset,
+                        last_offset: dup.last_offset,
+                        log_append_time: match config.message_timestamp_type {
+                            TimestampType::LogAppendTime => dup.max_timestamp,
+                            TimestampType::CreateTime => -1,
+                        },
+                        record_count: 0,
+                        bytes: 0,
+                        log_start_offset: inner.log_start_offset,
+                        duplicate: true,
+                    });
+                }
+                Checked::Apply(changes) => Some(changes),
+            }
+        } else {
+            None
+        };
+        if origin != AppendOrigin::Replica {
+            for (h, &(start, len)) in headers.iter().zip(&spans) {
+                set_base_offset(&mut records[start..start + len], h.base_offset);
             }
         }
         let first_offset = headers[0].base_offset;
@@ -568,6 +748,18 @@ impl Log {
             return Err(self.fail(&mut inner, LogError::io("appending to", &self.dir)(e)));
         }
         inner.log_end_offset = last_offset + 1;
+        if let Some(changes) = changes {
+            let aborted = inner.producers.apply(changes);
+            if !aborted.is_empty() {
+                let base = inner.active().base_offset;
+                if let Err(e) =
+                    producer::append_txn_index(&*self.storage, &self.dir, base, &aborted)
+                {
+                    return Err(self.fail(&mut inner, e));
+                }
+                inner.aborted.entry(base).or_default().extend(aborted);
+            }
+        }
         if inner.first_unflushed_ms.is_none() {
             inner.first_unflushed_ms = Some(now_ms);
         }
@@ -582,6 +774,7 @@ impl Log {
             record_count,
             bytes: records.len() as u64,
             log_start_offset: inner.log_start_offset,
+            duplicate: false,
         })
     }
 
@@ -628,6 +821,12 @@ impl Log {
         }
         let files = inner.active().files();
         inner.pending_sync.extend(files);
+        // The producer state after every batch below the new segment, so recovery replays at
+        // most the segments after it.
+        if let Err(e) = producer::write_snapshot(&*self.storage, &self.dir, base, &inner.producers)
+        {
+            return Err(self.fail(inner, e));
+        }
         let created = Segment::create(&*self.storage, &self.dir, base, now_ms).and_then(|s| {
             self.storage
                 .sync_dir(&self.dir)
@@ -794,6 +993,7 @@ impl Log {
                 data: None,
                 log_start_offset: inner.log_start_offset,
                 high_watermark: inner.high_watermark,
+                last_stable_offset: inner.last_stable_offset(),
                 log_end_offset: inner.log_end_offset,
             };
             if offset < inner.log_start_offset || offset > inner.log_end_offset {
@@ -806,6 +1006,7 @@ impl Log {
             let upper_offset = match upper {
                 ReadUpTo::HighWatermark => inner.high_watermark,
                 ReadUpTo::LogEnd => inner.log_end_offset,
+                ReadUpTo::LastStable => inner.last_stable_offset(),
                 ReadUpTo::Offset(o) => o.min(inner.log_end_offset),
             };
             if offset >= upper_offset {
@@ -1033,6 +1234,14 @@ impl Log {
         self.durable.store(sync.durable, Ordering::Release);
         let leo = inner.log_end_offset;
         inner.check_invariants();
+        for s in &removed {
+            inner.aborted.remove(&s.base_offset);
+        }
+        let now = inner.active().rolling_timestamp;
+        let rebuilt = self.load_producer_state(&mut inner, now);
+        if let Err(e) = rebuilt {
+            return Err(self.fail(&mut inner, e));
+        }
         drop(inner);
         drop(sync);
         self.remove_segment_files(removed.iter().map(|s| s.base_offset))?;
@@ -1054,6 +1263,14 @@ impl Log {
         inner.log_start_offset = offset;
         inner.log_end_offset = offset;
         inner.high_watermark = offset;
+        inner.aborted.clear();
+        inner.producers = ProducerState::default();
+        // Older snapshots describe batches that are gone.
+        if let Err(e) =
+            producer::write_snapshot(&*self.storage, &self.dir, offset, &inner.producers)
+        {
+            return Err(self.fail(inner, e));
+        }
         Ok(removed)
     }
 
@@ -1079,7 +1296,8 @@ impl Log {
     ) -> Result<(), LogError> {
         let mut any = false;
         for base in bases {
-            for path in segment::paths(&self.dir, base) {
+            let txn = producer::txn_index_path(&self.dir, base);
+            for path in segment::paths(&self.dir, base).into_iter().chain([txn]) {
                 any = true;
                 let removed = self.storage.remove_file(&path);
                 if let Err(e) = removed
@@ -1185,6 +1403,11 @@ impl Log {
             let removed: Vec<Segment> = inner.segments.drain(..count).collect();
             let first_base = inner.segments[0].base_offset;
             inner.log_start_offset = inner.log_start_offset.max(first_base);
+            for s in &removed {
+                inner.aborted.remove(&s.base_offset);
+            }
+            let log_start = inner.log_start_offset;
+            inner.producers.evict_below(log_start);
             inner.high_watermark = inner.high_watermark.max(inner.log_start_offset);
             inner.check_invariants();
             (removed, inner.log_start_offset)
@@ -1216,8 +1439,14 @@ impl Log {
             if let Err(e) = sealed {
                 return Err(self.fail(&mut inner, LogError::io("closing", &self.dir)(e)));
             }
+            let leo = inner.log_end_offset;
+            if let Err(e) =
+                producer::write_snapshot(&*self.storage, &self.dir, leo, &inner.producers)
+            {
+                return Err(self.fail(&mut inner, e));
+            }
             inner.closed = true;
-            inner.log_end_offset
+            leo
         };
         self.write_checkpoint(Some(leo), true)
     }

@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod builder;
 pub mod compression;
+pub mod control;
 mod error;
 pub mod record;
 pub mod varint;
@@ -23,6 +24,7 @@ pub use batch::{
 };
 pub use builder::{BatchBuilder, NewRecord};
 pub use compression::Compression;
+pub use control::{ControlKind, ControlRecord, build_marker, parse_control_batch};
 pub use error::RecordError;
 pub use record::{Header, Record, RecordIter, Records};
 

@@ -1,0 +1,206 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! Producer state, transactions and the aborted-transaction index, across reopen and crashes.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use fjord_log::{
+    AbortedTxn, AppendOrigin, LogError, ProducerError, ReadUpTo, Storage, sim::SimStorage,
+};
+use fjord_record::{BatchBuilder, Compression, build_marker};
+
+fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize, txn: bool) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.producer_id = pid;
+    b.producer_epoch = epoch;
+    b.base_sequence = seq;
+    b.transactional = txn;
+    for i in 0..n {
+        b.push(
+            1_000,
+            Some(format!("k{i}").as_bytes()),
+            Some(b"value-of-some-length"),
+        );
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, small_segments());
+    let mut last = None;
+    for i in 0..40 {
+        let mut b = producer_batch(7, 0, i * 3, 3, false);
+        last = Some(
+            log.append_durable(&mut b, AppendOrigin::Client, 1_000)
+                .unwrap(),
+        );
+    }
+    assert!(log.segments().len() > 3, "segments rolled");
+    let last = last.unwrap();
+    // A crash: the state comes back from the newest snapshot and the batches after it.
+    let crashed: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let log = open(&crashed, small_segments());
+    let dup = log
+        .append(
+            &mut producer_batch(7, 0, 39 * 3, 3, false),
+            AppendOrigin::Client,
+            2_000,
+        )
+        .unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(
+        (dup.first_offset, dup.last_offset),
+        (last.first_offset, last.last_offset)
+    );
+    assert_eq!(log.log_end_offset(), 120, "a duplicate is not written");
+    let gap = log.append(
+        &mut producer_batch(7, 0, 125, 1, false),
+        AppendOrigin::Client,
+        2_000,
+    );
+    assert!(matches!(
+        gap,
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            expected: 120,
+            ..
+        }))
+    ));
+    let fenced = log.append(
+        &mut producer_batch(7, 0, 120, 1, false),
+        AppendOrigin::Client,
+        2_000,
+    );
+    assert!(fenced.is_ok(), "same epoch, next sequence");
+    log.close().unwrap();
+    // Clean reopen, and a reopen with every snapshot gone (full replay) agree.
+    let log = open(&crashed, small_segments());
+    let with_snapshot = log.producers();
+    log.close().unwrap();
+    for name in crashed.list_dir(Path::new(DIR)).unwrap() {
+        if name.ends_with(".snapshot") {
+            crashed.remove_file(&Path::new(DIR).join(name)).unwrap();
+        }
+    }
+    let log = open(&crashed, small_segments());
+    let replayed = log.producers();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].batches, with_snapshot[0].batches);
+    assert_eq!(replayed[0].last_sequence(), 120);
+    // A stale epoch after a newer one is fenced.
+    log.append(
+        &mut producer_batch(7, 1, 0, 1, false),
+        AppendOrigin::Client,
+        3_000,
+    )
+    .unwrap();
+    assert!(matches!(
+        log.append(
+            &mut producer_batch(7, 0, 121, 1, false),
+            AppendOrigin::Client,
+            3_000
+        ),
+        Err(LogError::Producer(ProducerError::InvalidProducerEpoch {
+            current: 1,
+            ..
+        }))
+    ));
+    assert_eq!(log.expire_producers(3_000 + 86_400_000, 86_400_000), 1);
+    assert!(log.producers().is_empty());
+}
+
+fn marker(pid: i64, epoch: i16, commit: bool) -> Vec<u8> {
+    build_marker(pid, epoch, 0, commit, 1_000)
+}
+
+#[test]
+fn transactions_set_the_lso_and_aborts_survive_crashes() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, small_segments());
+    let append = |b: &mut Vec<u8>, origin| {
+        let info = log.append_durable(b, origin, 1_000).unwrap();
+        log.advance_high_watermark(info.next_offset());
+        info
+    };
+    let t1 = append(&mut producer_batch(1, 0, 0, 2, true), AppendOrigin::Client); // 0..1
+    let t2 = append(&mut producer_batch(2, 0, 0, 2, true), AppendOrigin::Client); // 2..3
+    append(&mut producer_batch(1, 0, 2, 2, true), AppendOrigin::Client); // 4..5
+    assert_eq!(log.last_stable_offset(), t1.first_offset);
+    // Clients may not write markers.
+    assert!(
+        log.append(&mut marker(1, 0, false), AppendOrigin::Client, 1_000)
+            .is_err()
+    );
+    let abort = append(&mut marker(1, 0, false), AppendOrigin::Internal); // 6
+    assert_eq!(log.last_stable_offset(), t2.first_offset);
+    let commit = append(&mut marker(2, 0, true), AppendOrigin::Internal); // 7
+    assert_eq!(log.last_stable_offset(), commit.next_offset());
+    let t3 = append(&mut producer_batch(3, 0, 0, 30, true), AppendOrigin::Client);
+    let expected = vec![AbortedTxn {
+        producer_id: 1,
+        first_offset: t1.first_offset,
+        last_offset: abort.first_offset,
+        last_stable_offset: t2.first_offset,
+    }];
+    assert_eq!(log.aborted_transactions(0, log.log_end_offset()), expected);
+    assert!(
+        log.aborted_transactions(abort.first_offset + 1, 100)
+            .is_empty()
+    );
+    // A read_committed read stops at the LSO.
+    let res = log.read(0, 1 << 20, ReadUpTo::LastStable, true).unwrap();
+    assert_eq!(res.last_stable_offset, t3.first_offset);
+    assert_eq!(res.data.unwrap().next_offset, t3.first_offset);
+
+    // Crash with everything synced: the same state comes back.
+    let img = disk.crash_image(None);
+    let image: Arc<dyn Storage> = Arc::new(img.clone());
+    let reopened = open(&image, small_segments());
+    reopened
+        .set_high_watermark(reopened.log_end_offset())
+        .unwrap();
+    assert_eq!(reopened.last_stable_offset(), t3.first_offset);
+    assert_eq!(reopened.aborted_transactions(0, i64::MAX), expected);
+    // The open transaction is finished after the restart, as the coordinator would.
+    reopened
+        .append_durable(&mut marker(3, 0, false), AppendOrigin::Internal, 2_000)
+        .unwrap();
+    reopened
+        .set_high_watermark(reopened.log_end_offset())
+        .unwrap();
+    assert_eq!(reopened.last_stable_offset(), reopened.log_end_offset());
+    assert_eq!(reopened.aborted_transactions(0, i64::MAX).len(), 2);
+
+    // A crash that loses an unsynced abort marker: the transaction is open again and its
+    // index entry is gone.
+    drop(reopened);
+    let img = disk.crash_image(None);
+    let image: Arc<dyn Storage> = Arc::new(img.clone());
+    let log2 = open(&image, small_segments());
+    let mut b = producer_batch(9, 0, 0, 1, true);
+    let t9 = log2
+        .append_durable(&mut b, AppendOrigin::Client, 3_000)
+        .unwrap();
+    log2.append(&mut marker(9, 0, false), AppendOrigin::Internal, 3_000)
+        .unwrap();
+    // Only what was synced survives: the marker never was.
+    let lost: Arc<dyn Storage> = Arc::new(img.crash_image(None));
+    let log3 = open(&lost, small_segments());
+    log3.set_high_watermark(log3.log_end_offset()).unwrap();
+    assert_eq!(log3.log_end_offset(), t9.next_offset());
+    assert_eq!(
+        log3.last_stable_offset(),
+        t3.first_offset.min(t9.first_offset)
+    );
+    assert!(
+        log3.aborted_transactions(0, i64::MAX)
+            .iter()
+            .all(|a| a.producer_id != 9)
+    );
+}
