@@ -81,6 +81,7 @@ pub struct Broker {
     pub data_appended: tokio::sync::Notify,
     pub metrics: crate::metrics::Metrics,
     pub groups: crate::groups::Groups,
+    pub txns: crate::txns::Transactions,
     /// Serialises topic administration.
     admin: std::sync::Mutex<()>,
 }
@@ -126,6 +127,7 @@ impl Broker {
             data_appended: tokio::sync::Notify::new(),
             metrics: crate::metrics::Metrics::default(),
             groups: crate::groups::Groups::new(group_config, consumer_config, random_u128() as u64),
+            txns: crate::txns::Transactions::default(),
             admin: std::sync::Mutex::new(()),
         };
         broker.remove_stray_partitions();
@@ -134,6 +136,7 @@ impl Broker {
             broker.open_partitions(topic, 0, now)?;
         }
         broker.groups.load(&broker);
+        broker.txns.load(&broker);
         Ok(broker)
     }
 
@@ -314,6 +317,12 @@ impl Broker {
             if !retention {
                 continue;
             }
+            let expired = p
+                .log
+                .expire_producers(now, self.config.producer_id_expiration_ms);
+            if expired > 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, expired, "forgot idle producers");
+            }
             match p.log.enforce_retention(now) {
                 Ok(out) if out.deleted_segments > 0 => tracing::info!(
                     topic = %p.topic,
@@ -347,11 +356,47 @@ impl Broker {
     /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
     /// returns its partition count. Blocking.
     pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {
+        self.ensure_internal_topic(
+            crate::groups::OFFSETS_TOPIC,
+            self.config.offsets_topic_partitions,
+        )
+    }
+
+    /// Creates `__transaction_state` on first use (compacted,
+    /// `transaction.state.log.num.partitions`); returns its partition count. Blocking.
+    pub fn ensure_transaction_topic(&self) -> Result<i32, AdminError> {
+        self.ensure_internal_topic(
+            crate::txns::TXN_TOPIC,
+            self.config.transaction_state_partitions,
+        )
+    }
+
+    /// Hands out the next block of `count` producer ids, recorded durably in the metadata
+    /// log so no id is handed out twice, even across restarts. Blocking.
+    pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), AdminError> {
+        let _admin = self.admin_lock();
+        let start = self.meta.state().next_producer_id();
+        let end = start + count;
+        self.meta
+            .commit(
+                &[MetadataRecord::ProducerIdsAllocated { next: end }],
+                now_ms(),
+            )
+            .map_err(|e| {
+                AdminError::new(
+                    errors::KAFKA_STORAGE_ERROR,
+                    format!("could not record a producer id block: {e}"),
+                )
+            })?;
+        Ok((start, end))
+    }
+
+    fn ensure_internal_topic(&self, name: &str, partitions: i32) -> Result<i32, AdminError> {
         {
             // Under the admin lock: a creation in progress has opened its partitions by the
             // time the lock is ours.
             let _admin = self.admin_lock();
-            if let Some(t) = self.meta.state().topic(crate::groups::OFFSETS_TOPIC) {
+            if let Some(t) = self.meta.state().topic(name) {
                 return Ok(t.partitions);
             }
         }
@@ -359,19 +404,11 @@ impl Broker {
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), "104857600".to_string()),
         ]);
-        match self.create_topic(
-            crate::groups::OFFSETS_TOPIC,
-            self.config.offsets_topic_partitions,
-            1,
-            configs,
-            false,
-        ) {
+        match self.create_topic(name, partitions, 1, configs, false) {
             Ok(t) => Ok(t.partitions),
-            Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => Ok(self
-                .meta
-                .state()
-                .topic(crate::groups::OFFSETS_TOPIC)
-                .map_or(1, |t| t.partitions)),
+            Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => {
+                Ok(self.meta.state().topic(name).map_or(1, |t| t.partitions))
+            }
             Err(e) => Err(e),
         }
     }

@@ -47,6 +47,16 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: i64,
     /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub transaction_state_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an idle transactional id is forgotten after this.
+    pub transactional_id_expiration_ms: i64,
+    /// `producer.id.expiration.ms`: a partition forgets an idle producer after this.
+    pub producer_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_abort_interval_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +83,11 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            transaction_state_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            producer_id_expiration_ms: 86_400_000,
+            transaction_abort_interval_ms: 10_000,
         }
     }
 }
@@ -188,6 +203,31 @@ impl BrokerConfig {
                 "log.message.timestamp.type",
                 ts(l).to_string(),
                 l.message_timestamp_type == dl.message_timestamp_type,
+            ),
+            (
+                "transaction.state.log.num.partitions",
+                self.transaction_state_partitions.to_string(),
+                self.transaction_state_partitions == d.transaction_state_partitions,
+            ),
+            (
+                "transaction.max.timeout.ms",
+                self.transaction_max_timeout_ms.to_string(),
+                self.transaction_max_timeout_ms == d.transaction_max_timeout_ms,
+            ),
+            (
+                "transactional.id.expiration.ms",
+                self.transactional_id_expiration_ms.to_string(),
+                self.transactional_id_expiration_ms == d.transactional_id_expiration_ms,
+            ),
+            (
+                "producer.id.expiration.ms",
+                self.producer_id_expiration_ms.to_string(),
+                self.producer_id_expiration_ms == d.producer_id_expiration_ms,
+            ),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                self.transaction_abort_interval_ms.to_string(),
+                self.transaction_abort_interval_ms == d.transaction_abort_interval_ms,
             ),
             (
                 "log.retention.check.interval.ms",

@@ -1,6 +1,6 @@
 //! Kafka error codes, assigned here and nowhere else, from the typed errors of lower layers.
 
-use fjord_log::LogError;
+use fjord_log::{LogError, ProducerError};
 
 pub const NONE: i16 = 0;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -18,7 +18,12 @@ pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 pub const INVALID_CONFIG: i16 = 40;
 pub const INVALID_REQUEST: i16 = 42;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
@@ -38,5 +43,12 @@ pub fn from_log_error(e: &LogError) -> i16 {
             KAFKA_STORAGE_ERROR
         }
         LogError::Config(_) => INVALID_CONFIG,
+        LogError::Producer(ProducerError::OutOfOrderSequence { .. }) => {
+            OUT_OF_ORDER_SEQUENCE_NUMBER
+        }
+        LogError::Producer(ProducerError::InvalidProducerEpoch { .. }) => INVALID_PRODUCER_EPOCH,
+        LogError::Producer(ProducerError::CoordinatorFenced { .. }) => {
+            TRANSACTION_COORDINATOR_FENCED
+        }
     }
 }

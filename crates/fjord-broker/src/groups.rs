@@ -11,7 +11,10 @@ use fjord_coord::group::{
 };
 use fjord_coord::offsets::{self, Committed, Offsets, StoredRecord};
 use fjord_log::{AppendOrigin, ReadUpTo};
-use fjord_record::{BatchBuilder, Compression, Records, split_batches};
+use fjord_record::{
+    BatchBuilder, BatchHeader, Compression, ControlKind, Records, parse_control_batch,
+    split_batches,
+};
 use tokio::sync::oneshot;
 
 use crate::broker::{Broker, now_ms};
@@ -47,6 +50,20 @@ pub struct Groups {
     pub rebalances: AtomicU64,
     /// Completed rebalances per group.
     rebalances_by_group: Mutex<BTreeMap<String, u64>>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by producer id; they
+    /// become visible when the commit marker reaches their `__consumer_offsets` partition.
+    pending_txn: Mutex<HashMap<i64, Vec<PendingOffset>>>,
+}
+
+/// An offset committed in a transaction that is not decided yet.
+#[derive(Debug, Clone)]
+struct PendingOffset {
+    /// The `__consumer_offsets` partition it was written to.
+    partition: i32,
+    group: String,
+    topic: String,
+    index: i32,
+    committed: Committed,
 }
 
 impl std::fmt::Debug for Groups {
@@ -74,6 +91,7 @@ impl Groups {
             persist: Mutex::new(()),
             rebalances: AtomicU64::new(0),
             rebalances_by_group: Mutex::new(BTreeMap::new()),
+            pending_txn: Mutex::new(HashMap::new()),
         }
     }
 
@@ -148,6 +166,7 @@ impl Groups {
         let mut consumer_groups: BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>> =
             BTreeMap::new();
         let mut offsets = lock(&self.offsets);
+        let mut pending = lock(&self.pending_txn);
         for index in 0..topic.partitions {
             let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
                 continue;
@@ -165,12 +184,43 @@ impl Groups {
                 let Some(slice) = read.data else { break };
                 let Ok(bytes) = slice.read() else { break };
                 for batch in split_batches(&bytes).flatten() {
+                    let Ok(header) = BatchHeader::parse(batch) else {
+                        continue;
+                    };
+                    if header.is_control() {
+                        // A transaction's end: its offsets in this partition count or go.
+                        if let Ok(c) = parse_control_batch(batch) {
+                            let commit = c.kind == ControlKind::Commit;
+                            for p in take_pending(&mut pending, header.producer_id, index) {
+                                if commit {
+                                    offsets.commit(&p.group, &p.topic, p.index, p.committed);
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let Ok(records) = Records::decode(batch, 64 << 20) else {
                         continue;
                     };
                     for r in records.iter().flatten() {
                         let Some(key) = r.key else { continue };
                         match offsets::decode(key, r.value) {
+                            Ok(StoredRecord::Offset {
+                                group,
+                                topic,
+                                partition,
+                                value: Some(c),
+                            }) if header.is_transactional() => {
+                                pending.entry(header.producer_id).or_default().push(
+                                    PendingOffset {
+                                        partition: index,
+                                        group,
+                                        topic,
+                                        index: partition,
+                                        committed: c,
+                                    },
+                                );
+                            }
                             Ok(StoredRecord::Offset {
                                 group,
                                 topic,
@@ -199,6 +249,7 @@ impl Groups {
             }
         }
         drop(offsets);
+        drop(pending);
         let mut coord = lock(&self.coord);
         let mut restored = 0;
         for (_, record) in groups {
@@ -325,6 +376,81 @@ impl Groups {
             o.commit(group, &t, p, c);
         }
         Ok(())
+    }
+
+    /// TxnOffsetCommit: writes the offsets to the group's `__consumer_offsets` partition as
+    /// part of the producer's transaction (durably) and holds them until the transaction
+    /// ends. Blocking.
+    pub fn txn_commit(
+        &self,
+        broker: &Broker,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        entries: Vec<(String, i32, Committed)>,
+    ) -> Result<(), fjord_log::LogError> {
+        let _serial = lock(&self.persist);
+        let partitions =
+            broker
+                .ensure_offsets_topic()
+                .map_err(|e| fjord_log::LogError::Unreadable {
+                    path: OFFSETS_TOPIC.into(),
+                    reason: e.message,
+                })?;
+        let index = offsets::partition_for(group, partitions);
+        let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
+            return Err(fjord_log::LogError::Unreadable {
+                path: OFFSETS_TOPIC.into(),
+                reason: format!("{OFFSETS_TOPIC}-{index} is not open"),
+            });
+        };
+        let now = now_ms();
+        let mut b = BatchBuilder::new(Compression::None);
+        b.transactional = true;
+        b.producer_id = producer_id;
+        b.producer_epoch = epoch;
+        for (t, part, c) in &entries {
+            let (k, v) = offsets::offset_record(group, t, *part, Some(c));
+            b.push(now, Some(&k), v.as_deref());
+        }
+        let mut batch = b.build()?;
+        let info = p.log.append(&mut batch, AppendOrigin::Internal, now)?;
+        p.log.wait_durable(&info)?;
+        p.log.advance_high_watermark(info.next_offset());
+        let mut pending = lock(&self.pending_txn);
+        let list = pending.entry(producer_id).or_default();
+        for (topic, part, committed) in entries {
+            list.retain(|x| !(x.group == group && x.topic == topic && x.index == part));
+            list.push(PendingOffset {
+                partition: index,
+                group: group.to_string(),
+                topic,
+                index: part,
+                committed,
+            });
+        }
+        Ok(())
+    }
+
+    /// A transaction marker reached `__consumer_offsets` partition `partition`: the
+    /// producer's offsets held there become visible (commit) or are dropped (abort).
+    pub fn complete_txn(&self, partition: i32, producer_id: i64, commit: bool) {
+        let done = take_pending(&mut lock(&self.pending_txn), producer_id, partition);
+        if commit && !done.is_empty() {
+            let mut o = lock(&self.offsets);
+            for p in done {
+                o.commit(&p.group, &p.topic, p.index, p.committed);
+            }
+        }
+    }
+
+    /// Whether a transaction still holds an undecided offset for this group and partition
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        lock(&self.pending_txn)
+            .values()
+            .flatten()
+            .any(|p| p.group == group && p.topic == topic && p.index == partition)
     }
 
     /// Deletes committed offsets (tombstones, then memory). Blocking.
@@ -529,3 +655,21 @@ impl Groups {
 
 /// Shares one `Groups` between the broker and its tasks.
 pub type SharedGroups = Arc<Groups>;
+
+/// Removes and returns a producer's pending offsets held in one `__consumer_offsets` partition.
+fn take_pending(
+    pending: &mut HashMap<i64, Vec<PendingOffset>>,
+    producer_id: i64,
+    partition: i32,
+) -> Vec<PendingOffset> {
+    let Some(list) = pending.get_mut(&producer_id) else {
+        return Vec::new();
+    };
+    let (done, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|p| p.partition == partition);
+    if keep.is_empty() {
+        pending.remove(&producer_id);
+    } else {
+        *list = keep;
+    }
+    done
+}

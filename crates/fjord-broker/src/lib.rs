@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod server;
 pub mod topic_config;
+pub mod txns;
 
 pub use broker::{Broker, OpenError};
 pub use config::BrokerConfig;

@@ -189,6 +189,7 @@ async fn maintenance(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
             b.groups.tick(&b, retention);
+            b.txns.tick(&b);
             if flush {
                 b.maintain(crate::broker::now_ms(), retention);
             }

@@ -4,10 +4,13 @@
 //! - [`group`]: consumer groups on Kafka's classic protocol (JoinGroup, SyncGroup, Heartbeat,
 //!   LeaveGroup), with static membership (KIP-345) and the initial rebalance delay.
 //! - [`offsets`]: committed offsets per group, and the records that persist groups and offsets.
+//! - [`txn`]: the transaction coordinator (InitProducerId, AddPartitionsToTxn, EndTxn,
+//!   fencing) and the records of `__transaction_state`.
 
 pub mod consumer;
 pub mod group;
 pub mod offsets;
+pub mod txn;
 
 /// Kafka error codes the coordinator answers with.
 pub mod codes {
@@ -25,4 +28,9 @@ pub mod codes {
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const PRODUCER_FENCED: i16 = 90;
 }

@@ -81,6 +81,11 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// Producer ids below `next` are handed out (a block at a time, as KRaft's
+    /// `ProducerIdsRecord`); ids are never reused across restarts.
+    ProducerIdsAllocated {
+        next: i64,
+    },
 }
 
 impl MetadataRecord {

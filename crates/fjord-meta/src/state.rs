@@ -33,6 +33,8 @@ pub enum ApplyError {
     },
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
+    #[error("producer ids are allocated up to {current}; cannot go back to {requested}")]
+    ProducerIds { current: i64, requested: i64 },
 }
 
 /// All metadata, as of the last applied record.
@@ -40,6 +42,8 @@ pub enum ApplyError {
 pub struct MetadataState {
     topics: BTreeMap<String, TopicMeta>,
     by_id: HashMap<TopicId, String>,
+    /// The next producer id not yet handed out.
+    next_producer_id: i64,
 }
 
 /// Kafka's rules for topic names: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -65,6 +69,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 }
 
 impl MetadataState {
+    /// The next producer id not yet handed out.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
         self.topics.get(name)
     }
@@ -147,6 +156,15 @@ impl MetadataState {
                     .ok_or_else(|| ApplyError::UnknownTopic(name.clone()))?;
                 self.by_id.remove(&t.id);
             }
+            MetadataRecord::ProducerIdsAllocated { next } => {
+                if *next <= self.next_producer_id {
+                    return Err(ApplyError::ProducerIds {
+                        current: self.next_producer_id,
+                        requested: *next,
+                    });
+                }
+                self.next_producer_id = *next;
+            }
             MetadataRecord::TopicConfigChanged { topic, key, value } => {
                 let t = self
                     .topics
@@ -188,6 +206,20 @@ mod tests {
             replication_factor: 1,
             configs: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn producer_id_blocks_only_move_forward() {
+        let mut s = MetadataState::default();
+        s.apply(&MetadataRecord::ProducerIdsAllocated { next: 1000 })
+            .unwrap();
+        assert_eq!(s.next_producer_id(), 1000);
+        assert!(
+            s.apply(&MetadataRecord::ProducerIdsAllocated { next: 1000 })
+                .is_err()
+        );
+        let r = MetadataRecord::ProducerIdsAllocated { next: 2000 };
+        assert_eq!(MetadataRecord::decode(&r.encode()).unwrap(), r);
     }
 
     #[test]

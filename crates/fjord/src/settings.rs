@@ -44,6 +44,11 @@ pub const KEYS: &[&str] = &[
     "group.max.session.timeout.ms",
     "group.consumer.session.timeout.ms",
     "group.consumer.heartbeat.interval.ms",
+    "transaction.state.log.num.partitions",
+    "transaction.max.timeout.ms",
+    "transactional.id.expiration.ms",
+    "producer.id.expiration.ms",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -152,6 +157,21 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "group.consumer.heartbeat.interval.ms" => {
             config.group_consumer_heartbeat_interval_ms =
                 i32::try_from(positive(int()?)?).context("out of range")?;
+        }
+        "transaction.state.log.num.partitions" => {
+            config.transaction_state_partitions =
+                i32::try_from(positive(int()?)?).context("out of range")?;
+        }
+        "transaction.max.timeout.ms" => {
+            config.transaction_max_timeout_ms =
+                i32::try_from(positive(int()?)?).context("out of range")?;
+        }
+        "transactional.id.expiration.ms" => {
+            config.transactional_id_expiration_ms = positive(int()?)?
+        }
+        "producer.id.expiration.ms" => config.producer_id_expiration_ms = positive(int()?)?,
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+            config.transaction_abort_interval_ms = positive(int()?)?
         }
         "log.retention.check.interval.ms" => {
             config.retention_check_interval_ms = positive(int()?)? as u64;

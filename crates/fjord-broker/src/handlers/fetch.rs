@@ -10,8 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fjord_log::{LogError, ReadUpTo};
 use fjord_meta::TopicId;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
 use super::{RequestContext, check_leader_epoch, topic_name};
@@ -157,13 +159,33 @@ fn read_all(
         // KIP-74: the first batch of the first partition with data comes back even if it is
         // larger than the limits, so a consumer can always make progress.
         let min_one = total == 0;
-        let read = log.read(w.offset, budget, ReadUpTo::HighWatermark, min_one);
+        // read_committed consumers stop at the last stable offset and get the aborted
+        // transactions of what they read, to drop those records.
+        let upper = if read_committed {
+            ReadUpTo::LastStable
+        } else {
+            ReadUpTo::HighWatermark
+        };
+        let read = log.read(w.offset, budget, upper, min_one);
         match read {
             Ok(r) => {
                 pd.high_watermark = r.high_watermark;
-                pd.last_stable_offset = r.high_watermark;
+                pd.last_stable_offset = r.last_stable_offset;
                 pd.log_start_offset = r.log_start_offset;
                 if let Some(slice) = r.data {
+                    if read_committed {
+                        pd.aborted_transactions = Some(
+                            log.aborted_transactions(w.offset, slice.next_offset)
+                                .into_iter()
+                                .map(|a| {
+                                    let mut t = AbortedTransaction::default();
+                                    t.producer_id = ProducerId(a.producer_id);
+                                    t.first_offset = a.first_offset;
+                                    t
+                                })
+                                .collect(),
+                        );
+                    }
                     match slice.read() {
                         Ok(bytes) => {
                             total += bytes.len();
@@ -184,7 +206,7 @@ fn read_all(
                 {
                     pd.log_start_offset = *log_start_offset;
                     pd.high_watermark = log.high_watermark();
-                    pd.last_stable_offset = pd.high_watermark;
+                    pd.last_stable_offset = log.last_stable_offset();
                 }
                 pd.error_code = errors::from_log_error(&e);
                 any_error = true;

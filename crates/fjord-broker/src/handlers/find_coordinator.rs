@@ -1,4 +1,5 @@
-//! FindCoordinator: this broker coordinates every group (v0–3 one key, v4+ a batch).
+//! FindCoordinator: this broker coordinates every group and transactional id (v0–3 one key,
+//! v4+ a batch).
 
 use std::sync::Arc;
 
@@ -11,17 +12,22 @@ use crate::broker::Broker;
 use crate::errors;
 
 const GROUP: i8 = 0;
-/// COORDINATOR_NOT_AVAILABLE: asked for a coordinator kind this broker does not run yet.
+const TRANSACTION: i8 = 1;
+/// COORDINATOR_NOT_AVAILABLE: the coordinator's internal topic could not be created.
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 fn answer(broker: &Broker, key_type: i8) -> (i16, Option<String>) {
-    if key_type != GROUP {
-        return (
-            COORDINATOR_NOT_AVAILABLE,
-            Some("transaction coordination is not supported by this broker yet".into()),
-        );
-    }
-    match broker.ensure_offsets_topic() {
+    let ready = match key_type {
+        GROUP => broker.ensure_offsets_topic(),
+        TRANSACTION => broker.ensure_transaction_topic(),
+        other => {
+            return (
+                errors::INVALID_REQUEST,
+                Some(format!("unknown coordinator key type {other}")),
+            );
+        }
+    };
+    match ready {
         Ok(_) => (errors::NONE, None),
         Err(e) => (COORDINATOR_NOT_AVAILABLE, Some(e.message)),
     }

@@ -48,10 +48,15 @@ pub async fn handle(
             }
             let ts = p.timestamp;
             let version = ctx.version;
+            let read_committed = request.isolation_level == 1;
             let found = tokio::task::spawn_blocking(move || {
                 let log = &partition.log;
-                // No transactions yet: the last stable offset is the high watermark.
-                let visible = log.high_watermark();
+                // read_committed sees up to the last stable offset.
+                let visible = if read_committed {
+                    log.last_stable_offset()
+                } else {
+                    log.high_watermark()
+                };
                 match ts {
                     LATEST => Ok(Some((-1, visible))),
                     EARLIEST => Ok(Some((-1, log.log_start_offset()))),

@@ -3,6 +3,8 @@
 //! One file per API, each shaped decode → act → encode. What is advertised in ApiVersions is
 //! the [`SUPPORTED`] table, and every version in it is handled in full.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
@@ -16,14 +18,19 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_topic_partitions;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -31,6 +38,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 
 use std::sync::Arc;
 
@@ -77,6 +85,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
 ];
 
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
@@ -131,6 +147,14 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::OffsetDelete) => "OffsetDelete",
         Ok(ApiKey::ConsumerGroupHeartbeat) => "ConsumerGroupHeartbeat",
         Ok(ApiKey::ConsumerGroupDescribe) => "ConsumerGroupDescribe",
+        Ok(ApiKey::InitProducerId) => "InitProducerId",
+        Ok(ApiKey::AddPartitionsToTxn) => "AddPartitionsToTxn",
+        Ok(ApiKey::AddOffsetsToTxn) => "AddOffsetsToTxn",
+        Ok(ApiKey::EndTxn) => "EndTxn",
+        Ok(ApiKey::TxnOffsetCommit) => "TxnOffsetCommit",
+        Ok(ApiKey::DescribeProducers) => "DescribeProducers",
+        Ok(ApiKey::DescribeTransactions) => "DescribeTransactions",
+        Ok(ApiKey::ListTransactions) => "ListTransactions",
         _ => "Unsupported",
     }
 }
@@ -263,6 +287,20 @@ pub async fn handle(
         RequestKind::ConsumerGroupDescribe(r) => consumer_group_describe::handle(broker, r, &ctx)
             .await
             .into(),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(broker, r, &ctx).await.into(),
+        RequestKind::AddPartitionsToTxn(r) => {
+            add_partitions_to_txn::handle(broker, r, &ctx).await.into()
+        }
+        RequestKind::AddOffsetsToTxn(r) => add_offsets_to_txn::handle(broker, r, &ctx).await.into(),
+        RequestKind::EndTxn(r) => end_txn::handle(broker, r, &ctx).await.into(),
+        RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(broker, r, &ctx).await.into(),
+        RequestKind::DescribeProducers(r) => {
+            describe_producers::handle(broker, r, &ctx).await.into()
+        }
+        RequestKind::DescribeTransactions(r) => {
+            describe_transactions::handle(broker, r, &ctx).await.into()
+        }
+        RequestKind::ListTransactions(r) => list_transactions::handle(broker, r, &ctx).await.into(),
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)

@@ -11,6 +11,8 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use super::{RequestContext, str_bytes, topic_name};
 use crate::broker::Broker;
 
+use crate::errors::UNSTABLE_OFFSET_COMMIT;
+
 /// (partition, committed offset, leader epoch, metadata).
 type Row = (i32, i64, i32, String);
 
@@ -95,6 +97,12 @@ pub async fn handle(
                         rp.committed_offset = o;
                         rp.committed_leader_epoch = e;
                         rp.metadata = Some(str_bytes(m));
+                        if request.require_stable
+                            && broker.groups.has_pending_offset(&g.group_id.0, &t, p)
+                        {
+                            rp.error_code = UNSTABLE_OFFSET_COMMIT;
+                            rp.committed_offset = -1;
+                        }
                         rp
                     })
                     .collect();
@@ -122,6 +130,15 @@ pub async fn handle(
                     rp.committed_leader_epoch = e;
                 }
                 rp.metadata = Some(str_bytes(m));
+                // v7 (KIP-447): a consumer that needs stable offsets waits for open
+                // transactions that committed offsets for this partition.
+                if ctx.version >= 7
+                    && request.require_stable
+                    && broker.groups.has_pending_offset(&request.group_id.0, &t, p)
+                {
+                    rp.error_code = UNSTABLE_OFFSET_COMMIT;
+                    rp.committed_offset = -1;
+                }
                 rp
             })
             .collect();

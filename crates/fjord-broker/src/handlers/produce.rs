@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use fjord_log::{AppendInfo, AppendOrigin, LogError};
-use fjord_record::{set_partition_leader_epoch, split_batches};
+use fjord_record::{BatchHeader, set_partition_leader_epoch, split_batches};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
@@ -39,16 +39,19 @@ pub async fn handle(
                     errors::INVALID_REQUIRED_ACKS,
                     format!("acks={acks} is not one of -1, 0, 1"),
                 ))
-            } else if name == crate::groups::OFFSETS_TOPIC {
+            } else if name == crate::groups::OFFSETS_TOPIC || name == crate::txns::TXN_TOPIC {
                 Err((
                     errors::INVALID_TOPIC_EXCEPTION,
                     format!("cannot append to internal topic {name}"),
                 ))
-            } else if request.transactional_id.is_some() {
-                Err((
-                    errors::INVALID_REQUEST,
-                    "transactional produce is not supported by this broker yet".to_string(),
-                ))
+            } else if let Err(refused) = check_transaction(
+                broker,
+                request.transactional_id.as_ref().map(|t| t.0.as_str()),
+                &name,
+                pd.index,
+                pd.records.as_deref(),
+            ) {
+                Err(refused)
             } else {
                 match (broker.partition(&name, pd.index), pd.records) {
                     (None, _) => Err((
@@ -64,10 +67,14 @@ pub async fn handle(
             };
             match outcome {
                 Ok(info) => {
-                    appended = true;
-                    broker
-                        .metrics
-                        .produced(&name, info.record_count, info.bytes);
+                    if info.duplicate {
+                        tracing::debug!(client = %ctx.client_id, topic = %name, partition = pd.index, offset = info.first_offset, "duplicate batch from an idempotent producer; answered with its offsets");
+                    } else {
+                        appended = true;
+                        broker
+                            .metrics
+                            .produced(&name, info.record_count, info.bytes);
+                    }
                     pr.base_offset = info.first_offset;
                     pr.log_append_time_ms = info.log_append_time;
                     pr.log_start_offset = info.log_start_offset;
@@ -95,6 +102,40 @@ pub async fn handle(
         };
     }
     Ok(Some(response))
+}
+
+/// A transactional produce must carry transactional batches of the transaction's producer,
+/// for a partition added to its open transaction; transactional batches need a
+/// transactional id.
+fn check_transaction(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    records: Option<&[u8]>,
+) -> Result<(), (i16, String)> {
+    let Some(header) = records.and_then(|r| BatchHeader::parse(r).ok()) else {
+        return Ok(()); // malformed batches are refused by the log with the right error
+    };
+    match transactional_id {
+        None if header.is_transactional() => Err((
+            errors::INVALID_RECORD,
+            "transactional batches need the request's transactional id".to_string(),
+        )),
+        None => Ok(()),
+        Some(_) if !header.is_transactional() || header.producer_id < 0 => Err((
+            errors::INVALID_RECORD,
+            "a transactional produce must hold transactional batches with a producer id"
+                .to_string(),
+        )),
+        Some(id) => broker.txns.verify(
+            id,
+            header.producer_id,
+            header.producer_epoch,
+            topic,
+            partition,
+        ),
+    }
 }
 
 async fn append(

@@ -1,0 +1,81 @@
+//! AddPartitionsToTxn (v0–3, one transaction per request): adds partitions to the
+//! producer's open transaction, starting it if needed.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::errors;
+
+/// OPERATION_NOT_ATTEMPTED: another partition of the request failed.
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: AddPartitionsToTxnRequest,
+    ctx: &RequestContext,
+) -> AddPartitionsToTxnResponse {
+    let id = request.v3_and_below_transactional_id.0.to_string();
+    let pid = request.v3_and_below_producer_id.0;
+    let epoch = request.v3_and_below_producer_epoch;
+    let mut wanted = Vec::new();
+    let mut missing = false;
+    for t in &request.v3_and_below_topics {
+        for &p in &t.partitions {
+            let name = t.name.0.to_string();
+            missing |= broker.partition(&name, p).is_none();
+            wanted.push((name, p));
+        }
+    }
+    let result = if missing {
+        Err((errors::UNKNOWN_TOPIC_OR_PARTITION, String::new()))
+    } else {
+        let b = broker.clone();
+        let w = wanted.clone();
+        tokio::task::spawn_blocking(move || b.txns.add_partitions(&b, &id, pid, epoch, &w))
+            .await
+            .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())))
+    };
+    let code_for = |topic: &str, p: i32| match &result {
+        Ok(()) => errors::NONE,
+        Err((errors::UNKNOWN_TOPIC_OR_PARTITION, _)) => {
+            if broker.partition(topic, p).is_none() {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                OPERATION_NOT_ATTEMPTED
+            }
+        }
+        Err((code, _)) => fenced_code(*code, ctx.version),
+    };
+    if let Err((code, message)) = &result {
+        tracing::debug!(client = %ctx.client_id, code, %message, "AddPartitionsToTxn refused");
+    }
+    let mut r = AddPartitionsToTxnResponse::default();
+    for t in &request.v3_and_below_topics {
+        let mut tr = AddPartitionsToTxnTopicResult::default();
+        tr.name = t.name.clone();
+        for &p in &t.partitions {
+            let mut pr = AddPartitionsToTxnPartitionResult::default();
+            pr.partition_index = p;
+            pr.partition_error_code = code_for(&t.name.0, p);
+            tr.results_by_partition.push(pr);
+        }
+        r.results_by_topic_v3_and_below.push(tr);
+    }
+    r
+}
+
+/// PRODUCER_FENCED exists from v2 of the transaction APIs; before, fencing is
+/// INVALID_PRODUCER_EPOCH.
+pub(crate) fn fenced_code(code: i16, version: i16) -> i16 {
+    if code == fjord_coord::codes::PRODUCER_FENCED && version < 2 {
+        errors::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}

@@ -1,0 +1,54 @@
+//! DescribeTransactions: the coordinator's view of transactional ids.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId,
+};
+
+use super::{RequestContext, str_bytes, topic_name};
+use crate::broker::Broker;
+
+/// TRANSACTIONAL_ID_NOT_FOUND.
+const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: DescribeTransactionsRequest,
+    _ctx: &RequestContext,
+) -> DescribeTransactionsResponse {
+    let mut r = DescribeTransactionsResponse::default();
+    for id in request.transactional_ids {
+        let mut s = TransactionState::default();
+        s.transactional_id = id.clone();
+        match broker.txns.describe(&id.0) {
+            None => {
+                s.error_code = TRANSACTIONAL_ID_NOT_FOUND;
+                s.transaction_state = str_bytes("");
+                s.producer_id = ProducerId(-1);
+                s.producer_epoch = -1;
+                s.transaction_start_time_ms = -1;
+            }
+            Some(m) => {
+                s.transaction_state = str_bytes(m.state.name());
+                s.transaction_timeout_ms = m.timeout_ms;
+                s.transaction_start_time_ms = m.txn_start_ms;
+                s.producer_id = ProducerId(m.producer_id);
+                s.producer_epoch = m.producer_epoch;
+                s.topics = m
+                    .partitions
+                    .iter()
+                    .map(|(t, ps)| {
+                        let mut d = TopicData::default();
+                        d.topic = topic_name(t);
+                        d.partitions = ps.iter().copied().collect();
+                        d
+                    })
+                    .collect();
+            }
+        }
+        r.transaction_states.push(s);
+    }
+    r
+}

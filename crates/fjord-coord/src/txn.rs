@@ -1,0 +1,452 @@
+//! The transaction coordinator's state machine (Kafka's `TransactionCoordinator` with
+//! transactions v1), pure: the broker persists each returned state in `__transaction_state`
+//! before acting on it, writes the markers, and feeds `now` in.
+//!
+//! One [`TxnMetadata`] per transactional id. States follow Kafka: `Empty` → `Ongoing` (first
+//! AddPartitionsToTxn / AddOffsetsToTxn) → `PrepareCommit`/`PrepareAbort` (EndTxn, timeout,
+//! or fencing by a new producer) → `CompleteCommit`/`CompleteAbort` once every marker is
+//! written → `Ongoing` again with the next transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes;
+
+/// Kafka's transaction states (the names `ListTransactions` and `DescribeTransactions` use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+    Dead,
+}
+
+impl TxnState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::Ongoing => "Ongoing",
+            Self::PrepareCommit => "PrepareCommit",
+            Self::PrepareAbort => "PrepareAbort",
+            Self::CompleteCommit => "CompleteCommit",
+            Self::CompleteAbort => "CompleteAbort",
+            Self::Dead => "Dead",
+        }
+    }
+
+    fn is_prepare(self) -> bool {
+        matches!(self, Self::PrepareCommit | Self::PrepareAbort)
+    }
+
+    fn is_settled(self) -> bool {
+        matches!(
+            self,
+            Self::Empty | Self::CompleteCommit | Self::CompleteAbort | Self::Dead
+        )
+    }
+}
+
+/// Everything the coordinator knows of one transactional id; also the stored value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMetadata {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    /// The producer id before the last one (after an epoch overflow), or -1.
+    pub last_producer_id: i64,
+    pub producer_epoch: i16,
+    /// The epoch before the last bump, or -1 (lets a retried InitProducerId be recognised).
+    pub last_producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// Partitions in the transaction, topic → partitions.
+    pub partitions: BTreeMap<String, BTreeSet<i32>>,
+    /// When the current transaction started (-1 when none).
+    pub txn_start_ms: i64,
+    pub last_update_ms: i64,
+}
+
+impl TxnMetadata {
+    /// Every partition of the transaction.
+    pub fn partition_list(&self) -> Vec<(String, i32)> {
+        self.partitions
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+            .collect()
+    }
+
+    pub fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.partitions
+            .get(topic)
+            .is_some_and(|ps| ps.contains(&partition))
+    }
+
+    /// Moves to the next epoch, or to a fresh producer id when the epoch is exhausted.
+    fn bump_epoch(&mut self, allocate: &mut dyn FnMut() -> i64) {
+        self.last_producer_epoch = self.producer_epoch;
+        if self.producer_epoch >= i16::MAX - 1 {
+            self.last_producer_id = self.producer_id;
+            self.producer_id = allocate();
+            self.producer_epoch = 0;
+        } else {
+            self.producer_epoch += 1;
+        }
+    }
+
+    fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), i16> {
+        if producer_id != self.producer_id {
+            return Err(codes::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if epoch != self.producer_epoch {
+            return Err(codes::PRODUCER_FENCED);
+        }
+        Ok(())
+    }
+
+    /// The state to store when the transaction's markers are all written.
+    pub fn completed(&self, now_ms: i64) -> TxnMetadata {
+        let mut m = self.clone();
+        m.state = match self.state {
+            TxnState::PrepareCommit => TxnState::CompleteCommit,
+            _ => TxnState::CompleteAbort,
+        };
+        m.partitions.clear();
+        m.txn_start_ms = -1;
+        m.last_update_ms = now_ms;
+        m
+    }
+
+    /// The state that aborts the open transaction and fences its producer (a timeout, or a
+    /// new producer with the same transactional id): a bumped epoch in PrepareAbort.
+    pub fn fence_and_abort(&self, now_ms: i64, allocate: &mut dyn FnMut() -> i64) -> TxnMetadata {
+        let mut m = self.clone();
+        // The markers go out with the new epoch so the old producer's writes are refused.
+        if m.producer_epoch < i16::MAX - 1 {
+            m.last_producer_epoch = m.producer_epoch;
+            m.producer_epoch += 1;
+        } else {
+            m.bump_epoch(allocate);
+        }
+        m.state = TxnState::PrepareAbort;
+        m.last_update_ms = now_ms;
+        m
+    }
+}
+
+/// What InitProducerId asks the broker to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitStep {
+    /// Store this metadata and answer with its producer id and epoch.
+    Ready(TxnMetadata),
+    /// A retry of a completed InitProducerId: answer with this, nothing to store.
+    Unchanged(TxnMetadata),
+    /// The previous producer left a transaction open: store this PrepareAbort state, write
+    /// its abort markers, complete it, then run InitProducerId again.
+    AbortFirst(TxnMetadata),
+}
+
+/// InitProducerId for a transactional id. `expected` is the producer id and epoch a v3+
+/// client sends to recover (KIP-360), `None` for a fresh start.
+pub fn init_producer_id(
+    current: Option<&TxnMetadata>,
+    transactional_id: &str,
+    timeout_ms: i32,
+    max_timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+    now_ms: i64,
+    allocate: &mut dyn FnMut() -> i64,
+) -> Result<InitStep, i16> {
+    if timeout_ms <= 0 || timeout_ms > max_timeout_ms {
+        return Err(codes::INVALID_TRANSACTION_TIMEOUT);
+    }
+    let Some(m) = current.filter(|m| m.state != TxnState::Dead) else {
+        if expected.is_some() {
+            return Err(codes::INVALID_PRODUCER_ID_MAPPING);
+        }
+        return Ok(InitStep::Ready(TxnMetadata {
+            transactional_id: transactional_id.to_string(),
+            producer_id: allocate(),
+            last_producer_id: -1,
+            producer_epoch: 0,
+            last_producer_epoch: -1,
+            timeout_ms,
+            state: TxnState::Empty,
+            partitions: BTreeMap::new(),
+            txn_start_ms: -1,
+            last_update_ms: now_ms,
+        }));
+    };
+    if m.state.is_prepare() {
+        return Err(codes::CONCURRENT_TRANSACTIONS);
+    }
+    if let Some((pid, epoch)) = expected {
+        let current_matches = pid == m.producer_id && epoch == m.producer_epoch;
+        let previous_id = if m.last_producer_id >= 0 {
+            m.last_producer_id
+        } else {
+            m.producer_id
+        };
+        // The response to an earlier bump was lost: the client asks again with what it had.
+        let is_retry = pid == previous_id && epoch == m.last_producer_epoch && m.state.is_settled();
+        if is_retry && !current_matches {
+            return Ok(InitStep::Unchanged(m.clone()));
+        }
+        if !current_matches {
+            return Err(codes::PRODUCER_FENCED);
+        }
+    }
+    if m.state == TxnState::Ongoing {
+        return Ok(InitStep::AbortFirst(m.fence_and_abort(now_ms, allocate)));
+    }
+    let mut next = m.clone();
+    next.bump_epoch(allocate);
+    next.state = TxnState::Empty;
+    next.partitions.clear();
+    next.timeout_ms = timeout_ms;
+    next.txn_start_ms = -1;
+    next.last_update_ms = now_ms;
+    Ok(InitStep::Ready(next))
+}
+
+/// AddPartitionsToTxn (and AddOffsetsToTxn with the group's `__consumer_offsets` partition):
+/// the state to store, or `None` when every partition is already in the transaction.
+pub fn add_partitions(
+    current: Option<&TxnMetadata>,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+    now_ms: i64,
+) -> Result<Option<TxnMetadata>, i16> {
+    let m = current
+        .filter(|m| m.state != TxnState::Dead)
+        .ok_or(codes::INVALID_PRODUCER_ID_MAPPING)?;
+    m.check_producer(producer_id, epoch)?;
+    if m.state.is_prepare() {
+        return Err(codes::CONCURRENT_TRANSACTIONS);
+    }
+    if m.state == TxnState::Ongoing && partitions.iter().all(|(t, p)| m.contains(t, *p)) {
+        return Ok(None);
+    }
+    let mut next = m.clone();
+    if next.state != TxnState::Ongoing {
+        next.partitions.clear();
+        next.txn_start_ms = now_ms;
+    }
+    next.state = TxnState::Ongoing;
+    for (t, p) in partitions {
+        next.partitions.entry(t.clone()).or_default().insert(*p);
+    }
+    next.last_update_ms = now_ms;
+    Ok(Some(next))
+}
+
+/// What EndTxn asks the broker to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndStep {
+    /// Store this Prepare state, write the markers, then store `completed()`.
+    Prepare(TxnMetadata),
+    /// A retry of an EndTxn that already completed: answer success.
+    AlreadyDone,
+}
+
+pub fn end_txn(
+    current: Option<&TxnMetadata>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    now_ms: i64,
+) -> Result<EndStep, i16> {
+    let m = current
+        .filter(|m| m.state != TxnState::Dead)
+        .ok_or(codes::INVALID_PRODUCER_ID_MAPPING)?;
+    // A retry after the epoch moved on in a completed state is still recognised.
+    if producer_id == m.producer_id
+        && epoch == m.producer_epoch
+        && matches!(
+            (m.state, commit),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false)
+        )
+    {
+        return Ok(EndStep::AlreadyDone);
+    }
+    m.check_producer(producer_id, epoch)?;
+    match m.state {
+        TxnState::Ongoing => {
+            let mut next = m.clone();
+            next.state = if commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            };
+            next.last_update_ms = now_ms;
+            Ok(EndStep::Prepare(next))
+        }
+        TxnState::PrepareCommit | TxnState::PrepareAbort => Err(codes::CONCURRENT_TRANSACTIONS),
+        _ => Err(codes::INVALID_TXN_STATE),
+    }
+}
+
+/// The stored record of a transactional id: its key, and its value (or a tombstone).
+pub fn txn_record(id: &str, value: Option<&TxnMetadata>) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = serde_json::to_vec(&serde_json::json!({ "transactional_id": id }))
+        .expect("transaction keys always serialize");
+    let value = value.map(|v| serde_json::to_vec(v).expect("transaction state always serializes"));
+    (key, value)
+}
+
+/// Decodes a stored record: the transactional id and its state (`None` for a tombstone).
+pub fn decode_txn_record(
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(String, Option<TxnMetadata>), String> {
+    #[derive(Deserialize)]
+    struct Key {
+        transactional_id: String,
+    }
+    let key: Key = serde_json::from_slice(key).map_err(|e| format!("bad key: {e}"))?;
+    let value = value
+        .map(serde_json::from_slice)
+        .transpose()
+        .map_err(|e| format!("bad value: {e}"))?;
+    Ok((key.transactional_id, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc() -> impl FnMut() -> i64 {
+        let mut next = 100;
+        move || {
+            next += 1;
+            next
+        }
+    }
+
+    fn ready(step: InitStep) -> TxnMetadata {
+        match step {
+            InitStep::Ready(m) => m,
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transaction_runs_commits_and_starts_again() {
+        let mut a = alloc();
+        let m = ready(init_producer_id(None, "t", 60_000, 900_000, None, 0, &mut a).unwrap());
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.state),
+            (101, 0, TxnState::Empty)
+        );
+        let parts = vec![("out".to_string(), 0), ("out".to_string(), 1)];
+        let m = add_partitions(Some(&m), 101, 0, &parts, 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.state, m.txn_start_ms), (TxnState::Ongoing, 10));
+        assert_eq!(add_partitions(Some(&m), 101, 0, &parts[..1], 11), Ok(None));
+        let EndStep::Prepare(p) = end_txn(Some(&m), 101, 0, true, 20).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.state, TxnState::PrepareCommit);
+        assert_eq!(
+            add_partitions(Some(&p), 101, 0, &parts, 21),
+            Err(codes::CONCURRENT_TRANSACTIONS)
+        );
+        let c = p.completed(22);
+        assert_eq!((c.state, c.partitions.len()), (TxnState::CompleteCommit, 0));
+        assert_eq!(
+            end_txn(Some(&c), 101, 0, true, 23),
+            Ok(EndStep::AlreadyDone)
+        );
+        assert_eq!(
+            end_txn(Some(&c), 101, 0, false, 23),
+            Err(codes::INVALID_TXN_STATE)
+        );
+        let next = add_partitions(Some(&c), 101, 0, &parts[1..], 30)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (next.state, next.partition_list().len()),
+            (TxnState::Ongoing, 1)
+        );
+    }
+
+    #[test]
+    fn a_new_producer_fences_the_old_and_aborts_its_transaction() {
+        let mut a = alloc();
+        let m = ready(init_producer_id(None, "t", 60_000, 900_000, None, 0, &mut a).unwrap());
+        let m = add_partitions(Some(&m), 101, 0, &[("out".into(), 0)], 1)
+            .unwrap()
+            .unwrap();
+        let InitStep::AbortFirst(fence) =
+            init_producer_id(Some(&m), "t", 60_000, 900_000, None, 2, &mut a).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (fence.state, fence.producer_epoch),
+            (TxnState::PrepareAbort, 1)
+        );
+        let done = fence.completed(3);
+        let m2 =
+            ready(init_producer_id(Some(&done), "t", 60_000, 900_000, None, 4, &mut a).unwrap());
+        assert_eq!((m2.producer_id, m2.producer_epoch), (101, 2));
+        // The old producer is fenced everywhere.
+        assert_eq!(
+            add_partitions(Some(&m2), 101, 0, &[("out".into(), 0)], 5),
+            Err(codes::PRODUCER_FENCED)
+        );
+        assert_eq!(
+            end_txn(Some(&m2), 101, 0, true, 5),
+            Err(codes::PRODUCER_FENCED)
+        );
+        // KIP-360: a retry with the previous epoch gets the same answer; a stale one is fenced.
+        assert_eq!(
+            init_producer_id(Some(&m2), "t", 60_000, 900_000, Some((101, 1)), 6, &mut a),
+            Ok(InitStep::Unchanged(m2.clone()))
+        );
+        assert_eq!(
+            init_producer_id(Some(&m2), "t", 60_000, 900_000, Some((101, 0)), 6, &mut a),
+            Err(codes::PRODUCER_FENCED)
+        );
+        let m3 = ready(
+            init_producer_id(Some(&m2), "t", 60_000, 900_000, Some((101, 2)), 7, &mut a).unwrap(),
+        );
+        assert_eq!(m3.producer_epoch, 3);
+        assert_eq!(
+            init_producer_id(None, "t", 0, 900_000, None, 0, &mut a),
+            Err(codes::INVALID_TRANSACTION_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn epoch_exhaustion_moves_to_a_new_producer_id() {
+        let mut a = alloc();
+        let mut m = ready(init_producer_id(None, "t", 60_000, 900_000, None, 0, &mut a).unwrap());
+        m.producer_epoch = i16::MAX - 1;
+        let m = ready(init_producer_id(Some(&m), "t", 60_000, 900_000, None, 1, &mut a).unwrap());
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.last_producer_id),
+            (102, 0, 101)
+        );
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut a = alloc();
+        let m = ready(init_producer_id(None, "t", 60_000, 900_000, None, 0, &mut a).unwrap());
+        let (k, v) = txn_record("t", Some(&m));
+        assert_eq!(
+            decode_txn_record(&k, v.as_deref()).unwrap(),
+            ("t".to_string(), Some(m))
+        );
+        let (k, v) = txn_record("t", None);
+        assert_eq!(
+            decode_txn_record(&k, v.as_deref()).unwrap(),
+            ("t".to_string(), None)
+        );
+    }
+}
