@@ -9,10 +9,9 @@ from kafka.errors import TopicAlreadyExistsError
 @pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
 def test_produce_and_consume(broker, codec):
     topic = f"kp-{codec or 'none'}"
-    # kafka-python 3 turns idempotence on by default, which needs InitProducerId: not served
-    # until the idempotent-producer work lands, so it is off here.
+    # kafka-python 3 defaults: idempotence on (InitProducerId, sequence numbers).
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
-                             compression_type=codec, linger_ms=5, enable_idempotence=False)
+                             compression_type=codec, linger_ms=5)
     futures = [producer.send(topic, key=f"k{i % 4}".encode(), value=f"v{i}".encode(),
                              headers=[("n", str(i).encode())]) for i in range(100)]
     producer.flush(30)

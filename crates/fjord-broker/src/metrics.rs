@@ -37,6 +37,8 @@ pub struct Metrics {
     pub connections_active: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Retried batches an idempotent producer had already written, answered from the log.
+    pub duplicate_batches: AtomicU64,
 }
 
 fn with_entry<K: Ord + Clone, V: Default, R>(
@@ -206,6 +208,12 @@ impl Metrics {
                 "Connections closed at once for max.connections.",
                 "counter",
                 self.connections_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_produce_duplicate_batches_total",
+                "Retried batches of idempotent producers found already written and not written again.",
+                "counter",
+                self.duplicate_batches.load(Ordering::Relaxed),
             ),
             (
                 "fjord_partitions",

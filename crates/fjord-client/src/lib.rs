@@ -22,7 +22,7 @@ pub use kafka_protocol;
 mod ops;
 pub use ops::{
     ConfigEntry, Fetched, FetchedRecord, GroupDescription, GroupListing, GroupMember,
-    PartitionInfo, TopicInfo,
+    PartitionInfo, ProducerDescription, TopicInfo, TransactionDescription, TransactionListing,
 };
 
 /// What a client call can fail with.

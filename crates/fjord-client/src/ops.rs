@@ -676,3 +676,131 @@ impl Client {
         Ok(())
     }
 }
+
+/// A transactional id as ListTransactions reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub state: String,
+}
+
+/// A transaction as DescribeTransactions reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionDescription {
+    pub transactional_id: String,
+    pub state: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    /// When the open transaction started, -1 when none is open.
+    pub start_time_ms: i64,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// A producer a partition knows, as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerDescription {
+    pub producer_id: i64,
+    pub producer_epoch: i32,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's open transaction in the partition, -1 when none.
+    pub current_txn_start_offset: i64,
+}
+
+impl Client {
+    /// ListTransactions, optionally only in the given states.
+    pub async fn list_transactions(
+        &self,
+        states: &[String],
+    ) -> Result<Vec<TransactionListing>, ClientError> {
+        let mut req = kafka_protocol::messages::ListTransactionsRequest::default();
+        req.state_filters = states
+            .iter()
+            .map(|s| StrBytes::from_string(s.clone()))
+            .collect();
+        req.duration_filter = -1;
+        let resp = self.send(&req).await?;
+        check(resp.error_code, None)?;
+        let mut out: Vec<TransactionListing> = resp
+            .transaction_states
+            .into_iter()
+            .map(|t| TransactionListing {
+                transactional_id: t.transactional_id.0.to_string(),
+                producer_id: t.producer_id.0,
+                state: t.transaction_state.to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        Ok(out)
+    }
+
+    pub async fn describe_transaction(
+        &self,
+        transactional_id: &str,
+    ) -> Result<TransactionDescription, ClientError> {
+        let mut req = kafka_protocol::messages::DescribeTransactionsRequest::default();
+        req.transactional_ids = vec![kafka_protocol::messages::TransactionalId(
+            StrBytes::from_string(transactional_id.to_string()),
+        )];
+        let resp = self.send(&req).await?;
+        let t = resp
+            .transaction_states
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::kafka(105, Some(transactional_id)))?;
+        check(t.error_code, None)?;
+        Ok(TransactionDescription {
+            transactional_id: t.transactional_id.0.to_string(),
+            state: t.transaction_state.to_string(),
+            producer_id: t.producer_id.0,
+            producer_epoch: t.producer_epoch,
+            timeout_ms: t.transaction_timeout_ms,
+            start_time_ms: t.transaction_start_time_ms,
+            partitions: t
+                .topics
+                .into_iter()
+                .flat_map(|d| {
+                    let topic = d.topic.0.to_string();
+                    d.partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .collect(),
+        })
+    }
+
+    /// DescribeProducers for some partitions of a topic.
+    pub async fn describe_producers(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Vec<ProducerDescription>)>, ClientError> {
+        let mut t = kafka_protocol::messages::describe_producers_request::TopicRequest::default();
+        t.name = name(topic);
+        t.partition_indexes = partitions.to_vec();
+        let mut req = kafka_protocol::messages::DescribeProducersRequest::default();
+        req.topics = vec![t];
+        let resp = self.send(&req).await?;
+        let mut out = Vec::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                check(p.error_code, p.error_message.as_ref())?;
+                let producers = p
+                    .active_producers
+                    .into_iter()
+                    .map(|s| ProducerDescription {
+                        producer_id: s.producer_id.0,
+                        producer_epoch: s.producer_epoch,
+                        last_sequence: s.last_sequence,
+                        last_timestamp: s.last_timestamp,
+                        coordinator_epoch: s.coordinator_epoch,
+                        current_txn_start_offset: s.current_txn_start_offset,
+                    })
+                    .collect();
+                out.push((p.partition_index, producers));
+            }
+        }
+        Ok(out)
+    }
+}

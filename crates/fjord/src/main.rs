@@ -51,6 +51,12 @@ enum Command {
         after_help = "Examples:\n  fjord group list\n  fjord group describe billing\n  fjord group reset-offsets billing --topic orders --to-earliest --execute"
     )]
     Group(cli::group::GroupCmd),
+    /// List and describe transactions, and the producers partitions know.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  fjord txn list --state Ongoing\n  fjord txn describe payments-writer\n  fjord txn producers orders"
+    )]
+    Txn(cli::txn::TxnCmd),
     /// Measure throughput and latency against a broker.
     #[command(
         subcommand,
@@ -76,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(cmd) => cli::block_on(cli::cluster::run(cmd, &cli.common)),
         Command::Perf(cmd) => cli::block_on(cli::perf::run(cmd, &cli.common)),
         Command::Group(cmd) => cli::block_on(cli::group::run(cmd, &cli.common)),
+        Command::Txn(cmd) => cli::block_on(cli::txn::run(cmd, &cli.common)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

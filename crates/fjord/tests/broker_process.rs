@@ -468,3 +468,97 @@ fn list_offsets_special_timestamps_at_every_version() {
     let (code, _) = f.stop();
     assert_eq!(code, 0);
 }
+
+fn produce_batch(
+    s: &mut TcpStream,
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    records: usize,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    b.producer_id = pid;
+    b.producer_epoch = epoch;
+    b.base_sequence = seq;
+    for i in 0..records {
+        b.push(1_000, None, Some(format!("s{seq}-{i}").as_bytes()));
+    }
+    let mut pd = PartitionProduceData::default();
+    pd.records = Some(bytes::Bytes::from(b.build().unwrap()));
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_static_str("idem"));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![td];
+    let resp: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
+    resp.responses[0].partition_responses[0].clone()
+}
+
+#[test]
+fn idempotent_retries_are_recognised_across_a_sigkill() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
+        InitProducerIdResponse, TopicName,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("idem"));
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let created: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &req);
+    assert_eq!(created.topics[0].error_code, 0);
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    init.transaction_timeout_ms = 60_000;
+    init.producer_id = kafka_protocol::messages::ProducerId(-1);
+    init.producer_epoch = -1;
+    let ids: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
+    assert_eq!(ids.error_code, 0);
+    let (pid, epoch) = (ids.producer_id.0, ids.producer_epoch);
+    // Another producer gets another id.
+    let other: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
+    assert_ne!(other.producer_id.0, pid);
+
+    let first = produce_batch(&mut s, pid, epoch, 0, 3);
+    assert_eq!((first.error_code, first.base_offset), (0, 0));
+    let retry = produce_batch(&mut s, pid, epoch, 0, 3);
+    assert_eq!(
+        (retry.error_code, retry.base_offset),
+        (0, 0),
+        "a retry is answered, not written"
+    );
+    let gap = produce_batch(&mut s, pid, epoch, 5, 1);
+    assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    let next = produce_batch(&mut s, pid, epoch, 3, 2);
+    assert_eq!((next.error_code, next.base_offset), (0, 3));
+
+    // SIGKILL: the producer state comes back from the log.
+    let mut f = f;
+    f.child.kill().unwrap();
+    f.child.wait().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    let retry = produce_batch(&mut s, pid, epoch, 3, 2);
+    assert_eq!(
+        (retry.error_code, retry.base_offset),
+        (0, 3),
+        "recognised after the restart"
+    );
+    let next = produce_batch(&mut s, pid, epoch, 5, 1);
+    assert_eq!((next.error_code, next.base_offset), (0, 5));
+    // A new producer id never repeats one handed out before the crash.
+    let after: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
+    assert!(after.producer_id.0 > other.producer_id.0);
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+}

@@ -68,6 +68,10 @@ pub async fn handle(
             match outcome {
                 Ok(info) => {
                     if info.duplicate {
+                        broker
+                            .metrics
+                            .duplicate_batches
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::debug!(client = %ctx.client_id, topic = %name, partition = pd.index, offset = info.first_offset, "duplicate batch from an idempotent producer; answered with its offsets");
                     } else {
                         appended = true;

@@ -10,6 +10,7 @@ pub mod group;
 pub mod perf;
 pub mod produce;
 pub mod topic;
+pub mod txn;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
