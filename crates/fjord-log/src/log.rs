@@ -162,6 +162,8 @@ pub(crate) struct Inner {
     pub(crate) producers: ProducerState,
     /// Aborted transactions by the base offset of the segment holding their marker.
     pub(crate) aborted: BTreeMap<i64, Vec<AbortedTxn>>,
+    /// The offset of the newest producer snapshot on disk (-1 when none).
+    snapshot_offset: i64,
 }
 
 #[derive(Debug)]
@@ -380,6 +382,7 @@ impl Log {
                 closed: false,
                 producers: ProducerState::default(),
                 aborted: BTreeMap::new(),
+                snapshot_offset: -1,
             }),
             sync: Mutex::new(SyncState { durable: leo }),
             durable: AtomicI64::new(leo),
@@ -554,8 +557,10 @@ impl Log {
             }
         }
         state.evict_below(inner.log_start_offset);
+        inner.snapshot_offset = snapshot_offset.max(-1);
         if replayed > 0 || snapshot_offset == i64::MIN {
             producer::write_snapshot(&*self.storage, &self.dir, leo, &state)?;
+            inner.snapshot_offset = leo;
         }
         inner.producers = state;
         Ok(())
@@ -827,6 +832,7 @@ impl Log {
         {
             return Err(self.fail(inner, e));
         }
+        inner.snapshot_offset = base;
         let created = Segment::create(&*self.storage, &self.dir, base, now_ms).and_then(|s| {
             self.storage
                 .sync_dir(&self.dir)
@@ -1271,6 +1277,7 @@ impl Log {
         {
             return Err(self.fail(inner, e));
         }
+        inner.snapshot_offset = offset;
         Ok(removed)
     }
 
@@ -1440,8 +1447,10 @@ impl Log {
                 return Err(self.fail(&mut inner, LogError::io("closing", &self.dir)(e)));
             }
             let leo = inner.log_end_offset;
-            if let Err(e) =
-                producer::write_snapshot(&*self.storage, &self.dir, leo, &inner.producers)
+            // Nothing appended since the last snapshot: it already describes the log end.
+            if inner.snapshot_offset != leo
+                && let Err(e) =
+                    producer::write_snapshot(&*self.storage, &self.dir, leo, &inner.producers)
             {
                 return Err(self.fail(&mut inner, e));
             }
