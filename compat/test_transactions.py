@@ -1,7 +1,9 @@
 """Idempotent producers and transactions with stock clients: exactly-once pipelines that hold
 across aborts, fencing and a SIGKILLed broker."""
 
+import os
 import random
+import subprocess
 import signal
 import time
 import uuid
@@ -352,3 +354,38 @@ def test_kafka_python_default_idempotent_and_transactional(broker):
     got = [m.value.decode() for m in c]
     c.close()
     assert sorted(got) == sorted([f"k{i}" for i in range(500)] + [f"t{i}" for i in range(50)])
+
+
+def test_txn_cli_and_admin_apis_show_open_transactions(broker):
+    from test_groups import fjord_cli
+    create(broker.bootstrap, "cli-txn", 2)
+    p = make_txn_producer(broker.bootstrap, "cli-writer")
+    p.begin_transaction()
+    for i in range(4):
+        p.produce("cli-txn", partition=i % 2, value=f"x{i}".encode())
+    p.flush(10)
+    listed = fjord_cli(broker, "txn", "list", "--output", "json")[0]
+    assert {"transactional_id": "cli-writer", "producer_id": listed[0]["producer_id"],
+            "state": "Ongoing"} in listed
+    assert fjord_cli(broker, "txn", "list", "--state", "CompleteCommit", "--output", "json")[0] == []
+    desc = fjord_cli(broker, "txn", "describe", "cli-writer", "--output", "json")[0]
+    assert desc["state"] == "Ongoing"
+    assert sorted((x["topic"], x["partition"]) for x in desc["partitions"]) == [
+        ("cli-txn", 0), ("cli-txn", 1)]
+    assert desc["running_ms"] >= 0 and desc["timeout_ms"] == 10000
+    producers = fjord_cli(broker, "txn", "producers", "cli-txn", "--output", "json")[0]
+    assert sorted(x["partition"] for x in producers) == [0, 1]
+    assert all(x["current_txn_start_offset"] == 0 and x["last_sequence"] == 1 for x in producers)
+    # read_committed consumers see nothing yet: the LSO is held at the open transaction.
+    assert watermarks(broker.bootstrap, "cli-txn", 2, "read_committed") == [0, 0]
+    assert watermarks(broker.bootstrap, "cli-txn", 2, "read_uncommitted") == [2, 2]
+    p.commit_transaction(10)
+    desc = fjord_cli(broker, "txn", "describe", "cli-writer", "--output", "json")[0]
+    assert desc["state"] == "CompleteCommit" and desc["partitions"] == []
+    producers = fjord_cli(broker, "txn", "producers", "cli-txn", "--output", "json")[0]
+    assert all(x["current_txn_start_offset"] == -1 for x in producers)
+    assert watermarks(broker.bootstrap, "cli-txn", 2, "read_committed") == [3, 3]
+    out = subprocess.run([os.environ.get("FJORD_BIN", "target/debug/fjord"), "txn", "describe",
+                          "nobody", "--bootstrap", broker.bootstrap], capture_output=True,
+                         timeout=60)
+    assert out.returncode != 0 and b"fjord txn list" in out.stderr
