@@ -392,7 +392,7 @@ impl Log {
         {
             let mut inner = lock(&log.inner);
             inner.check_invariants();
-            log.load_producer_state(&mut inner, now_ms)?;
+            log.load_producer_state(&mut inner, clean, now_ms)?;
         }
         // From now on a crash is not a clean shutdown.
         log.write_checkpoint(Some(leo), false)?;
@@ -481,8 +481,14 @@ impl Log {
     }
 
     /// Rebuilds the producer state and the aborted-transaction index from the newest usable
-    /// snapshot and the batches after it (on open and after truncation).
-    fn load_producer_state(&self, inner: &mut Inner, now_ms: i64) -> Result<(), LogError> {
+    /// snapshot and the batches after it (on open and after truncation). After a clean
+    /// shutdown without any snapshot the state was empty (close writes one otherwise).
+    fn load_producer_state(
+        &self,
+        inner: &mut Inner,
+        clean: bool,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         let names = self
             .storage
             .list_dir(&self.dir)
@@ -491,6 +497,7 @@ impl Log {
         let (snapshot_offset, mut state) =
             match producer::load_snapshot(&*self.storage, &self.dir, &names, leo)? {
                 Some((offset, state)) => (offset, state),
+                None if clean => (leo, ProducerState::default()),
                 None => (i64::MIN, ProducerState::default()),
             };
         let replay_from = snapshot_offset.max(inner.segments[0].base_offset);
@@ -558,7 +565,7 @@ impl Log {
         }
         state.evict_below(inner.log_start_offset);
         inner.snapshot_offset = snapshot_offset.max(-1);
-        if replayed > 0 || snapshot_offset == i64::MIN {
+        if replayed > 0 {
             producer::write_snapshot(&*self.storage, &self.dir, leo, &state)?;
             inner.snapshot_offset = leo;
         }
@@ -1244,7 +1251,7 @@ impl Log {
             inner.aborted.remove(&s.base_offset);
         }
         let now = inner.active().rolling_timestamp;
-        let rebuilt = self.load_producer_state(&mut inner, now);
+        let rebuilt = self.load_producer_state(&mut inner, false, now);
         if let Err(e) = rebuilt {
             return Err(self.fail(&mut inner, e));
         }
@@ -1447,8 +1454,10 @@ impl Log {
                 return Err(self.fail(&mut inner, LogError::io("closing", &self.dir)(e)));
             }
             let leo = inner.log_end_offset;
-            // Nothing appended since the last snapshot: it already describes the log end.
+            // Nothing appended since the last snapshot: it already describes the log end. No
+            // producers: a clean open without a snapshot starts empty.
             if inner.snapshot_offset != leo
+                && !inner.producers.is_empty()
                 && let Err(e) =
                     producer::write_snapshot(&*self.storage, &self.dir, leo, &inner.producers)
             {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use fjord_log::{
-    AbortedTxn, AppendOrigin, LogError, ProducerError, ReadUpTo, Storage, sim::SimStorage,
+    AbortedTxn, AppendOrigin, LogConfig, LogError, ProducerError, ReadUpTo, Storage,
+    sim::SimStorage,
 };
 use fjord_record::{BatchBuilder, Compression, build_marker};
 
@@ -44,7 +45,8 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
     assert!(log.segments().len() > 3, "segments rolled");
     let last = last.unwrap();
     // A crash: the state comes back from the newest snapshot and the batches after it.
-    let crashed: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let crashed_disk = disk.crash_image(None);
+    let crashed: Arc<dyn Storage> = Arc::new(crashed_disk.clone());
     let log = open(&crashed, small_segments());
     let dup = log
         .append(
@@ -78,16 +80,17 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
     );
     assert!(fenced.is_ok(), "same epoch, next sequence");
     log.close().unwrap();
-    // Clean reopen, and a reopen with every snapshot gone (full replay) agree.
+    // Clean reopen, and a crash with every snapshot gone (full replay) agree.
     let log = open(&crashed, small_segments());
     let with_snapshot = log.producers();
-    log.close().unwrap();
-    for name in crashed.list_dir(Path::new(DIR)).unwrap() {
+    let image: Arc<dyn Storage> = Arc::new(crashed_disk.crash_image(None));
+    drop(log);
+    for name in image.list_dir(Path::new(DIR)).unwrap() {
         if name.ends_with(".snapshot") {
-            crashed.remove_file(&Path::new(DIR).join(name)).unwrap();
+            image.remove_file(&Path::new(DIR).join(name)).unwrap();
         }
     }
-    let log = open(&crashed, small_segments());
+    let log = open(&image, small_segments());
     let replayed = log.producers();
     assert_eq!(replayed.len(), 1);
     assert_eq!(replayed[0].batches, with_snapshot[0].batches);
@@ -203,4 +206,40 @@ fn transactions_set_the_lso_and_aborts_survive_crashes() {
             .iter()
             .all(|a| a.producer_id != 9)
     );
+}
+
+#[test]
+fn logs_without_producers_write_no_snapshots() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, LogConfig::default());
+    for i in 0..10 {
+        let mut b = batch(&format!("b{i}"), 3, 1_000, Compression::None);
+        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
+            .unwrap();
+    }
+    log.close().unwrap();
+    let log = open(&storage, LogConfig::default());
+    log.close().unwrap();
+    let snapshots = storage
+        .list_dir(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".snapshot"))
+        .count();
+    assert_eq!(
+        snapshots, 0,
+        "no producer, no snapshot fsyncs at open or close"
+    );
+    // A producer's state is kept across a clean restart.
+    let log = open(&storage, LogConfig::default());
+    log.append_durable(
+        &mut producer_batch(3, 0, 0, 2, false),
+        AppendOrigin::Client,
+        1_000,
+    )
+    .unwrap();
+    log.close().unwrap();
+    let log = open(&storage, LogConfig::default());
+    assert_eq!(log.producers()[0].last_sequence(), 1);
 }
