@@ -1,7 +1,7 @@
 # One entry point for what CI runs. `make ci` is the whole suite.
 CARGO ?= cargo
 
-.PHONY: ci fmt clippy test unit compat fuzz-build bench-log
+.PHONY: ci fmt clippy test unit compat bench-smoke fuzz-build bench-log bench
 
 ci: fmt clippy test
 
@@ -11,7 +11,7 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: unit compat
+test: unit compat bench-smoke
 
 unit:
 	$(CARGO) test --workspace --all-targets
@@ -20,6 +20,17 @@ unit:
 compat:
 	$(CARGO) build -p fjord
 	compat/run.sh
+
+# The broker benchmark suite at a hundredth of its size, on the debug build: proves in
+# seconds that every workload still runs (the figures mean nothing).
+bench-smoke:
+	$(CARGO) build -p fjord
+	compat/.venv/bin/python bench/suite.py --smoke --binary target/debug/fjord
+
+# The full broker benchmark suite; appends its results to BENCHMARKS.md.
+bench:
+	$(CARGO) build --release -p fjord
+	compat/.venv/bin/python bench/suite.py --runs 3 --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
 
 # Builds the fuzz targets (needs cargo-fuzz; see fuzz/README.md).
 fuzz-build:

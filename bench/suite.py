@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Fjord's benchmark suite: the broker under librdkafka load, against the machine's limits.
+
+Each run measures, on this machine and in this run, the limits the broker is compared with:
+sequential disk write at the broker's fsync cadence (1 MiB write + fdatasync), fsync latency
+(4 KiB write + fdatasync), and loopback TCP bandwidth. Then, each on a fresh broker and data
+directory, the workloads: produce (acks=all, linger.ms=5) and consume back from the start,
+1M x 100 B and 200k x 1 KiB, to 1 and to 6 partitions; end-to-end latency at a fixed rate with
+linger.ms=0; 16 producers with keyed records over 64 partitions; a consumer catching up on a
+backlog evicted from the page cache while producers run; retention deleting segments during
+a produce run; start-up time on an empty and on a large data directory, and recovery after
+SIGKILL with it. Alongside: broker CPU seconds per GB in and out, idle and peak RSS.
+
+Every figure is the median of --runs runs, and broker figures are reported as ratios to the
+machine's limits. The load generator is confluent-kafka (librdkafka) on the same machine.
+
+Examples:
+  cargo build --release -p fjord
+  compat/.venv/bin/python bench/suite.py --runs 3 --dir /work --append BENCHMARKS.md
+  compat/.venv/bin/python bench/suite.py --smoke          # seconds; what CI runs
+"""
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+MIB = 1 << 20
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- machine limits
+
+def disk_write_mib_s(directory, total_mib, chunk=MIB):
+    """Sequential write with an fdatasync after every chunk (the broker's acks=all cadence)."""
+    path = os.path.join(directory, "disk-baseline.tmp")
+    buf = os.urandom(chunk)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        start = time.monotonic()
+        for _ in range(max(1, total_mib * MIB // chunk)):
+            os.write(fd, buf)
+            os.fdatasync(fd)
+        elapsed = time.monotonic() - start
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return total_mib / elapsed
+
+
+def fsync_latency_ms(directory, count):
+    path = os.path.join(directory, "fsync-baseline.tmp")
+    buf = b"x" * 4096
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    samples = []
+    try:
+        for _ in range(count):
+            t = time.perf_counter()
+            os.write(fd, buf)
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - t) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    samples.sort()
+    return {"p50": pct(samples, 50), "p99": pct(samples, 99)}
+
+
+def _sink(port, ready, total):
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", port))
+        srv.listen(1)
+        ready.set()
+        conn, _ = srv.accept()
+        with conn:
+            got = 0
+            buf = bytearray(4 * MIB)
+            while got < total:
+                n = conn.recv_into(buf)
+                if n == 0:
+                    break
+                got += n
+
+
+def loopback_mib_s(total_mib):
+    """One TCP stream over loopback, 1 MiB sends (what iperf3 -c 127.0.0.1 measures)."""
+    port = free_port()
+    ready = mp.Event()
+    sink = mp.Process(target=_sink, args=(port, ready, total_mib * MIB))
+    sink.start()
+    ready.wait(10)
+    buf = b"\0" * MIB
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        start = time.monotonic()
+        for _ in range(total_mib):
+            s.sendall(buf)
+        s.shutdown(socket.SHUT_WR)
+        sink.join(60)
+        elapsed = time.monotonic() - start
+    return total_mib / elapsed
+
+
+# ---------------------------------------------------------------- the broker process
+
+class Broker:
+    def __init__(self, binary, data, extra=()):
+        self.binary, self.data, self.extra = binary, data, list(extra)
+        self.port = free_port()
+        self.http = free_port()
+        self.proc = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=600):
+        """Starts the broker; returns seconds until it accepts connections."""
+        t = time.monotonic()
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--listen", self.bootstrap, "--http-listen",
+             f"127.0.0.1:{self.http}", "--data-dir", self.data, *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return time.monotonic() - t
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() - t > timeout:
+                    sys.exit(f"fjord did not start (build it: cargo build --release -p fjord)")
+                time.sleep(0.002)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc:
+            self.proc.send_signal(sig)
+            self.proc.wait(120)
+            self.proc = None
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self, key):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def create_topic(bootstrap, topic, partitions, config=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    f = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                      config=config or {})])[topic]
+    f.result(30)
+
+
+def produce(bootstrap, topic, count, size, partitions=None, linger=5, keyed=False,
+            producers=1):
+    """acks=all; returns (seconds, bytes). With `producers` > 1, that many producer instances
+    share the records round-robin."""
+    conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger,
+            "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_000_000, "enable.idempotence": False}
+    ps = [Producer(conf) for _ in range(producers)]
+    value = b"x" * size
+    start = time.monotonic()
+    for i in range(count):
+        p = ps[i % producers]
+        key = str(i % 100_003).encode() if keyed else None
+        while True:
+            try:
+                p.produce(topic, value, key=key)
+                break
+            except BufferError:
+                p.poll(0.005)
+        if i % 10_000 == 0:
+            for q in ps:
+                q.poll(0)
+    for q in ps:
+        assert q.flush(300) == 0, "records not delivered"
+    return time.monotonic() - start, count * size
+
+
+def consume(bootstrap, topic, count, partitions):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
+                  "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = 0
+    start = time.monotonic()
+    deadline = start + 600
+    while got < count and time.monotonic() < deadline:
+        msgs = c.consume(min(10_000, count - got), 1.0)
+        got += sum(1 for m in msgs if m.error() is None)
+    elapsed = time.monotonic() - start
+    c.close()
+    assert got >= count, f"consumed {got} of {count}"
+    return elapsed
+
+
+def pct(sorted_samples, p):
+    if not sorted_samples:
+        return float("nan")
+    i = min(len(sorted_samples) - 1, int(round(p / 100 * (len(sorted_samples) - 1))))
+    return sorted_samples[i]
+
+
+def _latency_consumer(bootstrap, topic, expected, seconds, out):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lat", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 100, "fetch.min.bytes": 1})
+    c.assign([TopicPartition(topic, 0, 0)])
+    lat = []
+    deadline = time.monotonic() + seconds + 30
+    while len(lat) < expected and time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is None or m.error():
+            continue
+        now = time.time() * 1000
+        lat.append(now - float(m.value()[:20]))
+    c.close()
+    out.put(lat)
+
+
+def latency(bootstrap, rate, seconds):
+    """Produce at `rate` records/s with linger.ms=0; latency from the producer's clock at send
+    to the consumer's poll (separate processes, same host clock)."""
+    topic = "latency"
+    create_topic(bootstrap, topic, 1)
+    total = rate * seconds
+    out = mp.Queue()
+    cons = mp.Process(target=_latency_consumer, args=(bootstrap, topic, total, seconds, out))
+    cons.start()
+    time.sleep(1.0)  # the consumer is assigned and polling
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                  "enable.idempotence": False})
+    start = time.monotonic()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        p.produce(topic, f"{time.time() * 1000:20.3f}".encode() + b"x" * 80)
+        p.poll(0)
+    p.flush(30)
+    lat = sorted(out.get(timeout=seconds + 60))
+    cons.join(10)
+    assert len(lat) >= total, f"latency run received {len(lat)} of {total}"
+    return {"p50": pct(lat, 50), "p99": pct(lat, 99), "p99.9": pct(lat, 99.9), "max": lat[-1]}
+
+
+def evict(directory):
+    """Drops a directory's files from the page cache (what a backlog larger than memory means
+    for the reader), without needing root to drop every cache."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def fill(bootstrap, topic, gib, partitions):
+    create_topic(bootstrap, topic, partitions)
+    count = int(gib * (1 << 30) / 1024)
+    produce(bootstrap, topic, count, 1024)
+    return count
+
+
+# ---------------------------------------------------------------- one run
+
+def run_once(args, scratch):
+    s = args.scale
+    r = {}
+    log("machine limits: disk write at fsync cadence, fsync latency, loopback TCP")
+    r["disk_write_mib_s"] = disk_write_mib_s(scratch, max(16, int(256 * s)))
+    r["fsync_ms"] = fsync_latency_ms(scratch, max(20, int(200 * s)))
+    r["loopback_mib_s"] = loopback_mib_s(max(64, int(4096 * s)))
+
+    def fresh(extra=()):
+        data = tempfile.mkdtemp(prefix="fjord-bench-", dir=scratch)
+        return Broker(args.binary, data, extra)
+
+    b = fresh()
+    r["startup_empty_ms"] = b.start() * 1000
+    time.sleep(0.5)
+    r["idle_rss_mib"] = b.rss_mib("VmRSS")
+    tp = {}
+    for name, count, size, parts in [("100B x{n}, 1 partition", int(1_000_000 * s), 100, 1),
+                                     ("100B x{n}, 6 partitions", int(1_000_000 * s), 100, 6),
+                                     ("1KiB x{n}, 1 partition", int(200_000 * s), 1024, 1),
+                                     ("1KiB x{n}, 6 partitions", int(200_000 * s), 1024, 6)]:
+        label = name.format(n=f"{count:,}")
+        topic = f"t{size}-{parts}"
+        log(f"{label}: produce")
+        create_topic(b.bootstrap, topic, parts)
+        cpu0 = b.cpu_seconds()
+        secs, nbytes = produce(b.bootstrap, topic, count, size)
+        cpu_in = b.cpu_seconds() - cpu0
+        log(f"{label}: consume")
+        cpu0 = b.cpu_seconds()
+        csecs = consume(b.bootstrap, topic, count, parts)
+        cpu_out = b.cpu_seconds() - cpu0
+        gb = nbytes / 1e9
+        tp[label] = {"produce_rec_s": count / secs, "produce_mib_s": nbytes / MIB / secs,
+                     "consume_rec_s": count / csecs, "consume_mib_s": nbytes / MIB / csecs,
+                     "cpu_s_per_gb_in": cpu_in / gb, "cpu_s_per_gb_out": cpu_out / gb}
+    r["throughput"] = tp
+    log("16 producers, keyed records over 64 partitions")
+    create_topic(b.bootstrap, "keyed", 64)
+    n = int(400_000 * s)
+    secs, nbytes = produce(b.bootstrap, "keyed", n, 100, keyed=True, producers=16)
+    r["keyed_16x64"] = {"produce_rec_s": n / secs, "produce_mib_s": nbytes / MIB / secs}
+    log(f"end-to-end latency at {args.rate} records/s for {args.latency_seconds} s")
+    r["latency_ms"] = latency(b.bootstrap, args.rate, args.latency_seconds)
+    r["peak_rss_mib"] = b.rss_mib("VmHWM")
+    b.stop()
+    shutil.rmtree(b.data, ignore_errors=True)
+
+    log("backlog catch-up from disk while producers run")
+    b = fresh()
+    b.start()
+    backlog = fill(b.bootstrap, "backlog", args.backlog_gib * s, 1)
+    evict(b.data)
+    create_topic(b.bootstrap, "live", 1)
+    stop = threading.Event()
+
+    def live():
+        while not stop.is_set():
+            produce(b.bootstrap, "live", 20_000, 1024)
+
+    t = threading.Thread(target=live)
+    t.start()
+    csecs = consume(b.bootstrap, "backlog", backlog, 1)
+    stop.set()
+    t.join()
+    r["backlog_catchup_mib_s"] = backlog * 1024 / MIB / csecs
+    b.stop()
+    shutil.rmtree(b.data, ignore_errors=True)
+
+    log("retention deleting segments during a produce run")
+    cfg = os.path.join(scratch, "retention.toml")
+    with open(cfg, "w") as f:
+        f.write('"log.retention.check.interval.ms" = 500\n')
+    b = fresh(["--config", cfg])
+    b.start()
+    segment = max(64 * 1024, int(8 * MIB * s))
+    create_topic(b.bootstrap, "retained", 1, {"segment.bytes": str(segment),
+                                              "retention.bytes": str(4 * segment)})
+    n = int(200_000 * s)
+    secs, nbytes = produce(b.bootstrap, "retained", n, 1024)
+    r["retention_produce_mib_s"] = nbytes / MIB / secs
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "wm"})
+    deadline = time.monotonic() + 15
+    low = 0
+    while low == 0 and time.monotonic() < deadline:
+        low = c.get_watermark_offsets(TopicPartition("retained", 0), timeout=10, cached=False)[0]
+        time.sleep(0.1)
+    c.close()
+    assert low > 0, "retention deleted no segment"
+    b.stop()
+    shutil.rmtree(b.data, ignore_errors=True)
+
+    log(f"start-up and SIGKILL recovery with {args.big_gib * s:.2f} GiB of data")
+    b = fresh()
+    b.start()
+    fill(b.bootstrap, "big", args.big_gib * s, 4)
+    b.stop()
+    r["startup_big_ms"] = b.start() * 1000
+    produce(b.bootstrap, "big", 1000, 1024)
+    b.stop(signal.SIGKILL)
+    r["recovery_big_ms"] = b.start() * 1000
+    b.stop()
+    shutil.rmtree(b.data, ignore_errors=True)
+    return r
+
+
+def median_of(runs, path):
+    vals = []
+    for r in runs:
+        v = r
+        for k in path:
+            v = v[k]
+        vals.append(v)
+    return statistics.median(vals)
+
+
+def report(runs, args):
+    m = lambda *p: median_of(runs, p)  # noqa: E731
+    disk, loop = m("disk_write_mib_s"), m("loopback_mib_s")
+    lines = []
+    w = lines.append
+    w(f"### {datetime.date.today()} ({'smoke' if args.smoke else 'full'}, {len(runs)} runs, medians)")
+    w("")
+    w(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}. "
+      f"Command: `{' '.join(sys.argv)}`.")
+    w("")
+    w("| machine limit | value |")
+    w("|---|---|")
+    w(f"| disk write, 1 MiB + fdatasync | {disk:,.0f} MiB/s |")
+    w(f"| fsync latency (4 KiB) p50 / p99 | {m('fsync_ms', 'p50'):.2f} / {m('fsync_ms', 'p99'):.2f} ms |")
+    w(f"| loopback TCP, one stream | {loop:,.0f} MiB/s |")
+    w("")
+    w("| workload | produce rec/s | MiB/s | of disk | consume rec/s | MiB/s | of loopback | CPU s/GB in | CPU s/GB out |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for label in runs[0]["throughput"]:
+        t = lambda k: m("throughput", label, k)  # noqa: E731
+        w(f"| {label} | {t('produce_rec_s'):,.0f} | {t('produce_mib_s'):,.1f} | "
+          f"{t('produce_mib_s') / disk:.0%} | {t('consume_rec_s'):,.0f} | {t('consume_mib_s'):,.1f} | "
+          f"{t('consume_mib_s') / loop:.0%} | {t('cpu_s_per_gb_in'):.1f} | {t('cpu_s_per_gb_out'):.1f} |")
+    w("")
+    w("| other | value | target |")
+    w("|---|---|---|")
+    w(f"| 16 producers, keyed, 64 partitions | {m('keyed_16x64', 'produce_rec_s'):,.0f} rec/s | |")
+    w(f"| end-to-end latency at {args.rate}/s, p50 / p99 / p99.9 / max | "
+      f"{m('latency_ms', 'p50'):.1f} / {m('latency_ms', 'p99'):.1f} / {m('latency_ms', 'p99.9'):.1f} / "
+      f"{m('latency_ms', 'max'):.1f} ms | p99 < 5, p99.9 < 20 |")
+    w(f"| backlog catch-up from disk, producers running | {m('backlog_catchup_mib_s'):,.0f} MiB/s | |")
+    w(f"| produce while retention deletes segments | {m('retention_produce_mib_s'):,.0f} MiB/s | |")
+    w(f"| start-up, empty data dir | {m('startup_empty_ms'):.0f} ms | < 100 |")
+    w(f"| start-up, {args.big_gib * args.scale:.2f} GiB data dir | {m('startup_big_ms'):.0f} ms | |")
+    w(f"| recovery after SIGKILL, same data | {m('recovery_big_ms'):.0f} ms | |")
+    w(f"| idle RSS / peak RSS | {m('idle_rss_mib'):.0f} / {m('peak_rss_mib'):.0f} MiB | idle < 50 |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target",
+                                                     "release", "fjord"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="scratch directory on the disk to measure")
+    ap.add_argument("--rate", type=int, default=5000, help="latency test records/s")
+    ap.add_argument("--latency-seconds", type=int, default=30)
+    ap.add_argument("--backlog-gib", type=float, default=2.0)
+    ap.add_argument("--big-gib", type=float, default=10.0)
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny counts, one run: checks the suite works (CI)")
+    ap.add_argument("--append", metavar="FILE", help="append the results to this markdown file")
+    ap.add_argument("--json", action="store_true", help="print every run's raw figures as JSON")
+    args = ap.parse_args()
+    args.scale = 1.0
+    if args.smoke:
+        args.runs, args.scale, args.latency_seconds, args.rate = 1, 0.01, 2, 500
+    if not os.access(args.binary, os.X_OK):
+        sys.exit(f"{args.binary} not found; build it with: cargo build --release -p fjord")
+    scratch = tempfile.mkdtemp(prefix="fjord-suite-", dir=args.dir)
+    try:
+        runs = []
+        for i in range(args.runs):
+            log(f"run {i + 1}/{args.runs}")
+            runs.append(run_once(args, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    text = report(runs, args)
+    print(text)
+    if args.json:
+        print(json.dumps(runs, indent=1))
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
