@@ -85,6 +85,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Responses one connection may owe at once: pipelined acks=all produce requests whose
+/// fsyncs are still running. Past this the connection stops reading until one is sent.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// A response on its way out, in request order.
+enum Outgoing {
+    Now(BytesMut),
+    Later(
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<BytesMut, handlers::CloseReason>> + Send>,
+        >,
+        &'static str,
+        Instant,
+    ),
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -96,43 +112,85 @@ async fn serve_connection(
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max = broker.config.socket_request_max_bytes;
     let client_host = format!("/{}", peer.ip());
-    loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut reader, max) => f,
-            _ = stop.changed() => return Ok(()),
-        };
-        let frame = match frame {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(FrameError::TooLarge(size)) => {
-                tracing::warn!(%peer, size, max, "request larger than socket.request.max.bytes; closing the connection");
-                return Ok(());
-            }
-            Err(FrameError::Negative(size)) => {
-                tracing::warn!(%peer, size, "invalid request size; closing the connection");
-                return Ok(());
-            }
-            Err(FrameError::Io(e)) => return Err(e),
-        };
-        let api = handlers::api_name(if frame.len() >= 2 {
-            i16::from_be_bytes([frame[0], frame[1]])
-        } else {
-            -1
-        });
-        let started = Instant::now();
-        let handled = handlers::handle(&broker, frame, &client_host).await;
-        broker
-            .metrics
-            .request(api, started.elapsed(), handled.is_err());
-        match handled {
-            Ok(Some(response)) => write_half.write_all(&response).await?,
-            Ok(None) => {}
-            Err(reason) => {
-                tracing::warn!(%peer, %reason, "closing connection");
-                return Ok(());
+    // Requests are read and handled one at a time, in order (appends keep request order);
+    // responses go out through the writer in the same order, the deferred ones once their
+    // fsync is done.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
+    let writer_broker = broker.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let bytes = match out {
+                Outgoing::Now(b) => b,
+                Outgoing::Later(finish, api, started) => {
+                    let done = finish.await;
+                    writer_broker
+                        .metrics
+                        .request(api, started.elapsed(), done.is_err());
+                    match done {
+                        Ok(b) => b,
+                        Err(reason) => {
+                            tracing::warn!(%peer, %reason, "closing connection");
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            write_half.write_all(&bytes).await?;
+        }
+        Ok::<(), io::Error>(())
+    });
+    let read = async {
+        loop {
+            let frame = tokio::select! {
+                f = read_frame(&mut reader, max) => f,
+                _ = stop.changed() => return Ok(()),
+            };
+            let frame = match frame {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(FrameError::TooLarge(size)) => {
+                    tracing::warn!(%peer, size, max, "request larger than socket.request.max.bytes; closing the connection");
+                    return Ok(());
+                }
+                Err(FrameError::Negative(size)) => {
+                    tracing::warn!(%peer, size, "invalid request size; closing the connection");
+                    return Ok(());
+                }
+                Err(FrameError::Io(e)) => return Err(e),
+            };
+            let api = handlers::api_name(if frame.len() >= 2 {
+                i16::from_be_bytes([frame[0], frame[1]])
+            } else {
+                -1
+            });
+            let started = Instant::now();
+            let handled = handlers::handle(&broker, frame, &client_host).await;
+            let out = match handled {
+                Ok(handlers::Reply::Now(b)) => {
+                    broker.metrics.request(api, started.elapsed(), false);
+                    Outgoing::Now(b)
+                }
+                Ok(handlers::Reply::None) => {
+                    broker.metrics.request(api, started.elapsed(), false);
+                    continue;
+                }
+                Ok(handlers::Reply::Later(finish)) => Outgoing::Later(finish, api, started),
+                Err(reason) => {
+                    broker.metrics.request(api, started.elapsed(), true);
+                    tracing::warn!(%peer, %reason, "closing connection");
+                    return Ok(());
+                }
+            };
+            if tx.send(out).await.is_err() {
+                return Ok(()); // the writer stopped: the peer is gone
             }
         }
-    }
+    };
+    let read_result: io::Result<()> = read.await;
+    drop(tx);
+    // Owed responses still go out (a clean close or shutdown drains them).
+    let write_result = writer.await.unwrap_or_else(|e| Err(io::Error::other(e)));
+    read_result.and(write_result)
 }
 
 enum FrameError {

@@ -196,13 +196,34 @@ pub struct RequestContext {
     pub client_host: String,
 }
 
-/// Handles one request frame (without its size prefix). `Ok(None)`: no response is sent
-/// (acks=0 produce).
+/// A response to send, now or once a future finishes.
+pub enum Reply {
+    /// No response (acks=0 produce).
+    None,
+    Now(BytesMut),
+    /// The response once this finishes (acks=all produce waiting for its fsync); the
+    /// connection goes on reading requests meanwhile and sends responses in request order.
+    Later(
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<BytesMut, CloseReason>> + Send>>,
+    ),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "Reply::None",
+            Self::Now(_) => "Reply::Now",
+            Self::Later(_) => "Reply::Later",
+        })
+    }
+}
+
+/// Handles one request frame (without its size prefix).
 pub async fn handle(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     client_host: &str,
-) -> Result<Option<BytesMut>, CloseReason> {
+) -> Result<Reply, CloseReason> {
     if frame.len() < 8 {
         return Err(CloseReason::ShortFrame(frame.len()));
     }
@@ -213,7 +234,7 @@ pub async fn handle(
     if api == ApiKey::ApiVersions && !accepted(api, version) {
         // Kafka's fallback: a v0 response naming the supported ranges, so the client can
         // retry with a version both sides know.
-        return Ok(Some(api_versions::unsupported_version_response(
+        return Ok(Reply::Now(api_versions::unsupported_version_response(
             correlation_id,
         )));
     }
@@ -244,8 +265,20 @@ pub async fn handle(
         RequestKind::ApiVersions(r) => api_versions::handle(r, &ctx).into(),
         RequestKind::Metadata(r) => metadata::handle(broker, r, &ctx).await.into(),
         RequestKind::Produce(r) => match produce::handle(broker, r, &ctx).await? {
-            Some(resp) => resp.into(),
-            None => return Ok(None),
+            produce::Produced::Now(Some(resp)) => resp.into(),
+            produce::Produced::Now(None) => return Ok(Reply::None),
+            produce::Produced::Later(finish) => {
+                return Ok(Reply::Later(Box::pin(async move {
+                    let response: ResponseKind = finish.await.into();
+                    encode_response(api, version, correlation_id, &response).map_err(|reason| {
+                        CloseReason::Malformed {
+                            api,
+                            version,
+                            reason,
+                        }
+                    })
+                })));
+            }
         },
         RequestKind::Fetch(r) => fetch::handle(broker, r, &ctx).await.into(),
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, &ctx).await.into(),
@@ -304,7 +337,7 @@ pub async fn handle(
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)
-        .map(Some)
+        .map(Reply::Now)
         .map_err(|reason| CloseReason::Malformed {
             api,
             version,

@@ -14,36 +14,66 @@ use crate::errors;
 /// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than the topic's min.insync.replicas.
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 
+/// A partition's outcome so far.
+enum Pending {
+    Done(Result<AppendInfo, (i16, String)>),
+    /// The append running on a blocking thread.
+    Appending(
+        Arc<Partition>,
+        tokio::task::JoinHandle<Result<AppendInfo, LogError>>,
+    ),
+    /// Appended; for acks=all the fsync is still to be waited for.
+    Appended(Arc<Partition>, AppendInfo),
+}
+
+/// What the connection does with a produce request once its batches are appended.
+pub enum Produced {
+    /// Answer now (`None`: acks=0, no answer).
+    Now(Option<ProduceResponse>),
+    /// Answer when this finishes: the fsyncs acks=all waits for. The connection reads and
+    /// appends the next requests meanwhile, so pipelined produce requests share fsyncs.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = ProduceResponse> + Send>>),
+}
+
+impl std::fmt::Debug for Produced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Now(_) => "Produced::Now",
+            Self::Later(_) => "Produced::Later",
+        })
+    }
+}
+
+/// Appends every partition's batches (all partitions at once, each on a blocking thread) and
+/// returns once they are in the log, in request order; waiting for durability is left to the
+/// returned future, so the caller can take the next request meanwhile.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: ProduceRequest,
     ctx: &RequestContext,
-) -> Result<Option<ProduceResponse>, CloseReason> {
+) -> Result<Produced, CloseReason> {
     let acks = request.acks;
+    let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
     let mut response = ProduceResponse::default();
-    let mut any_error = false;
-    let mut appended = false;
+    let mut names = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let mut topic_response = TopicProduceResponse::default();
         topic_response.name = topic.name.clone();
         topic_response.topic_id = topic.topic_id;
+        let t = response.responses.len();
+        response.responses.push(topic_response);
         for pd in topic.partition_data {
-            let mut pr = PartitionProduceResponse::default();
-            pr.index = pd.index;
-            pr.base_offset = -1;
-            pr.log_append_time_ms = -1;
-            pr.log_start_offset = -1;
             let outcome = if !matches!(acks, -1..=1) {
-                Err((
+                Pending::Done(Err((
                     errors::INVALID_REQUIRED_ACKS,
                     format!("acks={acks} is not one of -1, 0, 1"),
-                ))
+                )))
             } else if name == crate::groups::OFFSETS_TOPIC || name == crate::txns::TXN_TOPIC {
-                Err((
+                Pending::Done(Err((
                     errors::INVALID_TOPIC_EXCEPTION,
                     format!("cannot append to internal topic {name}"),
-                ))
+                )))
             } else if let Err(refused) = check_transaction(
                 broker,
                 request.transactional_id.as_ref().map(|t| t.0.as_str()),
@@ -51,20 +81,81 @@ pub async fn handle(
                 pd.index,
                 pd.records.as_deref(),
             ) {
-                Err(refused)
+                Pending::Done(Err(refused))
             } else {
                 match (broker.partition(&name, pd.index), pd.records) {
-                    (None, _) => Err((
+                    (None, _) => Pending::Done(Err((
                         errors::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("this server does not host {name}-{}", pd.index),
-                    )),
-                    (Some(_), None) => Err((
+                    ))),
+                    (Some(_), None) => Pending::Done(Err((
                         errors::INVALID_RECORD,
                         "the partition's records are null".to_string(),
-                    )),
-                    (Some(p), Some(records)) => append(p, records.to_vec(), acks).await,
+                    ))),
+                    (Some(p), Some(records)) => start_append(p, records.to_vec(), acks),
                 }
             };
+            pending.push((t, pd.index, outcome));
+        }
+        names.push(name);
+    }
+    for (_, _, outcome) in &mut pending {
+        if let Pending::Appending(..) = outcome {
+            let Pending::Appending(p, task) = std::mem::replace(outcome, Pending::Done(Ok(EMPTY)))
+            else {
+                continue;
+            };
+            *outcome = match task.await {
+                Ok(Ok(info)) => Pending::Appended(p, info),
+                Ok(Err(e)) => Pending::Done(Err((errors::from_log_error(&e), e.to_string()))),
+                Err(e) => Pending::Done(Err((
+                    errors::UNKNOWN_SERVER_ERROR,
+                    format!("append task failed: {e}"),
+                ))),
+            };
+        }
+    }
+    let broker = broker.clone();
+    let client = ctx.client_id.clone();
+    let finish = async move {
+        let mut appended = false;
+        for (t, index, outcome) in pending {
+            let name = &names[t];
+            let outcome = match outcome {
+                Pending::Done(r) => r,
+                Pending::Appending(..) => Err((
+                    errors::UNKNOWN_SERVER_ERROR,
+                    "append not finished".to_string(),
+                )),
+                Pending::Appended(p, info) => {
+                    let durable = if acks == -1 {
+                        let log_partition = p.clone();
+                        tokio::task::spawn_blocking(move || log_partition.log.wait_durable(&info))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(LogError::Unreadable {
+                                    path: p.log.dir().to_path_buf(),
+                                    reason: format!("fsync task failed: {e}"),
+                                })
+                            })
+                    } else {
+                        Ok(())
+                    };
+                    match durable {
+                        Ok(()) => {
+                            // A single node is the whole ISR: the append is committed.
+                            p.log.advance_high_watermark(info.next_offset());
+                            Ok(info)
+                        }
+                        Err(e) => Err((errors::from_log_error(&e), e.to_string())),
+                    }
+                }
+            };
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = -1;
             match outcome {
                 Ok(info) => {
                     if info.duplicate {
@@ -72,41 +163,58 @@ pub async fn handle(
                             .metrics
                             .duplicate_batches
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::debug!(client = %ctx.client_id, topic = %name, partition = pd.index, offset = info.first_offset, "duplicate batch from an idempotent producer; answered with its offsets");
+                        tracing::debug!(client = %client, topic = %name, partition = index, offset = info.first_offset, "duplicate batch from an idempotent producer; answered with its offsets");
                     } else {
                         appended = true;
-                        broker
-                            .metrics
-                            .produced(&name, info.record_count, info.bytes);
+                        broker.metrics.produced(name, info.record_count, info.bytes);
                     }
                     pr.base_offset = info.first_offset;
                     pr.log_append_time_ms = info.log_append_time;
                     pr.log_start_offset = info.log_start_offset;
                 }
                 Err((code, message)) => {
-                    any_error = true;
-                    tracing::debug!(client = %ctx.client_id, topic = %name, partition = pd.index, code, %message, "produce refused");
+                    tracing::debug!(client = %client, topic = %name, partition = index, code, %message, "produce refused");
                     pr.error_code = code;
                     pr.error_message = Some(str_bytes(message));
                 }
             }
-            topic_response.partition_responses.push(pr);
+            response.responses[t].partition_responses.push(pr);
         }
-        response.responses.push(topic_response);
-    }
-    if appended {
-        broker.data_appended.notify_waiters();
-    }
+        if appended {
+            broker.data_appended.notify_waiters();
+        }
+        response
+    };
     if acks == 0 {
         // No response; an error closes the connection so the producer learns of it.
-        return if any_error {
+        let response = finish.await;
+        let failed = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .any(|p| p.error_code != errors::NONE);
+        return if failed {
             Err(CloseReason::AcksZeroError)
         } else {
-            Ok(None)
+            Ok(Produced::Now(None))
         };
     }
-    Ok(Some(response))
+    if acks == 1 {
+        return Ok(Produced::Now(Some(finish.await)));
+    }
+    Ok(Produced::Later(Box::pin(finish)))
 }
+
+/// A placeholder left in a taken slot.
+const EMPTY: AppendInfo = AppendInfo {
+    first_offset: -1,
+    last_offset: -1,
+    log_append_time: -1,
+    record_count: 0,
+    bytes: 0,
+    log_start_offset: -1,
+    duplicate: false,
+};
 
 /// A transactional produce must carry transactional batches of the transaction's producer,
 /// for a partition added to its open transaction; transactional batches need a
@@ -142,52 +250,36 @@ fn check_transaction(
     }
 }
 
-async fn append(
-    partition: Arc<Partition>,
-    mut records: Vec<u8>,
-    acks: i16,
-) -> Result<AppendInfo, (i16, String)> {
+/// Starts appending on a blocking thread; the fsync is waited for later.
+fn start_append(partition: Arc<Partition>, mut records: Vec<u8>, acks: i16) -> Pending {
     let min_isr = partition
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
     if acks == -1 && min_isr > 1 {
-        return Err((
+        return Pending::Done(Err((
             NOT_ENOUGH_REPLICAS,
             format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
-        ));
+        )));
     }
-    let joined = tokio::task::spawn_blocking(move || -> Result<AppendInfo, LogError> {
-        // Stamp the leader epoch into every batch, as a Kafka leader does (outside the CRC).
-        let mut at = 0;
-        let spans: Vec<(usize, usize)> = split_batches(&records)
-            .map(|b| {
-                b.map(|b| {
-                    let span = (at, b.len());
-                    at += b.len();
-                    span
+    let p = partition.clone();
+    Pending::Appending(
+        partition,
+        tokio::task::spawn_blocking(move || -> Result<AppendInfo, LogError> {
+            // Stamp the leader epoch into every batch, as a Kafka leader does (outside the CRC).
+            let mut at = 0;
+            let spans: Vec<(usize, usize)> = split_batches(&records)
+                .map(|b| {
+                    b.map(|b| {
+                        let span = (at, b.len());
+                        at += b.len();
+                        span
+                    })
                 })
-            })
-            .collect::<Result<_, _>>()?;
-        for (start, len) in spans {
-            set_partition_leader_epoch(&mut records[start..start + len], LEADER_EPOCH);
-        }
-        let info = partition
-            .log
-            .append(&mut records, AppendOrigin::Client, now_ms())?;
-        if acks == -1 {
-            partition.log.wait_durable(&info)?;
-        }
-        // A single node is the whole ISR: the append is committed.
-        partition.log.advance_high_watermark(info.next_offset());
-        Ok(info)
-    })
-    .await;
-    match joined {
-        Ok(Ok(info)) => Ok(info),
-        Ok(Err(e)) => Err((errors::from_log_error(&e), e.to_string())),
-        Err(e) => Err((
-            errors::UNKNOWN_SERVER_ERROR,
-            format!("append task failed: {e}"),
-        )),
-    }
+                .collect::<Result<_, _>>()?;
+            for (start, len) in spans {
+                set_partition_leader_epoch(&mut records[start..start + len], LEADER_EPOCH);
+            }
+            p.log.append(&mut records, AppendOrigin::Client, now_ms())
+        }),
+    )
 }
