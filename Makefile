@@ -24,12 +24,12 @@ compat:
 # The broker benchmark suite at a hundredth of its size, on the debug build: proves in
 # seconds that every workload still runs (the figures mean nothing).
 bench-smoke:
-	$(CARGO) build -p fjord
-	compat/.venv/bin/python bench/suite.py --smoke --binary target/debug/fjord
+	$(CARGO) build -p fjord -p kafka-load
+	compat/.venv/bin/python bench/suite.py --smoke --binary target/debug/fjord --load target/debug/kafka-load
 
 # The full broker benchmark suite; appends its results to BENCHMARKS.md.
 bench:
-	$(CARGO) build --release -p fjord
+	$(CARGO) build --release -p fjord -p kafka-load
 	compat/.venv/bin/python bench/suite.py --runs 3 --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
 
 # Builds the fuzz targets (needs cargo-fuzz; see fuzz/README.md).

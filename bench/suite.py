@@ -40,6 +40,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 MIB = 1 << 20
+# The compiled load generator (bench/kafka-load); None: confluent-kafka from this process.
+LOAD = None
 
 
 def log(msg):
@@ -187,10 +189,22 @@ def create_topic(bootstrap, topic, partitions, config=None):
     f.result(30)
 
 
+def load(*args):
+    out = subprocess.run([LOAD, *map(str, args)], capture_output=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"kafka-load {args[0]} failed: {out.stderr.decode()}")
+    return json.loads(out.stdout)
+
+
 def produce(bootstrap, topic, count, size, partitions=None, linger=5, keyed=False,
             producers=1):
     """acks=all; returns (seconds, bytes). With `producers` > 1, that many producer instances
     share the records round-robin."""
+    if LOAD:
+        extra = ["--keyed"] if keyed else []
+        r = load("produce", "--bootstrap", bootstrap, "--topic", topic, "--count", count,
+                 "--size", size, "--linger-ms", linger, "--producers", producers, *extra)
+        return r["seconds"], r["bytes"]
     conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger,
             "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
             "queue.buffering.max.kbytes": 2_000_000, "enable.idempotence": False}
@@ -215,8 +229,13 @@ def produce(bootstrap, topic, count, size, partitions=None, linger=5, keyed=Fals
 
 
 def consume(bootstrap, topic, count, partitions):
+    if LOAD:
+        return load("consume", "--bootstrap", bootstrap, "--topic", topic, "--count", count,
+                    "--partitions", partitions)["seconds"]
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
-                  "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760})
+                  "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760,
+                  "queued.min.messages": 1_000_000, "queued.max.messages.kbytes": 1_048_576,
+                  "fetch.queue.backoff.ms": 0})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     got = 0
     start = time.monotonic()
@@ -258,6 +277,9 @@ def latency(bootstrap, rate, seconds):
     to the consumer's poll (separate processes, same host clock)."""
     topic = "latency"
     create_topic(bootstrap, topic, 1)
+    if LOAD:
+        return load("latency", "--bootstrap", bootstrap, "--topic", topic, "--rate", rate,
+                    "--seconds", seconds)
     total = rate * seconds
     out = mp.Queue()
     cons = mp.Process(target=_latency_consumer, args=(bootstrap, topic, total, seconds, out))
@@ -429,6 +451,7 @@ def report(runs, args):
     w(f"### {datetime.date.today()} ({'smoke' if args.smoke else 'full'}, {len(runs)} runs, medians)")
     w("")
     w(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}. "
+      f"Load: {'kafka-load (librdkafka, compiled)' if LOAD else 'confluent-kafka from Python'}. "
       f"Command: `{' '.join(sys.argv)}`.")
     w("")
     w("| machine limit | value |")
@@ -473,12 +496,22 @@ def main():
     ap.add_argument("--big-gib", type=float, default=10.0)
     ap.add_argument("--smoke", action="store_true",
                     help="tiny counts, one run: checks the suite works (CI)")
+    ap.add_argument("--load", default=os.path.join(os.path.dirname(__file__), "..", "target",
+                                                   "release", "kafka-load"),
+                    help="the compiled load generator (cargo build --release -p kafka-load); "
+                         "'python' drives confluent-kafka from this process instead")
     ap.add_argument("--append", metavar="FILE", help="append the results to this markdown file")
     ap.add_argument("--json", action="store_true", help="print every run's raw figures as JSON")
     args = ap.parse_args()
     args.scale = 1.0
     if args.smoke:
         args.runs, args.scale, args.latency_seconds, args.rate = 1, 0.01, 2, 500
+    global LOAD
+    if args.load != "python":
+        if not os.access(args.load, os.X_OK):
+            sys.exit(f"{args.load} not found; build it with: cargo build --release -p kafka-load "
+                     "(or pass --load python)")
+        LOAD = args.load
     if not os.access(args.binary, os.X_OK):
         sys.exit(f"{args.binary} not found; build it with: cargo build --release -p fjord")
     scratch = tempfile.mkdtemp(prefix="fjord-suite-", dir=args.dir)
