@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fjord_log::{Log, LogError, Storage};
+use fjord_log::{Log, LogError, ReadUpTo, Storage};
 use fjord_meta::{
     MetadataRecord, MetadataState, MetadataStore, StoreError, TopicId, TopicMeta,
     validate_topic_name,
@@ -410,6 +410,44 @@ impl Broker {
                 Ok(self.meta.state().topic(name).map_or(1, |t| t.partitions))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Calls `f(partition, batch)` for every batch of every partition of `topic`, from the log
+    /// start to the log end, in offset order per partition: how coordinators rebuild their
+    /// state from an internal topic. Blocking. A partition that cannot be read is logged and
+    /// skipped from there on.
+    pub fn replay_topic(&self, topic: &str, mut f: impl FnMut(i32, &[u8])) {
+        let Some(meta) = self.meta.state().topic(topic).cloned() else {
+            return;
+        };
+        for index in 0..meta.partitions {
+            let Some(p) = self.partition(topic, index) else {
+                continue;
+            };
+            let mut offset = p.log.log_start_offset();
+            let end = p.log.log_end_offset();
+            while offset < end {
+                let read = match p.log.read(offset, 1 << 20, ReadUpTo::LogEnd, true) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(%topic, partition = index, error = %e, "reading an internal topic; state after this point is missing");
+                        break;
+                    }
+                };
+                let Some(slice) = read.data else { break };
+                let bytes = match slice.read() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(%topic, partition = index, error = %e, "reading an internal topic; state after this point is missing");
+                        break;
+                    }
+                };
+                for batch in fjord_record::split_batches(&bytes).flatten() {
+                    f(index, batch);
+                }
+                offset = slice.next_offset;
+            }
         }
     }
 

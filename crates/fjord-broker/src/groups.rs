@@ -158,96 +158,74 @@ impl Groups {
 
     /// Replays `__consumer_offsets` into the coordinator and the offsets. Blocking.
     pub fn load(&self, broker: &Broker) {
-        let Some(topic) = broker.metadata().topic(OFFSETS_TOPIC).cloned() else {
-            return;
-        };
         let now = now_ms();
         let mut groups: BTreeMap<String, Option<GroupRecord>> = BTreeMap::new();
         let mut consumer_groups: BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>> =
             BTreeMap::new();
         let mut offsets = lock(&self.offsets);
         let mut pending = lock(&self.pending_txn);
-        for index in 0..topic.partitions {
-            let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
-                continue;
+        broker.replay_topic(OFFSETS_TOPIC, |index, batch| {
+            let Ok(header) = BatchHeader::parse(batch) else {
+                return;
             };
-            let mut offset = p.log.log_start_offset();
-            let end = p.log.log_end_offset();
-            while offset < end {
-                let read = match p.log.read(offset, 1 << 20, ReadUpTo::LogEnd, true) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(partition = index, error = %e, "reading __consumer_offsets; some groups may start empty");
-                        break;
-                    }
-                };
-                let Some(slice) = read.data else { break };
-                let Ok(bytes) = slice.read() else { break };
-                for batch in split_batches(&bytes).flatten() {
-                    let Ok(header) = BatchHeader::parse(batch) else {
-                        continue;
-                    };
-                    if header.is_control() {
-                        // A transaction's end: its offsets in this partition count or go.
-                        if let Ok(c) = parse_control_batch(batch) {
-                            let commit = c.kind == ControlKind::Commit;
-                            for p in take_pending(&mut pending, header.producer_id, index) {
-                                if commit {
-                                    offsets.commit(&p.group, &p.topic, p.index, p.committed);
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    let Ok(records) = Records::decode(batch, 64 << 20) else {
-                        continue;
-                    };
-                    for r in records.iter().flatten() {
-                        let Some(key) = r.key else { continue };
-                        match offsets::decode(key, r.value) {
-                            Ok(StoredRecord::Offset {
-                                group,
-                                topic,
-                                partition,
-                                value: Some(c),
-                            }) if header.is_transactional() => {
-                                pending.entry(header.producer_id).or_default().push(
-                                    PendingOffset {
-                                        partition: index,
-                                        group,
-                                        topic,
-                                        index: partition,
-                                        committed: c,
-                                    },
-                                );
-                            }
-                            Ok(StoredRecord::Offset {
-                                group,
-                                topic,
-                                partition,
-                                value: Some(c),
-                            }) => offsets.commit(&group, &topic, partition, c),
-                            Ok(StoredRecord::Offset {
-                                group,
-                                topic,
-                                partition,
-                                value: None,
-                            }) => offsets.remove(&group, &topic, partition),
-                            Ok(StoredRecord::Group { group, value }) => {
-                                groups.insert(group, value);
-                            }
-                            Ok(StoredRecord::ConsumerGroup { group, value }) => {
-                                consumer_groups.insert(group, value);
-                            }
-                            Err(e) => {
-                                tracing::warn!(partition = index, error = %e, "skipping an unreadable __consumer_offsets record")
-                            }
+            if header.is_control() {
+                // A transaction's end: its offsets in this partition count or go.
+                if let Ok(c) = parse_control_batch(batch) {
+                    let commit = c.kind == ControlKind::Commit;
+                    for p in take_pending(&mut pending, header.producer_id, index) {
+                        if commit {
+                            offsets.commit(&p.group, &p.topic, p.index, p.committed);
                         }
                     }
                 }
-                offset = slice.next_offset;
+                return;
             }
-        }
+            let Ok(records) = Records::decode(batch, 64 << 20) else {
+                return;
+            };
+            for r in records.iter().flatten() {
+                let Some(key) = r.key else { continue };
+                match offsets::decode(key, r.value) {
+                    Ok(StoredRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value: Some(c),
+                    }) if header.is_transactional() => {
+                        pending.entry(header.producer_id).or_default().push(
+                            PendingOffset {
+                                partition: index,
+                                group,
+                                topic,
+                                index: partition,
+                                committed: c,
+                            },
+                        );
+                    }
+                    Ok(StoredRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value: Some(c),
+                    }) => offsets.commit(&group, &topic, partition, c),
+                    Ok(StoredRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value: None,
+                    }) => offsets.remove(&group, &topic, partition),
+                    Ok(StoredRecord::Group { group, value }) => {
+                        groups.insert(group, value);
+                    }
+                    Ok(StoredRecord::ConsumerGroup { group, value }) => {
+                        consumer_groups.insert(group, value);
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = index, error = %e, "skipping an unreadable __consumer_offsets record")
+                    }
+                }
+            }
+        });
         drop(offsets);
         drop(pending);
         let mut coord = lock(&self.coord);

@@ -16,8 +16,8 @@ use fjord_coord::codes;
 use fjord_coord::txn::{
     self, EndStep, InitStep, TxnMetadata, TxnState, decode_txn_record, txn_record,
 };
-use fjord_log::{AppendOrigin, ReadUpTo};
-use fjord_record::{BatchBuilder, Compression, Records, build_marker, split_batches};
+use fjord_log::AppendOrigin;
+use fjord_record::{BatchBuilder, Compression, Records, build_marker};
 
 use crate::broker::{Broker, now_ms};
 use crate::errors;
@@ -304,45 +304,23 @@ impl Transactions {
     /// Replays `__transaction_state` and finishes transactions a crash left between Prepare
     /// and Complete. Blocking; runs after the group coordinator has loaded.
     pub fn load(&self, broker: &Broker) {
-        let Some(topic) = broker.metadata().topic(TXN_TOPIC).cloned() else {
-            return;
-        };
         let mut loaded: HashMap<String, Option<TxnMetadata>> = HashMap::new();
-        for index in 0..topic.partitions {
-            let Some(p) = broker.partition(TXN_TOPIC, index) else {
-                continue;
+        broker.replay_topic(TXN_TOPIC, |index, batch| {
+            let Ok(records) = Records::decode(batch, 64 << 20) else {
+                return;
             };
-            let mut offset = p.log.log_start_offset();
-            let end = p.log.log_end_offset();
-            while offset < end {
-                let read = match p.log.read(offset, 1 << 20, ReadUpTo::LogEnd, true) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(partition = index, error = %e, "reading __transaction_state; some transactions may be unknown");
-                        break;
+            for r in records.iter().flatten() {
+                let Some(key) = r.key else { continue };
+                match decode_txn_record(key, r.value) {
+                    Ok((id, value)) => {
+                        loaded.insert(id, value);
                     }
-                };
-                let Some(slice) = read.data else { break };
-                let Ok(bytes) = slice.read() else { break };
-                for batch in split_batches(&bytes).flatten() {
-                    let Ok(records) = Records::decode(batch, 64 << 20) else {
-                        continue;
-                    };
-                    for r in records.iter().flatten() {
-                        let Some(key) = r.key else { continue };
-                        match decode_txn_record(key, r.value) {
-                            Ok((id, value)) => {
-                                loaded.insert(id, value);
-                            }
-                            Err(e) => {
-                                tracing::warn!(partition = index, error = %e, "skipping an unreadable __transaction_state record")
-                            }
-                        }
+                    Err(e) => {
+                        tracing::warn!(partition = index, error = %e, "skipping an unreadable __transaction_state record")
                     }
                 }
-                offset = slice.next_offset;
             }
-        }
+        });
         let loaded: HashMap<String, TxnMetadata> = loaded
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))

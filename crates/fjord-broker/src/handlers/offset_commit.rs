@@ -16,6 +16,36 @@ use crate::errors;
 /// OFFSET_METADATA_TOO_LARGE.
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
+/// One partition of an offset commit (plain or transactional): the group's verdict, then
+/// UNKNOWN_TOPIC_OR_PARTITION or OFFSET_METADATA_TOO_LARGE, else the offset to store.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_partition(
+    broker: &Broker,
+    group_code: i16,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&kafka_protocol::protocol::StrBytes>,
+    now: i64,
+) -> Result<Committed, i16> {
+    let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
+    if group_code != errors::NONE {
+        Err(group_code)
+    } else if broker.partition(topic, partition).is_none() {
+        Err(errors::UNKNOWN_TOPIC_OR_PARTITION)
+    } else if metadata.len() > broker.config.offset_metadata_max_bytes {
+        Err(OFFSET_METADATA_TOO_LARGE)
+    } else {
+        Ok(Committed {
+            offset,
+            leader_epoch,
+            metadata,
+            commit_timestamp: now,
+        })
+    }
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
     request: OffsetCommitRequest,
@@ -64,34 +94,27 @@ pub async fn handle(
         for p in &topic.partitions {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            pr.error_code = if group_code != errors::NONE {
-                group_code
-            } else if broker.partition(&name, p.partition_index).is_none() {
-                errors::UNKNOWN_TOPIC_OR_PARTITION
-            } else if metadata.len() > broker.config.offset_metadata_max_bytes {
-                OFFSET_METADATA_TOO_LARGE
+            let leader_epoch = if ctx.version >= 6 {
+                p.committed_leader_epoch
             } else {
-                accepted.push((
-                    name.clone(),
-                    p.partition_index,
-                    Committed {
-                        offset: p.committed_offset,
-                        leader_epoch: if ctx.version >= 6 {
-                            p.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        metadata,
-                        commit_timestamp: now,
-                    },
-                ));
-                slots.push((response.topics.len(), tr.partitions.len()));
-                errors::NONE
+                -1
+            };
+            pr.error_code = match check_partition(
+                broker,
+                group_code,
+                &name,
+                p.partition_index,
+                p.committed_offset,
+                leader_epoch,
+                p.committed_metadata.as_ref(),
+                now,
+            ) {
+                Ok(c) => {
+                    accepted.push((name.clone(), p.partition_index, c));
+                    slots.push((response.topics.len(), tr.partitions.len()));
+                    errors::NONE
+                }
+                Err(code) => code,
             };
             tr.partitions.push(pr);
         }

@@ -4,19 +4,16 @@
 
 use std::sync::Arc;
 
-use fjord_coord::offsets::Committed;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::RequestContext;
+use super::offset_commit::check_partition;
 use crate::broker::{Broker, now_ms};
 use crate::errors;
 use crate::groups::OFFSETS_TOPIC;
-
-/// OFFSET_METADATA_TOO_LARGE.
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
 /// Who is committing: the transaction and the consumer's group membership.
 struct Committer {
@@ -124,34 +121,27 @@ pub async fn handle(
         for p in &topic.partitions {
             let mut pr = TxnOffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            pr.error_code = if group_code != errors::NONE {
-                group_code
-            } else if broker.partition(&name, p.partition_index).is_none() {
-                errors::UNKNOWN_TOPIC_OR_PARTITION
-            } else if metadata.len() > broker.config.offset_metadata_max_bytes {
-                OFFSET_METADATA_TOO_LARGE
+            let leader_epoch = if version >= 2 {
+                p.committed_leader_epoch
             } else {
-                accepted.push((
-                    name.clone(),
-                    p.partition_index,
-                    Committed {
-                        offset: p.committed_offset,
-                        leader_epoch: if version >= 2 {
-                            p.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        metadata,
-                        commit_timestamp: now,
-                    },
-                ));
-                slots.push((response.topics.len(), tr.partitions.len()));
-                errors::NONE
+                -1
+            };
+            pr.error_code = match check_partition(
+                broker,
+                group_code,
+                &name,
+                p.partition_index,
+                p.committed_offset,
+                leader_epoch,
+                p.committed_metadata.as_ref(),
+                now,
+            ) {
+                Ok(c) => {
+                    accepted.push((name.clone(), p.partition_index, c));
+                    slots.push((response.topics.len(), tr.partitions.len()));
+                    errors::NONE
+                }
+                Err(code) => code,
             };
             tr.partitions.push(pr);
         }
