@@ -3,9 +3,10 @@ across aborts, fencing and a SIGKILLed broker."""
 
 import os
 import random
-import subprocess
 import signal
+import subprocess
 import time
+import urllib.request
 import uuid
 
 from confluent_kafka import (
@@ -15,6 +16,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 
 from conftest import wait_for
+
+def metric(broker, name):
+    page = urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/metrics",
+                                  timeout=10).read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in page.splitlines()
+            if line.startswith(name)}
+
 
 def txn_config(tmp_path):
     """Timed-out transactions are looked for every half second, so a test sees one aborted
@@ -222,6 +230,9 @@ def test_consume_transform_produce_exactly_once_with_random_aborts(broker_factor
     seen = {v for (_, _, v) in everything}
     assert committed_values <= seen
     assert seen & aborted, "read_uncommitted sees aborted records"
+    counts = metric(broker, "fjord_transactions_total")
+    assert counts['fjord_transactions_total{outcome="commit"}'] > 0
+    assert counts['fjord_transactions_total{outcome="abort"}'] > 0
 
 
 def test_broker_sigkill_in_the_middle_of_transactions(broker_factory, tmp_path):
@@ -254,6 +265,10 @@ def test_broker_sigkill_in_the_middle_of_transactions(broker_factory, tmp_path):
     # The abandoned transaction times out and is aborted: nothing hangs.
     committed = check_exactly_once(broker, "k-out", n, 2)
     assert not any(v.startswith("abandoned") for (_, _, v) in committed)
+    assert metric(broker, "fjord_transactions_total")[
+        'fjord_transactions_total{outcome="timed_out"}'] >= 1
+    states = metric(broker, "fjord_transactional_ids")
+    assert states['fjord_transactional_ids{state="Ongoing"}'] == 0
 
 
 def test_new_producer_fences_the_old_one(broker, tmp_path):

@@ -667,6 +667,7 @@ impl Broker {
         partitions.sort();
         let mut text = self.metrics.render(&partitions);
         self.groups.render_metrics(self, &mut text);
+        self.txns.render_metrics(&mut text);
         text
     }
 

@@ -46,6 +46,10 @@ pub struct Transactions {
     /// One lock per transactional id: its operations run one at a time.
     id_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     last_timeout_check: Mutex<i64>,
+    /// Completed transactions, by outcome, and aborts the coordinator decided itself.
+    committed: std::sync::atomic::AtomicU64,
+    aborted: std::sync::atomic::AtomicU64,
+    timed_out: std::sync::atomic::AtomicU64,
 }
 
 /// A refused operation: a Kafka error code and what to tell the client.
@@ -148,6 +152,12 @@ impl Transactions {
         })?;
         let done = prepare.completed(now_ms());
         self.store(broker, done.clone())?;
+        let counter = if commit {
+            &self.committed
+        } else {
+            &self.aborted
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(transactional_id = %done.transactional_id, state = done.state.name(), "transaction completed");
         Ok(done)
     }
@@ -301,6 +311,45 @@ impl Transactions {
         v
     }
 
+    /// Transactional ids by state, and transactions completed since start, in Prometheus'
+    /// text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut by_state: std::collections::BTreeMap<&'static str, u64> = [
+            TxnState::Empty,
+            TxnState::Ongoing,
+            TxnState::PrepareCommit,
+            TxnState::PrepareAbort,
+            TxnState::CompleteCommit,
+            TxnState::CompleteAbort,
+        ]
+        .into_iter()
+        .map(|s| (s.name(), 0))
+        .collect();
+        for m in lock(&self.txns).values() {
+            *by_state.entry(m.state.name()).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_transactional_ids Transactional ids the coordinator knows, by the state of their transaction.\n# TYPE fjord_transactional_ids gauge"
+        );
+        for (state, n) in by_state {
+            let _ = writeln!(out, "fjord_transactional_ids{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_transactions_total Transactions completed since start, by outcome (timed_out: aborted by the coordinator after transaction.timeout.ms; also counted as abort).\n# TYPE fjord_transactions_total counter"
+        );
+        for (outcome, n) in [
+            ("commit", self.committed.load(Relaxed)),
+            ("abort", self.aborted.load(Relaxed)),
+            ("timed_out", self.timed_out.load(Relaxed)),
+        ] {
+            let _ = writeln!(out, "fjord_transactions_total{{outcome=\"{outcome}\"}} {n}");
+        }
+    }
+
     /// Replays `__transaction_state` and finishes transactions a crash left between Prepare
     /// and Complete. Blocking; runs after the group coordinator has loaded.
     pub fn load(&self, broker: &Broker) {
@@ -392,6 +441,8 @@ impl Transactions {
                 continue;
             }
             tracing::info!(transactional_id = %id, producer_id = m.producer_id, timeout_ms = m.timeout_ms, "aborting a transaction past its timeout");
+            self.timed_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = self.finish(broker, fence);
         }
         let expired: Vec<String> = lock(&self.txns)
