@@ -14,16 +14,17 @@ use crate::errors;
 /// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than the topic's min.insync.replicas.
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 
-/// A partition's outcome so far.
+/// A refusal: the Kafka error code and what to tell the producer.
+type Refusal = (i16, String);
+
+/// A partition's append as the request is read: refused at once, or running.
 enum Pending {
-    Done(Result<AppendInfo, (i16, String)>),
+    Refused(Refusal),
     /// The append running on a blocking thread.
     Appending(
         Arc<Partition>,
         tokio::task::JoinHandle<Result<AppendInfo, LogError>>,
     ),
-    /// Appended; for acks=all the fsync is still to be waited for.
-    Appended(Arc<Partition>, AppendInfo),
 }
 
 /// What the connection does with a produce request once its batches are appended.
@@ -65,15 +66,15 @@ pub async fn handle(
         response.responses.push(topic_response);
         for pd in topic.partition_data {
             let outcome = if !matches!(acks, -1..=1) {
-                Pending::Done(Err((
+                Pending::Refused((
                     errors::INVALID_REQUIRED_ACKS,
                     format!("acks={acks} is not one of -1, 0, 1"),
-                )))
+                ))
             } else if name == crate::groups::OFFSETS_TOPIC || name == crate::txns::TXN_TOPIC {
-                Pending::Done(Err((
+                Pending::Refused((
                     errors::INVALID_TOPIC_EXCEPTION,
                     format!("cannot append to internal topic {name}"),
-                )))
+                ))
             } else if let Err(refused) = check_transaction(
                 broker,
                 request.transactional_id.as_ref().map(|t| t.0.as_str()),
@@ -81,17 +82,17 @@ pub async fn handle(
                 pd.index,
                 pd.records.as_deref(),
             ) {
-                Pending::Done(Err(refused))
+                Pending::Refused(refused)
             } else {
                 match (broker.partition(&name, pd.index), pd.records) {
-                    (None, _) => Pending::Done(Err((
+                    (None, _) => Pending::Refused((
                         errors::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("this server does not host {name}-{}", pd.index),
-                    ))),
-                    (Some(_), None) => Pending::Done(Err((
+                    )),
+                    (Some(_), None) => Pending::Refused((
                         errors::INVALID_RECORD,
                         "the partition's records are null".to_string(),
-                    ))),
+                    )),
                     (Some(p), Some(records)) => start_append(p, records.to_vec(), acks),
                 }
             };
@@ -99,58 +100,67 @@ pub async fn handle(
         }
         names.push(name);
     }
-    for (_, _, outcome) in &mut pending {
-        if let Pending::Appending(..) = outcome {
-            let Pending::Appending(p, task) = std::mem::replace(outcome, Pending::Done(Ok(EMPTY)))
-            else {
-                continue;
-            };
-            *outcome = match task.await {
-                Ok(Ok(info)) => Pending::Appended(p, info),
-                Ok(Err(e)) => Pending::Done(Err((errors::from_log_error(&e), e.to_string()))),
-                Err(e) => Pending::Done(Err((
+    // Every append is in the log before the next request is read (request order); what
+    // remains is the fsync wait.
+    let mut in_log = Vec::with_capacity(pending.len());
+    for (t, index, outcome) in pending {
+        let outcome = match outcome {
+            Pending::Refused(r) => Err(r),
+            Pending::Appending(p, task) => match task.await {
+                Ok(Ok(info)) => Ok((p, info)),
+                Ok(Err(e)) => Err((errors::from_log_error(&e), e.to_string())),
+                Err(e) => Err((
                     errors::UNKNOWN_SERVER_ERROR,
                     format!("append task failed: {e}"),
-                ))),
-            };
-        }
+                )),
+            },
+        };
+        in_log.push((t, index, outcome));
     }
     let broker = broker.clone();
     let client = ctx.client_id.clone();
     let finish = async move {
-        let mut appended = false;
-        for (t, index, outcome) in pending {
-            let name = &names[t];
-            let outcome = match outcome {
-                Pending::Done(r) => r,
-                Pending::Appending(..) => Err((
-                    errors::UNKNOWN_SERVER_ERROR,
-                    "append not finished".to_string(),
-                )),
-                Pending::Appended(p, info) => {
-                    let durable = if acks == -1 {
-                        let log_partition = p.clone();
-                        tokio::task::spawn_blocking(move || log_partition.log.wait_durable(&info))
-                            .await
-                            .unwrap_or_else(|e| {
-                                Err(LogError::Unreadable {
-                                    path: p.log.dir().to_path_buf(),
-                                    reason: format!("fsync task failed: {e}"),
-                                })
-                            })
-                    } else {
-                        Ok(())
-                    };
-                    match durable {
-                        Ok(()) => {
-                            // A single node is the whole ISR: the append is committed.
-                            p.log.advance_high_watermark(info.next_offset());
-                            Ok(info)
-                        }
-                        Err(e) => Err((errors::from_log_error(&e), e.to_string())),
+        // Every partition's fsync wait starts before any is awaited: they run side by side.
+        let waits: Vec<_> = in_log
+            .into_iter()
+            .map(|(t, index, outcome)| {
+                let wait = match outcome {
+                    Ok((p, info)) if acks == -1 => {
+                        let waiting = p.clone();
+                        Ok((
+                            p,
+                            info,
+                            Some(tokio::task::spawn_blocking(move || {
+                                waiting.log.wait_durable(&info)
+                            })),
+                        ))
                     }
-                }
-            };
+                    Ok((p, info)) => Ok((p, info, None)),
+                    Err(r) => Err(r),
+                };
+                (t, index, wait)
+            })
+            .collect();
+        let mut appended = false;
+        for (t, index, wait) in waits {
+            let name = &names[t];
+            let outcome = match wait {
+                Err(r) => Err(r),
+                Ok((p, info, None)) => Ok((p, info)),
+                Ok((p, info, Some(durable))) => match durable.await {
+                    Ok(Ok(())) => Ok((p, info)),
+                    Ok(Err(e)) => Err((errors::from_log_error(&e), e.to_string())),
+                    Err(e) => Err((
+                        errors::UNKNOWN_SERVER_ERROR,
+                        format!("fsync task failed: {e}"),
+                    )),
+                },
+            }
+            .map(|(p, info)| {
+                // A single node is the whole ISR: the append is committed.
+                p.log.advance_high_watermark(info.next_offset());
+                info
+            });
             let mut pr = PartitionProduceResponse::default();
             pr.index = index;
             pr.base_offset = -1;
@@ -205,17 +215,6 @@ pub async fn handle(
     Ok(Produced::Later(Box::pin(finish)))
 }
 
-/// A placeholder left in a taken slot.
-const EMPTY: AppendInfo = AppendInfo {
-    first_offset: -1,
-    last_offset: -1,
-    log_append_time: -1,
-    record_count: 0,
-    bytes: 0,
-    log_start_offset: -1,
-    duplicate: false,
-};
-
 /// A transactional produce must carry transactional batches of the transaction's producer,
 /// for a partition added to its open transaction; transactional batches need a
 /// transactional id.
@@ -256,10 +255,10 @@ fn start_append(partition: Arc<Partition>, mut records: Vec<u8>, acks: i16) -> P
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
     if acks == -1 && min_isr > 1 {
-        return Pending::Done(Err((
+        return Pending::Refused((
             NOT_ENOUGH_REPLICAS,
             format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
-        )));
+        ));
     }
     let p = partition.clone();
     Pending::Appending(
