@@ -638,7 +638,8 @@ impl Log {
             });
         }
         let mut headers = Vec::with_capacity(spans.len());
-        let mut controls: Vec<Option<ControlRecord>> = Vec::with_capacity(spans.len());
+        // Control batches (markers) by batch index; rare, so nothing is allocated without one.
+        let mut controls: Vec<(usize, ControlRecord)> = Vec::new();
         let mut record_count = 0u64;
         for &(start, len) in &spans {
             let batch = &mut records[start..start + len];
@@ -681,11 +682,9 @@ impl Log {
                 }
             }
             record_count += header.records_count as u64;
-            controls.push(if header.is_control() {
-                Some(parse_control_batch(batch)?)
-            } else {
-                None
-            });
+            if header.is_control() {
+                controls.push((headers.len(), parse_control_batch(batch)?));
+            }
             headers.push(BatchHeader::parse(batch)?);
         }
 
@@ -709,8 +708,11 @@ impl Log {
             }
         }
         let changes = if headers.iter().any(BatchHeader::has_producer_id) {
-            let batches: Vec<(BatchHeader, Option<ControlRecord>)> =
-                headers.iter().copied().zip(controls).collect();
+            let batches: Vec<(BatchHeader, Option<ControlRecord>)> = headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (*h, controls.iter().find(|(at, _)| *at == i).map(|c| c.1)))
+                .collect();
             let check = match origin {
                 AppendOrigin::Client => Check::Client,
                 AppendOrigin::Internal => Check::Internal,

@@ -671,15 +671,11 @@ pub(crate) fn write_txn_index(
         }
         return Ok(());
     }
-    let buf = encode_txn_entries(entries);
     let file = storage
         .open(&path, true)
         .map_err(LogError::io("creating", &path))?;
     file.truncate(0).map_err(LogError::io("writing", &path))?;
-    file.write_at(&buf, 0)
-        .map_err(LogError::io("writing", &path))?;
-    file.sync().map_err(LogError::io("syncing", &path))?;
-    Ok(())
+    append_txn_index(storage, dir, base, entries)
 }
 
 #[cfg(test)]

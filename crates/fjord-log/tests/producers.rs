@@ -73,12 +73,12 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
             ..
         }))
     ));
-    let fenced = log.append(
+    let next = log.append(
         &mut producer_batch(7, 0, 120, 1, false),
         AppendOrigin::Client,
         2_000,
     );
-    assert!(fenced.is_ok(), "same epoch, next sequence");
+    assert!(next.is_ok(), "same epoch, next sequence");
     log.close().unwrap();
     // Clean reopen, and a crash with every snapshot gone (full replay) agree.
     let log = open(&crashed, small_segments());
