@@ -37,6 +37,12 @@ pub struct Partition {
     pub min_insync_replicas: AtomicI32,
 }
 
+impl AsRef<Log> for Partition {
+    fn as_ref(&self) -> &Log {
+        &self.log
+    }
+}
+
 /// Why the broker could not start.
 #[derive(Debug, Error)]
 pub enum OpenError {
@@ -51,7 +57,14 @@ pub enum OpenError {
     },
     #[error("topic {topic} has an invalid stored config: {reason}")]
     Config { topic: String, reason: String },
+    #[error("starting the fsync threads: {0}")]
+    Threads(#[source] std::io::Error),
 }
+
+/// Threads that fsync acks=all appends, per data directory: enough to keep several partitions'
+/// fsyncs in flight at once, few enough that a burst of small appends to many partitions
+/// is synced in rounds rather than by a thread per request and partition.
+const FLUSH_THREADS: usize = 4;
 
 /// An admin operation's failure, as Kafka reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +92,8 @@ pub struct Broker {
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     /// Woken after every append, for fetches waiting on data.
     pub data_appended: tokio::sync::Notify,
+    /// Makes acks=all appends durable, sharing fsyncs between requests (group commit).
+    pub flusher: fjord_log::Flusher<Partition>,
     pub metrics: crate::metrics::Metrics,
     pub groups: crate::groups::Groups,
     pub txns: crate::txns::Transactions,
@@ -125,6 +140,7 @@ impl Broker {
             meta,
             partitions: RwLock::new(HashMap::new()),
             data_appended: tokio::sync::Notify::new(),
+            flusher: fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?,
             metrics: crate::metrics::Metrics::default(),
             groups: crate::groups::Groups::new(group_config, consumer_config, random_u128() as u64),
             txns: crate::txns::Transactions::default(),
@@ -673,6 +689,7 @@ impl Broker {
 
     /// Flushes and closes every log and the metadata log (clean shutdown).
     pub fn close(&self) {
+        self.flusher.stop();
         for p in self.all_partitions() {
             if let Err(e) = p.log.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");

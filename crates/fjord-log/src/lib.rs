@@ -13,6 +13,7 @@ pub mod checkpoint;
 mod cleaner;
 pub mod config;
 mod error;
+pub mod flusher;
 pub mod index;
 mod log;
 pub mod producer;
@@ -23,6 +24,7 @@ pub mod storage;
 pub use cleaner::CompactionOutcome;
 pub use config::{CleanupPolicy, ConfigError, LOG_CONFIG_KEYS, LogConfig};
 pub use error::LogError;
+pub use flusher::Flusher;
 pub use log::{
     AppendInfo, AppendOrigin, FetchSlice, Log, ReadResult, ReadUpTo, RetentionOutcome, SegmentInfo,
     TimestampOffset,

@@ -861,16 +861,21 @@ impl Log {
     /// Waits until the append is durable if the flush policy asks for it (by default every
     /// append waits; with `flush.messages` = N only once N records are unflushed).
     pub fn wait_durable(&self, info: &AppendInfo) -> Result<(), LogError> {
+        match self.sync_needed(info) {
+            Some(target) => self.sync_to(target),
+            None => Ok(()),
+        }
+    }
+
+    /// The offset to sync to before acknowledging `info` under the flush policy, or `None`
+    /// when the append may be acknowledged as it is (already durable, or `flush.messages`
+    /// leaves it to a later sync).
+    pub fn sync_needed(&self, info: &AppendInfo) -> Option<i64> {
         let config = self.config();
         let durable = self.durable_offset();
         let target = info.next_offset();
-        if durable >= target {
-            return Ok(());
-        }
-        if config.flush_messages <= 1 || (target - durable) as u64 >= config.flush_messages {
-            self.sync_to(target)?;
-        }
-        Ok(())
+        let due = config.flush_messages <= 1 || (target - durable) as u64 >= config.flush_messages;
+        (durable < target && due).then_some(target)
     }
 
     /// Makes every offset below `offset` durable. Concurrent callers share one fsync: whoever

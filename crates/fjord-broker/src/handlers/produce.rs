@@ -17,15 +17,18 @@ const NOT_ENOUGH_REPLICAS: i16 = 19;
 /// A refusal: the Kafka error code and what to tell the producer.
 type Refusal = (i16, String);
 
-/// A partition's append as the request is read: refused at once, or running.
+/// A partition's part of the request: refused at once, or to be appended.
 enum Pending {
     Refused(Refusal),
-    /// The append running on a blocking thread.
-    Appending(
-        Arc<Partition>,
-        tokio::task::JoinHandle<Result<AppendInfo, LogError>>,
-    ),
+    Append(Arc<Partition>, bytes::Bytes),
 }
+
+/// The appends of one request run on blocking threads in groups of consecutive partitions of
+/// about this many bytes: a request spread thin over many partitions costs one thread hand-off,
+/// not one per partition, while large requests still append partitions side by side.
+const APPEND_GROUP_BYTES: usize = 256 * 1024;
+
+type Appended = Result<AppendInfo, Refusal>;
 
 /// What the connection does with a produce request once its batches are appended.
 pub enum Produced {
@@ -93,7 +96,7 @@ pub async fn handle(
                         errors::INVALID_RECORD,
                         "the partition's records are null".to_string(),
                     )),
-                    (Some(p), Some(records)) => start_append(p, records.to_vec(), acks),
+                    (Some(p), Some(records)) => check_isr(p, records, acks),
                 }
             };
             pending.push((t, pd.index, outcome));
@@ -102,42 +105,49 @@ pub async fn handle(
     }
     // Every append is in the log before the next request is read (request order); what
     // remains is the fsync wait.
-    let mut in_log = Vec::with_capacity(pending.len());
-    for (t, index, outcome) in pending {
-        let outcome = match outcome {
-            Pending::Refused(r) => Err(r),
-            Pending::Appending(p, task) => match task.await {
-                Ok(Ok(info)) => Ok((p, info)),
-                Ok(Err(e)) => Err((errors::from_log_error(&e), e.to_string())),
-                Err(e) => Err((
-                    errors::UNKNOWN_SERVER_ERROR,
-                    format!("append task failed: {e}"),
-                )),
-            },
-        };
-        in_log.push((t, index, outcome));
-    }
+    let mut appended = append_all(&mut pending).await.into_iter();
+    let in_log: Vec<_> = pending
+        .into_iter()
+        .map(|(t, index, outcome)| {
+            let outcome = match outcome {
+                Pending::Refused(r) => Err(r),
+                Pending::Append(p, _) => match appended.next() {
+                    Some(appended) => appended.map(|info| (p, info)),
+                    None => Err((
+                        errors::UNKNOWN_SERVER_ERROR,
+                        "append task failed".to_string(),
+                    )),
+                },
+            };
+            (t, index, outcome)
+        })
+        .collect();
     let broker = broker.clone();
     let client = ctx.client_id.clone();
     let finish = async move {
-        // Every partition's fsync wait starts before any is awaited: they run side by side.
+        // Every partition's fsync is asked for before any is awaited: the flusher syncs them
+        // side by side and shares each fsync with other requests for the same partition.
         let waits: Vec<_> = in_log
             .into_iter()
             .map(|(t, index, outcome)| {
-                let wait = match outcome {
-                    Ok((p, info)) if acks == -1 => {
-                        let waiting = p.clone();
-                        Ok((
-                            p,
-                            info,
-                            Some(tokio::task::spawn_blocking(move || {
-                                waiting.log.wait_durable(&info)
-                            })),
-                        ))
-                    }
-                    Ok((p, info)) => Ok((p, info, None)),
-                    Err(r) => Err(r),
-                };
+                let wait = outcome.map(|(p, info)| {
+                    let target = (acks == -1).then(|| p.log.sync_needed(&info)).flatten();
+                    let durable = target.map(|target| {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        broker.flusher.sync_to(
+                            &p,
+                            target,
+                            Box::new(move |r: &Result<(), LogError>| {
+                                let r = r
+                                    .as_ref()
+                                    .map_err(|e| (errors::from_log_error(e), e.to_string()));
+                                let _ = tx.send(r.map(|_| ()));
+                            }),
+                        );
+                        rx
+                    });
+                    (p, info, durable)
+                });
                 (t, index, wait)
             })
             .collect();
@@ -149,10 +159,10 @@ pub async fn handle(
                 Ok((p, info, None)) => Ok((p, info)),
                 Ok((p, info, Some(durable))) => match durable.await {
                     Ok(Ok(())) => Ok((p, info)),
-                    Ok(Err(e)) => Err((errors::from_log_error(&e), e.to_string())),
-                    Err(e) => Err((
+                    Ok(Err(r)) => Err(r),
+                    Err(_) => Err((
                         errors::UNKNOWN_SERVER_ERROR,
-                        format!("fsync task failed: {e}"),
+                        "the fsync was abandoned (broker shutting down)".to_string(),
                     )),
                 },
             }
@@ -249,8 +259,8 @@ fn check_transaction(
     }
 }
 
-/// Starts appending on a blocking thread; the fsync is waited for later.
-fn start_append(partition: Arc<Partition>, mut records: Vec<u8>, acks: i16) -> Pending {
+/// Refuses acks=all when the topic wants more in-sync replicas than a single node has.
+fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pending {
     let min_isr = partition
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -260,25 +270,78 @@ fn start_append(partition: Arc<Partition>, mut records: Vec<u8>, acks: i16) -> P
             format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
         ));
     }
-    let p = partition.clone();
-    Pending::Appending(
-        partition,
-        tokio::task::spawn_blocking(move || -> Result<AppendInfo, LogError> {
-            // Stamp the leader epoch into every batch, as a Kafka leader does (outside the CRC).
-            let mut at = 0;
-            let spans: Vec<(usize, usize)> = split_batches(&records)
-                .map(|b| {
-                    b.map(|b| {
-                        let span = (at, b.len());
-                        at += b.len();
-                        span
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            for (start, len) in spans {
-                set_partition_leader_epoch(&mut records[start..start + len], LEADER_EPOCH);
+    Pending::Append(partition, records)
+}
+
+/// Appends every accepted partition's batches, in request order, on blocking threads (see
+/// [`APPEND_GROUP_BYTES`]); one result per `Pending::Append`, in order.
+async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
+    let mut groups: Vec<Vec<(Arc<Partition>, bytes::Bytes)>> = Vec::new();
+    let mut group_bytes = 0;
+    for (_, _, outcome) in pending.iter_mut() {
+        if let Pending::Append(p, records) = outcome {
+            if groups.is_empty() || group_bytes >= APPEND_GROUP_BYTES {
+                groups.push(Vec::new());
+                group_bytes = 0;
             }
-            p.log.append(&mut records, AppendOrigin::Client, now_ms())
-        }),
-    )
+            group_bytes += records.len();
+            let records = std::mem::take(records);
+            groups
+                .last_mut()
+                .expect("pushed")
+                .push((p.clone(), records));
+        }
+    }
+    let tasks: Vec<_> = groups
+        .into_iter()
+        .map(|group| {
+            let n = group.len();
+            let task = tokio::task::spawn_blocking(move || {
+                group
+                    .into_iter()
+                    .map(|(p, records)| {
+                        append(&p, &records)
+                            .map_err(|e| (errors::from_log_error(&e), e.to_string()))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (n, task)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (n, task) in tasks {
+        match task.await {
+            Ok(results) => out.extend(results),
+            Err(e) => {
+                tracing::error!(error = %e, "append task failed");
+                out.extend((0..n).map(|_| {
+                    Err((
+                        errors::UNKNOWN_SERVER_ERROR,
+                        format!("append task failed: {e}"),
+                    ))
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// Appends one partition's batches, with the leader epoch stamped into every batch as a
+/// Kafka leader does (outside the CRC).
+fn append(p: &Partition, records: &[u8]) -> Result<AppendInfo, LogError> {
+    let mut records = records.to_vec();
+    let mut at = 0;
+    let spans: Vec<(usize, usize)> = split_batches(&records)
+        .map(|b| {
+            b.map(|b| {
+                let span = (at, b.len());
+                at += b.len();
+                span
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    for (start, len) in spans {
+        set_partition_leader_epoch(&mut records[start..start + len], LEADER_EPOCH);
+    }
+    p.log.append(&mut records, AppendOrigin::Client, now_ms())
 }
