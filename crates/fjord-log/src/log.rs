@@ -83,6 +83,8 @@ pub struct FetchSlice {
     pub first_offset: i64,
     /// The offset after the last batch in the range.
     pub next_offset: i64,
+    /// Records in the range, as the batch headers count them.
+    pub records: u64,
 }
 
 impl FetchSlice {
@@ -315,7 +317,14 @@ impl Log {
                         now_ms,
                     )?;
                     recovered.push(i);
-                    (seg, cut)
+                    // A segment that ends short of the next one's base lost its unsynced tail
+                    // (a crash after a roll, before the sync that covers both): what follows
+                    // it was not durable either, since one sync covers the sealed segment with
+                    // the active one. Keeping it would leave a hole in offsets that idempotent
+                    // producers' state, read from the snapshot at the roll, counts as written.
+                    let short = require_dense
+                        && bases.get(i + 1).is_some_and(|&next| seg.next_offset < next);
+                    (seg, cut || short)
                 }
             };
             segments.push(seg);
@@ -1041,7 +1050,8 @@ impl Log {
         };
         while let Some((file, base, start, end)) = target.take() {
             let mut scanner = Scanner::new(&*file, start, end);
-            let mut found: Option<(u64, u64, i64, i64)> = None; // position, len, first, next
+            // position, len, first offset, next offset, records
+            let mut found: Option<(u64, u64, i64, i64, u64)> = None;
             loop {
                 let next = scanner
                     .next_header()
@@ -1059,25 +1069,28 @@ impl Log {
                         if len as usize > max_bytes && !min_one_batch {
                             break;
                         }
-                        found = Some((pos, len, header.base_offset, header.next_offset()));
+                        let records = header.records_count.max(0) as u64;
+                        found = Some((pos, len, header.base_offset, header.next_offset(), records));
                     }
-                    Some((_, len, _, next)) => {
+                    Some((_, len, _, next, records)) => {
                         let add = header.total_len() as u64;
                         if (*len + add) as usize > max_bytes {
                             break;
                         }
                         *len += add;
                         *next = header.next_offset();
+                        *records += header.records_count.max(0) as u64;
                     }
                 }
             }
-            if let Some((position, len, first_offset, next_offset)) = found {
+            if let Some((position, len, first_offset, next_offset, records)) = found {
                 result.data = Some(FetchSlice {
                     file,
                     position,
                     len,
                     first_offset,
                     next_offset,
+                    records,
                 });
                 return Ok(result);
             }

@@ -243,3 +243,45 @@ fn logs_without_producers_write_no_snapshots() {
     let log = open(&storage, LogConfig::default());
     assert_eq!(log.producers()[0].last_sequence(), 1);
 }
+
+#[test]
+fn a_crash_that_loses_a_sealed_segments_tail_forgets_its_batches() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let log = open(&storage, small_segments());
+    log.append_durable(
+        &mut producer_batch(7, 0, 0, 3, false),
+        AppendOrigin::Client,
+        1_000,
+    )
+    .unwrap();
+    // Unsynced appends (acks=1, or acks=all still waiting) until the segment rolls: the roll
+    // writes the new segment and a producer snapshot at its base durably, the old segment's
+    // tail stays in the page cache.
+    let mut seq = 3;
+    while log.segments().len() == 1 {
+        log.append(
+            &mut producer_batch(7, 0, seq, 3, false),
+            AppendOrigin::Client,
+            1_000,
+        )
+        .unwrap();
+        seq += 3;
+    }
+    let crashed: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let log = open(&crashed, small_segments());
+    assert_eq!(log.log_end_offset(), 3, "only the synced batch survives");
+    assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 3);
+    // The producer retries its first unacknowledged batch: it must be written again, not
+    // answered as a duplicate of data the crash took.
+    let retry = log
+        .append(
+            &mut producer_batch(7, 0, 3, 3, false),
+            AppendOrigin::Client,
+            2_000,
+        )
+        .unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(retry.first_offset, 3);
+    assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 6);
+}
