@@ -12,12 +12,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
+use crate::frame::Frame;
 use crate::handlers;
 
 /// How long shutdown waits for connections to finish their current request.
@@ -91,10 +92,10 @@ const MAX_IN_FLIGHT: usize = 32;
 
 /// A response on its way out, in request order.
 enum Outgoing {
-    Now(BytesMut),
+    Now(Frame),
     Later(
         std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<BytesMut, handlers::CloseReason>> + Send>,
+            Box<dyn std::future::Future<Output = Result<Frame, handlers::CloseReason>> + Send>,
         >,
         &'static str,
         Instant,
@@ -119,7 +120,7 @@ async fn serve_connection(
     let writer_broker = broker.clone();
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
-            let bytes = match out {
+            let frame = match out {
                 Outgoing::Now(b) => b,
                 Outgoing::Later(finish, api, started) => {
                     let done = finish.await;
@@ -135,7 +136,7 @@ async fn serve_connection(
                     }
                 }
             };
-            write_half.write_all(&bytes).await?;
+            write_half = frame.write(write_half).await?;
         }
         Ok::<(), io::Error>(())
     });

@@ -8,7 +8,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,7 +48,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Cuts or extends the file to `len` bytes.
     fn truncate(&self, len: u64) -> io::Result<()>;
     /// The OS file descriptor, when there is one, for zero-copy sends (sendfile).
-    fn raw_fd(&self) -> Option<RawFd> {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
 }
@@ -182,7 +182,7 @@ impl StorageFile for FsFile {
         self.file.set_len(len)
     }
 
-    fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.file.as_raw_fd())
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.file.as_fd())
     }
 }

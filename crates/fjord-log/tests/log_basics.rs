@@ -622,7 +622,7 @@ fn real_directory_round_trip() {
         .data
         .unwrap();
     assert!(
-        slice.file.raw_fd().is_some(),
+        slice.file.fd().is_some(),
         "real files offer a descriptor for sendfile"
     );
     log.close().unwrap();

@@ -325,7 +325,9 @@ fn errors_have_exit_codes_and_say_what_to_do() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::Read;
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    // One write: a request in pieces can be answered and closed on before the rest lands.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body

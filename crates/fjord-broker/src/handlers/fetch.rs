@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_log::{LogError, ReadUpTo};
+use fjord_log::{FetchSlice, LogError, ReadUpTo};
 use fjord_meta::TopicId;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::{RequestContext, check_leader_epoch, topic_name};
 use crate::broker::{Broker, Partition};
 use crate::errors;
+use crate::frame::Region;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -31,20 +32,34 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// Record ranges at least this large are sent from the segment file (sendfile); smaller ones
+/// are read into the response, which costs less than a trip to a blocking thread.
+const SENDFILE_MIN_BYTES: u64 = 64 * 1024;
+
+/// The records a partition sends: read into memory, or a segment range sent as is.
+enum Records {
+    None,
+    /// The batches and the records in them.
+    Read(Bytes, u64),
+    File(FetchSlice),
+}
+
+/// Answers a fetch: the response, and the partitions (topic index, partition index) whose
+/// records are sent from the segment files, in response order.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: FetchRequest,
     ctx: &RequestContext,
-) -> FetchResponse {
+) -> (FetchResponse, Vec<Region>) {
     let mut response = FetchResponse::default();
     response.session_id = 0;
     if request.session_id != 0 {
         response.error_code = errors::FETCH_SESSION_ID_NOT_FOUND;
-        return response;
+        return (response, Vec::new());
     }
     if request.session_epoch > 0 {
         response.error_code = errors::INVALID_FETCH_SESSION_EPOCH;
-        return response;
+        return (response, Vec::new());
     }
     let read_committed = request.isolation_level == READ_COMMITTED;
     let by_id = ctx.version >= 13;
@@ -111,21 +126,27 @@ pub async fn handle(
             // Timed out: one last read, so the response reflects what is there now.
             parts = read(wanted.clone()).await.0;
         }
-        for (w, data) in wanted.iter().zip(parts) {
-            if let (Some(p), Some(records)) = (&w.partition, &data.records)
-                && !records.is_empty()
+        let mut regions = Vec::new();
+        for (w, (mut data, records)) in wanted.iter().zip(parts) {
+            let (count, bytes) = match &records {
+                Records::None => (0, 0),
+                Records::Read(b, count) => (*count, b.len() as u64),
+                Records::File(slice) => (slice.records, slice.len),
+            };
+            if let Some(p) = &w.partition
+                && bytes > 0
             {
-                let count: i64 = fjord_record::split_batches(records)
-                    .filter_map(|b| fjord_record::BatchHeader::parse(b.ok()?).ok())
-                    .map(|h| i64::from(h.records_count))
-                    .sum();
-                broker
-                    .metrics
-                    .fetched(&p.topic, count as u64, records.len() as u64);
+                broker.metrics.fetched(&p.topic, count, bytes);
             }
-            response.responses[w.topic_index].partitions.push(data);
+            let partitions = &mut response.responses[w.topic_index].partitions;
+            match records {
+                Records::None => {}
+                Records::Read(b, _) => data.records = Some(b),
+                Records::File(slice) => regions.push(((w.topic_index, partitions.len()), slice)),
+            }
+            partitions.push(data);
         }
-        return response;
+        return (response, regions);
     }
 }
 
@@ -135,7 +156,7 @@ fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
-) -> (Vec<PartitionData>, usize, bool) {
+) -> (Vec<(PartitionData, Records)>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
@@ -151,7 +172,7 @@ fn read_all(
         let Some(partition) = w.partition.as_ref().filter(|_| w.error == errors::NONE) else {
             pd.error_code = w.error;
             any_error = true;
-            out.push(pd);
+            out.push((pd, Records::None));
             continue;
         };
         let log = &partition.log;
@@ -167,6 +188,7 @@ fn read_all(
             ReadUpTo::HighWatermark
         };
         let read = log.read(w.offset, budget, upper, min_one);
+        let mut records = Records::None;
         match read {
             Ok(r) => {
                 pd.high_watermark = r.high_watermark;
@@ -186,15 +208,20 @@ fn read_all(
                                 .collect(),
                         );
                     }
-                    match slice.read() {
-                        Ok(bytes) => {
-                            total += bytes.len();
-                            pd.records = Some(Bytes::from(bytes));
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %partition.topic, partition = w.index, error = %e, "reading fetched range");
-                            pd.error_code = errors::KAFKA_STORAGE_ERROR;
-                            any_error = true;
+                    total += slice.len as usize;
+                    if slice.len >= SENDFILE_MIN_BYTES && slice.file.fd().is_some() {
+                        records = Records::File(slice);
+                    } else {
+                        match slice.read() {
+                            Ok(bytes) => {
+                                records = Records::Read(Bytes::from(bytes), slice.records);
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %partition.topic, partition = w.index, error = %e, "reading fetched range");
+                                total -= slice.len as usize;
+                                pd.error_code = errors::KAFKA_STORAGE_ERROR;
+                                any_error = true;
+                            }
                         }
                     }
                 }
@@ -212,7 +239,7 @@ fn read_all(
                 any_error = true;
             }
         }
-        out.push(pd);
+        out.push((pd, records));
     }
     (out, total, any_error)
 }

@@ -50,6 +50,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker::{Broker, LEADER_EPOCH};
 use crate::errors;
+use crate::frame::Frame;
 
 /// The APIs and version ranges Fjord serves (and advertises).
 ///
@@ -200,12 +201,10 @@ pub struct RequestContext {
 pub enum Reply {
     /// No response (acks=0 produce).
     None,
-    Now(BytesMut),
+    Now(Frame),
     /// The response once this finishes (acks=all produce waiting for its fsync); the
     /// connection goes on reading requests meanwhile and sends responses in request order.
-    Later(
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<BytesMut, CloseReason>> + Send>>,
-    ),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Frame, CloseReason>> + Send>>),
 }
 
 impl std::fmt::Debug for Reply {
@@ -234,9 +233,9 @@ pub async fn handle(
     if api == ApiKey::ApiVersions && !accepted(api, version) {
         // Kafka's fallback: a v0 response naming the supported ranges, so the client can
         // retry with a version both sides know.
-        return Ok(Reply::Now(api_versions::unsupported_version_response(
-            correlation_id,
-        )));
+        return Ok(Reply::Now(
+            api_versions::unsupported_version_response(correlation_id).into(),
+        ));
     }
     if !accepted(api, version) {
         return Err(CloseReason::UnsupportedVersion { api, version });
@@ -270,17 +269,32 @@ pub async fn handle(
             produce::Produced::Later(finish) => {
                 return Ok(Reply::Later(Box::pin(async move {
                     let response: ResponseKind = finish.await.into();
-                    encode_response(api, version, correlation_id, &response).map_err(|reason| {
-                        CloseReason::Malformed {
+                    encode_response(api, version, correlation_id, &response)
+                        .map(Frame::from)
+                        .map_err(|reason| CloseReason::Malformed {
                             api,
                             version,
                             reason,
-                        }
-                    })
+                        })
                 })));
             }
         },
-        RequestKind::Fetch(r) => fetch::handle(broker, r, &ctx).await.into(),
+        RequestKind::Fetch(r) => {
+            // Record data goes out from the segment files (see `crate::frame`).
+            let (response, regions) = fetch::handle(broker, r, &ctx).await;
+            let encode = |body: &kafka_protocol::messages::FetchResponse| {
+                encode_with_header(api, version, correlation_id, |out| {
+                    body.encode(out, version).map_err(|e| e.to_string())
+                })
+            };
+            return Frame::fetch(version, response, regions, encode)
+                .map(Reply::Now)
+                .map_err(|reason| CloseReason::Malformed {
+                    api,
+                    version,
+                    reason,
+                });
+        }
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, &ctx).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(broker, r, &ctx).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(broker, r, &ctx).await.into(),
@@ -337,7 +351,7 @@ pub async fn handle(
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)
-        .map(Reply::Now)
+        .map(|b| Reply::Now(b.into()))
         .map_err(|reason| CloseReason::Malformed {
             api,
             version,
@@ -373,6 +387,18 @@ fn encode_response(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<BytesMut, String> {
+    encode_with_header(api, version, correlation_id, |out| {
+        body.encode(out, version).map_err(|e| e.to_string())
+    })
+}
+
+/// Size prefix, response header, then whatever `body` writes.
+fn encode_with_header(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+) -> Result<BytesMut, String> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     let mut header = ResponseHeader::default();
@@ -380,7 +406,7 @@ fn encode_response(
     header
         .encode(&mut out, api.response_header_version(version))
         .map_err(|e| e.to_string())?;
-    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+    body(&mut out)?;
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
