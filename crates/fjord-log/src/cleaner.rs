@@ -245,7 +245,7 @@ impl Log {
             }
             cleaned
                 .seal()
-                .and_then(|()| cleaned.sync_all())
+                .and_then(|()| cleaned.sync_all(&*self.storage))
                 .map_err(LogError::io("syncing cleaned segment in", &self.dir))?;
             let before = seg.size;
             let after = cleaned.size;
@@ -339,6 +339,7 @@ impl Log {
         }
         let old = &inner.segments[i];
         let mut cleaned = cleaned;
+        cleaned.renamed(&final_paths[1], &final_paths[2]);
         // Offsets stay where they were even if the last batches were emptied.
         cleaned.next_offset = old.next_offset;
         cleaned.rolling_timestamp = old.rolling_timestamp;

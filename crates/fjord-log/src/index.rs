@@ -6,14 +6,18 @@
 //!   strictly increasing; each says "by this offset, the segment's largest timestamp so far is
 //!   this, held by the batch at this offset".
 //!
-//! Both are big-endian, with no header, so an index file is exactly its entries. Entries are
-//! appended as batches are; a crash can tear the tail, which is why recovery rebuilds the
-//! indexes of every segment it scans, and checks the others before trusting them.
+//! Both are big-endian, with no header, so an index file is exactly its entries. The entries
+//! live in memory; the files are written whole when a segment is sealed, recovered, truncated
+//! or closed, and hold no descriptor in between: a partition keeps one open file (its active
+//! segment's log), not three, which is what lets a node hold tens of thousands of partitions.
+//! The active segment's index files are stale until then, which costs nothing: after a crash
+//! recovery rescans the active segment (it lies past the recovery point) and rebuilds its
+//! indexes, and checks the others before trusting them.
 
 use std::io;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use crate::storage::StorageFile;
+use crate::storage::Storage;
 
 /// One kind of index entry.
 pub trait IndexEntry: Copy + std::fmt::Debug {
@@ -82,32 +86,34 @@ impl IndexEntry for TimeEntry {
     }
 }
 
-/// An index: its entries in memory and the file they are appended to.
+/// An index: its entries in memory, and the file they are written to.
 #[derive(Debug)]
 pub struct Index<E: IndexEntry> {
-    pub(crate) file: Arc<dyn StorageFile>,
+    path: PathBuf,
     entries: Vec<E>,
+    /// The file does not hold exactly `entries`.
+    dirty: bool,
 }
 
 impl<E: IndexEntry> Index<E> {
-    /// An index over an empty (or to-be-emptied) file.
-    pub fn empty(file: Arc<dyn StorageFile>) -> io::Result<Self> {
-        if file.len()? > 0 {
-            file.truncate(0)?;
-        }
-        Ok(Self {
-            file,
+    /// An empty index whose file is `path` (written by [`Index::persist`]).
+    pub fn empty(path: PathBuf) -> Self {
+        Self {
+            path,
             entries: Vec::new(),
-        })
+            dirty: true,
+        }
     }
 
     /// Loads the file's entries; `Ok(None)` when they fail the sanity checks (size not a
     /// multiple of the entry size, keys or relative offsets not increasing, or `valid` false
     /// for an entry) and the index must be rebuilt.
     pub fn load(
-        file: Arc<dyn StorageFile>,
+        storage: &dyn Storage,
+        path: PathBuf,
         valid: impl Fn(&E) -> bool,
     ) -> io::Result<Option<Self>> {
+        let file = storage.open(&path, false)?;
         let len = file.len()?;
         if len % E::SIZE as u64 != 0 {
             return Ok(None);
@@ -128,7 +134,33 @@ impl<E: IndexEntry> Index<E> {
             }
             entries.push(e);
         }
-        Ok(Some(Self { file, entries }))
+        Ok(Some(Self {
+            path,
+            entries,
+            dirty: false,
+        }))
+    }
+
+    /// Writes the entries to the file, durably, if it does not hold them already.
+    pub fn persist(&mut self, storage: &dyn Storage) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; self.entries.len() * E::SIZE];
+        for (e, out) in self.entries.iter().zip(buf.chunks_exact_mut(E::SIZE)) {
+            e.encode(out);
+        }
+        let file = storage.open(&self.path, true)?;
+        file.write_at(&buf, 0)?;
+        file.truncate(buf.len() as u64)?;
+        file.sync()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The file after a rename.
+    pub fn set_path(&mut self, path: &Path) {
+        self.path = path.to_path_buf();
     }
 
     pub fn entries(&self) -> &[E] {
@@ -147,13 +179,10 @@ impl<E: IndexEntry> Index<E> {
         self.entries.is_empty()
     }
 
-    /// Appends an entry in memory and to the file.
+    /// Appends an entry (in memory; see [`Index::persist`]).
     pub fn append(&mut self, entry: E) -> io::Result<()> {
-        let mut buf = [0u8; 16];
-        entry.encode(&mut buf);
-        let pos = (self.entries.len() * E::SIZE) as u64;
-        self.file.write_at(&buf[..E::SIZE], pos)?;
         self.entries.push(entry);
+        self.dirty = true;
         Ok(())
     }
 
@@ -175,7 +204,7 @@ impl<E: IndexEntry> Index<E> {
         let n = self.entries.partition_point(|e| keep(e));
         if n < self.entries.len() {
             self.entries.truncate(n);
-            self.file.truncate((n * E::SIZE) as u64)?;
+            self.dirty = true;
         }
         Ok(())
     }

@@ -355,7 +355,7 @@ impl Log {
         // durable before anything counts on it.
         for &i in &recovered {
             segments[i]
-                .sync_all()
+                .sync_all(&*storage)
                 .map_err(LogError::io("syncing", &dir))?;
         }
         storage
@@ -838,12 +838,18 @@ impl Log {
 
     /// Seals the active segment and starts a new one at `base`.
     fn roll(&self, inner: &mut Inner, base: i64, now_ms: i64) -> Result<(), LogError> {
-        let sealed = inner.active_mut().seal();
+        // The sealed segment's indexes are written now (and never change again); its log file
+        // is synced with the next sync.
+        let storage = &*self.storage;
+        let sealed = inner
+            .active_mut()
+            .seal()
+            .and_then(|()| inner.active_mut().persist_indexes(storage));
         if let Err(e) = sealed {
             return Err(self.fail(inner, LogError::io("sealing segment in", &self.dir)(e)));
         }
-        let files = inner.active().files();
-        inner.pending_sync.extend(files);
+        let file = inner.active().log.clone();
+        inner.pending_sync.push(file);
         // The producer state after every batch below the new segment, so recovery replays at
         // most the segments after it.
         if let Err(e) = producer::write_snapshot(&*self.storage, &self.dir, base, &inner.producers)
@@ -1254,7 +1260,9 @@ impl Log {
             }
             removed = inner.segments.split_off(idx + 1);
             let seg = inner.active_mut();
-            let done = seg.truncate_to(cut.0, cut.1).and_then(|()| seg.sync_all());
+            let done = seg
+                .truncate_to(cut.0, cut.1)
+                .and_then(|()| seg.sync_all(&*self.storage));
             if let Err(e) = done {
                 return Err(self.fail(&mut inner, LogError::io("truncating", &self.dir)(e)));
             }
@@ -1466,10 +1474,11 @@ impl Log {
             let _sync = lock(&self.sync);
             let mut inner = lock(&self.inner);
             inner.check_writable(&self.dir)?;
+            let storage = &*self.storage;
             let sealed = inner
                 .active_mut()
                 .seal()
-                .and_then(|()| inner.active().sync_all());
+                .and_then(|()| inner.active_mut().sync_all(storage));
             if let Err(e) = sealed {
                 return Err(self.fail(&mut inner, LogError::io("closing", &self.dir)(e)));
             }

@@ -101,13 +101,14 @@ impl Segment {
             Ok(file)
         };
         let log = open_empty(&log_path)?;
-        let index = open_empty(&index_path)?;
-        let time = open_empty(&time_path)?;
+        // The index files exist from the start (empty); their descriptors are not kept.
+        open_empty(&index_path)?;
+        open_empty(&time_path)?;
         Ok(Self {
             base_offset: base,
             log,
-            offset_index: Index::empty(index).map_err(LogError::io("creating", &index_path))?,
-            time_index: Index::empty(time).map_err(LogError::io("creating", &time_path))?,
+            offset_index: Index::empty(index_path),
+            time_index: Index::empty(time_path),
             size: 0,
             next_offset: base,
             max_timestamp: -1,
@@ -141,19 +142,14 @@ impl Segment {
         {
             return Ok(None);
         }
-        let index_file = storage
-            .open(&index_path, false)
-            .map_err(LogError::io("opening", &index_path))?;
-        let time_file = storage
-            .open(&time_path, false)
-            .map_err(LogError::io("opening", &time_path))?;
-        let Some(offset_index) =
-            Index::<OffsetEntry>::load(index_file, |e| u64::from(e.position) < size)
-                .map_err(LogError::io("reading", &index_path))?
+        let Some(offset_index) = Index::<OffsetEntry>::load(storage, index_path.clone(), |e| {
+            u64::from(e.position) < size
+        })
+        .map_err(LogError::io("reading", &index_path))?
         else {
             return Ok(None);
         };
-        let Some(time_index) = Index::<TimeEntry>::load(time_file, |_| true)
+        let Some(time_index) = Index::<TimeEntry>::load(storage, time_path.clone(), |_| true)
             .map_err(LogError::io("reading", &time_path))?
         else {
             return Ok(None);
@@ -236,17 +232,12 @@ impl Segment {
             .open(&log_path, false)
             .map_err(LogError::io("opening", &log_path))?;
         let file_len = log.len().map_err(LogError::io("reading", &log_path))?;
-        let index_file = storage
-            .open(&index_path, true)
-            .map_err(LogError::io("creating", &index_path))?;
-        let time_file = storage
-            .open(&time_path, true)
-            .map_err(LogError::io("creating", &time_path))?;
+        // The rebuilt indexes are written by `sync_all`.
         let mut segment = Self {
             base_offset: base,
             log,
-            offset_index: Index::empty(index_file).map_err(LogError::io("writing", &index_path))?,
-            time_index: Index::empty(time_file).map_err(LogError::io("writing", &time_path))?,
+            offset_index: Index::empty(index_path.clone()),
+            time_index: Index::empty(time_path),
             size: 0,
             next_offset: base,
             max_timestamp: -1,
@@ -468,19 +459,22 @@ impl Segment {
         Ok(())
     }
 
-    /// Syncs the log file and both index files.
-    pub fn sync_all(&self) -> io::Result<()> {
+    /// Syncs the log file and writes both index files durably.
+    pub fn sync_all(&mut self, storage: &dyn Storage) -> io::Result<()> {
         self.log.sync()?;
-        self.offset_index.file.sync()?;
-        self.time_index.file.sync()
+        self.persist_indexes(storage)
     }
 
-    pub fn files(&self) -> [Arc<dyn StorageFile>; 3] {
-        [
-            self.log.clone(),
-            self.offset_index.file.clone(),
-            self.time_index.file.clone(),
-        ]
+    /// Writes both index files durably, if they do not hold the entries in memory already.
+    pub fn persist_indexes(&mut self, storage: &dyn Storage) -> io::Result<()> {
+        self.offset_index.persist(storage)?;
+        self.time_index.persist(storage)
+    }
+
+    /// Points the indexes at their files after the segment's files were renamed.
+    pub fn renamed(&mut self, index: &Path, time_index: &Path) {
+        self.offset_index.set_path(index);
+        self.time_index.set_path(time_index);
     }
 }
 

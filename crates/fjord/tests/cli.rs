@@ -431,3 +431,25 @@ fn perf_commands_report_rates_and_latencies() {
     let p50 = out[0]["latency_ms"]["p50"].as_f64().unwrap();
     assert!((0.0..1000.0).contains(&p50), "p50 {p50}");
 }
+
+#[test]
+fn a_partition_keeps_one_file_open() {
+    // Index files are written whole when a segment is sealed or closed, so an idle partition
+    // holds one descriptor (its active segment's log) and ten thousand partitions fit in a
+    // common RLIMIT_NOFILE.
+    let b = broker();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", b.child.id()))
+            .unwrap()
+            .count()
+    };
+    ok(&fjord(&b, &["topic", "create", "first", "-p", "1"], None));
+    let before = fds();
+    ok(&fjord(&b, &["topic", "create", "many", "-p", "400"], None));
+    let after = fds();
+    assert!(
+        after <= before + 400 + 8,
+        "400 partitions opened {} descriptors",
+        after - before
+    );
+}
