@@ -9,7 +9,9 @@ directory, the workloads: produce (acks=all, linger.ms=5) and consume back from 
 linger.ms=0; 16 producers with keyed records over 64 partitions; a consumer catching up on a
 backlog evicted from the page cache while producers run; retention deleting segments during
 a produce run; start-up time on an empty and on a large data directory, and recovery after
-SIGKILL with it. Alongside: broker CPU seconds per GB in and out, idle and peak RSS.
+SIGKILL with it; 10,000 partitions on one node (creation, descriptors and memory per
+partition, produce and consume over all of them, start-up, recovery). Alongside: broker CPU
+seconds per GB in and out, idle and peak RSS.
 
 Every figure is the median of --runs runs, and broker figures are reported as ratios to the
 machine's limits. The load generator is confluent-kafka (librdkafka) on the same machine.
@@ -174,6 +176,9 @@ class Broker:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def open_files(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
     def rss_mib(self, key):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
@@ -186,7 +191,7 @@ def create_topic(bootstrap, topic, partitions, config=None):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     f = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                       config=config or {})])[topic]
-    f.result(30)
+    f.result(300)
 
 
 def load(*args):
@@ -419,6 +424,29 @@ def run_once(args, scratch):
     b.stop()
     shutil.rmtree(b.data, ignore_errors=True)
 
+    n_parts = max(100, int(args.partitions * s))
+    log(f"{n_parts:,} partitions on one node")
+    b = fresh()
+    b.start()
+    rss0 = b.rss_mib("VmRSS")
+    fds0 = b.open_files()
+    t = time.monotonic()
+    create_topic(b.bootstrap, "wide", n_parts)
+    wide = {"create_s": time.monotonic() - t}
+    wide["fds_per_partition"] = (b.open_files() - fds0) / n_parts
+    wide["kib_per_partition"] = (b.rss_mib("VmRSS") - rss0) * 1024 / n_parts
+    n = int(200_000 * s)
+    secs, _ = produce(b.bootstrap, "wide", n, 100, keyed=True, producers=4)
+    wide["produce_rec_s"] = n / secs
+    wide["consume_rec_s"] = n / consume(b.bootstrap, "wide", n, n_parts)
+    b.stop()
+    wide["startup_ms"] = b.start() * 1000
+    b.stop(signal.SIGKILL)
+    wide["recovery_ms"] = b.start() * 1000
+    b.stop()
+    r["wide"] = wide
+    shutil.rmtree(b.data, ignore_errors=True)
+
     log(f"start-up and SIGKILL recovery with {args.big_gib * s:.2f} GiB of data")
     b = fresh()
     b.start()
@@ -480,6 +508,14 @@ def report(runs, args):
     w(f"| start-up, {args.big_gib * args.scale:.2f} GiB data dir | {m('startup_big_ms'):.0f} ms | |")
     w(f"| recovery after SIGKILL, same data | {m('recovery_big_ms'):.0f} ms | |")
     w(f"| idle RSS / peak RSS | {m('idle_rss_mib'):.0f} / {m('peak_rss_mib'):.0f} MiB | idle < 50 |")
+    n_parts = max(100, int(args.partitions * args.scale))
+    wm = lambda k: m("wide", k)  # noqa: E731
+    w(f"| {n_parts:,} partitions: create / start-up / recovery after SIGKILL | "
+      f"{wm('create_s'):.1f} s / {wm('startup_ms') / 1000:.1f} s / {wm('recovery_ms') / 1000:.1f} s | |")
+    w(f"| {n_parts:,} partitions: descriptors and memory per partition | "
+      f"{wm('fds_per_partition'):.2f} / {wm('kib_per_partition'):.1f} KiB | |")
+    w(f"| {n_parts:,} partitions: 4 keyed producers / one consumer of all | "
+      f"{wm('produce_rec_s'):,.0f} / {wm('consume_rec_s'):,.0f} rec/s | |")
     return "\n".join(lines) + "\n"
 
 
@@ -494,6 +530,8 @@ def main():
     ap.add_argument("--latency-seconds", type=int, default=30)
     ap.add_argument("--backlog-gib", type=float, default=2.0)
     ap.add_argument("--big-gib", type=float, default=10.0)
+    ap.add_argument("--partitions", type=int, default=10_000,
+                    help="partitions of the many-partitions workload")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny counts, one run: checks the suite works (CI)")
     ap.add_argument("--load", default=os.path.join(os.path.dirname(__file__), "..", "target",
