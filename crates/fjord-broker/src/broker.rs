@@ -82,6 +82,40 @@ impl AdminError {
     }
 }
 
+/// Threads that open or close partitions at start-up, shutdown and topic creation (Kafka's
+/// `num.recovery.threads.per.data.dir`): the work is mostly fsyncs, which overlap well.
+const PARTITION_IO_THREADS: usize = 8;
+
+/// Runs `f` over `items` on up to [`PARTITION_IO_THREADS`] threads; results in item order.
+fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = PARTITION_IO_THREADS.min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some((i, item)) = next else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The broker: shared by every connection.
 #[derive(Debug)]
 pub struct Broker {
@@ -169,18 +203,30 @@ impl Broker {
         )?;
         let min_isr =
             topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
-        for index in from..topic.partitions {
-            let log = Log::open(
+        // Opening is mostly fsyncs (checkpoint, recovered segments): run them side by side.
+        let opened = in_parallel((from..topic.partitions).collect(), |index| {
+            Log::open(
                 self.storage.clone(),
                 self.partition_dir(&topic.name, index),
                 config,
                 now,
             )
+            .map(|log| (index, log))
             .map_err(|source| OpenError::Partition {
                 topic: topic.name.clone(),
                 partition: index,
                 source,
-            })?;
+            })
+        });
+        let mut first_error = None;
+        for result in opened {
+            let (index, log) = match result {
+                Ok(opened) => opened,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             // A single node is the whole ISR: everything it holds is committed.
             log.advance_high_watermark(log.log_end_offset());
             let partition = Arc::new(Partition {
@@ -194,7 +240,7 @@ impl Broker {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert((topic.name.clone(), index), partition);
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn metadata(&self) -> Arc<MetadataState> {
@@ -690,11 +736,11 @@ impl Broker {
     /// Flushes and closes every log and the metadata log (clean shutdown).
     pub fn close(&self) {
         self.flusher.stop();
-        for p in self.all_partitions() {
+        in_parallel(self.all_partitions(), |p| {
             if let Err(e) = p.log.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
             }
-        }
+        });
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "closing metadata log");
         }
