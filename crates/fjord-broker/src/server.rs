@@ -218,8 +218,14 @@ async fn read_frame(
     if len > max {
         return Err(FrameError::TooLarge(len));
     }
-    let mut buf = BytesMut::zeroed(len);
-    reader.read_exact(&mut buf).await.map_err(FrameError::Io)?;
+    // Read into spare capacity: zero-filling a large produce request first cost a pass over it.
+    let mut buf = BytesMut::with_capacity(len);
+    let mut body = (&mut *reader).take(len as u64);
+    while buf.len() < len {
+        if body.read_buf(&mut buf).await.map_err(FrameError::Io)? == 0 {
+            return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
     Ok(Some(buf.freeze()))
 }
 
