@@ -116,6 +116,18 @@ fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Ve
     results.into_iter().map(|(_, r)| r).collect()
 }
 
+/// What to tell a client whose partitions could not be opened.
+fn open_failure(e: &OpenError) -> String {
+    let text = e.to_string();
+    if text.contains("Too many open files") {
+        format!(
+            "{text} (the broker is out of file descriptors: raise its `ulimit -n`; each partition keeps one file open per segment)"
+        )
+    } else {
+        text
+    }
+}
+
 /// The broker: shared by every connection.
 #[derive(Debug)]
 pub struct Broker {
@@ -353,8 +365,17 @@ impl Broker {
             )
         })?;
         if let Err(e) = self.open_partitions(&topic, 0, now) {
-            tracing::error!(topic = name, error = %e, "created topic but could not open its partitions");
-            return Err(AdminError::new(errors::KAFKA_STORAGE_ERROR, e.to_string()));
+            // Half a topic helps no one: take it back, releasing what was opened.
+            tracing::error!(topic = name, error = %e, "could not open the new topic's partitions; removing the topic");
+            let undone = self.remove_topic(&topic);
+            let outcome = match undone {
+                Ok(()) => "the topic was not created",
+                Err(_) => "the topic is recorded but not served; delete it and retry",
+            };
+            return Err(AdminError::new(
+                errors::KAFKA_STORAGE_ERROR,
+                format!("{}; {outcome}", open_failure(&e)),
+            ));
         }
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -530,6 +551,15 @@ impl Broker {
     pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, AdminError> {
         let _admin = self.admin_lock();
         let topic = Self::existing(&self.meta.state(), name)?;
+        self.remove_topic(&topic)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Records a topic's deletion, closes its partitions and removes their directories. The
+    /// caller holds the admin lock.
+    fn remove_topic(&self, topic: &TopicMeta) -> Result<(), AdminError> {
+        let name = topic.name.as_str();
         self.meta
             .commit(
                 &[MetadataRecord::TopicDeleted {
@@ -559,8 +589,7 @@ impl Broker {
             }
         }
         self.metrics.remove_topic(name);
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic)
+        Ok(())
     }
 
     /// Grows a topic to `total` partitions (or only checks that it could). Blocking.
@@ -608,7 +637,7 @@ impl Broker {
             })?;
         let grown = Self::existing(&state, name)?;
         self.open_partitions(&grown, topic.partitions, now)
-            .map_err(|e| AdminError::new(errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+            .map_err(|e| AdminError::new(errors::KAFKA_STORAGE_ERROR, open_failure(&e)))?;
         tracing::info!(
             topic = name,
             from = topic.partitions,

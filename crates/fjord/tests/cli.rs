@@ -30,10 +30,24 @@ impl Drop for Broker {
 }
 
 fn broker() -> Broker {
+    broker_with_fd_limit(None)
+}
+
+/// A broker, optionally started under a lower RLIMIT_NOFILE (through the shell's `ulimit`).
+fn broker_with_fd_limit(limit: Option<u32>) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let http = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+    let mut command = match limit {
+        None => Command::new(env!("CARGO_BIN_EXE_fjord")),
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                .arg(env!("CARGO_BIN_EXE_fjord"));
+            c
+        }
+    };
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--http-listen", &http])
         .arg("--data-dir")
@@ -452,4 +466,21 @@ fn a_partition_keeps_one_file_open() {
         "400 partitions opened {} descriptors",
         after - before
     );
+}
+
+#[test]
+fn a_topic_that_cannot_be_opened_is_not_left_half_created() {
+    // 300 partitions need more descriptors than the broker has: creation fails with a hint,
+    // the topic is taken back, its descriptors released, and the broker keeps serving.
+    let b = broker_with_fd_limit(Some(200));
+    let out = fjord(&b, &["topic", "create", "toobig", "-p", "300"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KAFKA_STORAGE_ERROR"), "{err}");
+    assert!(err.contains("ulimit -n"), "{err}");
+    assert!(err.contains("the topic was not created"), "{err}");
+    let list = ok(&fjord(&b, &["topic", "list"], None));
+    assert!(!list.contains("toobig"), "{list}");
+    ok(&fjord(&b, &["topic", "create", "fits", "-p", "50"], None));
+    ok(&fjord(&b, &["produce", "fits", "-p", "3"], Some("a\n")));
 }
