@@ -116,6 +116,43 @@ fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Ve
     results.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Counts partitions through a long start-up or shutdown and logs how far it is, at most once
+/// a second (nothing for runs shorter than that).
+struct Progress {
+    what: &'static str,
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: usize) -> Self {
+        Self {
+            what,
+            total,
+            done: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn step(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last.try_lock() else {
+            return; // another thread is logging
+        };
+        if last.elapsed() >= std::time::Duration::from_secs(1) {
+            *last = std::time::Instant::now();
+            tracing::info!(
+                done,
+                total = self.total,
+                "{} {done} of {} partitions",
+                self.what,
+                self.total
+            );
+        }
+    }
+}
+
 /// What to tell a client whose partitions could not be opened.
 fn open_failure(e: &OpenError) -> String {
     let text = e.to_string();
@@ -194,9 +231,8 @@ impl Broker {
         };
         broker.remove_stray_partitions();
         let state = broker.meta.state();
-        for topic in state.topics() {
-            broker.open_partitions(topic, 0, now)?;
-        }
+        let topics: Vec<_> = state.topics().map(|t| (t, 0)).collect();
+        broker.open_topics(&topics, now)?;
         broker.groups.load(&broker);
         broker.txns.load(&broker);
         Ok(broker)
@@ -207,32 +243,44 @@ impl Broker {
     }
 
     fn open_partitions(&self, topic: &TopicMeta, from: i32, now: i64) -> Result<(), OpenError> {
-        let config = topic_config::log_config(&self.config.log_defaults, &topic.configs).map_err(
-            |reason| OpenError::Config {
-                topic: topic.name.clone(),
-                reason,
-            },
-        )?;
-        let min_isr =
-            topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
-        // Opening is mostly fsyncs (checkpoint, recovered segments): run them side by side.
-        let opened = in_parallel((from..topic.partitions).collect(), |index| {
-            Log::open(
+        self.open_topics(&[(topic, from)], now)
+    }
+
+    /// Opens the partitions of each topic from the given index on, all of them side by side
+    /// (the work is mostly fsyncs: checkpoints, recovered segments), logging progress each
+    /// second. Every partition that opens is served; the first failure is returned.
+    fn open_topics(&self, topics: &[(&TopicMeta, i32)], now: i64) -> Result<(), OpenError> {
+        let mut work = Vec::new();
+        for &(topic, from) in topics {
+            let config = topic_config::log_config(&self.config.log_defaults, &topic.configs)
+                .map_err(|reason| OpenError::Config {
+                    topic: topic.name.clone(),
+                    reason,
+                })?;
+            let min_isr =
+                topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
+            work.extend((from..topic.partitions).map(|index| (topic, index, config, min_isr)));
+        }
+        let progress = Progress::new("opened", work.len());
+        let opened = in_parallel(work, |(topic, index, config, min_isr)| {
+            let opened = Log::open(
                 self.storage.clone(),
                 self.partition_dir(&topic.name, index),
                 config,
                 now,
             )
-            .map(|log| (index, log))
+            .map(|log| (topic, index, log, min_isr))
             .map_err(|source| OpenError::Partition {
                 topic: topic.name.clone(),
                 partition: index,
                 source,
-            })
+            });
+            progress.step();
+            opened
         });
         let mut first_error = None;
         for result in opened {
-            let (index, log) = match result {
+            let (topic, index, log, min_isr) = match result {
                 Ok(opened) => opened,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -765,10 +813,13 @@ impl Broker {
     /// Flushes and closes every log and the metadata log (clean shutdown).
     pub fn close(&self) {
         self.flusher.stop();
-        in_parallel(self.all_partitions(), |p| {
+        let partitions = self.all_partitions();
+        let progress = Progress::new("closed", partitions.len());
+        in_parallel(partitions, |p| {
             if let Err(e) = p.log.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
             }
+            progress.step();
         });
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "closing metadata log");
