@@ -11,7 +11,8 @@ backlog evicted from the page cache while producers run; retention deleting segm
 a produce run; start-up time on an empty and on a large data directory, and recovery after
 SIGKILL with it; 10,000 partitions on one node (creation, descriptors and memory per
 partition, produce and consume over all of them, start-up, recovery). Alongside: broker CPU
-seconds per GB in and out, idle and peak RSS.
+seconds per GB in and out, idle and peak RSS; and the throughput workloads again driven by
+`fjord perf`, Fjord's own client.
 
 Every figure is the median of --runs runs, and broker figures are reported as ratios to the
 machine's limits. The load generator is confluent-kafka (librdkafka) on the same machine.
@@ -307,6 +308,22 @@ def latency(bootstrap, rate, seconds):
     return {"p50": pct(lat, 50), "p99": pct(lat, 99), "p99.9": pct(lat, 99.9), "max": lat[-1]}
 
 
+def fjord_perf(binary, bootstrap, topic, count, size):
+    """Fjord's own client (`fjord perf`): 4 connections, acks=all, batches of ~512 KiB (about
+    what librdkafka's linger builds here), then one reader of every partition."""
+    def run(*a):
+        out = subprocess.run([binary, "perf", *map(str, a), "-b", bootstrap, "-o", "json"],
+                             capture_output=True, timeout=900)
+        if out.returncode != 0:
+            raise RuntimeError(f"fjord perf {a[0]} failed: {out.stderr.decode()}")
+        return json.loads(out.stdout)
+    p = run("produce", topic, "--count", count, "--size", size,
+            "--batch-records", max(1, 512 * 1024 // size))
+    c = run("consume", topic, "--count", count)
+    return {"produce_rec_s": p["records_per_sec"], "produce_mib_s": p["mib_per_sec"],
+            "consume_rec_s": c["records_per_sec"], "consume_mib_s": c["mib_per_sec"]}
+
+
 def evict(directory):
     """Drops a directory's files from the page cache (what a backlog larger than memory means
     for the reader), without needing root to drop every cache."""
@@ -368,6 +385,9 @@ def run_once(args, scratch):
         tp[label] = {"produce_rec_s": count / secs, "produce_mib_s": nbytes / MIB / secs,
                      "consume_rec_s": count / csecs, "consume_mib_s": nbytes / MIB / csecs,
                      "cpu_s_per_gb_in": cpu_in / gb, "cpu_s_per_gb_out": cpu_out / gb}
+        log(f"{label}: the same with fjord perf")
+        create_topic(b.bootstrap, topic + "-perf", parts)
+        tp[label]["fjord_perf"] = fjord_perf(args.binary, b.bootstrap, topic + "-perf", count, size)
     r["throughput"] = tp
     log("16 producers, keyed records over 64 partitions")
     create_topic(b.bootstrap, "keyed", 64)
@@ -495,6 +515,16 @@ def report(runs, args):
         w(f"| {label} | {t('produce_rec_s'):,.0f} | {t('produce_mib_s'):,.1f} | "
           f"{t('produce_mib_s') / disk:.0%} | {t('consume_rec_s'):,.0f} | {t('consume_mib_s'):,.1f} | "
           f"{t('consume_mib_s') / loop:.0%} | {t('cpu_s_per_gb_in'):.1f} | {t('cpu_s_per_gb_out'):.1f} |")
+    w("")
+    w("Beside them, the same workloads driven by `fjord perf` (Fjord's own client, 4 connections):")
+    w("")
+    w("| workload | produce rec/s | MiB/s | of disk | consume rec/s | MiB/s | of loopback |")
+    w("|---|---|---|---|---|---|---|")
+    for label in runs[0]["throughput"]:
+        t = lambda k: m("throughput", label, "fjord_perf", k)  # noqa: E731
+        w(f"| {label} | {t('produce_rec_s'):,.0f} | {t('produce_mib_s'):,.1f} | "
+          f"{t('produce_mib_s') / disk:.0%} | {t('consume_rec_s'):,.0f} | {t('consume_mib_s'):,.1f} | "
+          f"{t('consume_mib_s') / loop:.0%} |")
     w("")
     w("| other | value | target |")
     w("|---|---|---|")
