@@ -65,6 +65,15 @@ pub struct Fetched {
     pub next_offset: i64,
 }
 
+/// What a fetch of one partition returned, undecoded.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedBatches {
+    /// Whole record batches (a partial one may end them).
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
 /// A config entry as DescribeConfigs reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
@@ -364,8 +373,95 @@ impl Client {
         max_wait_ms: i32,
         max_bytes: i32,
     ) -> Result<Vec<(i32, Fetched)>, ClientError> {
+        let topic_id = self.fetch_topic_id(topic).await?;
+        let raw = self
+            .fetch_batches(topic, topic_id, positions, max_wait_ms, max_bytes)
+            .await?;
+        let bad = |reason: String| ClientError::Protocol {
+            addr: self.addr().to_string(),
+            reason,
+        };
+        let mut out = Vec::with_capacity(raw.len());
+        for ((p, requested), batches) in positions.iter().copied().zip(raw) {
+            let mut f = Fetched {
+                next_offset: requested,
+                high_watermark: batches.high_watermark,
+                log_start_offset: batches.log_start_offset,
+                ..Fetched::default()
+            };
+            for batch in split_batches(&batches.records) {
+                // A partial batch at the end of a response is normal: stop there.
+                let Ok(batch) = batch else { break };
+                let Ok(header) = BatchHeader::parse(batch) else {
+                    break;
+                };
+                f.next_offset = f.next_offset.max(header.next_offset());
+                if header.is_control() {
+                    continue;
+                }
+                let decoded = Records::decode(batch, 256 << 20).map_err(|e| {
+                    bad(format!(
+                        "undecodable batch at offset {}: {e}",
+                        header.base_offset
+                    ))
+                })?;
+                for r in decoded.iter() {
+                    let r = r.map_err(|e| bad(e.to_string()))?;
+                    let offset = r.offset(&header);
+                    // Batches start before the requested offset when it lies inside one.
+                    if offset < requested {
+                        continue;
+                    }
+                    f.records.push(FetchedRecord {
+                        partition: p,
+                        offset,
+                        timestamp: r.timestamp(&header),
+                        key: r.key.map(<[u8]>::to_vec),
+                        value: r.value.map(<[u8]>::to_vec),
+                        headers: r
+                            .headers()
+                            .map(|h| {
+                                (
+                                    String::from_utf8_lossy(h.key).into_owned(),
+                                    h.value.map(<[u8]>::to_vec),
+                                )
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            out.push((p, f));
+        }
+        Ok(out)
+    }
+
+    /// The topic id a Fetch request needs (v13 and up name topics by id); nil before v13.
+    pub async fn fetch_topic_id(&self, topic: &str) -> Result<uuid::Uuid, ClientError> {
+        if self.version::<FetchRequest>()? < 13 {
+            return Ok(uuid::Uuid::nil());
+        }
+        let md = self.metadata(Some(&[topic.to_string()]), false).await?;
+        let t = md
+            .topics
+            .first()
+            .ok_or_else(|| ClientError::kafka(3, Some(topic)))?;
+        check(t.error_code, None)?;
+        Ok(t.topic_id)
+    }
+
+    /// Fetches several partitions of a topic in one request and returns their record batches
+    /// undecoded, in request order (`topic_id` from [`Client::fetch_topic_id`]).
+    pub async fn fetch_batches(
+        &self,
+        topic: &str,
+        topic_id: uuid::Uuid,
+        positions: &[(i32, i64)],
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<Vec<FetchedBatches>, ClientError> {
         let mut ft = FetchTopic::default();
         ft.topic = name(topic);
+        ft.topic_id = topic_id;
         ft.partitions = positions
             .iter()
             .map(|&(partition, offset)| {
@@ -379,16 +475,6 @@ impl Client {
                 fp
             })
             .collect();
-        let version = self.version::<FetchRequest>()?;
-        if version >= 13 {
-            let md = self.metadata(Some(&[topic.to_string()]), false).await?;
-            let t = md
-                .topics
-                .first()
-                .ok_or_else(|| ClientError::kafka(3, Some(topic)))?;
-            check(t.error_code, None)?;
-            ft.topic_id = t.topic_id;
-        }
         let mut req = FetchRequest::default();
         req.replica_id = BrokerId(-1);
         req.max_wait_ms = max_wait_ms;
@@ -399,73 +485,21 @@ impl Client {
         req.topics = vec![ft];
         let resp = self.send(&req).await?;
         check(resp.error_code, None)?;
-        let mut out: Vec<(i32, Fetched)> = positions
+        let mut out: Vec<FetchedBatches> = positions
             .iter()
-            .map(|&(p, offset)| {
-                (
-                    p,
-                    Fetched {
-                        next_offset: offset,
-                        ..Fetched::default()
-                    },
-                )
-            })
+            .map(|_| FetchedBatches::default())
             .collect();
-        let bad = |reason: String| ClientError::Protocol {
-            addr: self.addr().to_string(),
-            reason,
-        };
         for t in resp.responses {
             for p in t.partitions {
                 check(p.error_code, None)?;
-                let Some((_, f)) = out.iter_mut().find(|(i, _)| *i == p.partition_index) else {
+                let Some(i) = positions.iter().position(|(i, _)| *i == p.partition_index) else {
                     continue;
                 };
-                let requested = f.next_offset;
-                f.high_watermark = p.high_watermark;
-                f.log_start_offset = p.log_start_offset;
-                let Some(records) = p.records else { continue };
-                for batch in split_batches(&records) {
-                    // A partial batch at the end of a response is normal: stop there.
-                    let Ok(batch) = batch else { break };
-                    let Ok(header) = BatchHeader::parse(batch) else {
-                        break;
-                    };
-                    f.next_offset = f.next_offset.max(header.next_offset());
-                    if header.is_control() {
-                        continue;
-                    }
-                    let decoded = Records::decode(batch, 256 << 20).map_err(|e| {
-                        bad(format!(
-                            "undecodable batch at offset {}: {e}",
-                            header.base_offset
-                        ))
-                    })?;
-                    for r in decoded.iter() {
-                        let r = r.map_err(|e| bad(e.to_string()))?;
-                        let offset = r.offset(&header);
-                        // Batches start before the requested offset when it lies inside one.
-                        if offset < requested {
-                            continue;
-                        }
-                        f.records.push(FetchedRecord {
-                            partition: p.partition_index,
-                            offset,
-                            timestamp: r.timestamp(&header),
-                            key: r.key.map(<[u8]>::to_vec),
-                            value: r.value.map(<[u8]>::to_vec),
-                            headers: r
-                                .headers()
-                                .map(|h| {
-                                    (
-                                        String::from_utf8_lossy(h.key).into_owned(),
-                                        h.value.map(<[u8]>::to_vec),
-                                    )
-                                })
-                                .collect(),
-                        });
-                    }
-                }
+                out[i] = FetchedBatches {
+                    records: p.records.unwrap_or_default(),
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                };
             }
         }
         Ok(out)

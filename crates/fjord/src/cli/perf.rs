@@ -196,24 +196,20 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             let progress = spawn_progress("perf consume", done.clone(), bytes.clone(), target);
             let started = Instant::now();
             let mut latencies = Vec::new();
+            // Like a consumer that does not check CRCs (librdkafka's default): records are
+            // walked in place, values counted, nothing copied.
+            let topic_id = client.fetch_topic_id(&topic).await?;
             while done.load(Ordering::Relaxed) < target {
                 let sent = Instant::now();
                 let fetched = client
-                    .fetch_many(&topic, &positions, 500, fetch_bytes)
+                    .fetch_batches(&topic, topic_id, &positions, 500, fetch_bytes)
                     .await?;
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                for (p, f) in fetched {
-                    let n = f.records.len() as u64;
-                    let b: usize = f
-                        .records
-                        .iter()
-                        .map(|r| r.value.as_ref().map_or(0, Vec::len))
-                        .sum();
+                for (f, pos) in fetched.iter().zip(positions.iter_mut()) {
+                    let (n, b, next) = count_records(&f.records, pos.1)?;
                     done.fetch_add(n, Ordering::Relaxed);
-                    bytes.fetch_add(b as u64, Ordering::Relaxed);
-                    if let Some(pos) = positions.iter_mut().find(|(i, _)| *i == p) {
-                        pos.1 = f.next_offset;
-                    }
+                    bytes.fetch_add(b, Ordering::Relaxed);
+                    pos.1 = next;
                 }
             }
             let elapsed = started.elapsed().as_secs_f64();
@@ -331,4 +327,28 @@ fn report(
             println!("{label}: p50 {p50:.2}, p99 {p99:.2}, p99.9 {p999:.2}, max {max:.2}");
         }
     }
+}
+
+/// Records at or after `from` in `batches` (control batches skipped), their value bytes, and
+/// the offset to fetch next.
+fn count_records(batches: &[u8], from: i64) -> anyhow::Result<(u64, u64, i64)> {
+    let (mut records, mut bytes, mut next) = (0u64, 0u64, from);
+    for batch in fjord_record::split_batches(batches) {
+        // A partial batch at the end of a response is normal: stop there.
+        let Ok(batch) = batch else { break };
+        let header = fjord_record::BatchHeader::parse(batch)?;
+        next = next.max(header.next_offset());
+        if header.is_control() {
+            continue;
+        }
+        let decoded = fjord_record::Records::decode(batch, 256 << 20)?;
+        for r in decoded.iter() {
+            let r = r?;
+            if r.offset(&header) >= from {
+                records += 1;
+                bytes += r.value.map_or(0, <[u8]>::len) as u64;
+            }
+        }
+    }
+    Ok((records, bytes, next))
 }
