@@ -46,6 +46,9 @@ pub enum PerfCmd {
         /// Bytes per fetch.
         #[arg(long, default_value_t = 8 << 20)]
         fetch_bytes: i32,
+        /// Connections fetching in parallel, each for its share of the partitions.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
     },
     /// Produce at a fixed rate and measure produce-to-consume latency.
     #[command(after_help = "Example:\n  fjord perf latency orders --rate 1000 --seconds 10")]
@@ -179,6 +182,7 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             topic,
             count,
             fetch_bytes,
+            connections,
         } => {
             let client = common.connect().await?;
             let info = client.topics(Some(std::slice::from_ref(&topic))).await?;
@@ -190,27 +194,56 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             let end = client.list_offsets(&topic, &parts, -1).await?;
             let available: i64 = end.iter().zip(&start).map(|((_, e), (_, s))| e - s).sum();
             let target = count.unwrap_or(available.max(0) as u64);
-            let mut positions = start;
+            let topic_id = client.fetch_topic_id(&topic).await?;
             let done = Arc::new(AtomicU64::new(0));
             let bytes = Arc::new(AtomicU64::new(0));
             let progress = spawn_progress("perf consume", done.clone(), bytes.clone(), target);
             let started = Instant::now();
+            // Each connection reads its share of the partitions, one fetch in flight.
+            let connections = connections.clamp(1, start.len().max(1));
+            let mut tasks = Vec::new();
+            for c in 0..connections {
+                let mine = |offsets: &[(i32, i64)]| -> Vec<(i32, i64)> {
+                    offsets
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % connections == c)
+                        .map(|(_, p)| *p)
+                        .collect()
+                };
+                let mut positions = mine(&start);
+                // Without --count a connection is done at its partitions' ends as listed at
+                // the start (a long poll past them would only add its wait to the figure).
+                let ends = count.is_none().then(|| mine(&end));
+                let client = common.connect().await?;
+                let (topic, done, bytes) = (topic.clone(), done.clone(), bytes.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    // Like a consumer that does not check CRCs (librdkafka's default): records
+                    // are walked in place, values counted, nothing copied.
+                    let more = |positions: &[(i32, i64)]| {
+                        ends.as_ref()
+                            .is_none_or(|ends| positions.iter().zip(ends).any(|(p, e)| p.1 < e.1))
+                    };
+                    while done.load(Ordering::Relaxed) < target && more(&positions) {
+                        let sent = Instant::now();
+                        let fetched = client
+                            .fetch_batches(&topic, topic_id, &positions, 500, fetch_bytes)
+                            .await?;
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        for (f, pos) in fetched.iter().zip(positions.iter_mut()) {
+                            let (n, b, next) = count_records(&f.records, pos.1)?;
+                            done.fetch_add(n, Ordering::Relaxed);
+                            bytes.fetch_add(b, Ordering::Relaxed);
+                            pos.1 = next;
+                        }
+                    }
+                    anyhow::Ok(latencies)
+                }));
+            }
             let mut latencies = Vec::new();
-            // Like a consumer that does not check CRCs (librdkafka's default): records are
-            // walked in place, values counted, nothing copied.
-            let topic_id = client.fetch_topic_id(&topic).await?;
-            while done.load(Ordering::Relaxed) < target {
-                let sent = Instant::now();
-                let fetched = client
-                    .fetch_batches(&topic, topic_id, &positions, 500, fetch_bytes)
-                    .await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                for (f, pos) in fetched.iter().zip(positions.iter_mut()) {
-                    let (n, b, next) = count_records(&f.records, pos.1)?;
-                    done.fetch_add(n, Ordering::Relaxed);
-                    bytes.fetch_add(b, Ordering::Relaxed);
-                    pos.1 = next;
-                }
+            for t in tasks {
+                latencies.extend(t.await??);
             }
             let elapsed = started.elapsed().as_secs_f64();
             progress.abort();
