@@ -32,14 +32,21 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The broker and topic every command works on.
+#[derive(Debug, clap::Args)]
+struct Target {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Produce `count` records of `size` bytes with acks=all; waits until all are acknowledged.
     Produce {
-        #[arg(long)]
-        bootstrap: String,
-        #[arg(long)]
-        topic: String,
+        #[command(flatten)]
+        to: Target,
         #[arg(long)]
         count: u64,
         #[arg(long)]
@@ -55,10 +62,8 @@ enum Cmd {
     },
     /// Consume `count` records from the start of every partition.
     Consume {
-        #[arg(long)]
-        bootstrap: String,
-        #[arg(long)]
-        topic: String,
+        #[command(flatten)]
+        to: Target,
         #[arg(long)]
         count: u64,
         #[arg(long, default_value_t = 1)]
@@ -67,10 +72,8 @@ enum Cmd {
     /// Produce at a fixed rate with linger.ms=0 and time each record until a consumer in the
     /// same process receives it.
     Latency {
-        #[arg(long)]
-        bootstrap: String,
-        #[arg(long)]
-        topic: String,
+        #[command(flatten)]
+        to: Target,
         #[arg(long)]
         rate: u64,
         #[arg(long)]
@@ -296,26 +299,27 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Produce {
-            bootstrap,
-            topic,
+            to,
             count,
             size,
             linger_ms,
             producers,
             keyed,
-        } => produce(&bootstrap, &topic, count, size, linger_ms, producers, keyed),
+        } => produce(
+            &to.bootstrap,
+            &to.topic,
+            count,
+            size,
+            linger_ms,
+            producers,
+            keyed,
+        ),
         Cmd::Consume {
-            bootstrap,
-            topic,
+            to,
             count,
             partitions,
-        } => consume(&bootstrap, &topic, count, partitions),
-        Cmd::Latency {
-            bootstrap,
-            topic,
-            rate,
-            seconds,
-        } => latency(&bootstrap, &topic, rate, seconds),
+        } => consume(&to.bootstrap, &to.topic, count, partitions),
+        Cmd::Latency { to, rate, seconds } => latency(&to.bootstrap, &to.topic, rate, seconds),
     };
     match result {
         Ok(v) => {
