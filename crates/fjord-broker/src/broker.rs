@@ -289,6 +289,7 @@ impl Broker {
             };
             // A single node is the whole ISR: everything it holds is committed.
             log.advance_high_watermark(log.log_end_offset());
+            log.set_leader_epoch(LEADER_EPOCH);
             let partition = Arc::new(Partition {
                 topic: topic.name.clone(),
                 index,

@@ -10,12 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use fjord_record::{
     BatchHeader, ControlRecord, Records, TimestampType, parse_control_batch, set_base_offset,
-    set_max_timestamp, split_batches, validate_batch, validate_records,
+    set_max_timestamp, set_partition_leader_epoch, split_batches, validate_batch, validate_records,
 };
 
 use crate::LogError;
@@ -139,6 +139,8 @@ pub struct Log {
     pub(crate) inner: Mutex<Inner>,
     sync: Mutex<SyncState>,
     durable: AtomicI64,
+    /// Stamped into every batch a leader appends (see [`Log::set_leader_epoch`]).
+    leader_epoch: AtomicI32,
     checkpoint_lock: Mutex<()>,
     pub(crate) cleaner_lock: Mutex<crate::cleaner::CleanerState>,
 }
@@ -395,6 +397,7 @@ impl Log {
             }),
             sync: Mutex::new(SyncState { durable: leo }),
             durable: AtomicI64::new(leo),
+            leader_epoch: AtomicI32::new(0),
             checkpoint_lock: Mutex::new(()),
             cleaner_lock: Mutex::new(crate::cleaner::CleanerState::default()),
         };
@@ -421,6 +424,11 @@ impl Log {
         config.validate()?;
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         Ok(())
+    }
+
+    /// The leader epoch stamped into the batches this log appends as leader (0 until set).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Relaxed);
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -748,8 +756,13 @@ impl Log {
             None
         };
         if origin != AppendOrigin::Replica {
-            for (h, &(start, len)) in headers.iter().zip(&spans) {
-                set_base_offset(&mut records[start..start + len], h.base_offset);
+            // As a Kafka leader does: offsets and the leader epoch, both outside the CRC.
+            let epoch = self.leader_epoch.load(Ordering::Relaxed);
+            for (h, &(start, len)) in headers.iter_mut().zip(&spans) {
+                let batch = &mut records[start..start + len];
+                set_base_offset(batch, h.base_offset);
+                set_partition_leader_epoch(batch, epoch);
+                h.partition_leader_epoch = epoch;
             }
         }
         let first_offset = headers[0].base_offset;

@@ -665,3 +665,31 @@ fn old_message_format_is_refused_not_truncated() {
         "the old data is left alone"
     );
 }
+
+#[test]
+fn a_leader_stamps_its_epoch_and_a_replica_keeps_the_batchs() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let log = open(&storage, LogConfig::default());
+    log.set_leader_epoch(7);
+    let mut b = batch("a", 2, 1_000, Compression::None);
+    fjord_record::set_partition_leader_epoch(&mut b, -1);
+    log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+    let mut r = batch("r", 1, 1_000, Compression::None);
+    fjord_record::set_base_offset(&mut r, 2);
+    fjord_record::set_partition_leader_epoch(&mut r, 3);
+    log.append(&mut r, AppendOrigin::Replica, 1).unwrap();
+    let slice = log
+        .read(0, 1 << 20, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap();
+    let bytes = slice.read().unwrap();
+    let epochs: Vec<i32> = fjord_record::split_batches(&bytes)
+        .map(|b| {
+            fjord_record::BatchHeader::parse(b.unwrap())
+                .unwrap()
+                .partition_leader_epoch
+        })
+        .collect();
+    assert_eq!(epochs, [7, 3]);
+}

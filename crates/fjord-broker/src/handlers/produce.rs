@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use fjord_log::{AppendInfo, AppendOrigin, LogError};
-use fjord_record::{BatchHeader, set_partition_leader_epoch, split_batches};
+use fjord_record::BatchHeader;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{CloseReason, RequestContext, str_bytes};
-use crate::broker::{Broker, LEADER_EPOCH, Partition, now_ms};
+use crate::broker::{Broker, Partition, now_ms};
 use crate::errors;
 
 /// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than the topic's min.insync.replicas.
@@ -326,22 +326,9 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
     out
 }
 
-/// Appends one partition's batches, with the leader epoch stamped into every batch as a
-/// Kafka leader does (outside the CRC).
+/// Appends one partition's batches (a copy: the log patches offsets and the leader epoch into
+/// the headers, and the request's buffer is shared).
 fn append(p: &Partition, records: &[u8]) -> Result<AppendInfo, LogError> {
-    let mut records = records.to_vec();
-    let mut at = 0;
-    let spans: Vec<(usize, usize)> = split_batches(&records)
-        .map(|b| {
-            b.map(|b| {
-                let span = (at, b.len());
-                at += b.len();
-                span
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    for (start, len) in spans {
-        set_partition_leader_epoch(&mut records[start..start + len], LEADER_EPOCH);
-    }
-    p.log.append(&mut records, AppendOrigin::Client, now_ms())
+    p.log
+        .append(&mut records.to_vec(), AppendOrigin::Client, now_ms())
 }
