@@ -39,20 +39,6 @@ impl From<BytesMut> for Frame {
 pub type Region = ((usize, usize), FetchSlice);
 
 impl Frame {
-    /// Bytes on the wire, the size prefix included.
-    pub fn len(&self) -> u64 {
-        self.head.len() as u64
-            + self
-                .regions
-                .iter()
-                .map(|(r, after)| r.len + after.len() as u64)
-                .sum::<u64>()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Builds the frame of a Fetch response whose `regions` (in response order) send their
     /// records from the segment files. `encode` encodes a whole response with its size prefix
     /// and header.
@@ -136,16 +122,6 @@ impl Frame {
         }
         Ok(out)
     }
-
-    /// The whole frame in memory (tests, and files without a descriptor).
-    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
-        let mut v = self.head.to_vec();
-        for (region, after) in &self.regions {
-            v.extend_from_slice(&region.read()?);
-            v.extend_from_slice(after);
-        }
-        Ok(v)
-    }
 }
 
 fn set_records(
@@ -227,6 +203,26 @@ mod tests {
 
     use super::*;
 
+    /// Bytes on the wire, the size prefix included.
+    fn wire_len(frame: &Frame) -> u64 {
+        frame.head.len() as u64
+            + frame
+                .regions
+                .iter()
+                .map(|(r, after)| r.len + after.len() as u64)
+                .sum::<u64>()
+    }
+
+    /// The whole frame in memory, regions read from their files.
+    fn wire_bytes(frame: &Frame) -> Vec<u8> {
+        let mut v = frame.head.to_vec();
+        for (region, after) in &frame.regions {
+            v.extend_from_slice(&region.read().expect("read region"));
+            v.extend_from_slice(after);
+        }
+        v
+    }
+
     fn encode(version: i16, r: &FetchResponse) -> Result<BytesMut, String> {
         let mut out = BytesMut::new();
         out.put_i32(0);
@@ -307,9 +303,9 @@ mod tests {
             let expected = encode(version, &expected).expect("encode");
             let frame =
                 Frame::fetch(version, response, regions, |r| encode(version, r)).expect("frame");
-            assert_eq!(frame.len(), expected.len() as u64, "v{version}");
+            assert_eq!(wire_len(&frame), expected.len() as u64, "v{version}");
             assert!(
-                frame.to_vec().expect("read") == expected[..],
+                wire_bytes(&frame) == expected[..],
                 "v{version}: spliced frame differs from the encoded response"
             );
         }
@@ -321,7 +317,7 @@ mod tests {
         let frame =
             Frame::fetch(12, response.clone(), Vec::new(), |r| encode(12, r)).expect("frame");
         assert_eq!(
-            frame.to_vec().expect("bytes"),
+            wire_bytes(&frame),
             encode(12, &response).expect("encode").to_vec()
         );
     }
