@@ -180,6 +180,8 @@ pub struct Broker {
     pub metrics: crate::metrics::Metrics,
     pub groups: crate::groups::Groups,
     pub txns: crate::txns::Transactions,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: std::sync::Mutex<crate::fetch_sessions::FetchSessions>,
     /// Serialises topic administration.
     admin: std::sync::Mutex<()>,
 }
@@ -216,6 +218,10 @@ impl Broker {
             session_timeout_ms: config.group_consumer_session_timeout_ms,
             heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
         };
+        let fetch_sessions = crate::fetch_sessions::FetchSessions::new(
+            config.fetch_session_cache_slots,
+            random_u128() as u64,
+        );
         let broker = Self {
             config,
             cluster_id,
@@ -227,6 +233,7 @@ impl Broker {
             metrics: crate::metrics::Metrics::default(),
             groups: crate::groups::Groups::new(group_config, consumer_config, random_u128() as u64),
             txns: crate::txns::Transactions::default(),
+            fetch_sessions: std::sync::Mutex::new(fetch_sessions),
             admin: std::sync::Mutex::new(()),
         };
         broker.remove_stray_partitions();

@@ -57,6 +57,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub transaction_abort_interval_ms: i64,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept (0: none).
+    pub fetch_session_cache_slots: usize,
 }
 
 impl Default for BrokerConfig {
@@ -88,6 +90,7 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: 604_800_000,
             producer_id_expiration_ms: 86_400_000,
             transaction_abort_interval_ms: 10_000,
+            fetch_session_cache_slots: 1_000,
         }
     }
 }
@@ -228,6 +231,11 @@ impl BrokerConfig {
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
                 self.transaction_abort_interval_ms.to_string(),
                 self.transaction_abort_interval_ms == d.transaction_abort_interval_ms,
+            ),
+            (
+                "max.incremental.fetch.session.cache.slots",
+                self.fetch_session_cache_slots.to_string(),
+                self.fetch_session_cache_slots == d.fetch_session_cache_slots,
             ),
             (
                 "log.retention.check.interval.ms",

@@ -30,6 +30,7 @@ pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
 /// The Kafka error code for a log error.
 pub fn from_log_error(e: &LogError) -> i16 {

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod config;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod frame;
 pub mod groups;
 pub mod handlers;

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Retried batches an idempotent producer had already written, answered from the log.
     pub duplicate_batches: AtomicU64,
+    /// Incremental fetch sessions: sessions, partitions cached, evictions.
+    fetch_sessions: [AtomicU64; 3],
 }
 
 fn with_entry<K: Ord + Clone, V: Default, R>(
@@ -66,6 +68,14 @@ impl Metrics {
             c.records_out.fetch_add(records, Ordering::Relaxed);
             c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         });
+    }
+
+    /// Takes the fetch session cache's figures (sessions, partitions, evictions).
+    pub fn fetch_sessions(&self, (sessions, partitions, evictions): (usize, usize, u64)) {
+        let [s, p, e] = &self.fetch_sessions;
+        s.store(sessions as u64, Ordering::Relaxed);
+        p.store(partitions as u64, Ordering::Relaxed);
+        e.store(evictions, Ordering::Relaxed);
     }
 
     /// Forgets a deleted topic's counters.
@@ -214,6 +224,24 @@ impl Metrics {
                 "Retried batches of idempotent producers found already written and not written again.",
                 "counter",
                 self.duplicate_batches.load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_fetch_sessions",
+                "Incremental fetch sessions (KIP-227) held.",
+                "gauge",
+                self.fetch_sessions[0].load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_fetch_session_partitions",
+                "Partitions cached over all fetch sessions.",
+                "gauge",
+                self.fetch_sessions[1].load(Ordering::Relaxed),
+            ),
+            (
+                "fjord_fetch_session_evictions_total",
+                "Fetch sessions evicted to make room for new ones.",
+                "counter",
+                self.fetch_sessions[2].load(Ordering::Relaxed),
             ),
             (
                 "fjord_partitions",

@@ -49,6 +49,7 @@ pub const KEYS: &[&str] = &[
     "transactional.id.expiration.ms",
     "producer.id.expiration.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    "max.incremental.fetch.session.cache.slots",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -172,6 +173,10 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "producer.id.expiration.ms" => config.producer_id_expiration_ms = positive(int()?)?,
         "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
             config.transaction_abort_interval_ms = positive(int()?)?
+        }
+        "max.incremental.fetch.session.cache.slots" => {
+            config.fetch_session_cache_slots =
+                usize::try_from(int()?).context("must be 0 or more")?;
         }
         "log.retention.check.interval.ms" => {
             config.retention_check_interval_ms = positive(int()?)? as u64;

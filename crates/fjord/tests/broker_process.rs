@@ -562,3 +562,211 @@ fn idempotent_retries_are_recognised_across_a_sigkill() {
     let (code, _) = f.stop();
     assert_eq!(code, 0);
 }
+
+/// Appends one batch of `records` plain records to `topic`/`partition`.
+fn produce_plain(s: &mut TcpStream, topic: &str, partition: i32, records: usize) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    for i in 0..records {
+        b.push(1_000, None, Some(format!("r{i}").as_bytes()));
+    }
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(bytes::Bytes::from(b.build().unwrap()));
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![td];
+    let resp: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+}
+
+#[test]
+fn fetch_sessions_answer_only_what_changed() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, TopicName,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    let mut create = CreateTopicsRequest::default();
+    for (t, n) in [("sess", 3), ("rot", 2)] {
+        let mut ct = CreatableTopic::default();
+        ct.name = TopicName(StrBytes::from_static_str(t));
+        ct.num_partitions = n;
+        ct.replication_factor = 1;
+        create.topics.push(ct);
+    }
+    create.timeout_ms = 10_000;
+    let created: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create);
+    assert!(created.topics.iter().all(|t| t.error_code == 0));
+    let sess_id = created.topics[0].topic_id;
+    produce_plain(&mut s, "sess", 0, 2);
+
+    let topic = |name: &'static str, parts: &[(i32, i64)]| {
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str(name));
+        t.topic_id = sess_id;
+        for &(p, offset) in parts {
+            let mut fp = FetchPartition::default();
+            fp.partition = p;
+            fp.fetch_offset = offset;
+            fp.partition_max_bytes = 1 << 20;
+            t.partitions.push(fp);
+        }
+        t
+    };
+    let fetch = |s: &mut TcpStream, version: i16, id: i32, epoch: i32, topics, forgotten, wait| {
+        let mut req = FetchRequest::default();
+        req.replica_id = kafka_protocol::messages::BrokerId(-1);
+        req.max_wait_ms = wait;
+        req.min_bytes = 1;
+        req.max_bytes = 50 << 20;
+        req.session_id = id;
+        req.session_epoch = epoch;
+        req.topics = topics;
+        req.forgotten_topics_data = forgotten;
+        let r: FetchResponse = call(s, ApiKey::Fetch, version, &req);
+        r
+    };
+    // What a response carries: (partition, record bytes) in order.
+    let carried = |r: &FetchResponse| -> Vec<(i32, usize)> {
+        r.responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| (p.partition_index, p.records.as_ref().map_or(0, |b| b.len())))
+            .collect()
+    };
+
+    // A full fetch (epoch 0) creates a session and answers every partition.
+    let all = vec![topic("sess", &[(0, 0), (1, 0), (2, 0)])];
+    let r = fetch(&mut s, 12, 0, 0, all, vec![], 0);
+    assert_eq!(r.error_code, 0);
+    let id = r.session_id;
+    assert!(id > 0, "a session was created");
+    let c = carried(&r);
+    assert_eq!(c.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(c[0].1 > 0 && c[1].1 == 0 && c[2].1 == 0);
+
+    // Incremental, partition 0 moved past its data: nothing changed, nothing carried.
+    let r = fetch(&mut s, 12, id, 1, vec![topic("sess", &[(0, 2)])], vec![], 0);
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert_eq!(carried(&r), []);
+
+    // New data on partition 2 wakes the long poll; only partition 2 is carried.
+    let mut writer = f.connect();
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        produce_plain(&mut writer, "sess", 2, 1);
+        writer
+    });
+    let started = Instant::now();
+    let r = fetch(&mut s, 12, id, 2, vec![], vec![], 5_000);
+    let mut writer = producer.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(4_000),
+        "woken by data"
+    );
+    let c = carried(&r);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, 2);
+    assert!(c[0].1 > 0);
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 1);
+
+    // A repeated epoch (a duplicate request) is refused.
+    let r = fetch(&mut s, 12, id, 2, vec![], vec![], 0);
+    assert_eq!(r.error_code, 71, "INVALID_FETCH_SESSION_EPOCH");
+    assert_eq!(carried(&r), []);
+
+    // Forget partition 1, then write to it: the session no longer reports it.
+    produce_plain(&mut writer, "sess", 1, 1);
+    let forget = {
+        let mut t = ForgottenTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("sess"));
+        t.partitions = vec![1];
+        vec![t]
+    };
+    let r = fetch(&mut s, 12, id, 3, vec![topic("sess", &[(2, 1)])], forget, 0);
+    assert_eq!((r.error_code, carried(&r)), (0, vec![]));
+
+    // A session created by name cannot go on by topic id.
+    let r = fetch(&mut s, 13, id, 4, vec![], vec![], 0);
+    assert_eq!(r.error_code, 106, "FETCH_SESSION_TOPIC_ID_ERROR");
+    // Unknown session.
+    let r = fetch(&mut s, 12, id ^ 1, 4, vec![], vec![], 0);
+    assert_eq!(r.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    // The final epoch closes the session.
+    let r = fetch(
+        &mut s,
+        12,
+        id,
+        -1,
+        vec![topic("sess", &[(0, 0)])],
+        vec![],
+        0,
+    );
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    let r = fetch(&mut s, 12, id, 4, vec![], vec![], 0);
+    assert_eq!(r.error_code, 70, "closed");
+
+    // Sessions by topic id (v13): the same, with topics named by id.
+    let r = fetch(
+        &mut s,
+        13,
+        0,
+        0,
+        vec![topic("", &[(0, 0), (1, 0)])],
+        vec![],
+        0,
+    );
+    let id13 = r.session_id;
+    assert!(id13 > 0);
+    assert_eq!(r.responses[0].topic_id, sess_id);
+    produce_plain(&mut writer, "sess", 1, 1);
+    let r = fetch(&mut s, 13, id13, 1, vec![topic("", &[(0, 2)])], vec![], 0);
+    assert_eq!(r.responses.len(), 1);
+    assert_eq!(r.responses[0].topic_id, sess_id);
+    assert_eq!(carried(&r).iter().map(|p| p.0).collect::<Vec<_>>(), [1]);
+
+    // Partitions that returned data in an incremental fetch move to the back of the session,
+    // so a small response limit serves each partition in turn: rot-0 holds three batches,
+    // rot-1 one.
+    for _ in 0..3 {
+        produce_plain(&mut writer, "rot", 0, 1);
+    }
+    produce_plain(&mut writer, "rot", 1, 1);
+    let rot = |parts: &[(i32, i64)]| {
+        let mut t = topic("rot", parts);
+        t.topic_id = created.topics[1].topic_id;
+        t
+    };
+    let mut req = FetchRequest::default();
+    req.max_bytes = 1; // one batch per response (KIP-74)
+    req.session_epoch = 0;
+    req.topics = vec![rot(&[(0, 0), (1, 0)])];
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &req);
+    let c = carried(&r);
+    assert!(c[0].1 > 0 && c[1].1 == 0, "rot-0 first: {c:?}");
+    req.session_id = r.session_id;
+    req.session_epoch = 1;
+    req.topics = vec![rot(&[(0, 1)])];
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &req);
+    let c = carried(&r);
+    assert_eq!(c.len(), 1, "still rot-0, in session order: {c:?}");
+    assert!(c[0].0 == 0 && c[0].1 > 0);
+    req.session_epoch = 2;
+    req.topics = vec![rot(&[(0, 2)])];
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &req);
+    let c = carried(&r);
+    assert_eq!(c[0].0, 1, "rot-1 now comes first: {c:?}");
+    assert!(c[0].1 > 0);
+
+    let (code, stderr) = f.stop();
+    assert_eq!(code, 0, "{stderr}");
+}

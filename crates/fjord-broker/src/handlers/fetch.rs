@@ -1,8 +1,8 @@
 //! Fetch: whole batches up to the high watermark, long-polling for `min_bytes`.
 //!
-//! Fetch sessions (KIP-227): this broker declines to create sessions (it answers session id 0,
-//! which the protocol allows), so clients keep sending full fetches; an incremental fetch for
-//! a session it never created gets FETCH_SESSION_ID_NOT_FOUND.
+//! Fetch v7+ may run in an incremental fetch session (KIP-227, [`crate::fetch_sessions`]):
+//! the session supplies the partitions the request leaves out, and the response leaves out
+//! the partitions with nothing new.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,19 +17,20 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
 use super::{RequestContext, check_leader_epoch, topic_name};
-use crate::broker::{Broker, Partition};
+use crate::broker::{Broker, Partition, now_ms};
 use crate::errors;
+use crate::fetch_sessions::{Answered, Context, FetchParams, PartitionKey, TopicKey};
 use crate::frame::Region;
 
 const READ_COMMITTED: i8 = 1;
 
 struct Wanted {
-    topic_index: usize,
+    key: PartitionKey,
+    /// The topic's name, if it exists.
+    name: Option<String>,
     partition: Option<Arc<Partition>>,
     error: i16,
-    index: i32,
-    offset: i64,
-    max_bytes: usize,
+    params: FetchParams,
 }
 
 /// Record ranges at least this large are sent from the segment file (sendfile); smaller ones
@@ -44,6 +45,16 @@ enum Records {
     File(FetchSlice),
 }
 
+/// How the response relates to a fetch session.
+enum Answer {
+    /// Every partition asked for, no session.
+    Plain,
+    /// Every partition asked for, and a new session holding them.
+    NewSession,
+    /// The partitions of session `.0` at epoch `.1` that have something new.
+    Incremental(i32, i32),
+}
+
 /// Answers a fetch: the response, and the partitions (topic index, partition index) whose
 /// records are sent from the segment files, in response order.
 pub async fn handle(
@@ -52,53 +63,97 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> (FetchResponse, Vec<Region>) {
     let mut response = FetchResponse::default();
-    response.session_id = 0;
-    if request.session_id != 0 {
-        response.error_code = errors::FETCH_SESSION_ID_NOT_FOUND;
-        return (response, Vec::new());
-    }
-    if request.session_epoch > 0 {
-        response.error_code = errors::INVALID_FETCH_SESSION_EPOCH;
-        return (response, Vec::new());
-    }
-    let read_committed = request.isolation_level == READ_COMMITTED;
-    let by_id = ctx.version >= 13;
-    let state = broker.metadata();
-    let mut wanted = Vec::new();
-    for (ti, topic) in request.topics.iter().enumerate() {
-        let name = if by_id {
-            state
-                .topic_by_id(&TopicId(topic.topic_id.into_bytes()))
-                .map(|t| t.name.clone())
+    let uses_ids = ctx.version >= 13;
+    let topic_key = |name: &kafka_protocol::messages::TopicName, id: &uuid::Uuid| {
+        if uses_ids {
+            TopicKey::Id(*id)
         } else {
-            Some(topic.topic.0.to_string())
-        };
-        let mut tr = FetchableTopicResponse::default();
-        tr.topic = topic.topic.clone();
-        tr.topic_id = topic.topic_id;
-        if let (false, Some(n)) = (by_id, &name) {
-            tr.topic = topic_name(n);
+            TopicKey::Name(name.0.to_string())
         }
-        response.responses.push(tr);
+    };
+    let mut requested = Vec::new();
+    for topic in &request.topics {
+        let key = topic_key(&topic.topic, &topic.topic_id);
         for p in &topic.partitions {
-            let partition = name
-                .as_deref()
-                .and_then(|n| broker.partition(n, p.partition));
-            let error = match (&name, &partition) {
-                (None, _) => errors::UNKNOWN_TOPIC_ID,
-                (Some(_), None) => errors::UNKNOWN_TOPIC_OR_PARTITION,
-                _ => check_leader_epoch(p.current_leader_epoch),
+            let params = FetchParams {
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                log_start_offset: p.log_start_offset,
             };
-            wanted.push(Wanted {
-                topic_index: ti,
-                partition,
-                error,
-                index: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
+            let key = PartitionKey {
+                topic: key.clone(),
+                partition: p.partition,
+            };
+            requested.push((key, params));
+        }
+    }
+    let mut forgotten = Vec::new();
+    for topic in &request.forgotten_topics_data {
+        let key = topic_key(&topic.topic, &topic.topic_id);
+        for p in &topic.partitions {
+            forgotten.push(PartitionKey {
+                topic: key.clone(),
+                partition: *p,
             });
         }
     }
+    let context = {
+        let mut sessions = broker
+            .fetch_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let context = sessions.begin(
+            request.session_id,
+            request.session_epoch,
+            uses_ids,
+            &requested,
+            &forgotten,
+            now_ms(),
+        );
+        broker.metrics.fetch_sessions(sessions.stats());
+        context
+    };
+    let (partitions, answer) = match context {
+        Context::Error(code) => {
+            response.error_code = code;
+            return (response, Vec::new());
+        }
+        Context::Sessionless => (requested, Answer::Plain),
+        Context::Full => (requested, Answer::NewSession),
+        Context::Incremental {
+            id,
+            epoch,
+            partitions,
+        } => (partitions, Answer::Incremental(id, epoch)),
+    };
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let state = broker.metadata();
+    let mut wanted = Vec::with_capacity(partitions.len());
+    for (key, params) in partitions {
+        let name = match &key.topic {
+            TopicKey::Id(id) => state
+                .topic_by_id(&TopicId(id.into_bytes()))
+                .map(|t| t.name.clone()),
+            TopicKey::Name(n) => Some(n.clone()),
+        };
+        let partition = name
+            .as_deref()
+            .and_then(|n| broker.partition(n, key.partition));
+        let error = match (&name, &partition) {
+            (None, _) => errors::UNKNOWN_TOPIC_ID,
+            (Some(_), None) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+            _ => check_leader_epoch(params.current_leader_epoch),
+        };
+        wanted.push(Wanted {
+            key,
+            name,
+            partition,
+            error,
+            params,
+        });
+    }
+    drop(state);
     let max_bytes = if request.max_bytes <= 0 {
         usize::MAX
     } else {
@@ -112,42 +167,138 @@ pub async fn handle(
             .await
             .unwrap_or_else(|_| (Vec::new(), 0, true))
     };
-    loop {
+    let mut parts = loop {
         // Register for wake-ups before reading, so an append in between is not missed.
         let notified = broker.data_appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (mut parts, total, any_error) = read(wanted.clone()).await;
+        let (parts, total, any_error) = read(wanted.clone()).await;
         let finished = total >= min_bytes || any_error || Instant::now() >= deadline;
-        if !finished && tokio::time::timeout_at(deadline, notified).await.is_ok() {
+        if finished {
+            break parts;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_ok() {
             continue; // new data somewhere: read again
         }
-        if !finished {
-            // Timed out: one last read, so the response reflects what is there now.
-            parts = read(wanted.clone()).await.0;
-        }
-        let mut regions = Vec::new();
-        for (w, (mut data, records)) in wanted.iter().zip(parts) {
-            let (count, bytes) = match &records {
-                Records::None => (0, 0),
-                Records::Read(b, count) => (*count, b.len() as u64),
-                Records::File(slice) => (slice.records, slice.len),
-            };
-            if let Some(p) = &w.partition
-                && bytes > 0
-            {
-                broker.metrics.fetched(&p.topic, count, bytes);
-            }
-            let partitions = &mut response.responses[w.topic_index].partitions;
-            match records {
-                Records::None => {}
-                Records::Read(b, _) => data.records = Some(b),
-                Records::File(slice) => regions.push(((w.topic_index, partitions.len()), slice)),
-            }
-            partitions.push(data);
-        }
-        return (response, regions);
+        // Timed out: one last read, so the response reflects what is there now.
+        break read(wanted.clone()).await.0;
+    };
+    if parts.len() != wanted.len() {
+        // The read task panicked: answer every partition with an error rather than nothing.
+        parts = wanted
+            .iter()
+            .map(|w| {
+                let mut pd = empty_partition(w, read_committed);
+                pd.error_code = errors::UNKNOWN_SERVER_ERROR;
+                (pd, Records::None)
+            })
+            .collect();
     }
+    let answered = |(pd, records): &(PartitionData, Records)| Answered {
+        has_records: !matches!(records, Records::None),
+        error: pd.error_code,
+        high_watermark: pd.high_watermark,
+        log_start_offset: pd.log_start_offset,
+    };
+    let carried = match answer {
+        Answer::Plain => vec![true; wanted.len()],
+        Answer::NewSession => {
+            let answers: Vec<_> = wanted
+                .iter()
+                .zip(&parts)
+                .map(|(w, part)| (w.key.clone(), w.params, answered(part)))
+                .collect();
+            let privileged = request.replica_id.0 >= 0 || request.replica_state.replica_id.0 >= 0;
+            let mut sessions = broker
+                .fetch_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            response.session_id = sessions.create(privileged, uses_ids, &answers, now_ms());
+            broker.metrics.fetch_sessions(sessions.stats());
+            vec![true; wanted.len()]
+        }
+        Answer::Incremental(id, epoch) => {
+            let answers: Vec<_> = wanted
+                .iter()
+                .zip(&parts)
+                .map(|(w, part)| (w.key.clone(), answered(part)))
+                .collect();
+            let mut sessions = broker
+                .fetch_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match sessions.answered(id, epoch, &answers) {
+                Ok(carried) => {
+                    response.session_id = id;
+                    carried
+                }
+                Err(code) => {
+                    response.error_code = code;
+                    if code == errors::INVALID_FETCH_SESSION_EPOCH {
+                        response.session_id = id;
+                    }
+                    return (response, Vec::new());
+                }
+            }
+        }
+    };
+    let mut regions = Vec::new();
+    for ((w, (mut data, records)), carry) in wanted.iter().zip(parts).zip(carried) {
+        if !carry {
+            continue;
+        }
+        let (count, bytes) = match &records {
+            Records::None => (0, 0),
+            Records::Read(b, count) => (*count, b.len() as u64),
+            Records::File(slice) => (slice.records, slice.len),
+        };
+        if let Some(p) = &w.partition
+            && bytes > 0
+        {
+            broker.metrics.fetched(&p.topic, count, bytes);
+        }
+        // Consecutive partitions of one topic share a topic entry, as in Kafka.
+        let same_topic = response
+            .responses
+            .last()
+            .is_some_and(|t| match &w.key.topic {
+                TopicKey::Id(id) => t.topic_id == *id,
+                TopicKey::Name(n) => t.topic.0.as_str() == n,
+            });
+        if !same_topic {
+            let mut tr = FetchableTopicResponse::default();
+            match &w.key.topic {
+                TopicKey::Id(id) => tr.topic_id = *id,
+                TopicKey::Name(n) => tr.topic = topic_name(n),
+            }
+            if let Some(n) = &w.name {
+                tr.topic = topic_name(n);
+            }
+            response.responses.push(tr);
+        }
+        let topic_index = response.responses.len() - 1;
+        let partitions = &mut response.responses[topic_index].partitions;
+        match records {
+            Records::None => {}
+            Records::Read(b, _) => data.records = Some(b),
+            Records::File(slice) => regions.push(((topic_index, partitions.len()), slice)),
+        }
+        partitions.push(data);
+    }
+    (response, regions)
+}
+
+/// A partition's answer before its log is read.
+fn empty_partition(w: &Wanted, read_committed: bool) -> PartitionData {
+    let mut pd = PartitionData::default();
+    pd.partition_index = w.key.partition;
+    pd.high_watermark = -1;
+    pd.last_stable_offset = -1;
+    pd.log_start_offset = -1;
+    pd.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
+    pd.records = Some(Bytes::new());
+    pd.aborted_transactions = read_committed.then(Vec::new);
+    pd
 }
 
 /// Reads every wanted partition once; returns the partition data, the record bytes found, and
@@ -161,14 +312,7 @@ fn read_all(
     let mut total = 0usize;
     let mut any_error = false;
     for w in wanted {
-        let mut pd = PartitionData::default();
-        pd.partition_index = w.index;
-        pd.high_watermark = -1;
-        pd.last_stable_offset = -1;
-        pd.log_start_offset = -1;
-        pd.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
-        pd.records = Some(Bytes::new());
-        pd.aborted_transactions = read_committed.then(Vec::new);
+        let mut pd = empty_partition(w, read_committed);
         let Some(partition) = w.partition.as_ref().filter(|_| w.error == errors::NONE) else {
             pd.error_code = w.error;
             any_error = true;
@@ -176,7 +320,7 @@ fn read_all(
             continue;
         };
         let log = &partition.log;
-        let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+        let budget = (w.params.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
         // KIP-74: the first batch of the first partition with data comes back even if it is
         // larger than the limits, so a consumer can always make progress.
         let min_one = total == 0;
@@ -187,7 +331,7 @@ fn read_all(
         } else {
             ReadUpTo::HighWatermark
         };
-        let read = log.read(w.offset, budget, upper, min_one);
+        let read = log.read(w.params.fetch_offset, budget, upper, min_one);
         let mut records = Records::None;
         match read {
             Ok(r) => {
@@ -197,7 +341,7 @@ fn read_all(
                 if let Some(slice) = r.data {
                     if read_committed {
                         pd.aborted_transactions = Some(
-                            log.aborted_transactions(w.offset, slice.next_offset)
+                            log.aborted_transactions(w.params.fetch_offset, slice.next_offset)
                                 .into_iter()
                                 .map(|a| {
                                     let mut t = AbortedTransaction::default();
@@ -217,7 +361,7 @@ fn read_all(
                                 records = Records::Read(Bytes::from(bytes), slice.records);
                             }
                             Err(e) => {
-                                tracing::error!(topic = %partition.topic, partition = w.index, error = %e, "reading fetched range");
+                                tracing::error!(topic = %partition.topic, partition = w.key.partition, error = %e, "reading fetched range");
                                 total -= slice.len as usize;
                                 pd.error_code = errors::KAFKA_STORAGE_ERROR;
                                 any_error = true;
