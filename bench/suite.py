@@ -308,9 +308,10 @@ def latency(bootstrap, rate, seconds):
     return {"p50": pct(lat, 50), "p99": pct(lat, 99), "p99.9": pct(lat, 99.9), "max": lat[-1]}
 
 
-def fjord_perf(binary, bootstrap, topic, count, size):
+def fjord_perf(binary, bootstrap, topic, count, size, partitions):
     """Fjord's own client (`fjord perf`): 4 connections, acks=all, batches of ~512 KiB (about
-    what librdkafka's linger builds here), then one reader of every partition."""
+    what librdkafka's linger builds here); then one connection per partition reads, 1 MiB per
+    partition per fetch (Kafka consumers' default), like a group with a member per partition."""
     def run(*a):
         out = subprocess.run([binary, "perf", *map(str, a), "-b", bootstrap, "-o", "json"],
                              capture_output=True, timeout=900)
@@ -319,7 +320,7 @@ def fjord_perf(binary, bootstrap, topic, count, size):
         return json.loads(out.stdout)
     p = run("produce", topic, "--count", count, "--size", size,
             "--batch-records", max(1, 512 * 1024 // size))
-    c = run("consume", topic, "--count", count)
+    c = run("consume", topic, "--count", count, "--connections", partitions)
     return {"produce_rec_s": p["records_per_sec"], "produce_mib_s": p["mib_per_sec"],
             "consume_rec_s": c["records_per_sec"], "consume_mib_s": c["mib_per_sec"]}
 
@@ -387,7 +388,8 @@ def run_once(args, scratch):
                      "cpu_s_per_gb_in": cpu_in / gb, "cpu_s_per_gb_out": cpu_out / gb}
         log(f"{label}: the same with fjord perf")
         create_topic(b.bootstrap, topic + "-perf", parts)
-        tp[label]["fjord_perf"] = fjord_perf(args.binary, b.bootstrap, topic + "-perf", count, size)
+        tp[label]["fjord_perf"] = fjord_perf(args.binary, b.bootstrap, topic + "-perf", count, size,
+                                          parts)
     r["throughput"] = tp
     log("16 producers, keyed records over 64 partitions")
     create_topic(b.bootstrap, "keyed", 64)

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
@@ -91,6 +91,10 @@ pub fn check(code: i16, message: Option<&StrBytes>) -> Result<(), ClientError> {
 struct Conn {
     stream: TcpStream,
     next_correlation: i32,
+    /// Responses are read into this buffer; its memory is taken back for the next response
+    /// once the caller has dropped the last one (no fresh allocation, zeroing or page faults
+    /// per large fetch).
+    rx: BytesMut,
 }
 
 /// A connection to one broker.
@@ -136,6 +140,7 @@ impl Client {
             client_id: client_id.to_string(),
             timeout,
             conn: Mutex::new(Conn {
+                rx: BytesMut::new(),
                 stream,
                 next_correlation: 1,
             }),
@@ -259,9 +264,22 @@ impl Client {
             if !(4..=1 << 30).contains(&size) {
                 return Err(self.protocol(format!("response size {size}")));
             }
-            let mut body = vec![0u8; size as usize];
-            conn.stream.read_exact(&mut body).await.map_err(io)?;
-            Ok(Bytes::from(body))
+            let size = size as usize;
+            let Conn { stream, rx, .. } = &mut *conn;
+            rx.clear();
+            rx.reserve(size);
+            while rx.len() < size {
+                let want = size - rx.len();
+                let n = (&mut *stream)
+                    .take(want as u64)
+                    .read_buf(rx)
+                    .await
+                    .map_err(io)?;
+                if n == 0 {
+                    return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+            Ok(rx.split().freeze())
         };
         let mut body = tokio::time::timeout(self.timeout, exchange)
             .await

@@ -375,7 +375,14 @@ impl Client {
     ) -> Result<Vec<(i32, Fetched)>, ClientError> {
         let topic_id = self.fetch_topic_id(topic).await?;
         let raw = self
-            .fetch_batches(topic, topic_id, positions, max_wait_ms, max_bytes)
+            .fetch_batches(
+                topic,
+                topic_id,
+                positions,
+                max_wait_ms,
+                max_bytes,
+                max_bytes,
+            )
             .await?;
         let bad = |reason: String| ClientError::Protocol {
             addr: self.addr().to_string(),
@@ -450,13 +457,15 @@ impl Client {
     }
 
     /// Fetches several partitions of a topic in one request and returns their record batches
-    /// undecoded, in request order (`topic_id` from [`Client::fetch_topic_id`]).
+    /// undecoded, in request order (`topic_id` from [`Client::fetch_topic_id`]); at most
+    /// `partition_max_bytes` per partition and `max_bytes` in all (beyond one batch).
     pub async fn fetch_batches(
         &self,
         topic: &str,
         topic_id: uuid::Uuid,
         positions: &[(i32, i64)],
         max_wait_ms: i32,
+        partition_max_bytes: i32,
         max_bytes: i32,
     ) -> Result<Vec<FetchedBatches>, ClientError> {
         let mut ft = FetchTopic::default();
@@ -468,7 +477,7 @@ impl Client {
                 let mut fp = FetchPartition::default();
                 fp.partition = partition;
                 fp.fetch_offset = offset;
-                fp.partition_max_bytes = max_bytes;
+                fp.partition_max_bytes = partition_max_bytes;
                 fp.current_leader_epoch = -1;
                 fp.last_fetched_epoch = -1;
                 fp.log_start_offset = -1;

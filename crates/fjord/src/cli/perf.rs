@@ -43,8 +43,9 @@ pub enum PerfCmd {
         /// Stop after this many records (default: everything up to the current end).
         #[arg(long)]
         count: Option<u64>,
-        /// Bytes per fetch.
-        #[arg(long, default_value_t = 8 << 20)]
+        /// Bytes per partition per fetch (Kafka consumers' `max.partition.fetch.bytes`); a
+        /// fetch asks for at most 50 MiB in all (`fetch.max.bytes`).
+        #[arg(long, default_value_t = 1 << 20)]
         fetch_bytes: i32,
         /// Connections fetching in parallel, each for its share of the partitions.
         #[arg(long, default_value_t = 4)]
@@ -197,12 +198,17 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             let topic_id = client.fetch_topic_id(&topic).await?;
             let done = Arc::new(AtomicU64::new(0));
             let bytes = Arc::new(AtomicU64::new(0));
+            // Each connection reads its share of the partitions, one fetch in flight. The
+            // clock starts once every connection is set up.
+            let connections = connections.clamp(1, start.len().max(1));
+            let mut clients = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                clients.push(common.connect().await?);
+            }
             let progress = spawn_progress("perf consume", done.clone(), bytes.clone(), target);
             let started = Instant::now();
-            // Each connection reads its share of the partitions, one fetch in flight.
-            let connections = connections.clamp(1, start.len().max(1));
             let mut tasks = Vec::new();
-            for c in 0..connections {
+            for (c, client) in clients.into_iter().enumerate() {
                 let mine = |offsets: &[(i32, i64)]| -> Vec<(i32, i64)> {
                     offsets
                         .iter()
@@ -215,7 +221,6 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
                 // Without --count a connection is done at its partitions' ends as listed at
                 // the start (a long poll past them would only add its wait to the figure).
                 let ends = count.is_none().then(|| mine(&end));
-                let client = common.connect().await?;
                 let (topic, done, bytes) = (topic.clone(), done.clone(), bytes.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut latencies = Vec::new();
@@ -228,7 +233,7 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
                     while done.load(Ordering::Relaxed) < target && more(&positions) {
                         let sent = Instant::now();
                         let fetched = client
-                            .fetch_batches(&topic, topic_id, &positions, 500, fetch_bytes)
+                            .fetch_batches(&topic, topic_id, &positions, 500, fetch_bytes, 50 << 20)
                             .await?;
                         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                         for (f, pos) in fetched.iter().zip(positions.iter_mut()) {
