@@ -174,11 +174,11 @@ fn log_write(dir: &Path, chunk: usize, total: usize) -> Result<(f64, usize), Str
     let _ = std::fs::remove_dir_all(dir);
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
     let log = Log::open(storage, dir, LogConfig::default(), 0).map_err(|e| e.to_string())?;
-    let mut batch = build_batch(chunk);
+    let batch = build_batch(chunk);
     let start = Instant::now();
     let mut written = 0;
     while written < total {
-        log.append_durable(&mut batch, AppendOrigin::Client, 1_700_000_000_000)
+        log.append_durable(&batch, AppendOrigin::Client, 1_700_000_000_000)
             .map_err(|e| e.to_string())?;
         written += batch.len();
     }

@@ -327,10 +327,10 @@ impl Groups {
         for (k, v) in &records {
             b.push(now, Some(k), v.as_deref());
         }
-        let mut batch = b.build().map_err(|e| e.to_string())?;
+        let batch = b.build().map_err(|e| e.to_string())?;
         let info = p
             .log
-            .append(&mut batch, AppendOrigin::Internal, now)
+            .append(&batch, AppendOrigin::Internal, now)
             .map_err(|e| e.to_string())?;
         p.log.wait_durable(&info).map_err(|e| e.to_string())?;
         p.log.advance_high_watermark(info.next_offset());
@@ -391,8 +391,8 @@ impl Groups {
             let (k, v) = offsets::offset_record(group, t, *part, Some(c));
             b.push(now, Some(&k), v.as_deref());
         }
-        let mut batch = b.build()?;
-        let info = p.log.append(&mut batch, AppendOrigin::Internal, now)?;
+        let batch = b.build()?;
+        let info = p.log.append(&batch, AppendOrigin::Internal, now)?;
         p.log.wait_durable(&info)?;
         p.log.advance_high_watermark(info.next_offset());
         let mut pending = lock(&self.pending_txn);

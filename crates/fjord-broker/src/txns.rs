@@ -123,10 +123,10 @@ impl Transactions {
         let now = now_ms();
         let mut b = BatchBuilder::new(Compression::None);
         b.push(now, Some(&key), value.as_deref());
-        let mut batch = b.build().map_err(|e| storage(e.to_string()))?;
+        let batch = b.build().map_err(|e| storage(e.to_string()))?;
         let info = p
             .log
-            .append(&mut batch, AppendOrigin::Internal, now)
+            .append(&batch, AppendOrigin::Internal, now)
             .map_err(|e| storage(e.to_string()))?;
         p.log
             .wait_durable(&info)
@@ -475,7 +475,7 @@ fn write_markers(broker: &Broker, meta: &TxnMetadata, commit: bool) -> Result<()
             // The topic was deleted since: nothing to mark.
             continue;
         };
-        let mut marker = build_marker(
+        let marker = build_marker(
             meta.producer_id,
             meta.producer_epoch,
             COORDINATOR_EPOCH,
@@ -484,7 +484,7 @@ fn write_markers(broker: &Broker, meta: &TxnMetadata, commit: bool) -> Result<()
         );
         let info = p
             .log
-            .append(&mut marker, AppendOrigin::Internal, now)
+            .append(&marker, AppendOrigin::Internal, now)
             .map_err(|e| format!("{topic}-{index}: {e}"))?;
         p.log
             .wait_durable(&info)

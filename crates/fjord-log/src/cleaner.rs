@@ -240,7 +240,7 @@ impl Log {
                 let out = rebuilt.as_deref().unwrap_or(bytes);
                 let out_header = BatchHeader::parse(out)?;
                 cleaned
-                    .append(out, &[out_header], config.index_interval_bytes)
+                    .append(&[out], &[out_header], config.index_interval_bytes)
                     .map_err(LogError::io("writing cleaned segment in", &self.dir))?;
             }
             cleaned

@@ -199,7 +199,7 @@ mod tests {
             for (i, item) in logs.iter().enumerate() {
                 let info = item
                     .0
-                    .append(&mut batch(), AppendOrigin::Client, 0)
+                    .append(&batch(), AppendOrigin::Client, 0)
                     .expect("append");
                 let tx = tx.clone();
                 let target = info.next_offset();
@@ -226,7 +226,7 @@ mod tests {
         // After stop, syncs still happen (on the caller's thread).
         let info = logs[0]
             .0
-            .append(&mut batch(), AppendOrigin::Client, 0)
+            .append(&batch(), AppendOrigin::Client, 0)
             .expect("append");
         let (tx, rx) = mpsc::channel();
         flusher.sync_to(

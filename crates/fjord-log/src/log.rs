@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use fjord_record::{
-    BatchHeader, ControlRecord, Records, TimestampType, parse_control_batch, set_base_offset,
-    set_max_timestamp, set_partition_leader_epoch, split_batches, validate_batch, validate_records,
+    BatchHeader, ControlRecord, HEADER_LEN, Records, TimestampType, parse_control_batch,
+    set_base_offset, set_max_timestamp_parts, set_partition_leader_epoch, split_batches,
+    validate_batch, validate_records,
 };
 
 use crate::LogError;
@@ -637,7 +638,7 @@ impl Log {
     /// data is in the page cache when this returns; see [`Log::wait_durable`].
     pub fn append(
         &self,
-        records: &mut [u8],
+        records: &[u8],
         origin: AppendOrigin,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
@@ -655,11 +656,15 @@ impl Log {
             });
         }
         let mut headers = Vec::with_capacity(spans.len());
+        // What the log changes in a batch (offsets, leader epoch, max timestamp and then the
+        // CRC) all sits in its first HEADER_LEN bytes: those are copied and patched, and the
+        // rest is written from `records` as it is (no copy of the request's data).
+        let mut heads: Vec<[u8; HEADER_LEN]> = Vec::with_capacity(spans.len());
         // Control batches (markers) by batch index; rare, so nothing is allocated without one.
         let mut controls: Vec<(usize, ControlRecord)> = Vec::new();
         let mut record_count = 0u64;
         for &(start, len) in &spans {
-            let batch = &mut records[start..start + len];
+            let batch = &records[start..start + len];
             if len > config.max_message_bytes {
                 return Err(LogError::BatchTooLarge {
                     size: len,
@@ -667,6 +672,9 @@ impl Log {
                 });
             }
             let header = validate_batch(batch)?;
+            let mut head = [0u8; HEADER_LEN];
+            head.copy_from_slice(&batch[..HEADER_LEN]);
+            let rest = &batch[HEADER_LEN..];
             if origin != AppendOrigin::Replica {
                 if origin == AppendOrigin::Client && header.is_control() {
                     return Err(LogError::InvalidRecord {
@@ -691,10 +699,20 @@ impl Log {
                 }
                 match config.message_timestamp_type {
                     TimestampType::LogAppendTime => {
-                        set_max_timestamp(batch, TimestampType::LogAppendTime, now_ms);
+                        set_max_timestamp_parts(
+                            &mut head,
+                            rest,
+                            TimestampType::LogAppendTime,
+                            now_ms,
+                        );
                     }
                     TimestampType::CreateTime => {
-                        set_max_timestamp(batch, TimestampType::CreateTime, summary.max_timestamp);
+                        set_max_timestamp_parts(
+                            &mut head,
+                            rest,
+                            TimestampType::CreateTime,
+                            summary.max_timestamp,
+                        );
                     }
                 }
             }
@@ -702,7 +720,8 @@ impl Log {
             if header.is_control() {
                 controls.push((headers.len(), parse_control_batch(batch)?));
             }
-            headers.push(BatchHeader::parse(batch)?);
+            headers.push(BatchHeader::parse(&head)?);
+            heads.push(head);
         }
 
         let mut inner = lock(&self.inner);
@@ -758,10 +777,9 @@ impl Log {
         if origin != AppendOrigin::Replica {
             // As a Kafka leader does: offsets and the leader epoch, both outside the CRC.
             let epoch = self.leader_epoch.load(Ordering::Relaxed);
-            for (h, &(start, len)) in headers.iter_mut().zip(&spans) {
-                let batch = &mut records[start..start + len];
-                set_base_offset(batch, h.base_offset);
-                set_partition_leader_epoch(batch, epoch);
+            for (h, head) in headers.iter_mut().zip(&mut heads) {
+                set_base_offset(head, h.base_offset);
+                set_partition_leader_epoch(head, epoch);
                 h.partition_leader_epoch = epoch;
             }
         }
@@ -777,9 +795,14 @@ impl Log {
             last_offset,
             now_ms,
         )?;
+        let mut pieces = Vec::with_capacity(2 * spans.len());
+        for (head, &(start, len)) in heads.iter().zip(&spans) {
+            pieces.push(&head[..]);
+            pieces.push(&records[start + HEADER_LEN..start + len]);
+        }
         if let Err(e) = inner
             .active_mut()
-            .append(records, &headers, config.index_interval_bytes)
+            .append(&pieces, &headers, config.index_interval_bytes)
         {
             return Err(self.fail(&mut inner, LogError::io("appending to", &self.dir)(e)));
         }
@@ -817,7 +840,7 @@ impl Log {
     /// Appends and then waits as the flush policy says; the usual call for acks=all.
     pub fn append_durable(
         &self,
-        records: &mut [u8],
+        records: &[u8],
         origin: AppendOrigin,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {

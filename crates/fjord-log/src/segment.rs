@@ -363,9 +363,10 @@ impl Segment {
     }
 
     /// Appends validated batches that already carry their final offsets.
+    /// Appends whole batches, given as `pieces` written back to back, and indexes them.
     pub fn append(
         &mut self,
-        bytes: &[u8],
+        pieces: &[&[u8]],
         headers: &[BatchHeader],
         index_interval: u64,
     ) -> io::Result<()> {
@@ -374,7 +375,7 @@ impl Segment {
         {
             self.rolling_timestamp = first.max_timestamp;
         }
-        self.log.write_at(bytes, self.size)?;
+        self.log.write_vectored_at(pieces, self.size)?;
         let mut pos = self.size;
         for header in headers {
             self.index_batch(pos, header, index_interval)?;

@@ -409,9 +409,9 @@ pub fn fuzz_recovery(data: &[u8]) {
     }
     let mut b = fjord_record::BatchBuilder::default();
     b.push(0, Some(b"k"), Some(b"v"));
-    let mut batch = b.build().expect("a small batch builds");
+    let batch = b.build().expect("a small batch builds");
     let info = log
-        .append(&mut batch, AppendOrigin::Client, 0)
+        .append(&batch, AppendOrigin::Client, 0)
         .expect("a recovered log accepts appends");
     assert_eq!(info.first_offset, end);
 }

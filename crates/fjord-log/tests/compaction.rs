@@ -43,8 +43,8 @@ fn fill(log: &Log, rounds: usize) {
                     Some(v.as_bytes()),
                 );
             }
-            let mut bytes = b.build().unwrap();
-            log.append(&mut bytes, AppendOrigin::Client, 1_000).unwrap();
+            let bytes = b.build().unwrap();
+            log.append(&bytes, AppendOrigin::Client, 1_000).unwrap();
         }
     }
 }
@@ -109,19 +109,19 @@ fn keeps_the_latest_record_per_key_at_its_offset() {
 fn tombstones_stay_for_delete_retention_then_go() {
     let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
     let log = open(&storage, config());
-    let mut b = kv_batch(
+    let b = kv_batch(
         &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))],
         1_000,
     );
-    log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
-    let mut b = kv_batch(&[("a", None), ("b", Some("2"))], 1_000);
-    log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+    log.append(&b, AppendOrigin::Client, 1_000).unwrap();
+    let b = kv_batch(&[("a", None), ("b", Some("2"))], 1_000);
+    log.append(&b, AppendOrigin::Client, 1_000).unwrap();
     // Fill until the tombstone's segment is sealed.
     let mut i = 0;
     while log.segments().len() < 3 {
         let k = format!("filler{i}");
-        let mut b = kv_batch(&[(k.as_str(), Some("x"))], 1_000);
-        log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+        let b = kv_batch(&[(k.as_str(), Some("x"))], 1_000);
+        log.append(&b, AppendOrigin::Client, 1_000).unwrap();
         i += 1;
     }
     log.set_high_watermark(log.log_end_offset()).unwrap();
@@ -172,8 +172,8 @@ fn compact_and_delete_together() {
     let log = open(&storage, config);
     for i in 0..30i64 {
         let k = format!("k{}", i % 4);
-        let mut b = kv_batch(&[(k.as_str(), Some("v"))], i * 1_000);
-        log.append(&mut b, AppendOrigin::Client, i * 1_000).unwrap();
+        let b = kv_batch(&[(k.as_str(), Some("v"))], i * 1_000);
+        log.append(&b, AppendOrigin::Client, i * 1_000).unwrap();
     }
     log.set_high_watermark(30).unwrap();
     log.compact(30_000).unwrap();
@@ -195,9 +195,8 @@ fn compaction_does_not_block_appends() {
         std::thread::spawn(move || {
             for i in 0..200 {
                 let k = format!("w{}", i % 7);
-                let mut b = kv_batch(&[(k.as_str(), Some("new"))], 2_000);
-                log.append_durable(&mut b, AppendOrigin::Client, 2_000)
-                    .unwrap();
+                let b = kv_batch(&[(k.as_str(), Some("new"))], 2_000);
+                log.append_durable(&b, AppendOrigin::Client, 2_000).unwrap();
             }
         })
     };

@@ -39,8 +39,8 @@ fn check_recovered(storage: &Arc<dyn Storage>, appended: &[String], durable: i64
     );
     assert_eq!(log.log_end_offset(), got.len() as i64);
     // The recovered log accepts appends at its end.
-    let mut b = batch("post-crash", 1, 1, Compression::None);
-    let info = log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+    let b = batch("post-crash", 1, 1, Compression::None);
+    let info = log.append_durable(&b, AppendOrigin::Client, 1).unwrap();
     assert_eq!(info.first_offset, got.len() as i64);
     got.len()
 }
@@ -59,8 +59,8 @@ fn crash_images_recover_every_synced_append() {
             let n = 1 + (rng.next_u64() % 5) as usize;
             let codec = Compression::ALL[(rng.next_u64() % 5) as usize];
             let tag = format!("s{seed}-{step}");
-            let mut b = batch(&tag, n, 1_000 + step as i64, codec);
-            let info = log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+            let b = batch(&tag, n, 1_000 + step as i64, codec);
+            let info = log.append(&b, AppendOrigin::Client, 1_000).unwrap();
             appended.extend((0..n).map(|i| format!("{tag}-{i}")));
             match rng.next_u64() % 4 {
                 0 => {}
@@ -106,8 +106,8 @@ fn nth_io_failure_refuses_writes_and_loses_nothing_acknowledged() {
         let mut failed = false;
         for step in 0..25 {
             let tag = format!("w{step}");
-            let mut b = batch(&tag, 3, 1_000, Compression::None);
-            match log.append_durable(&mut b, AppendOrigin::Client, 1_000) {
+            let b = batch(&tag, 3, 1_000, Compression::None);
+            match log.append_durable(&b, AppendOrigin::Client, 1_000) {
                 Ok(info) => {
                     assert!(!failed, "an append succeeded after the log failed");
                     appended.extend((0..3).map(|i| format!("{tag}-{i}")));
@@ -124,8 +124,8 @@ fn nth_io_failure_refuses_writes_and_loses_nothing_acknowledged() {
             }
         }
         if failed {
-            let mut b = batch("after", 1, 1, Compression::None);
-            let err = log.append(&mut b, AppendOrigin::Client, 1).unwrap_err();
+            let b = batch("after", 1, 1, Compression::None);
+            let err = log.append(&b, AppendOrigin::Client, 1).unwrap_err();
             assert!(
                 err.to_string().contains("refuses writes"),
                 "clear error: {err}"
@@ -173,8 +173,8 @@ fn crash_during_retention_and_truncation_keeps_a_consistent_log() {
         let mut appended = Vec::new();
         for step in 0..30 {
             let tag = format!("r{step}");
-            let mut b = batch(&tag, 2, step * 1_000, Compression::None);
-            log.append_durable(&mut b, AppendOrigin::Client, step * 1_000)
+            let b = batch(&tag, 2, step * 1_000, Compression::None);
+            log.append_durable(&b, AppendOrigin::Client, step * 1_000)
                 .unwrap();
             appended.extend((0..2).map(|i| format!("{tag}-{i}")));
         }

@@ -22,10 +22,8 @@ fn append_assigns_dense_offsets_and_reads_back_every_codec() {
     let log = open(&storage, small_segments());
     let mut expected = Vec::new();
     for (i, codec) in Compression::ALL.iter().cycle().take(25).enumerate() {
-        let mut b = batch(&format!("b{i}"), 7, 10_000 + i as i64 * 10, *codec);
-        let info = log
-            .append_durable(&mut b, AppendOrigin::Client, 5_000)
-            .unwrap();
+        let b = batch(&format!("b{i}"), 7, 10_000 + i as i64 * 10, *codec);
+        let info = log.append_durable(&b, AppendOrigin::Client, 5_000).unwrap();
         assert_eq!(info.first_offset, i as i64 * 7);
         assert_eq!(info.last_offset, i as i64 * 7 + 6);
         assert_eq!(info.record_count, 7);
@@ -53,9 +51,9 @@ fn reads_respect_bounds_and_byte_limits() {
     let log = open(&storage, LogConfig::default());
     let mut sizes = Vec::new();
     for i in 0..10 {
-        let mut b = batch(&format!("b{i}"), 3, 1_000, Compression::None);
+        let b = batch(&format!("b{i}"), 3, 1_000, Compression::None);
         sizes.push(b.len() as u64);
-        log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+        log.append(&b, AppendOrigin::Client, 1_000).unwrap();
     }
     // Nothing below the high watermark yet.
     assert!(
@@ -135,16 +133,16 @@ fn bad_batches_are_refused_with_typed_errors() {
         ..LogConfig::default()
     };
     let log = open(&storage, config);
-    let mut big = batch("big", 40, 1, Compression::None);
+    let big = batch("big", 40, 1, Compression::None);
     assert!(matches!(
-        log.append(&mut big, AppendOrigin::Client, 1),
+        log.append(&big, AppendOrigin::Client, 1),
         Err(LogError::BatchTooLarge { max: 500, .. })
     ));
     let mut corrupt = batch("c", 2, 1, Compression::None);
     let n = corrupt.len();
     corrupt[n - 1] ^= 1;
     assert!(matches!(
-        log.append(&mut corrupt, AppendOrigin::Client, 1),
+        log.append(&corrupt, AppendOrigin::Client, 1),
         Err(LogError::CorruptBatch(
             fjord_record::RecordError::CrcMismatch { .. }
         ))
@@ -152,27 +150,27 @@ fn bad_batches_are_refused_with_typed_errors() {
     let mut truncated = batch("t", 2, 1, Compression::None);
     truncated.pop();
     assert!(matches!(
-        log.append(&mut truncated, AppendOrigin::Client, 1),
+        log.append(&truncated, AppendOrigin::Client, 1),
         Err(LogError::CorruptBatch(_))
     ));
     let mut b = fjord_record::BatchBuilder::new(Compression::None);
     b.push(1, None, Some(b"no key"));
-    let mut no_key = b.build().unwrap();
+    let no_key = b.build().unwrap();
     assert!(matches!(
-        log.append(&mut no_key, AppendOrigin::Client, 1),
+        log.append(&no_key, AppendOrigin::Client, 1),
         Err(LogError::InvalidRecord { .. })
     ));
     let mut b = fjord_record::BatchBuilder::new(Compression::None);
     b.control = true;
     b.push(1, Some(b"\0\0\0\0"), Some(b"marker"));
-    let mut control = b.build().unwrap();
+    let control = b.build().unwrap();
     assert!(matches!(
-        log.append(&mut control.clone(), AppendOrigin::Client, 1),
+        log.append(&control.clone(), AppendOrigin::Client, 1),
         Err(LogError::InvalidRecord { .. })
     ));
-    log.append(&mut control, AppendOrigin::Internal, 1).unwrap();
+    log.append(&control, AppendOrigin::Internal, 1).unwrap();
     assert!(matches!(
-        log.append(&mut [], AppendOrigin::Client, 1),
+        log.append(&[], AppendOrigin::Client, 1),
         Err(LogError::InvalidRecord { .. })
     ));
     assert_eq!(
@@ -191,8 +189,8 @@ fn log_append_time_and_create_time() {
         ..LogConfig::default()
     };
     let log = open(&storage, config);
-    let mut b = batch("x", 3, 100, Compression::Snappy);
-    let info = log.append(&mut b, AppendOrigin::Client, 777_000).unwrap();
+    let b = batch("x", 3, 100, Compression::Snappy);
+    let info = log.append(&b, AppendOrigin::Client, 777_000).unwrap();
     assert_eq!(info.log_append_time, 777_000);
     log.set_high_watermark(3).unwrap();
     let seen = read_all(&log, ReadUpTo::HighWatermark);
@@ -205,9 +203,23 @@ fn log_append_time_and_create_time() {
     b[35..43].copy_from_slice(&5i64.to_be_bytes());
     let crc = fjord_record::compute_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    log.append(&mut b, AppendOrigin::Client, 1).unwrap();
-    assert_eq!(header(&b).max_timestamp, 102);
+    log.append(&b, AppendOrigin::Client, 1).unwrap();
+    assert_eq!(
+        header(&b).max_timestamp,
+        5,
+        "the caller's bytes are not written to"
+    );
     assert_eq!(log.segments()[0].max_timestamp, 102);
+    log.set_high_watermark(3).unwrap();
+    let stored = log
+        .read(0, 1 << 20, ReadUpTo::HighWatermark, true)
+        .unwrap()
+        .data
+        .unwrap()
+        .read()
+        .unwrap();
+    assert_eq!(header(&stored).max_timestamp, 102);
+    fjord_record::validate_batch(&stored).expect("the CRC covers the corrected header");
 }
 
 #[test]
@@ -217,8 +229,8 @@ fn offsets_by_timestamp_and_max_timestamp() {
     // Timestamps rise by 10 per batch, with one out-of-order batch in the middle.
     for i in 0..40i64 {
         let ts = if i == 20 { 50_000 } else { 1_000 + i * 10 };
-        let mut b = batch(&format!("b{i}"), 2, ts, Compression::Lz4);
-        log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+        let b = batch(&format!("b{i}"), 2, ts, Compression::Lz4);
+        log.append(&b, AppendOrigin::Client, 1).unwrap();
     }
     // Batch i holds offsets 2i, 2i+1 with timestamps ts, ts+1.
     assert_eq!(
@@ -290,15 +302,14 @@ fn clean_reopen_is_fast_and_unclean_reopen_recovers() {
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
     let log = open(&storage, small_segments());
     for i in 0..300 {
-        let mut b = batch(&format!("b{i}"), 4, 1_000, Compression::None);
-        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
-            .unwrap();
+        let b = batch(&format!("b{i}"), 4, 1_000, Compression::None);
+        log.append_durable(&b, AppendOrigin::Client, 1_000).unwrap();
     }
     log.set_high_watermark(1_200).unwrap();
     log.close().unwrap();
     assert!(matches!(
         log.append(
-            &mut batch("late", 1, 1, Compression::None),
+            &batch("late", 1, 1, Compression::None),
             AppendOrigin::Client,
             1
         ),
@@ -316,9 +327,8 @@ fn clean_reopen_is_fast_and_unclean_reopen_recovers() {
     assert_eq!(all.len(), 1_200);
     // Now crash without closing, after more appends.
     for i in 300..305 {
-        let mut b = batch(&format!("b{i}"), 4, 1_000, Compression::None);
-        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
-            .unwrap();
+        let b = batch(&format!("b{i}"), 4, 1_000, Compression::None);
+        log.append_durable(&b, AppendOrigin::Client, 1_000).unwrap();
     }
     let image = disk.crash_image(None);
     let crashed: Arc<dyn Storage> = Arc::new(image.clone());
@@ -344,8 +354,8 @@ fn torn_tail_is_cut_and_nothing_unverified_served() {
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
     let log = open(&storage, LogConfig::default());
     for i in 0..5 {
-        let mut b = batch(&format!("b{i}"), 2, 1_000, Compression::None);
-        log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+        let b = batch(&format!("b{i}"), 2, 1_000, Compression::None);
+        log.append_durable(&b, AppendOrigin::Client, 1).unwrap();
     }
     let seg = std::path::Path::new(DIR).join(format!("{:020}.log", 0));
     let len = disk.read_file(&seg).unwrap().len();
@@ -361,9 +371,9 @@ fn torn_tail_is_cut_and_nothing_unverified_served() {
     );
     assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 6);
     // The log continues from there.
-    let mut b = batch("after", 1, 1, Compression::None);
+    let b = batch("after", 1, 1, Compression::None);
     assert_eq!(
-        log.append(&mut b, AppendOrigin::Client, 1)
+        log.append(&b, AppendOrigin::Client, 1)
             .unwrap()
             .first_offset,
         6
@@ -376,8 +386,8 @@ fn truncation_and_log_start_offset() {
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
     let log = open(&storage, small_segments());
     for i in 0..30 {
-        let mut b = batch(&format!("b{i}"), 3, 1_000 + i, Compression::Gzip);
-        log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+        let b = batch(&format!("b{i}"), 3, 1_000 + i, Compression::Gzip);
+        log.append_durable(&b, AppendOrigin::Client, 1).unwrap();
     }
     log.set_high_watermark(90).unwrap();
     let segments_before = log.segments().len();
@@ -389,9 +399,9 @@ fn truncation_and_log_start_offset() {
     let seen = read_all(&log, ReadUpTo::LogEnd);
     assert_eq!(seen.len(), 60);
     assert_eq!(values(&seen).last().unwrap(), "b19-2");
-    let mut b = batch("new", 2, 5_000, Compression::None);
+    let b = batch("new", 2, 5_000, Compression::None);
     assert_eq!(
-        log.append_durable(&mut b, AppendOrigin::Client, 1)
+        log.append_durable(&b, AppendOrigin::Client, 1)
             .unwrap()
             .first_offset,
         60
@@ -426,9 +436,9 @@ fn truncation_and_log_start_offset() {
     // Truncating below the log start empties the log and restarts it there.
     log.truncate_to(10).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 10));
-    let mut b = batch("restart", 1, 1, Compression::None);
+    let b = batch("restart", 1, 1, Compression::None);
     assert_eq!(
-        log.append(&mut b, AppendOrigin::Client, 1)
+        log.append(&b, AppendOrigin::Client, 1)
             .unwrap()
             .first_offset,
         10
@@ -444,8 +454,8 @@ fn retention_by_time_and_size_deletes_whole_segments_below_hw() {
     };
     let log = open(&storage, config);
     for i in 0..40i64 {
-        let mut b = batch(&format!("b{i}"), 2, i * 1_000, Compression::None);
-        log.append(&mut b, AppendOrigin::Client, i * 1_000).unwrap();
+        let b = batch(&format!("b{i}"), 2, i * 1_000, Compression::None);
+        log.append(&b, AppendOrigin::Client, i * 1_000).unwrap();
     }
     let segs = log.segments();
     assert!(segs.len() >= 4, "{segs:?}");
@@ -478,8 +488,8 @@ fn retention_by_time_and_size_deletes_whole_segments_below_hw() {
     };
     let log = open(&storage, config);
     for i in 0..60 {
-        let mut b = batch(&format!("b{i}"), 2, 1, Compression::None);
-        log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+        let b = batch(&format!("b{i}"), 2, 1, Compression::None);
+        log.append(&b, AppendOrigin::Client, 1).unwrap();
     }
     log.set_high_watermark(120).unwrap();
     log.enforce_retention(1).unwrap();
@@ -499,8 +509,8 @@ fn group_commit_shares_one_fsync() {
     let log = open(&storage, LogConfig::default());
     let mut infos = Vec::new();
     for i in 0..5 {
-        let mut b = batch(&format!("b{i}"), 1, 1, Compression::None);
-        infos.push(log.append(&mut b, AppendOrigin::Client, 1).unwrap());
+        let b = batch(&format!("b{i}"), 1, 1, Compression::None);
+        infos.push(log.append(&b, AppendOrigin::Client, 1).unwrap());
     }
     assert_eq!(log.durable_offset(), 0);
     let ops = disk.op_count();
@@ -519,8 +529,8 @@ fn group_commit_shares_one_fsync() {
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 for i in 0..50 {
-                    let mut b = batch(&format!("t{t}-{i}"), 1, 1, Compression::None);
-                    let info = log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+                    let b = batch(&format!("t{t}-{i}"), 1, 1, Compression::None);
+                    let info = log.append_durable(&b, AppendOrigin::Client, 1).unwrap();
                     assert!(log.durable_offset() > info.last_offset);
                     acked.push(info.first_offset);
                 }
@@ -547,9 +557,8 @@ fn flush_messages_and_flush_ms() {
     };
     let log = open(&storage, config);
     for i in 0..3 {
-        let mut b = batch(&format!("b{i}"), 3, 1, Compression::None);
-        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
-            .unwrap();
+        let b = batch(&format!("b{i}"), 3, 1, Compression::None);
+        log.append_durable(&b, AppendOrigin::Client, 1_000).unwrap();
     }
     assert_eq!(
         log.durable_offset(),
@@ -560,9 +569,8 @@ fn flush_messages_and_flush_ms() {
     assert!(log.flush_if_due(1_500).unwrap());
     assert_eq!(log.durable_offset(), 9);
     for i in 0..4 {
-        let mut b = batch(&format!("c{i}"), 3, 1, Compression::None);
-        log.append_durable(&mut b, AppendOrigin::Client, 2_000)
-            .unwrap();
+        let b = batch(&format!("c{i}"), 3, 1, Compression::None);
+        log.append_durable(&b, AppendOrigin::Client, 2_000).unwrap();
     }
     assert_eq!(
         log.durable_offset(),
@@ -580,8 +588,8 @@ fn segment_ms_rolls_by_age() {
     };
     let log = open(&storage, config);
     for i in 0..5i64 {
-        let mut b = batch("x", 1, 10_000 + i * 600, Compression::None);
-        log.append(&mut b, AppendOrigin::Client, 10_000 + i * 600)
+        let b = batch("x", 1, 10_000 + i * 600, Compression::None);
+        log.append(&b, AppendOrigin::Client, 10_000 + i * 600)
             .unwrap();
     }
     let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
@@ -596,12 +604,12 @@ fn replica_appends_keep_leader_offsets() {
     fjord_record::set_base_offset(&mut b, 10);
     // A follower's log can start where the leader's data starts.
     log.truncate_fully_and_start_at(10).unwrap();
-    log.append(&mut b, AppendOrigin::Replica, 1).unwrap();
+    log.append(&b, AppendOrigin::Replica, 1).unwrap();
     assert_eq!(log.log_end_offset(), 13);
     let mut stale = batch("r", 1, 1, Compression::None);
     fjord_record::set_base_offset(&mut stale, 12);
     assert!(matches!(
-        log.append(&mut stale, AppendOrigin::Replica, 1),
+        log.append(&stale, AppendOrigin::Replica, 1),
         Err(LogError::InvalidRecord { .. })
     ));
 }
@@ -613,8 +621,8 @@ fn real_directory_round_trip() {
     let dir = tmp.path().join("orders-0");
     let log = Log::open(storage.clone(), &dir, small_segments(), 1).unwrap();
     for i in 0..20 {
-        let mut b = batch(&format!("b{i}"), 5, 1_000, Compression::Zstd);
-        log.append_durable(&mut b, AppendOrigin::Client, 1).unwrap();
+        let b = batch(&format!("b{i}"), 5, 1_000, Compression::Zstd);
+        log.append_durable(&b, AppendOrigin::Client, 1).unwrap();
     }
     let slice = log
         .read(0, 100, ReadUpTo::LogEnd, true)
@@ -673,11 +681,11 @@ fn a_leader_stamps_its_epoch_and_a_replica_keeps_the_batchs() {
     log.set_leader_epoch(7);
     let mut b = batch("a", 2, 1_000, Compression::None);
     fjord_record::set_partition_leader_epoch(&mut b, -1);
-    log.append(&mut b, AppendOrigin::Client, 1).unwrap();
+    log.append(&b, AppendOrigin::Client, 1).unwrap();
     let mut r = batch("r", 1, 1_000, Compression::None);
     fjord_record::set_base_offset(&mut r, 2);
     fjord_record::set_partition_leader_epoch(&mut r, 3);
-    log.append(&mut r, AppendOrigin::Replica, 1).unwrap();
+    log.append(&r, AppendOrigin::Replica, 1).unwrap();
     let slice = log
         .read(0, 1 << 20, ReadUpTo::LogEnd, true)
         .unwrap()

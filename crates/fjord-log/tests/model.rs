@@ -104,8 +104,8 @@ proptest! {
                 Op::Append { n, codec, durable } => {
                     counter += 1;
                     let tag = format!("a{counter}");
-                    let mut b = batch(&tag, n, 1_000 + counter, Compression::ALL[codec]);
-                    let info = log.append(&mut b, AppendOrigin::Client, 1_000).unwrap();
+                    let b = batch(&tag, n, 1_000 + counter, Compression::ALL[codec]);
+                    let info = log.append(&b, AppendOrigin::Client, 1_000).unwrap();
                     prop_assert_eq!(info.first_offset, model.end());
                     model.records.extend((0..n).map(|i| format!("{tag}-{i}")));
                     if durable {

@@ -36,11 +36,8 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
     let log = open(&storage, small_segments());
     let mut last = None;
     for i in 0..40 {
-        let mut b = producer_batch(7, 0, i * 3, 3, false);
-        last = Some(
-            log.append_durable(&mut b, AppendOrigin::Client, 1_000)
-                .unwrap(),
-        );
+        let b = producer_batch(7, 0, i * 3, 3, false);
+        last = Some(log.append_durable(&b, AppendOrigin::Client, 1_000).unwrap());
     }
     assert!(log.segments().len() > 3, "segments rolled");
     let last = last.unwrap();
@@ -50,7 +47,7 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
     let log = open(&crashed, small_segments());
     let dup = log
         .append(
-            &mut producer_batch(7, 0, 39 * 3, 3, false),
+            &producer_batch(7, 0, 39 * 3, 3, false),
             AppendOrigin::Client,
             2_000,
         )
@@ -62,7 +59,7 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
     );
     assert_eq!(log.log_end_offset(), 120, "a duplicate is not written");
     let gap = log.append(
-        &mut producer_batch(7, 0, 125, 1, false),
+        &producer_batch(7, 0, 125, 1, false),
         AppendOrigin::Client,
         2_000,
     );
@@ -74,7 +71,7 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
         }))
     ));
     let next = log.append(
-        &mut producer_batch(7, 0, 120, 1, false),
+        &producer_batch(7, 0, 120, 1, false),
         AppendOrigin::Client,
         2_000,
     );
@@ -97,14 +94,14 @@ fn retries_are_answered_from_the_log_across_rolls_reopen_and_crash() {
     assert_eq!(replayed[0].last_sequence(), 120);
     // A stale epoch after a newer one is fenced.
     log.append(
-        &mut producer_batch(7, 1, 0, 1, false),
+        &producer_batch(7, 1, 0, 1, false),
         AppendOrigin::Client,
         3_000,
     )
     .unwrap();
     assert!(matches!(
         log.append(
-            &mut producer_batch(7, 0, 121, 1, false),
+            &producer_batch(7, 0, 121, 1, false),
             AppendOrigin::Client,
             3_000
         ),
@@ -137,7 +134,7 @@ fn transactions_set_the_lso_and_aborts_survive_crashes() {
     assert_eq!(log.last_stable_offset(), t1.first_offset);
     // Clients may not write markers.
     assert!(
-        log.append(&mut marker(1, 0, false), AppendOrigin::Client, 1_000)
+        log.append(&marker(1, 0, false), AppendOrigin::Client, 1_000)
             .is_err()
     );
     let abort = append(&mut marker(1, 0, false), AppendOrigin::Internal); // 6
@@ -172,7 +169,7 @@ fn transactions_set_the_lso_and_aborts_survive_crashes() {
     assert_eq!(reopened.aborted_transactions(0, i64::MAX), expected);
     // The open transaction is finished after the restart, as the coordinator would.
     reopened
-        .append_durable(&mut marker(3, 0, false), AppendOrigin::Internal, 2_000)
+        .append_durable(&marker(3, 0, false), AppendOrigin::Internal, 2_000)
         .unwrap();
     reopened
         .set_high_watermark(reopened.log_end_offset())
@@ -186,11 +183,11 @@ fn transactions_set_the_lso_and_aborts_survive_crashes() {
     let img = disk.crash_image(None);
     let image: Arc<dyn Storage> = Arc::new(img.clone());
     let log2 = open(&image, small_segments());
-    let mut b = producer_batch(9, 0, 0, 1, true);
+    let b = producer_batch(9, 0, 0, 1, true);
     let t9 = log2
-        .append_durable(&mut b, AppendOrigin::Client, 3_000)
+        .append_durable(&b, AppendOrigin::Client, 3_000)
         .unwrap();
-    log2.append(&mut marker(9, 0, false), AppendOrigin::Internal, 3_000)
+    log2.append(&marker(9, 0, false), AppendOrigin::Internal, 3_000)
         .unwrap();
     // Only what was synced survives: the marker never was.
     let lost: Arc<dyn Storage> = Arc::new(img.crash_image(None));
@@ -214,9 +211,8 @@ fn logs_without_producers_write_no_snapshots() {
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
     let log = open(&storage, LogConfig::default());
     for i in 0..10 {
-        let mut b = batch(&format!("b{i}"), 3, 1_000, Compression::None);
-        log.append_durable(&mut b, AppendOrigin::Client, 1_000)
-            .unwrap();
+        let b = batch(&format!("b{i}"), 3, 1_000, Compression::None);
+        log.append_durable(&b, AppendOrigin::Client, 1_000).unwrap();
     }
     log.close().unwrap();
     let log = open(&storage, LogConfig::default());
@@ -234,7 +230,7 @@ fn logs_without_producers_write_no_snapshots() {
     // A producer's state is kept across a clean restart.
     let log = open(&storage, LogConfig::default());
     log.append_durable(
-        &mut producer_batch(3, 0, 0, 2, false),
+        &producer_batch(3, 0, 0, 2, false),
         AppendOrigin::Client,
         1_000,
     )
@@ -250,7 +246,7 @@ fn a_crash_that_loses_a_sealed_segments_tail_forgets_its_batches() {
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
     let log = open(&storage, small_segments());
     log.append_durable(
-        &mut producer_batch(7, 0, 0, 3, false),
+        &producer_batch(7, 0, 0, 3, false),
         AppendOrigin::Client,
         1_000,
     )
@@ -261,7 +257,7 @@ fn a_crash_that_loses_a_sealed_segments_tail_forgets_its_batches() {
     let mut seq = 3;
     while log.segments().len() == 1 {
         log.append(
-            &mut producer_batch(7, 0, seq, 3, false),
+            &producer_batch(7, 0, seq, 3, false),
             AppendOrigin::Client,
             1_000,
         )
@@ -276,7 +272,7 @@ fn a_crash_that_loses_a_sealed_segments_tail_forgets_its_batches() {
     // answered as a duplicate of data the crash took.
     let retry = log
         .append(
-            &mut producer_batch(7, 0, 3, 3, false),
+            &producer_batch(7, 0, 3, 3, false),
             AppendOrigin::Client,
             2_000,
         )

@@ -112,10 +112,10 @@ impl MetadataStore {
         for r in change {
             builder.push(now_ms, None, Some(&r.encode()));
         }
-        let mut batch = builder.build().map_err(LogError::from)?;
+        let batch = builder.build().map_err(LogError::from)?;
         let info = self
             .log
-            .append_durable(&mut batch, AppendOrigin::Internal, now_ms)?;
+            .append_durable(&batch, AppendOrigin::Internal, now_ms)?;
         self.log.set_high_watermark(info.next_offset())?;
         let next = Arc::new(next);
         *guard = next.clone();

@@ -358,19 +358,31 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 /// byte changed. For `LogAppendTime` Kafka leaves the per-record timestamps alone: readers take
 /// the batch's max timestamp as every record's timestamp.
 pub fn set_max_timestamp(batch: &mut [u8], timestamp_type: TimestampType, max_timestamp: i64) {
-    let old_attributes = be_i16(batch, ATTRIBUTES_AT) as u16;
+    let (head, rest) = batch.split_at_mut(HEADER_LEN);
+    set_max_timestamp_parts(head, rest, timestamp_type, max_timestamp);
+}
+
+/// [`set_max_timestamp`] for a batch held in two parts: `head`, its first [`HEADER_LEN`]
+/// bytes (patched), and `rest`, the bytes after them (read for the CRC, never written).
+pub fn set_max_timestamp_parts(
+    head: &mut [u8],
+    rest: &[u8],
+    timestamp_type: TimestampType,
+    max_timestamp: i64,
+) {
+    let old_attributes = be_i16(head, ATTRIBUTES_AT) as u16;
     let attributes = match timestamp_type {
         TimestampType::LogAppendTime => old_attributes | TIMESTAMP_TYPE_BIT,
         TimestampType::CreateTime => old_attributes & !TIMESTAMP_TYPE_BIT,
     };
-    let old_max = be_i64(batch, MAX_TIMESTAMP_AT);
+    let old_max = be_i64(head, MAX_TIMESTAMP_AT);
     if attributes == old_attributes && old_max == max_timestamp {
         return;
     }
-    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..HEADER_LEN]), rest);
+    head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 pub(crate) fn be_i16(buf: &[u8], at: usize) -> i16 {

@@ -19,7 +19,7 @@ pub mod varint;
 
 pub use batch::{
     Attributes, BatchHeader, HEADER_LEN, LOG_OVERHEAD, RecordsSummary, TimestampType, compute_crc,
-    is_legacy_message, next_batch_len, set_base_offset, set_max_timestamp,
+    is_legacy_message, next_batch_len, set_base_offset, set_max_timestamp, set_max_timestamp_parts,
     set_partition_leader_epoch, split_batches, validate_batch, validate_records,
 };
 pub use builder::{BatchBuilder, NewRecord};

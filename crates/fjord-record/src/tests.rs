@@ -77,6 +77,24 @@ fn log_append_time_rewrites_crc_and_timestamps() {
 }
 
 #[test]
+fn a_header_patched_apart_from_its_batch_gets_the_same_bytes() {
+    let batch = sample(Compression::Gzip);
+    let mut whole = batch.clone();
+    set_max_timestamp(&mut whole, TimestampType::LogAppendTime, 55_000);
+    let mut head = batch[..HEADER_LEN].to_vec();
+    set_max_timestamp_parts(
+        &mut head,
+        &batch[HEADER_LEN..],
+        TimestampType::LogAppendTime,
+        55_000,
+    );
+    assert_eq!(head, whole[..HEADER_LEN]);
+    let mut joined = head;
+    joined.extend_from_slice(&batch[HEADER_LEN..]);
+    assert!(validate_batch(&joined).is_ok());
+}
+
+#[test]
 fn every_single_byte_corruption_in_crc_range_is_caught() {
     let batch = sample(Compression::None);
     for at in 17..batch.len() {

@@ -329,6 +329,5 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
 /// Appends one partition's batches (a copy: the log patches offsets and the leader epoch into
 /// the headers, and the request's buffer is shared).
 fn append(p: &Partition, records: &[u8]) -> Result<AppendInfo, LogError> {
-    p.log
-        .append(&mut records.to_vec(), AppendOrigin::Client, now_ms())
+    p.log.append(records, AppendOrigin::Client, now_ms())
 }
