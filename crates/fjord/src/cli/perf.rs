@@ -207,6 +207,8 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
             }
             let progress = spawn_progress("perf consume", done.clone(), bytes.clone(), target);
             let started = Instant::now();
+            // Set once the count is reached, to end the other connections' long polls.
+            let reach = Arc::new(tokio::sync::watch::Sender::new(false));
             let mut tasks = Vec::new();
             for (c, client) in clients.into_iter().enumerate() {
                 let mine = |offsets: &[(i32, i64)]| -> Vec<(i32, i64)> {
@@ -222,6 +224,7 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
                 // the start (a long poll past them would only add its wait to the figure).
                 let ends = count.is_none().then(|| mine(&end));
                 let (topic, done, bytes) = (topic.clone(), done.clone(), bytes.clone());
+                let (reach, mut reached) = (reach.clone(), reach.subscribe());
                 tasks.push(tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     // Like a consumer that does not check CRCs (librdkafka's default): records
@@ -232,9 +235,15 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
                     };
                     while done.load(Ordering::Relaxed) < target && more(&positions) {
                         let sent = Instant::now();
-                        let fetched = client
-                            .fetch_batches(&topic, topic_id, &positions, 500, fetch_bytes, 50 << 20)
-                            .await?;
+                        // A connection whose partitions ran dry long-polls them; once the
+                        // others reach the count it stops at once rather than at the poll's
+                        // end (which would add up to its wait to the figure).
+                        let fetched = tokio::select! {
+                            fetched = client.fetch_batches(
+                                &topic, topic_id, &positions, 500, fetch_bytes, 50 << 20,
+                            ) => fetched?,
+                            _ = reached.wait_for(|r| *r) => break,
+                        };
                         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                         for (f, pos) in fetched.iter().zip(positions.iter_mut()) {
                             let (n, b, next) = count_records(&f.records, pos.1)?;
@@ -242,6 +251,9 @@ pub async fn run(cmd: PerfCmd, common: &Common) -> anyhow::Result<()> {
                             bytes.fetch_add(b, Ordering::Relaxed);
                             pos.1 = next;
                         }
+                    }
+                    if done.load(Ordering::Relaxed) >= target {
+                        let _ = reach.send(true);
                     }
                     anyhow::Ok(latencies)
                 }));
