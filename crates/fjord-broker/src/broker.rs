@@ -35,6 +35,48 @@ pub struct Partition {
     pub log: Log,
     /// The topic's `min.insync.replicas` (changes with the topic's config).
     pub min_insync_replicas: AtomicI32,
+    /// Fetches waiting for this partition to get new data.
+    pub waiters: FetchWaiters,
+}
+
+impl Partition {
+    /// Makes everything below `offset` visible to consumers and wakes the fetches waiting on
+    /// this partition.
+    pub fn advance_high_watermark(&self, offset: i64) {
+        self.log.advance_high_watermark(offset);
+        self.waiters.wake();
+    }
+}
+
+/// The long-polling fetches that read a partition (Kafka's fetch purgatory, keyed by
+/// partition): new data wakes the fetches that read it, and no other.
+#[derive(Debug, Default)]
+pub struct FetchWaiters(std::sync::Mutex<Vec<std::sync::Weak<tokio::sync::Notify>>>);
+
+impl FetchWaiters {
+    /// Registers a fetch, woken (`notify_one`, so a wake-up while it reads is kept) at every
+    /// change until it is dropped.
+    pub fn register(&self, fetch: &Arc<tokio::sync::Notify>) {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Finished fetches leave dead entries: they go at the next wake-up, or here, as they
+        // pile up on a partition that gets no data.
+        if list.len() >= 16 && list.len().is_power_of_two() {
+            list.retain(|w| w.strong_count() > 0);
+        }
+        list.push(Arc::downgrade(fetch));
+    }
+
+    /// Wakes every registered fetch still waiting and forgets the finished ones.
+    pub fn wake(&self) {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| match w.upgrade() {
+            Some(fetch) => {
+                fetch.notify_one();
+                true
+            }
+            None => false,
+        });
+    }
 }
 
 impl AsRef<Log> for Partition {
@@ -173,8 +215,6 @@ pub struct Broker {
     storage: Arc<dyn Storage>,
     meta: MetadataStore,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
-    /// Woken after every append, for fetches waiting on data.
-    pub data_appended: tokio::sync::Notify,
     /// Makes acks=all appends durable, sharing fsyncs between requests (group commit).
     pub flusher: fjord_log::Flusher<Partition>,
     pub metrics: crate::metrics::Metrics,
@@ -228,7 +268,6 @@ impl Broker {
             storage,
             meta,
             partitions: RwLock::new(HashMap::new()),
-            data_appended: tokio::sync::Notify::new(),
             flusher: fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?,
             metrics: crate::metrics::Metrics::default(),
             groups: crate::groups::Groups::new(group_config, consumer_config, random_u128() as u64),
@@ -253,23 +292,40 @@ impl Broker {
         self.open_topics(&[(topic, from)], now)
     }
 
+    /// Opens the partitions of each topic from the given index on and serves every one that
+    /// opens; the first failure is returned.
+    fn open_topics(&self, topics: &[(&TopicMeta, i32)], now: i64) -> Result<(), OpenError> {
+        let (opened, failed) = self.open_logs(topics, now);
+        self.serve(opened);
+        failed.map_or(Ok(()), Err)
+    }
+
     /// Opens the partitions of each topic from the given index on, all of them side by side
     /// (the work is mostly fsyncs: checkpoints, recovered segments), logging progress each
-    /// second. Every partition that opens is served; the first failure is returned.
-    fn open_topics(&self, topics: &[(&TopicMeta, i32)], now: i64) -> Result<(), OpenError> {
+    /// second. Returns the partitions that opened, not yet served, and the first failure.
+    fn open_logs(
+        &self,
+        topics: &[(&TopicMeta, i32)],
+        now: i64,
+    ) -> (Vec<Arc<Partition>>, Option<OpenError>) {
         let mut work = Vec::new();
         for &(topic, from) in topics {
-            let config = topic_config::log_config(&self.config.log_defaults, &topic.configs)
-                .map_err(|reason| OpenError::Config {
-                    topic: topic.name.clone(),
-                    reason,
-                })?;
+            let config = match topic_config::log_config(&self.config.log_defaults, &topic.configs) {
+                Ok(config) => config,
+                Err(reason) => {
+                    let e = OpenError::Config {
+                        topic: topic.name.clone(),
+                        reason,
+                    };
+                    return (Vec::new(), Some(e));
+                }
+            };
             let min_isr =
                 topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
             work.extend((from..topic.partitions).map(|index| (topic, index, config, min_isr)));
         }
         let progress = Progress::new("opened", work.len());
-        let opened = in_parallel(work, |(topic, index, config, min_isr)| {
+        let results = in_parallel(work, |(topic, index, config, min_isr)| {
             let opened = Log::open(
                 self.storage.clone(),
                 self.partition_dir(&topic.name, index),
@@ -286,7 +342,8 @@ impl Broker {
             opened
         });
         let mut first_error = None;
-        for result in opened {
+        let mut opened = Vec::new();
+        for result in results {
             let (topic, index, log, min_isr) = match result {
                 Ok(opened) => opened,
                 Err(e) => {
@@ -297,18 +354,34 @@ impl Broker {
             // A single node is the whole ISR: everything it holds is committed.
             log.advance_high_watermark(log.log_end_offset());
             log.set_leader_epoch(LEADER_EPOCH);
-            let partition = Arc::new(Partition {
+            opened.push(Arc::new(Partition {
                 topic: topic.name.clone(),
                 index,
                 log,
                 min_insync_replicas: AtomicI32::new(min_isr),
-            });
-            self.partitions
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((topic.name.clone(), index), partition);
+                waiters: FetchWaiters::default(),
+            }));
         }
-        first_error.map_or(Ok(()), Err)
+        (opened, first_error)
+    }
+
+    /// Makes opened partitions reachable by requests.
+    fn serve(&self, opened: Vec<Arc<Partition>>) {
+        let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        for p in opened {
+            partitions.insert((p.topic.clone(), p.index), p);
+        }
+    }
+
+    /// Closes partitions that were opened but will not be served, and removes their data.
+    fn discard(&self, opened: Vec<Arc<Partition>>) {
+        for p in opened {
+            let _ = p.log.close();
+            let dir = self.partition_dir(&p.topic, p.index);
+            if let Err(e) = self.storage.remove_dir_all(&dir) {
+                tracing::error!(dir = %dir.display(), error = %e, "could not remove a partition that was not added; it is removed at the next start");
+            }
+        }
     }
 
     pub fn metadata(&self) -> Arc<MetadataState> {
@@ -675,25 +748,41 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        // The new partitions are opened first and served only once recorded: a failure on
+        // either side leaves the topic as it was.
         let now = now_ms();
-        let state = self
-            .meta
-            .commit(
-                &[MetadataRecord::PartitionsCreated {
-                    topic: name.to_string(),
-                    total,
-                }],
-                now,
-            )
-            .map_err(|e| {
-                AdminError::new(
-                    errors::KAFKA_STORAGE_ERROR,
-                    format!("could not record the new partitions: {e}"),
-                )
-            })?;
-        let grown = Self::existing(&state, name)?;
-        self.open_partitions(&grown, topic.partitions, now)
-            .map_err(|e| AdminError::new(errors::KAFKA_STORAGE_ERROR, open_failure(&e)))?;
+        let grown = TopicMeta {
+            partitions: total,
+            ..topic.clone()
+        };
+        let (opened, failed) = self.open_logs(&[(&grown, topic.partitions)], now);
+        if let Some(e) = failed {
+            tracing::error!(topic = name, error = %e, "could not open the new partitions; the topic keeps its partitions");
+            self.discard(opened);
+            return Err(AdminError::new(
+                errors::KAFKA_STORAGE_ERROR,
+                format!(
+                    "{}; the topic keeps its {} partitions",
+                    open_failure(&e),
+                    topic.partitions
+                ),
+            ));
+        }
+        let recorded = self.meta.commit(
+            &[MetadataRecord::PartitionsCreated {
+                topic: name.to_string(),
+                total,
+            }],
+            now,
+        );
+        if let Err(e) = recorded {
+            self.discard(opened);
+            return Err(AdminError::new(
+                errors::KAFKA_STORAGE_ERROR,
+                format!("could not record the new partitions: {e}"),
+            ));
+        }
+        self.serve(opened);
         tracing::info!(
             topic = name,
             from = topic.partitions,
@@ -832,5 +921,41 @@ impl Broker {
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "closing metadata log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn new_data_wakes_the_fetches_of_its_partition_and_finished_ones_are_forgotten() {
+        let (a, b) = (FetchWaiters::default(), FetchWaiters::default());
+        let on_a = Arc::new(tokio::sync::Notify::new());
+        let on_b = Arc::new(tokio::sync::Notify::new());
+        a.register(&on_a);
+        b.register(&on_b);
+        // Woken while not yet waiting: the wake-up is kept for the next wait.
+        a.wake();
+        let soon = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(soon, on_a.notified()).await.is_ok());
+        assert!(
+            tokio::time::timeout(soon, on_b.notified()).await.is_err(),
+            "data on another partition wakes nothing here"
+        );
+        // A fetch that finished is dropped from the list, at a wake-up or as entries pile up.
+        drop(on_a);
+        a.wake();
+        assert_eq!(a.0.lock().unwrap().len(), 0);
+        for _ in 0..1_000 {
+            b.register(&Arc::new(tokio::sync::Notify::new()));
+        }
+        assert!(b.0.lock().unwrap().len() < 64, "dead entries are pruned");
+        b.wake();
+        assert_eq!(
+            b.0.lock().unwrap().len(),
+            1,
+            "the live fetch stays registered"
+        );
     }
 }

@@ -333,7 +333,7 @@ impl Groups {
             .append(&batch, AppendOrigin::Internal, now)
             .map_err(|e| e.to_string())?;
         p.log.wait_durable(&info).map_err(|e| e.to_string())?;
-        p.log.advance_high_watermark(info.next_offset());
+        p.advance_high_watermark(info.next_offset());
         Ok(())
     }
 
@@ -394,7 +394,7 @@ impl Groups {
         let batch = b.build()?;
         let info = p.log.append(&batch, AppendOrigin::Internal, now)?;
         p.log.wait_durable(&info)?;
-        p.log.advance_high_watermark(info.next_offset());
+        p.advance_high_watermark(info.next_offset());
         let mut pending = lock(&self.pending_txn);
         let list = pending.entry(producer_id).or_default();
         for (topic, part, committed) in entries {

@@ -131,7 +131,7 @@ impl Transactions {
         p.log
             .wait_durable(&info)
             .map_err(|e| storage(e.to_string()))?;
-        p.log.advance_high_watermark(info.next_offset());
+        p.advance_high_watermark(info.next_offset());
         Ok(())
     }
 
@@ -489,11 +489,10 @@ fn write_markers(broker: &Broker, meta: &TxnMetadata, commit: bool) -> Result<()
         p.log
             .wait_durable(&info)
             .map_err(|e| format!("{topic}-{index}: {e}"))?;
-        p.log.advance_high_watermark(info.next_offset());
+        p.advance_high_watermark(info.next_offset());
         if topic == crate::groups::OFFSETS_TOPIC {
             broker.groups.complete_txn(index, meta.producer_id, commit);
         }
     }
-    broker.data_appended.notify_waiters();
     Ok(())
 }

@@ -484,3 +484,32 @@ fn a_topic_that_cannot_be_opened_is_not_left_half_created() {
     ok(&fjord(&b, &["topic", "create", "fits", "-p", "50"], None));
     ok(&fjord(&b, &["produce", "fits", "-p", "3"], Some("a\n")));
 }
+
+#[test]
+fn partitions_that_cannot_be_opened_are_not_added() {
+    // Growing a topic past the descriptor limit fails with the hint and leaves the topic as it
+    // was: the same partition count in metadata, the new partitions neither served nor kept.
+    let b = broker_with_fd_limit(Some(200));
+    ok(&fjord(&b, &["topic", "create", "grow", "-p", "10"], None));
+    let out = fjord(&b, &["topic", "alter", "grow", "--partitions", "300"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ulimit -n"), "{err}");
+    assert!(err.contains("the topic keeps its 10 partitions"), "{err}");
+    let described = ok(&fjord(
+        &b,
+        &["topic", "describe", "grow", "--output", "json"],
+        None,
+    ));
+    let partitions = described.matches("\"partition\"").count();
+    assert_eq!(partitions, 10, "{described}");
+    let out = fjord(&b, &["produce", "grow", "-p", "10"], Some("a\n"));
+    assert_ne!(out.status.code(), Some(0), "partition 10 is not served");
+    // The descriptors came back: growing within the limit works.
+    ok(&fjord(
+        &b,
+        &["topic", "alter", "grow", "--partitions", "20"],
+        None,
+    ));
+    ok(&fjord(&b, &["produce", "grow", "-p", "19"], Some("a\n")));
+}

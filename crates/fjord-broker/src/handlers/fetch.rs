@@ -167,17 +167,25 @@ pub async fn handle(
             .await
             .unwrap_or_else(|_| (Vec::new(), 0, true))
     };
+    // Registered before the first read, so new data arriving in between wakes the wait.
+    let woken = Arc::new(tokio::sync::Notify::new());
+    if request.max_wait_ms > 0 && min_bytes > 0 {
+        for w in wanted.iter() {
+            if let Some(p) = &w.partition {
+                p.waiters.register(&woken);
+            }
+        }
+    }
     let mut parts = loop {
-        // Register for wake-ups before reading, so an append in between is not missed.
-        let notified = broker.data_appended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let (parts, total, any_error) = read(wanted.clone()).await;
         let finished = total >= min_bytes || any_error || Instant::now() >= deadline;
         if finished {
             break parts;
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_ok() {
+        if tokio::time::timeout_at(deadline, woken.notified())
+            .await
+            .is_ok()
+        {
             continue; // new data somewhere: read again
         }
         // Timed out: one last read, so the response reflects what is there now.

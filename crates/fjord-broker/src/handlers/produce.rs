@@ -151,7 +151,6 @@ pub async fn handle(
                 (t, index, wait)
             })
             .collect();
-        let mut appended = false;
         for (t, index, wait) in waits {
             let name = &names[t];
             let outcome = match wait {
@@ -168,7 +167,7 @@ pub async fn handle(
             }
             .map(|(p, info)| {
                 // A single node is the whole ISR: the append is committed.
-                p.log.advance_high_watermark(info.next_offset());
+                p.advance_high_watermark(info.next_offset());
                 info
             });
             let mut pr = PartitionProduceResponse::default();
@@ -185,7 +184,6 @@ pub async fn handle(
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::debug!(client = %client, topic = %name, partition = index, offset = info.first_offset, "duplicate batch from an idempotent producer; answered with its offsets");
                     } else {
-                        appended = true;
                         broker.metrics.produced(name, info.record_count, info.bytes);
                     }
                     pr.base_offset = info.first_offset;
@@ -199,9 +197,6 @@ pub async fn handle(
                 }
             }
             response.responses[t].partition_responses.push(pr);
-        }
-        if appended {
-            broker.data_appended.notify_waiters();
         }
         response
     };
