@@ -314,34 +314,44 @@ fn call<Req: Encodable, Resp: Decodable>(
     Resp::decode(&mut b, version).unwrap()
 }
 
+/// Creates topics of the given partition counts; returns the response (all succeeded).
+fn create_topics(
+    s: &mut TcpStream,
+    topics: &[(&str, i32)],
+) -> kafka_protocol::messages::CreateTopicsResponse {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, TopicName};
+    let mut create = CreateTopicsRequest::default();
+    for &(t, n) in topics {
+        let mut ct = CreatableTopic::default();
+        ct.name = TopicName(StrBytes::from_string(t.to_string()));
+        ct.num_partitions = n;
+        ct.replication_factor = 1;
+        create.topics.push(ct);
+    }
+    create.timeout_ms = 10_000;
+    let created: kafka_protocol::messages::CreateTopicsResponse =
+        call(s, ApiKey::CreateTopics, 7, &create);
+    assert!(created.topics.iter().all(|t| t.error_code == 0));
+    created
+}
+
 #[test]
 fn offset_for_leader_epoch_and_paged_topic_descriptions() {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
     use kafka_protocol::messages::offset_for_leader_epoch_request::{
         OffsetForLeaderPartition, OffsetForLeaderTopic,
     };
     use kafka_protocol::messages::{
-        ApiKey, CreateTopicsRequest, CreateTopicsResponse, DescribeTopicPartitionsRequest,
-        DescribeTopicPartitionsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-        TopicName,
+        ApiKey, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+        OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
     };
 
     let dir = tempfile::tempdir().unwrap();
     let f = Fjord::start(dir.path(), &[]);
     let mut s = f.connect();
     let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
-    let mut create = CreateTopicsRequest::default();
-    for (t, n) in [("a", 3), ("b", 2)] {
-        let mut ct = CreatableTopic::default();
-        ct.name = name(t);
-        ct.num_partitions = n;
-        ct.replication_factor = 1;
-        create.topics.push(ct);
-    }
-    create.timeout_ms = 5000;
-    let r: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create);
-    assert!(r.topics.iter().all(|t| t.error_code == 0));
+    create_topics(&mut s, &[("a", 3), ("b", 2)]);
 
     // Pages of two partitions: a0 a1 | a2 b0 | b1.
     let mut seen = Vec::new();
@@ -500,23 +510,11 @@ fn produce_batch(
 
 #[test]
 fn idempotent_retries_are_recognised_across_a_sigkill() {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::{
-        ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
-        InitProducerIdResponse, TopicName,
-    };
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
     let dir = tempfile::tempdir().unwrap();
     let f = Fjord::start(dir.path(), &[]);
     let mut s = f.connect();
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_static_str("idem"));
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 10_000;
-    let created: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &req);
-    assert_eq!(created.topics[0].error_code, 0);
+    create_topics(&mut s, &[("idem", 1)]);
     let mut init = InitProducerIdRequest::default();
     init.transactional_id = None;
     init.transaction_timeout_ms = 60_000;
@@ -587,25 +585,12 @@ fn produce_plain(s: &mut TcpStream, topic: &str, partition: i32, records: usize)
 
 #[test]
 fn fetch_sessions_answer_only_what_changed() {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-    use kafka_protocol::messages::{
-        ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, TopicName,
-    };
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
     let dir = tempfile::tempdir().unwrap();
     let f = Fjord::start(dir.path(), &[]);
     let mut s = f.connect();
-    let mut create = CreateTopicsRequest::default();
-    for (t, n) in [("sess", 3), ("rot", 2)] {
-        let mut ct = CreatableTopic::default();
-        ct.name = TopicName(StrBytes::from_static_str(t));
-        ct.num_partitions = n;
-        ct.replication_factor = 1;
-        create.topics.push(ct);
-    }
-    create.timeout_ms = 10_000;
-    let created: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create);
-    assert!(created.topics.iter().all(|t| t.error_code == 0));
+    let created = create_topics(&mut s, &[("sess", 3), ("rot", 2)]);
     let sess_id = created.topics[0].topic_id;
     produce_plain(&mut s, "sess", 0, 2);
 
