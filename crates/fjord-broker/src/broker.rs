@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fjord_log::{Log, LogError, ReadUpTo, Storage};
+use fjord_log::{LastShutdown, Log, LogError, ReadUpTo, Storage};
 use fjord_meta::{
     MetadataRecord, MetadataState, MetadataStore, StoreError, TopicId, TopicMeta,
     validate_topic_name,
@@ -23,6 +23,10 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Left in the data directory by a clean shutdown, removed at start-up (Kafka's
+/// `.kafka_cleanshutdown`).
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 
 /// The leader epoch of every partition on a single node (it never changes leaders).
 pub const LEADER_EPOCH: i32 = 0;
@@ -101,6 +105,12 @@ pub enum OpenError {
     Config { topic: String, reason: String },
     #[error("starting the fsync threads: {0}")]
     Threads(#[source] std::io::Error),
+    #[error("the clean-shutdown marker {path}: {source} (check the data directory's permissions)")]
+    Marker {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Threads that fsync acks=all appends, per data directory: enough to keep several partitions'
@@ -276,9 +286,10 @@ impl Broker {
             admin: std::sync::Mutex::new(()),
         };
         broker.remove_stray_partitions();
+        let last = broker.take_clean_shutdown_marker()?;
         let state = broker.meta.state();
         let topics: Vec<_> = state.topics().map(|t| (t, 0)).collect();
-        broker.open_topics(&topics, now)?;
+        broker.open_topics(&topics, now, last)?;
         broker.groups.load(&broker);
         broker.txns.load(&broker);
         Ok(broker)
@@ -289,13 +300,18 @@ impl Broker {
     }
 
     fn open_partitions(&self, topic: &TopicMeta, from: i32, now: i64) -> Result<(), OpenError> {
-        self.open_topics(&[(topic, from)], now)
+        self.open_topics(&[(topic, from)], now, LastShutdown::Unclean)
     }
 
     /// Opens the partitions of each topic from the given index on and serves every one that
     /// opens; the first failure is returned.
-    fn open_topics(&self, topics: &[(&TopicMeta, i32)], now: i64) -> Result<(), OpenError> {
-        let (opened, failed) = self.open_logs(topics, now);
+    fn open_topics(
+        &self,
+        topics: &[(&TopicMeta, i32)],
+        now: i64,
+        last: LastShutdown,
+    ) -> Result<(), OpenError> {
+        let (opened, failed) = self.open_logs(topics, now, last);
         self.serve(opened);
         failed.map_or(Ok(()), Err)
     }
@@ -303,10 +319,13 @@ impl Broker {
     /// Opens the partitions of each topic from the given index on, all of them side by side
     /// (the work is mostly fsyncs: checkpoints, recovered segments), logging progress each
     /// second. Returns the partitions that opened, not yet served, and the first failure.
+    /// `last` is what the data directory's clean-shutdown marker said at start-up; partitions
+    /// opened later (new ones) pass `Unclean`, which reads no flag and writes none.
     fn open_logs(
         &self,
         topics: &[(&TopicMeta, i32)],
         now: i64,
+        last: LastShutdown,
     ) -> (Vec<Arc<Partition>>, Option<OpenError>) {
         let mut work = Vec::new();
         for &(topic, from) in topics {
@@ -326,11 +345,12 @@ impl Broker {
         }
         let progress = Progress::new("opened", work.len());
         let results = in_parallel(work, |(topic, index, config, min_isr)| {
-            let opened = Log::open(
+            let opened = Log::open_with(
                 self.storage.clone(),
                 self.partition_dir(&topic.name, index),
                 config,
                 now,
+                last,
             )
             .map(|log| (topic, index, log, min_isr))
             .map_err(|source| OpenError::Partition {
@@ -755,7 +775,8 @@ impl Broker {
             partitions: total,
             ..topic.clone()
         };
-        let (opened, failed) = self.open_logs(&[(&grown, topic.partitions)], now);
+        let (opened, failed) =
+            self.open_logs(&[(&grown, topic.partitions)], now, LastShutdown::Unclean);
         if let Some(e) = failed {
             tracing::error!(topic = name, error = %e, "could not open the new partitions; the topic keeps its partitions");
             self.discard(opened);
@@ -907,20 +928,55 @@ impl Broker {
         text
     }
 
-    /// Flushes and closes every log and the metadata log (clean shutdown).
+    /// Flushes and closes every log and the metadata log (clean shutdown), then leaves the
+    /// clean-shutdown marker if every one of them closed.
     pub fn close(&self) {
         self.flusher.stop();
         let partitions = self.all_partitions();
         let progress = Progress::new("closed", partitions.len());
+        let failed = std::sync::atomic::AtomicBool::new(false);
         in_parallel(partitions, |p| {
             if let Err(e) = p.log.close() {
+                failed.store(true, Ordering::Relaxed);
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
             }
             progress.step();
         });
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "closing metadata log");
+            return;
         }
+        if failed.into_inner() {
+            return; // the next start recovers every partition
+        }
+        let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+        let written = self
+            .storage
+            .open(&marker, true)
+            .and_then(|f| f.sync())
+            .and_then(|()| self.storage.sync_dir(&self.config.data_dir));
+        if let Err(e) = written {
+            tracing::warn!(path = %marker.display(), error = %e, "could not leave the clean-shutdown marker; the next start recovers every partition");
+        }
+    }
+
+    /// Reads and removes the data directory's clean-shutdown marker (durably, before any
+    /// partition opens: from here on a crash is an unclean shutdown). With the marker every
+    /// partition trusts its own clean flag and is not rewritten at open; without it every
+    /// partition recovers from its recovery point.
+    fn take_clean_shutdown_marker(&self) -> Result<LastShutdown, OpenError> {
+        let dir = &self.config.data_dir;
+        let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
+        let failed = |source| OpenError::Marker {
+            path: marker.clone(),
+            source,
+        };
+        if !self.storage.exists(&marker).map_err(failed)? {
+            return Ok(LastShutdown::Unclean);
+        }
+        self.storage.remove_file(&marker).map_err(failed)?;
+        self.storage.sync_dir(dir).map_err(failed)?;
+        Ok(LastShutdown::Clean)
     }
 }
 

@@ -26,8 +26,8 @@ pub use config::{CleanupPolicy, ConfigError, LOG_CONFIG_KEYS, LogConfig};
 pub use error::LogError;
 pub use flusher::Flusher;
 pub use log::{
-    AppendInfo, AppendOrigin, FetchSlice, Log, ReadResult, ReadUpTo, RetentionOutcome, SegmentInfo,
-    TimestampOffset,
+    AppendInfo, AppendOrigin, FetchSlice, LastShutdown, Log, ReadResult, ReadUpTo,
+    RetentionOutcome, SegmentInfo, TimestampOffset,
 };
 pub use producer::{AbortedTxn, ProducerEntry, ProducerError};
 pub use storage::{FsStorage, Storage, StorageFile};

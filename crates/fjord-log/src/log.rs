@@ -237,6 +237,21 @@ impl Inner {
     }
 }
 
+/// Who decides whether a log was shut down cleanly, for [`Log::open_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastShutdown {
+    /// The log alone: its checkpoint's clean flag, which the open then clears (a checkpoint
+    /// write and two fsyncs per log).
+    PerLog,
+    /// An owner of many logs that keeps one marker for all of them says the last run ended
+    /// cleanly: each log's clean flag is trusted and left as it is (the owner's marker is gone
+    /// while it runs, so a crash from here on is seen as unclean without a write per log).
+    Clean,
+    /// That owner says the last run did not end cleanly: every log recovers from its
+    /// recovery point whatever its flag says.
+    Unclean,
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering it if it was not shut down cleanly.
     pub fn open(
@@ -244,6 +259,18 @@ impl Log {
         dir: impl Into<PathBuf>,
         config: LogConfig,
         now_ms: i64,
+    ) -> Result<Self, LogError> {
+        Self::open_with(storage, dir, config, now_ms, LastShutdown::PerLog)
+    }
+
+    /// [`Log::open`], with the clean-shutdown question answered by `last` (see
+    /// [`LastShutdown`]).
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        now_ms: i64,
+        last: LastShutdown,
     ) -> Result<Self, LogError> {
         config.validate()?;
         let dir = dir.into();
@@ -279,7 +306,7 @@ impl Log {
                 None
             }
         };
-        let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
+        let clean = last != LastShutdown::Unclean && checkpoint.is_some_and(|c| c.clean_shutdown);
         let recovery_point = checkpoint.map_or(i64::MIN, |c| c.recovery_point);
         let bases: Vec<i64> = bases.into_iter().collect();
         // Past the recovery point only appends wrote, and their offsets are dense; compaction
@@ -407,8 +434,10 @@ impl Log {
             inner.check_invariants();
             log.load_producer_state(&mut inner, clean, now_ms)?;
         }
-        // From now on a crash is not a clean shutdown.
-        log.write_checkpoint(Some(leo), false)?;
+        if last == LastShutdown::PerLog {
+            // From now on a crash is not a clean shutdown.
+            log.write_checkpoint(Some(leo), false)?;
+        }
         Ok(log)
     }
 

@@ -7,8 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use fjord_log::checkpoint::{Checkpoint, Loaded};
 use fjord_log::sim::{SimStorage, XorShift};
-use fjord_log::{AppendOrigin, LogConfig, LogError, ReadUpTo, Storage};
+use fjord_log::{AppendOrigin, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage};
 use fjord_record::Compression;
 
 fn config() -> LogConfig {
@@ -22,7 +23,16 @@ fn config() -> LogConfig {
 /// Checks a recovered log against what was appended: a prefix, in order, byte-equal values,
 /// holding at least every durable offset.
 fn check_recovered(storage: &Arc<dyn Storage>, appended: &[String], durable: i64) -> usize {
-    let log = open(storage, config());
+    check_recovered_as(storage, appended, durable, LastShutdown::PerLog)
+}
+
+fn check_recovered_as(
+    storage: &Arc<dyn Storage>,
+    appended: &[String],
+    durable: i64,
+    last: LastShutdown,
+) -> usize {
+    let log = Log::open_with(storage.clone(), DIR, config(), 1_000, last).unwrap();
     let seen = read_all(&log, ReadUpTo::LogEnd);
     let got = values(&seen);
     assert!(got.len() <= appended.len(), "more records than appended");
@@ -90,6 +100,82 @@ fn crash_images_recover_every_synced_append() {
     assert!(
         recovered_short > 0,
         "the workload never lost an unsynced tail; the test is too weak"
+    );
+}
+
+#[test]
+fn logs_whose_owner_keeps_the_clean_marker_skip_the_open_write_and_recover_when_told() {
+    // An owner of many logs (the broker) keeps one clean-shutdown marker: opened under it, a
+    // log writes nothing at open, so its checkpoint still says "clean" while it runs, and
+    // after a crash only the owner's word ("unclean") makes it recover.
+    let mut recovered_short = 0;
+    for seed in 0..30u64 {
+        let disk = SimStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let mut appended = Vec::new();
+        let log = open(&storage, config());
+        for step in 0..5 {
+            let tag = format!("first{step}");
+            log.append(
+                &batch(&tag, 3, 1_000, Compression::None),
+                AppendOrigin::Client,
+                1,
+            )
+            .unwrap();
+            appended.extend((0..3).map(|i| format!("{tag}-{i}")));
+        }
+        log.close().unwrap();
+        let checkpoint = || match Checkpoint::load(&*storage, std::path::Path::new(DIR)).unwrap() {
+            Loaded::Found(cp) => cp,
+            other => panic!("checkpoint: {other:?}"),
+        };
+        let at_close = checkpoint();
+        assert!(at_close.clean_shutdown);
+
+        let log =
+            Log::open_with(storage.clone(), DIR, config(), 1_000, LastShutdown::Clean).unwrap();
+        assert_eq!(
+            checkpoint(),
+            at_close,
+            "an open under the owner's marker writes nothing"
+        );
+        assert_eq!(log.log_end_offset(), 15);
+        let mut rng = XorShift::new(seed);
+        for step in 0..10 {
+            let tag = format!("s{seed}-{step}");
+            let info = log
+                .append(
+                    &batch(&tag, 2, 2_000, Compression::Lz4),
+                    AppendOrigin::Client,
+                    1,
+                )
+                .unwrap();
+            appended.extend((0..2).map(|i| format!("{tag}-{i}")));
+            if rng.next_u64().is_multiple_of(3) {
+                log.wait_durable(&info).unwrap();
+            }
+        }
+        let image: Arc<dyn Storage> = Arc::new(disk.crash_image(Some(seed)));
+        let stale = match Checkpoint::load(&*image, std::path::Path::new(DIR)).unwrap() {
+            Loaded::Found(cp) => cp,
+            other => panic!("checkpoint: {other:?}"),
+        };
+        // Unless a roll rewrote it, the image's checkpoint still says clean: only the owner
+        // knows better.
+        let said_clean = stale.clean_shutdown;
+        let got = check_recovered_as(
+            &image,
+            &appended,
+            log.durable_offset(),
+            LastShutdown::Unclean,
+        );
+        if got < appended.len() && said_clean {
+            recovered_short += 1;
+        }
+    }
+    assert!(
+        recovered_short > 0,
+        "no crash lost an unsynced tail under a checkpoint saying clean; the test is too weak"
     );
 }
 

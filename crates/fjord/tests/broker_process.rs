@@ -755,3 +755,53 @@ fn fetch_sessions_answer_only_what_changed() {
     let (code, stderr) = f.stop();
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn a_clean_stop_leaves_the_marker_and_a_crash_after_it_still_keeps_every_ack() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(".clean-shutdown");
+    let end_offset = |s: &mut TcpStream| {
+        let mut fp = FetchPartition::default();
+        fp.partition_max_bytes = 1 << 20;
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("marked"));
+        t.partitions = vec![fp];
+        let mut req = FetchRequest::default();
+        req.topics = vec![t];
+        let r: FetchResponse = call(s, ApiKey::Fetch, 12, &req);
+        r.responses[0].partitions[0].high_watermark
+    };
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    create_topics(&mut s, &[("marked", 1)]);
+    for _ in 0..5 {
+        produce_plain(&mut s, "marked", 0, 10);
+    }
+    assert!(!marker.exists(), "no marker while running");
+    let (code, stderr) = f.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(marker.exists(), "a clean stop leaves the marker");
+
+    // Started clean (partitions trust their flags and are not rewritten), then killed.
+    let mut f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    assert!(!marker.exists(), "taken at start-up");
+    assert_eq!(end_offset(&mut s), 50);
+    for _ in 0..7 {
+        produce_plain(&mut s, "marked", 0, 10);
+    }
+    f.child.kill().unwrap();
+    f.child.wait().unwrap();
+    assert!(!marker.exists());
+
+    // No marker: every partition recovers, and every acknowledged record is there.
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    assert_eq!(end_offset(&mut s), 120);
+    produce_plain(&mut s, "marked", 0, 1);
+    assert_eq!(end_offset(&mut s), 121);
+    let (code, stderr) = f.stop();
+    assert_eq!(code, 0, "{stderr}");
+}
