@@ -8,6 +8,7 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::{Broker, now_ms};
@@ -16,33 +17,72 @@ use crate::errors;
 /// OFFSET_METADATA_TOO_LARGE.
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
-/// One partition of an offset commit (plain or transactional): the group's verdict, then
-/// UNKNOWN_TOPIC_OR_PARTITION or OFFSET_METADATA_TOO_LARGE, else the offset to store.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn check_partition(
-    broker: &Broker,
-    group_code: i16,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    leader_epoch: i32,
-    metadata: Option<&kafka_protocol::protocol::StrBytes>,
-    now: i64,
-) -> Result<Committed, i16> {
-    let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
-    if group_code != errors::NONE {
-        Err(group_code)
-    } else if broker.partition(topic, partition).is_none() {
-        Err(errors::UNKNOWN_TOPIC_OR_PARTITION)
-    } else if metadata.len() > broker.config.offset_metadata_max_bytes {
-        Err(OFFSET_METADATA_TOO_LARGE)
-    } else {
-        Ok(Committed {
-            offset,
-            leader_epoch,
-            metadata,
-            commit_timestamp: now,
-        })
+/// One partition of an offset commit, as OffsetCommit and TxnOffsetCommit both carry it.
+pub(crate) struct PartitionCommit<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a StrBytes>,
+}
+
+/// A commit request checked partition by partition: an error code for each partition in
+/// request order (grouped by topic), and the accepted offsets to store.
+pub(crate) struct Checked {
+    pub codes: Vec<Vec<i16>>,
+    pub accepted: Vec<(String, i32, Committed)>,
+    /// Where each accepted offset's code is in `codes`.
+    positions: Vec<(usize, usize)>,
+}
+
+impl Checked {
+    /// Checks every partition: the group's verdict (`group_code`), then
+    /// UNKNOWN_TOPIC_OR_PARTITION or OFFSET_METADATA_TOO_LARGE, else the offset is accepted.
+    pub fn new<'a>(
+        broker: &Broker,
+        group_code: i16,
+        now: i64,
+        topics: impl IntoIterator<Item = (String, Vec<PartitionCommit<'a>>)>,
+    ) -> Self {
+        let mut checked = Self {
+            codes: Vec::new(),
+            accepted: Vec::new(),
+            positions: Vec::new(),
+        };
+        for (topic, partitions) in topics {
+            let mut codes = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                let metadata = p.metadata.map(|m| m.to_string()).unwrap_or_default();
+                let code = if group_code != errors::NONE {
+                    group_code
+                } else if broker.partition(&topic, p.partition).is_none() {
+                    errors::UNKNOWN_TOPIC_OR_PARTITION
+                } else if metadata.len() > broker.config.offset_metadata_max_bytes {
+                    OFFSET_METADATA_TOO_LARGE
+                } else {
+                    checked.positions.push((checked.codes.len(), codes.len()));
+                    let committed = Committed {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp: now,
+                    };
+                    checked
+                        .accepted
+                        .push((topic.clone(), p.partition, committed));
+                    errors::NONE
+                };
+                codes.push(code);
+            }
+            checked.codes.push(codes);
+        }
+        checked
+    }
+
+    /// Gives every accepted partition `code`: storing them failed.
+    pub fn refuse_accepted(&mut self, code: i16) {
+        for &(t, p) in &self.positions {
+            self.codes[t][p] = code;
+        }
     }
 }
 
@@ -84,42 +124,25 @@ pub async fn handle(
         }
         code
     };
-    let mut response = OffsetCommitResponse::default();
-    let mut accepted = Vec::new();
-    let mut slots = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let mut tr = OffsetCommitResponseTopic::default();
-        tr.name = topic.name.clone();
-        for p in &topic.partitions {
-            let mut pr = OffsetCommitResponsePartition::default();
-            pr.partition_index = p.partition_index;
-            let leader_epoch = if ctx.version >= 6 {
-                p.committed_leader_epoch
-            } else {
-                -1
-            };
-            pr.error_code = match check_partition(
-                broker,
-                group_code,
-                &name,
-                p.partition_index,
-                p.committed_offset,
-                leader_epoch,
-                p.committed_metadata.as_ref(),
-                now,
-            ) {
-                Ok(c) => {
-                    accepted.push((name.clone(), p.partition_index, c));
-                    slots.push((response.topics.len(), tr.partitions.len()));
-                    errors::NONE
-                }
-                Err(code) => code,
-            };
-            tr.partitions.push(pr);
-        }
-        response.topics.push(tr);
-    }
+    let topics = request.topics.iter().map(|t| {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| PartitionCommit {
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if ctx.version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref(),
+            })
+            .collect();
+        (t.name.0.to_string(), partitions)
+    });
+    let mut checked = Checked::new(broker, group_code, now, topics);
+    let accepted = std::mem::take(&mut checked.accepted);
     if !accepted.is_empty() {
         let b = broker.clone();
         let g = group.clone();
@@ -128,10 +151,20 @@ pub async fn handle(
             .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = stored {
             tracing::error!(%group, error = %e, "could not store committed offsets");
-            for (t, p) in slots {
-                response.topics[t].partitions[p].error_code = errors::KAFKA_STORAGE_ERROR;
-            }
+            checked.refuse_accepted(errors::KAFKA_STORAGE_ERROR);
         }
+    }
+    let mut response = OffsetCommitResponse::default();
+    for (topic, codes) in request.topics.iter().zip(checked.codes) {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = topic.name.clone();
+        for (p, code) in topic.partitions.iter().zip(codes) {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = code;
+            tr.partitions.push(pr);
+        }
+        response.topics.push(tr);
     }
     response
 }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::RequestContext;
-use super::offset_commit::check_partition;
+use super::offset_commit::{Checked, PartitionCommit};
 use crate::broker::{Broker, now_ms};
 use crate::errors;
 use crate::groups::OFFSETS_TOPIC;
@@ -111,42 +111,25 @@ pub async fn handle(
     });
     let group = committer.group.clone();
     let now = now_ms();
-    let mut response = TxnOffsetCommitResponse::default();
-    let mut accepted = Vec::new();
-    let mut slots = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let mut tr = TxnOffsetCommitResponseTopic::default();
-        tr.name = topic.name.clone();
-        for p in &topic.partitions {
-            let mut pr = TxnOffsetCommitResponsePartition::default();
-            pr.partition_index = p.partition_index;
-            let leader_epoch = if version >= 2 {
-                p.committed_leader_epoch
-            } else {
-                -1
-            };
-            pr.error_code = match check_partition(
-                broker,
-                group_code,
-                &name,
-                p.partition_index,
-                p.committed_offset,
-                leader_epoch,
-                p.committed_metadata.as_ref(),
-                now,
-            ) {
-                Ok(c) => {
-                    accepted.push((name.clone(), p.partition_index, c));
-                    slots.push((response.topics.len(), tr.partitions.len()));
-                    errors::NONE
-                }
-                Err(code) => code,
-            };
-            tr.partitions.push(pr);
-        }
-        response.topics.push(tr);
-    }
+    let topics = request.topics.iter().map(|t| {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| PartitionCommit {
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 2 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref(),
+            })
+            .collect();
+        (t.name.0.to_string(), partitions)
+    });
+    let mut checked = Checked::new(broker, group_code, now, topics);
+    let accepted = std::mem::take(&mut checked.accepted);
     if !accepted.is_empty() {
         let b = broker.clone();
         let (pid, epoch) = (committer.producer_id, committer.epoch);
@@ -160,10 +143,20 @@ pub async fn handle(
         .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())));
         if let Err((code, message)) = stored {
             tracing::warn!(%group, code, %message, "transactional offset commit refused");
-            for (t, p) in slots {
-                response.topics[t].partitions[p].error_code = fenced(code, version);
-            }
+            checked.refuse_accepted(fenced(code, version));
         }
+    }
+    let mut response = TxnOffsetCommitResponse::default();
+    for (topic, codes) in request.topics.iter().zip(checked.codes) {
+        let mut tr = TxnOffsetCommitResponseTopic::default();
+        tr.name = topic.name.clone();
+        for (p, code) in topic.partitions.iter().zip(codes) {
+            let mut pr = TxnOffsetCommitResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = code;
+            tr.partitions.push(pr);
+        }
+        response.topics.push(tr);
     }
     response
 }
