@@ -486,8 +486,6 @@ fn produce_batch(
     seq: i32,
     records: usize,
 ) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
     let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
     b.producer_id = pid;
     b.producer_epoch = epoch;
@@ -495,10 +493,23 @@ fn produce_batch(
     for i in 0..records {
         b.push(1_000, None, Some(format!("s{seq}-{i}").as_bytes()));
     }
+    produce(s, "idem", 0, b.build().unwrap())
+}
+
+/// Sends one batch to `topic`/`partition` with acks=all and returns the partition's answer.
+fn produce(
+    s: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    batch: Vec<u8>,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
     let mut pd = PartitionProduceData::default();
-    pd.records = Some(bytes::Bytes::from(b.build().unwrap()));
+    pd.index = partition;
+    pd.records = Some(bytes::Bytes::from(batch));
     let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_static_str("idem"));
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
     td.partition_data = vec![pd];
     let mut req = ProduceRequest::default();
     req.acks = -1;
@@ -563,24 +574,14 @@ fn idempotent_retries_are_recognised_across_a_sigkill() {
 
 /// Appends one batch of `records` plain records to `topic`/`partition`.
 fn produce_plain(s: &mut TcpStream, topic: &str, partition: i32, records: usize) {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
     let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
     for i in 0..records {
         b.push(1_000, None, Some(format!("r{i}").as_bytes()));
     }
-    let mut pd = PartitionProduceData::default();
-    pd.index = partition;
-    pd.records = Some(bytes::Bytes::from(b.build().unwrap()));
-    let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.to_string()));
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 10_000;
-    req.topic_data = vec![td];
-    let resp: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(
+        produce(s, topic, partition, b.build().unwrap()).error_code,
+        0
+    );
 }
 
 #[test]
