@@ -309,8 +309,9 @@ def latency(bootstrap, rate, seconds):
 
 
 def fjord_perf(binary, bootstrap, topic, count, size, partitions):
-    """Fjord's own client (`fjord perf`): 4 connections, acks=all, batches of ~512 KiB (about
-    what librdkafka's linger builds here); then one connection per partition reads, 1 MiB per
+    """Fjord's own client (`fjord perf`): 8 connections, each with one acks=all request of ~512
+    KiB in flight (about what librdkafka's linger builds here; with 4 the producer's round
+    trips, not the broker, set the rate); then one connection per partition reads, 1 MiB per
     partition per fetch (Kafka consumers' default), like a group with a member per partition."""
     def run(*a):
         out = subprocess.run([binary, "perf", *map(str, a), "-b", bootstrap, "-o", "json"],
@@ -319,7 +320,7 @@ def fjord_perf(binary, bootstrap, topic, count, size, partitions):
             raise RuntimeError(f"fjord perf {a[0]} failed: {out.stderr.decode()}")
         return json.loads(out.stdout)
     p = run("produce", topic, "--count", count, "--size", size,
-            "--batch-records", max(1, 512 * 1024 // size))
+            "--batch-records", max(1, 512 * 1024 // size), "--connections", 8)
     c = run("consume", topic, "--count", count, "--connections", partitions)
     return {"produce_rec_s": p["records_per_sec"], "produce_mib_s": p["mib_per_sec"],
             "consume_rec_s": c["records_per_sec"], "consume_mib_s": c["mib_per_sec"]}
@@ -524,7 +525,7 @@ def report(runs, args):
           f"{t('produce_mib_s') / disk:.0%} | {t('consume_rec_s'):,.0f} | {t('consume_mib_s'):,.1f} | "
           f"{t('consume_mib_s') / loop:.0%} | {t('cpu_s_per_gb_in'):.1f} | {t('cpu_s_per_gb_out'):.1f} |")
     w("")
-    w("Beside them, the same workloads driven by `fjord perf` (Fjord's own client: 4 connections "
+    w("Beside them, the same workloads driven by `fjord perf` (Fjord's own client: 8 connections "
       "produce, one connection per partition consumes):")
     w("")
     w("| workload | produce rec/s | MiB/s | of disk | consume rec/s | MiB/s | of loopback |")
