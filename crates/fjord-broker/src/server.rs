@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -208,7 +209,22 @@ async fn read_frame(
     max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
     let mut size = [0u8; 4];
-    match reader.read_exact(&mut size).await {
+    let head = {
+        let mut head = std::pin::pin!(reader.read_exact(&mut size));
+        match std::future::poll_fn(|cx| Poll::Ready(head.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                // No request waiting: the connection may stay idle, so it keeps no more than
+                // a small buffer meanwhile (pipelining clients, whose next request is already
+                // here, reuse the large one).
+                if rx.capacity() > IDLE_KEPT_BYTES {
+                    *rx = BytesMut::new();
+                }
+                head.await
+            }
+        }
+    };
+    match head {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(FrameError::Io(e)),
@@ -239,8 +255,11 @@ async fn read_frame(
     Ok(Some(frame))
 }
 
-/// Requests up to this size are read into memory the connection reuses.
+/// Requests up to this size are read into memory the connection reuses while requests keep
+/// coming.
 const REUSED_FRAME_BYTES: usize = 2 << 20;
+/// What a connection waiting for its next request keeps of that memory.
+const IDLE_KEPT_BYTES: usize = 64 << 10;
 
 /// Runs [`Broker::maintain`] every second (for `flush.ms`), with retention, compaction and
 /// offset expiry every `log.retention.check.interval.ms`; group timers (sessions, join

@@ -170,8 +170,10 @@ pub async fn handle(
     // Registered before the first read, so new data arriving in between wakes the wait.
     let woken = Arc::new(tokio::sync::Notify::new());
     if request.max_wait_ms > 0 && min_bytes > 0 {
-        for w in wanted.iter() {
-            if let Some(p) = &w.partition {
+        // Once per partition, however often the request names it.
+        let mut registered = std::collections::HashSet::new();
+        for p in wanted.iter().filter_map(|w| w.partition.as_ref()) {
+            if registered.insert(Arc::as_ptr(p)) {
                 p.waiters.register(&woken);
             }
         }
