@@ -18,6 +18,8 @@
 //!   session evicts the least recently used one if it has been idle for two minutes, or else
 //!   the least valuable one (fewest partitions, consumers before followers) created more than
 //!   two minutes ago if the new one is worth more; otherwise it is answered without a session.
+//! - Unlike Kafka, the partitions cached over all sessions are bounded
+//!   ([`MAX_CACHED_PARTITIONS`]).
 
 use std::collections::HashMap;
 
@@ -29,6 +31,12 @@ use crate::errors;
 /// A session may be evicted once idle this long, or, by a more valuable session, once this old
 /// (Kafka's `MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS`).
 pub const EVICTION_MS: i64 = 120_000;
+
+/// Partitions cached over all sessions at most (~100 bytes each): a session that would take
+/// the cache past it is not created, or is closed (its fetch answered without a session).
+/// Kafka has no such bound; without one, a thousand sessions of a large request each could
+/// hold gigabytes.
+pub const MAX_CACHED_PARTITIONS: usize = 1_000_000;
 
 /// How a session names its topics: by name before Fetch v13, by topic id from v13 on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -111,6 +119,7 @@ pub fn next_epoch(epoch: i32) -> i32 {
 #[derive(Debug)]
 pub struct FetchSessions {
     max_sessions: usize,
+    max_partitions: usize,
     sessions: HashMap<i32, Session>,
     /// Partitions cached over all sessions.
     partitions: usize,
@@ -124,6 +133,7 @@ impl FetchSessions {
     pub fn new(max_sessions: usize, seed: u64) -> Self {
         Self {
             max_sessions,
+            max_partitions: MAX_CACHED_PARTITIONS,
             sessions: HashMap::new(),
             partitions: 0,
             evictions: 0,
@@ -187,7 +197,7 @@ impl FetchSessions {
         }
         let after = session.partitions.len();
         self.partitions = self.partitions + after - before;
-        if after == 0 {
+        if after == 0 || self.partitions > self.max_partitions {
             self.remove(session_id);
             return Context::Sessionless;
         }
@@ -264,6 +274,9 @@ impl FetchSessions {
         now: i64,
     ) -> i32 {
         let size = answers.len();
+        if self.partitions + size > self.max_partitions {
+            return 0;
+        }
         if self.sessions.len() >= self.max_sessions && !self.evict_for(privileged, size, now) {
             return 0;
         }
@@ -565,6 +578,28 @@ mod tests {
         let d = open(&mut cache, 4, now + 1_000);
         assert!(d > 0 && !cache.sessions.contains_key(&b));
         assert_eq!(cache.stats(), (2, 5, 2));
+    }
+
+    #[test]
+    fn the_cached_partitions_are_bounded_over_all_sessions() {
+        let mut cache = FetchSessions::new(10, 7);
+        cache.max_partitions = 5;
+        let a = open(&mut cache, 3, 0);
+        assert!(a > 0);
+        assert_eq!(open(&mut cache, 3, 0), 0, "3 more would make 6");
+        let b = open(&mut cache, 2, 0);
+        assert!(b > 0);
+        // Growing a session past the bound closes it: its fetch is answered sessionless.
+        let grow = [(key(9), params(0))];
+        assert_eq!(
+            cache.begin(a, 1, false, &grow, &[], 0),
+            Context::Sessionless
+        );
+        assert_eq!(cache.stats(), (1, 2, 0));
+        assert_eq!(
+            cache.begin(a, 2, false, &[], &[], 0),
+            Context::Error(errors::FETCH_SESSION_ID_NOT_FOUND)
+        );
     }
 
     #[test]
