@@ -9,7 +9,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -196,6 +195,7 @@ async fn serve_connection(
     read_result.and(write_result)
 }
 
+#[derive(Debug)]
 enum FrameError {
     TooLarge(usize),
     Negative(i32),
@@ -204,27 +204,12 @@ enum FrameError {
 
 /// Reads one size-prefixed frame; `Ok(None)` at a clean end of stream.
 async fn read_frame(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
     rx: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
     let mut size = [0u8; 4];
-    let head = {
-        let mut head = std::pin::pin!(reader.read_exact(&mut size));
-        match std::future::poll_fn(|cx| Poll::Ready(head.as_mut().poll(cx))).await {
-            Poll::Ready(r) => r,
-            Poll::Pending => {
-                // No request waiting: the connection may stay idle, so it keeps no more than
-                // a small buffer meanwhile (pipelining clients, whose next request is already
-                // here, reuse the large one).
-                if rx.capacity() > IDLE_KEPT_BYTES {
-                    *rx = BytesMut::new();
-                }
-                head.await
-            }
-        }
-    };
-    match head {
+    match reader.read_exact(&mut size).await {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(FrameError::Io(e)),
@@ -255,11 +240,9 @@ async fn read_frame(
     Ok(Some(frame))
 }
 
-/// Requests up to this size are read into memory the connection reuses while requests keep
-/// coming.
+/// Requests up to this size are read into memory the connection keeps and reuses (so an idle
+/// connection holds up to this much until it closes).
 const REUSED_FRAME_BYTES: usize = 2 << 20;
-/// What a connection waiting for its next request keeps of that memory.
-const IDLE_KEPT_BYTES: usize = 64 << 10;
 
 /// Runs [`Broker::maintain`] every second (for `flush.ms`), with retention, compaction and
 /// offset expiry every `log.retention.check.interval.ms`; group timers (sessions, join
@@ -292,5 +275,58 @@ async fn maintenance(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn framed(len: usize) -> Vec<u8> {
+        let mut f = (len as i32).to_be_bytes().to_vec();
+        f.resize(4 + len, 7);
+        f
+    }
+
+    #[tokio::test]
+    async fn requests_are_read_into_the_memory_of_the_previous_one_unless_large() {
+        let (mut client, server) = tokio::io::duplex(8 << 20);
+        let mut reader = BufReader::new(server);
+        let mut rx = BytesMut::new();
+        let next = async |reader: &mut BufReader<_>, rx: &mut BytesMut| {
+            read_frame(reader, rx, 16 << 20).await.unwrap().unwrap()
+        };
+        let big = 1 << 20;
+        client.write_all(&framed(big)).await.unwrap();
+        let first = next(&mut reader, &mut rx).await.as_ptr();
+        // Queued or arriving later, the next request lands in the same memory.
+        client.write_all(&framed(big)).await.unwrap();
+        let second = next(&mut reader, &mut rx).await;
+        assert_eq!((second.len(), second.as_ptr()), (big, first));
+        drop(second);
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            client.write_all(&framed(10)).await.unwrap();
+            client.write_all(&framed(3 << 20)).await.unwrap();
+            client.write_all(&framed(10)).await.unwrap();
+            client
+        });
+        let small = next(&mut reader, &mut rx).await;
+        assert_eq!((small.len(), small.as_ptr()), (10, first));
+        drop(small);
+        // A request over the reuse limit is not kept: the one after it is read elsewhere.
+        let large = next(&mut reader, &mut rx).await;
+        assert_eq!(large.len(), 3 << 20);
+        let large_at = large.as_ptr();
+        drop(large);
+        let after = next(&mut reader, &mut rx).await;
+        assert_ne!(after.as_ptr(), large_at);
+        drop(writer.await.unwrap());
+        assert!(matches!(
+            read_frame(&mut reader, &mut rx, 16 << 20).await,
+            Ok(None)
+        ));
     }
 }
