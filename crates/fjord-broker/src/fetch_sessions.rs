@@ -215,27 +215,24 @@ impl FetchSessions {
     }
 
     /// Records how an incremental fetch was answered (`answers` in the order of the context's
-    /// partitions) and returns which partitions the response carries, or a session error if
-    /// the session moved on or went away while the fetch waited.
+    /// partitions, which the session keeps until its epoch moves) and returns which
+    /// partitions the response carries, or a session error if the session moved on or went
+    /// away while the fetch waited.
     pub fn answered(
         &mut self,
         id: i32,
         epoch: i32,
-        answers: &[(PartitionKey, Answered)],
+        answers: &[Answered],
     ) -> Result<Vec<bool>, i16> {
         let Some(session) = self.sessions.get_mut(&id) else {
             return Err(errors::FETCH_SESSION_ID_NOT_FOUND);
         };
-        if session.epoch != epoch {
+        if session.epoch != epoch || session.partitions.len() != answers.len() {
             return Err(errors::INVALID_FETCH_SESSION_EPOCH);
         }
         let mut carried = Vec::with_capacity(answers.len());
-        let mut to_end = Vec::new();
-        for (key, a) in answers {
-            let Some(cached) = session.partitions.get_mut(key) else {
-                carried.push(true);
-                continue;
-            };
+        let mut with_records = Vec::new();
+        for (i, (cached, a)) in session.partitions.values_mut().zip(answers).enumerate() {
             let mut carry = a.has_records;
             if cached.high_watermark != a.high_watermark {
                 cached.high_watermark = a.high_watermark;
@@ -251,15 +248,15 @@ impl FetchSessions {
                 carry = true;
             }
             if a.has_records {
-                to_end.push(key);
+                with_records.push(i);
             }
             carried.push(carry);
         }
-        for key in to_end {
-            if let Some(i) = session.partitions.get_index_of(key) {
-                let last = session.partitions.len() - 1;
-                session.partitions.move_index(i, last);
-            }
+        // Partitions that returned records go to the back, in their order; each move shifts
+        // the ones after it forward by one.
+        let last = session.partitions.len() - 1;
+        for (moved, i) in with_records.into_iter().enumerate() {
+            session.partitions.move_index(i - moved, last);
         }
         Ok(carried)
     }
@@ -463,17 +460,11 @@ mod tests {
         };
         assert_eq!(partitions[1].1.fetch_offset, 5, "updated parameters");
         assert_eq!(partitions[0].1.fetch_offset, 0, "kept parameters");
-        let answers = [
-            (key(0), quiet(10)),
-            (
-                key(1),
-                Answered {
-                    has_records: true,
-                    ..quiet(10)
-                },
-            ),
-            (key(2), quiet(11)),
-        ];
+        let busy = Answered {
+            has_records: true,
+            ..quiet(10)
+        };
+        let answers = [quiet(10), busy, quiet(11)];
         assert_eq!(
             cache.answered(id, epoch, &answers),
             Ok(vec![false, true, true])
@@ -481,14 +472,20 @@ mod tests {
         // Partition 1 returned records: it is now last.
         assert_eq!(incremental(&mut cache, id, 2), vec![key(0), key(2), key(1)]);
         // Nothing changed since: nothing to carry.
-        let answers = [
-            (key(0), quiet(10)),
-            (key(2), quiet(11)),
-            (key(1), quiet(10)),
-        ];
+        let answers = [quiet(10), quiet(11), quiet(10)];
         assert_eq!(
             cache.answered(id, 3, &answers),
             Ok(vec![false, false, false])
+        );
+        // Two with records (0 and 1, in session order): both go back, keeping their order.
+        incremental(&mut cache, id, 3);
+        let answers = [busy, quiet(11), busy];
+        assert_eq!(cache.answered(id, 4, &answers), Ok(vec![true, false, true]));
+        assert_eq!(incremental(&mut cache, id, 4), vec![key(2), key(0), key(1)]);
+        // An answer list that does not match the session is refused.
+        assert_eq!(
+            cache.answered(id, 5, &[quiet(10)]),
+            Err(errors::INVALID_FETCH_SESSION_EPOCH)
         );
     }
 
@@ -502,17 +499,11 @@ mod tests {
             high_watermark: -1,
             ..quiet(10)
         };
-        assert_eq!(cache.answered(id, 2, &[(key(0), failed)]), Ok(vec![true]));
+        assert_eq!(cache.answered(id, 2, &[failed]), Ok(vec![true]));
         incremental(&mut cache, id, 2);
-        assert_eq!(
-            cache.answered(id, 3, &[(key(0), quiet(10))]),
-            Ok(vec![true])
-        );
+        assert_eq!(cache.answered(id, 3, &[quiet(10)]), Ok(vec![true]));
         incremental(&mut cache, id, 3);
-        assert_eq!(
-            cache.answered(id, 4, &[(key(0), quiet(10))]),
-            Ok(vec![false])
-        );
+        assert_eq!(cache.answered(id, 4, &[quiet(10)]), Ok(vec![false]));
     }
 
     #[test]
@@ -527,7 +518,7 @@ mod tests {
         assert_eq!(partitions.len(), 2);
         assert_eq!(cache.stats().1, 2);
         assert_eq!(
-            cache.answered(id, 2, &[(key(0), quiet(10)), (key(5), quiet(0))]),
+            cache.answered(id, 2, &[quiet(10), quiet(0)]),
             Ok(vec![false, true]),
             "a new partition's high watermark is news"
         );
@@ -545,12 +536,12 @@ mod tests {
         incremental(&mut cache, id, 1);
         incremental(&mut cache, id, 2);
         assert_eq!(
-            cache.answered(id, 2, &[(key(0), quiet(10))]),
+            cache.answered(id, 2, &[quiet(10)]),
             Err(errors::INVALID_FETCH_SESSION_EPOCH)
         );
         assert_eq!(cache.begin(id, 0, false, &[], &[], 0), Context::Full);
         assert_eq!(
-            cache.answered(id, 3, &[(key(0), quiet(10))]),
+            cache.answered(id, 3, &[quiet(10)]),
             Err(errors::FETCH_SESSION_ID_NOT_FOUND)
         );
     }

@@ -228,11 +228,7 @@ pub async fn handle(
             vec![true; wanted.len()]
         }
         Answer::Incremental(id, epoch) => {
-            let answers: Vec<_> = wanted
-                .iter()
-                .zip(&parts)
-                .map(|(w, part)| (w.key.clone(), answered(part)))
-                .collect();
+            let answers: Vec<_> = parts.iter().map(answered).collect();
             let mut sessions = broker
                 .fetch_sessions
                 .lock()

@@ -321,8 +321,8 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
     out
 }
 
-/// Appends one partition's batches (a copy: the log patches offsets and the leader epoch into
-/// the headers, and the request's buffer is shared).
+/// Appends one partition's batches from the request's own bytes (the log patches copies of
+/// their headers).
 fn append(p: &Partition, records: &[u8]) -> Result<AppendInfo, LogError> {
     p.log.append(records, AppendOrigin::Client, now_ms())
 }
