@@ -109,3 +109,54 @@ def broker_factory(tmp_path):
 @pytest.fixture
 def broker(broker_factory):
     return broker_factory()
+
+
+# ---- Apache Kafka beside Fjord (the differential suite, test_diff_*.py and client tests) ----
+
+from reference import KafkaReference  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka_ref(tmp_path_factory):
+    """One Apache Kafka 4.4 node for the whole session (each test uses its own topic names)."""
+    ref = KafkaReference(tmp_path_factory.mktemp("kafka"))
+    ref.start()
+    yield ref
+    ref.stop()
+
+
+@pytest.fixture(scope="session")
+def fjord_shared(tmp_path_factory):
+    """One fjord process for the whole session, beside `kafka_ref`."""
+    b = Broker(tmp_path_factory.mktemp("fjord") / "data")
+    b.start()
+    yield b
+    code = b.stop()
+    errors = [line for line in b.log().splitlines() if " ERROR " in line]
+    assert not errors, "broker logged errors:\n" + "\n".join(errors)
+    assert code in (0, None), f"broker exited with {code}"
+
+
+class Target:
+    """A broker a scenario runs against: its name ("kafka" or "fjord") and bootstrap."""
+
+    def __init__(self, name, bootstrap):
+        self.name = name
+        self.bootstrap = bootstrap
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture
+def both(kafka_ref, fjord_shared):
+    """(kafka, fjord): the same scenario is run against each and the results compared."""
+    return Target("kafka", kafka_ref.bootstrap), Target("fjord", fjord_shared.bootstrap)
+
+
+@pytest.fixture(params=["kafka", "fjord"])
+def target(request):
+    """Each client test runs against Apache Kafka and against Fjord."""
+    if request.param == "kafka":
+        return Target("kafka", request.getfixturevalue("kafka_ref").bootstrap)
+    return Target("fjord", request.getfixturevalue("fjord_shared").bootstrap)

@@ -7,6 +7,7 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
+mod acls;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
 mod create_partitions;
@@ -94,6 +95,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: all allowed
@@ -156,6 +160,9 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DescribeProducers) => "DescribeProducers",
         Ok(ApiKey::DescribeTransactions) => "DescribeTransactions",
         Ok(ApiKey::ListTransactions) => "ListTransactions",
+        Ok(ApiKey::DescribeAcls) => "DescribeAcls",
+        Ok(ApiKey::CreateAcls) => "CreateAcls",
+        Ok(ApiKey::DeleteAcls) => "DeleteAcls",
         _ => "Unsupported",
     }
 }
@@ -348,6 +355,9 @@ pub async fn handle(
             describe_transactions::handle(broker, r, &ctx).await.into()
         }
         RequestKind::ListTransactions(r) => list_transactions::handle(broker, r, &ctx).await.into(),
+        RequestKind::DescribeAcls(r) => acls::describe(r).into(),
+        RequestKind::CreateAcls(r) => acls::create(r).into(),
+        RequestKind::DeleteAcls(r) => acls::delete(r).into(),
         _ => return Err(CloseReason::UnsupportedVersion { api, version }),
     };
     encode_response(api, version, correlation_id, &response)

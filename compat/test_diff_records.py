@@ -1,0 +1,82 @@
+"""Differential: records, offsets and timestamps as a client sees them, Kafka against Fjord."""
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from diff import compare, unique
+
+
+def create(t, name, partitions=1, config=None):
+    a = AdminClient({"bootstrap.servers": t.bootstrap})
+    a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                              config=config or {})])[name].result(15)
+    return a
+
+
+def consume_all(t, topic, partitions, expected, **conf):
+    c = Consumer({"bootstrap.servers": t.bootstrap, "group.id": unique("g"),
+                  "enable.auto.commit": False, **conf})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    for _ in range(200):
+        if len(out) >= expected:
+            break
+        for m in c.consume(100, timeout=0.2):
+            if m.error():
+                raise KafkaException(m.error())
+            out.append({"partition": m.partition(), "offset": m.offset(), "key": m.key(),
+                        "value": m.value(), "headers": m.headers(),
+                        "timestamp": list(m.timestamp()), "leader_epoch": m.leader_epoch()})
+    c.close()
+    return sorted(out, key=lambda r: (r["partition"], r["offset"]))
+
+
+def records_scenario(t, compression):
+    topic = unique("rec")
+    create(t, topic, 3)
+    p = Producer({"bootstrap.servers": t.bootstrap, "compression.type": compression,
+                  "linger.ms": 5})
+    for i in range(60):
+        headers = [("h", b"v%d" % i), ("dup", b"a"), ("dup", None)] if i % 3 == 0 else None
+        p.produce(topic, key=(b"k%d" % i) if i % 4 else None,
+                  value=None if i % 7 == 0 else b"value-%d" % i * (i % 5 + 1),
+                  partition=i % 3, headers=headers, timestamp=1_700_000_000_000 + i)
+    assert p.flush(15) == 0
+    return consume_all(t, topic, 3, 60)
+
+
+def test_records_roundtrip_uncompressed(both):
+    compare(both, records_scenario, "none")
+
+
+def test_records_roundtrip_zstd(both):
+    compare(both, records_scenario, "zstd")
+
+
+def list_offsets_scenario(t):
+    topic = unique("lo")
+    a = create(t, topic, 2)
+    p = Producer({"bootstrap.servers": t.bootstrap, "linger.ms": 0})
+    # Timestamps out of order in partition 0: max timestamp is not the last record's.
+    for i, ts in enumerate([1000, 5000, 3000, 9000, 2000]):
+        p.produce(topic, value=b"v", partition=0, timestamp=1_700_000_000_000 + ts)
+        p.flush(10)
+    specs = {
+        "earliest": OffsetSpec.earliest(), "latest": OffsetSpec.latest(),
+        "max_timestamp": OffsetSpec.max_timestamp(),
+        "ts_0": OffsetSpec.for_timestamp(0),
+        "ts_2500": OffsetSpec.for_timestamp(1_700_000_002_500),
+        "ts_5000": OffsetSpec.for_timestamp(1_700_000_005_000),
+        "ts_after": OffsetSpec.for_timestamp(1_700_000_009_001),
+    }
+    out = {}
+    for name, spec in specs.items():
+        for part in (0, 1):
+            tp = TopicPartition(topic, part)
+            r = a.list_offsets({tp: spec})[tp].result(10)
+            out[f"{name}/{part}"] = [r.offset, r.timestamp, r.leader_epoch]
+    return out
+
+
+def test_list_offsets(both):
+    compare(both, list_offsets_scenario)
