@@ -437,7 +437,7 @@ def run_once(args, scratch):
     b = fresh(["--config", cfg])
     b.start()
     segment = max(64 * 1024, int(8 * MIB * s))
-    create_topic(b.bootstrap, "retained", 1, {"segment.bytes": str(segment),
+    create_topic(b.bootstrap, "retained", 1, {"internal.segment.bytes": str(segment),
                                               "retention.bytes": str(4 * segment)})
     n = int(200_000 * s)
     secs, nbytes = produce(b.bootstrap, "retained", n, 1024)

@@ -160,3 +160,29 @@ def target(request):
     if request.param == "kafka":
         return Target("kafka", request.getfixturevalue("kafka_ref").bootstrap)
     return Target("fjord", request.getfixturevalue("fjord_shared").bootstrap)
+
+
+@pytest.fixture(scope="session")
+def java(tmp_path_factory):
+    """Runs a scenario of compat/java/Scenarios.java (the Java client, kafka-clients 4.4)
+    against a target; returns what it printed as data, with the run's name prefix as "<p>"."""
+    import json
+    import uuid
+
+    from reference import classpath
+
+    out = tmp_path_factory.mktemp("java-classes")
+    src = os.path.join(os.path.dirname(__file__), "java", "Scenarios.java")
+    cp = classpath()
+    subprocess.run(["javac", "-d", str(out), "-cp", cp, src], check=True, capture_output=True)
+    log4j = os.path.join(os.path.dirname(__file__), "reference", "log4j2-tools.properties")
+
+    def run(target, scenario, timeout=180):
+        prefix = f"j{uuid.uuid4().hex[:8]}"
+        p = subprocess.run(["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{out}:{cp}",
+                            "Scenarios", scenario, target.bootstrap, prefix],
+                           capture_output=True, text=True, timeout=timeout)
+        assert p.returncode == 0, f"Java scenario {scenario} failed on {target}:\n{p.stderr[-4000:]}"
+        return json.loads(p.stdout.replace(prefix, "<p>"))
+
+    return run

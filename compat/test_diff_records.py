@@ -80,3 +80,41 @@ def list_offsets_scenario(t):
 
 def test_list_offsets(both):
     compare(both, list_offsets_scenario)
+
+
+def produce_outcomes(t, topic, records, **conf):
+    """Each record's delivery: [offset] or the error's name (one batch per record)."""
+    p = Producer({"bootstrap.servers": t.bootstrap, "linger.ms": 0, "retries": 0,
+                  "enable.idempotence": False, **conf})
+    out = []
+
+    def done(err, msg):
+        out.append(err.name() if err else msg.offset())
+
+    for r in records:
+        p.produce(topic, on_delivery=done, **r)
+        p.flush(15)
+    return out
+
+
+def validation_scenario(t):
+    import time
+    now = int(time.time() * 1000)
+    compacted = unique("cmp")
+    create(t, compacted, 1, {"cleanup.policy": "compact"})
+    plain = unique("plain")
+    create(t, plain, 1)
+    return {
+        "compacted": produce_outcomes(t, compacted, [
+            {"key": b"k", "value": b"v"}, {"value": b"no key"}, {"key": b"k2", "value": None}]),
+        # Kafka 4 refuses timestamps more than an hour ahead (message.timestamp.after.max.ms).
+        "timestamps": produce_outcomes(t, plain, [
+            {"value": b"now", "timestamp": now},
+            {"value": b"old", "timestamp": 1},
+            {"value": b"future", "timestamp": now + 2 * 3600 * 1000},
+            {"value": b"near future", "timestamp": now + 600 * 1000}]),
+    }
+
+
+def test_broker_validation_on_produce(both):
+    compare(both, validation_scenario)

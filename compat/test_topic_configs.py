@@ -14,7 +14,7 @@ def test_retention_ms_deletes_old_segments(tmp_path, broker_factory):
     broker = broker_factory(["--config", str(config)])
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic("short", num_partitions=1, replication_factor=1,
-                                  config={"retention.ms": "60000", "segment.bytes": "2000"})])["short"].result(10)
+                                  config={"retention.ms": "60000", "internal.segment.bytes": "2000"})])["short"].result(10)
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
     old = int(time.time() * 1000) - 3_600_000  # an hour ago: past retention at once
     for i in range(60):

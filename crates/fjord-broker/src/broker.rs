@@ -429,7 +429,7 @@ impl Broker {
         validate_topic_name(name).map_err(|reason| {
             AdminError::new(
                 errors::INVALID_TOPIC_EXCEPTION,
-                format!("invalid topic name {name:?}: {reason}"),
+                format!("Topic name is invalid: {reason}"),
             )
         })?;
         if name == fjord_meta::METADATA_DIR.trim_end_matches("-0") {
@@ -442,14 +442,14 @@ impl Broker {
         if state.topic(name).is_some() {
             return Err(AdminError::new(
                 errors::TOPIC_ALREADY_EXISTS,
-                format!("topic '{name}' already exists"),
+                format!("Topic '{name}' already exists."),
             ));
         }
         if let Some(other) = state.colliding_topic(name) {
             return Err(AdminError::new(
                 errors::INVALID_TOPIC_EXCEPTION,
                 format!(
-                    "topic '{name}' collides with existing topic '{}': '.' and '_' may not be the only difference",
+                    "Topic '{name}' collides with existing topic: {}",
                     other.name
                 ),
             ));
@@ -462,7 +462,7 @@ impl Broker {
         if partitions < 1 {
             return Err(AdminError::new(
                 errors::INVALID_PARTITIONS,
-                format!("number of partitions must be at least 1, got {partitions}"),
+                "Number of partitions was set to an invalid non-positive value.".to_string(),
             ));
         }
         if partitions > 100_000 {
@@ -480,13 +480,12 @@ impl Broker {
             return Err(AdminError::new(
                 errors::INVALID_REPLICATION_FACTOR,
                 format!(
-                    "replication factor {rf} is larger than the number of available brokers (1)"
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered or some brokers have all their log directories cordoned."
                 ),
             ));
         }
-        for (k, v) in &configs {
-            topic_config::validate(k, v).map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        }
+        topic_config::validate_all(&configs)
+            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         topic_config::log_config(&self.config.log_defaults, &configs)
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         let topic = TopicMeta {
@@ -691,7 +690,7 @@ impl Broker {
         state.topic(name).cloned().ok_or_else(|| {
             AdminError::new(
                 errors::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("topic '{name}' does not exist"),
+                format!("The topic '{name}' does not exist."),
             )
         })
     }
@@ -750,13 +749,19 @@ impl Broker {
     ) -> Result<(), AdminError> {
         let _admin = self.admin_lock();
         let topic = Self::existing(&self.meta.state(), name)?;
-        if total <= topic.partitions {
+        if total < topic.partitions {
             return Err(AdminError::new(
                 errors::INVALID_PARTITIONS,
                 format!(
-                    "topic '{name}' has {} partitions; the new count must be larger, got {total}",
+                    "The topic {name} currently has {} partition(s); {total} would not be an increase.",
                     topic.partitions
                 ),
+            ));
+        }
+        if total == topic.partitions {
+            return Err(AdminError::new(
+                errors::INVALID_PARTITIONS,
+                format!("Topic already has {total} partition(s)."),
             ));
         }
         if total > 100_000 {
@@ -823,9 +828,8 @@ impl Broker {
     ) -> Result<(), AdminError> {
         let _admin = self.admin_lock();
         let topic = Self::existing(&self.meta.state(), name)?;
-        for (k, v) in &configs {
-            topic_config::validate(k, v).map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        }
+        topic_config::validate_all(&configs)
+            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         if validate_only {

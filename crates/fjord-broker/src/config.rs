@@ -208,6 +208,16 @@ impl BrokerConfig {
                 l.message_timestamp_type == dl.message_timestamp_type,
             ),
             (
+                "log.message.timestamp.before.max.ms",
+                l.message_timestamp_before_max_ms.to_string(),
+                l.message_timestamp_before_max_ms == dl.message_timestamp_before_max_ms,
+            ),
+            (
+                "log.message.timestamp.after.max.ms",
+                l.message_timestamp_after_max_ms.to_string(),
+                l.message_timestamp_after_max_ms == dl.message_timestamp_after_max_ms,
+            ),
+            (
                 "transaction.state.log.num.partitions",
                 self.transaction_state_partitions.to_string(),
                 self.transaction_state_partitions == d.transaction_state_partitions,

@@ -30,6 +30,7 @@ pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const INVALID_RECORD: i16 = 87;
+pub const INVALID_TIMESTAMP: i16 = 32;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
@@ -39,6 +40,10 @@ pub fn from_log_error(e: &LogError) -> i16 {
         LogError::CorruptBatch(_) => CORRUPT_MESSAGE,
         LogError::BatchTooLarge { .. } => MESSAGE_TOO_LARGE,
         LogError::InvalidRecord { .. } => INVALID_RECORD,
+        LogError::RecordsRejected {
+            timestamp: true, ..
+        } => INVALID_TIMESTAMP,
+        LogError::RecordsRejected { .. } => INVALID_RECORD,
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         LogError::Closed { .. } => NOT_LEADER_OR_FOLLOWER,
         LogError::Failed { .. } | LogError::Io { .. } | LogError::Unreadable { .. } => {

@@ -52,6 +52,8 @@ struct Snapshot {
     id: u64,
     file: Arc<dyn StorageFile>,
     size: u64,
+    /// The first batch's max timestamp (or the segment's creation time).
+    first_timestamp: i64,
 }
 
 /// What to do with one record.
@@ -93,6 +95,13 @@ impl Log {
                 if next_base > lso || next_base > recovery_point {
                     break;
                 }
+                // min.compaction.lag.ms: records younger than the lag stay as written; the
+                // segment holding one and all after it wait (Kafka's first uncleanable segment).
+                if config.min_compaction_lag_ms > 0
+                    && s.max_timestamp > now_ms.saturating_sub(config.min_compaction_lag_ms)
+                {
+                    break;
+                }
                 if s.next_offset <= inner.log_start_offset {
                     continue;
                 }
@@ -102,6 +111,7 @@ impl Log {
                     id: s.id,
                     file: s.log.clone(),
                     size: s.size,
+                    first_timestamp: s.rolling_timestamp,
                 });
             }
             let aborted: Vec<crate::AbortedTxn> =
@@ -121,11 +131,23 @@ impl Log {
             return Ok(outcome);
         };
         // Nothing new sealed and no tombstone due: a pass would change nothing.
-        if state.passes > 0
-            && end <= state.last_end
-            && state.next_horizon.is_none_or(|h| now_ms <= h)
-        {
+        let tombstone_due = state.next_horizon.is_some_and(|h| now_ms > h);
+        if state.passes > 0 && end <= state.last_end && !tombstone_due {
             return Ok(outcome);
+        }
+        // min.cleanable.dirty.ratio: wait until the segments sealed since the last pass are
+        // this share of the cleanable log, unless a dirty record has waited
+        // max.compaction.lag.ms or a tombstone is due.
+        if state.passes > 0 && !tombstone_due {
+            let total: u64 = snapshot.iter().map(|s| s.size).sum();
+            let dirty = snapshot.iter().filter(|s| s.next_base > state.last_end);
+            let overdue = dirty
+                .clone()
+                .any(|s| s.first_timestamp < now_ms.saturating_sub(config.max_compaction_lag_ms));
+            let dirty: u64 = dirty.map(|s| s.size).sum();
+            if !overdue && (dirty as f64) < config.min_cleanable_dirty_ratio * total as f64 {
+                return Ok(outcome);
+            }
         }
         state.passes += 1;
         let mut next_horizon: Option<i64> = None;

@@ -35,6 +35,10 @@ impl CleanupPolicy {
             delete: false,
             compact: false,
         };
+        if value.trim().is_empty() {
+            // Kafka 4: an empty policy neither deletes nor compacts (the log is kept whole).
+            return Some(policy);
+        }
         for part in value.split(',') {
             match part.trim() {
                 "delete" => policy.delete = true,
@@ -48,7 +52,7 @@ impl CleanupPolicy {
 
 /// One partition log's settings. Defaults are Kafka's, except `flush_messages`, which is 1 so
 /// that an acknowledged append is on disk (see docs/storage.md, "Durability").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll to a new segment before this size is exceeded.
     pub segment_bytes: u64,
@@ -71,14 +75,32 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: a CreateTime record older than this (against the
+    /// broker's clock) is refused with INVALID_TIMESTAMP.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: a CreateTime record further ahead than this is
+    /// refused (Kafka 4's default: one hour).
+    pub message_timestamp_after_max_ms: i64,
     /// `flush.messages`: fsync once this many records are unflushed; 1 = every append waits for
     /// its own fsync (shared with concurrent appends).
     pub flush_messages: u64,
     /// `flush.ms`: fsync when the oldest unflushed append is this old.
     pub flush_ms: i64,
-    /// The most bytes a compressed batch may inflate to while it is validated or compacted.
+    /// The most bytes a compressed batch may inflate to while it is validated or compacted
+    /// (`max.decompressed.message.bytes`, at most [`MAX_DECOMPRESSED_BYTES`]).
     pub max_decompressed_bytes: usize,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record is compacted at most this long after it was written
+    /// (compacted logs also roll their active segment at this age).
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: compact once the uncompacted share of the log reaches this.
+    pub min_cleanable_dirty_ratio: f64,
 }
+
+/// Fjord's bound on a batch's decompressed size, whatever `max.decompressed.message.bytes`
+/// says (Kafka's default, 2 GiB, would let one request hold that much memory).
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -93,9 +115,14 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 3_600_000,
             flush_messages: 1,
             flush_ms: i64::MAX,
-            max_decompressed_bytes: 256 * 1024 * 1024,
+            max_decompressed_bytes: MAX_DECOMPRESSED_BYTES,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -112,8 +139,14 @@ pub const LOG_CONFIG_KEYS: &[&str] = &[
     "delete.retention.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
     "flush.messages",
     "flush.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
+    "max.decompressed.message.bytes",
 ];
 
 impl LogConfig {
@@ -153,8 +186,30 @@ impl LogConfig {
                     _ => return Err(err("expected CreateTime or LogAppendTime")),
                 };
             }
+            "message.timestamp.before.max.ms" => {
+                self.message_timestamp_before_max_ms = non_negative(int()?, &err)? as i64;
+            }
+            "message.timestamp.after.max.ms" => {
+                self.message_timestamp_after_max_ms = non_negative(int()?, &err)? as i64;
+            }
             "flush.messages" => self.flush_messages = non_negative(int()?, &err)?,
             "flush.ms" => self.flush_ms = int()?,
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = non_negative(int()?, &err)? as i64;
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = non_negative(int()?, &err)? as i64;
+            }
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = match value.trim().parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => r,
+                    _ => return Err(err("must be a number from 0 to 1")),
+                };
+            }
+            "max.decompressed.message.bytes" => {
+                let n = usize::try_from(non_negative(int()?, &err)?).unwrap_or(usize::MAX);
+                self.max_decompressed_bytes = n.min(MAX_DECOMPRESSED_BYTES);
+            }
             _ => return Err(err("not a log config")),
         }
         Ok(())
@@ -208,12 +263,6 @@ impl LogConfig {
             "retention.ms",
             self.retention_ms.to_string(),
             "must be -1 (forever) or a duration",
-        )?;
-        check(
-            self.cleanup_policy.delete || self.cleanup_policy.compact,
-            "cleanup.policy",
-            String::new(),
-            "must name delete, compact or both",
         )?;
         check(
             self.delete_retention_ms >= 0,

@@ -23,6 +23,17 @@ pub enum LogError {
     #[error("invalid record: {reason}")]
     InvalidRecord { reason: &'static str },
 
+    /// Records of a batch break a rule of this log (KIP-467): each is named by its index in
+    /// the batch with its own message. Kafka: INVALID_TIMESTAMP when a timestamp is out of
+    /// range, otherwise INVALID_RECORD.
+    #[error("{message}")]
+    RecordsRejected {
+        /// Whether a timestamp was out of range (INVALID_TIMESTAMP).
+        timestamp: bool,
+        message: String,
+        records: Vec<(i32, String)>,
+    },
+
     /// The offset is outside `[log start, log end]` (Kafka: OFFSET_OUT_OF_RANGE).
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

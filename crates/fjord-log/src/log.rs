@@ -252,6 +252,84 @@ pub enum LastShutdown {
     Unclean,
 }
 
+/// Whether a CreateTime record's timestamp lies outside `message.timestamp.before.max.ms` /
+/// `after.max.ms` of `now_ms` (Kafka's check; -1, "no timestamp", is never out of range).
+fn timestamp_out_of_range(timestamp: i64, now_ms: i64, config: &LogConfig) -> bool {
+    if timestamp == -1 || timestamp == i64::MAX {
+        return false;
+    }
+    let diff = i128::from(now_ms) - i128::from(timestamp);
+    diff > i128::from(config.message_timestamp_before_max_ms)
+        || -diff > i128::from(config.message_timestamp_after_max_ms)
+}
+
+/// The per-record errors (KIP-467) of a batch that broke a compacted topic's key rule or the
+/// timestamp bounds, with Kafka's messages; only called once the summary found one.
+fn reject_records(batch: &[u8], config: &LogConfig, now_ms: i64, dir: &Path) -> LogError {
+    let partition = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(header) = BatchHeader::parse(batch) else {
+        return LogError::InvalidRecord {
+            reason: "record batch header unreadable",
+        };
+    };
+    let records = match fjord_record::Records::decode(batch, config.max_decompressed_bytes) {
+        Ok(r) => r,
+        Err(e) => return LogError::CorruptBatch(e),
+    };
+    let mut errors = Vec::new();
+    let mut timestamp = false;
+    for (index, record) in records.iter().enumerate() {
+        let Ok(record) = record else { break };
+        let index = index as i32;
+        if config.cleanup_policy.compact && record.key.is_none() {
+            errors.push((
+                index,
+                format!(
+                    "Compacted topic cannot accept message without key in topic partition {partition}"
+                ),
+            ));
+            continue;
+        }
+        let ts = header.base_timestamp.wrapping_add(record.timestamp_delta);
+        if config.message_timestamp_type == TimestampType::CreateTime
+            && timestamp_out_of_range(ts, now_ms, config)
+        {
+            timestamp = true;
+            errors.push((
+                index,
+                format!(
+                    "Timestamp {ts} of message with offset {} is out of range. The timestamp should be within [{}, {}]",
+                    header.base_offset.wrapping_add(i64::from(record.offset_delta)),
+                    now_ms.wrapping_sub(config.message_timestamp_before_max_ms),
+                    now_ms.wrapping_add(config.message_timestamp_after_max_ms),
+                ),
+            ));
+        }
+    }
+    let message = if timestamp {
+        "One or more records have been rejected due to invalid timestamp".to_string()
+    } else {
+        let shown: Vec<String> = errors
+            .iter()
+            .take(3)
+            .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+            .collect();
+        format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            errors.len(),
+            shown.join(", ")
+        )
+    };
+    LogError::RecordsRejected {
+        timestamp,
+        message,
+        records: errors,
+    }
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering it if it was not shut down cleanly.
     pub fn open(
@@ -721,10 +799,12 @@ impl Log {
                         reason: "record offset deltas must run 0, 1, 2, … to lastOffsetDelta",
                     });
                 }
-                if config.cleanup_policy.compact && summary.has_null_key && !header.is_control() {
-                    return Err(LogError::InvalidRecord {
-                        reason: "a compacted topic cannot accept a record without a key",
-                    });
+                let keyless = config.cleanup_policy.compact && summary.has_null_key;
+                let timestamps = config.message_timestamp_type == TimestampType::CreateTime
+                    && (timestamp_out_of_range(summary.min_timestamp, now_ms, &config)
+                        || timestamp_out_of_range(summary.max_timestamp, now_ms, &config));
+                if (keyless || timestamps) && !header.is_control() {
+                    return Err(reject_records(batch, &config, now_ms, &self.dir));
                 }
                 match config.message_timestamp_type {
                     TimestampType::LogAppendTime => {
@@ -891,8 +971,15 @@ impl Log {
         if active.size == 0 {
             return Ok(());
         }
+        // A compacted log also rolls at max.compaction.lag.ms, so that its newest records
+        // become cleanable within the lag (Kafka's `LogConfig.maxSegmentMs`).
+        let segment_ms = if config.cleanup_policy.compact {
+            config.segment_ms.min(config.max_compaction_lag_ms)
+        } else {
+            config.segment_ms
+        };
         let roll = active.size + incoming > config.segment_bytes
-            || now_ms.saturating_sub(active.rolling_timestamp) > config.segment_ms
+            || now_ms.saturating_sub(active.rolling_timestamp) > segment_ms
             || last_offset - active.base_offset > i64::from(i32::MAX)
             || active.index_full(config.segment_index_bytes);
         if roll {

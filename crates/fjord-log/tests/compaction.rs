@@ -256,3 +256,74 @@ fn crash_at_any_step_of_compaction_loses_no_latest_value() {
         }
     }
 }
+
+#[test]
+fn min_compaction_lag_keeps_young_segments_as_written() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let log = open(
+        &storage,
+        LogConfig {
+            min_compaction_lag_ms: 5_000,
+            ..config()
+        },
+    );
+    fill(&log, 20); // records stamped 1,000
+    log.set_high_watermark(log.log_end_offset()).unwrap();
+    // At 3,000 every record is younger than the lag: nothing may be cleaned.
+    assert_eq!(log.compact(3_000).unwrap().segments_cleaned, 0);
+    // Once the lag has passed, the same segments are cleaned.
+    assert!(log.compact(7_000).unwrap().segments_cleaned > 0);
+}
+
+#[test]
+fn dirty_ratio_waits_unless_a_record_passed_max_compaction_lag() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let cfg = LogConfig {
+        min_cleanable_dirty_ratio: 0.9,
+        ..config()
+    };
+    let log = open(&storage, cfg);
+    fill(&log, 20);
+    log.set_high_watermark(log.log_end_offset()).unwrap();
+    assert!(
+        log.compact(2_000).unwrap().segments_cleaned > 0,
+        "first pass cleans all"
+    );
+    // A little more data seals a segment or two: far below 90% of the log.
+    fill(&log, 3);
+    log.set_high_watermark(log.log_end_offset()).unwrap();
+    assert_eq!(
+        log.compact(2_000).unwrap().segments_cleaned,
+        0,
+        "below the ratio"
+    );
+    // The same dirty segments, once older than max.compaction.lag.ms, are cleaned.
+    log.set_config(LogConfig {
+        max_compaction_lag_ms: 500,
+        ..cfg
+    })
+    .unwrap();
+    assert!(log.compact(2_000).unwrap().segments_cleaned > 0, "overdue");
+}
+
+#[test]
+fn a_compacted_log_rolls_at_max_compaction_lag() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let log = open(
+        &storage,
+        LogConfig {
+            segment_bytes: 1 << 20,
+            max_compaction_lag_ms: 1_000,
+            ..config()
+        },
+    );
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(1_000, Some(b"k"), Some(b"v"));
+    let batch = b.build().unwrap();
+    log.append(&batch, AppendOrigin::Client, 1_000).unwrap();
+    log.append(&batch, AppendOrigin::Client, 1_500).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    // Past the lag (not segment.ms, a week) the next append starts a new segment.
+    log.append(&batch, AppendOrigin::Client, 2_500).unwrap();
+    assert_eq!(log.segments().len(), 2);
+}

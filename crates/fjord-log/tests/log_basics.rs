@@ -156,10 +156,23 @@ fn bad_batches_are_refused_with_typed_errors() {
     let mut b = fjord_record::BatchBuilder::new(Compression::None);
     b.push(1, None, Some(b"no key"));
     let no_key = b.build().unwrap();
-    assert!(matches!(
-        log.append(&no_key, AppendOrigin::Client, 1),
-        Err(LogError::InvalidRecord { .. })
-    ));
+    // Refused record by record (KIP-467), with Kafka's message naming the partition.
+    match log.append(&no_key, AppendOrigin::Client, 1) {
+        Err(LogError::RecordsRejected {
+            timestamp: false,
+            records,
+            ..
+        }) => {
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].0, 0);
+            assert!(
+                records[0]
+                    .1
+                    .starts_with("Compacted topic cannot accept message without key")
+            );
+        }
+        other => panic!("keyless record in a compacted log: {other:?}"),
+    }
     let mut b = fjord_record::BatchBuilder::new(Compression::None);
     b.control = true;
     b.push(1, Some(b"\0\0\0\0"), Some(b"marker"));
@@ -700,4 +713,48 @@ fn a_leader_stamps_its_epoch_and_a_replica_keeps_the_batchs() {
         })
         .collect();
     assert_eq!(epochs, [7, 3]);
+}
+
+#[test]
+fn timestamps_outside_the_topic_bounds_are_refused_record_by_record() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let log = open(
+        &storage,
+        LogConfig {
+            message_timestamp_before_max_ms: 10_000,
+            message_timestamp_after_max_ms: 1_000,
+            ..LogConfig::default()
+        },
+    );
+    let now = 100_000;
+    let mut b = fjord_record::BatchBuilder::new(Compression::None);
+    b.push(now, Some(b"k"), Some(b"ok"));
+    b.push(now - 20_000, Some(b"k"), Some(b"too old"));
+    b.push(now + 500, Some(b"k"), Some(b"ok"));
+    b.push(now + 5_000, Some(b"k"), Some(b"too new"));
+    let batch = b.build().unwrap();
+    match log.append(&batch, AppendOrigin::Client, now) {
+        Err(LogError::RecordsRejected {
+            timestamp: true,
+            message,
+            records,
+        }) => {
+            assert_eq!(
+                message,
+                "One or more records have been rejected due to invalid timestamp"
+            );
+            assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3]);
+            assert_eq!(
+                records[0].1,
+                "Timestamp 80000 of message with offset 1 is out of range. The timestamp should be within [90000, 101000]"
+            );
+        }
+        other => panic!("expected the timestamps refused, got {other:?}"),
+    }
+    assert_eq!(log.log_end_offset(), 0, "nothing of the batch was written");
+    // In bounds, and LogAppendTime topics (the broker's clock) are never refused.
+    let mut b = fjord_record::BatchBuilder::new(Compression::None);
+    b.push(now - 5_000, Some(b"k"), Some(b"ok"));
+    log.append(&b.build().unwrap(), AppendOrigin::Client, now)
+        .unwrap();
 }

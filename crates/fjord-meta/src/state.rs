@@ -48,21 +48,24 @@ pub struct MetadataState {
 
 /// Kafka's rules for topic names: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    // Kafka 4.4's wording (`Topic.validate`), after "Topic name is invalid: ".
     if name.is_empty() {
-        return Err("the name is empty".into());
+        return Err("the empty string is not allowed".into());
     }
     if name == "." || name == ".." {
-        return Err("'.' and '..' are not allowed".into());
+        return Err(format!("'{name}' is not allowed"));
     }
     if name.len() > 249 {
-        return Err(format!("{} characters, the limit is 249", name.len()));
+        return Err(format!(
+            "the length of '{name}' is longer than the max allowed length 249"
+        ));
     }
-    if let Some(c) = name
+    if !name
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
         return Err(format!(
-            "character {c:?} is not allowed (use ASCII letters, digits, '.', '_' and '-')"
+            "'{name}' contains one or more characters other than ASCII alphanumerics, '.', '_' and '-'"
         ));
     }
     Ok(())

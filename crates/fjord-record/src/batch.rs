@@ -302,6 +302,8 @@ pub struct RecordsSummary {
     pub count: i32,
     /// The largest record timestamp (base timestamp + delta); `-1` for an empty batch.
     pub max_timestamp: i64,
+    /// The smallest record timestamp; `i64::MAX` for an empty batch.
+    pub min_timestamp: i64,
     /// Whether offset deltas run 0, 1, 2, … as a producer must write them.
     pub dense_offsets: bool,
     /// Whether any record has a null key (compacted topics refuse those).
@@ -318,6 +320,7 @@ pub fn validate_records(batch: &[u8], limit: usize) -> Result<RecordsSummary, Re
     let mut summary = RecordsSummary {
         count: 0,
         max_timestamp: -1,
+        min_timestamp: i64::MAX,
         dense_offsets: true,
         has_null_key: false,
         uncompressed_len: records.data().len(),
@@ -330,9 +333,9 @@ pub fn validate_records(batch: &[u8], limit: usize) -> Result<RecordsSummary, Re
         if record.key.is_none() {
             summary.has_null_key = true;
         }
-        summary.max_timestamp = summary
-            .max_timestamp
-            .max(header.base_timestamp.wrapping_add(record.timestamp_delta));
+        let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+        summary.max_timestamp = summary.max_timestamp.max(timestamp);
+        summary.min_timestamp = summary.min_timestamp.min(timestamp);
         summary.count += 1;
     }
     if summary.count != header.records_count {

@@ -35,6 +35,8 @@ pub const KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "log.retention.check.interval.ms",
     "offsets.topic.num.partitions",
     "offsets.retention.minutes",
@@ -129,6 +131,12 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "log.flush.interval.messages" => log_key("flush.messages", value, log)?,
         "log.flush.interval.ms" => log_key("flush.ms", value, log)?,
         "log.message.timestamp.type" => log_key("message.timestamp.type", value, log)?,
+        "log.message.timestamp.before.max.ms" => {
+            log_key("message.timestamp.before.max.ms", value, log)?
+        }
+        "log.message.timestamp.after.max.ms" => {
+            log_key("message.timestamp.after.max.ms", value, log)?
+        }
         "offsets.topic.num.partitions" => {
             config.offsets_topic_partitions =
                 i32::try_from(positive(int()?)?).context("out of range")?;

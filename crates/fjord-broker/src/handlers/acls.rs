@@ -13,13 +13,15 @@ use kafka_protocol::messages::{
 use super::str_bytes;
 use crate::errors;
 
-/// Kafka's message for every ACL request on a broker without an authorizer.
+/// Kafka's messages for ACL requests on a broker without an authorizer (DescribeAcls has
+/// its own wording).
 const NO_AUTHORIZER: &str = "No Authorizer is configured.";
+const NO_AUTHORIZER_DESCRIBE: &str = "No Authorizer is configured on the broker";
 
 pub fn describe(_request: DescribeAclsRequest) -> DescribeAclsResponse {
     let mut r = DescribeAclsResponse::default();
     r.error_code = errors::SECURITY_DISABLED;
-    r.error_message = Some(str_bytes(NO_AUTHORIZER));
+    r.error_message = Some(str_bytes(NO_AUTHORIZER_DESCRIBE));
     r
 }
 

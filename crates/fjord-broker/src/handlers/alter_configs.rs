@@ -24,7 +24,7 @@ const SUBTRACT: i8 = 3;
 
 /// Configs whose values are comma-separated lists (the only ones APPEND and SUBTRACT apply to).
 fn is_list(key: &str) -> bool {
-    key == "cleanup.policy"
+    crate::topic_config::definition(key).is_some_and(|d| d.kind == crate::topic_config::Kind::List)
 }
 
 fn unsupported_resource(resource_type: i8) -> AdminError {
@@ -130,8 +130,9 @@ fn incremental(
             }
             APPEND | SUBTRACT => {
                 if !is_list(key) {
+                    let name = if *op == APPEND { "APPEND" } else { "SUBTRACT" };
                     return Err(invalid(format!(
-                        "{key} is not a list config; APPEND and SUBTRACT apply to list configs only"
+                        "Can't {name} to key {key} because its type is not LIST."
                     )));
                 }
                 let v = value
@@ -184,7 +185,7 @@ pub async fn handle_incremental(
             match broker.metadata().topic(&name).cloned() {
                 None => Err(AdminError {
                     code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-                    message: format!("topic '{name}' does not exist"),
+                    message: format!("The topic '{name}' does not exist."),
                 }),
                 Some(topic) => {
                     let mut seen = std::collections::HashSet::new();

@@ -50,10 +50,13 @@ pub async fn handle(
         match described {
             None => {
                 g.error_code = fjord_coord::codes::GROUP_ID_NOT_FOUND;
-                g.error_message = Some(str_bytes(format!(
-                    "group {} is not a consumer-protocol group",
-                    id.0
-                )));
+                // Kafka's wording: a classic group, or none at all.
+                let message = if broker.groups.coordinator().describe(&id.0).is_some() {
+                    format!("Group {} is not a consumer group.", id.0)
+                } else {
+                    format!("Group {} not found.", id.0)
+                };
+                g.error_message = Some(str_bytes(message));
             }
             Some(d) => {
                 g.group_state = str_bytes(d.state);

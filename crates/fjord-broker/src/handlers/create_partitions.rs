@@ -46,7 +46,10 @@ pub async fn handle(
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 r.error_code = e.code;
-                r.error_message = Some(str_bytes(e.message));
+                // Kafka gives no message for an unknown topic (the client's own text shows).
+                if e.code != errors::UNKNOWN_TOPIC_OR_PARTITION {
+                    r.error_message = Some(str_bytes(e.message));
+                }
             }
             Err(_) => r.error_code = errors::UNKNOWN_SERVER_ERROR,
         }

@@ -118,13 +118,12 @@ pub async fn handle(
                     result.configs = Some(
                         described
                             .into_iter()
-                            .map(|(k, v, default)| {
+                            .map(|d| {
                                 let mut c = CreatableTopicConfigs::default();
-                                c.name = str_bytes(k);
-                                c.value = Some(str_bytes(v));
+                                c.name = str_bytes(d.name);
+                                c.value = Some(str_bytes(d.value));
                                 c.read_only = false;
-                                // 5 = DEFAULT_CONFIG, 1 = DYNAMIC_TOPIC_CONFIG
-                                c.config_source = if default { 5 } else { 1 };
+                                c.config_source = d.source;
                                 c.is_sensitive = false;
                                 c
                             })

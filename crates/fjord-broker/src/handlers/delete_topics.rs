@@ -70,7 +70,8 @@ pub async fn handle(
             }
             Ok(Err(e)) => {
                 r.error_code = e.code;
-                if ctx.version >= 5 {
+                // Kafka gives no message for an unknown topic (the client's own text shows).
+                if ctx.version >= 5 && e.code != errors::UNKNOWN_TOPIC_OR_PARTITION {
                     r.error_message = Some(str_bytes(e.message));
                 }
             }

@@ -15,7 +15,6 @@ pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
 
 // Kafka's ConfigSource codes.
-const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
 
@@ -46,26 +45,6 @@ fn config_type(key: &str) -> i8 {
         "default.replication.factor" => INT,
         _ => LONG,
     }
-}
-
-/// The broker-level name Kafka lists as a topic config's synonym.
-fn broker_synonym(topic_key: &str) -> Option<&'static str> {
-    Some(match topic_key {
-        "retention.ms" => "log.retention.ms",
-        "retention.bytes" => "log.retention.bytes",
-        "segment.bytes" => "log.segment.bytes",
-        "segment.ms" => "log.roll.ms",
-        "segment.index.bytes" => "log.index.size.max.bytes",
-        "index.interval.bytes" => "log.index.interval.bytes",
-        "cleanup.policy" => "log.cleanup.policy",
-        "delete.retention.ms" => "log.cleaner.delete.retention.ms",
-        "max.message.bytes" => "message.max.bytes",
-        "message.timestamp.type" => "log.message.timestamp.type",
-        "flush.messages" => "log.flush.interval.messages",
-        "flush.ms" => "log.flush.interval.ms",
-        "min.insync.replicas" => "min.insync.replicas",
-        _ => return None,
-    })
 }
 
 fn entry(
@@ -118,8 +97,8 @@ pub async fn handle(
                 let name = res.resource_name.to_string();
                 let Some(topic) = broker.metadata().topic(&name).cloned() else {
                     result.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
-                    result.error_message =
-                        Some(str_bytes(format!("topic '{name}' does not exist")));
+                    // Kafka answers an unknown topic with an empty message.
+                    result.error_message = Some(str_bytes(""));
                     response.results.push(result);
                     continue;
                 };
@@ -128,35 +107,20 @@ pub async fn handle(
                     broker.config.min_insync_replicas,
                     &topic.configs,
                 );
-                for (k, v, is_default) in described.into_iter().filter(|(k, _, _)| wanted(k)) {
-                    let broker_name = broker_synonym(&k);
-                    let broker_entry =
-                        broker_name.and_then(|b| broker_values.iter().find(|(n, _, _)| *n == b));
-                    let source = match (is_default, broker_entry) {
-                        (false, _) => DYNAMIC_TOPIC_CONFIG,
-                        (true, Some((_, _, false))) => STATIC_BROKER_CONFIG,
-                        (true, _) => DEFAULT_CONFIG,
+                for d in described.into_iter().filter(|d| wanted(d.name)) {
+                    let synonyms = if request.include_synonyms {
+                        d.synonyms
+                            .iter()
+                            .map(|(n, v, source)| synonym(n, v, *source))
+                            .collect()
+                    } else {
+                        Vec::new()
                     };
-                    let mut synonyms = Vec::new();
-                    if request.include_synonyms {
-                        if !is_default {
-                            synonyms.push(synonym(&k, &v, DYNAMIC_TOPIC_CONFIG));
-                        }
-                        if let Some((bn, bv, bdefault)) = broker_entry {
-                            synonyms.push(synonym(
-                                bn,
-                                bv,
-                                if *bdefault {
-                                    DEFAULT_CONFIG
-                                } else {
-                                    STATIC_BROKER_CONFIG
-                                },
-                            ));
-                        }
+                    let mut e = entry(d.name, d.value, d.source, false, ctx.version, synonyms);
+                    if ctx.version >= 3 {
+                        e.config_type = d.kind.code();
                     }
-                    result
-                        .configs
-                        .push(entry(&k, v, source, false, ctx.version, synonyms));
+                    result.configs.push(e);
                 }
             }
             BROKER => {

@@ -7,6 +7,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, str_bytes};
 use crate::broker::Broker;
+use fjord_coord::codes::GROUP_ID_NOT_FOUND;
 
 fn member(
     id: String,
@@ -25,7 +26,7 @@ fn member(
 pub async fn handle(
     broker: &Arc<Broker>,
     request: DescribeGroupsRequest,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
 ) -> DescribeGroupsResponse {
     let mut r = DescribeGroupsResponse::default();
     for id in request.groups {
@@ -51,8 +52,15 @@ pub async fn handle(
             continue;
         }
         match broker.groups.coordinator().describe(&id.0) {
-            // Kafka answers an unknown group as a dead one (no error before v6).
-            None => g.group_state = str_bytes("Dead"),
+            // Kafka answers an unknown group as a dead one, with GROUP_ID_NOT_FOUND from v6
+            // on (KIP-1043).
+            None => {
+                g.group_state = str_bytes("Dead");
+                if ctx.version >= 6 {
+                    g.error_code = GROUP_ID_NOT_FOUND;
+                    g.error_message = Some(str_bytes(format!("Group {} not found.", id.0)));
+                }
+            }
             Some(d) => {
                 g.group_state = str_bytes(d.state.name());
                 g.protocol_type = str_bytes(d.protocol_type);

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use fjord_log::{AppendInfo, AppendOrigin, LogError};
 use fjord_record::BatchHeader;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{CloseReason, RequestContext, str_bytes};
@@ -14,8 +16,39 @@ use crate::errors;
 /// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than the topic's min.insync.replicas.
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 
-/// A refusal: the Kafka error code and what to tell the producer.
-type Refusal = (i16, String);
+/// A refusal: the Kafka error code, what to tell the producer, and the records at fault by
+/// their index in the batch (KIP-467), if the log named any.
+struct Refusal {
+    code: i16,
+    message: String,
+    records: Vec<(i32, String)>,
+}
+
+impl From<(i16, String)> for Refusal {
+    fn from((code, message): (i16, String)) -> Self {
+        Self {
+            code,
+            message,
+            records: Vec::new(),
+        }
+    }
+}
+
+impl From<LogError> for Refusal {
+    fn from(e: LogError) -> Self {
+        let code = errors::from_log_error(&e);
+        match e {
+            LogError::RecordsRejected {
+                message, records, ..
+            } => Self {
+                code,
+                message,
+                records,
+            },
+            e => (code, e.to_string()).into(),
+        }
+    }
+}
 
 /// A partition's part of the request: refused at once, or to be appended.
 enum Pending {
@@ -69,15 +102,21 @@ pub async fn handle(
         response.responses.push(topic_response);
         for pd in topic.partition_data {
             let outcome = if !matches!(acks, -1..=1) {
-                Pending::Refused((
-                    errors::INVALID_REQUIRED_ACKS,
-                    format!("acks={acks} is not one of -1, 0, 1"),
-                ))
+                Pending::Refused(
+                    (
+                        errors::INVALID_REQUIRED_ACKS,
+                        format!("acks={acks} is not one of -1, 0, 1"),
+                    )
+                        .into(),
+                )
             } else if name == crate::groups::OFFSETS_TOPIC || name == crate::txns::TXN_TOPIC {
-                Pending::Refused((
-                    errors::INVALID_TOPIC_EXCEPTION,
-                    format!("cannot append to internal topic {name}"),
-                ))
+                Pending::Refused(
+                    (
+                        errors::INVALID_TOPIC_EXCEPTION,
+                        format!("cannot append to internal topic {name}"),
+                    )
+                        .into(),
+                )
             } else if let Err(refused) = check_transaction(
                 broker,
                 request.transactional_id.as_ref().map(|t| t.0.as_str()),
@@ -85,17 +124,23 @@ pub async fn handle(
                 pd.index,
                 pd.records.as_deref(),
             ) {
-                Pending::Refused(refused)
+                Pending::Refused(refused.into())
             } else {
                 match (broker.partition(&name, pd.index), pd.records) {
-                    (None, _) => Pending::Refused((
-                        errors::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("this server does not host {name}-{}", pd.index),
-                    )),
-                    (Some(_), None) => Pending::Refused((
-                        errors::INVALID_RECORD,
-                        "the partition's records are null".to_string(),
-                    )),
+                    (None, _) => Pending::Refused(
+                        (
+                            errors::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("this server does not host {name}-{}", pd.index),
+                        )
+                            .into(),
+                    ),
+                    (Some(_), None) => Pending::Refused(
+                        (
+                            errors::INVALID_RECORD,
+                            "the partition's records are null".to_string(),
+                        )
+                            .into(),
+                    ),
                     (Some(p), Some(records)) => check_isr(p, records, acks),
                 }
             };
@@ -116,7 +161,8 @@ pub async fn handle(
                     None => Err((
                         errors::UNKNOWN_SERVER_ERROR,
                         "append task failed".to_string(),
-                    )),
+                    )
+                        .into()),
                 },
             };
             (t, index, outcome)
@@ -138,9 +184,9 @@ pub async fn handle(
                             &p,
                             target,
                             Box::new(move |r: &Result<(), LogError>| {
-                                let r = r
-                                    .as_ref()
-                                    .map_err(|e| (errors::from_log_error(e), e.to_string()));
+                                let r = r.as_ref().map_err(|e| {
+                                    Refusal::from((errors::from_log_error(e), e.to_string()))
+                                });
                                 let _ = tx.send(r.map(|_| ()));
                             }),
                         );
@@ -162,7 +208,8 @@ pub async fn handle(
                     Err(_) => Err((
                         errors::UNKNOWN_SERVER_ERROR,
                         "the fsync was abandoned (broker shutting down)".to_string(),
-                    )),
+                    )
+                        .into()),
                 },
             }
             .map(|(p, info)| {
@@ -190,10 +237,25 @@ pub async fn handle(
                     pr.log_append_time_ms = info.log_append_time;
                     pr.log_start_offset = info.log_start_offset;
                 }
-                Err((code, message)) => {
+                Err(Refusal {
+                    code,
+                    message,
+                    records,
+                }) => {
                     tracing::debug!(client = %client, topic = %name, partition = index, code, %message, "produce refused");
                     pr.error_code = code;
-                    pr.error_message = Some(str_bytes(message));
+                    // Like Kafka, only record validation errors carry a message (the client
+                    // shows the error's own text otherwise); the reason is logged above.
+                    pr.error_message = (!records.is_empty()).then(|| str_bytes(message));
+                    pr.record_errors = records
+                        .into_iter()
+                        .map(|(batch_index, message)| {
+                            let mut e = BatchIndexAndErrorMessage::default();
+                            e.batch_index = batch_index;
+                            e.batch_index_error_message = Some(str_bytes(message));
+                            e
+                        })
+                        .collect();
                 }
             }
             response.responses[t].partition_responses.push(pr);
@@ -260,10 +322,13 @@ fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pen
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
     if acks == -1 && min_isr > 1 {
-        return Pending::Refused((
-            NOT_ENOUGH_REPLICAS,
-            format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
-        ));
+        return Pending::Refused(
+            (
+                NOT_ENOUGH_REPLICAS,
+                format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
+            )
+                .into(),
+        );
     }
     Pending::Append(partition, records)
 }
@@ -294,10 +359,7 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
             let task = tokio::task::spawn_blocking(move || {
                 group
                     .into_iter()
-                    .map(|(p, records)| {
-                        append(&p, &records)
-                            .map_err(|e| (errors::from_log_error(&e), e.to_string()))
-                    })
+                    .map(|(p, records)| append(&p, &records).map_err(Refusal::from))
                     .collect::<Vec<_>>()
             });
             (n, task)
@@ -313,7 +375,8 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
                     Err((
                         errors::UNKNOWN_SERVER_ERROR,
                         format!("append task failed: {e}"),
-                    ))
+                    )
+                        .into())
                 }));
             }
         }
