@@ -15,7 +15,7 @@
 #
 # Kafka's shell tools are their main classes (kafka.sh run CLASS --help for each):
 #   kafka-topics                org.apache.kafka.tools.TopicCommand
-#   kafka-configs               kafka.admin.ConfigCommand
+#   kafka-configs               org.apache.kafka.tools.ConfigCommand
 #   kafka-console-producer      org.apache.kafka.tools.ConsoleProducer
 #   kafka-console-consumer      org.apache.kafka.tools.consumer.ConsoleConsumer
 #   kafka-consumer-groups       org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
@@ -23,6 +23,7 @@
 #   kafka-delete-records        org.apache.kafka.tools.DeleteRecordsCommand
 #   kafka-transactions          org.apache.kafka.tools.TransactionsCommand
 #   kafka-log-dirs              org.apache.kafka.tools.LogDirsCommand
+#   kafka-acls                  org.apache.kafka.tools.AclCommand
 #   kafka-producer-perf-test    org.apache.kafka.tools.ProducerPerformance
 #   kafka-consumer-perf-test    org.apache.kafka.tools.ConsumerPerformance
 #   kafka-storage               kafka.tools.StorageTool

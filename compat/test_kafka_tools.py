@@ -1,0 +1,193 @@
+"""Kafka's own command-line tools (run as their main classes, compat/reference/kafka.sh) against
+Kafka and against Fjord: the same commands, outputs compared after removing what differs by
+nature (topic ids, the run's names, timings)."""
+
+import json
+import re
+
+from diff import compare, unique
+from reference import run_tool
+
+TOPICS = "org.apache.kafka.tools.TopicCommand"
+CONFIGS = "org.apache.kafka.tools.ConfigCommand"
+PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
+CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
+GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+OFFSETS = "org.apache.kafka.tools.GetOffsetShell"
+DELETE_RECORDS = "org.apache.kafka.tools.DeleteRecordsCommand"
+TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand"
+LOG_DIRS = "org.apache.kafka.tools.LogDirsCommand"
+PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
+CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
+
+
+def tool(t, main, *args, input=None, check=True):
+    p = run_tool(main, *args, bootstrap=t.bootstrap, input=input, check=check)
+    return p
+
+
+def lines(text, prefix):
+    """Output lines without the run's names, topic ids, JVM warnings or blank padding."""
+    out = []
+    for line in text.replace(prefix, "<p>").splitlines():
+        line = re.sub(r"TopicId: \S+", "TopicId: <id>", line).rstrip()
+        line = re.sub(r"127\.0\.0\.1:\d+", "<address>", line)
+        if not line.strip() or "deprecated" in line or "KIP-848" in line:
+            continue
+        out.append(line)
+    return out
+
+
+def topics_and_configs(t):
+    p = unique("tool")
+    topic = f"{p}-t"
+    out = {}
+    out["create"] = lines(tool(t, TOPICS, "--create", "--topic", topic, "--partitions", "3",
+                               "--config", "retention.ms=100000").stdout, p)
+    out["create_again"] = lines(tool(t, TOPICS, "--create", "--topic", topic, "--partitions", "3",
+                                     check=False).stdout, p)
+    out["list"] = topic in tool(t, TOPICS, "--list").stdout.split()
+    out["describe"] = lines(tool(t, TOPICS, "--describe", "--topic", topic).stdout, p)
+    out["alter_partitions"] = lines(tool(t, TOPICS, "--alter", "--topic", topic,
+                                         "--partitions", "4").stdout, p)
+    out["configs_describe"] = lines(tool(t, CONFIGS, "--describe", "--entity-type", "topics",
+                                         "--entity-name", topic).stdout, p)
+    out["configs_alter"] = lines(tool(t, CONFIGS, "--alter", "--entity-type", "topics",
+                                      "--entity-name", topic, "--add-config",
+                                      "segment.ms=86400000,cleanup.policy=[compact,delete]",
+                                      "--delete-config", "retention.ms").stdout, p)
+    out["configs_after"] = lines(tool(t, CONFIGS, "--describe", "--entity-type", "topics",
+                                      "--entity-name", topic).stdout, p)
+    out["configs_all"] = lines(tool(t, CONFIGS, "--describe", "--all", "--entity-type", "topics",
+                                    "--entity-name", topic).stdout, p)
+    bad = tool(t, CONFIGS, "--alter", "--entity-type", "topics", "--entity-name", topic,
+               "--add-config", "retention.ms=soon", check=False)
+    out["configs_bad"] = [bad.returncode != 0, lines(bad.stdout + bad.stderr, p)[:2]]
+    out["delete"] = lines(tool(t, TOPICS, "--delete", "--topic", topic).stdout, p)
+    return out
+
+
+# Fjord's default flush.messages (fsync before acks=all) shows in `--describe --all`.
+def test_kafka_topics_and_kafka_configs(both):
+    k, f = both
+    kafka = topics_and_configs(k)
+    fjord = topics_and_configs(f)
+    flush_k = [l for l in kafka["configs_all"] if "flush.messages=" in l]
+    flush_f = [l for l in fjord["configs_all"] if "flush.messages=" in l]
+    assert flush_k == ["  flush.messages=9223372036854775807 sensitive=false "
+                       "synonyms={DEFAULT_CONFIG:log.flush.interval.messages=9223372036854775807}"]
+    assert flush_f == ["  flush.messages=1 sensitive=false "
+                       "synonyms={DEFAULT_CONFIG:log.flush.interval.messages=1}"]
+    kafka["configs_all"] = [l for l in kafka["configs_all"] if l not in flush_k]
+    fjord["configs_all"] = [l for l in fjord["configs_all"] if l not in flush_f]
+    compare((k, f), lambda t: kafka if t is k else fjord)
+
+
+def console_and_groups(t):
+    p = unique("tool")
+    topic, group = f"{p}-t", f"{p}-g"
+    tool(t, TOPICS, "--create", "--topic", topic, "--partitions", "3")
+    records = "".join(f"k{i}:v{i}\n" for i in range(12))
+    tool(t, PRODUCER, "--topic", topic, "--reader-property", "parse.key=true",
+         "--reader-property", "key.separator=:", input=records)
+    consumed = tool(t, CONSUMER, "--topic", topic, "--from-beginning", "--max-messages", "12",
+                    "--group", group, "--formatter-property", "print.key=true",
+                    "--formatter-property", "print.partition=true",
+                    "--formatter-property", "print.offset=true",
+                    "--formatter-property", "print.timestamp=false")
+    out = {"consumed": sorted(lines(consumed.stdout, p))}
+    out["groups_list"] = group in tool(t, GROUPS, "--list").stdout.split()
+    desc = tool(t, GROUPS, "--describe", "--group", group).stdout
+    # GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG (member columns are empty).
+    out["groups_describe"] = sorted(" ".join(l.split()[:6]) for l in lines(desc, p)
+                                    if l.split()[0] in (group.replace(p, "<p>"), "GROUP"))
+    state = tool(t, GROUPS, "--describe", "--group", group, "--state").stdout
+    out["groups_state"] = [" ".join(l.split()[1:]) for l in lines(state, p)]
+    reset = tool(t, GROUPS, "--reset-offsets", "--group", group, "--topic", topic,
+                 "--to-earliest", "--execute").stdout
+    out["groups_reset"] = sorted(" ".join(l.split()) for l in lines(reset, p))
+    shift = tool(t, GROUPS, "--reset-offsets", "--group", group, "--topic", f"{topic}:0",
+                 "--shift-by", "2", "--execute").stdout
+    out["groups_shift"] = sorted(" ".join(l.split()) for l in lines(shift, p))
+    out["offsets_latest"] = sorted(lines(tool(t, OFFSETS, "--topic", topic).stdout, p))
+    out["offsets_earliest"] = sorted(lines(tool(t, OFFSETS, "--topic", topic,
+                                                "--time", "-2").stdout, p))
+    return out, topic, group, p
+
+
+def delete_records_and_dirs(t, topic, group, p, tmp):
+    path = tmp / f"{t.name}-delete.json"
+    path.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "offset": 2}]}))
+    out = {"delete_records": lines(tool(t, DELETE_RECORDS, "--offset-json-file",
+                                        str(path)).stdout, p)}
+    out["offsets_after_delete"] = sorted(lines(tool(t, OFFSETS, "--topic", topic,
+                                                    "--time", "-2").stdout, p))
+    dirs = tool(t, LOG_DIRS, "--describe", "--topic-list", topic).stdout.splitlines()[-1]
+    described = json.loads(dirs)
+    out["log_dirs"] = sorted((part["partition"].replace(p, "<p>"), part["size"] > 0)
+                             for b in described["brokers"] for d in b["logDirs"]
+                             for part in d["partitions"])
+    out["groups_delete"] = lines(tool(t, GROUPS, "--delete", "--group", group).stdout, p)
+    return out
+
+
+def test_console_tools_groups_offsets_records(both, tmp_path):
+    def scenario(t):
+        out, topic, group, p = console_and_groups(t)
+        out.update(delete_records_and_dirs(t, topic, group, p, tmp_path))
+        return out
+    compare(both, scenario)
+
+
+def transactions_tool(t):
+    from confluent_kafka import Producer
+    p = unique("tool")
+    topic = f"{p}-t"
+    tool(t, TOPICS, "--create", "--topic", topic, "--partitions", "1")
+    prod = Producer({"bootstrap.servers": t.bootstrap, "transactional.id": f"{p}-tx"})
+    prod.init_transactions(15)
+    prod.begin_transaction()
+    prod.produce(topic, b"v")
+    prod.flush(10)
+    out = {}
+    listed = tool(t, TRANSACTIONS, "list").stdout
+    out["list_ongoing"] = [" ".join(l.split()[i] for i in (0, 3)) for l in lines(listed, p)
+                           if l.startswith("<p>")]
+    desc = tool(t, TRANSACTIONS, "describe", "--transactional-id", f"{p}-tx").stdout
+    rows = lines(desc, p)
+    header = rows[0].split("\t")
+    row = dict(zip([h.strip() for h in header], [c.strip() for c in rows[1].split("\t")]))
+    out["describe"] = {k: row[k] for k in ("TransactionalId", "TransactionState",
+                                           "TopicPartitions", "TransactionTimeoutMs")}
+    producers = tool(t, TRANSACTIONS, "describe-producers", "--topic", topic,
+                     "--partition", "0").stdout
+    out["producers_rows"] = len(lines(producers, p)) - 1
+    prod.commit_transaction(15)
+    listed = tool(t, TRANSACTIONS, "list").stdout
+    out["list_done"] = [" ".join(l.split()[i] for i in (0, 3)) for l in lines(listed, p)
+                        if l.startswith("<p>")]
+    hanging = tool(t, TRANSACTIONS, "find-hanging", "--broker-id", "1").stdout
+    out["find_hanging"] = [l for l in lines(hanging, p) if p in l or "<p>" in l]
+    return out
+
+
+def test_kafka_transactions_tool(both):
+    compare(both, transactions_tool)
+
+
+def perf_tools(t):
+    topic = unique("perf")
+    tool(t, TOPICS, "--create", "--topic", topic, "--partitions", "2")
+    prod = run_tool(PRODUCER_PERF, "--topic", topic, "--num-records", "20000",
+                    "--record-size", "100", "--throughput", "-1",
+                    "--producer-props", f"bootstrap.servers={t.bootstrap}", "acks=all")
+    summary = prod.stdout.strip().splitlines()[-1]
+    cons = run_tool(CONSUMER_PERF, "--topic", topic, "--messages", "20000",
+                    "--timeout", "30000", bootstrap=t.bootstrap)
+    last = cons.stdout.strip().splitlines()[-1].split(",")
+    return {"produced": summary.split()[0], "consumed_records": last[4].strip()}
+
+
+def test_perf_tools(both):
+    compare(both, perf_tools)
