@@ -16,10 +16,12 @@ test: unit compat bench-smoke
 unit:
 	$(CARGO) test --workspace --all-targets
 
-# Real clients (confluent-kafka/librdkafka, kafka-python, kcat) against a real fjord process.
+# Real clients (confluent-kafka/librdkafka, kafka-python, kcat, the Java client, Kafka's tools)
+# against a real fjord process, and the differential suite against Apache Kafka 4.4 beside it;
+# rewrites the table in docs/compatibility.md from what ran.
 compat:
 	$(CARGO) build -p fjord
-	compat/run.sh
+	FJORD_COMPAT_TABLE=../docs/compatibility.md compat/run.sh
 
 # The broker benchmark suite at a hundredth of its size, on the debug build: proves in
 # seconds that every workload still runs (the figures mean nothing).

@@ -1,4 +1,5 @@
-"""Fixtures: a real `fjord serve` process on free loopback ports, with its own data dir."""
+"""Fixtures: a real `fjord serve` process on free loopback ports, with its own data dir; Apache
+Kafka beside it for the differential tests; and the compatibility table those tests produce."""
 
 import os
 import signal
@@ -186,3 +187,61 @@ def java(tmp_path_factory):
         return json.loads(p.stdout.replace(prefix, "<p>"))
 
     return run
+
+
+# ---- The compatibility table (docs/compatibility.md) ----
+#
+# A test marked `@pytest.mark.compat(client, feature)` counts for that row: a differential
+# test (`compare`) for both columns (Kafka: the scenario ran; Fjord: it ran and matched Kafka,
+# documented differences aside), a test with the `target` fixture for its target's column,
+# any other test for Fjord's. With FJORD_COMPAT_TABLE=path the table in that file (between
+# its markers) is rewritten at the end of the run.
+
+_TABLE = {}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "compat(client, feature): a row of the compatibility table")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("compat")
+    if marker is None or report.when not in ("setup", "call"):
+        return
+    if report.when == "setup" and report.passed:
+        return
+    import diff
+    row = _TABLE.setdefault(tuple(marker.args), {})
+    seen = diff.OUTCOMES.get(item.nodeid)
+    if seen is not None:
+        for name, ok in seen.items():
+            row.setdefault(name, []).append(ok and (name == "kafka" or report.passed))
+    elif hasattr(item, "callspec") and "target" in item.callspec.params:
+        row.setdefault(item.callspec.params["target"], []).append(report.passed)
+    else:
+        row.setdefault("fjord", []).append(report.passed)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("FJORD_COMPAT_TABLE")
+    if not path or not _TABLE:
+        return
+    def cell(results):
+        if not results:
+            return "not run"
+        return "pass" if all(results) else "FAIL"
+    rows = ["| client / tool | feature | Apache Kafka 4.4 | Fjord |", "|---|---|---|---|"]
+    for (client, feature), row in sorted(_TABLE.items()):
+        rows.append(f"| {client} | {feature} | {cell(row.get('kafka'))} | {cell(row.get('fjord'))} |")
+    start, end = "<!-- compat-table:start -->", "<!-- compat-table:end -->"
+    with open(path) as f:
+        text = f.read()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + start + "\n" + "\n".join(rows) + "\n" + end + tail)

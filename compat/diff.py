@@ -7,7 +7,16 @@ docs/compatibility.md, and is pinned to the exact values each broker gives, so t
 when either side changes.
 """
 
+import os
 import uuid
+
+# What each differential test saw per broker: nodeid -> {"kafka": ok, "fjord": ok}; read by
+# conftest.py for the compatibility table in docs/compatibility.md.
+OUTCOMES = {}
+
+
+def _current_test():
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
 
 
 def unique(prefix):
@@ -46,7 +55,10 @@ def compare(both, scenario, *args, differ=None, **kwargs):
     documented difference, checked exactly. Returns (kafka's result, fjord's result).
     """
     kafka, fjord = both
+    seen = OUTCOMES.setdefault(_current_test(), {})
+    seen["kafka"] = seen["fjord"] = False
     k = scenario(kafka, *args, **kwargs)
+    seen["kafka"] = True
     f = scenario(fjord, *args, **kwargs)
     differ = dict(differ or {})
     found = differences(k, f)
@@ -59,4 +71,5 @@ def compare(both, scenario, *args, differ=None, **kwargs):
     assert not unexpected, "Fjord differs from Kafka:\n" + "\n".join(
         f"  {p}: kafka={kv!r} fjord={fv!r}" for p, kv, fv in unexpected)
     assert not differ, f"documented differences no longer seen: {sorted(differ)}"
+    seen["fjord"] = True
     return k, f

@@ -1,5 +1,6 @@
 """Differential: admin requests and the errors Kafka answers them with, Kafka against Fjord."""
 
+import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    ConfigResource, NewPartitions, NewTopic, ResourcePatternType,
@@ -42,6 +43,7 @@ def create_topic_errors(t):
     return out
 
 
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "CreateTopics errors and validate-only")
 def test_create_topic_errors(both):
     compare(both, create_topic_errors)
 
@@ -60,6 +62,7 @@ def other_admin_errors(t):
     return out
 
 
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "DeleteTopics, CreatePartitions, DescribeConfigs errors")
 def test_other_admin_errors(both):
     compare(both, other_admin_errors)
 
@@ -96,5 +99,6 @@ def acl_errors(t):
     return out
 
 
+@pytest.mark.compat("kafka-python 3.0 / librdkafka", "ACL APIs without an authorizer (SECURITY_DISABLED)")
 def test_acl_apis_without_authorizer(both):
     compare(both, acl_errors)

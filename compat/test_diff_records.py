@@ -1,5 +1,6 @@
 """Differential: records, offsets and timestamps as a client sees them, Kafka against Fjord."""
 
+import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
@@ -45,10 +46,12 @@ def records_scenario(t, compression):
     return consume_all(t, topic, 3, 60)
 
 
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "records: keys, values, headers, timestamps, offsets")
 def test_records_roundtrip_uncompressed(both):
     compare(both, records_scenario, "none")
 
 
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "records, zstd-compressed")
 def test_records_roundtrip_zstd(both):
     compare(both, records_scenario, "zstd")
 
@@ -78,6 +81,7 @@ def list_offsets_scenario(t):
     return out
 
 
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "ListOffsets: earliest, latest, max timestamp, by time")
 def test_list_offsets(both):
     compare(both, list_offsets_scenario)
 
@@ -116,5 +120,6 @@ def validation_scenario(t):
     }
 
 
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "produce validation: keyless compacted, timestamp bounds")
 def test_broker_validation_on_produce(both):
     compare(both, validation_scenario)

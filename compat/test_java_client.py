@@ -5,17 +5,21 @@ and Admin observed; a difference is either fixed in Fjord or written down in
 docs/compatibility.md and pinned here.
 """
 
+import pytest
 from diff import compare
 
 
+@pytest.mark.compat("Java client 4.4", "idempotent producer, consumer, offsetsForTimes")
 def test_idempotent_producer_and_consumer(both, java):
     compare(both, java, "records")
 
 
+@pytest.mark.compat("Java client 4.4", "produce errors and record errors (KIP-467)")
 def test_produce_errors_with_record_errors(both, java):
     compare(both, java, "produce-errors")
 
 
+@pytest.mark.compat("Java client 4.4", "Admin: topics, partitions, configs errors, records, offsets, cluster, log dirs, ACLs")
 def test_admin_topics_records_offsets_cluster(both, java):
     compare(both, java, "admin")
 
@@ -24,6 +28,7 @@ def test_admin_topics_records_offsets_cluster(both, java):
 FLUSH_MESSAGES = ("9223372036854775807", "1")
 
 
+@pytest.mark.compat("Java client 4.4", "Admin: describe topic configs (sources, synonyms, types)")
 def test_topic_configs_described(both, java):
     compare(both, java, "configs", differ={
         "flush.messages.value": FLUSH_MESSAGES,
@@ -31,13 +36,16 @@ def test_topic_configs_described(both, java):
     })
 
 
+@pytest.mark.compat("Java client 4.4", "consumer group, classic protocol, group Admin")
 def test_classic_group(both, java):
     compare(both, java, "group-classic")
 
 
+@pytest.mark.compat("Java client 4.4", "consumer group, consumer protocol (KIP-848), group Admin")
 def test_consumer_protocol_group(both, java):
     compare(both, java, "group-consumer")
 
 
+@pytest.mark.compat("Java client 4.4", "transactions, read_committed, transaction Admin")
 def test_transactions_and_admin(both, java):
     compare(both, java, "transactions")

@@ -5,6 +5,8 @@ nature (topic ids, the run's names, timings)."""
 import json
 import re
 
+import pytest
+
 from diff import compare, unique
 from reference import run_tool
 
@@ -68,6 +70,7 @@ def topics_and_configs(t):
 
 
 # Fjord's default flush.messages (fsync before acks=all) shows in `--describe --all`.
+@pytest.mark.compat("kafka-topics, kafka-configs", "create, describe, alter, delete; configs describe/alter")
 def test_kafka_topics_and_kafka_configs(both):
     k, f = both
     kafka = topics_and_configs(k)
@@ -132,6 +135,7 @@ def delete_records_and_dirs(t, topic, group, p, tmp):
     return out
 
 
+@pytest.mark.compat("console producer/consumer, kafka-consumer-groups, kafka-get-offsets, kafka-delete-records, kafka-log-dirs", "produce, consume, groups list/describe/reset/delete, offsets, delete records, log dirs")
 def test_console_tools_groups_offsets_records(both, tmp_path):
     def scenario(t):
         out, topic, group, p = console_and_groups(t)
@@ -172,6 +176,7 @@ def transactions_tool(t):
     return out
 
 
+@pytest.mark.compat("kafka-transactions", "list, describe, describe-producers, find-hanging")
 def test_kafka_transactions_tool(both):
     compare(both, transactions_tool)
 
@@ -189,5 +194,6 @@ def perf_tools(t):
     return {"produced": summary.split()[0], "consumed_records": last[4].strip()}
 
 
+@pytest.mark.compat("kafka-producer-perf-test, kafka-consumer-perf-test", "acks=all produce and consume 20,000 records")
 def test_perf_tools(both):
     compare(both, perf_tools)

@@ -809,6 +809,21 @@ mod tests {
     }
 
     #[test]
+    fn compatibility_doc_lists_every_config_without_effect() {
+        let doc = include_str!("../../../docs/compatibility.md");
+        let listed: Vec<(&str, &str)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() == 4 && definition(cells[1]).is_some())
+                    .then(|| (cells[1], cells[2]))
+            })
+            .collect();
+        let code: Vec<(&str, &str)> = not_yet().collect();
+        assert_eq!(listed, code, "docs/compatibility.md's table of configs without effect");
+    }
+
+    #[test]
     fn internal_segment_bytes_wins_and_is_described_when_set() {
         let o = map(&[
             ("segment.bytes", "1048576"),
