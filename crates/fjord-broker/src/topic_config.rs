@@ -815,12 +815,14 @@ mod tests {
             .lines()
             .filter_map(|l| {
                 let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (cells.len() == 4 && definition(cells[1]).is_some())
-                    .then(|| (cells[1], cells[2]))
+                (cells.len() == 4 && definition(cells[1]).is_some()).then(|| (cells[1], cells[2]))
             })
             .collect();
         let code: Vec<(&str, &str)> = not_yet().collect();
-        assert_eq!(listed, code, "docs/compatibility.md's table of configs without effect");
+        assert_eq!(
+            listed, code,
+            "docs/compatibility.md's table of configs without effect"
+        );
     }
 
     #[test]

@@ -2,73 +2,17 @@
 //! The `fjord serve` process at the protocol edge: bad input closes one connection and never
 //! the broker; the ApiVersions fallback; limits; the data-directory lock; clean shutdown.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-struct Fjord {
-    child: Child,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Fjord {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let f = Fjord { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "fjord did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        f
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    }
-
-    /// SIGTERM and the exit status and stderr.
-    fn stop(mut self) -> (i32, String) {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
+use support::{Fjord, call, create_topics, free_port, produce, read_response};
 
 fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
     let mut header = RequestHeader::default();
@@ -82,14 +26,6 @@ fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<
     let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
     framed.extend_from_slice(&buf);
     framed
-}
-
-fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(body)
 }
 
 /// True if the peer closed the connection (rather than answering).
@@ -284,58 +220,6 @@ fn ready_quickly_and_stops_cleanly_on_sigterm() {
     assert!(stderr.contains("broker stopped cleanly"), "{stderr}");
 }
 
-/// Sends one request at `version` and decodes the typed response.
-fn call<Req: Encodable, Resp: Decodable>(
-    s: &mut TcpStream,
-    api: kafka_protocol::messages::ApiKey,
-    version: i16,
-    req: &Req,
-) -> Resp {
-    let mut header = RequestHeader::default();
-    header.request_api_key = api as i16;
-    header.request_api_version = version;
-    header.correlation_id = 99;
-    header.client_id = Some(StrBytes::from_static_str("fjord-test"));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    req.encode(&mut buf, version).unwrap();
-    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&buf);
-    s.write_all(&framed).unwrap();
-    let body = read_response(s).expect("a response");
-    let mut b = bytes::Bytes::from(body);
-    let _ = kafka_protocol::messages::ResponseHeader::decode(
-        &mut b,
-        api.response_header_version(version),
-    )
-    .unwrap();
-    Resp::decode(&mut b, version).unwrap()
-}
-
-/// Creates topics of the given partition counts; returns the response (all succeeded).
-fn create_topics(
-    s: &mut TcpStream,
-    topics: &[(&str, i32)],
-) -> kafka_protocol::messages::CreateTopicsResponse {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, TopicName};
-    let mut create = CreateTopicsRequest::default();
-    for &(t, n) in topics {
-        let mut ct = CreatableTopic::default();
-        ct.name = TopicName(StrBytes::from_string(t.to_string()));
-        ct.num_partitions = n;
-        ct.replication_factor = 1;
-        create.topics.push(ct);
-    }
-    create.timeout_ms = 10_000;
-    let created: kafka_protocol::messages::CreateTopicsResponse =
-        call(s, ApiKey::CreateTopics, 7, &create);
-    assert!(created.topics.iter().all(|t| t.error_code == 0));
-    created
-}
-
 #[test]
 fn offset_for_leader_epoch_and_paged_topic_descriptions() {
     use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
@@ -494,29 +378,6 @@ fn produce_batch(
         b.push(1_000, None, Some(format!("s{seq}-{i}").as_bytes()));
     }
     produce(s, "idem", 0, b.build().unwrap())
-}
-
-/// Sends one batch to `topic`/`partition` with acks=all and returns the partition's answer.
-fn produce(
-    s: &mut TcpStream,
-    topic: &str,
-    partition: i32,
-    batch: Vec<u8>,
-) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
-    let mut pd = PartitionProduceData::default();
-    pd.index = partition;
-    pd.records = Some(bytes::Bytes::from(batch));
-    let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.to_string()));
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 10_000;
-    req.topic_data = vec![td];
-    let resp: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
-    resp.responses[0].partition_responses[0].clone()
 }
 
 #[test]
