@@ -22,6 +22,7 @@ unit:
 compat:
 	$(CARGO) build -p fjord
 	FJORD_COMPAT_TABLE=../docs/compatibility.md compat/run.sh
+	cd compat/go && go vet ./... && go test ./...
 
 # The broker benchmark suite at a hundredth of its size, on the debug build: proves in
 # seconds that every workload still runs (the figures mean nothing).

@@ -245,3 +245,25 @@ def pytest_sessionfinish(session, exitstatus):
     _, tail = rest.split(end, 1)
     with open(path, "w") as f:
         f.write(head + start + "\n" + "\n".join(rows) + "\n" + end + tail)
+
+
+@pytest.fixture(scope="session")
+def franz_go(tmp_path_factory):
+    """Runs a scenario of compat/go/cmd/scenarios (franz-go: kgo and kadm) against a target;
+    returns what it printed as data, with the run's name prefix as "<p>"."""
+    import json
+    import uuid
+
+    binary = tmp_path_factory.mktemp("go") / "scenarios"
+    src = os.path.join(os.path.dirname(__file__), "go")
+    subprocess.run(["go", "build", "-o", str(binary), "./cmd/scenarios"], cwd=src, check=True,
+                   capture_output=True)
+
+    def run(target, scenario, timeout=180):
+        prefix = f"g{uuid.uuid4().hex[:8]}"
+        p = subprocess.run([str(binary), scenario, target.bootstrap, prefix],
+                           capture_output=True, text=True, timeout=timeout)
+        assert p.returncode == 0, f"franz-go scenario {scenario} failed on {target}:\n{p.stderr[-4000:]}"
+        return json.loads(p.stdout.replace(prefix, "<p>"))
+
+    return run

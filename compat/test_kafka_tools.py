@@ -4,6 +4,7 @@ nature (topic ids, the run's names, timings)."""
 
 import json
 import re
+import time
 
 import pytest
 
@@ -58,8 +59,15 @@ def topics_and_configs(t):
                                       "--entity-name", topic, "--add-config",
                                       "segment.ms=86400000,cleanup.policy=[compact,delete]",
                                       "--delete-config", "retention.ms").stdout, p)
-    out["configs_after"] = lines(tool(t, CONFIGS, "--describe", "--entity-type", "topics",
-                                      "--entity-name", topic).stdout, p)
+    # Kafka's brokers learn a config change a moment after it is acknowledged: read until
+    # it shows (at most 10 s), as a user would.
+    deadline = time.monotonic() + 10
+    while True:
+        out["configs_after"] = lines(tool(t, CONFIGS, "--describe", "--entity-type", "topics",
+                                          "--entity-name", topic).stdout, p)
+        if any("segment.ms=86400000" in l for l in out["configs_after"]) \
+                or time.monotonic() > deadline:
+            break
     out["configs_all"] = lines(tool(t, CONFIGS, "--describe", "--all", "--entity-type", "topics",
                                     "--entity-name", topic).stdout, p)
     bad = tool(t, CONFIGS, "--alter", "--entity-type", "topics", "--entity-name", topic,

@@ -45,6 +45,15 @@ public class Scenarios {
         System.exit(0);
     }
 
+    static boolean sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return true;
+    }
+
     static Properties common() {
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
@@ -290,8 +299,15 @@ public class Scenarios {
             a.incrementalAlterConfigs(Map.of(r, List.of(
                     new AlterConfigOp(new ConfigEntry("segment.ms", "86400000"), AlterConfigOp.OpType.SET),
                     new AlterConfigOp(new ConfigEntry("retention.ms", ""), AlterConfigOp.OpType.DELETE)))).all().get();
-            Config c = a.describeConfigs(List.of(r), new DescribeConfigsOptions().includeSynonyms(true))
-                    .all().get().get(r);
+            // Kafka's brokers learn a config change from the controller a moment after it is
+            // acknowledged: read until it shows (at most 10 s), as a client would.
+            Config c;
+            long deadline = System.currentTimeMillis() + 10_000;
+            do {
+                c = a.describeConfigs(List.of(r), new DescribeConfigsOptions().includeSynonyms(true))
+                        .all().get().get(r);
+            } while (!"86400000".equals(c.get("segment.ms").value()) && System.currentTimeMillis() < deadline
+                    && sleep(50));
             for (ConfigEntry e : c.entries()) {
                 Map<String, Object> m = new LinkedHashMap<>();
                 m.put("value", e.value());
