@@ -267,3 +267,26 @@ def franz_go(tmp_path_factory):
         return json.loads(p.stdout.replace(prefix, "<p>"))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def kafkajs():
+    """Runs a scenario of compat/js/scenarios.mjs (kafkajs) against a target; returns what it
+    printed as data, with the run's name prefix as "<p>". Installs kafkajs with `npm ci`
+    (package-lock.json) on first use."""
+    import json
+    import uuid
+
+    src = os.path.join(os.path.dirname(__file__), "js")
+    if not os.path.isdir(os.path.join(src, "node_modules", "kafkajs")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=src, check=True,
+                       capture_output=True)
+
+    def run(target, scenario, timeout=180):
+        prefix = f"n{uuid.uuid4().hex[:8]}"
+        p = subprocess.run(["node", "scenarios.mjs", scenario, target.bootstrap, prefix], cwd=src,
+                           capture_output=True, text=True, timeout=timeout)
+        assert p.returncode == 0, f"kafkajs scenario {scenario} failed on {target}:\n{p.stderr[-4000:]}"
+        return json.loads(p.stdout.replace(prefix, "<p>"))
+
+    return run
