@@ -110,7 +110,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "-1",
         Rule::GzipLevel,
         Some(("compression.gzip.level", Some("-1"))),
-        Effect::NotYet("the broker does not recompress batches yet (compression.type)")
+        Effect::NotYet("the broker compresses at each codec's default level")
     ),
     def!(
         "compression.lz4.level",
@@ -118,7 +118,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "9",
         Rule::Between(1, 17),
         Some(("compression.lz4.level", Some("9"))),
-        Effect::NotYet("the broker does not recompress batches yet (compression.type)")
+        Effect::NotYet("the broker compresses at each codec's default level")
     ),
     def!(
         "compression.type",
@@ -126,7 +126,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "producer",
         Rule::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
         Some(("compression.type", Some("producer"))),
-        Effect::NotYet("batches are stored as the producer compressed them")
+        Effect::Log
     ),
     def!(
         "compression.zstd.level",
@@ -134,7 +134,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "3",
         Rule::Between(-131072, 22),
         Some(("compression.zstd.level", Some("3"))),
-        Effect::NotYet("the broker does not recompress batches yet (compression.type)")
+        Effect::NotYet("the broker compresses at each codec's default level")
     ),
     def!(
         "delete.retention.ms",
@@ -614,6 +614,11 @@ fn broker_value(defaults: &LogConfig, key: &str) -> Option<String> {
             (true, false) => "compact".to_string(),
             (false, true) => "delete".to_string(),
             (false, false) => String::new(),
+        },
+        "compression.type" => match c.compression {
+            None => "producer".to_string(),
+            Some(fjord_record::Compression::None) => "uncompressed".to_string(),
+            Some(codec) => codec.name().to_string(),
         },
         "delete.retention.ms" => c.delete_retention_ms.to_string(),
         "flush.messages" => c.flush_messages.to_string(),

@@ -96,6 +96,9 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// `min.cleanable.dirty.ratio`: compact once the uncompacted share of the log reaches this.
     pub min_cleanable_dirty_ratio: f64,
+    /// `compression.type`: `None` keeps the producer's compression ("producer"); a codec
+    /// makes the log rewrite client batches in it (`Compression::None` for "uncompressed").
+    pub compression: Option<fjord_record::Compression>,
 }
 
 /// Fjord's bound on a batch's decompressed size, whatever `max.decompressed.message.bytes`
@@ -123,6 +126,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
+            compression: None,
         }
     }
 }
@@ -147,6 +151,7 @@ pub const LOG_CONFIG_KEYS: &[&str] = &[
     "max.compaction.lag.ms",
     "min.cleanable.dirty.ratio",
     "max.decompressed.message.bytes",
+    "compression.type",
 ];
 
 impl LogConfig {
@@ -204,6 +209,22 @@ impl LogConfig {
                 self.min_cleanable_dirty_ratio = match value.trim().parse::<f64>() {
                     Ok(r) if (0.0..=1.0).contains(&r) => r,
                     _ => return Err(err("must be a number from 0 to 1")),
+                };
+            }
+            "compression.type" => {
+                use fjord_record::Compression;
+                self.compression = match value.trim() {
+                    "producer" => None,
+                    "uncompressed" => Some(Compression::None),
+                    "gzip" => Some(Compression::Gzip),
+                    "snappy" => Some(Compression::Snappy),
+                    "lz4" => Some(Compression::Lz4),
+                    "zstd" => Some(Compression::Zstd),
+                    _ => {
+                        return Err(err(
+                            "expected uncompressed, zstd, lz4, snappy, gzip or producer",
+                        ));
+                    }
                 };
             }
             "max.decompressed.message.bytes" => {

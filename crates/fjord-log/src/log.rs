@@ -252,6 +252,50 @@ pub enum LastShutdown {
     Unclean,
 }
 
+/// A client's batches rewritten in the topic's `compression.type`, if it names a codec and
+/// any batch is in another (control batches are never rewritten); `None` when nothing
+/// changes. A batch over `max.message.bytes` is refused before it is rewritten (and the
+/// rewritten one is checked again by the append).
+fn recompressed(
+    records: &[u8],
+    origin: AppendOrigin,
+    config: &LogConfig,
+) -> Result<Option<Vec<u8>>, LogError> {
+    let Some(target) = config.compression else {
+        return Ok(None);
+    };
+    if origin != AppendOrigin::Client {
+        return Ok(None);
+    }
+    let differs = |batch: &[u8]| {
+        BatchHeader::parse(batch)
+            .is_ok_and(|h| !h.is_control() && h.compression().is_ok_and(|c| c != target))
+    };
+    if !split_batches(records).any(|b| b.is_ok_and(differs)) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for batch in split_batches(records) {
+        let batch = batch?;
+        if batch.len() > config.max_message_bytes {
+            return Err(LogError::BatchTooLarge {
+                size: batch.len(),
+                max: config.max_message_bytes,
+            });
+        }
+        if differs(batch) {
+            out.extend_from_slice(&fjord_record::recompress(
+                batch,
+                target,
+                config.max_decompressed_bytes,
+            )?);
+        } else {
+            out.extend_from_slice(batch);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Whether a CreateTime record's timestamp lies outside `message.timestamp.before.max.ms` /
 /// `after.max.ms` of `now_ms` (Kafka's check; -1, "no timestamp", is never out of range).
 fn timestamp_out_of_range(timestamp: i64, now_ms: i64, config: &LogConfig) -> bool {
@@ -750,6 +794,14 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
+        let rewritten;
+        let records = match recompressed(records, origin, &config)? {
+            Some(batches) => {
+                rewritten = batches;
+                &rewritten[..]
+            }
+            None => records,
+        };
         let mut spans = Vec::new();
         let mut at = 0;
         for batch in split_batches(records) {

@@ -758,3 +758,65 @@ fn timestamps_outside_the_topic_bounds_are_refused_record_by_record() {
     log.append(&b.build().unwrap(), AppendOrigin::Client, now)
         .unwrap();
 }
+
+#[test]
+fn compression_type_rewrites_client_batches_and_keeps_producer_state() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let log = open(
+        &storage,
+        LogConfig {
+            compression: Some(Compression::Gzip),
+            ..LogConfig::default()
+        },
+    );
+    // An idempotent producer's uncompressed batch, with headers.
+    let mut b = fjord_record::BatchBuilder::new(Compression::None);
+    b.producer_id = 7;
+    b.producer_epoch = 0;
+    b.base_sequence = 0;
+    b.push_record(fjord_record::NewRecord {
+        offset_delta: 0,
+        timestamp: 1_000,
+        key: Some(b"k".to_vec()),
+        value: Some(b"v0".to_vec()),
+        headers: vec![(b"h".to_vec(), Some(b"x".to_vec()))],
+    });
+    b.push(1_001, Some(b"k"), Some(b"v1"));
+    let batch = b.build().unwrap();
+    let info = log.append(&batch, AppendOrigin::Client, 2_000).unwrap();
+    assert_eq!((info.first_offset, info.last_offset), (0, 1));
+    log.set_high_watermark(log.log_end_offset()).unwrap();
+    let slice = log
+        .read(0, 1 << 20, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap()
+        .read()
+        .unwrap();
+    let stored = fjord_record::validate_batch(&slice).unwrap();
+    assert_eq!(stored.compression().unwrap(), Compression::Gzip);
+    assert_eq!(
+        (
+            stored.producer_id,
+            stored.producer_epoch,
+            stored.base_sequence
+        ),
+        (7, 0, 0)
+    );
+    assert_eq!(values(&read_all(&log, ReadUpTo::LogEnd)), ["v0", "v1"]);
+    let records = fjord_record::Records::decode(&slice, 1 << 20).unwrap();
+    let first = records.iter().next().unwrap().unwrap();
+    assert_eq!(first.headers().next().unwrap().key, b"h");
+    // The producer's retry of the same batch is still recognised as a duplicate.
+    let again = log.append(&batch, AppendOrigin::Client, 2_000).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(log.log_end_offset(), 2);
+    // A corrupt batch is refused as corrupt, not rewritten.
+    let mut corrupt = batch.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(matches!(
+        log.append(&corrupt, AppendOrigin::Client, 2_000),
+        Err(LogError::CorruptBatch(_))
+    ));
+}

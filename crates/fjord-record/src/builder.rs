@@ -189,3 +189,27 @@ fn write_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
         }
     }
 }
+
+/// Rewrites a record batch with `target` compression (a topic's `compression.type` other
+/// than `producer`), as Kafka's broker does: the same records with their offset deltas,
+/// timestamps, keys, values and headers, the same producer fields, transactional flag,
+/// timestamp type and `lastOffsetDelta`; a new CRC. The batch is validated (CRC, records)
+/// first, so a corrupt batch is refused as it would be without recompression. `limit` bounds
+/// the decompressed size.
+pub fn recompress(batch: &[u8], target: Compression, limit: usize) -> Result<Vec<u8>, RecordError> {
+    let header = crate::batch::validate_batch(batch)?;
+    let records = crate::Records::decode(batch, limit)?;
+    let mut b = BatchBuilder::new(target);
+    b.base_offset = header.base_offset;
+    b.partition_leader_epoch = header.partition_leader_epoch;
+    b.timestamp_type = header.timestamp_type();
+    b.transactional = header.is_transactional();
+    b.producer_id = header.producer_id;
+    b.producer_epoch = header.producer_epoch;
+    b.base_sequence = header.base_sequence;
+    b.last_offset_delta = Some(header.last_offset_delta);
+    for record in records.iter() {
+        b.push_record(record?.to_new_record(&header));
+    }
+    b.build()
+}

@@ -22,7 +22,7 @@ pub use batch::{
     is_legacy_message, next_batch_len, set_base_offset, set_max_timestamp, set_max_timestamp_parts,
     set_partition_leader_epoch, split_batches, validate_batch, validate_records,
 };
-pub use builder::{BatchBuilder, NewRecord};
+pub use builder::{BatchBuilder, NewRecord, recompress};
 pub use compression::Compression;
 pub use control::{ControlKind, ControlRecord, build_marker, parse_control_batch};
 pub use error::RecordError;

@@ -35,6 +35,7 @@ pub const KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.message.timestamp.type",
+    "compression.type",
     "log.message.timestamp.before.max.ms",
     "log.message.timestamp.after.max.ms",
     "log.retention.check.interval.ms",
@@ -131,6 +132,7 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "log.flush.interval.messages" => log_key("flush.messages", value, log)?,
         "log.flush.interval.ms" => log_key("flush.ms", value, log)?,
         "log.message.timestamp.type" => log_key("message.timestamp.type", value, log)?,
+        "compression.type" => log_key("compression.type", value, log)?,
         "log.message.timestamp.before.max.ms" => {
             log_key("message.timestamp.before.max.ms", value, log)?
         }

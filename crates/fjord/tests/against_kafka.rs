@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use support::reference::KafkaReference;
-use support::{Fjord, call, create_topics, produce};
+use support::{Fjord, call, create_topics, create_topics_with, produce};
 
 fn connect(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -62,6 +62,32 @@ fn wait_for_leaders(s: &mut TcpStream, topics: &[&str]) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The first record batch of partition 0 of `topic`, fetched from offset 0.
+fn fetch_raw(s: &mut TcpStream, topic: &str) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = 0;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.max_wait_ms = 500;
+    req.min_bytes = 1;
+    req.max_bytes = 1 << 20;
+    req.topics = vec![t];
+    let resp: FetchResponse = call(s, ApiKey::Fetch, 12, &req);
+    let records = resp.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default();
+    let len = fjord_record::next_batch_len(&records).unwrap().unwrap();
+    records[..len].to_vec()
 }
 
 /// What one broker answers to the scenario, as comparable text.
@@ -149,6 +175,41 @@ fn scenario(addr: &str) -> Vec<String> {
             ));
         }
     }
+
+    // compression.type=gzip: an uncompressed batch is stored (and fetched) gzip-compressed,
+    // same records, same offsets.
+    create_topics_with(&mut s, &[("gzipped", 1)], &[("compression.type", "gzip")]);
+    wait_for_leaders(&mut s, &["gzipped"]);
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    for i in 0..20 {
+        b.push(now, Some(b"key"), Some(format!("value {i}").as_bytes()));
+    }
+    let mut r = produce(&mut s, "gzipped", 0, b.build().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while r.error_code == 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        r = produce(&mut s, "gzipped", 0, b.build().unwrap());
+    }
+    out.push(format!(
+        "gzipped produce: {} {}",
+        r.error_code, r.base_offset
+    ));
+    let fetched = fetch_raw(&mut s, "gzipped");
+    let header = fjord_record::validate_batch(&fetched).unwrap();
+    let records = fjord_record::Records::decode(&fetched, 1 << 20).unwrap();
+    out.push(format!(
+        "gzipped stored: {:?} base {} count {} last {:?}",
+        header.compression().unwrap(),
+        header.base_offset,
+        header.records_count,
+        records
+            .iter()
+            .last()
+            .unwrap()
+            .unwrap()
+            .value
+            .map(|v| v.to_vec())
+    ));
 
     // Metadata for a topic that does not exist, without auto-creation, and a bad name.
     for name in ["missing-topic", "bad/name"] {

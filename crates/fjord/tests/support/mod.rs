@@ -124,6 +124,15 @@ pub fn create_topics(
     s: &mut TcpStream,
     topics: &[(&str, i32)],
 ) -> kafka_protocol::messages::CreateTopicsResponse {
+    create_topics_with(s, topics, &[])
+}
+
+/// Creates topics of the given partition counts, each with `configs`.
+pub fn create_topics_with(
+    s: &mut TcpStream,
+    topics: &[(&str, i32)],
+    configs: &[(&str, &str)],
+) -> kafka_protocol::messages::CreateTopicsResponse {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, TopicName};
     let mut create = CreateTopicsRequest::default();
@@ -132,6 +141,17 @@ pub fn create_topics(
         ct.name = TopicName(StrBytes::from_string(t.to_string()));
         ct.num_partitions = n;
         ct.replication_factor = 1;
+        ct.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c =
+                    kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default(
+                    );
+                c.name = StrBytes::from_string(k.to_string());
+                c.value = Some(StrBytes::from_string(v.to_string()));
+                c
+            })
+            .collect();
         create.topics.push(ct);
     }
     create.timeout_ms = 10_000;
