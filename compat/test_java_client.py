@@ -5,7 +5,10 @@ and Admin observed; a difference is either fixed in Fjord or written down in
 docs/compatibility.md and pinned here.
 """
 
+import json
+
 import pytest
+
 from diff import compare
 
 
@@ -49,3 +52,44 @@ def test_consumer_protocol_group(both, java):
 @pytest.mark.compat("Java client 4.4", "transactions, read_committed, transaction Admin")
 def test_transactions_and_admin(both, java):
     compare(both, java, "transactions")
+
+
+def broker_configs(java):
+    """The broker's described configs, addresses and paths made comparable."""
+    import re
+
+    def run(t):
+        out = java(t, "broker-configs")
+        text = json.dumps(out)
+        text = re.sub(r"127\.0\.0\.1:\d+", "<address>", text)
+        out = json.loads(text)
+        for e in out.values():
+            if e["value"] and e["value"].startswith("/"):
+                e["value"] = "<dir>"
+                e["synonyms"] = [[n, "<dir>", s] for n, _, s in e["synonyms"]]
+        return out
+    return run
+
+
+@pytest.mark.compat("Java client 4.4", "Admin: describe broker configs (values, sources, types, synonyms)")
+def test_broker_configs_described(both, java):
+    """Every broker config Fjord describes is described as Kafka describes it; Kafka has more
+    (docs/compatibility.md). Broker configs are read-only in Fjord (no dynamic changes yet)."""
+    kafka_t, fjord_t = both
+    run = broker_configs(java)
+    kafka, fjord = run(kafka_t), run(fjord_t)
+    assert set(fjord) <= set(kafka), f"not Kafka configs: {sorted(set(fjord) - set(kafka))}"
+    assert len(fjord) >= 55
+    for e in fjord.values():
+        assert e["readOnly"] is True
+    # Fjord's deliberate differences, pinned.
+    assert fjord.pop("log.flush.interval.messages")["value"] == "1"
+    assert kafka.pop("log.flush.interval.messages")["value"] == "9223372036854775807"
+    assert fjord.pop("max.connections")["value"] == "10000"
+    assert kafka.pop("max.connections")["value"] == "2147483647"
+    # Fjord has no controller listener of its own yet.
+    assert fjord.pop("listeners")["value"] == "PLAINTEXT://<address>"
+    assert kafka.pop("listeners")["value"].startswith("PLAINTEXT://<address>,CONTROLLER://")
+    shared = {k: {**kafka[k], "readOnly": None} for k in fjord}
+    compare(both, lambda t: shared if t is kafka_t else {k: {**v, "readOnly": None}
+                                                          for k, v in fjord.items()})

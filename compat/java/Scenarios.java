@@ -36,6 +36,7 @@ public class Scenarios {
             case "produce-errors" -> produceErrors();
             case "admin" -> admin();
             case "configs" -> configs();
+            case "broker-configs" -> brokerConfigs();
             case "group-classic" -> group("classic");
             case "group-consumer" -> group("consumer");
             case "transactions" -> transactions();
@@ -317,6 +318,29 @@ public class Scenarios {
                 m.put("sensitive", e.isSensitive());
                 m.put("type", e.type().toString());
                 m.put("synonyms", e.synonyms().stream().map(s -> List.of(s.name(), String.valueOf(s.value()),
+                        s.source().toString())).collect(Collectors.toList()));
+                out.put(e.name(), m);
+            }
+        }
+        return out;
+    }
+
+    /** DescribeConfigs of the broker: every config with its value, source, type and synonyms. */
+    static Map<String, Object> brokerConfigs() throws Exception {
+        Map<String, Object> out = new TreeMap<>();
+        try (Admin a = admin_()) {
+            int id = a.describeCluster().nodes().get().iterator().next().id();
+            ConfigResource r = new ConfigResource(ConfigResource.Type.BROKER, String.valueOf(id));
+            Config c = a.describeConfigs(List.of(r), new DescribeConfigsOptions().includeSynonyms(true))
+                    .all().get().get(r);
+            for (ConfigEntry e : c.entries()) {
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("value", e.value());
+                m.put("source", e.source().toString());
+                m.put("readOnly", e.isReadOnly());
+                m.put("sensitive", e.isSensitive());
+                m.put("type", e.type().toString());
+                m.put("synonyms", e.synonyms().stream().map(s -> Arrays.asList(s.name(), s.value(),
                         s.source().toString())).collect(Collectors.toList()));
                 out.put(e.name(), m);
             }

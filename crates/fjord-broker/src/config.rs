@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use fjord_log::LogConfig;
 
+use crate::topic_config::{self, Kind};
+
 /// Everything the broker needs to run. Defaults are Kafka's unless noted.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -28,8 +30,6 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// `min.insync.replicas` default for topics.
     pub min_insync_replicas: i32,
-    /// `compression.type` default for topics (Kafka: producer).
-    pub compression_type: String,
     /// `log.retention.check.interval.ms`: how often retention and compaction run.
     pub retention_check_interval_ms: u64,
     /// `offsets.topic.num.partitions`.
@@ -75,7 +75,6 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             log_defaults: LogConfig::default(),
             min_insync_replicas: 1,
-            compression_type: "producer".into(),
             retention_check_interval_ms: 300_000,
             offsets_topic_partitions: 50,
             offsets_retention_minutes: 10_080,
@@ -95,163 +94,245 @@ impl Default for BrokerConfig {
     }
 }
 
+/// One broker config as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerEntry {
+    pub name: &'static str,
+    /// `None` where Kafka's value is null (e.g. `log.retention.ms` when only the hours are set).
+    pub value: Option<String>,
+    pub kind: Kind,
+    pub source: i8,
+    /// (name, value, source), most specific first.
+    pub synonyms: Vec<(&'static str, Option<String>, i8)>,
+}
+
 impl BrokerConfig {
-    /// The broker's settings by Kafka name, with whether each is at its default; for
-    /// DescribeConfigs on the broker resource.
-    pub fn describe(&self) -> Vec<(&'static str, String, bool)> {
-        let d = Self::default();
+    /// The broker's settings by Kafka name, type and source, for DescribeConfigs on the broker
+    /// resource: what Fjord runs with, described the way Kafka 4.4 describes it. A setting that
+    /// differs from Kafka's default was set in the config file or by a flag
+    /// (STATIC_BROKER_CONFIG); `min.insync.replicas` is the cluster-level dynamic default
+    /// Kafka 4.4 writes on a new cluster. Every entry is read-only: Fjord does not change
+    /// broker configs at runtime yet.
+    pub fn describe_kafka(&self) -> Vec<BrokerEntry> {
         let l = &self.log_defaults;
-        let dl = &d.log_defaults;
-        let policy = |c: &LogConfig| match (c.cleanup_policy.compact, c.cleanup_policy.delete) {
-            (true, true) => "compact,delete",
-            (true, false) => "compact",
-            _ => "delete",
-        };
-        let ts = |c: &LogConfig| match c.message_timestamp_type {
-            fjord_record::TimestampType::CreateTime => "CreateTime",
-            fjord_record::TimestampType::LogAppendTime => "LogAppendTime",
-        };
-        vec![
+        let listener = format!(
+            "PLAINTEXT://{}:{}",
+            self.advertised_host, self.advertised_port
+        );
+        // (name, type, Fjord's value, Kafka's default: None = null)
+        let mut rows: Vec<(&'static str, Kind, Option<String>, Option<String>)> = vec![
             (
-                "node.id",
-                self.node_id.to_string(),
-                self.node_id == d.node_id,
-            ),
-            (
-                "num.partitions",
-                self.num_partitions.to_string(),
-                self.num_partitions == d.num_partitions,
+                "advertised.listeners",
+                Kind::List,
+                Some(listener.clone()),
+                None,
             ),
             (
                 "auto.create.topics.enable",
-                self.auto_create_topics.to_string(),
-                self.auto_create_topics == d.auto_create_topics,
+                Kind::Boolean,
+                Some(self.auto_create_topics.to_string()),
+                Some("true".into()),
+            ),
+            (
+                "broker.id",
+                Kind::Int,
+                Some(self.node_id.to_string()),
+                Some("-1".into()),
             ),
             (
                 "default.replication.factor",
-                self.default_replication_factor.to_string(),
-                true,
+                Kind::Int,
+                Some(self.default_replication_factor.to_string()),
+                Some("1".into()),
             ),
             (
-                "socket.request.max.bytes",
-                self.socket_request_max_bytes.to_string(),
-                self.socket_request_max_bytes == d.socket_request_max_bytes,
+                "listeners",
+                Kind::List,
+                Some(listener),
+                Some("PLAINTEXT://:9092".into()),
             ),
             (
-                "max.connections",
-                self.max_connections.to_string(),
-                self.max_connections == d.max_connections,
-            ),
-            (
-                "min.insync.replicas",
-                self.min_insync_replicas.to_string(),
-                self.min_insync_replicas == d.min_insync_replicas,
-            ),
-            (
-                "message.max.bytes",
-                l.max_message_bytes.to_string(),
-                l.max_message_bytes == dl.max_message_bytes,
-            ),
-            (
-                "log.retention.ms",
-                l.retention_ms.to_string(),
-                l.retention_ms == dl.retention_ms,
-            ),
-            (
-                "log.retention.bytes",
-                l.retention_bytes.to_string(),
-                l.retention_bytes == dl.retention_bytes,
-            ),
-            (
-                "log.segment.bytes",
-                l.segment_bytes.to_string(),
-                l.segment_bytes == dl.segment_bytes,
-            ),
-            (
-                "log.roll.ms",
-                l.segment_ms.to_string(),
-                l.segment_ms == dl.segment_ms,
-            ),
-            (
-                "log.index.interval.bytes",
-                l.index_interval_bytes.to_string(),
-                l.index_interval_bytes == dl.index_interval_bytes,
-            ),
-            (
-                "log.index.size.max.bytes",
-                l.segment_index_bytes.to_string(),
-                l.segment_index_bytes == dl.segment_index_bytes,
-            ),
-            (
-                "log.cleanup.policy",
-                policy(l).to_string(),
-                l.cleanup_policy == dl.cleanup_policy,
-            ),
-            (
-                "log.cleaner.delete.retention.ms",
-                l.delete_retention_ms.to_string(),
-                l.delete_retention_ms == dl.delete_retention_ms,
-            ),
-            (
-                "log.flush.interval.messages",
-                l.flush_messages.to_string(),
-                l.flush_messages == dl.flush_messages,
-            ),
-            (
-                "log.flush.interval.ms",
-                l.flush_ms.to_string(),
-                l.flush_ms == dl.flush_ms,
-            ),
-            (
-                "log.message.timestamp.type",
-                ts(l).to_string(),
-                l.message_timestamp_type == dl.message_timestamp_type,
-            ),
-            (
-                "log.message.timestamp.before.max.ms",
-                l.message_timestamp_before_max_ms.to_string(),
-                l.message_timestamp_before_max_ms == dl.message_timestamp_before_max_ms,
-            ),
-            (
-                "log.message.timestamp.after.max.ms",
-                l.message_timestamp_after_max_ms.to_string(),
-                l.message_timestamp_after_max_ms == dl.message_timestamp_after_max_ms,
-            ),
-            (
-                "transaction.state.log.num.partitions",
-                self.transaction_state_partitions.to_string(),
-                self.transaction_state_partitions == d.transaction_state_partitions,
-            ),
-            (
-                "transaction.max.timeout.ms",
-                self.transaction_max_timeout_ms.to_string(),
-                self.transaction_max_timeout_ms == d.transaction_max_timeout_ms,
-            ),
-            (
-                "transactional.id.expiration.ms",
-                self.transactional_id_expiration_ms.to_string(),
-                self.transactional_id_expiration_ms == d.transactional_id_expiration_ms,
-            ),
-            (
-                "producer.id.expiration.ms",
-                self.producer_id_expiration_ms.to_string(),
-                self.producer_id_expiration_ms == d.producer_id_expiration_ms,
-            ),
-            (
-                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-                self.transaction_abort_interval_ms.to_string(),
-                self.transaction_abort_interval_ms == d.transaction_abort_interval_ms,
-            ),
-            (
-                "max.incremental.fetch.session.cache.slots",
-                self.fetch_session_cache_slots.to_string(),
-                self.fetch_session_cache_slots == d.fetch_session_cache_slots,
+                "log.dirs",
+                Kind::List,
+                Some(self.data_dir.display().to_string()),
+                None,
             ),
             (
                 "log.retention.check.interval.ms",
-                self.retention_check_interval_ms.to_string(),
-                self.retention_check_interval_ms == d.retention_check_interval_ms,
+                Kind::Long,
+                Some(self.retention_check_interval_ms.to_string()),
+                Some("300000".into()),
             ),
-        ]
+            (
+                "log.retention.hours",
+                Kind::Int,
+                Some("168".into()),
+                Some("168".into()),
+            ),
+            (
+                "log.roll.hours",
+                Kind::Int,
+                Some("168".into()),
+                Some("168".into()),
+            ),
+            (
+                "max.connections",
+                Kind::Int,
+                Some(self.max_connections.to_string()),
+                Some("10000".into()),
+            ),
+            (
+                "max.incremental.fetch.session.cache.slots",
+                Kind::Int,
+                Some(self.fetch_session_cache_slots.to_string()),
+                Some("1000".into()),
+            ),
+            ("node.id", Kind::Int, Some(self.node_id.to_string()), None),
+            (
+                "num.partitions",
+                Kind::Int,
+                Some(self.num_partitions.to_string()),
+                Some("1".into()),
+            ),
+            (
+                "offset.metadata.max.bytes",
+                Kind::Int,
+                Some(self.offset_metadata_max_bytes.to_string()),
+                Some("4096".into()),
+            ),
+            (
+                "offsets.retention.minutes",
+                Kind::Int,
+                Some(self.offsets_retention_minutes.to_string()),
+                Some("10080".into()),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                Kind::Int,
+                Some(self.offsets_topic_partitions.to_string()),
+                Some("50".into()),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                Kind::Int,
+                Some(self.group_initial_rebalance_delay_ms.to_string()),
+                Some("3000".into()),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                Kind::Int,
+                Some(self.group_min_session_timeout_ms.to_string()),
+                Some("6000".into()),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                Kind::Int,
+                Some(self.group_max_session_timeout_ms.to_string()),
+                Some("1800000".into()),
+            ),
+            (
+                "group.consumer.session.timeout.ms",
+                Kind::Int,
+                Some(self.group_consumer_session_timeout_ms.to_string()),
+                Some("45000".into()),
+            ),
+            (
+                "group.consumer.heartbeat.interval.ms",
+                Kind::Int,
+                Some(self.group_consumer_heartbeat_interval_ms.to_string()),
+                Some("5000".into()),
+            ),
+            (
+                "process.roles",
+                Kind::List,
+                Some("broker,controller".into()),
+                None,
+            ),
+            (
+                "producer.id.expiration.ms",
+                Kind::Int,
+                Some(self.producer_id_expiration_ms.to_string()),
+                Some("86400000".into()),
+            ),
+            (
+                "socket.request.max.bytes",
+                Kind::Int,
+                Some(self.socket_request_max_bytes.to_string()),
+                Some("104857600".into()),
+            ),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                Kind::Int,
+                Some(self.transaction_abort_interval_ms.to_string()),
+                Some("10000".into()),
+            ),
+            (
+                "transaction.max.timeout.ms",
+                Kind::Int,
+                Some(self.transaction_max_timeout_ms.to_string()),
+                Some("900000".into()),
+            ),
+            (
+                "transaction.state.log.num.partitions",
+                Kind::Int,
+                Some(self.transaction_state_partitions.to_string()),
+                Some("50".into()),
+            ),
+            (
+                "transactional.id.expiration.ms",
+                Kind::Int,
+                Some(self.transactional_id_expiration_ms.to_string()),
+                Some("604800000".into()),
+            ),
+        ];
+        // The broker-level defaults of every topic config (Kafka lists each under its
+        // synonym's name), with the value Fjord runs with.
+        for def in topic_config::TOPIC_CONFIGS {
+            let Some((name, default)) = def.synonym else {
+                continue;
+            };
+            if rows.iter().any(|r| r.0 == name) {
+                continue;
+            }
+            let value = if def.name == "min.insync.replicas" {
+                Some(self.min_insync_replicas.to_string())
+            } else {
+                match topic_config::broker_value(l, def.name) {
+                    // Kafka's null defaults stay null unless the file set a value.
+                    Some(v) if default.is_none() && v == def.default => None,
+                    Some(v) => Some(v),
+                    None => default.map(str::to_string),
+                }
+            };
+            rows.push((name, def.kind, value, default.map(str::to_string)));
+        }
+        rows.sort_by_key(|r| r.0);
+        rows.into_iter()
+            .map(|(name, kind, value, default)| {
+                let mut synonyms = Vec::new();
+                if name == "min.insync.replicas" {
+                    synonyms.push((
+                        name,
+                        value.clone(),
+                        topic_config::DYNAMIC_DEFAULT_BROKER_CONFIG,
+                    ));
+                } else if value.is_some() && (default.is_none() || value != default) {
+                    synonyms.push((name, value.clone(), topic_config::STATIC_BROKER_CONFIG));
+                }
+                if default.is_some() {
+                    synonyms.push((name, default, topic_config::DEFAULT_CONFIG));
+                }
+                let source = synonyms
+                    .first()
+                    .map_or(topic_config::DEFAULT_CONFIG, |s| s.2);
+                BrokerEntry {
+                    name,
+                    value,
+                    kind,
+                    source,
+                    synonyms,
+                }
+            })
+            .collect()
     }
 }

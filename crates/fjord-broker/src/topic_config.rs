@@ -606,7 +606,7 @@ pub struct Described {
 }
 
 /// The broker-level value of a log config (the broker's default for every topic).
-fn broker_value(defaults: &LogConfig, key: &str) -> Option<String> {
+pub(crate) fn broker_value(defaults: &LogConfig, key: &str) -> Option<String> {
     let c = defaults;
     Some(match key {
         "cleanup.policy" => match (c.cleanup_policy.compact, c.cleanup_policy.delete) {

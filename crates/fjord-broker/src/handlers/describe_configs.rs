@@ -14,64 +14,33 @@ use crate::{errors, topic_config};
 pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
 
-// Kafka's ConfigSource codes.
-const STATIC_BROKER_CONFIG: i8 = 4;
-const DEFAULT_CONFIG: i8 = 5;
-
-/// Kafka's ConfigType codes for the configs Fjord has.
-fn config_type(key: &str) -> i8 {
-    const BOOLEAN: i8 = 1;
-    const STRING: i8 = 2;
-    const INT: i8 = 3;
-    const LONG: i8 = 5;
-    const LIST: i8 = 7;
-    match key {
-        "cleanup.policy" | "log.cleanup.policy" => LIST,
-        "message.timestamp.type" | "log.message.timestamp.type" => STRING,
-        "auto.create.topics.enable" => BOOLEAN,
-        "min.insync.replicas"
-        | "max.message.bytes"
-        | "message.max.bytes"
-        | "segment.bytes"
-        | "log.segment.bytes"
-        | "index.interval.bytes"
-        | "log.index.interval.bytes"
-        | "segment.index.bytes"
-        | "log.index.size.max.bytes"
-        | "node.id"
-        | "num.partitions"
-        | "socket.request.max.bytes"
-        | "max.connections" => INT,
-        "default.replication.factor" => INT,
-        _ => LONG,
-    }
-}
-
+/// One described config; `kind` is reported from v3 on.
 fn entry(
     name: &str,
-    value: String,
+    value: Option<String>,
     source: i8,
     read_only: bool,
+    kind: topic_config::Kind,
     version: i16,
     synonyms: Vec<DescribeConfigsSynonym>,
 ) -> DescribeConfigsResourceResult {
     let mut c = DescribeConfigsResourceResult::default();
     c.name = str_bytes(name);
-    c.value = Some(str_bytes(value));
+    c.value = value.map(str_bytes);
     c.read_only = read_only;
     c.config_source = source;
     c.is_sensitive = false;
     c.synonyms = synonyms;
     if version >= 3 {
-        c.config_type = config_type(name);
+        c.config_type = kind.code();
     }
     c
 }
 
-fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+fn synonym(name: &str, value: Option<&str>, source: i8) -> DescribeConfigsSynonym {
     let mut s = DescribeConfigsSynonym::default();
     s.name = str_bytes(name);
-    s.value = Some(str_bytes(value));
+    s.value = value.map(str_bytes);
     s.source = source;
     s
 }
@@ -82,7 +51,7 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
-    let broker_values = broker.config.describe();
+    let broker_values = broker.config.describe_kafka();
     for res in request.resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = res.resource_type;
@@ -111,16 +80,20 @@ pub async fn handle(
                     let synonyms = if request.include_synonyms {
                         d.synonyms
                             .iter()
-                            .map(|(n, v, source)| synonym(n, v, *source))
+                            .map(|(n, v, source)| synonym(n, Some(v), *source))
                             .collect()
                     } else {
                         Vec::new()
                     };
-                    let mut e = entry(d.name, d.value, d.source, false, ctx.version, synonyms);
-                    if ctx.version >= 3 {
-                        e.config_type = d.kind.code();
-                    }
-                    result.configs.push(e);
+                    result.configs.push(entry(
+                        d.name,
+                        Some(d.value),
+                        d.source,
+                        false,
+                        d.kind,
+                        ctx.version,
+                        synonyms,
+                    ));
                 }
             }
             BROKER => {
@@ -134,20 +107,24 @@ pub async fn handle(
                     response.results.push(result);
                     continue;
                 }
-                for (k, v, is_default) in broker_values.iter().filter(|(k, _, _)| wanted(k)) {
-                    let source = if *is_default {
-                        DEFAULT_CONFIG
-                    } else {
-                        STATIC_BROKER_CONFIG
-                    };
+                for e in broker_values.iter().filter(|e| wanted(e.name)) {
                     let synonyms = if request.include_synonyms {
-                        vec![synonym(k, v, source)]
+                        e.synonyms
+                            .iter()
+                            .map(|(n, v, source)| synonym(n, v.as_deref(), *source))
+                            .collect()
                     } else {
                         Vec::new()
                     };
-                    result
-                        .configs
-                        .push(entry(k, v.clone(), source, true, ctx.version, synonyms));
+                    result.configs.push(entry(
+                        e.name,
+                        e.value.clone(),
+                        e.source,
+                        true,
+                        e.kind,
+                        ctx.version,
+                        synonyms,
+                    ));
                 }
             }
             other => {
