@@ -188,6 +188,46 @@ class Broker:
         return 0.0
 
 
+class KafkaBroker:
+    """Apache Kafka 4.4 (one KRaft combined node, compat/reference/kafka.sh) in `data`, with the
+    same process figures as `Broker`. `config`: broker settings (e.g. flush after every
+    message, the durability of Fjord's default)."""
+
+    SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "compat",
+                          "reference", "kafka.sh")
+
+    def __init__(self, data, config=None):
+        self.data, self.config = data, dict(config or {})
+        self.bootstrap = None
+
+    def start(self):
+        args = [self.SCRIPT, "start", self.data]
+        for k, v in self.config.items():
+            args += ["--config", f"{k}={v}"]
+        env = dict(os.environ, KAFKA_HEAP_OPTS=os.environ.get("KAFKA_HEAP_OPTS", "-Xms1g -Xmx1g"))
+        out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+        if out.returncode != 0:
+            sys.exit(f"Apache Kafka did not start (compat/reference/kafka.sh):\n{out.stderr}")
+        self.bootstrap = out.stdout.strip().splitlines()[-1]
+        with open(os.path.join(self.data, "node-1", "pid")) as f:
+            self.pid = int(f.read())
+
+    def stop(self):
+        subprocess.run([self.SCRIPT, "stop", self.data], capture_output=True, timeout=120)
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self, key):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+
 def create_topic(bootstrap, topic, partitions, config=None):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     f = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
@@ -351,6 +391,72 @@ def fill(bootstrap, topic, gib, partitions):
 
 # ---------------------------------------------------------------- one run
 
+THROUGHPUT = [("100B x{n}, 1 partition", 1_000_000, 100, 1),
+              ("100B x{n}, 6 partitions", 1_000_000, 100, 6),
+              ("1KiB x{n}, 1 partition", 200_000, 1024, 1),
+              ("1KiB x{n}, 6 partitions", 200_000, 1024, 6)]
+
+
+def throughput(b, s, perf_binary=None):
+    """The throughput workloads on broker `b` (Fjord's or Kafka's): produce acks=all, then
+    consume from the start, with the broker's CPU per GB; with `perf_binary`, again with
+    `fjord perf`."""
+    tp = {}
+    for name, count, size, parts in THROUGHPUT:
+        count = int(count * s)
+        label = name.format(n=f"{count:,}")
+        topic = f"t{size}-{parts}"
+        log(f"{label}: produce")
+        create_topic(b.bootstrap, topic, parts)
+        cpu0 = b.cpu_seconds()
+        secs, nbytes = produce(b.bootstrap, topic, count, size)
+        cpu_in = b.cpu_seconds() - cpu0
+        log(f"{label}: consume")
+        cpu0 = b.cpu_seconds()
+        csecs = consume(b.bootstrap, topic, count, parts)
+        cpu_out = b.cpu_seconds() - cpu0
+        gb = nbytes / 1e9
+        tp[label] = {"produce_rec_s": count / secs, "produce_mib_s": nbytes / MIB / secs,
+                     "consume_rec_s": count / csecs, "consume_mib_s": nbytes / MIB / csecs,
+                     "cpu_s_per_gb_in": cpu_in / gb, "cpu_s_per_gb_out": cpu_out / gb}
+        if perf_binary:
+            log(f"{label}: the same with fjord perf")
+            create_topic(b.bootstrap, topic + "-perf", parts)
+            tp[label]["fjord_perf"] = fjord_perf(perf_binary, b.bootstrap, topic + "-perf", count,
+                                                 size, parts)
+    return tp
+
+
+def keyed(b, s):
+    n = int(400_000 * s)
+    create_topic(b.bootstrap, "keyed", 64)
+    secs, nbytes = produce(b.bootstrap, "keyed", n, 100, keyed=True, producers=16)
+    return {"produce_rec_s": n / secs, "produce_mib_s": nbytes / MIB / secs}
+
+
+def kafka_workloads(args, scratch, config):
+    """The throughput, keyed and latency workloads on Apache Kafka 4.4, each on a fresh node
+    in the scratch directory (the same disk as Fjord's)."""
+    s = args.scale
+    out = {}
+    k = KafkaBroker(tempfile.mkdtemp(prefix="kafka-bench-", dir=scratch), config)
+    k.start()
+    out["idle_rss_mib"] = k.rss_mib("VmRSS")
+    out["throughput"] = throughput(k, s)
+    log("Kafka: 16 producers, keyed records over 64 partitions")
+    out["keyed_16x64"] = keyed(k, s)
+    out["peak_rss_mib"] = k.rss_mib("VmHWM")
+    k.stop()
+    shutil.rmtree(k.data, ignore_errors=True)
+    log(f"Kafka: end-to-end latency at {args.rate} records/s for {args.latency_seconds} s")
+    k = KafkaBroker(tempfile.mkdtemp(prefix="kafka-bench-", dir=scratch), config)
+    k.start()
+    out["latency_ms"] = latency(k.bootstrap, args.rate, args.latency_seconds)
+    k.stop()
+    shutil.rmtree(k.data, ignore_errors=True)
+    return out
+
+
 def run_once(args, scratch):
     s = args.scale
     r = {}
@@ -367,36 +473,10 @@ def run_once(args, scratch):
     r["startup_empty_ms"] = b.start() * 1000
     time.sleep(0.5)
     r["idle_rss_mib"] = b.rss_mib("VmRSS")
-    tp = {}
-    for name, count, size, parts in [("100B x{n}, 1 partition", int(1_000_000 * s), 100, 1),
-                                     ("100B x{n}, 6 partitions", int(1_000_000 * s), 100, 6),
-                                     ("1KiB x{n}, 1 partition", int(200_000 * s), 1024, 1),
-                                     ("1KiB x{n}, 6 partitions", int(200_000 * s), 1024, 6)]:
-        label = name.format(n=f"{count:,}")
-        topic = f"t{size}-{parts}"
-        log(f"{label}: produce")
-        create_topic(b.bootstrap, topic, parts)
-        cpu0 = b.cpu_seconds()
-        secs, nbytes = produce(b.bootstrap, topic, count, size)
-        cpu_in = b.cpu_seconds() - cpu0
-        log(f"{label}: consume")
-        cpu0 = b.cpu_seconds()
-        csecs = consume(b.bootstrap, topic, count, parts)
-        cpu_out = b.cpu_seconds() - cpu0
-        gb = nbytes / 1e9
-        tp[label] = {"produce_rec_s": count / secs, "produce_mib_s": nbytes / MIB / secs,
-                     "consume_rec_s": count / csecs, "consume_mib_s": nbytes / MIB / csecs,
-                     "cpu_s_per_gb_in": cpu_in / gb, "cpu_s_per_gb_out": cpu_out / gb}
-        log(f"{label}: the same with fjord perf")
-        create_topic(b.bootstrap, topic + "-perf", parts)
-        tp[label]["fjord_perf"] = fjord_perf(args.binary, b.bootstrap, topic + "-perf", count, size,
-                                          parts)
+    tp = throughput(b, s, perf_binary=args.binary)
     r["throughput"] = tp
     log("16 producers, keyed records over 64 partitions")
-    create_topic(b.bootstrap, "keyed", 64)
-    n = int(400_000 * s)
-    secs, nbytes = produce(b.bootstrap, "keyed", n, 100, keyed=True, producers=16)
-    r["keyed_16x64"] = {"produce_rec_s": n / secs, "produce_mib_s": nbytes / MIB / secs}
+    r["keyed_16x64"] = keyed(b, s)
     r["peak_rss_mib"] = b.rss_mib("VmHWM")
     b.stop()
     shutil.rmtree(b.data, ignore_errors=True)
@@ -408,6 +488,14 @@ def run_once(args, scratch):
     r["latency_ms"] = latency(b.bootstrap, args.rate, args.latency_seconds)
     b.stop()
     shutil.rmtree(b.data, ignore_errors=True)
+
+    if args.kafka:
+        log("Apache Kafka 4.4 with its defaults (page cache, no fsync)")
+        r["kafka"] = kafka_workloads(args, scratch, {})
+        log("Apache Kafka 4.4 with log.flush.interval.messages=1 (Fjord's durability)")
+        r["kafka_flush"] = kafka_workloads(args, scratch, {"log.flush.interval.messages": 1})
+    if args.compare_only:
+        return r
 
     log("backlog catch-up from disk while producers run")
     b = fresh()
@@ -542,21 +630,70 @@ def report(runs, args):
     w(f"| end-to-end latency at {args.rate}/s, p50 / p99 / p99.9 / max | "
       f"{m('latency_ms', 'p50'):.1f} / {m('latency_ms', 'p99'):.1f} / {m('latency_ms', 'p99.9'):.1f} / "
       f"{m('latency_ms', 'max'):.1f} ms | p99 < 5, p99.9 < 20 |")
-    w(f"| backlog catch-up from disk, producers running | {m('backlog_catchup_mib_s'):,.0f} MiB/s | |")
-    w(f"| produce while retention deletes segments | {m('retention_produce_mib_s'):,.0f} MiB/s | |")
+    full = "wide" in runs[0]
+    if full:
+        w(f"| backlog catch-up from disk, producers running | {m('backlog_catchup_mib_s'):,.0f} MiB/s | |")
+        w(f"| produce while retention deletes segments | {m('retention_produce_mib_s'):,.0f} MiB/s | |")
     w(f"| start-up, empty data dir | {m('startup_empty_ms'):.0f} ms | < 100 |")
-    w(f"| start-up, {args.big_gib * args.scale:.2f} GiB data dir | {m('startup_big_ms'):.0f} ms | |")
-    w(f"| recovery after SIGKILL, same data | {m('recovery_big_ms'):.0f} ms | |")
+    if full:
+        w(f"| start-up, {args.big_gib * args.scale:.2f} GiB data dir | {m('startup_big_ms'):.0f} ms | |")
+        w(f"| recovery after SIGKILL, same data | {m('recovery_big_ms'):.0f} ms | |")
     w(f"| idle RSS / peak RSS | {m('idle_rss_mib'):.0f} / {m('peak_rss_mib'):.0f} MiB | idle < 50 |")
-    n_parts = max(100, int(args.partitions * args.scale))
-    wm = lambda k: m("wide", k)  # noqa: E731
-    w(f"| {n_parts:,} partitions: create / start-up / recovery after SIGKILL | "
-      f"{wm('create_s'):.1f} s / {wm('startup_ms') / 1000:.1f} s / {wm('recovery_ms') / 1000:.1f} s | |")
-    w(f"| {n_parts:,} partitions: descriptors and memory per partition | "
-      f"{wm('fds_per_partition'):.2f} / {wm('kib_per_partition'):.1f} KiB | |")
-    w(f"| {n_parts:,} partitions: 4 keyed producers / one consumer of all | "
-      f"{wm('produce_rec_s'):,.0f} / {wm('consume_rec_s'):,.0f} rec/s | |")
+    if full:
+        n_parts = max(100, int(args.partitions * args.scale))
+        wm = lambda k: m("wide", k)  # noqa: E731
+        w(f"| {n_parts:,} partitions: create / start-up / recovery after SIGKILL | "
+          f"{wm('create_s'):.1f} s / {wm('startup_ms') / 1000:.1f} s / {wm('recovery_ms') / 1000:.1f} s | |")
+        w(f"| {n_parts:,} partitions: descriptors and memory per partition | "
+          f"{wm('fds_per_partition'):.2f} / {wm('kib_per_partition'):.1f} KiB | |")
+        w(f"| {n_parts:,} partitions: 4 keyed producers / one consumer of all | "
+          f"{wm('produce_rec_s'):,.0f} / {wm('consume_rec_s'):,.0f} rec/s | |")
+    if "kafka" in runs[0]:
+        lines.extend(kafka_report(runs, args))
     return "\n".join(lines) + "\n"
+
+
+def kafka_report(runs, args):
+    """Fjord beside Apache Kafka 4.4 on the same workloads, load generator and disk: Kafka
+    with its defaults (no fsync) and with log.flush.interval.messages=1 (Fjord's durability)."""
+    m = lambda *p: median_of(runs, p)  # noqa: E731
+    out = ["", "Beside Apache Kafka 4.4 (same load generator, same disk, same run; Kafka: JVM "
+           "heap 1 GiB, its defaults, i.e. page cache and no fsync; \"Kafka fsync\": "
+           "log.flush.interval.messages=1, the durability of Fjord's default). Ratios are "
+           "Fjord / Kafka:", "",
+           "| workload | Fjord produce rec/s | Kafka | Kafka fsync | Fjord/Kafka | Fjord/Kafka fsync "
+           "| Fjord consume rec/s | Kafka | Kafka fsync | Fjord/Kafka |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    w = out.append
+    for label in runs[0]["throughput"]:
+        f = lambda k: m("throughput", label, k)  # noqa: E731
+        k = lambda k: m("kafka", "throughput", label, k)  # noqa: E731
+        kf = lambda k: m("kafka_flush", "throughput", label, k)  # noqa: E731
+        w(f"| {label} | {f('produce_rec_s'):,.0f} | {k('produce_rec_s'):,.0f} | "
+          f"{kf('produce_rec_s'):,.0f} | {f('produce_rec_s') / k('produce_rec_s'):.2f} | "
+          f"{f('produce_rec_s') / kf('produce_rec_s'):.2f} | {f('consume_rec_s'):,.0f} | "
+          f"{k('consume_rec_s'):,.0f} | {kf('consume_rec_s'):,.0f} | "
+          f"{f('consume_rec_s') / k('consume_rec_s'):.2f} |")
+    fk, kk, kkf = (m("keyed_16x64", "produce_rec_s"), m("kafka", "keyed_16x64", "produce_rec_s"),
+                   m("kafka_flush", "keyed_16x64", "produce_rec_s"))
+    w(f"| 16 producers, keyed, 64 partitions | {fk:,.0f} | {kk:,.0f} | {kkf:,.0f} | "
+      f"{fk / kk:.2f} | {fk / kkf:.2f} | | | | |")
+    w("")
+    w("| broker figure | Fjord | Kafka | Kafka fsync |")
+    w("|---|---|---|---|")
+    for label in runs[0]["throughput"]:
+        for key, name in (("cpu_s_per_gb_in", "CPU s/GB in"), ("cpu_s_per_gb_out", "CPU s/GB out")):
+            w(f"| {label}: {name} | {m('throughput', label, key):.1f} | "
+              f"{m('kafka', 'throughput', label, key):.1f} | "
+              f"{m('kafka_flush', 'throughput', label, key):.1f} |")
+    w(f"| latency at {args.rate}/s p50 / p99 / p99.9 (ms) | "
+      + " | ".join(f"{m(*pre, 'latency_ms', 'p50'):.1f} / {m(*pre, 'latency_ms', 'p99'):.1f} / "
+                   f"{m(*pre, 'latency_ms', 'p99.9'):.1f}"
+                   for pre in ((), ("kafka",), ("kafka_flush",))) + " |")
+    w(f"| idle RSS / peak RSS (MiB) | {m('idle_rss_mib'):.0f} / {m('peak_rss_mib'):.0f} | "
+      f"{m('kafka', 'idle_rss_mib'):.0f} / {m('kafka', 'peak_rss_mib'):.0f} | "
+      f"{m('kafka_flush', 'idle_rss_mib'):.0f} / {m('kafka_flush', 'peak_rss_mib'):.0f} |")
+    return out
 
 
 def main():
@@ -578,6 +715,11 @@ def main():
                                                    "release", "kafka-load"),
                     help="the compiled load generator (cargo build --release -p kafka-load); "
                          "'python' drives confluent-kafka from this process instead")
+    ap.add_argument("--no-kafka", dest="kafka", action="store_false",
+                    help="skip Apache Kafka 4.4 beside Fjord (compat/reference/kafka.sh; needs a "
+                         "JDK and Maven)")
+    ap.add_argument("--compare-only", action="store_true",
+                    help="only the workloads run on both brokers (throughput, keyed, latency)")
     ap.add_argument("--append", metavar="FILE", help="append the results to this markdown file")
     ap.add_argument("--json", action="store_true", help="print every run's raw figures as JSON")
     args = ap.parse_args()
