@@ -173,19 +173,29 @@ class Broker:
             self.proc = None
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def open_files(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def rss_mib(self, key):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mib(self.proc.pid, key)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid, key):
+    """A process's VmRSS (now) or VmHWM (peak) in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class KafkaBroker:
@@ -216,23 +226,34 @@ class KafkaBroker:
         subprocess.run([self.SCRIPT, "stop", self.data], capture_output=True, timeout=120)
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def rss_mib(self, key):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mib(self.pid, key)
 
 
 def create_topic(bootstrap, topic, partitions, config=None):
+    """Creates the topic and, for up to 64 partitions, waits until every partition answers
+    ListOffsets: Kafka publishes a new partition to its broker a moment after CreateTopics
+    answers, and a workload started before that would time the producer's retries."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     f = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                       config=config or {})])[topic]
     f.result(300)
+    if partitions > 64:
+        return
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ready"})
+    deadline = time.monotonic() + 60
+    for p in range(partitions):
+        while True:
+            try:
+                c.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    c.close()
 
 
 def load(*args):

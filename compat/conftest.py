@@ -166,16 +166,19 @@ def target(request):
 @pytest.fixture(scope="session")
 def java(tmp_path_factory):
     """Runs a scenario of compat/java/Scenarios.java (the Java client, kafka-clients 4.4)
-    against a target; returns what it printed as data, with the run's name prefix as "<p>"."""
+    against a target; returns what it printed as data, with the run's name prefix as "<p>".
+    Every compat/java/*.java is compiled once per session."""
     import json
     import uuid
 
     from reference import classpath
 
     out = tmp_path_factory.mktemp("java-classes")
-    src = os.path.join(os.path.dirname(__file__), "java", "Scenarios.java")
+    src = os.path.join(os.path.dirname(__file__), "java")
     cp = classpath()
-    subprocess.run(["javac", "-d", str(out), "-cp", cp, src], check=True, capture_output=True)
+    sources = sorted(os.path.join(src, f) for f in os.listdir(src) if f.endswith(".java"))
+    subprocess.run(["javac", "-d", str(out), "-cp", cp, *sources], check=True,
+                   capture_output=True)
     log4j = os.path.join(os.path.dirname(__file__), "reference", "log4j2-tools.properties")
 
     def run(target, scenario, timeout=180):
@@ -186,6 +189,9 @@ def java(tmp_path_factory):
         assert p.returncode == 0, f"Java scenario {scenario} failed on {target}:\n{p.stderr[-4000:]}"
         return json.loads(p.stdout.replace(prefix, "<p>"))
 
+    # For tests that run their own Java programs (compat/java/*.java) on the same classpath.
+    run.classpath = f"{out}:{cp}"
+    run.log4j = log4j
     return run
 
 

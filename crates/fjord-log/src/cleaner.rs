@@ -229,15 +229,7 @@ impl Log {
                     } else if kept.is_empty() {
                         continue;
                     } else {
-                        let mut b = BatchBuilder::new(header.compression()?);
-                        b.base_offset = header.base_offset;
-                        b.partition_leader_epoch = header.partition_leader_epoch;
-                        b.timestamp_type = header.timestamp_type();
-                        b.transactional = header.is_transactional();
-                        b.producer_id = header.producer_id;
-                        b.producer_epoch = header.producer_epoch;
-                        b.base_sequence = header.base_sequence;
-                        b.last_offset_delta = Some(header.last_offset_delta);
+                        let mut b = BatchBuilder::rewriting(&header, header.compression()?);
                         let horizon = horizon
                             .or(tombstones
                                 .then(|| now_ms.saturating_add(config.delete_retention_ms)));

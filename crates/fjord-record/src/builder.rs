@@ -2,7 +2,7 @@
 //! rewrites a batch keeping only some of its records (their offsets unchanged).
 
 use crate::batch::{
-    Attributes, HEADER_LEN, LOG_OVERHEAD, MAGIC, TimestampType, compute_crc, set_base_offset,
+    Attributes, BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC, TimestampType, compute_crc, set_base_offset,
 };
 use crate::varint::{varint_len, varlong_len, write_varint, write_varlong};
 use crate::{Compression, RecordError};
@@ -62,6 +62,22 @@ impl BatchBuilder {
             delete_horizon: false,
             records: Vec::new(),
         }
+    }
+
+    /// A builder for a rewrite of the batch `header` describes (recompression, compaction):
+    /// its base offset, leader epoch, timestamp type, transactional flag, producer fields and
+    /// `lastOffsetDelta`, in `compression`; no records yet.
+    pub fn rewriting(header: &BatchHeader, compression: Compression) -> Self {
+        let mut b = Self::new(compression);
+        b.base_offset = header.base_offset;
+        b.partition_leader_epoch = header.partition_leader_epoch;
+        b.timestamp_type = header.timestamp_type();
+        b.transactional = header.is_transactional();
+        b.producer_id = header.producer_id;
+        b.producer_epoch = header.producer_epoch;
+        b.base_sequence = header.base_sequence;
+        b.last_offset_delta = Some(header.last_offset_delta);
+        b
     }
 
     /// Adds a record at the next dense offset delta.
@@ -199,15 +215,7 @@ fn write_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 pub fn recompress(batch: &[u8], target: Compression, limit: usize) -> Result<Vec<u8>, RecordError> {
     let header = crate::batch::validate_batch(batch)?;
     let records = crate::Records::decode(batch, limit)?;
-    let mut b = BatchBuilder::new(target);
-    b.base_offset = header.base_offset;
-    b.partition_leader_epoch = header.partition_leader_epoch;
-    b.timestamp_type = header.timestamp_type();
-    b.transactional = header.is_transactional();
-    b.producer_id = header.producer_id;
-    b.producer_epoch = header.producer_epoch;
-    b.base_sequence = header.base_sequence;
-    b.last_offset_delta = Some(header.last_offset_delta);
+    let mut b = BatchBuilder::rewriting(&header, target);
     for record in records.iter() {
         b.push_record(record?.to_new_record(&header));
     }
