@@ -27,6 +27,10 @@ public class WordCount {
         p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         p.put("consumer.auto.offset.reset", "earliest");
+        // A killed instance leaves the group and its open transaction quickly (the test kills one).
+        p.put("consumer.session.timeout.ms", 6000);
+        p.put("consumer.heartbeat.interval.ms", 1000);
+        p.put("producer.transaction.timeout.ms", 10000);
 
         StreamsBuilder b = new StreamsBuilder();
         b.<String, String>stream(args[2])

@@ -12,6 +12,10 @@
 #   kafka.sh stop DIR                stop the nodes of DIR (SIGTERM, then SIGKILL after 20 s)
 #   kafka.sh kill DIR NODE           kill -9 one node (1-based)
 #   kafka.sh run CLASS [ARGS...]     run a Java main class on the classpath
+#   kafka.sh connect-classpath       the classpath of Kafka Connect and MirrorMaker 2 (4.3.1:
+#                                    connect-pom.xml says why)
+#   kafka.sh run-connect CLASS [ARGS...]
+#                                    run a main class on the Connect classpath
 #
 # Kafka's shell tools are their main classes (kafka.sh run CLASS --help for each):
 #   kafka-topics                org.apache.kafka.tools.TopicCommand
@@ -27,8 +31,8 @@
 #   kafka-producer-perf-test    org.apache.kafka.tools.ProducerPerformance
 #   kafka-consumer-perf-test    org.apache.kafka.tools.ConsumerPerformance
 #   kafka-storage               kafka.tools.StorageTool
-#   connect-distributed         org.apache.kafka.connect.cli.ConnectDistributed
-#   connect-mirror-maker        org.apache.kafka.connect.mirror.MirrorMaker
+#   connect-distributed         org.apache.kafka.connect.cli.ConnectDistributed (run-connect)
+#   connect-mirror-maker        org.apache.kafka.connect.mirror.MirrorMaker (run-connect)
 #   kafka-server-start          kafka.Kafka
 #
 # Example:
@@ -37,7 +41,8 @@
 #       --bootstrap-server "$bootstrap" --create --topic t --partitions 3
 #   compat/reference/kafka.sh stop "$dir"
 #
-# Environment: FJORD_KAFKA_CACHE (default ~/.cache/fjord/kafka-4.4.0) holds the resolved jars;
+# Environment: FJORD_KAFKA_CACHE (default ~/.cache/fjord/kafka-4.4.0) holds the resolved jars
+# (libs/, connect-libs/);
 # KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g) and KAFKA_JVM_OPTS are passed to every node.
 set -euo pipefail
 
@@ -46,37 +51,42 @@ cache="${FJORD_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fjord/kafka-4.4.0}"
 
 die() { echo "kafka.sh: $*" >&2; exit 2; }
 
-# Resolves the jars named by pom.xml into $cache/libs, once per pom content.
+# Resolves the jars a pom names (pom.xml: Kafka; connect-pom.xml: Connect) into
+# $cache/<libs>, once per pom content.
 resolve() {
+  local pom="$here/$1" libs="$cache/$2"
   command -v java >/dev/null || die "java not found: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
   local stamp
-  stamp="$(sha256sum "$here/pom.xml" | cut -d' ' -f1)"
-  if [ -f "$cache/stamp" ] && [ "$(cat "$cache/stamp")" = "$stamp" ]; then
+  stamp="$(sha256sum "$pom" | cut -d' ' -f1)"
+  if [ -f "$libs.stamp" ] && [ "$(cat "$libs.stamp")" = "$stamp" ]; then
     return
   fi
   command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
-  echo "kafka.sh: resolving Apache Kafka 4.4.0 from Maven Central into $cache …" >&2
-  rm -rf "$cache/libs.new"
+  echo "kafka.sh: resolving $(basename "$pom") from Maven Central into $libs …" >&2
+  rm -rf "$libs.new"
   mkdir -p "$cache"
-  if ! mvn -B -q -f "$here/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$cache/libs.new" -DincludeScope=runtime >&2; then
-    die "could not resolve Kafka's jars from Maven Central; check that the registry is reachable (mvn -f $here/pom.xml dependency:tree)"
+  if ! mvn -B -q -f "$pom" dependency:copy-dependencies \
+      -DoutputDirectory="$libs.new" -DincludeScope=runtime >&2; then
+    die "could not resolve $(basename "$pom") from Maven Central; check that the registry is reachable (mvn -f $pom dependency:tree)"
   fi
-  rm -rf "$cache/libs"
-  mv "$cache/libs.new" "$cache/libs"
-  echo "$stamp" >"$cache/stamp"
+  rm -rf "$libs"
+  mv "$libs.new" "$libs"
+  echo "$stamp" >"$libs.stamp"
 }
 
-classpath() {
-  resolve
+# The classpath of a pom's jars: classpath_of POM LIBS.
+classpath_of() {
+  resolve "$1" "$2"
   local cp="" jar
-  for jar in "$cache"/libs/*.jar; do cp="${cp:+$cp:}$jar"; done
+  for jar in "$cache/$2"/*.jar; do cp="${cp:+$cp:}$jar"; done
   echo "$cp"
 }
 
+classpath() { classpath_of pom.xml libs; }
+connect_classpath() { classpath_of connect-pom.xml connect-libs; }
+
 java_main() {
-  local cp
-  cp="$(classpath)"
+  local cp="$1"; shift
   # shellcheck disable=SC2086
   exec java ${KAFKA_JVM_OPTS:-} -Dlog4j2.configurationFile="$here/log4j2-tools.properties" -cp "$cp" "$@"
 }
@@ -211,11 +221,13 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   classpath) classpath ;;
+  connect-classpath) connect_classpath ;;
   start) [ $# -ge 1 ] || die "usage: kafka.sh start DIR [--nodes N] [--config KEY=VALUE]..."; start "$@" ;;
   wait) [ $# -ge 1 ] || die "usage: kafka.sh wait DIR [SECONDS]"; wait_ready "$@" ;;
   stop) [ $# -ge 1 ] || die "usage: kafka.sh stop DIR"; stop "$1" ;;
   kill) [ $# -ge 2 ] || die "usage: kafka.sh kill DIR NODE"; kill -9 "$(cat "$1/node-$2/pid")" ;;
-  run) [ $# -ge 1 ] || die "usage: kafka.sh run CLASS [ARGS...]"; java_main "$@" ;;
+  run) [ $# -ge 1 ] || die "usage: kafka.sh run CLASS [ARGS...]"; java_main "$(classpath)" "$@" ;;
+  run-connect) [ $# -ge 1 ] || die "usage: kafka.sh run-connect CLASS [ARGS...]"; java_main "$(connect_classpath)" "$@" ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd'; try: kafka.sh --help" ;;
 esac
