@@ -26,3 +26,8 @@ def test_transactions(both, franz_go):
 @pytest.mark.compat(CLIENT, "kadm: topics, configs, partitions, records, offsets, brokers")
 def test_admin(both, franz_go):
     compare(both, franz_go, "admin")
+
+
+@pytest.mark.compat(CLIENT, "consumer group, consumer protocol (KIP-848, server-side range)")
+def test_group_consumer_protocol(both, franz_go):
+    compare(both, franz_go, "group-consumer")

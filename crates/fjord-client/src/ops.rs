@@ -542,6 +542,9 @@ pub struct GroupDescription {
     pub members: Vec<GroupMember>,
 }
 
+/// GROUP_ID_NOT_FOUND: no such group (DescribeGroups v6+, ConsumerGroupDescribe).
+const GROUP_ID_NOT_FOUND: i16 = 69;
+
 fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
     use kafka_protocol::messages::ConsumerProtocolAssignment;
     use kafka_protocol::protocol::Decodable;
@@ -583,7 +586,56 @@ impl Client {
         Ok(out)
     }
 
+    /// A group as its coordinator describes it: a KIP-848 consumer group through
+    /// ConsumerGroupDescribe, a classic one through DescribeGroups (as Kafka's Admin does;
+    /// Kafka 4 does not describe consumer groups with DescribeGroups). A group that does not
+    /// exist comes back with state "Dead".
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        if self
+            .version_for::<kafka_protocol::messages::ConsumerGroupDescribeRequest>(
+                kafka_protocol::messages::ApiKey::ConsumerGroupDescribe,
+            )
+            .is_ok()
+        {
+            let mut req = kafka_protocol::messages::ConsumerGroupDescribeRequest::default();
+            req.group_ids = vec![kafka_protocol::messages::GroupId(StrBytes::from_string(
+                group.to_string(),
+            ))];
+            let resp = self.send(&req).await?;
+            if let Some(g) = resp.groups.into_iter().next() {
+                if g.error_code == 0 {
+                    return Ok(GroupDescription {
+                        group_id: g.group_id.0.to_string(),
+                        state: g.group_state.to_string(),
+                        protocol_type: "consumer".to_string(),
+                        protocol: g.assignor_name.to_string(),
+                        members: g
+                            .members
+                            .into_iter()
+                            .map(|m| GroupMember {
+                                member_id: m.member_id.to_string(),
+                                group_instance_id: m.instance_id.map(|s| s.to_string()),
+                                client_id: m.client_id.to_string(),
+                                client_host: m.client_host.to_string(),
+                                assignment: m
+                                    .assignment
+                                    .topic_partitions
+                                    .iter()
+                                    .flat_map(|t| {
+                                        t.partitions
+                                            .iter()
+                                            .map(|&p| (t.topic_name.0.to_string(), p))
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    });
+                }
+                if g.error_code != GROUP_ID_NOT_FOUND {
+                    check(g.error_code, g.error_message.as_ref())?;
+                }
+            }
+        }
         let mut req = kafka_protocol::messages::DescribeGroupsRequest::default();
         req.groups = vec![kafka_protocol::messages::GroupId(StrBytes::from_string(
             group.to_string(),
@@ -593,8 +645,10 @@ impl Client {
             .groups
             .into_iter()
             .next()
-            .ok_or_else(|| ClientError::kafka(69, Some(group)))?;
-        check(g.error_code, g.error_message.as_ref())?;
+            .ok_or_else(|| ClientError::kafka(GROUP_ID_NOT_FOUND, Some(group)))?;
+        if g.error_code != GROUP_ID_NOT_FOUND {
+            check(g.error_code, g.error_message.as_ref())?;
+        }
         Ok(GroupDescription {
             group_id: g.group_id.0.to_string(),
             state: g.group_state.to_string(),

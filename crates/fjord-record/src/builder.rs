@@ -2,7 +2,8 @@
 //! rewrites a batch keeping only some of its records (their offsets unchanged).
 
 use crate::batch::{
-    Attributes, BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC, TimestampType, compute_crc, set_base_offset,
+    Attributes, BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC, TimestampType, compute_crc,
+    set_base_offset,
 };
 use crate::varint::{varint_len, varlong_len, write_varint, write_varlong};
 use crate::{Compression, RecordError};

@@ -44,12 +44,15 @@ func main() {
 		out, err = records(ctx)
 	case "group":
 		out, err = group(ctx)
+	case "group-consumer":
+		// KIP-848: the broker assigns (franz-go's server-side balancer, range assignor).
+		out, err = group(ctx, kgo.Balancers(kgo.RangeBalancer()), kgo.ServerSideBalancer())
 	case "transactions":
 		out, err = transactions(ctx)
 	case "admin":
 		out, err = admin(ctx)
 	default:
-		err = fmt.Errorf("unknown scenario %q (records, group, transactions, admin)", scenario)
+		err = fmt.Errorf("unknown scenario %q (records, group, group-consumer, transactions, admin)", scenario)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scenario failed:", err)
@@ -180,9 +183,9 @@ func records(ctx context.Context) (obj, error) {
 	return obj{"acks": acks, "records": got}, nil
 }
 
-// group: a consumer group (franz-go's cooperative-sticky balancer) that consumes, commits and
-// leaves, as kadm describes it.
-func group(ctx context.Context) (obj, error) {
+// group: a consumer group (franz-go's cooperative-sticky balancer, or the options given) that
+// consumes, commits and leaves, as kadm describes it.
+func group(ctx context.Context, opts ...kgo.Opt) (obj, error) {
 	topic, groupID := prefix+"-group", prefix+"-g"
 	cl, err := client()
 	if err != nil {
@@ -200,8 +203,8 @@ func group(ctx context.Context) (obj, error) {
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return nil, err
 	}
-	member, err := client(kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	member, err := client(append([]kgo.Opt{kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

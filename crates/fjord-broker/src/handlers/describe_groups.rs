@@ -37,17 +37,16 @@ pub async fn handle(
         } else {
             NOT_REQUESTED
         };
-        let consumer = broker.groups.consumer().describe(&id.0);
-        if let Some(d) = consumer {
-            // A consumer-protocol group, described in classic terms.
-            g.group_state = str_bytes(d.state);
-            g.protocol_type = str_bytes("consumer");
-            g.protocol_data = str_bytes(d.assignor);
-            g.members = d
-                .members
-                .into_iter()
-                .map(|m| member(m.member_id, m.instance_id, m.client_id, m.client_host))
-                .collect();
+        // Kafka 4 describes only classic groups here: a consumer-protocol (KIP-848) group is
+        // answered as a dead one, with GROUP_ID_NOT_FOUND from v6 on; clients describe it
+        // with ConsumerGroupDescribe.
+        if broker.groups.consumer().describe(&id.0).is_some() {
+            g.group_state = str_bytes("Dead");
+            if ctx.version >= 6 {
+                g.error_code = GROUP_ID_NOT_FOUND;
+                g.error_message =
+                    Some(str_bytes(format!("Group {} is not a classic group.", id.0)));
+            }
             r.groups.push(g);
             continue;
         }
