@@ -54,6 +54,17 @@ def test_transactions_and_admin(both, java):
     compare(both, java, "transactions")
 
 
+@pytest.mark.compat("Java client 4.4", "Admin: topics by id, features, fenceProducers, remove members, filtered listings")
+def test_admin_more(both, java):
+    # Fjord finalizes no feature levels (docs/compatibility.md): no KRaft metadata.version,
+    # and transactions v1 only, so clients do not use KIP-890 part 2.
+    features = {"eligible.leader.replicas.version": [1, 1], "group.version": [1, 1],
+                "metadata.version": [33, 33], "share.version": [2, 2],
+                "streams.version": [1, 1], "transaction.version": [2, 2]}
+    compare(both, java, "admin-more", differ={
+        f"finalized_features.{k}": (v, "<absent>") for k, v in features.items()})
+
+
 def broker_configs(java):
     """The broker's described configs, addresses and paths made comparable."""
     import re

@@ -37,6 +37,7 @@ public class Scenarios {
             case "admin" -> admin();
             case "configs" -> configs();
             case "broker-configs" -> brokerConfigs();
+            case "admin-more" -> adminMore();
             case "group-classic" -> group("classic");
             case "group-consumer" -> group("consumer");
             case "transactions" -> transactions();
@@ -320,6 +321,66 @@ public class Scenarios {
                 m.put("synonyms", e.synonyms().stream().map(s -> List.of(s.name(), String.valueOf(s.value()),
                         s.source().toString())).collect(Collectors.toList()));
                 out.put(e.name(), m);
+            }
+        }
+        return out;
+    }
+
+    /** The Admin methods the other scenarios leave out: topics by id, features, fencing
+     *  transactional producers, removing a static member, filtered group listings. */
+    @SuppressWarnings("unchecked")
+    static Map<String, Object> adminMore() throws Exception {
+        String topic = prefix + "-more";
+        String group = prefix + "-static";
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Admin a = admin_()) {
+            createTopic(a, topic, 2, Map.of());
+            Uuid id = a.describeTopics(List.of(topic)).allTopicNames().get().get(topic).topicId();
+            TopicDescription byId = a.describeTopics(TopicCollection.ofTopicIds(List.of(id)))
+                    .allTopicIds().get().get(id);
+            out.put("describe_by_id", List.of(byId.name(), byId.partitions().size()));
+            Uuid unknown = Uuid.randomUuid();
+            Object missing = outcome(a.describeTopics(TopicCollection.ofTopicIds(List.of(unknown))).allTopicIds());
+            if (missing instanceof Map<?, ?> m && m.get("message") instanceof String msg) {
+                ((Map<String, Object>) m).put("message", msg.replace(unknown.toString(), "<id>"));
+            }
+            out.put("describe_unknown_id", missing);
+            FeatureMetadata f = a.describeFeatures().featureMetadata().get();
+            Map<String, Object> finalized = new TreeMap<>();
+            f.finalizedFeatures().forEach((k, v) -> finalized.put(k, List.of(v.minVersionLevel(), v.maxVersionLevel())));
+            out.put("finalized_features", finalized);
+            // A transactional producer with an open transaction, fenced by the Admin.
+            String txnId = prefix + "-fenced";
+            KafkaProducer<String, String> p = producer(Map.of("transactional.id", txnId));
+            p.initTransactions();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, "k", "v")).get();
+            out.put("fence", outcome(a.fenceProducers(List.of(txnId)).all()));
+            try {
+                p.commitTransaction();
+                out.put("commit_after_fence", "ok");
+            } catch (Exception e) {
+                out.put("commit_after_fence", error(e).get("class"));
+            }
+            p.close();
+            // A static member, removed by the Admin.
+            try (KafkaConsumer<String, String> c = consumer(Map.of("group.id", group,
+                    "group.instance.id", "static-1", "group.protocol", "classic"))) {
+                c.subscribe(List.of(topic));
+                long deadline = System.currentTimeMillis() + 30_000;
+                while (c.assignment().isEmpty() && System.currentTimeMillis() < deadline) c.poll(Duration.ofMillis(100));
+                out.put("static_assigned", c.assignment().size());
+                out.put("listed_stable", a.listGroups(ListGroupsOptions.forConsumerGroups()
+                        .inGroupStates(Set.of(GroupState.STABLE))).all().get().stream()
+                        .anyMatch(g -> g.groupId().equals(group)));
+                out.put("listed_empty_filter", a.listGroups(ListGroupsOptions.forConsumerGroups()
+                        .inGroupStates(Set.of(GroupState.EMPTY))).all().get().stream()
+                        .anyMatch(g -> g.groupId().equals(group)));
+                out.put("remove_member", outcome(a.removeMembersFromConsumerGroup(group,
+                        new RemoveMembersFromConsumerGroupOptions(List.of(new MemberToRemove("static-1")))).all()));
+                out.put("remove_unknown_member", outcome(a.removeMembersFromConsumerGroup(group,
+                        new RemoveMembersFromConsumerGroupOptions(List.of(new MemberToRemove("nobody")))).all()));
+                out.put("members_after", a.describeConsumerGroups(List.of(group)).all().get().get(group).members().size());
             }
         }
         return out;

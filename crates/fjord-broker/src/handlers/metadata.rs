@@ -53,7 +53,14 @@ pub async fn handle(
         }
         Some(requested) => {
             for rt in requested {
-                let topic = match &rt.name {
+                // A topic asked for by id (v12+) is looked up by id, whatever its name field
+                // holds: the Java client leaves it empty rather than null (Kafka does the same).
+                let by_name = if rt.topic_id.is_nil() {
+                    rt.name.as_ref()
+                } else {
+                    None
+                };
+                let topic = match by_name {
                     Some(name) => {
                         let name = name.0.to_string();
                         match broker.metadata().topic(&name).cloned() {
