@@ -1,14 +1,18 @@
-"""kafka-python: produce, consume and admin against a real fjord process."""
+"""kafka-python: produce, consume and admin against Apache Kafka and against Fjord."""
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from diff import unique
 
+
+@pytest.mark.compat("kafka-python 3.0", "idempotent produce, consume, headers, every codec")
 @pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
-def test_produce_and_consume(broker, codec):
-    topic = f"kp-{codec or 'none'}"
+def test_produce_and_consume(target, codec):
+    broker = target
+    topic = unique(f"kp-{codec or 'none'}")
     # kafka-python 3 defaults: idempotence on (InitProducerId, sequence numbers).
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
                              compression_type=codec, linger_ms=5)
@@ -31,18 +35,20 @@ def test_produce_and_consume(broker, codec):
     assert [m.headers for m in got][:2] == [[("n", b"0")], [("n", b"1")]]
 
 
-def test_admin_and_metadata(broker):
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    admin.create_topics([NewTopic("kp-admin", num_partitions=4, replication_factor=1,
+@pytest.mark.compat("kafka-python 3.0", "admin: create, list, describe; metadata, end offsets")
+def test_admin_and_metadata(target):
+    topic = unique("kp-admin")
+    admin = KafkaAdminClient(bootstrap_servers=target.bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1,
                                   topic_configs={"retention.bytes": "1048576"})])
     with pytest.raises(TopicAlreadyExistsError):
-        admin.create_topics([NewTopic("kp-admin", num_partitions=1, replication_factor=1)])
-    assert "kp-admin" in admin.list_topics()
-    described = admin.describe_topics(["kp-admin"])
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    assert topic in admin.list_topics()
+    described = admin.describe_topics([topic])
     assert len(described[0]["partitions"]) == 4
     admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
-    assert consumer.partitions_for_topic("kp-admin") == {0, 1, 2, 3}
-    end = consumer.end_offsets([TopicPartition("kp-admin", 0)])
-    assert end[TopicPartition("kp-admin", 0)] == 0
+    consumer = KafkaConsumer(bootstrap_servers=target.bootstrap)
+    assert consumer.partitions_for_topic(topic) == {0, 1, 2, 3}
+    end = consumer.end_offsets([TopicPartition(topic, 0)])
+    assert end[TopicPartition(topic, 0)] == 0
     consumer.close()
