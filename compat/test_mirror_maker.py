@@ -124,7 +124,8 @@ def mirror(source, target, alias, source_topic, target_topic, group, source_offs
     return out
 
 
-@pytest.mark.compat("MirrorMaker 2 4.3.1", "Kafka to Fjord and back, consumer-offset sync")
+@pytest.mark.compat("MirrorMaker 2 4.3.1", "Kafka to Fjord and back, consumer-offset sync",
+                    columns=("kafka", "fjord"))
 def test_mirror_maker_between_kafka_and_fjord(kafka_ref, fjord_shared, tmp_path):
     """Apache Kafka as the source; as the target first a second Kafka, then Fjord: the same
     copies, headers and translated group offsets."""

@@ -9,7 +9,8 @@ from conftest import wait_for
 from reference import KafkaReference
 
 
-@pytest.mark.compat("reference harness", "3-node Kafka cluster: replication, kill -9 of a node")
+@pytest.mark.compat("reference harness", "3-node Kafka cluster: replication, kill -9 of a node",
+                    columns=("kafka",))
 def test_three_node_reference_cluster(tmp_path):
     ref = KafkaReference(tmp_path / "kafka3", nodes=3).start()
     try:
