@@ -237,7 +237,7 @@ def pytest_runtest_makereport(item, call):
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("FJORD_COMPAT_TABLE")
     # Only a run of the whole suite rewrites the table (a partial run would drop rows).
-    if not path or not _TABLE or session.config.args:
+    if not path or not _TABLE or session.config.invocation_params.args:
         return
     def cell(results):
         if not results:
