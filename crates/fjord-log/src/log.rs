@@ -298,8 +298,9 @@ fn recompressed(
 
 /// Whether a CreateTime record's timestamp lies outside `message.timestamp.before.max.ms` /
 /// `after.max.ms` of `now_ms` (Kafka's check; -1, "no timestamp", is never out of range).
+/// Only called for batches with records (empty ones are refused before).
 fn timestamp_out_of_range(timestamp: i64, now_ms: i64, config: &LogConfig) -> bool {
-    if timestamp == -1 || timestamp == i64::MAX {
+    if timestamp == -1 {
         return false;
     }
     let diff = i128::from(now_ms) - i128::from(timestamp);
