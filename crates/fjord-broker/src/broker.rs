@@ -818,16 +818,18 @@ impl Broker {
         Ok(())
     }
 
-    /// Replaces a topic's config overrides with `configs` (or only checks them), and applies
-    /// them to its running partitions. Blocking.
+    /// Replaces a topic's config overrides with what `change` makes of the current ones (or
+    /// only checks them), and applies them to its running partitions. `change` runs under the
+    /// admin lock, so concurrent incremental changes each see the other's result. Blocking.
     pub fn set_topic_configs(
         &self,
         name: &str,
-        configs: BTreeMap<String, String>,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
         validate_only: bool,
     ) -> Result<(), AdminError> {
         let _admin = self.admin_lock();
         let topic = Self::existing(&self.meta.state(), name)?;
+        let configs = change(&topic.configs)?;
         topic_config::validate_all(&configs)
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         let log_config = topic_config::log_config(&self.config.log_defaults, &configs)

@@ -94,6 +94,42 @@ impl Default for BrokerConfig {
     }
 }
 
+impl BrokerConfig {
+    /// Checks the rules that tie settings together, as Kafka does at start-up (its
+    /// `GroupCoordinatorConfig` requirements): each message names the settings to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(format!(
+                "group.min.session.timeout.ms ({}) must not exceed group.max.session.timeout.ms ({})",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
+        }
+        if i64::from(self.group_consumer_heartbeat_interval_ms)
+            >= self.group_consumer_session_timeout_ms
+        {
+            return Err(format!(
+                "group.consumer.heartbeat.interval.ms ({}) must be less than group.consumer.session.timeout.ms ({})",
+                self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.offsets_retention_minutes.checked_mul(60_000).is_none() {
+            return Err(format!(
+                "offsets.retention.minutes ({}) is too large; at most {}",
+                self.offsets_retention_minutes,
+                i64::MAX / 60_000
+            ));
+        }
+        if self.socket_request_max_bytes > i32::MAX as usize {
+            return Err(format!(
+                "socket.request.max.bytes ({}) must be at most {} (a Kafka frame size is an int32)",
+                self.socket_request_max_bytes,
+                i32::MAX
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One broker config as DescribeConfigs reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerEntry {

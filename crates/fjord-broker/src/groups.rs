@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::{Broker, now_ms};
 use crate::errors;
+use crate::metrics::escape;
 
 /// The internal topic holding groups and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -495,7 +496,7 @@ impl Groups {
         let groups = self.offsets().groups();
         let _ = writeln!(
             out,
-            "# HELP fjord_group_lag_records Records between a group's committed offset and the log end.\n# TYPE fjord_group_lag_records gauge"
+            "# HELP fjord_group_lag_records Records between a group's committed offset and the high watermark.\n# TYPE fjord_group_lag_records gauge"
         );
         let mut ages = Vec::new();
         for g in &groups {
@@ -507,7 +508,9 @@ impl Groups {
                 let lag = (end - c.offset).max(0);
                 let _ = writeln!(
                     out,
-                    "fjord_group_lag_records{{group=\"{g}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                    "fjord_group_lag_records{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                    escape(g),
+                    escape(&topic)
                 );
                 let age = if lag == 0 {
                     0.0
@@ -545,7 +548,9 @@ impl Groups {
         for (g, topic, partition, age) in ages {
             let _ = writeln!(
                 out,
-                "fjord_group_lag_seconds{{group=\"{g}\",topic=\"{topic}\",partition=\"{partition}\"}} {age}"
+                "fjord_group_lag_seconds{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {age}",
+                escape(&g),
+                escape(&topic)
             );
         }
         let _ = writeln!(
@@ -553,7 +558,11 @@ impl Groups {
             "# HELP fjord_group_rebalances_total Generations formed, per group.\n# TYPE fjord_group_rebalances_total counter"
         );
         for (g, n) in lock(&self.rebalances_by_group).iter() {
-            let _ = writeln!(out, "fjord_group_rebalances_total{{group=\"{g}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "fjord_group_rebalances_total{{group=\"{}\"}} {n}",
+                escape(g)
+            );
         }
         let states = lock(&self.coord).list();
         let _ = writeln!(

@@ -289,7 +289,9 @@ impl Metrics {
     }
 }
 
-fn escape(s: &str) -> String {
+/// Escapes a Prometheus label value (backslash, double quote, newline), as the text format
+/// requires: a raw `"` or newline in a group id would break the whole scrape.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -24,6 +24,29 @@ use crate::handlers;
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Counts a connection in `fjord_connections` from accept until its task ends, however it
+/// ends (closed, failed, or aborted at shutdown).
+struct OpenConnection(Arc<Broker>);
+
+impl OpenConnection {
+    fn new(broker: Arc<Broker>) -> Self {
+        broker
+            .metrics
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        Self(broker)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves `listener` until `shutdown` completes, then drains connections and closes the
 /// broker's logs (a clean shutdown).
 pub async fn run(
@@ -54,12 +77,14 @@ pub async fn run(
                     continue;
                 };
                 broker.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+                let open = OpenConnection::new(broker.clone());
                 let broker = broker.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
                     if let Err(e) = serve_connection(stream, peer, broker, stop).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(open);
                     drop(permit);
                 });
             }

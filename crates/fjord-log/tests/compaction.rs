@@ -185,7 +185,7 @@ fn compact_and_delete_together() {
 }
 
 #[test]
-fn compaction_does_not_block_appends() {
+fn appends_racing_compaction_keep_their_latest_values() {
     let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
     let log = Arc::new(open(&storage, config()));
     fill(&log, 40);

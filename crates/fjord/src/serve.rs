@@ -122,6 +122,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         settings::apply_file(&mut config, path)?;
     }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid broker settings: {e}"))?;
     let (listen_host, listen_port) = split_host_port(&args.listen, "--listen")?;
     let advertise = args
         .advertise

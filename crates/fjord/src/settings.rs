@@ -78,6 +78,23 @@ pub fn apply_file(config: &mut BrokerConfig, path: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A Kafka time setting in a coarser unit (an int, as Kafka types `log.retention.hours`),
+/// in milliseconds; a negative value means "no limit" (-1), as Kafka reads it.
+fn in_ms(key: &str, value: &str, unit_ms: i64) -> anyhow::Result<String> {
+    let v: i32 = value.trim().parse().with_context(|| {
+        format!(
+            "{key} must be an integer from {} to {}, got {value:?}",
+            i32::MIN,
+            i32::MAX
+        )
+    })?;
+    Ok(if v < 0 {
+        "-1".to_string()
+    } else {
+        (i64::from(v) * unit_ms).to_string()
+    })
+}
+
 /// Sets one broker setting by its Kafka name.
 pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Result<()> {
     let int = || -> anyhow::Result<i64> {
@@ -119,12 +136,12 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         }
         "message.max.bytes" => log_key("max.message.bytes", value, log)?,
         "log.retention.ms" => log_key("retention.ms", value, log)?,
-        "log.retention.minutes" => log_key("retention.ms", &(int()? * 60_000).to_string(), log)?,
-        "log.retention.hours" => log_key("retention.ms", &(int()? * 3_600_000).to_string(), log)?,
+        "log.retention.minutes" => log_key("retention.ms", &in_ms(key, value, 60_000)?, log)?,
+        "log.retention.hours" => log_key("retention.ms", &in_ms(key, value, 3_600_000)?, log)?,
         "log.retention.bytes" => log_key("retention.bytes", value, log)?,
         "log.segment.bytes" => log_key("segment.bytes", value, log)?,
         "log.roll.ms" => log_key("segment.ms", value, log)?,
-        "log.roll.hours" => log_key("segment.ms", &(int()? * 3_600_000).to_string(), log)?,
+        "log.roll.hours" => log_key("segment.ms", &in_ms(key, value, 3_600_000)?, log)?,
         "log.index.interval.bytes" => log_key("index.interval.bytes", value, log)?,
         "log.index.size.max.bytes" => log_key("segment.index.bytes", value, log)?,
         "log.cleanup.policy" => log_key("cleanup.policy", value, log)?,
@@ -206,6 +223,51 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coarse_time_units_never_overflow() {
+        let mut c = BrokerConfig::default();
+        apply(&mut c, "log.retention.hours", &i32::MAX.to_string()).unwrap();
+        assert_eq!(c.log_defaults.retention_ms, i64::from(i32::MAX) * 3_600_000);
+        apply(&mut c, "log.retention.minutes", "-1").unwrap();
+        assert_eq!(c.log_defaults.retention_ms, -1);
+        for (key, value) in [
+            ("log.retention.hours", "9223372036854775807"),
+            ("log.retention.hours", "2562048"),
+            ("log.roll.hours", "99999999999"),
+        ] {
+            let mut c = BrokerConfig::default();
+            let e = apply(&mut c, key, value).map(|()| c.log_defaults.segment_ms);
+            // i32 range as Kafka: the first and last are refused; 2562048 hours fits in i64 ms.
+            if value.parse::<i32>().is_ok() {
+                assert!(e.is_ok(), "{key}={value}: {e:?}");
+            } else {
+                let e = e.unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains("integer"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        apply(&mut c, "group.min.session.timeout.ms", "60000").unwrap();
+        apply(&mut c, "group.max.session.timeout.ms", "30000").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("group.min.session.timeout.ms"), "{e}");
+        let mut c = BrokerConfig::default();
+        apply(&mut c, "group.consumer.heartbeat.interval.ms", "45000").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("group.consumer.heartbeat.interval.ms"), "{e}");
+        let mut c = BrokerConfig::default();
+        apply(&mut c, "offsets.retention.minutes", &i64::MAX.to_string()).unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("offsets.retention.minutes")
+        );
+    }
 
     #[test]
     fn kafka_names_apply_and_unknown_keys_fail() {

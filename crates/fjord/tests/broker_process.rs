@@ -516,10 +516,14 @@ fn fetch_sessions_answer_only_what_changed() {
     let started = Instant::now();
     let r = fetch(&mut s, 12, id, 2, vec![], vec![], 5_000);
     let mut writer = producer.join().unwrap();
+    // Sent at once and answered only after the produce 300 ms later, with its data, well
+    // before max.wait.ms: the fetch waited in the broker and the new data woke it.
+    let waited = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(4_000),
-        "woken by data"
+        waited >= Duration::from_millis(250),
+        "answered after {waited:?}, before the data was written"
     );
+    assert!(waited < Duration::from_millis(4_000), "woken by data");
     let c = carried(&r);
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].0, 2);

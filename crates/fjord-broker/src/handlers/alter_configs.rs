@@ -44,14 +44,18 @@ fn unsupported_resource(resource_type: i8) -> AdminError {
     }
 }
 
+/// Sets a topic's overrides to what `change` makes of the current ones, computed under the
+/// broker's admin lock (a read-modify-write outside it would lose a concurrent change).
 async fn apply(
     broker: &Arc<Broker>,
     topic: String,
-    configs: BTreeMap<String, String>,
+    change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>
+    + Send
+    + 'static,
     validate_only: bool,
 ) -> Result<(), AdminError> {
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.set_topic_configs(&topic, configs, validate_only))
+    tokio::task::spawn_blocking(move || b.set_topic_configs(&topic, change, validate_only))
         .await
         .unwrap_or_else(|e| {
             Err(AdminError {
@@ -90,7 +94,7 @@ pub async fn handle_alter(
                     apply(
                         broker,
                         res.resource_name.to_string(),
-                        configs,
+                        move |_| Ok(configs),
                         request.validate_only,
                     )
                     .await
@@ -182,32 +186,21 @@ pub async fn handle_incremental(
         let outcome = if res.resource_type != TOPIC {
             Err(unsupported_resource(res.resource_type))
         } else {
-            match broker.metadata().topic(&name).cloned() {
-                None => Err(AdminError {
-                    code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-                    message: format!("The topic '{name}' does not exist."),
+            let mut seen = std::collections::HashSet::new();
+            let ops: Vec<(String, i8, Option<StrBytes>)> = res
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.config_operation, c.value.clone()))
+                .collect();
+            match ops.iter().find(|(k, _, _)| !seen.insert(k.clone())) {
+                Some((dup, _, _)) => Err(AdminError {
+                    code: errors::INVALID_REQUEST,
+                    message: format!("config {dup} appears more than once"),
                 }),
-                Some(topic) => {
-                    let mut seen = std::collections::HashSet::new();
-                    let ops: Vec<(String, i8, Option<StrBytes>)> = res
-                        .configs
-                        .iter()
-                        .map(|c| (c.name.to_string(), c.config_operation, c.value.clone()))
-                        .collect();
-                    if let Some((dup, _, _)) = ops.iter().find(|(k, _, _)| !seen.insert(k.clone()))
-                    {
-                        Err(AdminError {
-                            code: errors::INVALID_REQUEST,
-                            message: format!("config {dup} appears more than once"),
-                        })
-                    } else {
-                        match incremental(&topic.configs, &ops) {
-                            Ok(next) => {
-                                apply(broker, name.clone(), next, request.validate_only).await
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
+                None => {
+                    let change =
+                        move |current: &BTreeMap<String, String>| incremental(current, &ops);
+                    apply(broker, name.clone(), change, request.validate_only).await
                 }
             }
         };

@@ -370,24 +370,24 @@ pub async fn handle(
 }
 
 /// Fuzz entry point: decodes `frame` (a request without its size prefix) the way [`handle`]
-/// does, without a broker. Must never panic or abort, whatever the bytes.
-pub fn fuzz_decode(frame: &[u8]) {
+/// does, without a broker; true if it decoded. Must never panic or abort, whatever the bytes.
+pub fn fuzz_decode(frame: &[u8]) -> bool {
     if frame.len() < 8 {
-        return;
+        return false;
     }
     let api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let Ok(api) = ApiKey::try_from(api_key) else {
-        return;
+        return false;
     };
     if !accepted(api, version) {
-        return;
+        return false;
     }
     let mut buf = Bytes::copy_from_slice(frame);
     if RequestHeader::decode(&mut buf, api.request_header_version(version)).is_err() {
-        return;
+        return false;
     }
-    let _ = RequestKind::decode(api, &mut buf, version);
+    RequestKind::decode(api, &mut buf, version).is_ok()
 }
 
 /// Size prefix, response header, body.

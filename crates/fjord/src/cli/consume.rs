@@ -38,37 +38,18 @@ pub struct ConsumeArgs {
     pub format: String,
 }
 
-/// Epoch milliseconds from `ms` or `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+/// Epoch milliseconds from `ms` or an RFC 3339 time (`2026-01-31T09:30:00Z`, fractions and
+/// UTC offsets such as `+01:00` allowed). Invalid dates (month 13, hour 25) are refused.
 pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let bad = || anyhow::anyhow!("time {s:?}: use epoch milliseconds or YYYY-MM-DDTHH:MM:SSZ");
-    let s = s.strip_suffix('Z').ok_or_else(bad)?;
-    let (date, time) = s.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms
-        .split(':')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return Err(bad());
-    }
-    let (y, m, day) = (d[0], d[1], d[2]);
-    // Days from the civil calendar (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let millis: i64 = format!("{frac:0<3}")[..3].parse().map_err(|_| bad())?;
-    Ok(((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + millis)
+    let t: jiff::Timestamp = s.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "time {s:?}: {e}; use epoch milliseconds or an RFC 3339 time such as 2026-01-31T09:30:00Z"
+        )
+    })?;
+    Ok(t.as_millisecond())
 }
 
 fn render(format: &str, topic: &str, r: &fjord_client::FetchedRecord) -> String {
@@ -234,5 +215,28 @@ mod tests {
             1_700_000_000_500
         );
         assert!(parse_time("yesterday").is_err());
+        // Offsets move the instant; the same instant in UTC is the same milliseconds.
+        assert_eq!(
+            parse_time("2023-11-14T23:13:20+01:00").unwrap(),
+            1_700_000_000_000
+        );
+        // Out-of-range fields are refused, not wrapped into another date.
+        for bad in [
+            "2023-13-01T00:00:00Z",
+            "2023-02-30T00:00:00Z",
+            "2023-11-14T25:00:00Z",
+            "2023-11-14T22:61:00Z",
+            "2023-11-14T22:13:20Q",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad} was accepted");
+        }
+        // Non-ASCII input is an error, never a panic (it once sliced inside a character).
+        for bad in [
+            "2026-01-01T00:00:00.\u{e9}\u{e9}Z",
+            "\u{e9}",
+            "2026-01-01T00:00:00.0\u{e9}Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

@@ -48,7 +48,7 @@ pub struct ResetArgs {
     pub to_latest: bool,
     #[arg(long, group = "target", value_name = "OFFSET")]
     pub to_offset: Option<i64>,
-    /// Epoch milliseconds or YYYY-MM-DDTHH:MM:SSZ.
+    /// Epoch milliseconds or an RFC 3339 time (2026-01-31T09:30:00Z, offsets allowed).
     #[arg(long, group = "target", value_name = "TIME")]
     pub to_datetime: Option<String>,
     #[arg(
