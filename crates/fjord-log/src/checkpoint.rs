@@ -21,7 +21,6 @@ use crate::LogError;
 use crate::storage::Storage;
 
 pub const FILE_NAME: &str = "partition.checkpoint";
-const TMP_NAME: &str = "partition.checkpoint.tmp";
 const MAGIC: &[u8; 4] = b"FJCP";
 const VERSION: u16 = 1;
 const LEN: usize = 36;
@@ -117,22 +116,7 @@ impl Checkpoint {
 
     /// Atomically replaces the checkpoint in `dir`.
     pub fn store(&self, storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
-        let tmp = dir.join(TMP_NAME);
-        let path = dir.join(FILE_NAME);
-        let file = storage
-            .open(&tmp, true)
-            .map_err(LogError::io("creating", &tmp))?;
-        file.truncate(0).map_err(LogError::io("writing", &tmp))?;
-        file.write_at(&self.encode(), 0)
-            .map_err(LogError::io("writing", &tmp))?;
-        file.sync().map_err(LogError::io("syncing", &tmp))?;
-        storage
-            .rename(&tmp, &path)
-            .map_err(LogError::io("renaming", &tmp))?;
-        storage
-            .sync_dir(dir)
-            .map_err(LogError::io("syncing", dir))?;
-        Ok(())
+        crate::storage::write_atomic(storage, dir, FILE_NAME, &self.encode())
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod checkpoint;
 mod cleaner;
 pub mod config;
+pub mod epochs;
 mod error;
 pub mod flusher;
 pub mod index;

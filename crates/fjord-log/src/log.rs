@@ -22,6 +22,7 @@ use fjord_record::{
 use crate::LogError;
 use crate::checkpoint::{Checkpoint, Loaded};
 use crate::config::LogConfig;
+use crate::epochs::{EpochCache, EpochEntry};
 use crate::producer::{self, AbortedTxn, Check, Checked, ProducerEntry, ProducerState};
 use crate::segment::{
     self, CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, ScanError, Scanner, Segment, TIME_INDEX_SUFFIX,
@@ -169,6 +170,11 @@ pub(crate) struct Inner {
     pub(crate) aborted: BTreeMap<i64, Vec<AbortedTxn>>,
     /// The offset of the newest producer snapshot on disk (-1 when none).
     snapshot_offset: i64,
+    /// Leader epochs and their start offsets (`leader-epoch-checkpoint`).
+    epochs: EpochCache,
+    /// `epochs` changed since the file was written. A new epoch is written before the first
+    /// batch that carries it; removals may wait (the file is cut to the log on open).
+    epochs_dirty: bool,
 }
 
 #[derive(Debug)]
@@ -545,6 +551,8 @@ impl Log {
                 producers: ProducerState::default(),
                 aborted: BTreeMap::new(),
                 snapshot_offset: -1,
+                epochs: EpochCache::default(),
+                epochs_dirty: false,
             }),
             sync: Mutex::new(SyncState { durable: leo }),
             durable: AtomicI64::new(leo),
@@ -556,6 +564,7 @@ impl Log {
             let mut inner = lock(&log.inner);
             inner.check_invariants();
             log.load_producer_state(&mut inner, clean, now_ms)?;
+            log.load_epochs(&mut inner)?;
         }
         if last == LastShutdown::PerLog {
             // From now on a crash is not a clean shutdown.
@@ -579,9 +588,106 @@ impl Log {
         Ok(())
     }
 
-    /// The leader epoch stamped into the batches this log appends as leader (0 until set).
+    /// Makes this log's leader epoch `epoch` (stamped into the batches it appends as
+    /// leader; 0 until set): a newer epoch starts at the log end offset in the epoch cache,
+    /// as when Kafka's replica becomes leader.
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.leader_epoch.store(epoch, Ordering::Relaxed);
+        let mut inner = lock(&self.inner);
+        let leo = inner.log_end_offset;
+        if inner.epochs.assign(epoch, leo) {
+            inner.epochs_dirty = true;
+        }
+    }
+
+    /// The leader epoch this log appends with.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The leader epochs of this log and where each starts.
+    pub fn leader_epochs(&self) -> Vec<EpochEntry> {
+        lock(&self.inner).epochs.entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `requested` and the offset where
+    /// it ends (UNDEFINED -1/-1 for an epoch this log never had past its latest).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        let inner = lock(&self.inner);
+        inner.epochs.end_offset_for(requested, inner.log_end_offset)
+    }
+
+    /// Loads the epoch cache at open (rebuilt from the batches when the file is missing,
+    /// as in a data directory from before it existed) and cuts it to the log.
+    fn load_epochs(&self, inner: &mut Inner) -> Result<(), LogError> {
+        let (mut epochs, rebuilt) = match EpochCache::load(&*self.storage, &self.dir)? {
+            Some(epochs) => (epochs, false),
+            None => (self.rebuild_epochs(inner)?, true),
+        };
+        let cut = epochs.truncate_from_end(inner.log_end_offset)
+            | epochs.truncate_from_start(inner.log_start_offset);
+        inner.epochs = epochs;
+        inner.epochs_dirty = rebuilt || cut;
+        if let Some(latest) = inner.epochs.latest() {
+            self.leader_epoch.store(latest.epoch, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The epochs of the batches in the log. When the first and last batch carry the same
+    /// epoch (every log written before the cache existed: one node, epoch 0) that is the
+    /// only one; otherwise every batch header is read.
+    fn rebuild_epochs(&self, inner: &Inner) -> Result<EpochCache, LogError> {
+        let mut epochs = EpochCache::default();
+        if inner.log_start_offset >= inner.log_end_offset {
+            return Ok(epochs);
+        }
+        let header_at = |offset: i64| -> Result<Option<BatchHeader>, LogError> {
+            let seg = &inner.segments[inner.segment_index_for(offset)];
+            let mut scanner = Scanner::new(&*seg.log, seg.position_for(offset), seg.size);
+            loop {
+                match scanner.next_header() {
+                    Ok(Some((_, h))) if h.last_offset() >= offset => return Ok(Some(h)),
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(self.scan_error(seg.base_offset, e)),
+                }
+            }
+        };
+        let first = header_at(inner.log_start_offset)?;
+        let last = header_at(inner.log_end_offset - 1)?;
+        if let (Some(first), Some(last)) = (first, last)
+            && first.partition_leader_epoch == last.partition_leader_epoch
+        {
+            epochs.assign(first.partition_leader_epoch, inner.log_start_offset);
+            return Ok(epochs);
+        }
+        for seg in &inner.segments {
+            let mut scanner = Scanner::new(&*seg.log, 0, seg.size);
+            loop {
+                match scanner.next_header() {
+                    Ok(Some((_, h))) => {
+                        epochs.assign(h.partition_leader_epoch, h.base_offset);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(self.scan_error(seg.base_offset, e)),
+                }
+            }
+        }
+        epochs.truncate_from_start(inner.log_start_offset);
+        Ok(epochs)
+    }
+
+    /// Writes the epoch cache if it changed; an I/O error fails the log.
+    fn store_epochs(&self, inner: &mut Inner) -> Result<(), LogError> {
+        if !inner.epochs_dirty {
+            return Ok(());
+        }
+        if let Err(e) = inner.epochs.store(&*self.storage, &self.dir) {
+            return Err(self.fail(inner, e));
+        }
+        inner.epochs_dirty = false;
+        Ok(())
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -945,6 +1051,13 @@ impl Log {
                 h.partition_leader_epoch = epoch;
             }
         }
+        for h in &headers {
+            if inner.epochs.assign(h.partition_leader_epoch, h.base_offset) {
+                inner.epochs_dirty = true;
+            }
+        }
+        // A new epoch is on disk before any batch that carries it.
+        self.store_epochs(&mut inner)?;
         let first_offset = headers[0].base_offset;
         let last_offset = headers
             .last()
@@ -1475,6 +1588,11 @@ impl Log {
         }
         inner.high_watermark = inner.high_watermark.min(inner.log_end_offset);
         inner.log_start_offset = inner.log_start_offset.min(inner.log_end_offset);
+        let leo = inner.log_end_offset;
+        if inner.epochs.truncate_from_end(leo) {
+            inner.epochs_dirty = true;
+        }
+        self.store_epochs(&mut inner)?;
         inner.first_unflushed_ms = None;
         sync.durable = sync.durable.min(inner.log_end_offset);
         self.durable.store(sync.durable, Ordering::Release);
@@ -1511,6 +1629,10 @@ impl Log {
         inner.high_watermark = offset;
         inner.aborted.clear();
         inner.producers = ProducerState::default();
+        if inner.epochs.clear() {
+            inner.epochs_dirty = true;
+        }
+        self.store_epochs(inner)?;
         // Older snapshots describe batches that are gone.
         if let Err(e) =
             producer::write_snapshot(&*self.storage, &self.dir, offset, &inner.producers)
@@ -1582,6 +1704,9 @@ impl Log {
                 return Ok(inner.log_start_offset);
             }
             inner.log_start_offset = offset;
+            if inner.epochs.truncate_from_start(offset) {
+                inner.epochs_dirty = true;
+            }
         }
         self.write_checkpoint(None, false)?;
         self.enforce_retention_inner(None)?;
@@ -1655,6 +1780,9 @@ impl Log {
             }
             let log_start = inner.log_start_offset;
             inner.producers.evict_below(log_start);
+            if inner.epochs.truncate_from_start(log_start) {
+                inner.epochs_dirty = true;
+            }
             inner.high_watermark = inner.high_watermark.max(inner.log_start_offset);
             inner.check_invariants();
             (removed, inner.log_start_offset)
@@ -1697,6 +1825,7 @@ impl Log {
             {
                 return Err(self.fail(&mut inner, e));
             }
+            self.store_epochs(&mut inner)?;
             inner.closed = true;
             leo
         };

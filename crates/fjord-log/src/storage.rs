@@ -80,6 +80,31 @@ impl dyn StorageFile {
     }
 }
 
+/// Replaces `dir/name` with `bytes` atomically and durably: written to a temporary file,
+/// synced, renamed over the old one, and the directory synced, so a crash leaves the old
+/// file or the new one, never a mix.
+pub fn write_atomic(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), crate::LogError> {
+    use crate::LogError;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let file = storage
+        .open(&tmp, true)
+        .map_err(LogError::io("creating", &tmp))?;
+    file.truncate(0).map_err(LogError::io("writing", &tmp))?;
+    file.write_at(bytes, 0)
+        .map_err(LogError::io("writing", &tmp))?;
+    file.sync().map_err(LogError::io("syncing", &tmp))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(LogError::io("renaming", &tmp))?;
+    storage.sync_dir(dir).map_err(LogError::io("syncing", dir))
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;

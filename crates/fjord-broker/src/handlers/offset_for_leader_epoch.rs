@@ -1,5 +1,6 @@
-//! OffsetForLeaderEpoch: where a leader epoch ends. A single node has had one epoch (0) since
-//! the log began, so epoch 0 ends at the log end offset and later epochs are unknown.
+//! OffsetForLeaderEpoch: where a leader epoch ends, from the partition's leader-epoch cache
+//! (Kafka's rule: the largest epoch at or below the one asked for, ended by the next epoch's
+//! start or, for the latest, the log end; UNDEFINED for an epoch past the latest).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::{RequestContext, check_leader_epoch};
-use crate::broker::{Broker, LEADER_EPOCH};
+use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(
@@ -33,12 +34,11 @@ pub async fn handle(
                     let check = check_leader_epoch(p.current_leader_epoch);
                     if check != errors::NONE {
                         e.error_code = check;
-                    } else if p.leader_epoch <= LEADER_EPOCH && p.leader_epoch >= 0 {
-                        // Epoch 0 is the only one, so any epoch up to it ends at the log end.
-                        e.leader_epoch = LEADER_EPOCH;
-                        e.end_offset = partition.log.log_end_offset();
+                    } else {
+                        let (epoch, end) = partition.log.end_offset_for_epoch(p.leader_epoch);
+                        e.leader_epoch = epoch;
+                        e.end_offset = end;
                     }
-                    // A later epoch is unknown here: UNDEFINED (-1, -1), as Kafka answers.
                 }
             }
             tr.partitions.push(e);
