@@ -3,10 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock, Weak};
 
-use fjord_log::{LastShutdown, Log, LogError, ReadUpTo, Storage};
+use fjord_log::{AppendInfo, AppendOrigin, LastShutdown, Log, LogError, ReadUpTo, Storage};
 use fjord_meta::{
     MetadataRecord, MetadataState, MetadataStore, StoreError, TopicId, TopicMeta,
     validate_topic_name,
@@ -14,15 +13,15 @@ use fjord_meta::{
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
+use crate::coordinator::group::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::coordinator::txn::{
+    MarkerWriter, ProducerIdManager, TXN_TOPIC, TransactionCoordinator, TxnConfig,
+};
+use crate::coordinator::{PartitionWriter, WriteError};
 use crate::errors;
 use crate::topic_config;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms;
 
 /// Left in the data directory by a clean shutdown, removed at start-up (Kafka's
 /// `.kafka_cleanshutdown`).
@@ -44,6 +43,43 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Appends batches as this partition's leader: the one write path of client produce,
+    /// coordinator records and transaction markers. The append is not committed (visible to
+    /// consumers) until [`Self::commit`] or [`Self::committed`] says so.
+    pub fn append(
+        &self,
+        records: &[u8],
+        origin: AppendOrigin,
+        now: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.log.append(records, origin, now)
+    }
+
+    /// Waits until `info`'s append is committed under the topic's flush policy (fsynced
+    /// unless `flush.messages` defers it; a single node is the whole ISR) and raises the high
+    /// watermark. Blocking.
+    pub fn commit(&self, info: &AppendInfo) -> Result<(), LogError> {
+        self.log.wait_durable(info)?;
+        self.committed(info.next_offset());
+        Ok(())
+    }
+
+    /// Waits until every offset below `offset` is fsynced, whatever the flush policy
+    /// (coordinator state is always durable before it is answered), and raises the high
+    /// watermark. Blocking.
+    pub fn commit_to(&self, offset: i64) -> Result<(), LogError> {
+        self.log.sync_to(offset)?;
+        self.committed(offset);
+        Ok(())
+    }
+
+    /// Everything below `offset` is committed (durable as the flush policy asks, on every
+    /// in-sync replica; on one node, on this one): consumers may read it, and the fetches
+    /// waiting on this partition wake.
+    pub fn committed(&self, offset: i64) {
+        self.advance_high_watermark(offset);
+    }
+
     /// Makes everything below `offset` visible to consumers and wakes the fetches waiting on
     /// this partition.
     pub fn advance_high_watermark(&self, offset: i64) {
@@ -51,6 +87,163 @@ impl Partition {
         self.waiters.wake();
     }
 }
+
+/// The broker's internal topics as the coordinators see them: created on first use, written
+/// and replayed through the partitions' one write path.
+#[derive(Debug)]
+struct InternalTopics(Weak<Broker>);
+
+impl InternalTopics {
+    fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, WriteError> {
+        self.0
+            .upgrade()
+            .and_then(|b| b.partition(topic, partition))
+            .ok_or_else(|| WriteError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+}
+
+impl MarkerWriter for InternalTopics {
+    /// Markers for `__consumer_offsets` go through the group coordinator, which decides the
+    /// offsets the transaction committed there; others are appended as any write.
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<(), String> {
+        let marker = fjord_record::build_marker(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            now_ms(),
+        );
+        let broker = self
+            .0
+            .upgrade()
+            .ok_or_else(|| "the broker is shutting down".to_string())?;
+        if topic == OFFSETS_TOPIC {
+            return broker
+                .groups
+                .write_marker(partition, producer_id, commit, marker)
+                .map_err(|e| format!("{topic}-{partition}: {e}"));
+        }
+        let Some(p) = broker.partition(topic, partition) else {
+            // The topic was deleted since: nothing to mark.
+            return Ok(());
+        };
+        p.append(&marker, AppendOrigin::Internal, now_ms())
+            .and_then(|info| p.commit(&info))
+            .map_err(|e| format!("{topic}-{partition}: {e}"))
+    }
+}
+
+impl ProducerIdManager for InternalTopics {
+    fn allocate(&self, count: i64) -> Result<(i64, i64), String> {
+        let broker = self
+            .0
+            .upgrade()
+            .ok_or_else(|| "the broker is shutting down".to_string())?;
+        broker.allocate_producer_ids(count).map_err(|e| e.message)
+    }
+}
+
+impl PartitionWriter for InternalTopics {
+    fn partitions(&self, topic: &str, create: bool) -> Result<Option<i32>, WriteError> {
+        let broker = self
+            .0
+            .upgrade()
+            .ok_or_else(|| WriteError::Unavailable("the broker is shutting down".into()))?;
+        if !create {
+            return Ok(broker.meta.state().topic(topic).map(|t| t.partitions));
+        }
+        let created = match topic {
+            TXN_TOPIC => broker.ensure_transaction_topic(),
+            _ => broker.ensure_offsets_topic(),
+        };
+        created
+            .map(Some)
+            .map_err(|e| WriteError::Unavailable(e.message))
+    }
+
+    fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError> {
+        let p = self.partition(topic, partition)?;
+        Ok(p.append(batch, AppendOrigin::Internal, now_ms())?
+            .next_offset())
+    }
+
+    fn committed(&self, topic: &str, partition: i32, offset: i64) -> Result<(), WriteError> {
+        Ok(self.partition(topic, partition)?.commit_to(offset)?)
+    }
+
+    fn replay(
+        &self,
+        topic: &str,
+        partition: i32,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<i64, WriteError> {
+        let p = self.partition(topic, partition)?;
+        Ok(replay_partition(&p, f)?)
+    }
+}
+
+/// Calls `f` with every batch of a partition below its high watermark, in offset order;
+/// returns the high watermark. Blocking.
+fn replay_partition(p: &Partition, f: &mut dyn FnMut(&[u8])) -> Result<i64, LogError> {
+    let end = p.log.high_watermark();
+    let mut offset = p.log.log_start_offset();
+    while offset < end {
+        let read = p
+            .log
+            .read(offset, READ_CHUNK, ReadUpTo::HighWatermark, true)?;
+        let Some(slice) = read.data else { break };
+        let bytes = slice.read().map_err(|source| LogError::Io {
+            action: "reading",
+            path: p.log.dir().to_path_buf(),
+            source,
+        })?;
+        for batch in fjord_record::split_batches(&bytes).flatten() {
+            f(batch);
+        }
+        offset = slice.next_offset;
+    }
+    Ok(end)
+}
+
+/// Seconds since the record at `offset` was written (its timestamp), for lag in time.
+fn oldest_unread_age(p: &Partition, offset: i64, now: i64) -> Option<f64> {
+    let read = p
+        .log
+        .read(
+            offset.max(p.log.log_start_offset()),
+            1,
+            ReadUpTo::HighWatermark,
+            true,
+        )
+        .ok()?;
+    let bytes = read.data?.read().ok()?;
+    let batch = fjord_record::split_batches(&bytes).next()?.ok()?;
+    let header = fjord_record::BatchHeader::parse(batch).ok()?;
+    let first = fjord_record::Records::decode(batch, MAX_DECODED_BATCH)
+        .ok()?
+        .iter()
+        .flatten()
+        .find(|r| r.offset(&header) >= offset)?
+        .timestamp(&header);
+    Some((now - first).max(0) as f64 / 1000.0)
+}
+
+/// The most one batch may decompress to when the broker reads it for itself.
+const MAX_DECODED_BATCH: usize = 64 << 20;
+
+/// How much of an internal topic one read brings in while replaying it.
+const READ_CHUNK: usize = 1 << 20;
 
 /// The long-polling fetches that read a partition (Kafka's fetch purgatory, keyed by
 /// partition): new data wakes the fetches that read it, and no other.
@@ -228,8 +421,8 @@ pub struct Broker {
     /// Makes acks=all appends durable, sharing fsyncs between requests (group commit).
     pub flusher: fjord_log::Flusher<Partition>,
     pub metrics: crate::metrics::Metrics,
-    pub groups: crate::groups::Groups,
-    pub txns: crate::txns::Transactions,
+    pub groups: GroupCoordinator,
+    pub txns: TransactionCoordinator,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: std::sync::Mutex<crate::fetch_sessions::FetchSessions>,
     /// Serialises topic administration.
@@ -255,7 +448,7 @@ impl Broker {
         config: BrokerConfig,
         storage: Arc<dyn Storage>,
         cluster_id: String,
-    ) -> Result<Self, OpenError> {
+    ) -> Result<Arc<Self>, OpenError> {
         let now = now_ms();
         let meta = MetadataStore::open(storage.clone(), &config.data_dir, now)?;
         let group_config = fjord_coord::group::Config {
@@ -272,26 +465,45 @@ impl Broker {
             config.fetch_session_cache_slots,
             random_u128() as u64,
         );
-        let broker = Self {
-            config,
-            cluster_id,
-            storage,
-            meta,
-            partitions: RwLock::new(HashMap::new()),
-            flusher: fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?,
-            metrics: crate::metrics::Metrics::default(),
-            groups: crate::groups::Groups::new(group_config, consumer_config, random_u128() as u64),
-            txns: crate::txns::Transactions::default(),
-            fetch_sessions: std::sync::Mutex::new(fetch_sessions),
-            admin: std::sync::Mutex::new(()),
-        };
+        let flusher = fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?;
+        let broker = Arc::new_cyclic(|me: &Weak<Broker>| {
+            let writer = Arc::new(InternalTopics(me.clone()));
+            let txn_config = TxnConfig {
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                id_expiration_ms: config.transactional_id_expiration_ms,
+                abort_interval_ms: config.transaction_abort_interval_ms,
+            };
+            Self {
+                config,
+                cluster_id,
+                storage,
+                meta,
+                partitions: RwLock::new(HashMap::new()),
+                flusher,
+                metrics: crate::metrics::Metrics::default(),
+                groups: GroupCoordinator::new(
+                    writer.clone(),
+                    group_config,
+                    consumer_config,
+                    random_u128() as u64,
+                ),
+                txns: TransactionCoordinator::new(
+                    writer.clone(),
+                    writer.clone(),
+                    writer,
+                    txn_config,
+                ),
+                fetch_sessions: std::sync::Mutex::new(fetch_sessions),
+                admin: std::sync::Mutex::new(()),
+            }
+        });
         broker.remove_stray_partitions();
         let last = broker.take_clean_shutdown_marker()?;
         let state = broker.meta.state();
         let topics: Vec<_> = state.topics().map(|t| (t, 0)).collect();
         broker.open_topics(&topics, now, last)?;
-        broker.groups.load(&broker);
-        broker.txns.load(&broker);
+        broker.groups.load_all();
+        broker.txns.load_all();
         Ok(broker)
     }
 
@@ -538,16 +750,19 @@ impl Broker {
             .collect()
     }
 
-    /// Periodic upkeep of every partition: `flush.ms` syncs, and with `retention` also
-    /// retention and compaction. Blocking. Errors are logged here, where they are handled.
-    pub fn maintain(&self, now: i64, retention: bool) {
+    /// Syncs the partitions whose `flush.ms` is due. Blocking.
+    pub fn flush_due(&self, now: i64) {
         for p in self.all_partitions() {
             if let Err(e) = p.log.flush_if_due(now) {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
             }
-            if !retention {
-                continue;
-            }
+        }
+    }
+
+    /// Forgets idle producers (`producer.id.expiration.ms`) and deletes segments past
+    /// retention. Blocking.
+    pub fn enforce_retention(&self, now: i64) {
+        for p in self.all_partitions() {
             let expired = p
                 .log
                 .expire_producers(now, self.config.producer_id_expiration_ms);
@@ -568,6 +783,12 @@ impl Broker {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
                 }
             }
+        }
+    }
+
+    /// Compacts the partitions of compacted topics. Blocking.
+    pub fn compact(&self, now: i64) {
+        for p in self.all_partitions() {
             match p.log.compact(now) {
                 Ok(out) if out.segments_cleaned > 0 => tracing::info!(
                     topic = %p.topic,
@@ -587,19 +808,13 @@ impl Broker {
     /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
     /// returns its partition count. Blocking.
     pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {
-        self.ensure_internal_topic(
-            crate::groups::OFFSETS_TOPIC,
-            self.config.offsets_topic_partitions,
-        )
+        self.ensure_internal_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions)
     }
 
     /// Creates `__transaction_state` on first use (compacted,
     /// `transaction.state.log.num.partitions`); returns its partition count. Blocking.
     pub fn ensure_transaction_topic(&self) -> Result<i32, AdminError> {
-        self.ensure_internal_topic(
-            crate::txns::TXN_TOPIC,
-            self.config.transaction_state_partitions,
-        )
+        self.ensure_internal_topic(TXN_TOPIC, self.config.transaction_state_partitions)
     }
 
     /// Hands out the next block of `count` producer ids, recorded durably in the metadata
@@ -641,44 +856,6 @@ impl Broker {
                 Ok(self.meta.state().topic(name).map_or(1, |t| t.partitions))
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// Calls `f(partition, batch)` for every batch of every partition of `topic`, from the log
-    /// start to the log end, in offset order per partition: how coordinators rebuild their
-    /// state from an internal topic. Blocking. A partition that cannot be read is logged and
-    /// skipped from there on.
-    pub fn replay_topic(&self, topic: &str, mut f: impl FnMut(i32, &[u8])) {
-        let Some(meta) = self.meta.state().topic(topic).cloned() else {
-            return;
-        };
-        for index in 0..meta.partitions {
-            let Some(p) = self.partition(topic, index) else {
-                continue;
-            };
-            let mut offset = p.log.log_start_offset();
-            let end = p.log.log_end_offset();
-            while offset < end {
-                let read = match p.log.read(offset, 1 << 20, ReadUpTo::LogEnd, true) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(%topic, partition = index, error = %e, "reading an internal topic; state after this point is missing");
-                        break;
-                    }
-                };
-                let Some(slice) = read.data else { break };
-                let bytes = match slice.read() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(%topic, partition = index, error = %e, "reading an internal topic; state after this point is missing");
-                        break;
-                    }
-                };
-                for batch in fjord_record::split_batches(&bytes).flatten() {
-                    f(index, batch);
-                }
-                offset = slice.next_offset;
-            }
         }
     }
 
@@ -929,9 +1106,81 @@ impl Broker {
             .collect();
         partitions.sort();
         let mut text = self.metrics.render(&partitions);
-        self.groups.render_metrics(self, &mut text);
+        self.render_group_metrics(&mut text);
         self.txns.render_metrics(&mut text);
         text
+    }
+
+    /// Prometheus lines for group lag (records and seconds per partition), rebalances and
+    /// groups by state. Blocking: reads the record at each lagging committed offset for its
+    /// age.
+    fn render_group_metrics(&self, out: &mut String) {
+        use crate::metrics::escape;
+        use std::fmt::Write;
+        let now = now_ms();
+        let mut committed = Vec::new();
+        let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
+        self.groups.read_all(|st| {
+            for g in st.offsets.groups() {
+                for ((topic, partition), c) in st.offsets.of_group(&g) {
+                    committed.push((g.clone(), topic, partition, c.offset));
+                }
+            }
+            for (_, _, state) in st.classic.list() {
+                *by_state.entry(state.name()).or_default() += 1;
+            }
+            for (_, state) in st.consumer.list() {
+                *by_state.entry(state).or_default() += 1;
+            }
+        });
+        let _ = writeln!(
+            out,
+            "# HELP fjord_group_lag_records Records between a group's committed offset and the high watermark.\n# TYPE fjord_group_lag_records gauge"
+        );
+        let mut ages = Vec::new();
+        for (g, topic, partition, offset) in committed {
+            let Some(p) = self.partition(&topic, partition) else {
+                continue;
+            };
+            let lag = (p.log.high_watermark() - offset).max(0);
+            let labels = format!(
+                "group=\"{}\",topic=\"{}\",partition=\"{partition}\"",
+                escape(&g),
+                escape(&topic)
+            );
+            let _ = writeln!(out, "fjord_group_lag_records{{{labels}}} {lag}");
+            let age = if lag == 0 {
+                0.0
+            } else {
+                oldest_unread_age(&p, offset, now).unwrap_or(0.0)
+            };
+            ages.push((labels, age));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_group_lag_seconds Age of the oldest record a group has not consumed.\n# TYPE fjord_group_lag_seconds gauge"
+        );
+        for (labels, age) in ages {
+            let _ = writeln!(out, "fjord_group_lag_seconds{{{labels}}} {age}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_group_rebalances_total Generations formed, per group.\n# TYPE fjord_group_rebalances_total counter"
+        );
+        for (g, n) in self.groups.rebalances_by_group() {
+            let _ = writeln!(
+                out,
+                "fjord_group_rebalances_total{{group=\"{}\"}} {n}",
+                escape(&g)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_groups Consumer groups by state.\n# TYPE fjord_groups gauge"
+        );
+        for (state, n) in by_state {
+            let _ = writeln!(out, "fjord_groups{{state=\"{state}\"}} {n}");
+        }
     }
 
     /// Flushes and closes every log and the metadata log (clean shutdown), then leaves the

@@ -3,16 +3,17 @@
 //! future, so tests run it in-process on port 0 as well as through the `fjord` binary.
 
 pub mod broker;
+pub mod clock;
 pub mod config;
+pub mod coordinator;
 pub mod errors;
 pub mod fetch_sessions;
 pub mod frame;
-pub mod groups;
 pub mod handlers;
 pub mod metrics;
 pub mod server;
 pub mod topic_config;
-pub mod txns;
+pub mod upkeep;
 
 pub use broker::{Broker, OpenError};
 pub use config::BrokerConfig;

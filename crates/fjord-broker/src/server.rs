@@ -57,7 +57,7 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let upkeep = tokio::spawn(maintenance(broker.clone(), stop_rx.clone()));
+    let mut upkeep = crate::upkeep::start(&broker, &stop_rx);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -102,7 +102,7 @@ pub async fn run(
         tracing::warn!("connections still busy after {DRAIN:?}; closing them");
         connections.abort_all();
     }
-    let _ = upkeep.await;
+    while upkeep.join_next().await.is_some() {}
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close())
         .await
@@ -268,40 +268,6 @@ async fn read_frame(
 /// Requests up to this size are read into memory the connection keeps and reuses (so an idle
 /// connection holds up to this much until it closes).
 const REUSED_FRAME_BYTES: usize = 2 << 20;
-
-/// Runs [`Broker::maintain`] every second (for `flush.ms`), with retention, compaction and
-/// offset expiry every `log.retention.check.interval.ms`; group timers (sessions, join
-/// deadlines) every 100 ms.
-async fn maintenance(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let every = Duration::from_millis(broker.config.retention_check_interval_ms.max(1));
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_retention = tokio::time::Instant::now();
-    let mut last_flush = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let retention = last_retention.elapsed() >= every;
-        if retention {
-            last_retention = tokio::time::Instant::now();
-        }
-        let flush = retention || last_flush.elapsed() >= Duration::from_secs(1);
-        if flush {
-            last_flush = tokio::time::Instant::now();
-        }
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            b.groups.tick(&b, retention);
-            b.txns.tick(&b);
-            if flush {
-                b.maintain(crate::broker::now_ms(), retention);
-            }
-        })
-        .await;
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,9 @@
 //! Directories themselves are implicit: every path has one.
 //!
 //! Faults: [`SimStorage::fail_op`] makes the Nth mutating operation (write, sync, truncate,
-//! create, rename, remove, directory sync) fail, once or from then on.
+//! create, rename, remove, directory sync) fail, once or from then on;
+//! [`SimStorage::fail_under`] makes every mutating operation on files under a directory fail
+//! (one partition's disk going bad) until [`SimStorage::heal`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -33,6 +35,8 @@ struct SimState {
     ops: u64,
     fail_at: Option<u64>,
     fail_forever: bool,
+    /// Mutating operations on paths under these directories fail.
+    fail_dirs: Vec<PathBuf>,
     failures: u64,
     bytes_read: u64,
 }
@@ -53,6 +57,7 @@ struct FileData {
 #[derive(Debug)]
 struct SimHandle {
     file: Arc<SimFile>,
+    path: PathBuf,
     storage: SimStorage,
 }
 
@@ -73,11 +78,18 @@ impl SimStorage {
         s.fail_forever = forever;
     }
 
+    /// Makes every mutating operation on a path under `dir` fail, from now until
+    /// [`Self::heal`].
+    pub fn fail_under(&self, dir: impl Into<PathBuf>) {
+        lock(&self.state).fail_dirs.push(dir.into());
+    }
+
     /// Stops injecting failures.
     pub fn heal(&self) {
         let mut s = lock(&self.state);
         s.fail_at = None;
         s.fail_forever = false;
+        s.fail_dirs.clear();
     }
 
     /// How many mutating operations have run so far.
@@ -160,7 +172,8 @@ impl SimStorage {
         }
     }
 
-    fn tick(&self) -> io::Result<()> {
+    /// Counts a mutating operation on `path`, failing it if a fault says so.
+    fn tick(&self, path: &Path) -> io::Result<()> {
         let mut s = lock(&self.state);
         let op = s.ops;
         s.ops += 1;
@@ -168,7 +181,7 @@ impl SimStorage {
             Some(at) if s.fail_forever => op >= at,
             Some(at) => op == at,
             None => false,
-        };
+        } || s.fail_dirs.iter().any(|d| path.starts_with(d));
         if fail {
             s.failures += 1;
             return Err(io::Error::other(format!(
@@ -189,7 +202,7 @@ impl Storage for SimStorage {
         let file = match existing {
             Some(f) => f,
             None if create => {
-                self.tick()?;
+                self.tick(path)?;
                 let f = Arc::new(SimFile::default());
                 lock(&self.state)
                     .files
@@ -205,6 +218,7 @@ impl Storage for SimStorage {
         };
         Ok(Arc::new(SimHandle {
             file,
+            path: path.to_path_buf(),
             storage: self.clone(),
         }))
     }
@@ -223,7 +237,7 @@ impl Storage for SimStorage {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.tick()?;
+        self.tick(path)?;
         match lock(&self.state).files.remove(path) {
             Some(_) => Ok(()),
             None => Err(io::Error::new(
@@ -234,7 +248,7 @@ impl Storage for SimStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.tick()?;
+        self.tick(from)?;
         let mut s = lock(&self.state);
         let Some(f) = s.files.remove(from) else {
             return Err(io::Error::new(
@@ -247,7 +261,7 @@ impl Storage for SimStorage {
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.tick()?;
+        self.tick(dir)?;
         let mut s = lock(&self.state);
         s.files.retain(|p, _| !Self::under(p, dir));
         // Like unlinking a tree and syncing its parent: durable at once.
@@ -276,7 +290,7 @@ impl Storage for SimStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.tick()?;
+        self.tick(dir)?;
         let mut s = lock(&self.state);
         let in_dir = |p: &PathBuf| p.parent() == Some(dir);
         s.durable_files.retain(|p, _| !in_dir(p));
@@ -318,7 +332,7 @@ impl StorageFile for SimHandle {
     }
 
     fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
-        self.storage.tick()?;
+        self.storage.tick(&self.path)?;
         let mut d = lock(&self.file.data);
         let pos = pos as usize;
         if d.current.len() < pos + data.len() {
@@ -330,7 +344,7 @@ impl StorageFile for SimHandle {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.storage.tick()?;
+        self.storage.tick(&self.path)?;
         let mut d = lock(&self.file.data);
         let keep = d.dirty_from.min(d.current.len()).min(d.durable.len());
         d.durable.truncate(keep);
@@ -342,7 +356,7 @@ impl StorageFile for SimHandle {
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
-        self.storage.tick()?;
+        self.storage.tick(&self.path)?;
         let mut d = lock(&self.file.data);
         let len = len as usize;
         d.current.resize(len, 0);

@@ -170,7 +170,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, storage, cluster))
             .await?
             .context("opening the data directory")?;
-        let broker = Arc::new(broker);
         let metrics_broker = broker.clone();
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok\n" }))

@@ -8,8 +8,8 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use super::RequestContext;
 use super::add_partitions_to_txn::fenced_code;
 use crate::broker::Broker;
+use crate::coordinator::group::OFFSETS_TOPIC;
 use crate::errors;
-use crate::groups::OFFSETS_TOPIC;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -21,12 +21,12 @@ pub async fn handle(
     let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
     let b = broker.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let partitions = b
-            .ensure_offsets_topic()
-            .map_err(|e| (errors::COORDINATOR_NOT_AVAILABLE, e.message))?;
-        let index = fjord_coord::offsets::partition_for(&group, partitions);
+        let index = b
+            .groups
+            .partition_for(&group)
+            .map_err(|e| (e.code(), e.to_string()))?;
         b.txns
-            .add_partitions(&b, &id, pid, epoch, &[(OFFSETS_TOPIC.to_string(), index)])
+            .add_partitions(&id, pid, epoch, &[(OFFSETS_TOPIC.to_string(), index)])
     })
     .await
     .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())));

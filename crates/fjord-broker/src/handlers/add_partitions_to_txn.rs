@@ -37,7 +37,7 @@ pub async fn handle(
     } else {
         let b = broker.clone();
         let w = wanted.clone();
-        tokio::task::spawn_blocking(move || b.txns.add_partitions(&b, &id, pid, epoch, &w))
+        tokio::task::spawn_blocking(move || b.txns.add_partitions(&id, pid, epoch, &w))
             .await
             .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())))
     };

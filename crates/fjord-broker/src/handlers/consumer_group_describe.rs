@@ -8,7 +8,7 @@ use kafka_protocol::messages::consumer_group_describe_response::{
 };
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
 
-use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, str_bytes, topic_name};
+use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, coordinator, str_bytes, topic_name};
 use crate::broker::Broker;
 
 fn assignment(broker: &Broker, parts: &[(String, i32)]) -> Assignment {
@@ -46,12 +46,31 @@ pub async fn handle(
         } else {
             NOT_REQUESTED
         };
-        let described = broker.groups.consumer().describe(&id.0);
+        let gid = id.0.to_string();
+        let found = coordinator(broker, move |b| {
+            b.groups.read(&gid, |st| match st {
+                None => (None, false),
+                Some(st) => (
+                    st.consumer.describe(&gid),
+                    st.classic.describe(&gid).is_some(),
+                ),
+            })
+        })
+        .await;
+        let (described, classic) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                g.error_code = e.code();
+                g.error_message = Some(str_bytes(e.to_string()));
+                r.groups.push(g);
+                continue;
+            }
+        };
         match described {
             None => {
                 g.error_code = fjord_coord::codes::GROUP_ID_NOT_FOUND;
                 // Kafka's wording: a classic group, or none at all.
-                let message = if broker.groups.coordinator().describe(&id.0).is_some() {
+                let message = if classic {
                     format!("Group {} is not a consumer group.", id.0)
                 } else {
                     format!("Group {} not found.", id.0)

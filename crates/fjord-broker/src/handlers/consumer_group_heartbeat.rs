@@ -9,9 +9,8 @@ use fjord_meta::TopicId;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
-use super::{RequestContext, str_bytes};
+use super::{RequestContext, coordinator, str_bytes};
 use crate::broker::{Broker, now_ms};
-use crate::errors;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -22,34 +21,6 @@ pub async fn handle(
     let group = request.group_id.0.to_string();
     let mut response = ConsumerGroupHeartbeatResponse::default();
     response.member_epoch = -1;
-    // A classic group of the same name with members keeps its protocol.
-    let classic_busy = broker
-        .groups
-        .coordinator()
-        .describe(&group)
-        .is_some_and(|d| !d.members.is_empty());
-    if classic_busy {
-        response.error_code = fjord_coord::codes::GROUP_ID_NOT_FOUND;
-        response.error_message = Some(str_bytes(format!(
-            "group {group} is a classic group with members; it cannot use the consumer protocol now"
-        )));
-        return response;
-    }
-    if let Err(e) = tokio::task::spawn_blocking({
-        let b = broker.clone();
-        move || b.ensure_offsets_topic()
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(crate::broker::AdminError {
-            code: errors::UNKNOWN_SERVER_ERROR,
-            message: e.to_string(),
-        })
-    }) {
-        response.error_code = 15; // COORDINATOR_NOT_AVAILABLE
-        response.error_message = Some(str_bytes(e.message));
-        return response;
-    }
     let topics: BTreeMap<String, i32> = state
         .topics()
         .filter(|t| !t.name.starts_with("__"))
@@ -86,30 +57,18 @@ pub async fn handle(
         client_host: ctx.client_host.clone(),
         server_generates_id: ctx.version == 0,
     };
-    let joining = req.member_epoch == 0;
-    let leaving = req.member_epoch < 0;
-    let (r, changed) = {
-        let mut consumer = broker.groups.consumer();
-        let before = consumer.snapshot(&group);
-        let r = consumer.heartbeat(req, &topics, now_ms());
-        let changed = consumer.snapshot(&group) != before;
-        (r, changed)
+    let r = match coordinator(broker, move |b| {
+        b.groups.consumer_heartbeat(req, &topics, now_ms())
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            response.error_code = e.code();
+            response.error_message = Some(str_bytes(e.to_string()));
+            return response;
+        }
     };
-    if changed {
-        // Membership, epochs or assignments moved: persist before answering, so a restart
-        // resumes from what members were told.
-        let b = broker.clone();
-        let g = group.clone();
-        let _ = tokio::task::spawn_blocking(move || b.groups.persist_consumer_group(&b, &g)).await;
-    }
-    if r.error == errors::NONE && (joining || leaving) {
-        let what = if joining {
-            format!("member {} joined (epoch {})", r.member_id, r.member_epoch)
-        } else {
-            format!("member {} left", r.member_id)
-        };
-        broker.groups.record(&group, what);
-    }
     response.error_code = r.error;
     response.error_message = r.message.map(str_bytes);
     response.member_id = Some(str_bytes(r.member_id));

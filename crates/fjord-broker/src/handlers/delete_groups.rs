@@ -15,11 +15,10 @@ pub async fn handle(
 ) -> DeleteGroupsResponse {
     let mut r = DeleteGroupsResponse::default();
     for id in request.groups_names {
-        let b = broker.clone();
         let g = id.0.to_string();
-        let code = tokio::task::spawn_blocking(move || b.groups.delete_group(&b, &g))
+        let code = super::coordinator(broker, move |b| b.groups.delete_group(&g))
             .await
-            .unwrap_or(crate::errors::UNKNOWN_SERVER_ERROR);
+            .unwrap_or_else(|e| e.code());
         let mut res = DeletableGroupResult::default();
         res.group_id = id;
         res.error_code = code;

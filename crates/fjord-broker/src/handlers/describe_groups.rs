@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, str_bytes};
+use super::{GROUP_OPERATIONS, NOT_REQUESTED, RequestContext, coordinator, str_bytes};
 use crate::broker::Broker;
 use fjord_coord::codes::GROUP_ID_NOT_FOUND;
 
@@ -40,7 +40,29 @@ pub async fn handle(
         // Kafka 4 describes only classic groups here: a consumer-protocol (KIP-848) group is
         // answered as a dead one, with GROUP_ID_NOT_FOUND from v6 on; clients describe it
         // with ConsumerGroupDescribe.
-        if broker.groups.consumer().describe(&id.0).is_some() {
+        let gid = id.0.to_string();
+        let found = coordinator(broker, move |b| {
+            b.groups.read(&gid, |st| {
+                let Some(st) = st else {
+                    return Ok(None);
+                };
+                if st.consumer.contains(&gid) {
+                    return Err(());
+                }
+                Ok(st.classic.describe(&gid))
+            })
+        })
+        .await;
+        let found = match found {
+            Err(e) => {
+                g.error_code = e.code();
+                g.group_state = str_bytes("Dead");
+                r.groups.push(g);
+                continue;
+            }
+            Ok(found) => found,
+        };
+        if found.is_err() {
             g.group_state = str_bytes("Dead");
             if ctx.version >= 6 {
                 g.error_code = GROUP_ID_NOT_FOUND;
@@ -50,7 +72,7 @@ pub async fn handle(
             r.groups.push(g);
             continue;
         }
-        match broker.groups.coordinator().describe(&id.0) {
+        match found.ok().flatten() {
             // Kafka answers an unknown group as a dead one, with GROUP_ID_NOT_FOUND from v6
             // on (KIP-1043).
             None => {

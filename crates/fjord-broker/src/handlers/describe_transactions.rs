@@ -22,7 +22,26 @@ pub async fn handle(
     for id in request.transactional_ids {
         let mut s = TransactionState::default();
         s.transactional_id = id.clone();
-        match broker.txns.describe(&id.0) {
+        let found = {
+            let b = broker.clone();
+            let id = id.0.to_string();
+            tokio::task::spawn_blocking(move || b.txns.describe(&id))
+                .await
+                .unwrap_or_else(|e| Err((crate::errors::UNKNOWN_SERVER_ERROR, e.to_string())))
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err((code, _)) => {
+                s.error_code = code;
+                s.transaction_state = str_bytes("");
+                s.producer_id = ProducerId(-1);
+                s.producer_epoch = -1;
+                s.transaction_start_time_ms = -1;
+                r.transaction_states.push(s);
+                continue;
+            }
+        };
+        match found {
             None => {
                 s.error_code = TRANSACTIONAL_ID_NOT_FOUND;
                 s.transaction_state = str_bytes("");

@@ -22,7 +22,7 @@ pub async fn handle(
         request.committed,
     );
     let b = broker.clone();
-    let result = tokio::task::spawn_blocking(move || b.txns.end_txn(&b, &id, pid, epoch, commit))
+    let result = tokio::task::spawn_blocking(move || b.txns.end_txn(&id, pid, epoch, commit))
         .await
         .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())));
     let mut r = EndTxnResponse::default();

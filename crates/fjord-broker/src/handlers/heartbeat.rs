@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::RequestContext;
+use super::{RequestContext, coordinator};
 use crate::broker::{Broker, now_ms};
 
 pub async fn handle(
@@ -12,13 +12,17 @@ pub async fn handle(
     request: HeartbeatRequest,
     _ctx: &RequestContext,
 ) -> HeartbeatResponse {
-    let code = broker.groups.coordinator().heartbeat(
-        &request.group_id.0,
-        &request.member_id,
-        request.group_instance_id.as_deref(),
-        request.generation_id,
-        now_ms(),
-    );
+    let code = coordinator(broker, move |b| {
+        b.groups.heartbeat(
+            &request.group_id.0,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            request.generation_id,
+            now_ms(),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| e.code());
     let mut r = HeartbeatResponse::default();
     r.error_code = code;
     r

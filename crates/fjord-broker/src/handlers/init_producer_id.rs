@@ -21,8 +21,7 @@ pub async fn handle(
     let timeout = request.transaction_timeout_ms;
     let b = broker.clone();
     let result = tokio::task::spawn_blocking(move || {
-        b.txns
-            .init_producer_id(&b, id.as_deref(), timeout, expected)
+        b.txns.init_producer_id(id.as_deref(), timeout, expected)
     })
     .await
     .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())));

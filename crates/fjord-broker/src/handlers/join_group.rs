@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use fjord_coord::group::JoinRequest;
+use fjord_coord::group::{JoinRequest, JoinResponse};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::{RequestContext, str_bytes};
+use super::{RequestContext, coordinator, str_bytes};
 use crate::broker::{Broker, now_ms};
 use crate::errors;
 
@@ -37,35 +37,18 @@ pub async fn handle(
         require_known_member_id: ctx.version >= 4,
         reason: request.reason.as_ref().map(|s| s.to_string()),
     };
-    let consumer_busy = broker
-        .groups
-        .consumer()
-        .describe(&req.group_id)
-        .is_some_and(|d| !d.members.is_empty());
-    if consumer_busy {
-        let mut r = JoinGroupResponse::default();
-        r.error_code = fjord_coord::codes::INCONSISTENT_GROUP_PROTOCOL;
-        r.generation_id = -1;
-        r.member_id = request.member_id.clone();
-        if ctx.version < 7 {
-            r.protocol_name = Some(Default::default());
-        }
-        return r;
-    }
-    let (token, rx) = broker.groups.park_join();
-    let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let effects = b.groups.coordinator().join(req, token, now_ms());
-        b.groups.apply(&b, effects);
-    })
-    .await;
-    let joined = rx
-        .await
-        .unwrap_or_else(|_| fjord_coord::group::JoinResponse {
-            error: errors::UNKNOWN_SERVER_ERROR,
-            generation_id: -1,
-            ..Default::default()
-        });
+    let failed = |error| JoinResponse {
+        error,
+        generation_id: -1,
+        member_id: request.member_id.to_string(),
+        ..JoinResponse::default()
+    };
+    // Parked until the join phase completes; a coordinator that failed or moved meanwhile
+    // answers NOT_COORDINATOR, and the client finds it again.
+    let joined = match coordinator(broker, move |b| b.groups.join(req, now_ms())).await {
+        Ok(rx) => rx.await.unwrap_or_else(|_| failed(errors::NOT_COORDINATOR)),
+        Err(e) => failed(e.code()),
+    };
     let mut r = JoinGroupResponse::default();
     r.error_code = joined.error;
     r.generation_id = joined.generation_id;

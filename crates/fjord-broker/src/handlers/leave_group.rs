@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::RequestContext;
+use super::{RequestContext, coordinator};
 use crate::broker::{Broker, now_ms};
 use crate::errors;
 
@@ -29,15 +29,10 @@ pub async fn handle(
         vec![(request.member_id.to_string(), None)]
     };
     let group = request.group_id.0.to_string();
-    let b = broker.clone();
     let m = members.clone();
-    let codes = tokio::task::spawn_blocking(move || {
-        let (codes, effects) = b.groups.coordinator().leave(&group, &m, now_ms());
-        b.groups.apply(&b, effects);
-        codes
-    })
-    .await
-    .unwrap_or_default();
+    let codes = coordinator(broker, move |b| b.groups.leave(&group, &m, now_ms()))
+        .await
+        .unwrap_or_else(|e| vec![e.code(); members.len()]);
     let mut r = LeaveGroupResponse::default();
     if ctx.version >= 3 {
         r.members = members

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{RequestContext, str_bytes};
+use super::{RequestContext, coordinator, str_bytes};
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -24,7 +24,24 @@ pub async fn handle(
         .map(|s| s.to_lowercase())
         .collect();
     let mut r = ListGroupsResponse::default();
-    for (id, protocol_type, state) in broker.groups.coordinator().list() {
+    let listed = coordinator(broker, |b| {
+        let mut classic = Vec::new();
+        let mut consumer = Vec::new();
+        b.groups.read_all(|st| {
+            classic.extend(st.classic.list());
+            consumer.extend(st.consumer.list());
+        });
+        Ok((classic, consumer))
+    })
+    .await;
+    let (classic, consumer) = match listed {
+        Ok(listed) => listed,
+        Err(e) => {
+            r.error_code = e.code();
+            return r;
+        }
+    };
+    for (id, protocol_type, state) in classic {
         if !states.is_empty() && !states.contains(&state.name().to_lowercase()) {
             continue;
         }
@@ -42,7 +59,7 @@ pub async fn handle(
         }
         r.groups.push(g);
     }
-    for (id, state) in broker.groups.consumer().list() {
+    for (id, state) in consumer {
         if !states.is_empty() && !states.contains(&state.to_lowercase()) {
             continue;
         }

@@ -50,6 +50,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker::{Broker, LEADER_EPOCH};
+use crate::coordinator::CoordinatorError;
 use crate::errors;
 use crate::frame::Frame;
 
@@ -367,6 +368,18 @@ pub async fn handle(
             version,
             reason,
         })
+}
+
+/// Runs a blocking coordinator call on the blocking pool (a task that panicked is
+/// UNKNOWN_SERVER_ERROR).
+pub(crate) async fn coordinator<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    f: impl FnOnce(&Broker) -> Result<T, CoordinatorError> + Send + 'static,
+) -> Result<T, CoordinatorError> {
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || f(&b))
+        .await
+        .unwrap_or_else(|e| Err(CoordinatorError::Unexpected(e.to_string())))
 }
 
 /// Fuzz entry point: decodes `frame` (a request without its size prefix) the way [`handle`]

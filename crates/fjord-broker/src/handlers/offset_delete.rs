@@ -12,14 +12,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Decodable;
 
-use super::RequestContext;
+use super::{RequestContext, coordinator};
 use crate::broker::Broker;
+use crate::coordinator::group::ShardState;
 use crate::errors;
 
-/// Topics the group's consumers subscribe to, from their consumer-protocol metadata.
-fn subscribed(broker: &Broker, group: &str) -> HashSet<String> {
+/// Topics the classic group's consumers subscribe to, from their consumer-protocol metadata.
+fn subscribed(st: &ShardState, group: &str) -> HashSet<String> {
     let mut out = HashSet::new();
-    for (metadata, _) in broker.groups.coordinator().member_metadata(group) {
+    for (metadata, _) in st.classic.member_metadata(group) {
         let mut buf = bytes::Bytes::from(metadata);
         if buf.len() < 2 {
             continue;
@@ -33,22 +34,21 @@ fn subscribed(broker: &Broker, group: &str) -> HashSet<String> {
     out
 }
 
-pub async fn handle(
-    broker: &Arc<Broker>,
+/// The answer, and the offsets to delete: those of partitions that exist and that no member
+/// of the group subscribes to.
+fn decide(
+    broker: &Broker,
+    st: Option<&ShardState>,
+    group: &str,
     request: OffsetDeleteRequest,
-    _ctx: &RequestContext,
-) -> OffsetDeleteResponse {
-    let group = request.group_id.0.to_string();
+) -> (OffsetDeleteResponse, Vec<(String, i32)>) {
     let mut r = OffsetDeleteResponse::default();
-    if broker.groups.coordinator().state(&group).is_none()
-        && !broker.groups.consumer().contains(&group)
-        && broker.groups.offsets().of_group(&group).is_empty()
-    {
+    let Some(st) = st.filter(|st| st.knows_group(group)) else {
         r.error_code = GROUP_ID_NOT_FOUND;
-        return r;
-    }
-    let mut busy = subscribed(broker, &group);
-    busy.extend(broker.groups.consumer().subscribed(&group));
+        return (r, Vec::new());
+    };
+    let mut busy = subscribed(st, group);
+    busy.extend(st.consumer.subscribed(group));
     let mut delete = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
@@ -68,14 +68,23 @@ pub async fn handle(
         }
         r.topics.push(rt);
     }
-    let b = broker.clone();
-    let g = group.clone();
-    let deleted = tokio::task::spawn_blocking(move || b.groups.delete_offsets(&b, &g, &delete))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    if let Err(e) = deleted {
-        tracing::error!(%group, error = %e, "could not delete offsets");
-        r.error_code = errors::KAFKA_STORAGE_ERROR;
-    }
-    r
+    (r, delete)
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: OffsetDeleteRequest,
+    _ctx: &RequestContext,
+) -> OffsetDeleteResponse {
+    let group = request.group_id.0.to_string();
+    coordinator(broker, move |b| {
+        b.groups
+            .delete_offsets(&group, |st| decide(b, st, &group, request))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let mut r = OffsetDeleteResponse::default();
+        r.error_code = e.code();
+        r
+    })
 }

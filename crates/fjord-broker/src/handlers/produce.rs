@@ -109,7 +109,9 @@ pub async fn handle(
                     )
                         .into(),
                 )
-            } else if name == crate::groups::OFFSETS_TOPIC || name == crate::txns::TXN_TOPIC {
+            } else if name == crate::coordinator::group::OFFSETS_TOPIC
+                || name == crate::coordinator::txn::TXN_TOPIC
+            {
                 Pending::Refused(
                     (
                         errors::INVALID_TOPIC_EXCEPTION,

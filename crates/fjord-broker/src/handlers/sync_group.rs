@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use fjord_coord::group::SyncRequest;
+use fjord_coord::group::{SyncRequest, SyncResponse};
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{RequestContext, str_bytes};
+use super::{RequestContext, coordinator, str_bytes};
 use crate::broker::{Broker, now_ms};
 use crate::errors;
 
@@ -27,19 +27,14 @@ pub async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
             .collect(),
     };
-    let (token, rx) = broker.groups.park_sync();
-    let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let effects = b.groups.coordinator().sync(req, token, now_ms());
-        b.groups.apply(&b, effects);
-    })
-    .await;
-    let synced = rx
-        .await
-        .unwrap_or_else(|_| fjord_coord::group::SyncResponse {
-            error: errors::UNKNOWN_SERVER_ERROR,
-            ..Default::default()
-        });
+    let failed = |error| SyncResponse {
+        error,
+        ..SyncResponse::default()
+    };
+    let synced = match coordinator(broker, move |b| b.groups.sync(req, now_ms())).await {
+        Ok(rx) => rx.await.unwrap_or_else(|_| failed(errors::NOT_COORDINATOR)),
+        Err(e) => failed(e.code()),
+    };
     let mut r = SyncGroupResponse::default();
     r.error_code = synced.error;
     if ctx.version >= 5 {

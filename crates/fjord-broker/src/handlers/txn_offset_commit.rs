@@ -9,14 +9,14 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::RequestContext;
-use super::offset_commit::{Checked, PartitionCommit};
+use super::offset_commit::{Checked, Commits, PartitionCommit, all_refused};
+use super::{RequestContext, coordinator};
 use crate::broker::{Broker, now_ms};
+use crate::coordinator::group::{Committer, OFFSETS_TOPIC};
 use crate::errors;
-use crate::groups::OFFSETS_TOPIC;
 
 /// Who is committing: the transaction and the consumer's group membership.
-struct Committer {
+struct TxnCommitter {
     transactional_id: String,
     producer_id: i64,
     epoch: i16,
@@ -26,38 +26,23 @@ struct Committer {
     instance: Option<String>,
 }
 
-/// The error for the whole request, if any: the transaction, then the group membership.
-fn check(broker: &Broker, c: &Committer, version: i16) -> i16 {
-    let Ok(partitions) = broker.ensure_offsets_topic() else {
-        return errors::COORDINATOR_NOT_AVAILABLE;
+/// The transaction's verdict on the request: the producer's open transaction must hold the
+/// group's `__consumer_offsets` partition (AddOffsetsToTxn) with this epoch.
+fn check_transaction(broker: &Broker, c: &TxnCommitter, version: i16) -> i16 {
+    let index = match broker.groups.partition_for(&c.group) {
+        Ok(index) => index,
+        Err(e) => return e.code(),
     };
-    let index = fjord_coord::offsets::partition_for(&c.group, partitions);
-    if let Err((code, _)) = broker.txns.verify(
+    match broker.txns.verify(
         &c.transactional_id,
         c.producer_id,
         c.epoch,
         OFFSETS_TOPIC,
         index,
     ) {
-        return fenced(code, version);
+        Ok(()) => errors::NONE,
+        Err((code, _)) => fenced(code, version),
     }
-    // v3+ (KIP-447): the consumer's group membership fences zombie producers.
-    if version >= 3 && (c.generation >= 0 || !c.member.is_empty()) {
-        if broker.groups.consumer().contains(&c.group) {
-            return broker
-                .groups
-                .consumer()
-                .validate_commit(&c.group, &c.member, c.generation);
-        }
-        return broker.groups.coordinator().validate_commit(
-            &c.group,
-            &c.member,
-            c.instance.as_deref(),
-            c.generation,
-            now_ms(),
-        );
-    }
-    errors::NONE
 }
 
 /// A stale epoch is PRODUCER_FENCED from v2 on (INVALID_PRODUCER_EPOCH before).
@@ -75,7 +60,7 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> TxnOffsetCommitResponse {
     let version = ctx.version;
-    let committer = Committer {
+    let committer = TxnCommitter {
         transactional_id: request.transactional_id.0.to_string(),
         producer_id: request.producer_id.0,
         epoch: request.producer_epoch,
@@ -88,66 +73,63 @@ pub async fn handle(
         member: request.member_id.to_string(),
         instance: request.group_instance_id.as_ref().map(|s| s.to_string()),
     };
-    let b = broker.clone();
-    let (committer, group_code) = tokio::task::spawn_blocking(move || {
-        let code = check(&b, &committer, version);
-        (committer, code)
-    })
-    .await
-    .unwrap_or_else(|e| {
-        tracing::error!(error = %e, "TxnOffsetCommit check failed");
-        (
-            Committer {
-                transactional_id: String::new(),
-                producer_id: -1,
-                epoch: -1,
-                group: String::new(),
-                generation: -1,
-                member: String::new(),
-                instance: None,
-            },
-            errors::UNKNOWN_SERVER_ERROR,
-        )
-    });
-    let group = committer.group.clone();
-    let now = now_ms();
-    let topics = request.topics.iter().map(|t| {
-        let partitions = t
-            .partitions
-            .iter()
-            .map(|p| PartitionCommit {
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: if version >= 2 {
-                    p.committed_leader_epoch
-                } else {
-                    -1
-                },
-                metadata: p.committed_metadata.as_ref(),
-            })
-            .collect();
-        (t.name.0.to_string(), partitions)
-    });
-    let mut checked = Checked::new(broker, group_code, now, topics);
-    let accepted = std::mem::take(&mut checked.accepted);
-    if !accepted.is_empty() {
-        let b = broker.clone();
-        let (pid, epoch) = (committer.producer_id, committer.epoch);
-        let g = group.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            b.groups
-                .txn_commit(&b, &g, pid, epoch, accepted)
-                .map_err(|e| (errors::from_log_error(&e), e.to_string()))
+    let topics: Commits = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| PartitionCommit {
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 2 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+                .collect();
+            (t.name.0.to_string(), partitions)
         })
-        .await
-        .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())));
-        if let Err((code, message)) = stored {
-            tracing::warn!(%group, code, %message, "transactional offset commit refused");
-            checked.refuse_accepted(fenced(code, version));
+        .collect();
+    let refused = all_refused(&topics, errors::NONE);
+    let now = now_ms();
+    let stored = coordinator(broker, move |b| {
+        let c = committer;
+        let txn_code = check_transaction(b, &c, version);
+        // v3+ (KIP-447): the consumer's group membership fences zombie producers; it is
+        // checked in the same step of the group's shard that stores the offsets.
+        let by =
+            (version >= 3 && (c.generation >= 0 || !c.member.is_empty())).then_some(Committer {
+                member: &c.member,
+                instance: c.instance.as_deref(),
+                generation: c.generation,
+            });
+        b.groups
+            .txn_commit_offsets(&c.group, (c.producer_id, c.epoch), by, now, |group_code| {
+                let code = if txn_code != errors::NONE {
+                    txn_code
+                } else {
+                    group_code
+                };
+                Checked::new(b, code, now, topics).take_accepted()
+            })
+    })
+    .await;
+    let codes = match stored {
+        Ok(checked) => checked.codes,
+        Err(e) => {
+            tracing::warn!(error = %e, "transactional offset commit refused by the coordinator");
+            refused
+                .into_iter()
+                .map(|t| vec![fenced(e.code(), version); t.len()])
+                .collect()
         }
-    }
+    };
     let mut response = TxnOffsetCommitResponse::default();
-    for (topic, codes) in request.topics.iter().zip(checked.codes) {
+    for (topic, codes) in request.topics.iter().zip(codes) {
         let mut tr = TxnOffsetCommitResponseTopic::default();
         tr.name = topic.name.clone();
         for (p, code) in topic.partitions.iter().zip(codes) {

@@ -1,0 +1,1037 @@
+//! The group coordinator: one shard per `__consumer_offsets` partition, each holding the
+//! classic groups, KIP-848 consumer groups, committed offsets and undecided transactional
+//! offsets of the groups that hash to it, plus the JoinGroup/SyncGroup requests parked there.
+//!
+//! Every operation runs through [`GroupCoordinator::write`] (see the module above for the
+//! order it keeps): the pure `fjord-coord` machines change under the shard's lock, the records
+//! describing the change are appended before the lock is released, and answers (including the
+//! parked requests an operation completes) go out only once those records are committed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use fjord_coord::consumer::{ConsumerGroups, HeartbeatRequest, HeartbeatResponse};
+use fjord_coord::group::{
+    Config, Coordinator, Effect, GroupRecord, JoinRequest, JoinResponse, SyncRequest, SyncResponse,
+    Token,
+};
+use fjord_coord::offsets::{self, Committed, Offsets, StoredRecord};
+use fjord_record::{
+    BatchBuilder, BatchHeader, Compression, ControlKind, Records, parse_control_batch,
+};
+use tokio::sync::oneshot;
+
+use super::{CoordinatorError, PartitionWriter};
+use crate::clock::now_ms;
+use crate::errors;
+
+/// The internal topic holding groups and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How many history lines each group keeps.
+const HISTORY: usize = 200;
+/// The most one stored batch may decompress to when a shard replays it.
+const MAX_STORED_BATCH: usize = 64 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A parked JoinGroup or SyncGroup.
+enum Waiter {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+impl Waiter {
+    /// Answers the parked request with an error instead.
+    fn fail(self, code: i16) {
+        match self {
+            Self::Join(tx) => {
+                let _ = tx.send(JoinResponse {
+                    error: code,
+                    generation_id: -1,
+                    ..JoinResponse::default()
+                });
+            }
+            Self::Sync(tx) => {
+                let _ = tx.send(SyncResponse {
+                    error: code,
+                    ..SyncResponse::default()
+                });
+            }
+        }
+    }
+}
+
+/// One line of a group's rebalance history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub at_ms: i64,
+    pub event: String,
+}
+
+/// An offset committed in a transaction that is not decided yet.
+#[derive(Debug, Clone)]
+struct PendingOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    committed: Committed,
+}
+
+/// The state of one `__consumer_offsets` partition's groups.
+pub struct ShardState {
+    /// Classic-protocol groups (JoinGroup/SyncGroup).
+    pub classic: Coordinator,
+    /// KIP-848 consumer groups.
+    pub consumer: ConsumerGroups,
+    /// Committed offsets of both kinds of group.
+    pub offsets: Offsets,
+    /// Offsets committed inside open transactions, by producer id; they become visible when
+    /// the transaction's commit marker reaches this partition.
+    pending_txn: HashMap<i64, Vec<PendingOffset>>,
+    waiters: HashMap<Token, Waiter>,
+    /// The offset after the last batch appended (or replayed): what a reply waits to see
+    /// committed.
+    written: i64,
+    /// Bumped whenever the state is dropped, so a failed write resets only the state it
+    /// wrote into.
+    generation: u64,
+    /// Replayed from the partition; false after a failed write until the next operation
+    /// reloads it.
+    loaded: bool,
+    /// Unloaded for good (the partition's leadership moved away).
+    unloaded: bool,
+}
+
+impl std::fmt::Debug for ShardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardState")
+            .field("written", &self.written)
+            .field("generation", &self.generation)
+            .field("loaded", &self.loaded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardState {
+    /// Whether a transaction still holds an undecided offset for this group and partition
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .values()
+            .flatten()
+            .any(|p| p.group == group && p.topic == topic && p.partition == partition)
+    }
+
+    /// Whether the shard knows the group in any form (membership or offsets).
+    pub fn knows_group(&self, group: &str) -> bool {
+        self.classic.state(group).is_some()
+            || self.consumer.contains(group)
+            || !self.offsets.of_group(group).is_empty()
+    }
+
+    /// Fails every parked request and forgets them.
+    fn fail_waiters(&mut self, code: i16) {
+        for (_, w) in self.waiters.drain() {
+            w.fail(code);
+        }
+    }
+
+    /// A producer's undecided offsets in this partition, removed.
+    fn take_pending(&mut self, producer_id: i64) -> Vec<PendingOffset> {
+        self.pending_txn.remove(&producer_id).unwrap_or_default()
+    }
+
+    /// Checks a commit by a group member (or by a tool: empty member id, generation -1) of
+    /// either protocol. Refreshes the member's session.
+    fn validate_commit(
+        &mut self,
+        group: &str,
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+        now: i64,
+    ) -> i16 {
+        if self.consumer.contains(group) {
+            if member.is_empty() && generation < 0 {
+                // A tool's commit: only while the group has no members.
+                let empty = self
+                    .consumer
+                    .describe(group)
+                    .is_some_and(|d| d.members.is_empty());
+                if empty {
+                    errors::NONE
+                } else {
+                    fjord_coord::codes::UNKNOWN_MEMBER_ID
+                }
+            } else {
+                self.consumer.validate_commit(group, member, generation)
+            }
+        } else {
+            self.classic
+                .validate_commit(group, member, instance, generation, now)
+        }
+    }
+}
+
+/// What an operation asks the runtime to do once the state has changed.
+#[derive(Default)]
+struct Writes {
+    /// Records for one batch (keys and values; `None` is a tombstone).
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Write the records as part of this producer's transaction (id, epoch).
+    transactional: Option<(i64, i16)>,
+    /// A ready batch (a transaction marker) instead of records.
+    batch: Option<Vec<u8>>,
+    /// Answers to parked requests.
+    answers: Vec<Effect>,
+    /// History lines: (group, at, event).
+    history: Vec<(String, i64, String)>,
+}
+
+impl Writes {
+    /// Sorts the classic machine's effects: records to store, answers, history.
+    fn effects(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Store(record) => {
+                    self.records
+                        .push(offsets::group_record(&record.group_id, Some(&record)));
+                }
+                Effect::History {
+                    group,
+                    at_ms,
+                    event,
+                } => self.history.push((group, at_ms, event)),
+                answer => self.answers.push(answer),
+            }
+        }
+    }
+
+    /// The batch to append, if the operation wrote anything.
+    fn build(&mut self, now: i64) -> Result<Option<Vec<u8>>, CoordinatorError> {
+        if let Some(batch) = self.batch.take() {
+            return Ok(Some(batch));
+        }
+        if self.records.is_empty() {
+            return Ok(None);
+        }
+        let mut b = BatchBuilder::new(Compression::None);
+        if let Some((producer_id, epoch)) = self.transactional {
+            b.transactional = true;
+            b.producer_id = producer_id;
+            b.producer_epoch = epoch;
+        }
+        for (k, v) in &self.records {
+            b.push(now, Some(k), v.as_deref());
+        }
+        b.build()
+            .map(Some)
+            .map_err(|e| CoordinatorError::Unexpected(format!("building a group record: {e}")))
+    }
+}
+
+struct Shard {
+    partition: i32,
+    state: Mutex<ShardState>,
+}
+
+/// The group coordinator of this broker.
+pub struct GroupCoordinator {
+    writer: Arc<dyn PartitionWriter>,
+    config: Config,
+    consumer_config: fjord_coord::consumer::Config,
+    seed: u64,
+    shards: RwLock<HashMap<i32, Arc<Shard>>>,
+    next_token: AtomicU64,
+    history: Mutex<HashMap<String, VecDeque<HistoryEntry>>>,
+    /// Generations formed, in all and per group.
+    pub rebalances: AtomicU64,
+    rebalances_by_group: Mutex<BTreeMap<String, u64>>,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCoordinator").finish_non_exhaustive()
+    }
+}
+
+/// Who commits offsets: a member of the group (generation or member epoch), or a tool
+/// (empty member id, generation -1).
+#[derive(Debug, Clone, Copy)]
+pub struct Committer<'a> {
+    pub member: &'a str,
+    pub instance: Option<&'a str>,
+    pub generation: i32,
+}
+
+impl GroupCoordinator {
+    pub fn new(
+        writer: Arc<dyn PartitionWriter>,
+        config: Config,
+        consumer_config: fjord_coord::consumer::Config,
+        seed: u64,
+    ) -> Self {
+        Self {
+            writer,
+            config,
+            consumer_config,
+            seed,
+            shards: RwLock::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            history: Mutex::new(HashMap::new()),
+            rebalances: AtomicU64::new(0),
+            rebalances_by_group: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn empty_state(&self, partition: i32) -> ShardState {
+        let seed = self.seed ^ (partition as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ShardState {
+            classic: Coordinator::new(self.config, seed),
+            consumer: ConsumerGroups::new(self.consumer_config, seed.rotate_left(17)),
+            offsets: Offsets::default(),
+            pending_txn: HashMap::new(),
+            waiters: HashMap::new(),
+            written: 0,
+            generation: 0,
+            loaded: false,
+            unloaded: false,
+        }
+    }
+
+    /// The `__consumer_offsets` partition of a group, creating the topic if needed.
+    pub fn partition_for(&self, group: &str) -> Result<i32, CoordinatorError> {
+        let n = self
+            .writer
+            .partitions(OFFSETS_TOPIC, true)
+            .map_err(|e| CoordinatorError::from(&e))?
+            .ok_or_else(|| CoordinatorError::NotAvailable(format!("{OFFSETS_TOPIC} is missing")))?;
+        Ok(offsets::partition_for(group, n))
+    }
+
+    /// The shard of `group`; `None` when `__consumer_offsets` does not exist and `create` is
+    /// false (no group can exist yet).
+    fn shard_of(&self, group: &str, create: bool) -> Result<Option<Arc<Shard>>, CoordinatorError> {
+        let n = self
+            .writer
+            .partitions(OFFSETS_TOPIC, create)
+            .map_err(|e| CoordinatorError::from(&e))?;
+        Ok(n.map(|n| self.shard(offsets::partition_for(group, n))))
+    }
+
+    fn shard(&self, partition: i32) -> Arc<Shard> {
+        if let Some(s) = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+        {
+            return s.clone();
+        }
+        self.shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_insert_with(|| {
+                Arc::new(Shard {
+                    partition,
+                    state: Mutex::new(self.empty_state(partition)),
+                })
+            })
+            .clone()
+    }
+
+    fn all_shards(&self) -> Vec<Arc<Shard>> {
+        let mut shards: Vec<_> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        shards.sort_by_key(|s| s.partition);
+        shards
+    }
+
+    /// Locks a shard, replaying its partition first if it is not loaded.
+    fn lock_loaded<'a>(
+        &self,
+        shard: &'a Shard,
+    ) -> Result<MutexGuard<'a, ShardState>, CoordinatorError> {
+        let mut st = lock(&shard.state);
+        if st.unloaded {
+            return Err(CoordinatorError::NotCoordinator(format!(
+                "{OFFSETS_TOPIC}-{} is not coordinated by this broker",
+                shard.partition
+            )));
+        }
+        if !st.loaded {
+            self.load_into(shard.partition, &mut st)?;
+        }
+        Ok(st)
+    }
+
+    /// Rebuilds a shard from what its partition has committed. Blocking.
+    fn load_into(&self, partition: i32, st: &mut ShardState) -> Result<(), CoordinatorError> {
+        st.fail_waiters(errors::NOT_COORDINATOR);
+        let now = now_ms();
+        let mut fresh = self.empty_state(partition);
+        fresh.generation = st.generation + 1;
+        let mut groups: BTreeMap<String, Option<GroupRecord>> = BTreeMap::new();
+        let mut consumer_groups: BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>> =
+            BTreeMap::new();
+        let end = self
+            .writer
+            .replay(OFFSETS_TOPIC, partition, &mut |batch| {
+                replay_batch(&mut fresh, &mut groups, &mut consumer_groups, partition, batch)
+            })
+            .map_err(|e| {
+                tracing::error!(partition, error = %e, "could not load a {OFFSETS_TOPIC} partition");
+                CoordinatorError::from(&e)
+            })?;
+        let mut restored = 0;
+        for record in groups.into_values().flatten() {
+            fresh.classic.restore(record, now);
+            restored += 1;
+        }
+        for record in consumer_groups.into_values().flatten() {
+            fresh.consumer.restore(record, now);
+            restored += 1;
+        }
+        for g in fresh.offsets.groups() {
+            if !fresh.consumer.contains(&g) {
+                fresh.classic.ensure_group(&g);
+            }
+        }
+        if restored > 0 {
+            tracing::debug!(
+                partition,
+                groups = restored,
+                "loaded consumer groups from {OFFSETS_TOPIC}"
+            );
+        }
+        fresh.written = end;
+        fresh.loaded = true;
+        *st = fresh;
+        Ok(())
+    }
+
+    /// Loads every partition of `__consumer_offsets` that exists (at start-up). Blocking.
+    pub fn load_all(&self) {
+        let Ok(Some(n)) = self.writer.partitions(OFFSETS_TOPIC, false) else {
+            return;
+        };
+        let mut groups = 0;
+        for partition in 0..n {
+            let shard = self.shard(partition);
+            if let Ok(st) = self.lock_loaded(&shard) {
+                groups += st.classic.list().len() + st.consumer.list().len();
+            }
+        }
+        if groups > 0 {
+            tracing::info!(groups, "restored consumer groups from {OFFSETS_TOPIC}");
+        }
+    }
+
+    /// Loads one partition's shard (when this broker becomes its leader). Blocking.
+    pub fn load(&self, partition: i32) -> Result<(), CoordinatorError> {
+        let shard = self.shard(partition);
+        let mut st = lock(&shard.state);
+        st.unloaded = false;
+        self.load_into(partition, &mut st)
+    }
+
+    /// Drops one partition's shard (when this broker stops leading it): parked requests are
+    /// answered NOT_COORDINATOR and later ones too, until it is loaded again.
+    pub fn unload(&self, partition: i32) {
+        let shard = self
+            .shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+        if let Some(shard) = shard {
+            let mut st = lock(&shard.state);
+            st.fail_waiters(errors::NOT_COORDINATOR);
+            st.loaded = false;
+            st.unloaded = true;
+            st.generation += 1;
+        }
+    }
+
+    fn token(&self) -> Token {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs `op` as the shard's single writer: the state changes and the records that
+    /// describe the change are appended under the shard's lock; the answer (and the parked
+    /// requests `op` completed) goes out once they are committed. A failed append or commit
+    /// drops the shard's state (the next operation replays what was committed) and is
+    /// answered with Kafka's coordinator code. An operation that writes nothing still waits
+    /// for the writes before it, so it never answers from uncommitted state. Blocking.
+    fn write<R>(
+        &self,
+        shard: &Shard,
+        op: impl FnOnce(&mut ShardState, &mut Writes) -> R,
+    ) -> Result<R, CoordinatorError> {
+        let mut st = self.lock_loaded(shard)?;
+        let mut w = Writes::default();
+        let r = op(&mut st, &mut w);
+        let now = now_ms();
+        let batch = match w.build(now) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reset(shard.partition, &mut st, &e);
+                return Err(e);
+            }
+        };
+        if let Some(batch) = batch {
+            match self.writer.append(OFFSETS_TOPIC, shard.partition, &batch) {
+                Ok(next) => st.written = next,
+                Err(e) => {
+                    let e = CoordinatorError::from(&e);
+                    self.reset(shard.partition, &mut st, &e);
+                    return Err(e);
+                }
+            }
+        }
+        let target = st.written;
+        let generation = st.generation;
+        let mut answers = Vec::new();
+        for a in w.answers {
+            let token = match &a {
+                Effect::Join(t, _) | Effect::Sync(t, _) => *t,
+                _ => continue,
+            };
+            if let Some(waiter) = st.waiters.remove(&token) {
+                answers.push((waiter, a));
+            }
+        }
+        drop(st);
+        if let Err(e) = self
+            .writer
+            .committed(OFFSETS_TOPIC, shard.partition, target)
+        {
+            let e = CoordinatorError::from(&e);
+            let mut st = lock(&shard.state);
+            if st.generation == generation {
+                self.reset(shard.partition, &mut st, &e);
+            }
+            for (waiter, _) in answers {
+                waiter.fail(e.code());
+            }
+            return Err(e);
+        }
+        for (waiter, answer) in answers {
+            match (waiter, answer) {
+                (Waiter::Join(tx), Effect::Join(_, r)) => {
+                    let _ = tx.send(r);
+                }
+                (Waiter::Sync(tx), Effect::Sync(_, r)) => {
+                    let _ = tx.send(r);
+                }
+                (waiter, _) => waiter.fail(errors::UNKNOWN_SERVER_ERROR),
+            }
+        }
+        for (group, at_ms, event) in w.history {
+            if event.starts_with("generation") && event.contains("formed") {
+                self.rebalances.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.rebalances_by_group)
+                    .entry(group.clone())
+                    .or_default() += 1;
+            }
+            tracing::debug!(%group, %event, "group event");
+            self.push_history(group, at_ms, event);
+        }
+        Ok(r)
+    }
+
+    /// Drops a shard's state after a failed write: what was not committed is forgotten (the
+    /// next operation replays the partition), parked requests are answered NOT_COORDINATOR.
+    fn reset(&self, partition: i32, st: &mut ShardState, why: &CoordinatorError) {
+        tracing::error!(
+            partition,
+            error = %why,
+            "a write to {OFFSETS_TOPIC}-{partition} failed; its groups go back to their last committed state"
+        );
+        st.fail_waiters(errors::NOT_COORDINATOR);
+        st.loaded = false;
+        st.generation += 1;
+    }
+
+    /// Runs `op` on `group`'s shard; `None` to `op` when no group can exist yet.
+    fn with_group<R>(
+        &self,
+        group: &str,
+        create: bool,
+        op: impl FnOnce(Option<(&mut ShardState, &mut Writes)>) -> R,
+    ) -> Result<R, CoordinatorError> {
+        match self.shard_of(group, create)? {
+            None => Ok(op(None)),
+            Some(shard) => self.write(&shard, |st, w| op(Some((st, w)))),
+        }
+    }
+
+    /// Reads `group`'s shard as its committed writes left it (`None` when no group can exist
+    /// yet). Blocking.
+    pub fn read<R>(
+        &self,
+        group: &str,
+        f: impl FnOnce(Option<&ShardState>) -> R,
+    ) -> Result<R, CoordinatorError> {
+        self.with_group(group, false, |s| f(s.map(|(st, _)| &*st)))
+    }
+
+    /// Calls `f` for every loaded shard, in partition order. Blocking.
+    pub fn read_all(&self, mut f: impl FnMut(&ShardState)) {
+        for shard in self.all_shards() {
+            if let Err(e) = self.write(&shard, |st, _| f(st)) {
+                tracing::debug!(partition = shard.partition, error = %e, "skipping a group shard");
+            }
+        }
+    }
+
+    /// JoinGroup: the receiver gets the answer when the join phase completes. Blocking.
+    pub fn join(
+        &self,
+        req: JoinRequest,
+        now: i64,
+    ) -> Result<oneshot::Receiver<JoinResponse>, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        self.with_group(&req.group_id.clone(), true, |s| {
+            let Some((st, w)) = s else { return };
+            // A consumer-protocol group with members keeps its protocol.
+            let consumer_busy = st
+                .consumer
+                .describe(&req.group_id)
+                .is_some_and(|d| !d.members.is_empty());
+            if consumer_busy {
+                let _ = tx.send(JoinResponse {
+                    error: fjord_coord::codes::INCONSISTENT_GROUP_PROTOCOL,
+                    generation_id: -1,
+                    member_id: req.member_id.clone(),
+                    ..JoinResponse::default()
+                });
+                return;
+            }
+            let token = self.token();
+            st.waiters.insert(token, Waiter::Join(tx));
+            w.effects(st.classic.join(req, token, now));
+        })?;
+        Ok(rx)
+    }
+
+    /// SyncGroup: the receiver gets the member's assignment. Blocking.
+    pub fn sync(
+        &self,
+        req: SyncRequest,
+        now: i64,
+    ) -> Result<oneshot::Receiver<SyncResponse>, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        self.with_group(&req.group_id.clone(), true, |s| {
+            let Some((st, w)) = s else { return };
+            let token = self.token();
+            st.waiters.insert(token, Waiter::Sync(tx));
+            w.effects(st.classic.sync(req, token, now));
+        })?;
+        Ok(rx)
+    }
+
+    /// Heartbeat of a classic member; its error code. Blocking.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+        now: i64,
+    ) -> Result<i16, CoordinatorError> {
+        self.with_group(group, false, |s| match s {
+            None => fjord_coord::codes::UNKNOWN_MEMBER_ID,
+            Some((st, _)) => st
+                .classic
+                .heartbeat(group, member, instance, generation, now),
+        })
+    }
+
+    /// LeaveGroup for classic members; a code per member. Blocking.
+    pub fn leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+        now: i64,
+    ) -> Result<Vec<i16>, CoordinatorError> {
+        self.with_group(group, false, |s| match s {
+            None => vec![fjord_coord::codes::UNKNOWN_MEMBER_ID; members.len()],
+            Some((st, w)) => {
+                let (codes, effects) = st.classic.leave(group, members, now);
+                w.effects(effects);
+                codes
+            }
+        })
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848): the member's answer, once any change to the group is
+    /// committed. `topics`: partition counts of the topics members may subscribe to.
+    /// Blocking.
+    pub fn consumer_heartbeat(
+        &self,
+        req: HeartbeatRequest,
+        topics: &BTreeMap<String, i32>,
+        now: i64,
+    ) -> Result<HeartbeatResponse, CoordinatorError> {
+        let group = req.group_id.clone();
+        self.with_group(&group.clone(), true, |s| {
+            let Some((st, w)) = s else {
+                return HeartbeatResponse {
+                    error: errors::COORDINATOR_NOT_AVAILABLE,
+                    message: Some(format!("{OFFSETS_TOPIC} does not exist")),
+                    member_id: req.member_id,
+                    member_epoch: -1,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                };
+            };
+            // A classic group of the same name with members keeps its protocol.
+            let classic_busy = st
+                .classic
+                .describe(&group)
+                .is_some_and(|d| !d.members.is_empty());
+            if classic_busy {
+                return HeartbeatResponse {
+                    error: fjord_coord::codes::GROUP_ID_NOT_FOUND,
+                    message: Some(format!(
+                        "group {group} is a classic group with members; it cannot use the consumer protocol now"
+                    )),
+                    member_id: req.member_id,
+                    member_epoch: -1,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                };
+            }
+            let joining = req.member_epoch == 0;
+            let leaving = req.member_epoch < 0;
+            let before = st.consumer.snapshot(&group);
+            let r = st.consumer.heartbeat(req, topics, now);
+            let after = st.consumer.snapshot(&group);
+            if after != before {
+                // Membership, epochs or assignments moved: stored before the member hears of
+                // it, so a restart resumes from what members were told.
+                w.records
+                    .push(offsets::consumer_group_record(&group, after.as_ref()));
+            }
+            if r.error == errors::NONE && (joining || leaving) {
+                let what = if joining {
+                    format!("member {} joined (epoch {})", r.member_id, r.member_epoch)
+                } else {
+                    format!("member {} left", r.member_id)
+                };
+                w.history.push((group.clone(), now, what));
+            }
+            r
+        })
+    }
+
+    /// OffsetCommit: `accept` turns the group's verdict into an answer and the offsets to
+    /// store (none unless the verdict is NONE); they are stored and visible once committed.
+    /// Blocking.
+    pub fn commit_offsets<R>(
+        &self,
+        group: &str,
+        by: Committer<'_>,
+        now: i64,
+        accept: impl FnOnce(i16) -> (R, Vec<(String, i32, Committed)>),
+    ) -> Result<R, CoordinatorError> {
+        self.with_group(group, true, |s| {
+            let Some((st, w)) = s else {
+                return accept(errors::COORDINATOR_NOT_AVAILABLE).0;
+            };
+            let code = st.validate_commit(group, by.member, by.instance, by.generation, now);
+            if code == errors::NONE && !st.consumer.contains(group) {
+                st.classic.ensure_group(group);
+            }
+            let (r, accepted) = accept(code);
+            for (topic, partition, c) in accepted {
+                w.records
+                    .push(offsets::offset_record(group, &topic, partition, Some(&c)));
+                st.offsets.commit(group, &topic, partition, c);
+            }
+            r
+        })
+    }
+
+    /// TxnOffsetCommit: like [`Self::commit_offsets`], written as part of the producer's
+    /// transaction and held until its marker decides them. `by`: the consumer's membership
+    /// to check (KIP-447), if the request carries one. Blocking.
+    pub fn txn_commit_offsets<R>(
+        &self,
+        group: &str,
+        producer: (i64, i16),
+        by: Option<Committer<'_>>,
+        now: i64,
+        accept: impl FnOnce(i16) -> (R, Vec<(String, i32, Committed)>),
+    ) -> Result<R, CoordinatorError> {
+        self.with_group(group, true, |s| {
+            let Some((st, w)) = s else {
+                return accept(errors::COORDINATOR_NOT_AVAILABLE).0;
+            };
+            let code = match by {
+                Some(by) => st.validate_commit(group, by.member, by.instance, by.generation, now),
+                None => errors::NONE,
+            };
+            let (r, accepted) = accept(code);
+            if accepted.is_empty() {
+                return r;
+            }
+            w.transactional = Some(producer);
+            let list = st.pending_txn.entry(producer.0).or_default();
+            for (topic, partition, committed) in accepted {
+                w.records.push(offsets::offset_record(
+                    group,
+                    &topic,
+                    partition,
+                    Some(&committed),
+                ));
+                list.retain(|x| {
+                    !(x.group == group && x.topic == topic && x.partition == partition)
+                });
+                list.push(PendingOffset {
+                    group: group.to_string(),
+                    topic,
+                    partition,
+                    committed,
+                });
+            }
+            r
+        })
+    }
+
+    /// Writes a transaction marker (`batch`) to `__consumer_offsets` partition `partition`:
+    /// the producer's offsets held there become visible (commit) or are dropped (abort).
+    /// Blocking.
+    pub fn write_marker(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+        batch: Vec<u8>,
+    ) -> Result<(), CoordinatorError> {
+        let shard = self.shard(partition);
+        self.write(&shard, |st, w| {
+            w.batch = Some(batch);
+            let done = st.take_pending(producer_id);
+            if commit {
+                for p in done {
+                    st.offsets
+                        .commit(&p.group, &p.topic, p.partition, p.committed);
+                }
+            }
+        })
+    }
+
+    /// OffsetDelete: `decide` picks the offsets to delete from the shard's state (and what
+    /// to answer); they are deleted once the tombstones are committed. Blocking.
+    pub fn delete_offsets<R>(
+        &self,
+        group: &str,
+        decide: impl FnOnce(Option<&ShardState>) -> (R, Vec<(String, i32)>),
+    ) -> Result<R, CoordinatorError> {
+        self.with_group(group, false, |s| match s {
+            None => decide(None).0,
+            Some((st, w)) => {
+                let (r, delete) = decide(Some(st));
+                for (topic, partition) in delete {
+                    w.records
+                        .push(offsets::offset_record(group, &topic, partition, None));
+                    st.offsets.remove(group, &topic, partition);
+                }
+                r
+            }
+        })
+    }
+
+    /// DeleteGroups for one group: an empty group and its offsets, or a group known only by
+    /// its offsets. Blocking.
+    pub fn delete_group(&self, group: &str) -> Result<i16, CoordinatorError> {
+        let code = self.with_group(group, false, |s| {
+            let Some((st, w)) = s else {
+                return fjord_coord::codes::GROUP_ID_NOT_FOUND;
+            };
+            let code = if st.consumer.contains(group) {
+                st.consumer.delete(group)
+            } else {
+                st.classic.delete(group)
+            };
+            // A group known only by its committed offsets (never joined) can be deleted too.
+            let offsets_only = code == fjord_coord::codes::GROUP_ID_NOT_FOUND
+                && !st.offsets.of_group(group).is_empty();
+            if code != errors::NONE && !offsets_only {
+                return code;
+            }
+            for (topic, partition) in st.offsets.remove_group(group) {
+                w.records
+                    .push(offsets::offset_record(group, &topic, partition, None));
+            }
+            w.records.push(offsets::group_record(group, None));
+            w.records.push(offsets::consumer_group_record(group, None));
+            errors::NONE
+        })?;
+        if code == errors::NONE {
+            lock(&self.history).remove(group);
+        }
+        Ok(code)
+    }
+
+    /// Timers of every shard: expired sessions, finished join phases, and (with
+    /// `retention_ms`) expiry of the offsets of empty groups. Blocking.
+    pub fn tick(&self, now: i64, retention_ms: Option<i64>) {
+        for shard in self.all_shards() {
+            let done = self.write(&shard, |st, w| {
+                let effects = st.classic.tick(now);
+                w.effects(effects);
+                let gone = st.consumer.tick(now);
+                let changed: BTreeSet<String> = gone.iter().map(|(g, _)| g.clone()).collect();
+                for g in changed {
+                    let snapshot = st.consumer.snapshot(&g);
+                    w.records
+                        .push(offsets::consumer_group_record(&g, snapshot.as_ref()));
+                }
+                for (group, member) in gone {
+                    w.history.push((group, now, format!("member {member} expired: no heartbeat within the session timeout, or partitions not revoked in time")));
+                }
+                let Some(retention_ms) = retention_ms else {
+                    return 0;
+                };
+                let empty: BTreeMap<String, bool> = st
+                    .consumer
+                    .list()
+                    .into_iter()
+                    .map(|(g, s)| (g, s == "Empty"))
+                    .collect();
+                let classic = &st.classic;
+                let expired = st.offsets.expire(now, retention_ms, |g| match empty.get(g) {
+                    Some(is_empty) => *is_empty,
+                    None => classic
+                        .state(g)
+                        .is_none_or(|s| s == fjord_coord::group::State::Empty),
+                });
+                let n = expired.len();
+                for (g, t, p) in expired {
+                    w.records.push(offsets::offset_record(&g, &t, p, None));
+                }
+                n
+            });
+            match done {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    partition = shard.partition,
+                    offsets = n,
+                    "expired committed offsets of empty groups (offsets.retention.minutes)"
+                ),
+                Err(e) => {
+                    tracing::debug!(partition = shard.partition, error = %e, "group timers skipped a shard")
+                }
+            }
+        }
+    }
+
+    /// Records a line of a group's history.
+    pub fn record(&self, group: &str, event: String) {
+        self.push_history(group.to_string(), now_ms(), event);
+    }
+
+    fn push_history(&self, group: String, at_ms: i64, event: String) {
+        let mut h = lock(&self.history);
+        let q = h.entry(group).or_default();
+        q.push_back(HistoryEntry { at_ms, event });
+        while q.len() > HISTORY {
+            q.pop_front();
+        }
+    }
+
+    pub fn history(&self, group: &str) -> Vec<HistoryEntry> {
+        lock(&self.history)
+            .get(group)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Completed rebalances per group.
+    pub fn rebalances_by_group(&self) -> BTreeMap<String, u64> {
+        lock(&self.rebalances_by_group).clone()
+    }
+}
+
+/// Applies one stored batch to a shard being loaded.
+fn replay_batch(
+    st: &mut ShardState,
+    groups: &mut BTreeMap<String, Option<GroupRecord>>,
+    consumer_groups: &mut BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>>,
+    partition: i32,
+    batch: &[u8],
+) {
+    let Ok(header) = BatchHeader::parse(batch) else {
+        return;
+    };
+    if header.is_control() {
+        // A transaction's end: its offsets in this partition count or go.
+        if let Ok(c) = parse_control_batch(batch) {
+            let done = st.take_pending(header.producer_id);
+            if c.kind == ControlKind::Commit {
+                for p in done {
+                    st.offsets
+                        .commit(&p.group, &p.topic, p.partition, p.committed);
+                }
+            }
+        }
+        return;
+    }
+    let Ok(records) = Records::decode(batch, MAX_STORED_BATCH) else {
+        return;
+    };
+    for r in records.iter().flatten() {
+        let Some(key) = r.key else { continue };
+        match offsets::decode(key, r.value) {
+            Ok(StoredRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: Some(committed),
+            }) if header.is_transactional() => {
+                let list = st.pending_txn.entry(header.producer_id).or_default();
+                list.retain(|x| {
+                    !(x.group == group && x.topic == topic && x.partition == partition)
+                });
+                list.push(PendingOffset {
+                    group,
+                    topic,
+                    partition,
+                    committed,
+                });
+            }
+            Ok(StoredRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: Some(c),
+            }) => st.offsets.commit(&group, &topic, partition, c),
+            Ok(StoredRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: None,
+            }) => st.offsets.remove(&group, &topic, partition),
+            Ok(StoredRecord::Group { group, value }) => {
+                groups.insert(group, value);
+            }
+            Ok(StoredRecord::ConsumerGroup { group, value }) => {
+                consumer_groups.insert(group, value);
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record")
+            }
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! The transaction coordinator: one shard per `__transaction_state` partition holding the
+//! transactional ids that hash to it, producer ids from blocks the controller hands out, and
+//! the commit/abort markers.
+//!
+//! Every state change is written to the transactional id's `__transaction_state` partition
+//! and fsynced before it takes effect or is answered. EndTxn writes PrepareCommit or
+//! PrepareAbort, then a marker to every partition of the transaction (each fsynced), then the
+//! Complete state, and only then answers: with one node the markers are local writes, so the
+//! client never waits in CONCURRENT_TRANSACTIONS. A crash between Prepare and Complete is
+//! finished on the next start (the markers are written again; a second marker for a closed
+//! transaction changes nothing). Operations on one transactional id run one at a time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use fjord_coord::codes;
+use fjord_coord::txn::{
+    self, EndStep, InitStep, TxnMetadata, TxnState, decode_txn_record, txn_record,
+};
+use fjord_record::{BatchBuilder, Compression, Records};
+
+use super::{CoordinatorError, PartitionWriter};
+use crate::clock::now_ms;
+use crate::errors;
+
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// Producer ids are reserved in the metadata log this many at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+/// The coordinator epoch written into markers; a single node never changes coordinator.
+const COORDINATOR_EPOCH: i32 = 0;
+/// The most one stored batch may decompress to when a shard replays it.
+const MAX_STORED_BATCH: usize = 64 << 20;
+
+/// Hands out blocks of producer ids that are never handed out twice, even across restarts
+/// (Kafka's AllocateProducerIds, answered by the controller).
+pub trait ProducerIdManager: Send + Sync + std::fmt::Debug + 'static {
+    /// A block `[start, end)` of `count` fresh ids. Blocking.
+    fn allocate(&self, count: i64) -> Result<(i64, i64), String>;
+}
+
+/// Writes a transaction's commit or abort marker to one partition and waits until it is
+/// committed (local appends on one node; WriteTxnMarkers to the partition's leader in a
+/// cluster). Blocking.
+pub trait MarkerWriter: Send + Sync + std::fmt::Debug + 'static {
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<(), String>;
+}
+
+/// The broker settings the transaction coordinator follows.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`.
+    pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`.
+    pub id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_interval_ms: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Ids {
+    next: i64,
+    end: i64,
+}
+
+/// The transactional ids of one `__transaction_state` partition.
+#[derive(Debug, Default)]
+struct ShardState {
+    txns: HashMap<String, TxnMetadata>,
+    /// Replayed from the partition.
+    loaded: bool,
+    /// Unloaded for good (the partition's leadership moved away).
+    unloaded: bool,
+}
+
+#[derive(Debug)]
+struct Shard {
+    partition: i32,
+    state: Mutex<ShardState>,
+}
+
+/// The transaction coordinator of this broker.
+#[derive(Debug)]
+pub struct TransactionCoordinator {
+    writer: Arc<dyn PartitionWriter>,
+    markers: Arc<dyn MarkerWriter>,
+    producer_ids: Arc<dyn ProducerIdManager>,
+    config: TxnConfig,
+    ids: Mutex<Ids>,
+    shards: RwLock<HashMap<i32, Arc<Shard>>>,
+    /// One lock per transactional id: its operations run one at a time.
+    id_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    last_timeout_check: Mutex<i64>,
+    /// Completed transactions, by outcome, and aborts the coordinator decided itself.
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+/// A refused operation: a Kafka error code and what to tell the client.
+pub type TxnError = (i16, String);
+
+fn code_message(code: i16) -> String {
+    match code {
+        codes::PRODUCER_FENCED => {
+            "a newer producer with the same transactional.id has fenced this one".into()
+        }
+        codes::INVALID_PRODUCER_ID_MAPPING => {
+            "the producer id does not belong to this transactional.id; call InitProducerId".into()
+        }
+        codes::CONCURRENT_TRANSACTIONS => "the previous transaction is still completing".into(),
+        codes::INVALID_TXN_STATE => "the transaction is not in a state that allows this".into(),
+        codes::INVALID_TRANSACTION_TIMEOUT => {
+            "transaction.timeout.ms must be positive and at most transaction.max.timeout.ms".into()
+        }
+        _ => format!("error {code}"),
+    }
+}
+
+impl TransactionCoordinator {
+    pub fn new(
+        writer: Arc<dyn PartitionWriter>,
+        markers: Arc<dyn MarkerWriter>,
+        producer_ids: Arc<dyn ProducerIdManager>,
+        config: TxnConfig,
+    ) -> Self {
+        Self {
+            writer,
+            markers,
+            producer_ids,
+            config,
+            ids: Mutex::new(Ids::default()),
+            shards: RwLock::new(HashMap::new()),
+            id_locks: Mutex::new(HashMap::new()),
+            last_timeout_check: Mutex::new(0),
+            committed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+        }
+    }
+
+    fn id_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        lock(&self.id_locks)
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    fn shard(&self, partition: i32) -> Arc<Shard> {
+        if let Some(s) = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+        {
+            return s.clone();
+        }
+        self.shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_insert_with(|| {
+                Arc::new(Shard {
+                    partition,
+                    state: Mutex::new(ShardState::default()),
+                })
+            })
+            .clone()
+    }
+
+    fn all_shards(&self) -> Vec<Arc<Shard>> {
+        let mut shards: Vec<_> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        shards.sort_by_key(|s| s.partition);
+        shards
+    }
+
+    /// The shard of a transactional id; `None` when `__transaction_state` does not exist and
+    /// `create` is false (no transactional id can exist yet).
+    fn shard_of(&self, id: &str, create: bool) -> Result<Option<Arc<Shard>>, TxnError> {
+        let n = self
+            .writer
+            .partitions(TXN_TOPIC, create)
+            .map_err(|e| coordinator_error(&CoordinatorError::from(&e)))?;
+        Ok(n.map(|n| self.shard(fjord_coord::offsets::partition_for(id, n))))
+    }
+
+    /// Locks a shard, replaying its partition first if it is not loaded.
+    fn lock_loaded<'a>(&self, shard: &'a Shard) -> Result<MutexGuard<'a, ShardState>, TxnError> {
+        let mut st = lock(&shard.state);
+        if st.unloaded {
+            return Err((
+                errors::NOT_COORDINATOR,
+                format!(
+                    "{TXN_TOPIC}-{} is not coordinated by this broker",
+                    shard.partition
+                ),
+            ));
+        }
+        if !st.loaded {
+            let mut loaded: HashMap<String, Option<TxnMetadata>> = HashMap::new();
+            let partition = shard.partition;
+            self.writer
+                .replay(TXN_TOPIC, partition, &mut |batch| {
+                    let Ok(records) = Records::decode(batch, MAX_STORED_BATCH) else {
+                        return;
+                    };
+                    for r in records.iter().flatten() {
+                        let Some(key) = r.key else { continue };
+                        match decode_txn_record(key, r.value) {
+                            Ok((id, value)) => {
+                                loaded.insert(id, value);
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition, error = %e, "skipping an unreadable {TXN_TOPIC} record")
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| coordinator_error(&CoordinatorError::from(&e)))?;
+            st.txns = loaded
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            st.loaded = true;
+        }
+        Ok(st)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<TxnMetadata>, TxnError> {
+        match self.shard_of(id, false)? {
+            None => Ok(None),
+            Some(shard) => Ok(self.lock_loaded(&shard)?.txns.get(id).cloned()),
+        }
+    }
+
+    /// A fresh producer id. Blocking (a new block may be asked for).
+    pub fn next_producer_id(&self) -> Result<i64, TxnError> {
+        let mut ids = lock(&self.ids);
+        if ids.next >= ids.end {
+            let (start, end) = self
+                .producer_ids
+                .allocate(PRODUCER_ID_BLOCK)
+                .map_err(|e| (errors::COORDINATOR_NOT_AVAILABLE, e))?;
+            ids.next = start;
+            ids.end = end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    /// Writes a transactional id's state (or tombstone) to its `__transaction_state`
+    /// partition and waits until it is committed; only then does `apply` change memory.
+    /// A failed write is NOT_COORDINATOR (as Kafka maps storage errors for coordinators)
+    /// and changes nothing.
+    fn persist(
+        &self,
+        id: &str,
+        value: Option<&TxnMetadata>,
+        apply: impl FnOnce(&mut HashMap<String, TxnMetadata>),
+    ) -> Result<(), TxnError> {
+        let shard = self.shard_of(id, true)?.ok_or_else(|| {
+            (
+                errors::COORDINATOR_NOT_AVAILABLE,
+                format!("{TXN_TOPIC} is missing"),
+            )
+        })?;
+        let (key, value) = txn_record(id, value);
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(now_ms(), Some(&key), value.as_deref());
+        let batch = b.build().map_err(|e| {
+            (
+                errors::UNKNOWN_SERVER_ERROR,
+                format!("building a transaction record: {e}"),
+            )
+        })?;
+        let failed = |e: super::WriteError| {
+            let e = CoordinatorError::from(&e);
+            tracing::error!(transactional_id = %id, error = %e, "could not store a transaction's state");
+            coordinator_error(&e)
+        };
+        let written = {
+            let _st = self.lock_loaded(&shard)?;
+            self.writer
+                .append(TXN_TOPIC, shard.partition, &batch)
+                .map_err(failed)?
+        };
+        self.writer
+            .committed(TXN_TOPIC, shard.partition, written)
+            .map_err(failed)?;
+        apply(&mut self.lock_loaded(&shard)?.txns);
+        Ok(())
+    }
+
+    /// Persists `meta`, then makes it the current state.
+    fn store(&self, meta: TxnMetadata) -> Result<(), TxnError> {
+        let id = meta.transactional_id.clone();
+        let value = meta.clone();
+        self.persist(&id, Some(&value), |txns| {
+            txns.insert(id.clone(), meta);
+        })
+    }
+
+    /// Stores a Prepare state, writes its markers, stores the Complete state.
+    fn finish(&self, prepare: TxnMetadata) -> Result<TxnMetadata, TxnError> {
+        self.store(prepare.clone())?;
+        let commit = prepare.state == TxnState::PrepareCommit;
+        for (topic, partition) in prepare.partition_list() {
+            self.markers
+                .write_marker(
+                    &topic,
+                    partition,
+                    prepare.producer_id,
+                    prepare.producer_epoch,
+                    COORDINATOR_EPOCH,
+                    commit,
+                )
+                .map_err(|e| {
+                    tracing::error!(transactional_id = %prepare.transactional_id, error = %e, "writing transaction markers failed; retrying later");
+                    (errors::COORDINATOR_NOT_AVAILABLE, e)
+                })?;
+        }
+        let done = prepare.completed(now_ms());
+        self.store(done.clone())?;
+        let counter = if commit {
+            &self.committed
+        } else {
+            &self.aborted
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(transactional_id = %done.transactional_id, state = done.state.name(), "transaction completed");
+        Ok(done)
+    }
+
+    /// InitProducerId. Blocking.
+    pub fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), TxnError> {
+        let Some(id) = transactional_id else {
+            // An idempotent producer always gets a new id (as Kafka does).
+            return Ok((self.next_producer_id()?, 0));
+        };
+        if id.is_empty() {
+            return Err((
+                errors::INVALID_REQUEST,
+                "transactional.id must not be empty".into(),
+            ));
+        }
+        let guard = self.id_lock(id);
+        let _serial = lock(&guard);
+        loop {
+            let current = self.get(id)?;
+            let mut failed = None;
+            let mut allocate = || match self.next_producer_id() {
+                Ok(pid) => pid,
+                Err(e) => {
+                    failed = Some(e);
+                    -1
+                }
+            };
+            let step = txn::init_producer_id(
+                current.as_ref(),
+                id,
+                timeout_ms,
+                self.config.max_timeout_ms,
+                expected,
+                now_ms(),
+                &mut allocate,
+            )
+            .map_err(|c| (c, code_message(c)))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match step {
+                InitStep::Ready(meta) => {
+                    let answer = (meta.producer_id, meta.producer_epoch);
+                    self.store(meta)?;
+                    return Ok(answer);
+                }
+                InitStep::Unchanged(meta) => return Ok((meta.producer_id, meta.producer_epoch)),
+                InitStep::AbortFirst(fence) => {
+                    tracing::info!(transactional_id = %id, producer_id = fence.producer_id, "a new producer fences the old one; aborting its open transaction");
+                    self.finish(fence)?;
+                }
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn (and AddOffsetsToTxn). Blocking.
+    pub fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<(), TxnError> {
+        let guard = self.id_lock(id);
+        let _serial = lock(&guard);
+        let current = self.get(id)?;
+        match txn::add_partitions(current.as_ref(), producer_id, epoch, partitions, now_ms()) {
+            Ok(Some(next)) => self.store(next),
+            Ok(None) => Ok(()),
+            Err(c) => Err((c, code_message(c))),
+        }
+    }
+
+    /// EndTxn. Blocking.
+    pub fn end_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        let guard = self.id_lock(id);
+        let _serial = lock(&guard);
+        let current = self.get(id)?;
+        match txn::end_txn(current.as_ref(), producer_id, epoch, commit, now_ms()) {
+            Ok(EndStep::AlreadyDone) => Ok(()),
+            Ok(EndStep::Prepare(prepare)) => self.finish(prepare).map(|_| ()),
+            Err(c) => Err((c, code_message(c))),
+        }
+    }
+
+    /// Checks that a transactional write belongs to the producer's open transaction and that
+    /// the partition was added to it (KIP-890's verification: no hanging transactions).
+    pub fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), TxnError> {
+        let Some(m) = self.get(id)? else {
+            return Err((
+                codes::INVALID_PRODUCER_ID_MAPPING,
+                format!("transactional id {id:?} is unknown; call InitProducerId"),
+            ));
+        };
+        if m.producer_id != producer_id {
+            return Err((
+                codes::INVALID_PRODUCER_ID_MAPPING,
+                code_message(codes::INVALID_PRODUCER_ID_MAPPING),
+            ));
+        }
+        if m.producer_epoch != epoch {
+            return Err((
+                errors::INVALID_PRODUCER_EPOCH,
+                format!(
+                    "producer epoch {epoch} is not the current epoch {}: fenced",
+                    m.producer_epoch
+                ),
+            ));
+        }
+        if m.state != TxnState::Ongoing || !m.contains(topic, partition) {
+            return Err((
+                codes::INVALID_TXN_STATE,
+                format!(
+                    "{topic}-{partition} was not added to the transaction; call AddPartitionsToTxn first"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self, id: &str) -> Result<Option<TxnMetadata>, TxnError> {
+        self.get(id)
+    }
+
+    /// Every transactional id of every loaded shard, by id.
+    pub fn list(&self) -> Vec<TxnMetadata> {
+        let mut v = Vec::new();
+        for shard in self.all_shards() {
+            if let Ok(st) = self.lock_loaded(&shard) {
+                v.extend(st.txns.values().cloned());
+            }
+        }
+        v.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        v
+    }
+
+    /// Transactional ids by state, and transactions completed since start, in Prometheus'
+    /// text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let mut by_state: std::collections::BTreeMap<&'static str, u64> = [
+            TxnState::Empty,
+            TxnState::Ongoing,
+            TxnState::PrepareCommit,
+            TxnState::PrepareAbort,
+            TxnState::CompleteCommit,
+            TxnState::CompleteAbort,
+        ]
+        .into_iter()
+        .map(|s| (s.name(), 0))
+        .collect();
+        for m in self.list() {
+            *by_state.entry(m.state.name()).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_transactional_ids Transactional ids the coordinator knows, by the state of their transaction.\n# TYPE fjord_transactional_ids gauge"
+        );
+        for (state, n) in by_state {
+            let _ = writeln!(out, "fjord_transactional_ids{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fjord_transactions_total Transactions completed since start, by outcome (timed_out: aborted by the coordinator after transaction.timeout.ms; also counted as abort).\n# TYPE fjord_transactions_total counter"
+        );
+        for (outcome, n) in [
+            ("commit", self.committed.load(Ordering::Relaxed)),
+            ("abort", self.aborted.load(Ordering::Relaxed)),
+            ("timed_out", self.timed_out.load(Ordering::Relaxed)),
+        ] {
+            let _ = writeln!(out, "fjord_transactions_total{{outcome=\"{outcome}\"}} {n}");
+        }
+    }
+
+    /// Loads every partition of `__transaction_state` that exists and finishes the
+    /// transactions a crash left between Prepare and Complete. Blocking; runs after the
+    /// group coordinator has loaded (markers for `__consumer_offsets` go through it).
+    pub fn load_all(&self) {
+        let Ok(Some(n)) = self.writer.partitions(TXN_TOPIC, false) else {
+            return;
+        };
+        let mut ids = 0;
+        for partition in 0..n {
+            if let Ok(st) = self.lock_loaded(&self.shard(partition)) {
+                ids += st.txns.len();
+            }
+        }
+        if ids > 0 {
+            tracing::info!(
+                transactional_ids = ids,
+                "restored transaction state from {TXN_TOPIC}"
+            );
+        }
+        self.finish_prepared();
+    }
+
+    /// Loads one partition's shard (when this broker becomes its leader) and finishes what
+    /// it left in Prepare. Blocking.
+    pub fn load(&self, partition: i32) -> Result<(), TxnError> {
+        let shard = self.shard(partition);
+        {
+            let mut st = lock(&shard.state);
+            *st = ShardState::default();
+        }
+        drop(self.lock_loaded(&shard)?);
+        self.finish_prepared();
+        Ok(())
+    }
+
+    /// Drops one partition's shard (when this broker stops leading it): its ids are answered
+    /// NOT_COORDINATOR until it is loaded again.
+    pub fn unload(&self, partition: i32) {
+        let shard = self
+            .shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+        if let Some(shard) = shard {
+            let mut st = lock(&shard.state);
+            st.txns.clear();
+            st.loaded = false;
+            st.unloaded = true;
+        }
+    }
+
+    fn finish_prepared(&self) {
+        let prepared: Vec<TxnMetadata> = self
+            .list()
+            .into_iter()
+            .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .collect();
+        for m in prepared {
+            let guard = self.id_lock(&m.transactional_id);
+            let _serial = lock(&guard);
+            if let Ok(Some(current)) = self.get(&m.transactional_id)
+                && current == m
+            {
+                tracing::info!(transactional_id = %m.transactional_id, state = m.state.name(), "completing a transaction left in Prepare");
+                let _ = self.finish(m);
+            }
+        }
+    }
+
+    /// Periodic upkeep: aborts transactions past their timeout (fencing their producer, as
+    /// Kafka does), retries unfinished completions, forgets expired transactional ids.
+    /// Blocking.
+    pub fn tick(&self, now: i64) {
+        {
+            let mut last = lock(&self.last_timeout_check);
+            if now - *last < self.config.abort_interval_ms {
+                return;
+            }
+            *last = now;
+        }
+        self.finish_prepared();
+        let all = self.list();
+        let timed_out = all.iter().filter(|m| {
+            m.state == TxnState::Ongoing && now - m.txn_start_ms > i64::from(m.timeout_ms)
+        });
+        for m in timed_out {
+            let id = &m.transactional_id;
+            let guard = self.id_lock(id);
+            let _serial = lock(&guard);
+            let Ok(Some(m)) = self.get(id) else { continue };
+            if m.state != TxnState::Ongoing || now - m.txn_start_ms <= i64::from(m.timeout_ms) {
+                continue;
+            }
+            let mut failed = false;
+            let mut allocate = || {
+                self.next_producer_id().unwrap_or_else(|_| {
+                    failed = true;
+                    -1
+                })
+            };
+            let fence = m.fence_and_abort(now, &mut allocate);
+            if failed {
+                continue;
+            }
+            tracing::info!(transactional_id = %id, producer_id = m.producer_id, timeout_ms = m.timeout_ms, "aborting a transaction past its timeout");
+            self.timed_out.fetch_add(1, Ordering::Relaxed);
+            let _ = self.finish(fence);
+        }
+        let expired = all.iter().filter(|m| {
+            matches!(
+                m.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now - m.last_update_ms > self.config.id_expiration_ms
+        });
+        for m in expired {
+            let id = &m.transactional_id;
+            let guard = self.id_lock(id);
+            let _serial = lock(&guard);
+            // Still idle (nothing happened to it since the list was taken)?
+            let Ok(Some(current)) = self.get(id) else {
+                continue;
+            };
+            if current != *m {
+                continue;
+            }
+            if self
+                .persist(id, None, |txns| {
+                    txns.remove(id);
+                })
+                .is_ok()
+            {
+                lock(&self.id_locks).remove(id);
+                tracing::info!(transactional_id = %id, "transactional id expired");
+            }
+        }
+    }
+}
+
+/// A coordinator error as a transaction API reports it.
+fn coordinator_error(e: &CoordinatorError) -> TxnError {
+    (e.code(), e.to_string())
+}
