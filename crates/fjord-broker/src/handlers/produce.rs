@@ -216,7 +216,7 @@ pub async fn handle(
             }
             .map(|(p, info)| {
                 // A single node is the whole ISR: the append is committed.
-                p.advance_high_watermark(info.next_offset());
+                p.committed(info.next_offset());
                 info
             });
             let mut pr = PartitionProduceResponse::default();
@@ -389,5 +389,5 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
 /// Appends one partition's batches from the request's own bytes (the log patches copies of
 /// their headers).
 fn append(p: &Partition, records: &[u8]) -> Result<AppendInfo, LogError> {
-    p.log.append(records, AppendOrigin::Client, now_ms())
+    p.append(records, AppendOrigin::Client, now_ms())
 }
