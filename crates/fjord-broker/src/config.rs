@@ -188,6 +188,12 @@ impl BrokerConfig {
                 Some("PLAINTEXT://:9092".into()),
             ),
             (
+                "log.cleaner.dedupe.buffer.size",
+                Kind::Long,
+                Some(l.cleaner_dedupe_bytes.to_string()),
+                Some("134217728".into()),
+            ),
+            (
                 "log.dirs",
                 Kind::List,
                 Some(self.data_dir.display().to_string()),

@@ -5,6 +5,12 @@
 //! first, so the gaps compaction leaves are only where recovery never rescans). It builds a map from each key to its newest offset over those segments, then
 //! rewrites each segment that holds a superseded record:
 //!
+//! The key map is bounded (`log.cleaner.dedupe.buffer.size`, as Kafka's): it indexes the dirty
+//! segments (those sealed since the last pass) from the oldest until the budget is spent, at
+//! least one segment, and the pass rewrites only segments up to the last one indexed; the
+//! next pass goes on from there. Records of segments cleaned before are kept unless the map
+//! holds a newer record of their key (they were deduplicated when they were cleaned).
+//!
 //! - a record stays if it has no key, or if it is the newest for its key;
 //! - a tombstone (null value) that stays gets a delete horizon (KIP-534: the batch's base
 //!   timestamp becomes `now + delete.retention.ms`, attribute bit 6 set), and a later pass past
@@ -37,9 +43,14 @@ pub(crate) struct CleanerState {
     next_horizon: Option<i64>,
 }
 
+/// What a key costs in the map besides its bytes (the map's entry, the key's allocation).
+const MAP_ENTRY_OVERHEAD: u64 = 48;
+
 /// What a compaction pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactionOutcome {
+    /// Keys in the pass's map (bounded by `log.cleaner.dedupe.buffer.size`).
+    pub keys_indexed: usize,
     pub segments_cleaned: usize,
     pub records_removed: u64,
     pub bytes_before: u64,
@@ -76,6 +87,11 @@ impl Log {
     /// Runs one compaction pass if the log's policy includes `compact`.
     pub fn compact(&self, now_ms: i64) -> Result<CompactionOutcome, LogError> {
         let mut state = self.cleaner_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // What was cleaned past a truncation point is gone; what replaced it is dirty.
+        let cut = self
+            .truncated_to
+            .swap(i64::MAX, std::sync::atomic::Ordering::AcqRel);
+        state.last_end = state.last_end.min(cut);
         let config = self.config();
         let mut outcome = CompactionOutcome::default();
         if !config.cleanup_policy.compact {
@@ -152,9 +168,22 @@ impl Log {
         state.passes += 1;
         let mut next_horizon: Option<i64> = None;
 
-        // Pass 1: the newest offset of every key.
+        // Pass 1: the newest offset of every key in the dirty segments, as far as the budget
+        // goes (at least one segment, so every pass makes progress).
         let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut map_bytes: u64 = 0;
+        let mut map_end = state.last_end;
+        let mut indexing = true;
         for seg in &snapshot {
+            // Clean segments are read only for their tombstones' horizons.
+            let dirty = seg.next_base > state.last_end;
+            if dirty && map_end > state.last_end && map_bytes >= config.cleaner_dedupe_bytes {
+                indexing = false;
+            }
+            let index = dirty && indexing;
+            if index {
+                map_end = seg.next_base;
+            }
             let mut scanner = Scanner::new(&*seg.file, 0, seg.size);
             while let Some((_, bytes)) = scanner
                 .next_batch()
@@ -172,7 +201,13 @@ impl Log {
                 for record in Records::decode(bytes, limit)?.iter() {
                     let record = record?;
                     if let Some(key) = record.key {
-                        latest.insert(key.to_vec(), record.offset(&header));
+                        if index
+                            && latest
+                                .insert(key.to_vec(), record.offset(&header))
+                                .is_none()
+                        {
+                            map_bytes += key.len() as u64 + MAP_ENTRY_OVERHEAD;
+                        }
                         if record.value.is_none() {
                             next_horizon = Some(next_horizon.map_or(horizon, |h| h.min(horizon)));
                         }
@@ -181,8 +216,9 @@ impl Log {
             }
         }
 
-        // Pass 2: rewrite the segments that change.
-        for seg in &snapshot {
+        outcome.keys_indexed = latest.len();
+        // Pass 2: rewrite the segments that change, up to the last one the map covers.
+        for seg in snapshot.iter().filter(|s| s.next_base <= map_end) {
             if !self.segment_changes(seg, &latest, now_ms, limit)? {
                 continue;
             }
@@ -270,7 +306,7 @@ impl Log {
                 outcome.bytes_after += after;
             }
         }
-        state.last_end = end;
+        state.last_end = map_end;
         state.next_horizon = next_horizon;
         if outcome.segments_cleaned > 0 {
             tracing::debug!(dir = %self.dir.display(), ?outcome, "compacted");

@@ -99,6 +99,9 @@ pub struct LogConfig {
     /// `compression.type`: `None` keeps the producer's compression ("producer"); a codec
     /// makes the log rewrite client batches in it (`Compression::None` for "uncompressed").
     pub compression: Option<fjord_record::Compression>,
+    /// The broker's `log.cleaner.dedupe.buffer.size`: the memory one compaction pass may use
+    /// for its map of keys (not a topic config).
+    pub cleaner_dedupe_bytes: u64,
 }
 
 /// Fjord's bound on a batch's decompressed size, whatever `max.decompressed.message.bytes`
@@ -127,6 +130,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
             compression: None,
+            cleaner_dedupe_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -145,6 +145,9 @@ pub struct Log {
     leader_epoch: AtomicI32,
     checkpoint_lock: Mutex<()>,
     pub(crate) cleaner_lock: Mutex<crate::cleaner::CleanerState>,
+    /// The lowest offset the log was truncated to since the cleaner last looked
+    /// (`i64::MAX`: none): what it cleaned past there is gone.
+    pub(crate) truncated_to: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -559,6 +562,7 @@ impl Log {
             leader_epoch: AtomicI32::new(0),
             checkpoint_lock: Mutex::new(()),
             cleaner_lock: Mutex::new(crate::cleaner::CleanerState::default()),
+            truncated_to: AtomicI64::new(i64::MAX),
         };
         {
             let mut inner = lock(&log.inner);
@@ -1589,6 +1593,7 @@ impl Log {
         inner.high_watermark = inner.high_watermark.min(inner.log_end_offset);
         inner.log_start_offset = inner.log_start_offset.min(inner.log_end_offset);
         let leo = inner.log_end_offset;
+        self.truncated_to.fetch_min(leo, Ordering::AcqRel);
         if inner.epochs.truncate_from_end(leo) {
             inner.epochs_dirty = true;
         }
@@ -1629,6 +1634,7 @@ impl Log {
         inner.high_watermark = offset;
         inner.aborted.clear();
         inner.producers = ProducerState::default();
+        self.truncated_to.fetch_min(offset, Ordering::AcqRel);
         if inner.epochs.clear() {
             inner.epochs_dirty = true;
         }

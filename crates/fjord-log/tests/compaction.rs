@@ -327,3 +327,65 @@ fn a_compacted_log_rolls_at_max_compaction_lag() {
     log.append(&batch, AppendOrigin::Client, 2_500).unwrap();
     assert_eq!(log.segments().len(), 2);
 }
+
+#[test]
+fn a_small_key_map_cleans_in_several_passes_to_the_same_result() {
+    // 40 keys rewritten over many segments; a map of about 6 keys' worth.
+    let write = |log: &Log| {
+        for round in 0..12 {
+            for k in 0..40 {
+                let key = format!("key{k:02}");
+                let value = format!("r{round}");
+                log.append(
+                    &kv_batch(&[(key.as_str(), Some(value.as_str()))], 1_000),
+                    AppendOrigin::Client,
+                    1_000,
+                )
+                .unwrap();
+            }
+        }
+        log.set_high_watermark(log.log_end_offset()).unwrap();
+    };
+    let unbounded_disk: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let unbounded = open(&unbounded_disk, config());
+    write(&unbounded);
+    let full = unbounded.compact(2_000).unwrap();
+    assert_eq!(full.keys_indexed, 40);
+
+    let budget = 6 * (5 + 48);
+    let bounded_disk: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let bounded = open(
+        &bounded_disk,
+        LogConfig {
+            cleaner_dedupe_bytes: budget,
+            min_cleanable_dirty_ratio: 0.0,
+            ..config()
+        },
+    );
+    write(&bounded);
+    let segments = bounded.segments().len();
+    let mut passes = 0;
+    let mut cleaned_total = 0;
+    loop {
+        let out = bounded.compact(2_000).unwrap();
+        passes += 1;
+        // At most the budget, plus the keys of the one segment a pass always takes.
+        assert!(out.keys_indexed <= 6 + 15, "pass {passes}: {out:?}");
+        if out.segments_cleaned == 0 && out.keys_indexed == 0 {
+            break;
+        }
+        cleaned_total += out.segments_cleaned;
+        assert!(passes < 200, "the passes make progress");
+    }
+    assert!(
+        passes > 2,
+        "a small map needs several passes ({passes} for {segments} segments)"
+    );
+    assert!(cleaned_total > 0);
+    let want = latest(&read_all(&unbounded, ReadUpTo::LogEnd));
+    let got = latest(&read_all(&bounded, ReadUpTo::LogEnd));
+    assert_eq!(got, want, "the same latest value per key");
+    // And no more records than the unbounded cleaner left, but for the active segment's.
+    let kept = |log: &Log| read_all(log, ReadUpTo::LogEnd).len();
+    assert_eq!(kept(&bounded), kept(&unbounded));
+}

@@ -32,6 +32,7 @@ pub const KEYS: &[&str] = &[
     "log.index.size.max.bytes",
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
+    "log.cleaner.dedupe.buffer.size",
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.message.timestamp.type",
@@ -146,6 +147,14 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "log.index.size.max.bytes" => log_key("segment.index.bytes", value, log)?,
         "log.cleanup.policy" => log_key("cleanup.policy", value, log)?,
         "log.cleaner.delete.retention.ms" => log_key("delete.retention.ms", value, log)?,
+        "log.cleaner.dedupe.buffer.size" => {
+            // Kafka's minimum: 1 MiB per cleaner thread.
+            let v = int()?;
+            if v < 1 << 20 {
+                bail!("{key} must be at least 1048576 (1 MiB), got {v}");
+            }
+            log.cleaner_dedupe_bytes = v as u64;
+        }
         "log.flush.interval.messages" => log_key("flush.messages", value, log)?,
         "log.flush.interval.ms" => log_key("flush.ms", value, log)?,
         "log.message.timestamp.type" => log_key("message.timestamp.type", value, log)?,
