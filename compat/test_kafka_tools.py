@@ -205,3 +205,96 @@ def perf_tools(t):
 @pytest.mark.compat("kafka-producer-perf-test, kafka-consumer-perf-test", "acks=all produce and consume 20,000 records")
 def test_perf_tools(both):
     compare(both, perf_tools)
+
+
+OFFSETS_FORMATTER = "org.apache.kafka.tools.consumer.OffsetsMessageFormatter"
+GROUP_FORMATTER = "org.apache.kafka.tools.consumer.GroupMetadataMessageFormatter"
+TXN_FORMATTER = "org.apache.kafka.tools.consumer.TransactionLogMessageFormatter"
+
+
+def internal_records(t, internal_topic, formatter, wanted):
+    """The records of an internal topic as Kafka's own formatter prints them, those `wanted`
+    says are this run's, in order."""
+    out = tool(t, CONSUMER, "--topic", internal_topic, "--from-beginning", "--timeout-ms", "6000",
+               "--formatter", formatter, check=False)
+    # The formatters print one JSON object per record, not always a line each.
+    records, text, at = [], out.stdout, 0
+    decoder = json.JSONDecoder()
+    while (at := text.find('{"key"', at)) >= 0:
+        r, at = decoder.raw_decode(text, at)
+        if wanted(r):
+            records.append(r)
+    assert "Exception" not in out.stderr.replace("TimeoutException", ""), out.stderr
+    return records
+
+
+def internal_topics(t):
+    """A classic group commits and leaves, a transaction commits; then Kafka's formatters read
+    `__consumer_offsets` and `__transaction_state`: what they print of this run's group and
+    transactional id, timestamps and generated ids aside."""
+    from confluent_kafka import Consumer, Producer
+    p = unique("fmt")
+    topic, group, txid = f"{p}-t", f"{p}-g", f"{p}-tx"
+    tool(t, TOPICS, "--create", "--topic", topic, "--partitions", "2")
+    tool(t, TOPICS, "--create", "--topic", f"{p}-tx-out", "--partitions", "1")
+    prod = Producer({"bootstrap.servers": t.bootstrap, "transactional.id": txid})
+    prod.init_transactions(15)
+    prod.begin_transaction()
+    prod.produce(f"{p}-tx-out", b"in a transaction")
+    prod.commit_transaction(15)
+    # Plain records for the group (no markers: each partition's position ends at 3).
+    plain = Producer({"bootstrap.servers": t.bootstrap})
+    for i in range(6):
+        plain.produce(topic, b"v%d" % i, partition=i % 2)
+    assert plain.flush(15) == 0
+    c = Consumer({"bootstrap.servers": t.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "group.protocol": "classic"})
+    c.subscribe([topic])
+    got, end = 0, time.monotonic() + 30
+    while got < 6 and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got += 1
+    c.commit(asynchronous=False)
+    c.close()
+
+    def data(r, part, drop=()):
+        d = dict(r[part]["data"]) if r.get(part) else None
+        for k in drop:
+            d and d.pop(k, None)
+        return d
+
+    offsets = internal_records(t, "__consumer_offsets", OFFSETS_FORMATTER,
+                               lambda r: r["key"]["data"].get("group") == group)
+    # The topic id is each broker's own: whether it is there is compared.
+    out = {"offsets": sorted((json.dumps(data(r, "key")), r["key"]["type"],
+                              json.dumps(data(r, "value", ("commitTimestamp", "topicId"))),
+                              r["value"] and r["value"]["version"],
+                              bool(r["value"] and r["value"]["data"].get("topicId")))
+                             for r in offsets)}
+    groups = internal_records(t, "__consumer_offsets", GROUP_FORMATTER,
+                              lambda r: r["key"]["data"].get("group") == group)
+    # The last record: the group after its only member left (Empty, no members).
+    last = groups[-1]
+    out["group_last"] = (last["key"]["type"], last["value"]["version"],
+                         data(last, "value", ("currentStateTimestamp",)))
+    out["group_generations"] = sorted({r["value"]["data"]["generation"] for r in groups if r["value"]})
+    txns = internal_records(t, "__transaction_state", TXN_FORMATTER,
+                            lambda r: r["key"]["data"].get("transactionalId") == txid)
+    out["txn_states"] = [(r["key"]["type"], r["value"]["version"],
+                          data(r, "value", ("producerId", "transactionLastUpdateTimestampMs",
+                                            "transactionStartTimestampMs")))
+                         for r in txns]
+    return json.loads(json.dumps(out).replace(p, "<p>"))
+
+
+@pytest.mark.compat("kafka-console-consumer formatters", "__consumer_offsets and __transaction_state read by Kafka's OffsetsMessageFormatter, GroupMetadataMessageFormatter, TransactionLogMessageFormatter")
+def test_kafka_formatters_read_the_internal_topics(both):
+    # Kafka 4.4 runs transaction.version 2 and writes TransactionLogValue v1 (with the
+    # previous producer id); Fjord runs transactions v1, for which Kafka writes v0
+    # (docs/compatibility.md).
+    differ = {}
+    for i in range(4):
+        differ[f"txn_states[{i}][1]"] = (1, 0)
+        differ[f"txn_states[{i}][2].previousProducerId"] = (0, "<absent>")
+    compare(both, internal_topics, differ=differ)

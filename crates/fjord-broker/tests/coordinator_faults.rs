@@ -460,3 +460,176 @@ async fn no_interleaving_of_commits_heartbeats_failures_and_crashes_takes_a_grou
     check(&tb, &acked, 99).await;
     tb.stop().await;
 }
+
+/// A batch of JSON records as Fjord wrote `__consumer_offsets` and `__transaction_state`
+/// before it used Kafka's schemas.
+fn legacy_batch(records: &[(&str, Option<&str>)]) -> Vec<u8> {
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    for (k, v) in records {
+        b.push(1_000, Some(k.as_bytes()), v.map(str::as_bytes));
+    }
+    b.build().unwrap()
+}
+
+/// Every (key, value) in a partition, in order.
+fn partition_records(
+    tb: &TestBroker,
+    topic: &str,
+    partition: i32,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let p = tb.broker.partition(topic, partition).unwrap();
+    let mut out = Vec::new();
+    let mut offset = p.log.log_start_offset();
+    while offset < p.log.log_end_offset() {
+        let read = p
+            .log
+            .read(offset, 1 << 20, fjord_log::ReadUpTo::LogEnd, true)
+            .unwrap();
+        let Some(slice) = read.data else { break };
+        let bytes = slice.read().unwrap();
+        for batch in fjord_record::split_batches(&bytes) {
+            let batch = batch.unwrap();
+            let records = fjord_record::Records::decode(batch, 1 << 20).unwrap();
+            for r in records.iter() {
+                let r = r.unwrap();
+                out.push((r.key.unwrap().to_vec(), r.value.map(<[u8]>::to_vec)));
+            }
+        }
+        offset = slice.next_offset;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_with_json_records_converts_to_kafkas_formats_on_start() {
+    let tb = TestBroker::start(fjord_log::sim::SimStorage::new(), config()).await;
+    tb.create_topic(TOPIC, 1).await;
+    let b = tb.broker.clone();
+    tokio::task::spawn_blocking(move || {
+        b.ensure_offsets_topic().unwrap();
+        b.ensure_transaction_topic().unwrap();
+    })
+    .await
+    .unwrap();
+    let offsets_partition = fjord_coord::offsets::partition_for("old-group", 2);
+    let txn_partition = fjord_coord::offsets::partition_for("old-txn", 2);
+    let offset_key = r#"{"type":"offset","group":"old-group","topic":"events","partition":0}"#;
+    let gone_key = r#"{"type":"offset","group":"old-group","topic":"gone","partition":0}"#;
+    let txn_key = r#"{"transactional_id":"old-txn"}"#;
+    let txn_value = r#"{"transactional_id":"old-txn","producer_id":7,"last_producer_id":-1,"producer_epoch":3,"last_producer_epoch":-1,"timeout_ms":60000,"state":"CompleteCommit","partitions":{},"txn_start_ms":-1,"last_update_ms":1000}"#;
+    for (topic, partition, batch) in [
+        (
+            "__consumer_offsets",
+            offsets_partition,
+            legacy_batch(&[
+                (
+                    offset_key,
+                    Some(
+                        r#"{"offset":17,"leader_epoch":-1,"metadata":"m","commit_timestamp":1000}"#,
+                    ),
+                ),
+                (
+                    gone_key,
+                    Some(r#"{"offset":1,"leader_epoch":-1,"metadata":"","commit_timestamp":1000}"#),
+                ),
+                (gone_key, None),
+            ]),
+        ),
+        (
+            "__transaction_state",
+            txn_partition,
+            legacy_batch(&[(txn_key, Some(txn_value))]),
+        ),
+    ] {
+        let p = tb.broker.partition(topic, partition).unwrap();
+        let info = p
+            .append(&batch, fjord_log::AppendOrigin::Internal, 1_000)
+            .unwrap();
+        p.commit_to(info.next_offset()).unwrap();
+    }
+    let disk = tb.crash(5);
+
+    let tb = TestBroker::start(disk, config()).await;
+    let mut c = tb.connect().await;
+    assert_eq!(
+        fetch(&mut c, "old-group", 0).await,
+        (17, 0),
+        "the old offset reads"
+    );
+    let records = partition_records(&tb, "__consumer_offsets", offsets_partition);
+    let (last_key, last_value) = records
+        .iter()
+        .rev()
+        .find(|(k, _)| k == offset_key.as_bytes())
+        .unwrap();
+    assert!(
+        last_value.is_none(),
+        "the JSON key ends in a tombstone ({last_key:?})"
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|(k, _)| k == gone_key.as_bytes())
+            .count()
+            == 2,
+        "a JSON key already deleted gets no second tombstone"
+    );
+    let converted = records
+        .iter()
+        .filter(|(k, _)| !fjord_coord::offsets::is_legacy(k))
+        .map(|(k, v)| fjord_coord::offsets::decode(k, v.as_deref()).unwrap())
+        .collect::<Vec<_>>();
+    assert!(
+        matches!(
+            &converted[..],
+            [fjord_coord::offsets::StoredRecord::Offset { group, value: Some(c), .. }] if group == "old-group" && c.offset == 17
+        ),
+        "one record in Kafka's format: {converted:?}"
+    );
+    let end = tb
+        .broker
+        .partition("__consumer_offsets", offsets_partition)
+        .unwrap()
+        .log
+        .log_end_offset();
+    let txns = partition_records(&tb, "__transaction_state", txn_partition);
+    assert!(
+        txns.iter()
+            .any(|(k, v)| !fjord_coord::txn::is_legacy_txn_key(k)
+                && fjord_coord::txn::decode_txn_record(k, v.as_deref())
+                    .unwrap()
+                    .1
+                    .is_some_and(|m| m.producer_id == 7 && m.producer_epoch == 3)),
+        "the transactional id in Kafka's format: {txns:?}"
+    );
+    assert!(
+        txns.iter()
+            .rev()
+            .find(|(k, _)| k == txn_key.as_bytes())
+            .is_some_and(|(_, v)| v.is_none()),
+        "the JSON key ends in a tombstone"
+    );
+    let disk = tb.crash(6);
+
+    // A second start reads Kafka's records and converts nothing more.
+    let tb = TestBroker::start(disk, config()).await;
+    let mut c = tb.connect().await;
+    assert_eq!(fetch(&mut c, "old-group", 0).await, (17, 0));
+    let b = tb.broker.clone();
+    let described = tokio::task::spawn_blocking(move || b.txns.describe("old-txn"))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((described.producer_id, described.producer_epoch), (7, 3));
+    assert_eq!(
+        tb.broker
+            .partition("__consumer_offsets", offsets_partition)
+            .unwrap()
+            .log
+            .log_end_offset(),
+        end,
+        "nothing converted twice"
+    );
+    tb.stop().await;
+}

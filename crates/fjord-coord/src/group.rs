@@ -495,8 +495,10 @@ impl Coordinator {
                 reply(&mut out, UNKNOWN_MEMBER_ID, &req.member_id);
                 return out;
             }
-            self.groups
-                .insert(req.group_id.clone(), Group::new(&req.group_id));
+            let group = Group::new(&req.group_id);
+            // Stored at once, empty, as Kafka's coordinator stores a group it creates.
+            out.push(Effect::Store(group.record()));
+            self.groups.insert(req.group_id.clone(), group);
         }
         let new_id = if req.member_id.is_empty() {
             Some(self.new_member_id(&req.client_id))

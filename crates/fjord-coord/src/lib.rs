@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod group;
 pub mod offsets;
 pub mod txn;
+mod wire;
 
 /// Kafka error codes the coordinator answers with.
 pub mod codes {

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::codes;
+use crate::wire::{Reader, Writer};
 
 /// Kafka's transaction states (the names `ListTransactions` and `DescribeTransactions` use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,16 +290,140 @@ pub fn end_txn(
     }
 }
 
-/// The stored record of a transactional id: its key, and its value (or a tombstone).
+/// The schema versions written to `__transaction_state`: TransactionLogKey v0 and
+/// TransactionLogValue v0, as Kafka 4 writes them before transaction.version 2.
+const TXN_KEY_VERSION: i16 = 0;
+const TXN_VALUE_VERSION: i16 = 0;
+
+impl TxnState {
+    /// Kafka's id of the state in TransactionLogValue.
+    fn id(self) -> i8 {
+        match self {
+            Self::Empty => 0,
+            Self::Ongoing => 1,
+            Self::PrepareCommit => 2,
+            Self::PrepareAbort => 3,
+            Self::CompleteCommit => 4,
+            Self::CompleteAbort => 5,
+            Self::Dead => 6,
+        }
+    }
+
+    fn from_id(id: i8) -> Result<Self, String> {
+        Ok(match id {
+            0 => Self::Empty,
+            1 => Self::Ongoing,
+            2 => Self::PrepareCommit,
+            3 => Self::PrepareAbort,
+            4 => Self::CompleteCommit,
+            5 => Self::CompleteAbort,
+            6 => Self::Dead,
+            other => {
+                return Err(format!(
+                    "transaction state {other} is not one this build reads"
+                ));
+            }
+        })
+    }
+}
+
+/// The stored record of a transactional id in Kafka's schema (TransactionLogKey /
+/// TransactionLogValue v0): its key, and its value (or a tombstone). The previous producer
+/// id and epoch are not in v0, as in Kafka.
 pub fn txn_record(id: &str, value: Option<&TxnMetadata>) -> (Vec<u8>, Option<Vec<u8>>) {
-    let key = serde_json::to_vec(&serde_json::json!({ "transactional_id": id }))
-        .expect("transaction keys always serialize");
-    let value = value.map(|v| serde_json::to_vec(v).expect("transaction state always serializes"));
-    (key, value)
+    let mut key = Writer::new(TXN_KEY_VERSION);
+    key.string(id);
+    let value = value.map(|m| {
+        let mut w = Writer::new(TXN_VALUE_VERSION);
+        w.i64(m.producer_id)
+            .i16(m.producer_epoch)
+            .i32(m.timeout_ms)
+            .i8(m.state.id());
+        // Kafka writes no partitions (null) for an Empty transaction.
+        if m.state == TxnState::Empty {
+            w.count(None);
+        } else {
+            w.count(Some(m.partitions.len()));
+            for (topic, partitions) in &m.partitions {
+                w.string(topic).count(Some(partitions.len()));
+                for &p in partitions {
+                    w.i32(p);
+                }
+            }
+        }
+        w.i64(m.last_update_ms).i64(m.txn_start_ms);
+        w.finish()
+    });
+    (key.finish(), value)
+}
+
+/// Whether a stored key is in the JSON format of Fjord versions before Kafka's schemas.
+pub fn is_legacy_txn_key(key: &[u8]) -> bool {
+    key.first() == Some(&b'{')
 }
 
 /// Decodes a stored record: the transactional id and its state (`None` for a tombstone).
+/// Reads Kafka's v0 value and the JSON of earlier Fjord versions.
 pub fn decode_txn_record(
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(String, Option<TxnMetadata>), String> {
+    if is_legacy_txn_key(key) {
+        return decode_legacy_txn_record(key, value);
+    }
+    let mut k = Reader::new(key);
+    let version = k.i16()?;
+    if version != TXN_KEY_VERSION {
+        return Err(format!(
+            "transaction key version {version} is not one this build reads"
+        ));
+    }
+    let id = k.string()?;
+    k.done()?;
+    let Some(value) = value else {
+        return Ok((id, None));
+    };
+    let mut r = Reader::new(value);
+    let version = r.i16()?;
+    if version != TXN_VALUE_VERSION {
+        return Err(format!(
+            "transaction value version {version} is not one this build reads"
+        ));
+    }
+    let producer_id = r.i64()?;
+    let producer_epoch = r.i16()?;
+    let timeout_ms = r.i32()?;
+    let state = TxnState::from_id(r.i8()?)?;
+    let mut partitions: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    for _ in 0..r.count()?.unwrap_or(0) {
+        let topic = r.string()?;
+        let set = partitions.entry(topic).or_default();
+        for _ in 0..r.count()?.unwrap_or(0) {
+            set.insert(r.i32()?);
+        }
+    }
+    let last_update_ms = r.i64()?;
+    let txn_start_ms = r.i64()?;
+    r.done()?;
+    Ok((
+        id.clone(),
+        Some(TxnMetadata {
+            transactional_id: id,
+            producer_id,
+            last_producer_id: -1,
+            producer_epoch,
+            last_producer_epoch: -1,
+            timeout_ms,
+            state,
+            partitions,
+            txn_start_ms,
+            last_update_ms,
+        }),
+    ))
+}
+
+/// The JSON records of Fjord versions before Kafka's schemas.
+fn decode_legacy_txn_record(
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<(String, Option<TxnMetadata>), String> {
@@ -441,12 +566,48 @@ mod tests {
         let (k, v) = txn_record("t", Some(&m));
         assert_eq!(
             decode_txn_record(&k, v.as_deref()).unwrap(),
-            ("t".to_string(), Some(m))
+            ("t".to_string(), Some(m.clone()))
         );
         let (k, v) = txn_record("t", None);
         assert_eq!(
             decode_txn_record(&k, v.as_deref()).unwrap(),
             ("t".to_string(), None)
+        );
+        // Kafka's TransactionLogKey v0 and TransactionLogValue v0, field by field.
+        let mut ongoing = m.clone();
+        ongoing.state = TxnState::Ongoing;
+        ongoing
+            .partitions
+            .entry("a".into())
+            .or_default()
+            .extend([1, 0]);
+        ongoing.txn_start_ms = 9;
+        let (k, v) = txn_record("t", Some(&ongoing));
+        assert_eq!(k, [0, 0, 0, 1, b't']);
+        let mut want = vec![0, 0];
+        want.extend_from_slice(&ongoing.producer_id.to_be_bytes());
+        want.extend_from_slice(&ongoing.producer_epoch.to_be_bytes());
+        want.extend_from_slice(&60_000i32.to_be_bytes());
+        want.push(1); // Ongoing
+        want.extend_from_slice(&1i32.to_be_bytes());
+        want.extend_from_slice(&[0, 1, b'a']);
+        want.extend_from_slice(&2i32.to_be_bytes());
+        want.extend_from_slice(&0i32.to_be_bytes());
+        want.extend_from_slice(&1i32.to_be_bytes());
+        want.extend_from_slice(&ongoing.last_update_ms.to_be_bytes());
+        want.extend_from_slice(&9i64.to_be_bytes());
+        assert_eq!(v.as_deref(), Some(&want[..]));
+        assert_eq!(
+            decode_txn_record(&k, v.as_deref()).unwrap(),
+            ("t".to_string(), Some(ongoing))
+        );
+        // The JSON of earlier Fjord versions still reads.
+        let legacy_key = br#"{"transactional_id":"t"}"#;
+        let legacy_value = serde_json::to_vec(&m).unwrap();
+        assert!(is_legacy_txn_key(legacy_key));
+        assert_eq!(
+            decode_txn_record(legacy_key, Some(&legacy_value)).unwrap(),
+            ("t".to_string(), Some(m))
         );
     }
 }

@@ -383,15 +383,37 @@ impl GroupCoordinator {
         let mut groups: BTreeMap<String, Option<GroupRecord>> = BTreeMap::new();
         let mut consumer_groups: BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>> =
             BTreeMap::new();
+        let mut legacy = BTreeMap::new();
         let end = self
             .writer
             .replay(OFFSETS_TOPIC, partition, &mut |batch| {
-                replay_batch(&mut fresh, &mut groups, &mut consumer_groups, partition, batch)
+                replay_batch(
+                    &mut fresh,
+                    &mut Replayed {
+                        groups: &mut groups,
+                        consumer_groups: &mut consumer_groups,
+                        legacy: &mut legacy,
+                    },
+                    partition,
+                    batch,
+                )
             })
             .map_err(|e| {
                 tracing::error!(partition, error = %e, "could not load a {OFFSETS_TOPIC} partition");
                 CoordinatorError::from(&e)
             })?;
+        legacy.retain(|_, live| *live);
+        let end = if legacy.is_empty() {
+            end
+        } else {
+            self.convert(
+                partition,
+                &fresh,
+                &groups,
+                &consumer_groups,
+                legacy.into_keys(),
+            )?
+        };
         let mut restored = 0;
         for record in groups.into_values().flatten() {
             fresh.classic.restore(record, now);
@@ -417,6 +439,64 @@ impl GroupCoordinator {
         fresh.loaded = true;
         *st = fresh;
         Ok(())
+    }
+
+    /// Rewrites a partition's state in Kafka's record formats and tombstones the JSON
+    /// records of earlier Fjord versions (`legacy` keys still live), so compaction drops
+    /// them; returns the offset after the batch. Offsets held for undecided transactions keep
+    /// their records. Blocking.
+    fn convert(
+        &self,
+        partition: i32,
+        state: &ShardState,
+        groups: &BTreeMap<String, Option<GroupRecord>>,
+        consumer_groups: &BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>>,
+        legacy: impl Iterator<Item = Vec<u8>>,
+    ) -> Result<i64, CoordinatorError> {
+        // Tombstones first: a JSON key's tombstone replays as a deletion of the same group
+        // or offset, which the records in Kafka's format after it then set again.
+        let mut w = Writes::default();
+        w.records.extend(legacy.map(|key| (key, None)));
+        let tombstones = w.records.len();
+        for group in state.offsets.groups() {
+            for ((topic, p), c) in state.offsets.of_group(&group) {
+                w.records
+                    .push(offsets::offset_record(&group, &topic, p, Some(&c)));
+            }
+        }
+        for (group, record) in groups {
+            if let Some(record) = record {
+                w.records.push(offsets::group_record(group, Some(record)));
+            }
+        }
+        for (group, record) in consumer_groups {
+            if let Some(record) = record {
+                w.records
+                    .push(offsets::consumer_group_record(group, Some(record)));
+            }
+        }
+        let converted = w.records.len() - tombstones;
+        let batch = w
+            .build(now_ms())?
+            .ok_or_else(|| CoordinatorError::Unexpected("nothing to convert".into()))?;
+        let failed = |e: super::WriteError| {
+            tracing::error!(partition, error = %e, "could not convert {OFFSETS_TOPIC} records to Kafka's format");
+            CoordinatorError::from(&e)
+        };
+        let end = self
+            .writer
+            .append(OFFSETS_TOPIC, partition, &batch)
+            .map_err(failed)?;
+        self.writer
+            .committed(OFFSETS_TOPIC, partition, end)
+            .map_err(failed)?;
+        tracing::info!(
+            partition,
+            records = converted,
+            tombstones,
+            "converted {OFFSETS_TOPIC} records from Fjord's earlier JSON to Kafka's formats"
+        );
+        Ok(end)
     }
 
     /// Loads every partition of `__consumer_offsets` that exists (at start-up). Blocking.
@@ -964,14 +1044,16 @@ impl GroupCoordinator {
     }
 }
 
+/// What replaying a partition collects besides the shard's state.
+struct Replayed<'a> {
+    groups: &'a mut BTreeMap<String, Option<GroupRecord>>,
+    consumer_groups: &'a mut BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>>,
+    /// Keys in the JSON of earlier Fjord versions, and whether their latest record is live.
+    legacy: &'a mut BTreeMap<Vec<u8>, bool>,
+}
+
 /// Applies one stored batch to a shard being loaded.
-fn replay_batch(
-    st: &mut ShardState,
-    groups: &mut BTreeMap<String, Option<GroupRecord>>,
-    consumer_groups: &mut BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>>,
-    partition: i32,
-    batch: &[u8],
-) {
+fn replay_batch(st: &mut ShardState, out: &mut Replayed<'_>, partition: i32, batch: &[u8]) {
     let Ok(header) = BatchHeader::parse(batch) else {
         return;
     };
@@ -993,6 +1075,9 @@ fn replay_batch(
     };
     for r in records.iter().flatten() {
         let Some(key) = r.key else { continue };
+        if offsets::is_legacy(key) && !header.is_transactional() {
+            out.legacy.insert(key.to_vec(), r.value.is_some());
+        }
         match offsets::decode(key, r.value) {
             Ok(StoredRecord::Offset {
                 group,
@@ -1024,10 +1109,10 @@ fn replay_batch(
                 value: None,
             }) => st.offsets.remove(&group, &topic, partition),
             Ok(StoredRecord::Group { group, value }) => {
-                groups.insert(group, value);
+                out.groups.insert(group, value);
             }
             Ok(StoredRecord::ConsumerGroup { group, value }) => {
-                consumer_groups.insert(group, value);
+                out.consumer_groups.insert(group, value);
             }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record")

@@ -10,13 +10,14 @@
 //! finished on the next start (the markers are written again; a second marker for a closed
 //! transaction changes nothing). Operations on one transactional id run one at a time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use fjord_coord::codes;
 use fjord_coord::txn::{
-    self, EndStep, InitStep, TxnMetadata, TxnState, decode_txn_record, txn_record,
+    self, EndStep, InitStep, TxnMetadata, TxnState, decode_txn_record, is_legacy_txn_key,
+    txn_record,
 };
 use fjord_record::{BatchBuilder, Compression, Records};
 
@@ -216,6 +217,7 @@ impl TransactionCoordinator {
         }
         if !st.loaded {
             let mut loaded: HashMap<String, Option<TxnMetadata>> = HashMap::new();
+            let mut legacy: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
             let partition = shard.partition;
             self.writer
                 .replay(TXN_TOPIC, partition, &mut |batch| {
@@ -224,6 +226,9 @@ impl TransactionCoordinator {
                     };
                     for r in records.iter().flatten() {
                         let Some(key) = r.key else { continue };
+                        if is_legacy_txn_key(key) {
+                            legacy.insert(key.to_vec(), r.value.is_some());
+                        }
                         match decode_txn_record(key, r.value) {
                             Ok((id, value)) => {
                                 loaded.insert(id, value);
@@ -239,9 +244,62 @@ impl TransactionCoordinator {
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect();
+            legacy.retain(|_, live| *live);
+            if !legacy.is_empty() {
+                self.convert(partition, &st.txns, legacy.into_keys())?;
+            }
             st.loaded = true;
         }
         Ok(st)
+    }
+
+    /// Rewrites a partition's transactional ids in Kafka's record format and tombstones the
+    /// JSON records of earlier Fjord versions, so compaction drops them. Blocking.
+    fn convert(
+        &self,
+        partition: i32,
+        txns: &HashMap<String, TxnMetadata>,
+        legacy: impl Iterator<Item = Vec<u8>>,
+    ) -> Result<(), TxnError> {
+        let now = now_ms();
+        let mut b = BatchBuilder::new(Compression::None);
+        // Tombstones first: a JSON key's tombstone replays as a deletion of the id, which the
+        // record in Kafka's format after it then sets again.
+        let mut tombstones = 0;
+        for key in legacy {
+            b.push(now, Some(&key), None);
+            tombstones += 1;
+        }
+        let mut ids: Vec<&TxnMetadata> = txns.values().collect();
+        ids.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        for m in &ids {
+            let (key, value) = txn_record(&m.transactional_id, Some(m));
+            b.push(now, Some(&key), value.as_deref());
+        }
+        let batch = b.build().map_err(|e| {
+            (
+                errors::UNKNOWN_SERVER_ERROR,
+                format!("building converted transaction records: {e}"),
+            )
+        })?;
+        let failed = |e: super::WriteError| {
+            tracing::error!(partition, error = %e, "could not convert {TXN_TOPIC} records to Kafka's format");
+            coordinator_error(&CoordinatorError::from(&e))
+        };
+        let end = self
+            .writer
+            .append(TXN_TOPIC, partition, &batch)
+            .map_err(failed)?;
+        self.writer
+            .committed(TXN_TOPIC, partition, end)
+            .map_err(failed)?;
+        tracing::info!(
+            partition,
+            records = ids.len(),
+            tombstones,
+            "converted {TXN_TOPIC} records from Fjord's earlier JSON to Kafka's format"
+        );
+        Ok(())
     }
 
     fn get(&self, id: &str) -> Result<Option<TxnMetadata>, TxnError> {

@@ -43,7 +43,9 @@ impl Checked {
             codes: Vec::new(),
             accepted: Vec::new(),
         };
+        let state = broker.metadata();
         for (topic, partitions) in topics {
+            let topic_id = state.topic(&topic).map(|t| t.id);
             let mut codes = Vec::with_capacity(partitions.len());
             for p in partitions {
                 let metadata = p.metadata.unwrap_or_default();
@@ -59,6 +61,7 @@ impl Checked {
                         leader_epoch: p.leader_epoch,
                         metadata,
                         commit_timestamp: now,
+                        topic_id: topic_id.map(|id| id.0),
                     };
                     checked
                         .accepted
