@@ -1,40 +1,50 @@
 //! Kafka error codes, assigned here and nowhere else, from the typed errors of lower layers.
+//! Each code is the protocol crate's (`kafka_protocol::ResponseError`, generated from Kafka's
+//! own list), so none can drift from Kafka's numbering.
 
 use fjord_log::{LogError, ProducerError};
+use kafka_protocol::ResponseError;
 
+/// No error.
 pub const NONE: i16 = 0;
-pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-pub const CORRUPT_MESSAGE: i16 = 2;
-pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-pub const MESSAGE_TOO_LARGE: i16 = 10;
-pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-pub const INVALID_REQUIRED_ACKS: i16 = 21;
-pub const UNSUPPORTED_VERSION: i16 = 35;
-pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-pub const INVALID_PARTITIONS: i16 = 37;
-pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-pub const INVALID_CONFIG: i16 = 40;
-pub const INVALID_REQUEST: i16 = 42;
-pub const SECURITY_DISABLED: i16 = 54;
-pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-pub const NOT_COORDINATOR: i16 = 16;
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
-pub const KAFKA_STORAGE_ERROR: i16 = 56;
-pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-pub const FENCED_LEADER_EPOCH: i16 = 74;
-pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-pub const INVALID_RECORD: i16 = 87;
-pub const INVALID_TIMESTAMP: i16 = 32;
-pub const UNKNOWN_TOPIC_ID: i16 = 100;
-pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
+pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
+pub const OFFSET_OUT_OF_RANGE: i16 = ResponseError::OffsetOutOfRange.code();
+pub const CORRUPT_MESSAGE: i16 = ResponseError::CorruptMessage.code();
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
+pub const MESSAGE_TOO_LARGE: i16 = ResponseError::MessageTooLarge.code();
+pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = ResponseError::CoordinatorLoadInProgress.code();
+pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+pub const INVALID_TOPIC_EXCEPTION: i16 = ResponseError::InvalidTopicException.code();
+pub const NOT_ENOUGH_REPLICAS: i16 = ResponseError::NotEnoughReplicas.code();
+pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
+pub const INVALID_TIMESTAMP: i16 = ResponseError::InvalidTimestamp.code();
+pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+pub const TOPIC_ALREADY_EXISTS: i16 = ResponseError::TopicAlreadyExists.code();
+pub const INVALID_PARTITIONS: i16 = ResponseError::InvalidPartitions.code();
+pub const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.code();
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = ResponseError::InvalidReplicaAssignment.code();
+pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
+pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
+pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
+pub const TRANSACTION_COORDINATOR_FENCED: i16 = ResponseError::TransactionCoordinatorFenced.code();
+pub const SECURITY_DISABLED: i16 = ResponseError::SecurityDisabled.code();
+pub const OPERATION_NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
+pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
+pub const FETCH_SESSION_ID_NOT_FOUND: i16 = ResponseError::FetchSessionIdNotFound.code();
+pub const INVALID_FETCH_SESSION_EPOCH: i16 = ResponseError::InvalidFetchSessionEpoch.code();
+pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
+pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+pub const UNSTABLE_OFFSET_COMMIT: i16 = ResponseError::UnstableOffsetCommit.code();
+pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
+pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = ResponseError::FetchSessionTopicIdError.code();
+pub const MISMATCHED_ENDPOINT_TYPE: i16 = ResponseError::MismatchedEndpointType.code();
+pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = ResponseError::UnsupportedEndpointType.code();
 
 /// The Kafka error code for a log error.
 pub fn from_log_error(e: &LogError) -> i16 {
@@ -58,6 +68,66 @@ pub fn from_log_error(e: &LogError) -> i16 {
         LogError::Producer(ProducerError::InvalidProducerEpoch { .. }) => INVALID_PRODUCER_EPOCH,
         LogError::Producer(ProducerError::CoordinatorFenced { .. }) => {
             TRANSACTION_COORDINATOR_FENCED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fjord_coord::codes;
+    use kafka_protocol::ResponseError as E;
+
+    /// The pure coordinators keep their own few codes (they know no protocol crate); each is
+    /// Kafka's.
+    #[test]
+    fn the_coordinators_codes_are_kafkas() {
+        for (code, kafka) in [
+            (codes::COORDINATOR_NOT_AVAILABLE, E::CoordinatorNotAvailable),
+            (codes::ILLEGAL_GENERATION, E::IllegalGeneration),
+            (
+                codes::INCONSISTENT_GROUP_PROTOCOL,
+                E::InconsistentGroupProtocol,
+            ),
+            (codes::INVALID_GROUP_ID, E::InvalidGroupId),
+            (codes::UNKNOWN_MEMBER_ID, E::UnknownMemberId),
+            (codes::INVALID_SESSION_TIMEOUT, E::InvalidSessionTimeout),
+            (codes::REBALANCE_IN_PROGRESS, E::RebalanceInProgress),
+            (codes::NON_EMPTY_GROUP, E::NonEmptyGroup),
+            (codes::GROUP_ID_NOT_FOUND, E::GroupIdNotFound),
+            (codes::MEMBER_ID_REQUIRED, E::MemberIdRequired),
+            (codes::FENCED_INSTANCE_ID, E::FencedInstanceId),
+            (codes::GROUP_MAX_SIZE_REACHED, E::GroupMaxSizeReached),
+            (codes::GROUP_SUBSCRIBED_TO_TOPIC, E::GroupSubscribedToTopic),
+            (codes::INVALID_TXN_STATE, E::InvalidTxnState),
+            (
+                codes::INVALID_PRODUCER_ID_MAPPING,
+                E::InvalidProducerIdMapping,
+            ),
+            (
+                codes::INVALID_TRANSACTION_TIMEOUT,
+                E::InvalidTransactionTimeout,
+            ),
+            (codes::CONCURRENT_TRANSACTIONS, E::ConcurrentTransactions),
+            (codes::PRODUCER_FENCED, E::ProducerFenced),
+            (
+                fjord_coord::consumer::FENCED_MEMBER_EPOCH,
+                E::FencedMemberEpoch,
+            ),
+            (
+                fjord_coord::consumer::UNSUPPORTED_ASSIGNOR,
+                E::UnsupportedAssignor,
+            ),
+            (
+                fjord_coord::consumer::STALE_MEMBER_EPOCH,
+                E::StaleMemberEpoch,
+            ),
+            (fjord_coord::consumer::INVALID_REQUEST, E::InvalidRequest),
+            (
+                fjord_coord::consumer::INVALID_REGULAR_EXPRESSION,
+                E::InvalidRegularExpression,
+            ),
+        ] {
+            assert_eq!(code, kafka.code(), "{kafka:?}");
         }
     }
 }

@@ -221,6 +221,21 @@ fn scenario(addr: &str) -> Vec<String> {
         let resp: MetadataResponse = call(&mut s, ApiKey::Metadata, 12, &req);
         out.push(format!("metadata {name}: {}", resp.topics[0].error_code));
     }
+
+    // DescribeCluster for controller endpoints (2) and an endpoint type that does not exist,
+    // sent to a broker listener.
+    for endpoint_type in [1, 2, 9] {
+        let mut req = kafka_protocol::messages::DescribeClusterRequest::default();
+        req.endpoint_type = endpoint_type;
+        let resp: kafka_protocol::messages::DescribeClusterResponse =
+            call(&mut s, ApiKey::DescribeCluster, 1, &req);
+        out.push(format!(
+            "describe cluster, endpoint type {endpoint_type}: {} {:?} (brokers: {})",
+            resp.error_code,
+            resp.error_message.as_deref(),
+            resp.brokers.len()
+        ));
+    }
     out
 }
 

@@ -12,9 +12,6 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors;
 
-/// OPERATION_NOT_ATTEMPTED: another partition of the request failed.
-const OPERATION_NOT_ATTEMPTED: i16 = 55;
-
 pub async fn handle(
     broker: &Arc<Broker>,
     request: AddPartitionsToTxnRequest,
@@ -47,7 +44,7 @@ pub async fn handle(
             if broker.partition(topic, p).is_none() {
                 errors::UNKNOWN_TOPIC_OR_PARTITION
             } else {
-                OPERATION_NOT_ATTEMPTED
+                errors::OPERATION_NOT_ATTEMPTED
             }
         }
         Err((code, _)) => fenced_code(*code, ctx.version),

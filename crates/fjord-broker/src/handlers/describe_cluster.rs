@@ -7,10 +7,10 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 
 use super::{CLUSTER_OPERATIONS, NOT_REQUESTED, RequestContext, str_bytes};
 use crate::broker::Broker;
+use crate::errors;
 
-/// UNSUPPORTED_ENDPOINT_TYPE: a broker answers only for broker endpoints.
-const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
 const BROKERS: i8 = 1;
+const CONTROLLERS: i8 = 2;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -26,10 +26,20 @@ pub async fn handle(
         NOT_REQUESTED
     };
     if request.endpoint_type != BROKERS {
-        r.error_code = UNSUPPORTED_ENDPOINT_TYPE;
-        r.error_message = Some(str_bytes(
-            "this node serves broker endpoints only (endpoint type 1)",
-        ));
+        // As Kafka: controller endpoints asked of a broker listener are the wrong type; an
+        // endpoint type that does not exist is unsupported.
+        if request.endpoint_type == CONTROLLERS {
+            r.error_code = errors::MISMATCHED_ENDPOINT_TYPE;
+            r.error_message = Some(str_bytes(
+                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
+            ));
+        } else {
+            r.error_code = errors::UNSUPPORTED_ENDPOINT_TYPE;
+            r.error_message = Some(str_bytes(format!(
+                "Unsupported endpoint type {}",
+                request.endpoint_type
+            )));
+        }
         return r;
     }
     r.controller_id = BrokerId(broker.config.node_id);

@@ -9,9 +9,7 @@ use kafka_protocol::messages::{
 
 use super::{RequestContext, str_bytes, topic_name};
 use crate::broker::Broker;
-
-/// TRANSACTIONAL_ID_NOT_FOUND.
-const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+use crate::errors;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -27,7 +25,7 @@ pub async fn handle(
             let id = id.0.to_string();
             tokio::task::spawn_blocking(move || b.txns.describe(&id))
                 .await
-                .unwrap_or_else(|e| Err((crate::errors::UNKNOWN_SERVER_ERROR, e.to_string())))
+                .unwrap_or_else(|e| Err((errors::UNKNOWN_SERVER_ERROR, e.to_string())))
         };
         let found = match found {
             Ok(found) => found,
@@ -43,7 +41,7 @@ pub async fn handle(
         };
         match found {
             None => {
-                s.error_code = TRANSACTIONAL_ID_NOT_FOUND;
+                s.error_code = errors::TRANSACTIONAL_ID_NOT_FOUND;
                 s.transaction_state = str_bytes("");
                 s.producer_id = ProducerId(-1);
                 s.producer_epoch = -1;

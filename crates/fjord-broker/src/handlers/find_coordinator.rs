@@ -13,8 +13,6 @@ use crate::errors;
 
 const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
-/// COORDINATOR_NOT_AVAILABLE: the coordinator's internal topic could not be created.
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 fn answer(broker: &Broker, key_type: i8) -> (i16, Option<String>) {
     let ready = match key_type {
@@ -29,7 +27,7 @@ fn answer(broker: &Broker, key_type: i8) -> (i16, Option<String>) {
     };
     match ready {
         Ok(_) => (errors::NONE, None),
-        Err(e) => (COORDINATOR_NOT_AVAILABLE, Some(e.message)),
+        Err(e) => (errors::COORDINATOR_NOT_AVAILABLE, Some(e.message)),
     }
 }
 

@@ -14,9 +14,6 @@ use crate::broker::{Broker, now_ms};
 use crate::coordinator::group::Committer;
 use crate::errors;
 
-/// OFFSET_METADATA_TOO_LARGE.
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-
 /// One partition of an offset commit, as OffsetCommit and TxnOffsetCommit both carry it.
 pub(crate) struct PartitionCommit {
     pub partition: i32,
@@ -37,7 +34,7 @@ pub(crate) struct Checked {
 
 impl Checked {
     /// Checks every partition: the group's verdict (`group_code`), then
-    /// UNKNOWN_TOPIC_OR_PARTITION or OFFSET_METADATA_TOO_LARGE, else the offset is accepted.
+    /// UNKNOWN_TOPIC_OR_PARTITION or errors::OFFSET_METADATA_TOO_LARGE, else the offset is accepted.
     pub fn new(broker: &Broker, group_code: i16, now: i64, topics: Commits) -> Self {
         let mut checked = Self {
             codes: Vec::new(),
@@ -54,7 +51,7 @@ impl Checked {
                 } else if broker.partition(&topic, p.partition).is_none() {
                     errors::UNKNOWN_TOPIC_OR_PARTITION
                 } else if metadata.len() > broker.config.offset_metadata_max_bytes {
-                    OFFSET_METADATA_TOO_LARGE
+                    errors::OFFSET_METADATA_TOO_LARGE
                 } else {
                     let committed = Committed {
                         offset: p.offset,

@@ -13,9 +13,6 @@ use super::{CloseReason, RequestContext, str_bytes};
 use crate::broker::{Broker, Partition, now_ms};
 use crate::errors;
 
-/// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than the topic's min.insync.replicas.
-const NOT_ENOUGH_REPLICAS: i16 = 19;
-
 /// A refusal: the Kafka error code, what to tell the producer, and the records at fault by
 /// their index in the batch (KIP-467), if the log named any.
 struct Refusal {
@@ -326,7 +323,7 @@ fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pen
     if acks == -1 && min_isr > 1 {
         return Pending::Refused(
             (
-                NOT_ENOUGH_REPLICAS,
+                errors::NOT_ENOUGH_REPLICAS,
                 format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
             )
                 .into(),
