@@ -547,6 +547,60 @@ async fn a_data_directory_with_json_records_converts_to_kafkas_formats_on_start(
             .unwrap();
         p.commit_to(info.next_offset()).unwrap();
     }
+    // Many offsets of a big group: converted in several batches (one would pass
+    // max.message.bytes).
+    let big_partition = fjord_coord::offsets::partition_for("big-group", 2);
+    let p = tb
+        .broker
+        .partition("__consumer_offsets", big_partition)
+        .unwrap();
+    for chunk in 0..4 {
+        let keys: Vec<String> = (0..2_000)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"offset","group":"big-group","topic":"t{}","partition":{i}}}"#,
+                    chunk
+                )
+            })
+            .collect();
+        let value = r#"{"offset":42,"leader_epoch":-1,"metadata":"","commit_timestamp":1000}"#;
+        let records: Vec<(&str, Option<&str>)> =
+            keys.iter().map(|k| (k.as_str(), Some(value))).collect();
+        let info = p
+            .append(
+                &legacy_batch(&records),
+                fjord_log::AppendOrigin::Internal,
+                1_000,
+            )
+            .unwrap();
+        p.commit_to(info.next_offset()).unwrap();
+    }
+    // A conversion cut short by a crash: an offset in Kafka's format, then its JSON key's
+    // tombstone. The offset stands.
+    let cut_key = r#"{"type":"offset","group":"big-group","topic":"cut","partition":0}"#;
+    let (native_key, native_value) = fjord_coord::offsets::offset_record(
+        "big-group",
+        "cut",
+        0,
+        Some(&fjord_coord::offsets::Committed {
+            offset: 77,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 1_000,
+            topic_id: None,
+        }),
+    );
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    b.push(1_000, Some(&native_key), native_value.as_deref());
+    b.push(1_000, Some(cut_key.as_bytes()), None);
+    let info = p
+        .append(
+            &b.build().unwrap(),
+            fjord_log::AppendOrigin::Internal,
+            1_000,
+        )
+        .unwrap();
+    p.commit_to(info.next_offset()).unwrap();
     let disk = tb.crash(5);
 
     let tb = TestBroker::start(disk, config()).await;
@@ -555,6 +609,26 @@ async fn a_data_directory_with_json_records_converts_to_kafkas_formats_on_start(
         fetch(&mut c, "old-group", 0).await,
         (17, 0),
         "the old offset reads"
+    );
+    let b = tb.broker.clone();
+    let (big, cut) = tokio::task::spawn_blocking(move || {
+        b.groups
+            .read("big-group", |st| {
+                let st = st.unwrap();
+                (
+                    st.offsets.of_group("big-group").len(),
+                    st.offsets.get("big-group", "cut", 0).map(|c| c.offset),
+                )
+            })
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(big, 8_001, "every offset of the big group converted");
+    assert_eq!(
+        cut,
+        Some(77),
+        "a JSON tombstone after the Kafka record deletes nothing"
     );
     let records = partition_records(&tb, "__consumer_offsets", offsets_partition);
     let (last_key, last_value) = records

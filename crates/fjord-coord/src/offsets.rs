@@ -328,7 +328,7 @@ fn decode_group(group: &str, v: &[u8]) -> Result<GroupRecord, String> {
         let _current_state_timestamp = r.i64()?;
     }
     let n = r.count()?.unwrap_or(0);
-    let mut members = Vec::with_capacity(n);
+    let mut members = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
         let member_id = r.string()?;
         let group_instance_id = if version >= 3 {

@@ -315,6 +315,13 @@ impl GroupCoordinator {
     /// The shard of `group`; `None` when `__consumer_offsets` does not exist and `create` is
     /// false (no group can exist yet).
     fn shard_of(&self, group: &str, create: bool) -> Result<Option<Arc<Shard>>, CoordinatorError> {
+        if group.len() > i16::MAX as usize {
+            // Kafka's record keys hold the id with an int16 length.
+            return Err(CoordinatorError::Refused {
+                code: fjord_coord::codes::INVALID_GROUP_ID,
+                message: format!("a group id may be at most {} bytes", i16::MAX),
+            });
+        }
         let n = self
             .writer
             .partitions(OFFSETS_TOPIC, create)
@@ -377,6 +384,13 @@ impl GroupCoordinator {
     /// Rebuilds a shard from what its partition has committed. Blocking.
     fn load_into(&self, partition: i32, st: &mut ShardState) -> Result<(), CoordinatorError> {
         st.fail_waiters(errors::NOT_COORDINATOR);
+        // Writes appended before a reset may still be committing, and their callers will
+        // answer success once they are: the replay must include them.
+        if st.written > 0 {
+            self.writer
+                .committed(OFFSETS_TOPIC, partition, st.written)
+                .map_err(|e| CoordinatorError::from(&e))?;
+        }
         let now = now_ms();
         let mut fresh = self.empty_state(partition);
         fresh.generation = st.generation + 1;
@@ -384,6 +398,8 @@ impl GroupCoordinator {
         let mut consumer_groups: BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>> =
             BTreeMap::new();
         let mut legacy = BTreeMap::new();
+        let mut native = BTreeSet::new();
+        let mut legacy_txn = HashMap::new();
         let end = self
             .writer
             .replay(OFFSETS_TOPIC, partition, &mut |batch| {
@@ -393,6 +409,8 @@ impl GroupCoordinator {
                         groups: &mut groups,
                         consumer_groups: &mut consumer_groups,
                         legacy: &mut legacy,
+                        native: &mut native,
+                        legacy_txn: &mut legacy_txn,
                     },
                     partition,
                     batch,
@@ -453,40 +471,43 @@ impl GroupCoordinator {
         consumer_groups: &BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>>,
         legacy: impl Iterator<Item = Vec<u8>>,
     ) -> Result<i64, CoordinatorError> {
-        // Tombstones first: a JSON key's tombstone replays as a deletion of the same group
-        // or offset, which the records in Kafka's format after it then set again.
-        let mut w = Writes::default();
-        w.records.extend(legacy.map(|key| (key, None)));
-        let tombstones = w.records.len();
+        // The state in Kafka's formats first, then the tombstones of the JSON keys, in batches
+        // of bounded size. A crash between them is safe: the replay ignores a JSON tombstone
+        // for what a record in Kafka's format already set, and a load that still finds live
+        // JSON records converts again.
+        let mut records = Vec::new();
         for group in state.offsets.groups() {
             for ((topic, p), c) in state.offsets.of_group(&group) {
-                w.records
-                    .push(offsets::offset_record(&group, &topic, p, Some(&c)));
+                records.push(offsets::offset_record(&group, &topic, p, Some(&c)));
             }
         }
         for (group, record) in groups {
             if let Some(record) = record {
-                w.records.push(offsets::group_record(group, Some(record)));
+                records.push(offsets::group_record(group, Some(record)));
             }
         }
         for (group, record) in consumer_groups {
             if let Some(record) = record {
-                w.records
-                    .push(offsets::consumer_group_record(group, Some(record)));
+                records.push(offsets::consumer_group_record(group, Some(record)));
             }
         }
-        let converted = w.records.len() - tombstones;
-        let batch = w
-            .build(now_ms())?
-            .ok_or_else(|| CoordinatorError::Unexpected("nothing to convert".into()))?;
+        let converted = records.len();
+        records.extend(legacy.map(|key| (key, None)));
+        let tombstones = records.len() - converted;
+        let batches = super::conversion_batches(records, now_ms()).map_err(|e| {
+            CoordinatorError::Unexpected(format!("building converted records: {e}"))
+        })?;
         let failed = |e: super::WriteError| {
             tracing::error!(partition, error = %e, "could not convert {OFFSETS_TOPIC} records to Kafka's format");
             CoordinatorError::from(&e)
         };
-        let end = self
-            .writer
-            .append(OFFSETS_TOPIC, partition, &batch)
-            .map_err(failed)?;
+        let mut end = 0;
+        for batch in &batches {
+            end = self
+                .writer
+                .append(OFFSETS_TOPIC, partition, batch)
+                .map_err(failed)?;
+        }
         self.writer
             .committed(OFFSETS_TOPIC, partition, end)
             .map_err(failed)?;
@@ -494,6 +515,7 @@ impl GroupCoordinator {
             partition,
             records = converted,
             tombstones,
+            batches = batches.len(),
             "converted {OFFSETS_TOPIC} records from Fjord's earlier JSON to Kafka's formats"
         );
         Ok(end)
@@ -527,18 +549,15 @@ impl GroupCoordinator {
     /// Drops one partition's shard (when this broker stops leading it): parked requests are
     /// answered NOT_COORDINATOR and later ones too, until it is loaded again.
     pub fn unload(&self, partition: i32) {
-        let shard = self
-            .shards
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&partition);
-        if let Some(shard) = shard {
-            let mut st = lock(&shard.state);
-            st.fail_waiters(errors::NOT_COORDINATOR);
-            st.loaded = false;
-            st.unloaded = true;
-            st.generation += 1;
-        }
+        let shard = self.shard(partition);
+        let mut st = lock(&shard.state);
+        st.fail_waiters(errors::NOT_COORDINATOR);
+        let written = st.written;
+        let generation = st.generation + 1;
+        *st = self.empty_state(partition);
+        st.written = written;
+        st.generation = generation;
+        st.unloaded = true;
     }
 
     fn token(&self) -> Token {
@@ -1050,6 +1069,34 @@ struct Replayed<'a> {
     consumer_groups: &'a mut BTreeMap<String, Option<fjord_coord::consumer::GroupRecord>>,
     /// Keys in the JSON of earlier Fjord versions, and whether their latest record is live.
     legacy: &'a mut BTreeMap<Vec<u8>, bool>,
+    /// What records in Kafka's formats have set: a JSON tombstone after them (a conversion
+    /// cut short) deletes nothing.
+    native: &'a mut BTreeSet<StoredKey>,
+    /// JSON keys written in a transaction, by producer: tombstoned once it is decided.
+    legacy_txn: &'a mut HashMap<i64, Vec<Vec<u8>>>,
+}
+
+/// What a stored record is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum StoredKey {
+    Offset(String, String, i32),
+    Group(String),
+    ConsumerGroup(String),
+}
+
+impl StoredKey {
+    fn of(r: &StoredRecord) -> Self {
+        match r {
+            StoredRecord::Offset {
+                group,
+                topic,
+                partition,
+                ..
+            } => Self::Offset(group.clone(), topic.clone(), *partition),
+            StoredRecord::Group { group, .. } => Self::Group(group.clone()),
+            StoredRecord::ConsumerGroup { group, .. } => Self::ConsumerGroup(group.clone()),
+        }
+    }
 }
 
 /// Applies one stored batch to a shard being loaded.
@@ -1060,6 +1107,14 @@ fn replay_batch(st: &mut ShardState, out: &mut Replayed<'_>, partition: i32, bat
     if header.is_control() {
         // A transaction's end: its offsets in this partition count or go.
         if let Ok(c) = parse_control_batch(batch) {
+            // The transaction is decided: its JSON keys can go.
+            for key in out
+                .legacy_txn
+                .remove(&header.producer_id)
+                .unwrap_or_default()
+            {
+                out.legacy.insert(key, true);
+            }
             let done = st.take_pending(header.producer_id);
             if c.kind == ControlKind::Commit {
                 for p in done {
@@ -1075,10 +1130,24 @@ fn replay_batch(st: &mut ShardState, out: &mut Replayed<'_>, partition: i32, bat
     };
     for r in records.iter().flatten() {
         let Some(key) = r.key else { continue };
-        if offsets::is_legacy(key) && !header.is_transactional() {
+        let legacy = offsets::is_legacy(key);
+        if legacy && header.is_transactional() {
+            out.legacy_txn
+                .entry(header.producer_id)
+                .or_default()
+                .push(key.to_vec());
+        } else if legacy {
             out.legacy.insert(key.to_vec(), r.value.is_some());
         }
-        match offsets::decode(key, r.value) {
+        let decoded = offsets::decode(key, r.value);
+        if let Ok(record) = &decoded {
+            if !legacy {
+                out.native.insert(StoredKey::of(record));
+            } else if r.value.is_none() && out.native.contains(&StoredKey::of(record)) {
+                continue;
+            }
+        }
+        match decoded {
             Ok(StoredRecord::Offset {
                 group,
                 topic,
@@ -1118,5 +1187,139 @@ fn replay_batch(st: &mut ShardState, out: &mut Replayed<'_>, partition: i32, bat
                 tracing::warn!(partition, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Condvar;
+    use std::time::Duration;
+
+    use fjord_log::LogError;
+
+    use super::*;
+    use crate::coordinator::WriteError;
+
+    /// One `__consumer_offsets` partition in memory whose commits can be held back, and
+    /// whose next append can be refused (as a batch too large is).
+    #[derive(Debug, Default)]
+    struct MemPartition {
+        state: Mutex<Mem>,
+        released: Condvar,
+    }
+
+    #[derive(Debug, Default)]
+    struct Mem {
+        batches: Vec<(i64, Vec<u8>)>,
+        end: i64,
+        high_watermark: i64,
+        hold: bool,
+        refuse_next: bool,
+    }
+
+    impl PartitionWriter for MemPartition {
+        fn partitions(&self, _: &str, _: bool) -> Result<Option<i32>, WriteError> {
+            Ok(Some(1))
+        }
+
+        fn append(&self, _: &str, _: i32, batch: &[u8]) -> Result<i64, WriteError> {
+            let mut m = lock(&self.state);
+            if std::mem::take(&mut m.refuse_next) {
+                return Err(WriteError::Log(LogError::BatchTooLarge { size: 9, max: 1 }));
+            }
+            let header = BatchHeader::parse(batch).unwrap();
+            m.end += i64::from(header.last_offset_delta) + 1;
+            let end = m.end;
+            m.batches.push((end, batch.to_vec()));
+            Ok(end)
+        }
+
+        fn committed(&self, _: &str, _: i32, offset: i64) -> Result<(), WriteError> {
+            let mut m = lock(&self.state);
+            while m.hold {
+                m = self.released.wait(m).unwrap();
+            }
+            m.high_watermark = m.high_watermark.max(offset);
+            Ok(())
+        }
+
+        fn replay(&self, _: &str, _: i32, f: &mut dyn FnMut(&[u8])) -> Result<i64, WriteError> {
+            let m = lock(&self.state);
+            for (end, batch) in &m.batches {
+                if *end <= m.high_watermark {
+                    f(batch);
+                }
+            }
+            Ok(m.high_watermark)
+        }
+    }
+
+    fn committed_offset(c: &GroupCoordinator) -> Option<i64> {
+        c.read("g", |st| {
+            st.and_then(|st| st.offsets.get("g", "t", 0))
+                .map(|o| o.offset)
+        })
+        .unwrap()
+    }
+
+    fn commit(c: &GroupCoordinator, offset: i64) -> Result<(), CoordinatorError> {
+        let by = Committer {
+            member: "",
+            instance: None,
+            generation: -1,
+        };
+        c.commit_offsets("g", by, 1_000, |code| {
+            assert_eq!(code, errors::NONE);
+            let committed = Committed {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 1_000,
+                topic_id: None,
+            };
+            ((), vec![("t".to_string(), 0, committed)])
+        })
+    }
+
+    #[test]
+    fn a_reload_after_a_failed_write_waits_for_the_writes_before_it() {
+        let partition = Arc::new(MemPartition::default());
+        let c = Arc::new(GroupCoordinator::new(
+            partition.clone(),
+            Config::default(),
+            fjord_coord::consumer::Config::default(),
+            7,
+        ));
+        commit(&c, 5).unwrap();
+        assert_eq!(committed_offset(&c), Some(5));
+
+        // A commit of 9 is appended and waits for its fsync.
+        lock(&partition.state).hold = true;
+        let a = {
+            let c = c.clone();
+            std::thread::spawn(move || commit(&c, 9))
+        };
+        while lock(&partition.state).batches.len() < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Meanwhile another write is refused: the shard is dropped.
+        lock(&partition.state).refuse_next = true;
+        let marker = fjord_record::build_marker(3, 0, 0, true, 1_000);
+        assert!(c.write_marker(0, 3, true, marker).is_err());
+        // A read reloads the shard; the commit of 9 is answered as a success once its fsync
+        // is done, so the reload must see it.
+        let reader = {
+            let c = c.clone();
+            std::thread::spawn(move || committed_offset(&c))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        lock(&partition.state).hold = false;
+        partition.released.notify_all();
+        assert!(a.join().unwrap().is_ok(), "the commit of 9 succeeded");
+        assert_eq!(
+            reader.join().unwrap(),
+            Some(9),
+            "the reload lost an answered commit"
+        );
     }
 }

@@ -16,6 +16,35 @@
 pub mod group;
 pub mod txn;
 
+/// How many record bytes one batch of a conversion holds, well under the internal topics'
+/// `max.message.bytes` (1 MiB by default).
+pub(crate) const CONVERSION_BATCH_BYTES: usize = 256 * 1024;
+
+/// Splits records into batches of about [`CONVERSION_BATCH_BYTES`] (built uncompressed, all
+/// stamped `now`).
+pub(crate) fn conversion_batches(
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    now: i64,
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    let mut bytes = 0;
+    for (k, v) in &records {
+        let size = k.len() + v.as_ref().map_or(0, Vec::len) + 32;
+        if bytes > 0 && bytes + size > CONVERSION_BATCH_BYTES {
+            out.push(b.build().map_err(|e| e.to_string())?);
+            b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+            bytes = 0;
+        }
+        b.push(now, Some(k), v.as_deref());
+        bytes += size;
+    }
+    if bytes > 0 {
+        out.push(b.build().map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
 use fjord_log::LogError;
 use thiserror::Error;
 

@@ -218,6 +218,7 @@ impl TransactionCoordinator {
         if !st.loaded {
             let mut loaded: HashMap<String, Option<TxnMetadata>> = HashMap::new();
             let mut legacy: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+            let mut native: std::collections::BTreeSet<String> = Default::default();
             let partition = shard.partition;
             self.writer
                 .replay(TXN_TOPIC, partition, &mut |batch| {
@@ -226,11 +227,18 @@ impl TransactionCoordinator {
                     };
                     for r in records.iter().flatten() {
                         let Some(key) = r.key else { continue };
-                        if is_legacy_txn_key(key) {
+                        let is_legacy = is_legacy_txn_key(key);
+                        if is_legacy {
                             legacy.insert(key.to_vec(), r.value.is_some());
                         }
                         match decode_txn_record(key, r.value) {
+                            // A JSON tombstone after the id's record in Kafka's format is
+                            // the end of a conversion, not a deletion.
+                            Ok((id, None)) if is_legacy && native.contains(&id) => {}
                             Ok((id, value)) => {
+                                if !is_legacy {
+                                    native.insert(id.clone());
+                                }
                                 loaded.insert(id, value);
                             }
                             Err(e) => {
@@ -261,22 +269,19 @@ impl TransactionCoordinator {
         txns: &HashMap<String, TxnMetadata>,
         legacy: impl Iterator<Item = Vec<u8>>,
     ) -> Result<(), TxnError> {
-        let now = now_ms();
-        let mut b = BatchBuilder::new(Compression::None);
-        // Tombstones first: a JSON key's tombstone replays as a deletion of the id, which the
-        // record in Kafka's format after it then sets again.
-        let mut tombstones = 0;
-        for key in legacy {
-            b.push(now, Some(&key), None);
-            tombstones += 1;
-        }
+        // The ids in Kafka's format first, then the JSON keys' tombstones, in batches of
+        // bounded size; the replay ignores a JSON tombstone for an id a record in Kafka's
+        // format already set, so a crash between them loses nothing.
         let mut ids: Vec<&TxnMetadata> = txns.values().collect();
         ids.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
-        for m in &ids {
-            let (key, value) = txn_record(&m.transactional_id, Some(m));
-            b.push(now, Some(&key), value.as_deref());
-        }
-        let batch = b.build().map_err(|e| {
+        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = ids
+            .iter()
+            .map(|m| txn_record(&m.transactional_id, Some(m)))
+            .collect();
+        let converted = records.len();
+        records.extend(legacy.map(|key| (key, None)));
+        let tombstones = records.len() - converted;
+        let batches = super::conversion_batches(records, now_ms()).map_err(|e| {
             (
                 errors::UNKNOWN_SERVER_ERROR,
                 format!("building converted transaction records: {e}"),
@@ -286,16 +291,19 @@ impl TransactionCoordinator {
             tracing::error!(partition, error = %e, "could not convert {TXN_TOPIC} records to Kafka's format");
             coordinator_error(&CoordinatorError::from(&e))
         };
-        let end = self
-            .writer
-            .append(TXN_TOPIC, partition, &batch)
-            .map_err(failed)?;
+        let mut end = 0;
+        for batch in &batches {
+            end = self
+                .writer
+                .append(TXN_TOPIC, partition, batch)
+                .map_err(failed)?;
+        }
         self.writer
             .committed(TXN_TOPIC, partition, end)
             .map_err(failed)?;
         tracing::info!(
             partition,
-            records = ids.len(),
+            records = converted,
             tombstones,
             "converted {TXN_TOPIC} records from Fjord's earlier JSON to Kafka's format"
         );
@@ -635,17 +643,11 @@ impl TransactionCoordinator {
     /// Drops one partition's shard (when this broker stops leading it): its ids are answered
     /// NOT_COORDINATOR until it is loaded again.
     pub fn unload(&self, partition: i32) {
-        let shard = self
-            .shards
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&partition);
-        if let Some(shard) = shard {
-            let mut st = lock(&shard.state);
-            st.txns.clear();
-            st.loaded = false;
-            st.unloaded = true;
-        }
+        let shard = self.shard(partition);
+        let mut st = lock(&shard.state);
+        st.txns.clear();
+        st.loaded = false;
+        st.unloaded = true;
     }
 
     fn finish_prepared(&self) {
@@ -728,7 +730,12 @@ impl TransactionCoordinator {
                 })
                 .is_ok()
             {
-                lock(&self.id_locks).remove(id);
+                // Forgotten only if nobody else holds or waits for it (this caller's guard
+                // and the map's are the only two).
+                let mut locks = lock(&self.id_locks);
+                if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 2) {
+                    locks.remove(id);
+                }
                 tracing::info!(transactional_id = %id, "transactional id expired");
             }
         }

@@ -28,11 +28,7 @@ struct TxnCommitter {
 
 /// The transaction's verdict on the request: the producer's open transaction must hold the
 /// group's `__consumer_offsets` partition (AddOffsetsToTxn) with this epoch.
-fn check_transaction(broker: &Broker, c: &TxnCommitter, version: i16) -> i16 {
-    let index = match broker.groups.partition_for(&c.group) {
-        Ok(index) => index,
-        Err(e) => return e.code(),
-    };
+fn check_transaction(broker: &Broker, c: &TxnCommitter, index: i32, version: i16) -> i16 {
     match broker.txns.verify(
         &c.transactional_id,
         c.producer_id,
@@ -98,7 +94,7 @@ pub async fn handle(
     let now = now_ms();
     let stored = coordinator(broker, move |b| {
         let c = committer;
-        let txn_code = check_transaction(b, &c, version);
+        let index = b.groups.partition_for(&c.group)?;
         // v3+ (KIP-447): the consumer's group membership fences zombie producers; it is
         // checked in the same step of the group's shard that stores the offsets.
         let by =
@@ -109,6 +105,9 @@ pub async fn handle(
             });
         b.groups
             .txn_commit_offsets(&c.group, (c.producer_id, c.epoch), by, now, |group_code| {
+                // Under the group shard's lock, which the transaction's marker for this
+                // partition also takes: the offsets cannot land after the transaction ended.
+                let txn_code = check_transaction(b, &c, index, version);
                 let code = if txn_code != errors::NONE {
                     txn_code
                 } else {
