@@ -429,16 +429,9 @@ pub struct Broker {
     admin: std::sync::Mutex<()>,
 }
 
+/// 128 random bits (topic ids, seeds), from the operating system's generator.
 fn random_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = 0u128;
-    for i in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(u128::from(now_ms() as u64) << 64 | i);
-        h.write_u32(std::process::id());
-        out = out << 64 | u128::from(h.finish());
-    }
-    out
+    uuid::Uuid::new_v4().as_u128()
 }
 
 impl Broker {

@@ -124,6 +124,8 @@ pub enum Effect {
         at_ms: i64,
         event: String,
     },
+    /// A new generation formed (a completed rebalance, for the metrics).
+    Rebalanced { group: String },
 }
 
 /// A member, as persisted and described.
@@ -785,6 +787,9 @@ impl Coordinator {
             g.leader = g.members.keys().next().cloned();
         }
         g.state = State::CompletingRebalance;
+        out.push(Effect::Rebalanced {
+            group: g.id.clone(),
+        });
         history(
             out,
             &g.id,

@@ -189,6 +189,8 @@ struct Writes {
     answers: Vec<Effect>,
     /// History lines: (group, at, event).
     history: Vec<(String, i64, String)>,
+    /// Groups that formed a generation.
+    rebalanced: Vec<String>,
 }
 
 impl Writes {
@@ -205,6 +207,7 @@ impl Writes {
                     at_ms,
                     event,
                 } => self.history.push((group, at_ms, event)),
+                Effect::Rebalanced { group } => self.rebalanced.push(group),
                 answer => self.answers.push(answer),
             }
         }
@@ -634,13 +637,11 @@ impl GroupCoordinator {
                 (waiter, _) => waiter.fail(errors::UNKNOWN_SERVER_ERROR),
             }
         }
+        for group in w.rebalanced {
+            self.rebalances.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.rebalances_by_group).entry(group).or_default() += 1;
+        }
         for (group, at_ms, event) in w.history {
-            if event.starts_with("generation") && event.contains("formed") {
-                self.rebalances.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.rebalances_by_group)
-                    .entry(group.clone())
-                    .or_default() += 1;
-            }
             tracing::debug!(%group, %event, "group event");
             self.push_history(group, at_ms, event);
         }
