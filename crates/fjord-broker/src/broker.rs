@@ -443,7 +443,7 @@ impl Broker {
         cluster_id: String,
     ) -> Result<Arc<Self>, OpenError> {
         let now = now_ms();
-        let meta = MetadataStore::open(storage.clone(), &config.data_dir, now)?;
+        let meta = MetadataStore::open(storage.clone(), &config.data_dir, now, config.node_id)?;
         let group_config = fjord_coord::group::Config {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
@@ -693,30 +693,35 @@ impl Broker {
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         topic_config::log_config(&self.config.log_defaults, &configs)
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        let topic = TopicMeta {
-            name: name.to_string(),
-            id: TopicId::from_entropy(random_u128()),
-            partitions,
-            replication_factor: rf,
-            configs,
-        };
+        let id = TopicId::from_entropy(random_u128());
         if validate_only {
-            return Ok(topic);
+            return Ok(TopicMeta {
+                name: name.to_string(),
+                id,
+                partitions,
+                replication_factor: rf,
+                configs,
+                partition_states: Vec::new(),
+            });
         }
-        let record = MetadataRecord::TopicCreated {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions,
-            replication_factor: rf,
-            configs: topic.configs.clone(),
-        };
+        let mut change = vec![MetadataRecord::Topic {
+            name: name.to_string(),
+            id,
+        }];
+        change.extend((0..partitions).map(|p| self.local_partition(id, p)));
+        change.extend(configs.iter().map(|(k, v)| MetadataRecord::TopicConfig {
+            topic_id: id,
+            key: k.clone(),
+            value: Some(v.clone()),
+        }));
         let now = now_ms();
-        self.meta.commit(&[record], now).map_err(|e| {
+        let state = self.meta.commit(&change, now).map_err(|e| {
             AdminError::new(
                 errors::KAFKA_STORAGE_ERROR,
                 format!("could not record the new topic: {e}"),
             )
         })?;
+        let topic = Self::existing(&state, name)?;
         if let Err(e) = self.open_partitions(&topic, 0, now) {
             // Half a topic helps no one: take it back, releasing what was opened.
             tracing::error!(topic = name, error = %e, "could not open the new topic's partitions; removing the topic");
@@ -817,10 +822,7 @@ impl Broker {
         let start = self.meta.state().next_producer_id();
         let end = start + count;
         self.meta
-            .commit(
-                &[MetadataRecord::ProducerIdsAllocated { next: end }],
-                now_ms(),
-            )
+            .commit(&[MetadataRecord::ProducerIds { next: end }], now_ms())
             .map_err(|e| {
                 AdminError::new(
                     errors::KAFKA_STORAGE_ERROR,
@@ -852,6 +854,21 @@ impl Broker {
         }
     }
 
+    /// A partition placed on this node, led by it (a single node is every partition's
+    /// replica, in-sync replica and leader, in epoch 0).
+    fn local_partition(&self, topic_id: TopicId, partition: i32) -> MetadataRecord {
+        let node = self.config.node_id;
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: vec![node],
+            isr: vec![node],
+            leader: node,
+            leader_epoch: LEADER_EPOCH,
+            partition_epoch: 0,
+        }
+    }
+
     fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.admin.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -879,12 +896,7 @@ impl Broker {
     fn remove_topic(&self, topic: &TopicMeta) -> Result<(), AdminError> {
         let name = topic.name.as_str();
         self.meta
-            .commit(
-                &[MetadataRecord::TopicDeleted {
-                    name: name.to_string(),
-                }],
-                now_ms(),
-            )
+            .commit(&[MetadataRecord::RemoveTopic { id: topic.id }], now_ms())
             .map_err(|e| {
                 AdminError::new(
                     errors::KAFKA_STORAGE_ERROR,
@@ -964,13 +976,10 @@ impl Broker {
                 ),
             ));
         }
-        let recorded = self.meta.commit(
-            &[MetadataRecord::PartitionsCreated {
-                topic: name.to_string(),
-                total,
-            }],
-            now,
-        );
+        let change: Vec<MetadataRecord> = (topic.partitions..total)
+            .map(|p| self.local_partition(topic.id, p))
+            .collect();
+        let recorded = self.meta.commit(&change, now);
         if let Err(e) = recorded {
             self.discard(opened);
             return Err(AdminError::new(
@@ -1010,16 +1019,16 @@ impl Broker {
         let mut change = Vec::new();
         for (k, v) in &configs {
             if topic.configs.get(k) != Some(v) {
-                change.push(MetadataRecord::TopicConfigChanged {
-                    topic: name.to_string(),
+                change.push(MetadataRecord::TopicConfig {
+                    topic_id: topic.id,
                     key: k.clone(),
                     value: Some(v.clone()),
                 });
             }
         }
         for k in topic.configs.keys().filter(|k| !configs.contains_key(*k)) {
-            change.push(MetadataRecord::TopicConfigChanged {
-                topic: name.to_string(),
+            change.push(MetadataRecord::TopicConfig {
+                topic_id: topic.id,
                 key: k.clone(),
                 value: None,
             });

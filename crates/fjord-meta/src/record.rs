@@ -55,45 +55,102 @@ impl<'de> Deserialize<'de> for TopicId {
     }
 }
 
-/// One change to cluster metadata.
+/// The record format this build writes. Each record carries its version; one newer than
+/// this is refused (the data directory was written by a newer Fjord).
+pub const RECORD_VERSION: u64 = 1;
+
+/// One change to cluster metadata. Records key topics by id, as KRaft's do, so a change for a
+/// deleted topic never reaches a new topic of the same name; partitions carry what a cluster
+/// needs (replicas, in-sync replicas, leader, leader and partition epochs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
-    TopicCreated {
-        name: String,
-        id: TopicId,
-        partitions: i32,
-        replication_factor: i16,
-        /// Topic-level config overrides, by Kafka name.
-        configs: BTreeMap<String, String>,
+    /// A topic exists (Kafka's TopicRecord); its partitions follow as `Partition` records.
+    Topic { name: String, id: TopicId },
+    /// One partition's placement and leadership (Kafka's PartitionRecord): a new partition,
+    /// or a later state of an existing one.
+    Partition {
+        topic_id: TopicId,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
     },
-    /// The topic now has `total` partitions (only ever more).
-    PartitionsCreated {
-        topic: String,
-        total: i32,
-    },
-    TopicDeleted {
-        name: String,
-    },
-    /// Sets (`Some`) or removes (`None`) a topic-level config override.
-    TopicConfigChanged {
-        topic: String,
+    /// The topic is deleted (Kafka's RemoveTopicRecord).
+    RemoveTopic { id: TopicId },
+    /// Sets (`Some`) or removes (`None`) a topic-level config override (Kafka's ConfigRecord,
+    /// keyed by topic id).
+    TopicConfig {
+        topic_id: TopicId,
         key: String,
         value: Option<String>,
     },
     /// Producer ids below `next` are handed out (a block at a time, as KRaft's
     /// `ProducerIdsRecord`); ids are never reused across restarts.
-    ProducerIdsAllocated {
-        next: i64,
+    ProducerIds { next: i64 },
+
+    // Version-0 records of earlier Fjord versions: read when a data directory holds them,
+    // never written.
+    /// (v0) A topic with its partition count and configs, by name.
+    TopicCreated {
+        name: String,
+        id: TopicId,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
     },
+    /// (v0) The topic now has `total` partitions.
+    PartitionsCreated { topic: String, total: i32 },
+    /// (v0) The topic is deleted, by name.
+    TopicDeleted { name: String },
+    /// (v0) A config override, by topic name.
+    TopicConfigChanged {
+        topic: String,
+        key: String,
+        value: Option<String>,
+    },
+    /// (v0) Producer ids below `next` are handed out.
+    ProducerIdsAllocated { next: i64 },
 }
 
 impl MetadataRecord {
+    /// JSON with the record's type and `"version"`.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("metadata records always serialize")
+        let mut value = serde_json::to_value(self).expect("metadata records always serialize");
+        if let Some(object) = value.as_object_mut() {
+            object.insert("version".into(), RECORD_VERSION.into());
+        }
+        serde_json::to_vec(&value).expect("metadata records always serialize")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// Decodes a record of this version or an earlier one (no `"version"`: version 0).
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let version = value
+            .as_object_mut()
+            .and_then(|o| o.remove("version"))
+            .map_or(Some(0), |v| v.as_u64())
+            .ok_or("the record's version is not a number")?;
+        if version > RECORD_VERSION {
+            return Err(format!(
+                "record version {version} is newer than this build reads ({RECORD_VERSION}); upgrade Fjord"
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    /// Whether this is a record of an earlier Fjord version.
+    pub fn is_legacy(&self) -> bool {
+        matches!(
+            self,
+            Self::TopicCreated { .. }
+                | Self::PartitionsCreated { .. }
+                | Self::TopicDeleted { .. }
+                | Self::TopicConfigChanged { .. }
+                | Self::ProducerIdsAllocated { .. }
+        )
     }
 }

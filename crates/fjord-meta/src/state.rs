@@ -11,9 +11,41 @@ use crate::record::{MetadataRecord, TopicId};
 pub struct TopicMeta {
     pub name: String,
     pub id: TopicId,
+    /// The partition count (`partition_states.len()`).
     pub partitions: i32,
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// Each partition's placement and leadership, by index.
+    pub partition_states: Vec<PartitionMeta>,
+}
+
+/// One partition's replicas, in-sync replicas, leader and epochs (Kafka's PartitionRecord).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// The leader's node id (-1: none).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+impl PartitionMeta {
+    /// A partition of an earlier Fjord version's record, before it is assigned to a node.
+    fn unassigned() -> Self {
+        Self {
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            leader: -1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    /// Whether the partition was never placed on a node (an earlier Fjord version's topic).
+    pub fn is_unassigned(&self) -> bool {
+        self.replicas.is_empty()
+    }
 }
 
 /// A record that does not apply to the current state.
@@ -35,6 +67,18 @@ pub enum ApplyError {
     InvalidName { name: String, reason: String },
     #[error("producer ids are allocated up to {current}; cannot go back to {requested}")]
     ProducerIds { current: i64, requested: i64 },
+    #[error("topic id {0} does not exist")]
+    UnknownTopicId(TopicId),
+    #[error(
+        "partition {partition} of topic {topic} must be the next one ({next}) or an existing one"
+    )]
+    PartitionIndex {
+        topic: String,
+        partition: i32,
+        next: i32,
+    },
+    #[error("partition {partition} of topic {topic} has no replicas or a leader outside them")]
+    Placement { topic: String, partition: i32 },
 }
 
 /// All metadata, as of the last applied record.
@@ -99,9 +143,125 @@ impl MetadataState {
             .find(|t| t.name != name && norm(&t.name) == n)
     }
 
+    /// Partitions of topics from an earlier Fjord version's records, not yet placed on a node.
+    pub fn unassigned_partitions(&self) -> Vec<(TopicId, i32)> {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                t.partition_states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_unassigned())
+                    .map(|(i, _)| (t.id, i as i32))
+            })
+            .collect()
+    }
+
+    fn topic_mut_by_id(&mut self, id: &TopicId) -> Result<&mut TopicMeta, ApplyError> {
+        let name = self.by_id.get(id).ok_or(ApplyError::UnknownTopicId(*id))?;
+        self.topics
+            .get_mut(name)
+            .ok_or(ApplyError::UnknownTopicId(*id))
+    }
+
+    /// Adds a topic with no partitions yet (they follow as their own records).
+    fn add_topic(&mut self, name: &str, id: TopicId) -> Result<&mut TopicMeta, ApplyError> {
+        validate_topic_name(name).map_err(|reason| ApplyError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })?;
+        if self.topics.contains_key(name) {
+            return Err(ApplyError::TopicExists(name.to_string()));
+        }
+        if self.by_id.contains_key(&id) || id == TopicId::ZERO {
+            return Err(ApplyError::TopicIdInUse(id));
+        }
+        self.by_id.insert(id, name.to_string());
+        Ok(self.topics.entry(name.to_string()).or_insert(TopicMeta {
+            name: name.to_string(),
+            id,
+            partitions: 0,
+            replication_factor: 0,
+            configs: BTreeMap::new(),
+            partition_states: Vec::new(),
+        }))
+    }
+
     /// Applies one record, or says why it cannot apply (leaving the state unchanged).
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
+            MetadataRecord::Topic { name, id } => {
+                self.add_topic(name, *id)?;
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let t = self.topic_mut_by_id(topic_id)?;
+                if replicas.is_empty() || (*leader >= 0 && !replicas.contains(leader)) {
+                    return Err(ApplyError::Placement {
+                        topic: t.name.clone(),
+                        partition: *partition,
+                    });
+                }
+                let state = PartitionMeta {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                };
+                let next = t.partition_states.len() as i32;
+                match usize::try_from(*partition) {
+                    Ok(i) if i < t.partition_states.len() => t.partition_states[i] = state,
+                    Ok(_) if *partition == next => t.partition_states.push(state),
+                    _ => {
+                        return Err(ApplyError::PartitionIndex {
+                            topic: t.name.clone(),
+                            partition: *partition,
+                            next,
+                        });
+                    }
+                }
+                t.partitions = t.partition_states.len() as i32;
+                t.replication_factor = replicas.len() as i16;
+            }
+            MetadataRecord::RemoveTopic { id } => {
+                let name = self
+                    .by_id
+                    .remove(id)
+                    .ok_or(ApplyError::UnknownTopicId(*id))?;
+                self.topics.remove(&name);
+            }
+            MetadataRecord::TopicConfig {
+                topic_id,
+                key,
+                value,
+            } => {
+                let t = self.topic_mut_by_id(topic_id)?;
+                match value {
+                    Some(v) => {
+                        t.configs.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        t.configs.remove(key);
+                    }
+                }
+            }
+            MetadataRecord::ProducerIds { next } => {
+                if *next <= self.next_producer_id {
+                    return Err(ApplyError::ProducerIds {
+                        current: self.next_producer_id,
+                        requested: *next,
+                    });
+                }
+                self.next_producer_id = *next;
+            }
             MetadataRecord::TopicCreated {
                 name,
                 id,
@@ -135,6 +295,7 @@ impl MetadataState {
                         partitions: *partitions,
                         replication_factor: *replication_factor,
                         configs: configs.clone(),
+                        partition_states: vec![PartitionMeta::unassigned(); *partitions as usize],
                     },
                 );
             }
@@ -151,6 +312,8 @@ impl MetadataState {
                     });
                 }
                 t.partitions = *total;
+                t.partition_states
+                    .resize(*total as usize, PartitionMeta::unassigned());
             }
             MetadataRecord::TopicDeleted { name } => {
                 let t = self
@@ -312,5 +475,100 @@ mod tests {
         let id = TopicId::from_entropy(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         assert_eq!(id.to_string().len(), 36);
         assert_eq!(&id.to_string()[14..15], "4", "version 4 uuid");
+    }
+
+    fn placed(id: u8, partition: i32, leader: i32, epoch: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: TopicId([id; 16]),
+            partition,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn cluster_shaped_records_key_topics_by_id() {
+        let mut s = MetadataState::default();
+        s.apply_all(&[
+            MetadataRecord::Topic {
+                name: "t".into(),
+                id: TopicId([1; 16]),
+            },
+            placed(1, 0, 1, 0),
+            placed(1, 1, 2, 0),
+        ])
+        .unwrap();
+        let t = s.topic("t").unwrap();
+        assert_eq!((t.partitions, t.replication_factor), (2, 2));
+        assert_eq!(t.partition_states[1].leader, 2);
+        // A later state of a partition (a new leader) replaces it; a gap is refused.
+        s.apply(&placed(1, 1, 1, 1)).unwrap();
+        assert_eq!(s.topic("t").unwrap().partition_states[1].leader_epoch, 1);
+        assert!(matches!(
+            s.apply(&placed(1, 5, 1, 0)),
+            Err(ApplyError::PartitionIndex { next: 2, .. })
+        ));
+        // A leader outside the replicas, or no replicas, is refused.
+        let mut bad = placed(1, 0, 9, 0);
+        assert!(matches!(s.apply(&bad), Err(ApplyError::Placement { .. })));
+        if let MetadataRecord::Partition { replicas, .. } = &mut bad {
+            replicas.clear();
+        }
+        assert!(s.apply(&bad).is_err());
+        // Deleted by id; a config change for the old id cannot reach a new topic of the name.
+        s.apply(&MetadataRecord::RemoveTopic {
+            id: TopicId([1; 16]),
+        })
+        .unwrap();
+        s.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            id: TopicId([2; 16]),
+        })
+        .unwrap();
+        let stale = MetadataRecord::TopicConfig {
+            topic_id: TopicId([1; 16]),
+            key: "retention.ms".into(),
+            value: Some("1".into()),
+        };
+        assert_eq!(
+            s.apply(&stale),
+            Err(ApplyError::UnknownTopicId(TopicId([1; 16])))
+        );
+        assert!(s.topic("t").unwrap().configs.is_empty());
+    }
+
+    #[test]
+    fn records_carry_their_version_and_newer_ones_are_refused() {
+        let r = MetadataRecord::ProducerIds { next: 5 };
+        let bytes = r.encode();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["type"], "producer_ids");
+        assert_eq!(MetadataRecord::decode(&bytes), Ok(r));
+        // Earlier Fjord versions wrote no version: version 0.
+        let legacy = br#"{"type":"producer_ids_allocated","next":7}"#;
+        let decoded = MetadataRecord::decode(legacy).unwrap();
+        assert!(decoded.is_legacy());
+        let newer = br#"{"type":"producer_ids","next":7,"version":2}"#;
+        assert!(
+            MetadataRecord::decode(newer)
+                .unwrap_err()
+                .contains("upgrade Fjord")
+        );
+    }
+
+    #[test]
+    fn legacy_topics_are_unassigned_until_placed() {
+        let mut s = MetadataState::default();
+        s.apply(&created("old", 3, 2)).unwrap();
+        assert_eq!(
+            s.unassigned_partitions(),
+            vec![(TopicId([3; 16]), 0), (TopicId([3; 16]), 1)]
+        );
+        s.apply(&placed(3, 0, 1, 0)).unwrap();
+        assert_eq!(s.unassigned_partitions(), vec![(TopicId([3; 16]), 1)]);
     }
 }

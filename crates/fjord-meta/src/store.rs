@@ -38,15 +38,20 @@ pub struct MetadataStore {
 }
 
 impl MetadataStore {
-    /// Opens the metadata log under `data_dir` and replays it.
+    /// Opens the metadata log under `data_dir` and replays it. Partitions of topics an
+    /// earlier Fjord version recorded (without placement) are placed on `node_id`, the node
+    /// that has always held them, by records written at once.
     pub fn open(
         storage: Arc<dyn Storage>,
         data_dir: &Path,
         now_ms: i64,
+        node_id: i32,
     ) -> Result<Self, StoreError> {
         let config = LogConfig {
             retention_ms: -1,
             segment_bytes: 64 * 1024 * 1024,
+            // One change is one batch: a topic of many partitions is a large one.
+            max_message_bytes: 64 * 1024 * 1024,
             ..LogConfig::default()
         };
         let log = Log::open(storage, data_dir.join(METADATA_DIR), config, now_ms)?;
@@ -87,10 +92,32 @@ impl MetadataStore {
             }
             offset = slice.next_offset;
         }
-        Ok(Self {
+        let unassigned = state.unassigned_partitions();
+        let store = Self {
             log,
             state: Mutex::new(Arc::new(state)),
-        })
+        };
+        if !unassigned.is_empty() {
+            let placed: Vec<MetadataRecord> = unassigned
+                .iter()
+                .map(|&(topic_id, partition)| MetadataRecord::Partition {
+                    topic_id,
+                    partition,
+                    replicas: vec![node_id],
+                    isr: vec![node_id],
+                    leader: node_id,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                })
+                .collect();
+            store.commit(&placed, now_ms)?;
+            tracing::info!(
+                partitions = placed.len(),
+                node_id,
+                "placed the partitions of an earlier Fjord version's metadata on this node"
+            );
+        }
+        Ok(store)
     }
 
     /// The current state (a cheap snapshot).
@@ -141,7 +168,7 @@ mod tests {
     fn changes_survive_restart_and_bad_changes_are_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let storage: Arc<dyn Storage> = Arc::new(FsStorage);
-        let store = MetadataStore::open(storage.clone(), dir.path(), 1).unwrap();
+        let store = MetadataStore::open(storage.clone(), dir.path(), 1, 1).unwrap();
         let create = MetadataRecord::TopicCreated {
             name: "orders".into(),
             id: TopicId([9; 16]),
@@ -161,9 +188,16 @@ mod tests {
             )
             .unwrap();
         drop(store); // no clean close: recovery path
-        let store = MetadataStore::open(storage, dir.path(), 3).unwrap();
+        let store = MetadataStore::open(storage, dir.path(), 3, 1).unwrap();
         let t = store.state().topic("orders").cloned().unwrap();
         assert_eq!(t.partitions, 4);
+        // The records of an earlier version were placed on this node on open.
+        assert!(store.state().unassigned_partitions().is_empty());
+        assert!(
+            t.partition_states
+                .iter()
+                .all(|p| p.leader == 1 && p.replicas == [1])
+        );
         assert_eq!(t.configs["retention.ms"], "5");
         assert_eq!(t.id, TopicId([9; 16]));
     }
