@@ -201,4 +201,29 @@ mod tests {
         assert_eq!(t.configs["retention.ms"], "5");
         assert_eq!(t.id, TopicId([9; 16]));
     }
+
+    #[test]
+    fn a_topic_of_many_partitions_is_one_change_that_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        let store = MetadataStore::open(storage.clone(), dir.path(), 1, 1).unwrap();
+        let id = TopicId([5; 16]);
+        let mut change = vec![MetadataRecord::Topic {
+            name: "wide".into(),
+            id,
+        }];
+        change.extend((0..20_000).map(|p| MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }));
+        store.commit(&change, 1).unwrap();
+        drop(store);
+        let store = MetadataStore::open(storage, dir.path(), 2, 1).unwrap();
+        assert_eq!(store.state().topic("wide").unwrap().partitions, 20_000);
+    }
 }
