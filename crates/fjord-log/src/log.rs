@@ -1601,7 +1601,9 @@ impl Log {
         inner.first_unflushed_ms = None;
         sync.durable = sync.durable.min(inner.log_end_offset);
         self.durable.store(sync.durable, Ordering::Release);
-        let leo = inner.log_end_offset;
+        // The recovery point may only claim what is fsynced: a segment sealed by a roll and
+        // not synced yet stays below the log end but must be scanned after a crash.
+        let recovery_point = sync.durable;
         inner.check_invariants();
         for s in &removed {
             inner.aborted.remove(&s.base_offset);
@@ -1614,7 +1616,7 @@ impl Log {
         drop(inner);
         drop(sync);
         self.remove_segment_files(removed.iter().map(|s| s.base_offset))?;
-        self.write_checkpoint(Some(leo), false)
+        self.write_checkpoint(Some(recovery_point), false)
     }
 
     /// Replaces every segment with one empty segment at `offset`, which becomes the log start.
