@@ -21,7 +21,7 @@ use crate::coordinator::{PartitionWriter, WriteError};
 use crate::errors;
 use crate::topic_config;
 
-pub use crate::clock::now_ms;
+use crate::clock::{Clock, SeededRandom, SystemClock};
 
 /// Left in the data directory by a clean shutdown, removed at start-up (Kafka's
 /// `.kafka_cleanshutdown`).
@@ -91,7 +91,7 @@ impl Partition {
 /// The broker's internal topics as the coordinators see them: created on first use, written
 /// and replayed through the partitions' one write path.
 #[derive(Debug)]
-struct InternalTopics(Weak<Broker>);
+struct InternalTopics(Weak<Broker>, Arc<dyn Clock>);
 
 impl InternalTopics {
     fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, WriteError> {
@@ -122,7 +122,7 @@ impl MarkerWriter for InternalTopics {
             producer_epoch,
             coordinator_epoch,
             commit,
-            now_ms(),
+            self.1.now_ms(),
         );
         let broker = self
             .0
@@ -138,7 +138,7 @@ impl MarkerWriter for InternalTopics {
             // The topic was deleted since: nothing to mark.
             return Ok(());
         };
-        p.append(&marker, AppendOrigin::Internal, now_ms())
+        p.append(&marker, AppendOrigin::Internal, self.1.now_ms())
             .and_then(|info| p.commit(&info))
             .map_err(|e| format!("{topic}-{partition}: {e}"))
     }
@@ -174,7 +174,7 @@ impl PartitionWriter for InternalTopics {
 
     fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError> {
         let p = self.partition(topic, partition)?;
-        Ok(p.append(batch, AppendOrigin::Internal, now_ms())?
+        Ok(p.append(batch, AppendOrigin::Internal, self.1.now_ms())?
             .next_offset())
     }
 
@@ -427,11 +427,10 @@ pub struct Broker {
     pub fetch_sessions: std::sync::Mutex<crate::fetch_sessions::FetchSessions>,
     /// Serialises topic administration.
     admin: std::sync::Mutex<()>,
-}
-
-/// 128 random bits (topic ids, seeds), from the operating system's generator.
-fn random_u128() -> u128 {
-    uuid::Uuid::new_v4().as_u128()
+    /// The broker's time (the wall clock, or a test's).
+    clock: Arc<dyn Clock>,
+    /// Ids from a seeded generator when a test asks for reproducible runs (else the OS's).
+    random: Option<SeededRandom>,
 }
 
 impl Broker {
@@ -442,7 +441,25 @@ impl Broker {
         storage: Arc<dyn Storage>,
         cluster_id: String,
     ) -> Result<Arc<Self>, OpenError> {
-        let now = now_ms();
+        Self::open_with(config, storage, cluster_id, Arc::new(SystemClock), None)
+    }
+
+    /// [`Broker::open`] with a given clock, and with ids (topic ids, member ids, session
+    /// ids) from a generator seeded with `seed` when one is given: what tests use to drive
+    /// timers by hand and replay a run. Blocking.
+    pub fn open_with(
+        config: BrokerConfig,
+        storage: Arc<dyn Storage>,
+        cluster_id: String,
+        clock: Arc<dyn Clock>,
+        seed: Option<u64>,
+    ) -> Result<Arc<Self>, OpenError> {
+        let random = seed.map(SeededRandom::new);
+        let random_u64 = || match &random {
+            Some(r) => r.next_u64(),
+            None => uuid::Uuid::new_v4().as_u128() as u64,
+        };
+        let now = clock.now_ms();
         let meta = MetadataStore::open(storage.clone(), &config.data_dir, now, config.node_id)?;
         let group_config = fjord_coord::group::Config {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -456,11 +473,12 @@ impl Broker {
         };
         let fetch_sessions = crate::fetch_sessions::FetchSessions::new(
             config.fetch_session_cache_slots,
-            random_u128() as u64,
+            random_u64(),
         );
         let flusher = fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?;
+        let groups_seed = random_u64();
         let broker = Arc::new_cyclic(|me: &Weak<Broker>| {
-            let writer = Arc::new(InternalTopics(me.clone()));
+            let writer = Arc::new(InternalTopics(me.clone(), clock.clone()));
             let txn_config = TxnConfig {
                 max_timeout_ms: config.transaction_max_timeout_ms,
                 id_expiration_ms: config.transactional_id_expiration_ms,
@@ -476,18 +494,22 @@ impl Broker {
                 metrics: crate::metrics::Metrics::default(),
                 groups: GroupCoordinator::new(
                     writer.clone(),
+                    clock.clone(),
                     group_config,
                     consumer_config,
-                    random_u128() as u64,
+                    groups_seed,
                 ),
                 txns: TransactionCoordinator::new(
                     writer.clone(),
                     writer.clone(),
                     writer,
+                    clock.clone(),
                     txn_config,
                 ),
                 fetch_sessions: std::sync::Mutex::new(fetch_sessions),
                 admin: std::sync::Mutex::new(()),
+                clock,
+                random,
             }
         });
         broker.remove_stray_partitions();
@@ -693,7 +715,7 @@ impl Broker {
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
         topic_config::log_config(&self.config.log_defaults, &configs)
             .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        let id = TopicId::from_entropy(random_u128());
+        let id = TopicId::from_entropy(self.random_u128());
         if validate_only {
             return Ok(TopicMeta {
                 name: name.to_string(),
@@ -714,7 +736,7 @@ impl Broker {
             key: k.clone(),
             value: Some(v.clone()),
         }));
-        let now = now_ms();
+        let now = self.now_ms();
         let state = self.meta.commit(&change, now).map_err(|e| {
             AdminError::new(
                 errors::KAFKA_STORAGE_ERROR,
@@ -822,7 +844,7 @@ impl Broker {
         let start = self.meta.state().next_producer_id();
         let end = start + count;
         self.meta
-            .commit(&[MetadataRecord::ProducerIds { next: end }], now_ms())
+            .commit(&[MetadataRecord::ProducerIds { next: end }], self.now_ms())
             .map_err(|e| {
                 AdminError::new(
                     errors::KAFKA_STORAGE_ERROR,
@@ -869,6 +891,19 @@ impl Broker {
         }
     }
 
+    /// The broker's time in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// 128 random bits (topic ids): seeded in tests that ask for it, else the OS's.
+    fn random_u128(&self) -> u128 {
+        match &self.random {
+            Some(r) => u128::from(r.next_u64()) << 64 | u128::from(r.next_u64()),
+            None => uuid::Uuid::new_v4().as_u128(),
+        }
+    }
+
     fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.admin.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -896,7 +931,10 @@ impl Broker {
     fn remove_topic(&self, topic: &TopicMeta) -> Result<(), AdminError> {
         let name = topic.name.as_str();
         self.meta
-            .commit(&[MetadataRecord::RemoveTopic { id: topic.id }], now_ms())
+            .commit(
+                &[MetadataRecord::RemoveTopic { id: topic.id }],
+                self.now_ms(),
+            )
             .map_err(|e| {
                 AdminError::new(
                     errors::KAFKA_STORAGE_ERROR,
@@ -957,7 +995,7 @@ impl Broker {
         }
         // The new partitions are opened first and served only once recorded: a failure on
         // either side leaves the topic as it was.
-        let now = now_ms();
+        let now = self.now_ms();
         let grown = TopicMeta {
             partitions: total,
             ..topic.clone()
@@ -1036,7 +1074,7 @@ impl Broker {
         if change.is_empty() {
             return Ok(());
         }
-        self.meta.commit(&change, now_ms()).map_err(|e| {
+        self.meta.commit(&change, self.now_ms()).map_err(|e| {
             AdminError::new(
                 errors::KAFKA_STORAGE_ERROR,
                 format!("could not record the config change: {e}"),
@@ -1119,7 +1157,7 @@ impl Broker {
     fn render_group_metrics(&self, out: &mut String) {
         use crate::metrics::escape;
         use std::fmt::Write;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut committed = Vec::new();
         let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
         self.groups.read_all(|st| {

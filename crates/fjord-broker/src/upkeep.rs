@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 
 /// How often group and transaction timers run.
 const TIMER_TICK: Duration = Duration::from_millis(100);
@@ -26,26 +26,28 @@ pub fn start(broker: &Arc<Broker>, stop: &watch::Receiver<bool>) -> JoinSet<()> 
         .saturating_mul(60_000);
     let b = broker.clone();
     tasks.spawn(every_tick(TIMER_TICK, stop.clone(), move || {
-        b.groups.tick(now_ms(), None)
+        b.groups.tick(b.now_ms(), None)
     }));
     let b = broker.clone();
     tasks.spawn(every_tick(every, stop.clone(), move || {
-        b.groups.tick(now_ms(), Some(retention_ms))
+        b.groups.tick(b.now_ms(), Some(retention_ms))
     }));
     let b = broker.clone();
     tasks.spawn(every_tick(TIMER_TICK, stop.clone(), move || {
-        b.txns.tick(now_ms())
+        b.txns.tick(b.now_ms())
     }));
     let b = broker.clone();
     tasks.spawn(every_tick(FLUSH_TICK, stop.clone(), move || {
-        b.flush_due(now_ms())
+        b.flush_due(b.now_ms())
     }));
     let b = broker.clone();
     tasks.spawn(every_tick(every, stop.clone(), move || {
-        b.enforce_retention(now_ms())
+        b.enforce_retention(b.now_ms())
     }));
     let b = broker.clone();
-    tasks.spawn(every_tick(every, stop.clone(), move || b.compact(now_ms())));
+    tasks.spawn(every_tick(every, stop.clone(), move || {
+        b.compact(b.now_ms())
+    }));
     tasks
 }
 

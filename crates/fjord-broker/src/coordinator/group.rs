@@ -23,7 +23,7 @@ use fjord_record::{
 use tokio::sync::oneshot;
 
 use super::{CoordinatorError, PartitionWriter};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::errors;
 
 /// The internal topic holding groups and committed offsets.
@@ -244,6 +244,7 @@ struct Shard {
 /// The group coordinator of this broker.
 pub struct GroupCoordinator {
     writer: Arc<dyn PartitionWriter>,
+    clock: Arc<dyn Clock>,
     config: Config,
     consumer_config: fjord_coord::consumer::Config,
     seed: u64,
@@ -273,12 +274,14 @@ pub struct Committer<'a> {
 impl GroupCoordinator {
     pub fn new(
         writer: Arc<dyn PartitionWriter>,
+        clock: Arc<dyn Clock>,
         config: Config,
         consumer_config: fjord_coord::consumer::Config,
         seed: u64,
     ) -> Self {
         Self {
             writer,
+            clock,
             config,
             consumer_config,
             seed,
@@ -394,7 +397,7 @@ impl GroupCoordinator {
                 .committed(OFFSETS_TOPIC, partition, st.written)
                 .map_err(|e| CoordinatorError::from(&e))?;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut fresh = self.empty_state(partition);
         fresh.generation = st.generation + 1;
         let mut groups: BTreeMap<String, Option<GroupRecord>> = BTreeMap::new();
@@ -497,7 +500,7 @@ impl GroupCoordinator {
         let converted = records.len();
         records.extend(legacy.map(|key| (key, None)));
         let tombstones = records.len() - converted;
-        let batches = super::conversion_batches(records, now_ms()).map_err(|e| {
+        let batches = super::conversion_batches(records, self.clock.now_ms()).map_err(|e| {
             CoordinatorError::Unexpected(format!("building converted records: {e}"))
         })?;
         let failed = |e: super::WriteError| {
@@ -581,7 +584,7 @@ impl GroupCoordinator {
         let mut st = self.lock_loaded(shard)?;
         let mut w = Writes::default();
         let r = op(&mut st, &mut w);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let batch = match w.build(now) {
             Ok(b) => b,
             Err(e) => {
@@ -1039,7 +1042,7 @@ impl GroupCoordinator {
 
     /// Records a line of a group's history.
     pub fn record(&self, group: &str, event: String) {
-        self.push_history(group.to_string(), now_ms(), event);
+        self.push_history(group.to_string(), self.clock.now_ms(), event);
     }
 
     fn push_history(&self, group: String, at_ms: i64, event: String) {
@@ -1287,6 +1290,7 @@ mod tests {
         let partition = Arc::new(MemPartition::default());
         let c = Arc::new(GroupCoordinator::new(
             partition.clone(),
+            Arc::new(crate::clock::SystemClock),
             Config::default(),
             fjord_coord::consumer::Config::default(),
             7,

@@ -22,7 +22,7 @@ use fjord_coord::txn::{
 use fjord_record::{BatchBuilder, Compression, Records};
 
 use super::{CoordinatorError, PartitionWriter};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::errors;
 
 pub const TXN_TOPIC: &str = "__transaction_state";
@@ -96,6 +96,7 @@ struct Shard {
 #[derive(Debug)]
 pub struct TransactionCoordinator {
     writer: Arc<dyn PartitionWriter>,
+    clock: Arc<dyn Clock>,
     markers: Arc<dyn MarkerWriter>,
     producer_ids: Arc<dyn ProducerIdManager>,
     config: TxnConfig,
@@ -135,10 +136,12 @@ impl TransactionCoordinator {
         writer: Arc<dyn PartitionWriter>,
         markers: Arc<dyn MarkerWriter>,
         producer_ids: Arc<dyn ProducerIdManager>,
+        clock: Arc<dyn Clock>,
         config: TxnConfig,
     ) -> Self {
         Self {
             writer,
+            clock,
             markers,
             producer_ids,
             config,
@@ -281,7 +284,7 @@ impl TransactionCoordinator {
         let converted = records.len();
         records.extend(legacy.map(|key| (key, None)));
         let tombstones = records.len() - converted;
-        let batches = super::conversion_batches(records, now_ms()).map_err(|e| {
+        let batches = super::conversion_batches(records, self.clock.now_ms()).map_err(|e| {
             (
                 errors::UNKNOWN_SERVER_ERROR,
                 format!("building converted transaction records: {e}"),
@@ -351,7 +354,7 @@ impl TransactionCoordinator {
         })?;
         let (key, value) = txn_record(id, value);
         let mut b = BatchBuilder::new(Compression::None);
-        b.push(now_ms(), Some(&key), value.as_deref());
+        b.push(self.clock.now_ms(), Some(&key), value.as_deref());
         let batch = b.build().map_err(|e| {
             (
                 errors::UNKNOWN_SERVER_ERROR,
@@ -404,7 +407,7 @@ impl TransactionCoordinator {
                     (errors::COORDINATOR_NOT_AVAILABLE, e)
                 })?;
         }
-        let done = prepare.completed(now_ms());
+        let done = prepare.completed(self.clock.now_ms());
         self.store(done.clone())?;
         let counter = if commit {
             &self.committed
@@ -451,7 +454,7 @@ impl TransactionCoordinator {
                 timeout_ms,
                 self.config.max_timeout_ms,
                 expected,
-                now_ms(),
+                self.clock.now_ms(),
                 &mut allocate,
             )
             .map_err(|c| (c, code_message(c)))?;
@@ -484,7 +487,13 @@ impl TransactionCoordinator {
         let guard = self.id_lock(id);
         let _serial = lock(&guard);
         let current = self.get(id)?;
-        match txn::add_partitions(current.as_ref(), producer_id, epoch, partitions, now_ms()) {
+        match txn::add_partitions(
+            current.as_ref(),
+            producer_id,
+            epoch,
+            partitions,
+            self.clock.now_ms(),
+        ) {
             Ok(Some(next)) => self.store(next),
             Ok(None) => Ok(()),
             Err(c) => Err((c, code_message(c))),
@@ -502,7 +511,13 @@ impl TransactionCoordinator {
         let guard = self.id_lock(id);
         let _serial = lock(&guard);
         let current = self.get(id)?;
-        match txn::end_txn(current.as_ref(), producer_id, epoch, commit, now_ms()) {
+        match txn::end_txn(
+            current.as_ref(),
+            producer_id,
+            epoch,
+            commit,
+            self.clock.now_ms(),
+        ) {
             Ok(EndStep::AlreadyDone) => Ok(()),
             Ok(EndStep::Prepare(prepare)) => self.finish(prepare).map(|_| ()),
             Err(c) => Err((c, code_message(c))),

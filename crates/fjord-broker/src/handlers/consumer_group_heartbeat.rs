@@ -10,7 +10,7 @@ use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, To
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
 use super::{RequestContext, coordinator, str_bytes};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -58,7 +58,7 @@ pub async fn handle(
         server_generates_id: ctx.version == 0,
     };
     let r = match coordinator(broker, move |b| {
-        b.groups.consumer_heartbeat(req, &topics, now_ms())
+        b.groups.consumer_heartbeat(req, &topics, b.now_ms())
     })
     .await
     {

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
 use super::{RequestContext, check_leader_epoch, topic_name};
-use crate::broker::{Broker, Partition, now_ms};
+use crate::broker::{Broker, Partition};
 use crate::errors;
 use crate::fetch_sessions::{Answered, Context, FetchParams, PartitionKey, TopicKey};
 use crate::frame::Region;
@@ -109,7 +109,7 @@ pub async fn handle(
             uses_ids,
             &requested,
             &forgotten,
-            now_ms(),
+            broker.now_ms(),
         );
         broker.metrics.fetch_sessions(sessions.stats());
         context
@@ -223,7 +223,7 @@ pub async fn handle(
                 .fetch_sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            response.session_id = sessions.create(privileged, uses_ids, &answers, now_ms());
+            response.session_id = sessions.create(privileged, uses_ids, &answers, broker.now_ms());
             broker.metrics.fetch_sessions(sessions.stats());
             vec![true; wanted.len()]
         }

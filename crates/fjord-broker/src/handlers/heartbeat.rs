@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::{RequestContext, coordinator};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -18,7 +18,7 @@ pub async fn handle(
             &request.member_id,
             request.group_instance_id.as_deref(),
             request.generation_id,
-            now_ms(),
+            b.now_ms(),
         )
     })
     .await

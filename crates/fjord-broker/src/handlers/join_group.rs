@@ -7,7 +7,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{RequestContext, coordinator, str_bytes};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(
@@ -45,7 +45,7 @@ pub async fn handle(
     };
     // Parked until the join phase completes; a coordinator that failed or moved meanwhile
     // answers NOT_COORDINATOR, and the client finds it again.
-    let joined = match coordinator(broker, move |b| b.groups.join(req, now_ms())).await {
+    let joined = match coordinator(broker, move |b| b.groups.join(req, b.now_ms())).await {
         Ok(rx) => rx.await.unwrap_or_else(|_| failed(errors::NOT_COORDINATOR)),
         Err(e) => failed(e.code()),
     };

@@ -6,7 +6,7 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{RequestContext, coordinator};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(
@@ -30,7 +30,7 @@ pub async fn handle(
     };
     let group = request.group_id.0.to_string();
     let m = members.clone();
-    let codes = coordinator(broker, move |b| b.groups.leave(&group, &m, now_ms()))
+    let codes = coordinator(broker, move |b| b.groups.leave(&group, &m, b.now_ms()))
         .await
         .unwrap_or_else(|e| vec![e.code(); members.len()]);
     let mut r = LeaveGroupResponse::default();

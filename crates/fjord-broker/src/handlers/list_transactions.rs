@@ -7,7 +7,7 @@ use kafka_protocol::messages::list_transactions_response::TransactionState;
 use kafka_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse, ProducerId};
 
 use super::{RequestContext, str_bytes};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 use crate::errors;
 
 const STATES: [&str; 7] = [
@@ -55,7 +55,7 @@ pub async fn handle(
     } else {
         -1
     };
-    let now = now_ms();
+    let now = broker.now_ms();
     for m in broker.txns.list() {
         let state = m.state.name();
         if !states.is_empty() && !states.iter().any(|s| s == state) {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{RequestContext, coordinator};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 use crate::coordinator::group::Committer;
 use crate::errors;
 
@@ -93,7 +93,7 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let now = now_ms();
+    let now = broker.now_ms();
     let generation = if ctx.version >= 1 {
         request.generation_id_or_member_epoch
     } else {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{CloseReason, RequestContext, str_bytes};
-use crate::broker::{Broker, Partition, now_ms};
+use crate::broker::{Broker, Partition};
 use crate::errors;
 
 /// A refusal: the Kafka error code, what to tell the producer, and the records at fault by
@@ -149,7 +149,7 @@ pub async fn handle(
     }
     // Every append is in the log before the next request is read (request order); what
     // remains is the fsync wait.
-    let mut appended = append_all(&mut pending).await.into_iter();
+    let mut appended = append_all(&mut pending, broker.now_ms()).await.into_iter();
     let in_log: Vec<_> = pending
         .into_iter()
         .map(|(t, index, outcome)| {
@@ -334,7 +334,7 @@ fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pen
 
 /// Appends every accepted partition's batches, in request order, on blocking threads (see
 /// [`APPEND_GROUP_BYTES`]); one result per `Pending::Append`, in order.
-async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
+async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appended> {
     let mut groups: Vec<Vec<(Arc<Partition>, bytes::Bytes)>> = Vec::new();
     let mut group_bytes = 0;
     for (_, _, outcome) in pending.iter_mut() {
@@ -358,7 +358,7 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
             let task = tokio::task::spawn_blocking(move || {
                 group
                     .into_iter()
-                    .map(|(p, records)| append(&p, &records).map_err(Refusal::from))
+                    .map(|(p, records)| append(&p, &records, now).map_err(Refusal::from))
                     .collect::<Vec<_>>()
             });
             (n, task)
@@ -385,6 +385,6 @@ async fn append_all(pending: &mut [(usize, i32, Pending)]) -> Vec<Appended> {
 
 /// Appends one partition's batches from the request's own bytes (the log patches copies of
 /// their headers).
-fn append(p: &Partition, records: &[u8]) -> Result<AppendInfo, LogError> {
-    p.append(records, AppendOrigin::Client, now_ms())
+fn append(p: &Partition, records: &[u8], now: i64) -> Result<AppendInfo, LogError> {
+    p.append(records, AppendOrigin::Client, now)
 }

@@ -6,7 +6,7 @@ use fjord_coord::group::{SyncRequest, SyncResponse};
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{RequestContext, coordinator, str_bytes};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(
@@ -31,7 +31,7 @@ pub async fn handle(
         error,
         ..SyncResponse::default()
     };
-    let synced = match coordinator(broker, move |b| b.groups.sync(req, now_ms())).await {
+    let synced = match coordinator(broker, move |b| b.groups.sync(req, b.now_ms())).await {
         Ok(rx) => rx.await.unwrap_or_else(|_| failed(errors::NOT_COORDINATOR)),
         Err(e) => failed(e.code()),
     };

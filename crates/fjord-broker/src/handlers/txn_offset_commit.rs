@@ -11,7 +11,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::offset_commit::{Checked, Commits, PartitionCommit, all_refused};
 use super::{RequestContext, coordinator};
-use crate::broker::{Broker, now_ms};
+use crate::broker::Broker;
 use crate::coordinator::group::{Committer, OFFSETS_TOPIC};
 use crate::errors;
 
@@ -91,7 +91,7 @@ pub async fn handle(
         })
         .collect();
     let refused = all_refused(&topics, errors::NONE);
-    let now = now_ms();
+    let now = broker.now_ms();
     let stored = coordinator(broker, move |b| {
         let c = committer;
         let index = b.groups.partition_for(&c.group)?;

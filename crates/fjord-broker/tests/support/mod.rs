@@ -45,9 +45,26 @@ pub fn config() -> BrokerConfig {
 impl TestBroker {
     /// Opens a broker on `disk` (replaying whatever it holds) and serves it.
     pub async fn start(disk: SimStorage, config: BrokerConfig) -> Self {
+        Self::start_with(
+            disk,
+            config,
+            Arc::new(fjord_broker::clock::SystemClock),
+            None,
+        )
+        .await
+    }
+
+    /// The same with a given clock (a `ManualClock` drives timers by hand) and, with a seed,
+    /// reproducible ids.
+    pub async fn start_with(
+        disk: SimStorage,
+        config: BrokerConfig,
+        clock: Arc<dyn fjord_broker::clock::Clock>,
+        seed: Option<u64>,
+    ) -> Self {
         let storage: Arc<dyn fjord_log::Storage> = Arc::new(disk.clone());
         let broker = tokio::task::spawn_blocking(move || {
-            Broker::open(config, storage, "fault-test-cluster".into())
+            Broker::open_with(config, storage, "fault-test-cluster".into(), clock, seed)
         })
         .await
         .unwrap()
