@@ -27,7 +27,8 @@ use crate::clock::{Clock, SeededRandom, SystemClock};
 /// `.kafka_cleanshutdown`).
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 
-/// The leader epoch of every partition on a single node (it never changes leaders).
+/// The leader epoch a partition gets when it is created (a single node never changes
+/// leaders, so it keeps it).
 pub const LEADER_EPOCH: i32 = 0;
 
 /// One partition this broker leads.
@@ -600,7 +601,12 @@ impl Broker {
             };
             // A single node is the whole ISR: everything it holds is committed.
             log.advance_high_watermark(log.log_end_offset());
-            log.set_leader_epoch(LEADER_EPOCH);
+            // The epoch the metadata gives the partition's leader (this node).
+            let epoch = topic
+                .partition_states
+                .get(index as usize)
+                .map_or(LEADER_EPOCH, |p| p.leader_epoch);
+            log.set_leader_epoch(epoch);
             opened.push(Arc::new(Partition {
                 topic: topic.name.clone(),
                 index,

@@ -614,6 +614,18 @@ impl Log {
         lock(&self.inner).epochs.entries().to_vec()
     }
 
+    /// The leader epoch of the record at `offset` (ListOffsets answers with it), from the
+    /// epoch cache; `None` when the cache knows no epoch that far back.
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        lock(&self.inner)
+            .epochs
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.start_offset <= offset)
+            .map(|e| e.epoch)
+    }
+
     /// OffsetForLeaderEpoch: the largest epoch at or below `requested` and the offset where
     /// it ends (UNDEFINED -1/-1 for an epoch this log never had past its latest).
     pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {

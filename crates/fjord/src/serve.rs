@@ -67,17 +67,31 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
     }
 }
 
-/// The cluster id, created on first start and kept in `meta.properties` like Kafka's.
-fn cluster_id(dir: &Path) -> anyhow::Result<String> {
+/// The cluster id, created on first start and kept in `meta.properties` like Kafka's, with
+/// the node id the data directory belongs to: the metadata names this node as the leader of
+/// its partitions, so starting it under another `node.id` is refused, as Kafka refuses it.
+fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<String> {
     let path = dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
+        let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) else {
+            bail!(
+                "{} has no cluster.id line; restore it or move the data directory aside",
+                path.display()
+            );
+        };
+        let id = id.trim().to_string();
+        match text.lines().find_map(|l| l.strip_prefix("node.id=")) {
+            Some(stored) if stored.trim() != node_id.to_string() => bail!(
+                "{} belongs to node.id {} but this broker is node.id {node_id}; start it with node.id {} or use another data directory",
+                dir.display(),
+                stored.trim(),
+                stored.trim()
+            ),
+            Some(_) => {}
+            // Written by an earlier Fjord: the directory is this node's from now on.
+            None => write_meta_properties(dir, &id, node_id)?,
         }
-        bail!(
-            "{} has no cluster.id line; restore it or move the data directory aside",
-            path.display()
-        );
+        return Ok(id);
     }
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -95,13 +109,23 @@ fn cluster_id(dir: &Path) -> anyhow::Result<String> {
     let id: String = (0..22)
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect();
+    write_meta_properties(dir, &id, node_id)?;
+    Ok(id)
+}
+
+/// Replaces `meta.properties` atomically (Kafka's keys: version, cluster.id, node.id).
+fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: i32) -> anyhow::Result<()> {
+    let path = dir.join("meta.properties");
     let tmp = dir.join("meta.properties.tmp");
-    std::fs::write(&tmp, format!("version=1\ncluster.id={id}\n"))
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(
+        &tmp,
+        format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"),
+    )
+    .with_context(|| format!("writing {}", tmp.display()))?;
     File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
-    Ok(id)
+    Ok(())
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -139,7 +163,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     config.data_dir = args.data_dir.clone();
     let _lock = lock_data_dir(&config.data_dir)?;
-    let cluster = cluster_id(&config.data_dir)?;
+    let cluster = cluster_id(&config.data_dir, config.node_id)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -172,6 +172,45 @@ fn second_broker_on_the_same_data_dir_is_refused() {
 }
 
 #[test]
+fn a_data_directory_belongs_to_one_node_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let f = Fjord::start(&data, &[]);
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+    let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
+    assert!(props.contains("node.id=1"), "{props}");
+    // The same directory under another node id is refused with what to do.
+    let config = dir.path().join("node2.toml");
+    std::fs::write(&config, "\"node.id\" = 2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--config", config.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("belongs to node.id 1") && err.contains("start it with node.id 1"),
+        "{err}"
+    );
+    // A directory from before node.id was kept is claimed by the node that opens it.
+    std::fs::write(
+        data.join("meta.properties"),
+        props.replace("node.id=1\n", ""),
+    )
+    .unwrap();
+    let f = Fjord::start(&data, &[]);
+    let (code, _) = f.stop();
+    assert_eq!(code, 0);
+    let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
+    assert!(props.contains("node.id=1"), "{props}");
+}
+
+#[test]
 fn bad_flags_and_config_say_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_fjord"))

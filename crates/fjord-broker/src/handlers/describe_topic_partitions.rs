@@ -74,10 +74,20 @@ pub async fn handle(
             budget -= 1;
             let mut p = DescribeTopicPartitionsResponsePartition::default();
             p.partition_index = index;
-            p.leader_id = node;
-            p.leader_epoch = LEADER_EPOCH;
-            p.replica_nodes = vec![node];
-            p.isr_nodes = vec![node];
+            match meta.partition_states.get(index as usize) {
+                Some(s) => {
+                    p.leader_id = BrokerId(s.leader);
+                    p.leader_epoch = s.leader_epoch;
+                    p.replica_nodes = s.replicas.iter().map(|&n| BrokerId(n)).collect();
+                    p.isr_nodes = s.isr.iter().map(|&n| BrokerId(n)).collect();
+                }
+                None => {
+                    p.leader_id = node;
+                    p.leader_epoch = LEADER_EPOCH;
+                    p.replica_nodes = vec![node];
+                    p.isr_nodes = vec![node];
+                }
+            }
             p.eligible_leader_replicas = Some(Vec::new());
             p.last_known_elr = Some(Vec::new());
             t.partitions.push(p);

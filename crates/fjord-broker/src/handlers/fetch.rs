@@ -143,7 +143,7 @@ pub async fn handle(
         let error = match (&name, &partition) {
             (None, _) => errors::UNKNOWN_TOPIC_ID,
             (Some(_), None) => errors::UNKNOWN_TOPIC_OR_PARTITION,
-            _ => check_leader_epoch(params.current_leader_epoch),
+            (_, Some(p)) => check_leader_epoch(params.current_leader_epoch, p.log.leader_epoch()),
         };
         wanted.push(Wanted {
             key,

@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{RequestContext, check_leader_epoch};
-use crate::broker::{Broker, LEADER_EPOCH};
+use crate::broker::Broker;
 use crate::errors;
 
 const LATEST: i64 = -1;
@@ -40,7 +40,8 @@ pub async fn handle(
                 tr.partitions.push(pr);
                 continue;
             };
-            let epoch_error = check_leader_epoch(p.current_leader_epoch);
+            let epoch_error =
+                check_leader_epoch(p.current_leader_epoch, partition.log.leader_epoch());
             if epoch_error != errors::NONE {
                 pr.error_code = epoch_error;
                 tr.partitions.push(pr);
@@ -49,6 +50,7 @@ pub async fn handle(
             let ts = p.timestamp;
             let version = ctx.version;
             let read_committed = request.isolation_level == 1;
+            let held = partition.clone();
             let found = tokio::task::spawn_blocking(move || {
                 let log = &partition.log;
                 // read_committed sees up to the last stable offset.
@@ -79,7 +81,8 @@ pub async fn handle(
                     pr.timestamp = timestamp;
                     pr.offset = offset;
                     if ctx.version >= 4 && offset >= 0 {
-                        pr.leader_epoch = LEADER_EPOCH;
+                        // The epoch of the leader that wrote the record at that offset.
+                        pr.leader_epoch = held.log.epoch_at(offset).unwrap_or(-1);
                     }
                 }
                 Ok(Ok(None)) if p.timestamp < 0 && p.timestamp != MAX_TIMESTAMP => {

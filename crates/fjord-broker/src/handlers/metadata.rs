@@ -158,10 +158,22 @@ fn describe(t: &TopicMeta, include_ops: bool, node: i32) -> MetadataResponseTopi
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            p.leader_id = BrokerId(node);
-            p.leader_epoch = LEADER_EPOCH;
-            p.replica_nodes = vec![BrokerId(node)];
-            p.isr_nodes = vec![BrokerId(node)];
+            // What the metadata records say; a partition not recorded yet (being added) is
+            // this node's, in the first epoch.
+            match t.partition_states.get(i as usize) {
+                Some(s) => {
+                    p.leader_id = BrokerId(s.leader);
+                    p.leader_epoch = s.leader_epoch;
+                    p.replica_nodes = s.replicas.iter().map(|&n| BrokerId(n)).collect();
+                    p.isr_nodes = s.isr.iter().map(|&n| BrokerId(n)).collect();
+                }
+                None => {
+                    p.leader_id = BrokerId(node);
+                    p.leader_epoch = LEADER_EPOCH;
+                    p.replica_nodes = vec![BrokerId(node)];
+                    p.isr_nodes = vec![BrokerId(node)];
+                }
+            }
             p
         })
         .collect();

@@ -49,7 +49,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::broker::{Broker, LEADER_EPOCH};
+use crate::broker::Broker;
 use crate::coordinator::CoordinatorError;
 use crate::errors;
 use crate::frame::Frame;
@@ -444,11 +444,11 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
 }
 
 /// Checks a client's `current_leader_epoch` against ours (-1 means "don't check").
-pub(crate) fn check_leader_epoch(requested: i32) -> i16 {
+pub(crate) fn check_leader_epoch(requested: i32, current: i32) -> i16 {
     match requested {
         -1 => errors::NONE,
-        e if e < LEADER_EPOCH => errors::FENCED_LEADER_EPOCH,
-        e if e > LEADER_EPOCH => errors::UNKNOWN_LEADER_EPOCH,
+        e if e < current => errors::FENCED_LEADER_EPOCH,
+        e if e > current => errors::UNKNOWN_LEADER_EPOCH,
         _ => errors::NONE,
     }
 }

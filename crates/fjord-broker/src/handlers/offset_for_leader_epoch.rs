@@ -31,7 +31,8 @@ pub async fn handle(
             match broker.partition(&name, p.partition) {
                 None => e.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(partition) => {
-                    let check = check_leader_epoch(p.current_leader_epoch);
+                    let check =
+                        check_leader_epoch(p.current_leader_epoch, partition.log.leader_epoch());
                     if check != errors::NONE {
                         e.error_code = check;
                     } else {
