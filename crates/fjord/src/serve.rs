@@ -170,6 +170,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Signals are watched before anything listens: a SIGTERM that arrives while the data
+        // directory opens stops the broker cleanly once it is open, instead of killing it.
+        let shutdown = shutdown_signal();
         // HTTP first: once the Kafka port answers, /health and /metrics do too.
         let http_listener = tokio::net::TcpListener::bind(http)
             .await
@@ -245,23 +248,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             startup_ms = started.elapsed().as_millis() as u64,
             "fjord is ready"
         );
-        fjord_broker::server::run(listener, broker, shutdown_signal()).await?;
+        fjord_broker::server::run(listener, broker, shutdown).await?;
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and Ctrl-C handlers now; the future finishes when one arrives (a
+/// signal received before it is awaited is kept).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut interrupt) = match (term, interrupt) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM or SIGINT; stop with kill -9");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("interrupt: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
     }
 }
