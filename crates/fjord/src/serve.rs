@@ -178,15 +178,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {http} for HTTP: pass --http-listen"))?;
         let http_bound = http_listener.local_addr()?;
-        let listener = tokio::net::TcpListener::bind((listen_host.as_str(), listen_port))
+        // Bound now (the port is taken and known, even for port 0) but listening only once
+        // the data directory is open: a client that connects finds a ready broker.
+        let in_use = || {
+            format!(
+                "listening on {}: is another broker using the port? pass --listen",
+                args.listen
+            )
+        };
+        let addr = tokio::net::lookup_host((listen_host.as_str(), listen_port))
             .await
-            .with_context(|| {
-                format!(
-                    "listening on {}: is another broker using the port? pass --listen",
-                    args.listen
-                )
-            })?;
-        let bound = listener.local_addr()?;
+            .with_context(in_use)?
+            .next()
+            .with_context(in_use)?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .with_context(in_use)?;
+        socket.set_reuseaddr(true).with_context(in_use)?;
+        socket.bind(addr).with_context(in_use)?;
+        let bound = socket.local_addr()?;
         config.advertised_host = adv_host;
         config.advertised_port = if adv_port == 0 {
             i32::from(bound.port())
@@ -197,6 +210,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, storage, cluster))
             .await?
             .context("opening the data directory")?;
+        let listener = socket.listen(1024).with_context(in_use)?;
         let metrics_broker = broker.clone();
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok\n" }))
