@@ -236,8 +236,10 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("FJORD_COMPAT_TABLE")
-    # Only a run of the whole suite rewrites the table (a partial run would drop rows).
-    if not path or not _TABLE or session.config.invocation_params.args:
+    # Only a run of the whole suite rewrites the table (a partial run would drop rows): options
+    # such as -q may be given, test paths may not.
+    chosen = [a for a in session.config.invocation_params.args if not str(a).startswith("-")]
+    if not path or not _TABLE or chosen:
         return
     def cell(results):
         if not results:

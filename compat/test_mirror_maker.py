@@ -160,4 +160,14 @@ def test_mirror_maker_between_kafka_and_fjord(kafka_ref, fjord_shared, tmp_path)
     kafka, fjord = results["kafka"], results["fjord"]
     assert kafka["copied_matches_source"] and kafka["back_matches_target"], kafka
     assert "exact" in kafka["translated_offsets"], kafka
-    assert kafka == fjord, f"Kafka as the target: {kafka}\nFjord as the target: {fjord}"
+    assert "exact" in fjord["translated_offsets"], fjord
+    # A mid-partition offset lands exactly or behind depending on when the last offset sync
+    # was emitted, on either target (seen both ways Kafka to Kafka): compared is that each
+    # translation landed, never ahead.
+
+    def landed(r):
+        return dict(r, translated_offsets=[
+            "translated, not ahead" if t in ("exact", "behind or not yet") else t
+            for t in r["translated_offsets"]])
+    assert landed(kafka) == landed(fjord), \
+        f"Kafka as the target: {kafka}\nFjord as the target: {fjord}"
