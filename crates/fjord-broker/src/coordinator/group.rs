@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fjord_coord::consumer::{ConsumerGroups, HeartbeatRequest, HeartbeatResponse};
 use fjord_coord::group::{
@@ -236,10 +236,7 @@ impl Writes {
     }
 }
 
-struct Shard {
-    partition: i32,
-    state: Mutex<ShardState>,
-}
+type Shard = super::Shard<ShardState>;
 
 /// The group coordinator of this broker.
 pub struct GroupCoordinator {
@@ -248,7 +245,7 @@ pub struct GroupCoordinator {
     config: Config,
     consumer_config: fjord_coord::consumer::Config,
     seed: u64,
-    shards: RwLock<HashMap<i32, Arc<Shard>>>,
+    shards: super::Shards<ShardState>,
     next_token: AtomicU64,
     history: Mutex<HashMap<String, VecDeque<HistoryEntry>>>,
     /// Generations formed, in all and per group.
@@ -285,7 +282,7 @@ impl GroupCoordinator {
             config,
             consumer_config,
             seed,
-            shards: RwLock::new(HashMap::new()),
+            shards: super::Shards::default(),
             next_token: AtomicU64::new(1),
             history: Mutex::new(HashMap::new()),
             rebalances: AtomicU64::new(0),
@@ -336,37 +333,8 @@ impl GroupCoordinator {
     }
 
     fn shard(&self, partition: i32) -> Arc<Shard> {
-        if let Some(s) = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&partition)
-        {
-            return s.clone();
-        }
         self.shards
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(partition)
-            .or_insert_with(|| {
-                Arc::new(Shard {
-                    partition,
-                    state: Mutex::new(self.empty_state(partition)),
-                })
-            })
-            .clone()
-    }
-
-    fn all_shards(&self) -> Vec<Arc<Shard>> {
-        let mut shards: Vec<_> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        shards.sort_by_key(|s| s.partition);
-        shards
+            .get_or_create(partition, || self.empty_state(partition))
     }
 
     /// Locks a shard, replaying its partition first if it is not loaded.
@@ -689,7 +657,7 @@ impl GroupCoordinator {
 
     /// Calls `f` for every loaded shard, in partition order. Blocking.
     pub fn read_all(&self, mut f: impl FnMut(&ShardState)) {
-        for shard in self.all_shards() {
+        for shard in self.shards.all() {
             if let Err(e) = self.write(&shard, |st, _| f(st)) {
                 tracing::debug!(partition = shard.partition, error = %e, "skipping a group shard");
             }
@@ -990,7 +958,7 @@ impl GroupCoordinator {
     /// Timers of every shard: expired sessions, finished join phases, and (with
     /// `retention_ms`) expiry of the offsets of empty groups. Blocking.
     pub fn tick(&self, now: i64, retention_ms: Option<i64>) {
-        for shard in self.all_shards() {
+        for shard in self.shards.all() {
             let done = self.write(&shard, |st, w| {
                 let effects = st.classic.tick(now);
                 w.effects(effects);

@@ -16,6 +16,61 @@
 pub mod group;
 pub mod txn;
 
+/// One shard of a coordinator: the state of one internal-topic partition.
+#[derive(Debug)]
+pub(crate) struct Shard<S> {
+    pub partition: i32,
+    pub state: Mutex<S>,
+}
+
+/// A coordinator's shards by internal-topic partition, created on first use.
+#[derive(Debug)]
+pub(crate) struct Shards<S>(RwLock<HashMap<i32, Arc<Shard<S>>>>);
+
+impl<S> Default for Shards<S> {
+    fn default() -> Self {
+        Self(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<S> Shards<S> {
+    /// The shard of `partition`, made with `new` if there is none yet.
+    pub fn get_or_create(&self, partition: i32, new: impl FnOnce() -> S) -> Arc<Shard<S>> {
+        if let Some(s) = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+        {
+            return s.clone();
+        }
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_insert_with(|| {
+                Arc::new(Shard {
+                    partition,
+                    state: Mutex::new(new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Every shard, in partition order.
+    pub fn all(&self) -> Vec<Arc<Shard<S>>> {
+        let mut shards: Vec<_> = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        shards.sort_by_key(|s| s.partition);
+        shards
+    }
+}
+
 /// How many record bytes one batch of a conversion holds, well under the internal topics'
 /// `max.message.bytes` (1 MiB by default).
 pub(crate) const CONVERSION_BATCH_BYTES: usize = 256 * 1024;
@@ -44,6 +99,9 @@ pub(crate) fn conversion_batches(
     }
     Ok(out)
 }
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use fjord_log::LogError;
 use thiserror::Error;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fjord_coord::codes;
 use fjord_coord::txn::{
@@ -86,11 +86,7 @@ struct ShardState {
     unloaded: bool,
 }
 
-#[derive(Debug)]
-struct Shard {
-    partition: i32,
-    state: Mutex<ShardState>,
-}
+type Shard = super::Shard<ShardState>;
 
 /// The transaction coordinator of this broker.
 #[derive(Debug)]
@@ -101,7 +97,7 @@ pub struct TransactionCoordinator {
     producer_ids: Arc<dyn ProducerIdManager>,
     config: TxnConfig,
     ids: Mutex<Ids>,
-    shards: RwLock<HashMap<i32, Arc<Shard>>>,
+    shards: super::Shards<ShardState>,
     /// One lock per transactional id: its operations run one at a time.
     id_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     last_timeout_check: Mutex<i64>,
@@ -146,7 +142,7 @@ impl TransactionCoordinator {
             producer_ids,
             config,
             ids: Mutex::new(Ids::default()),
-            shards: RwLock::new(HashMap::new()),
+            shards: super::Shards::default(),
             id_locks: Mutex::new(HashMap::new()),
             last_timeout_check: Mutex::new(0),
             committed: AtomicU64::new(0),
@@ -162,40 +158,6 @@ impl TransactionCoordinator {
             .clone()
     }
 
-    fn shard(&self, partition: i32) -> Arc<Shard> {
-        if let Some(s) = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&partition)
-        {
-            return s.clone();
-        }
-        self.shards
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(partition)
-            .or_insert_with(|| {
-                Arc::new(Shard {
-                    partition,
-                    state: Mutex::new(ShardState::default()),
-                })
-            })
-            .clone()
-    }
-
-    fn all_shards(&self) -> Vec<Arc<Shard>> {
-        let mut shards: Vec<_> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        shards.sort_by_key(|s| s.partition);
-        shards
-    }
-
     /// The shard of a transactional id; `None` when `__transaction_state` does not exist and
     /// `create` is false (no transactional id can exist yet).
     fn shard_of(&self, id: &str, create: bool) -> Result<Option<Arc<Shard>>, TxnError> {
@@ -204,6 +166,10 @@ impl TransactionCoordinator {
             .partitions(TXN_TOPIC, create)
             .map_err(|e| coordinator_error(&CoordinatorError::from(&e)))?;
         Ok(n.map(|n| self.shard(fjord_coord::offsets::partition_for(id, n))))
+    }
+
+    fn shard(&self, partition: i32) -> Arc<Shard> {
+        self.shards.get_or_create(partition, ShardState::default)
     }
 
     /// Locks a shard, replaying its partition first if it is not loaded.
@@ -573,7 +539,7 @@ impl TransactionCoordinator {
     /// Every transactional id of every loaded shard, by id.
     pub fn list(&self) -> Vec<TxnMetadata> {
         let mut v = Vec::new();
-        for shard in self.all_shards() {
+        for shard in self.shards.all() {
             if let Ok(st) = self.lock_loaded(&shard) {
                 v.extend(st.txns.values().cloned());
             }

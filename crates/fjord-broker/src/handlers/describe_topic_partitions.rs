@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{RequestContext, TOPIC_OPERATIONS, topic_name};
-use crate::broker::{Broker, LEADER_EPOCH};
+use crate::broker::Broker;
 use crate::errors;
 
 /// Kafka's `max.request.partition.size.limit`: the most partitions one response holds.
@@ -74,20 +74,11 @@ pub async fn handle(
             budget -= 1;
             let mut p = DescribeTopicPartitionsResponsePartition::default();
             p.partition_index = index;
-            match meta.partition_states.get(index as usize) {
-                Some(s) => {
-                    p.leader_id = BrokerId(s.leader);
-                    p.leader_epoch = s.leader_epoch;
-                    p.replica_nodes = s.replicas.iter().map(|&n| BrokerId(n)).collect();
-                    p.isr_nodes = s.isr.iter().map(|&n| BrokerId(n)).collect();
-                }
-                None => {
-                    p.leader_id = node;
-                    p.leader_epoch = LEADER_EPOCH;
-                    p.replica_nodes = vec![node];
-                    p.isr_nodes = vec![node];
-                }
-            }
+            let placed = super::Placement::of(meta, index, node.0);
+            p.leader_id = placed.leader;
+            p.leader_epoch = placed.leader_epoch;
+            p.replica_nodes = placed.replicas;
+            p.isr_nodes = placed.isr;
             p.eligible_leader_replicas = Some(Vec::new());
             p.last_known_elr = Some(Vec::new());
             t.partitions.push(p);

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use super::{
     CLUSTER_OPERATIONS, NOT_REQUESTED, RequestContext, TOPIC_OPERATIONS, str_bytes, topic_name,
 };
-use crate::broker::{Broker, LEADER_EPOCH};
+use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(
@@ -158,22 +158,11 @@ fn describe(t: &TopicMeta, include_ops: bool, node: i32) -> MetadataResponseTopi
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            // What the metadata records say; a partition not recorded yet (being added) is
-            // this node's, in the first epoch.
-            match t.partition_states.get(i as usize) {
-                Some(s) => {
-                    p.leader_id = BrokerId(s.leader);
-                    p.leader_epoch = s.leader_epoch;
-                    p.replica_nodes = s.replicas.iter().map(|&n| BrokerId(n)).collect();
-                    p.isr_nodes = s.isr.iter().map(|&n| BrokerId(n)).collect();
-                }
-                None => {
-                    p.leader_id = BrokerId(node);
-                    p.leader_epoch = LEADER_EPOCH;
-                    p.replica_nodes = vec![BrokerId(node)];
-                    p.isr_nodes = vec![BrokerId(node)];
-                }
-            }
+            let placed = super::Placement::of(t, i, node);
+            p.leader_id = placed.leader;
+            p.leader_epoch = placed.leader_epoch;
+            p.replica_nodes = placed.replicas;
+            p.isr_nodes = placed.isr;
             p
         })
         .collect();

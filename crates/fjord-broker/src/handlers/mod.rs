@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+    ApiKey, BrokerId, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -368,6 +368,37 @@ pub async fn handle(
             version,
             reason,
         })
+}
+
+/// A partition's leader, leader epoch, replicas and ISR as the metadata records have them
+/// (Metadata and DescribeTopicPartitions describe them alike).
+pub(crate) struct Placement {
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+}
+
+impl Placement {
+    /// Partition `index` of `topic`; one not recorded yet (being added) is `node`'s, in the
+    /// first epoch.
+    pub fn of(topic: &fjord_meta::TopicMeta, index: i32, node: i32) -> Self {
+        let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect();
+        match topic.partition_states.get(index as usize) {
+            Some(s) => Self {
+                leader: BrokerId(s.leader),
+                leader_epoch: s.leader_epoch,
+                replicas: ids(&s.replicas),
+                isr: ids(&s.isr),
+            },
+            None => Self {
+                leader: BrokerId(node),
+                leader_epoch: crate::broker::LEADER_EPOCH,
+                replicas: vec![BrokerId(node)],
+                isr: vec![BrokerId(node)],
+            },
+        }
+    }
 }
 
 /// Runs a blocking coordinator call on the blocking pool (a task that panicked is
