@@ -67,6 +67,39 @@ def test_other_admin_errors(both):
     compare(both, other_admin_errors)
 
 
+def assignment_errors(t):
+    """Manual replica assignments (CreateTopics, CreatePartitions) as the controller checks them;
+    both brokers are node 1."""
+    a = AdminClient({"bootstrap.servers": t.bootstrap})
+    out = {}
+    cases = {
+        "placed": [[1], [1]],
+        "unknown_broker": [[9]],
+        "duplicate_broker": [[1, 1]],
+        "uneven": [[1], [1, 1]],
+    }
+    for case, replicas in cases.items():
+        nt = NewTopic(unique("ma"), len(replicas), replica_assignment=replicas)
+        out[case] = outcome(a.create_topics([nt])[nt.topic])
+    name = unique("mgrow")
+    a.create_topics([NewTopic(name, 1, 1)])[name].result(15)
+    out["grow_placed"] = outcome(a.create_partitions([NewPartitions(name, 3, [[1], [1]])])[name])
+    out["grow_unknown"] = outcome(a.create_partitions([NewPartitions(name, 4, [[7]])])[name])
+    out["grow_too_few"] = outcome(a.create_partitions([NewPartitions(name, 6, [[1]])])[name])
+    out["grow_rf"] = outcome(a.create_partitions([NewPartitions(name, 4, [[1, 1]])])[name])
+    md = a.list_topics(name, timeout=10).topics[name]
+    out["partitions"] = sorted(md.partitions)
+    out["replicas"] = sorted({tuple(p.replicas) for p in md.partitions.values()})
+    return out
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Manual replica assignments and their errors")
+def test_manual_assignments(both):
+    kafka, _ = compare(both, assignment_errors)
+    assert kafka["placed"] == kafka["grow_placed"] == "ok", kafka
+    assert kafka["unknown_broker"] == "INVALID_REPLICA_ASSIGNMENT", kafka
+
+
 def acl_errors(t):
     """Kafka without an authorizer answers the ACL APIs with SECURITY_DISABLED."""
     from kafka import KafkaAdminClient

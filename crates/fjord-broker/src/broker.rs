@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use fjord_log::{AppendInfo, AppendOrigin, LastShutdown, Log, LogError, ReadUpTo, Storage};
-use fjord_meta::{
-    MetadataRecord, MetadataState, MetadataStore, StoreError, TopicId, TopicMeta,
-    validate_topic_name,
+use fjord_log::{
+    AppendInfo, AppendOrigin, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage,
 };
+use fjord_meta::{MetadataState, MetadataStore, PartitionKey, StoreError};
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
@@ -18,7 +17,6 @@ use crate::coordinator::txn::{
     MarkerWriter, ProducerIdManager, TXN_TOPIC, TransactionCoordinator, TxnConfig,
 };
 use crate::coordinator::{PartitionWriter, WriteError};
-use crate::errors;
 use crate::topic_config;
 
 use crate::clock::{Clock, SeededRandom, SystemClock};
@@ -320,7 +318,7 @@ pub struct AdminError {
 }
 
 impl AdminError {
-    fn new(code: i16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i16, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -400,7 +398,7 @@ impl Progress {
 }
 
 /// What to tell a client whose partitions could not be opened.
-fn open_failure(e: &OpenError) -> String {
+pub(crate) fn open_failure(e: &OpenError) -> String {
     let text = e.to_string();
     if text.contains("Too many open files") {
         format!(
@@ -416,9 +414,9 @@ fn open_failure(e: &OpenError) -> String {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    storage: Arc<dyn Storage>,
-    meta: MetadataStore,
-    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) meta: MetadataStore,
+    pub(crate) partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Makes acks=all appends durable, sharing fsyncs between requests (group commit).
     pub flusher: fjord_log::Flusher<Partition>,
     pub metrics: crate::metrics::Metrics,
@@ -515,84 +513,85 @@ impl Broker {
         });
         broker.remove_stray_partitions();
         let last = broker.take_clean_shutdown_marker()?;
+        // Start-up publishes the whole metadata to a broker that holds nothing yet.
         let state = broker.meta.state();
-        let topics: Vec<_> = state.topics().map(|t| (t, 0)).collect();
-        broker.open_topics(&topics, now, last)?;
+        broker.publish(&MetadataState::default(), &state, Vec::new(), last)?;
         broker.groups.load_all();
         broker.txns.load_all();
         Ok(broker)
     }
 
-    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+    pub(crate) fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
 
-    fn open_partitions(&self, topic: &TopicMeta, from: i32, now: i64) -> Result<(), OpenError> {
-        self.open_topics(&[(topic, from)], now, LastShutdown::Unclean)
-    }
-
-    /// Opens the partitions of each topic from the given index on and serves every one that
-    /// opens; the first failure is returned.
-    fn open_topics(
+    /// Opens the given partitions as `state` describes them, all side by side (the work is
+    /// mostly fsyncs: checkpoints, recovered segments), logging progress each second.
+    /// Returns the partitions that opened, not yet served, and the first failure. `last` is
+    /// what the data directory's clean-shutdown marker said at start-up; partitions opened
+    /// later (new ones) pass `Unclean`, which reads no flag and writes none.
+    pub(crate) fn open_logs(
         &self,
-        topics: &[(&TopicMeta, i32)],
-        now: i64,
-        last: LastShutdown,
-    ) -> Result<(), OpenError> {
-        let (opened, failed) = self.open_logs(topics, now, last);
-        self.serve(opened);
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// Opens the partitions of each topic from the given index on, all of them side by side
-    /// (the work is mostly fsyncs: checkpoints, recovered segments), logging progress each
-    /// second. Returns the partitions that opened, not yet served, and the first failure.
-    /// `last` is what the data directory's clean-shutdown marker said at start-up; partitions
-    /// opened later (new ones) pass `Unclean`, which reads no flag and writes none.
-    fn open_logs(
-        &self,
-        topics: &[(&TopicMeta, i32)],
+        state: &MetadataState,
+        keys: &[PartitionKey],
         now: i64,
         last: LastShutdown,
     ) -> (Vec<Arc<Partition>>, Option<OpenError>) {
-        let mut work = Vec::new();
-        for &(topic, from) in topics {
-            let config = match topic_config::log_config(&self.config.log_defaults, &topic.configs) {
-                Ok(config) => config,
-                Err(reason) => {
-                    let e = OpenError::Config {
-                        topic: topic.name.clone(),
-                        reason,
-                    };
-                    return (Vec::new(), Some(e));
-                }
+        let mut first_error = None;
+        let mut configs: HashMap<&str, (LogConfig, i32)> = HashMap::new();
+        let mut work = Vec::with_capacity(keys.len());
+        for (name, index) in keys {
+            let Some(topic) = state.topic(name) else {
+                continue;
             };
-            let min_isr =
-                topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
-            work.extend((from..topic.partitions).map(|index| (topic, index, config, min_isr)));
+            let config = match configs.get(name.as_str()) {
+                Some(c) => *c,
+                None => match topic_config::log_config(&self.config.log_defaults, &topic.configs) {
+                    Ok(config) => {
+                        let min_isr = topic_config::min_insync_replicas(
+                            self.config.min_insync_replicas,
+                            &topic.configs,
+                        );
+                        configs.insert(name, (config, min_isr));
+                        (config, min_isr)
+                    }
+                    Err(reason) => {
+                        first_error.get_or_insert(OpenError::Config {
+                            topic: topic.name.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                },
+            };
+            // The epoch the metadata gives the partition's leader.
+            let epoch = topic
+                .partition_states
+                .get(*index as usize)
+                .map_or(0, |p| p.leader_epoch);
+            work.push((name, *index, config, epoch));
         }
         let progress = Progress::new("opened", work.len());
-        let results = in_parallel(work, |(topic, index, config, min_isr)| {
+        let results = in_parallel(work, |(name, index, (config, min_isr), epoch)| {
             let opened = Log::open_with(
                 self.storage.clone(),
-                self.partition_dir(&topic.name, index),
+                self.partition_dir(name, index),
                 config,
                 now,
                 last,
             )
-            .map(|log| (topic, index, log, min_isr))
+            .map(|log| (name, index, log, min_isr, epoch))
             .map_err(|source| OpenError::Partition {
-                topic: topic.name.clone(),
+                topic: name.clone(),
                 partition: index,
                 source,
             });
             progress.step();
             opened
         });
-        let mut first_error = None;
         let mut opened = Vec::new();
         for result in results {
-            let (topic, index, log, min_isr) = match result {
+            let (name, index, log, min_isr, epoch) = match result {
                 Ok(opened) => opened,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -601,14 +600,9 @@ impl Broker {
             };
             // A single node is the whole ISR: everything it holds is committed.
             log.advance_high_watermark(log.log_end_offset());
-            // The epoch the metadata gives the partition's leader (this node).
-            let epoch = topic
-                .partition_states
-                .get(index as usize)
-                .map_or(LEADER_EPOCH, |p| p.leader_epoch);
             log.set_leader_epoch(epoch);
             opened.push(Arc::new(Partition {
-                topic: topic.name.clone(),
+                topic: name.clone(),
                 index,
                 log,
                 min_insync_replicas: AtomicI32::new(min_isr),
@@ -616,25 +610,6 @@ impl Broker {
             }));
         }
         (opened, first_error)
-    }
-
-    /// Makes opened partitions reachable by requests.
-    fn serve(&self, opened: Vec<Arc<Partition>>) {
-        let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-        for p in opened {
-            partitions.insert((p.topic.clone(), p.index), p);
-        }
-    }
-
-    /// Closes partitions that were opened but will not be served, and removes their data.
-    fn discard(&self, opened: Vec<Arc<Partition>>) {
-        for p in opened {
-            let _ = p.log.close();
-            let dir = self.partition_dir(&p.topic, p.index);
-            if let Err(e) = self.storage.remove_dir_all(&dir) {
-                tracing::error!(dir = %dir.display(), error = %e, "could not remove a partition that was not added; it is removed at the next start");
-            }
-        }
     }
 
     pub fn metadata(&self) -> Arc<MetadataState> {
@@ -647,124 +622,6 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(topic.to_string(), index))
             .cloned()
-    }
-
-    /// Creates a topic (or only checks that it could be created). Blocking.
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMeta, AdminError> {
-        let _admin = self.admin_lock();
-        validate_topic_name(name).map_err(|reason| {
-            AdminError::new(
-                errors::INVALID_TOPIC_EXCEPTION,
-                format!("Topic name is invalid: {reason}"),
-            )
-        })?;
-        if name == fjord_meta::METADATA_DIR.trim_end_matches("-0") {
-            return Err(AdminError::new(
-                errors::INVALID_TOPIC_EXCEPTION,
-                format!("{name} is reserved for cluster metadata"),
-            ));
-        }
-        let state = self.meta.state();
-        if state.topic(name).is_some() {
-            return Err(AdminError::new(
-                errors::TOPIC_ALREADY_EXISTS,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        if let Some(other) = state.colliding_topic(name) {
-            return Err(AdminError::new(
-                errors::INVALID_TOPIC_EXCEPTION,
-                format!(
-                    "Topic '{name}' collides with existing topic: {}",
-                    other.name
-                ),
-            ));
-        }
-        let partitions = if partitions == -1 {
-            self.config.num_partitions
-        } else {
-            partitions
-        };
-        if partitions < 1 {
-            return Err(AdminError::new(
-                errors::INVALID_PARTITIONS,
-                "Number of partitions was set to an invalid non-positive value.".to_string(),
-            ));
-        }
-        if partitions > 100_000 {
-            return Err(AdminError::new(
-                errors::INVALID_PARTITIONS,
-                format!("{partitions} partitions is more than this broker allows (100000)"),
-            ));
-        }
-        let rf = if replication_factor == -1 {
-            self.config.default_replication_factor
-        } else {
-            replication_factor
-        };
-        if rf != 1 {
-            return Err(AdminError::new(
-                errors::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered or some brokers have all their log directories cordoned."
-                ),
-            ));
-        }
-        topic_config::validate_all(&configs)
-            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        topic_config::log_config(&self.config.log_defaults, &configs)
-            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        let id = TopicId::from_entropy(self.random_u128());
-        if validate_only {
-            return Ok(TopicMeta {
-                name: name.to_string(),
-                id,
-                partitions,
-                replication_factor: rf,
-                configs,
-                partition_states: Vec::new(),
-            });
-        }
-        let mut change = vec![MetadataRecord::Topic {
-            name: name.to_string(),
-            id,
-        }];
-        change.extend((0..partitions).map(|p| self.local_partition(id, p)));
-        change.extend(configs.iter().map(|(k, v)| MetadataRecord::TopicConfig {
-            topic_id: id,
-            key: k.clone(),
-            value: Some(v.clone()),
-        }));
-        let now = self.now_ms();
-        let state = self.meta.commit(&change, now).map_err(|e| {
-            AdminError::new(
-                errors::KAFKA_STORAGE_ERROR,
-                format!("could not record the new topic: {e}"),
-            )
-        })?;
-        let topic = Self::existing(&state, name)?;
-        if let Err(e) = self.open_partitions(&topic, 0, now) {
-            // Half a topic helps no one: take it back, releasing what was opened.
-            tracing::error!(topic = name, error = %e, "could not open the new topic's partitions; removing the topic");
-            let undone = self.remove_topic(&topic);
-            let outcome = match undone {
-                Ok(()) => "the topic was not created",
-                Err(_) => "the topic is recorded but not served; delete it and retry",
-            };
-            return Err(AdminError::new(
-                errors::KAFKA_STORAGE_ERROR,
-                format!("{}; {outcome}", open_failure(&e)),
-            ));
-        }
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
     }
 
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
@@ -831,280 +688,25 @@ impl Broker {
         }
     }
 
-    /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
-    /// returns its partition count. Blocking.
-    pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {
-        self.ensure_internal_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions)
-    }
-
-    /// Creates `__transaction_state` on first use (compacted,
-    /// `transaction.state.log.num.partitions`); returns its partition count. Blocking.
-    pub fn ensure_transaction_topic(&self) -> Result<i32, AdminError> {
-        self.ensure_internal_topic(TXN_TOPIC, self.config.transaction_state_partitions)
-    }
-
-    /// Hands out the next block of `count` producer ids, recorded durably in the metadata
-    /// log so no id is handed out twice, even across restarts. Blocking.
-    pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), AdminError> {
-        let _admin = self.admin_lock();
-        let start = self.meta.state().next_producer_id();
-        let end = start + count;
-        self.meta
-            .commit(&[MetadataRecord::ProducerIds { next: end }], self.now_ms())
-            .map_err(|e| {
-                AdminError::new(
-                    errors::KAFKA_STORAGE_ERROR,
-                    format!("could not record a producer id block: {e}"),
-                )
-            })?;
-        Ok((start, end))
-    }
-
-    fn ensure_internal_topic(&self, name: &str, partitions: i32) -> Result<i32, AdminError> {
-        {
-            // Under the admin lock: a creation in progress has opened its partitions by the
-            // time the lock is ours.
-            let _admin = self.admin_lock();
-            if let Some(t) = self.meta.state().topic(name) {
-                return Ok(t.partitions);
-            }
-        }
-        let configs = BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("segment.bytes".to_string(), "104857600".to_string()),
-        ]);
-        match self.create_topic(name, partitions, 1, configs, false) {
-            Ok(t) => Ok(t.partitions),
-            Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => {
-                Ok(self.meta.state().topic(name).map_or(1, |t| t.partitions))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A partition placed on this node, led by it (a single node is every partition's
-    /// replica, in-sync replica and leader, in epoch 0).
-    fn local_partition(&self, topic_id: TopicId, partition: i32) -> MetadataRecord {
-        let node = self.config.node_id;
-        MetadataRecord::Partition {
-            topic_id,
-            partition,
-            replicas: vec![node],
-            isr: vec![node],
-            leader: node,
-            leader_epoch: LEADER_EPOCH,
-            partition_epoch: 0,
-        }
-    }
-
     /// The broker's time in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 
     /// 128 random bits (topic ids): seeded in tests that ask for it, else the OS's.
-    fn random_u128(&self) -> u128 {
+    pub(crate) fn random_u128(&self) -> u128 {
         match &self.random {
             Some(r) => u128::from(r.next_u64()) << 64 | u128::from(r.next_u64()),
             None => uuid::Uuid::new_v4().as_u128(),
         }
     }
 
-    fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.admin.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn existing(state: &MetadataState, name: &str) -> Result<TopicMeta, AdminError> {
-        state.topic(name).cloned().ok_or_else(|| {
-            AdminError::new(
-                errors::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("The topic '{name}' does not exist."),
-            )
-        })
-    }
-
-    /// Deletes a topic: its metadata, then its partitions' data. Blocking.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, AdminError> {
-        let _admin = self.admin_lock();
-        let topic = Self::existing(&self.meta.state(), name)?;
-        self.remove_topic(&topic)?;
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic)
-    }
-
-    /// Records a topic's deletion, closes its partitions and removes their directories. The
-    /// caller holds the admin lock.
-    fn remove_topic(&self, topic: &TopicMeta) -> Result<(), AdminError> {
-        let name = topic.name.as_str();
-        self.meta
-            .commit(
-                &[MetadataRecord::RemoveTopic { id: topic.id }],
-                self.now_ms(),
-            )
-            .map_err(|e| {
-                AdminError::new(
-                    errors::KAFKA_STORAGE_ERROR,
-                    format!("could not record the deletion: {e}"),
-                )
-            })?;
-        for index in 0..topic.partitions {
-            let removed = self
-                .partitions
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(name.to_string(), index));
-            if let Some(p) = removed {
-                // In-flight requests holding the partition now get "closed" errors.
-                let _ = p.log.close();
-            }
-            let dir = self.partition_dir(name, index);
-            if let Err(e) = self.storage.remove_dir_all(&dir) {
-                tracing::error!(dir = %dir.display(), error = %e, "could not delete a deleted topic's partition; it is removed at the next start");
-            }
-        }
-        self.metrics.remove_topic(name);
-        Ok(())
-    }
-
-    /// Grows a topic to `total` partitions (or only checks that it could). Blocking.
-    pub fn create_partitions(
-        &self,
-        name: &str,
-        total: i32,
-        validate_only: bool,
-    ) -> Result<(), AdminError> {
-        let _admin = self.admin_lock();
-        let topic = Self::existing(&self.meta.state(), name)?;
-        if total < topic.partitions {
-            return Err(AdminError::new(
-                errors::INVALID_PARTITIONS,
-                format!(
-                    "The topic {name} currently has {} partition(s); {total} would not be an increase.",
-                    topic.partitions
-                ),
-            ));
-        }
-        if total == topic.partitions {
-            return Err(AdminError::new(
-                errors::INVALID_PARTITIONS,
-                format!("Topic already has {total} partition(s)."),
-            ));
-        }
-        if total > 100_000 {
-            return Err(AdminError::new(
-                errors::INVALID_PARTITIONS,
-                format!("{total} partitions is more than this broker allows (100000)"),
-            ));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        // The new partitions are opened first and served only once recorded: a failure on
-        // either side leaves the topic as it was.
-        let now = self.now_ms();
-        let grown = TopicMeta {
-            partitions: total,
-            ..topic.clone()
-        };
-        let (opened, failed) =
-            self.open_logs(&[(&grown, topic.partitions)], now, LastShutdown::Unclean);
-        if let Some(e) = failed {
-            tracing::error!(topic = name, error = %e, "could not open the new partitions; the topic keeps its partitions");
-            self.discard(opened);
-            return Err(AdminError::new(
-                errors::KAFKA_STORAGE_ERROR,
-                format!(
-                    "{}; the topic keeps its {} partitions",
-                    open_failure(&e),
-                    topic.partitions
-                ),
-            ));
-        }
-        let change: Vec<MetadataRecord> = (topic.partitions..total)
-            .map(|p| self.local_partition(topic.id, p))
-            .collect();
-        let recorded = self.meta.commit(&change, now);
-        if let Err(e) = recorded {
-            self.discard(opened);
-            return Err(AdminError::new(
-                errors::KAFKA_STORAGE_ERROR,
-                format!("could not record the new partitions: {e}"),
-            ));
-        }
-        self.serve(opened);
-        tracing::info!(
-            topic = name,
-            from = topic.partitions,
-            to = total,
-            "added partitions"
-        );
-        Ok(())
-    }
-
-    /// Replaces a topic's config overrides with what `change` makes of the current ones (or
-    /// only checks them), and applies them to its running partitions. `change` runs under the
-    /// admin lock, so concurrent incremental changes each see the other's result. Blocking.
-    pub fn set_topic_configs(
-        &self,
-        name: &str,
-        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
-        validate_only: bool,
-    ) -> Result<(), AdminError> {
-        let _admin = self.admin_lock();
-        let topic = Self::existing(&self.meta.state(), name)?;
-        let configs = change(&topic.configs)?;
-        topic_config::validate_all(&configs)
-            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
-            .map_err(|m| AdminError::new(errors::INVALID_CONFIG, m))?;
-        if validate_only {
-            return Ok(());
-        }
-        let mut change = Vec::new();
-        for (k, v) in &configs {
-            if topic.configs.get(k) != Some(v) {
-                change.push(MetadataRecord::TopicConfig {
-                    topic_id: topic.id,
-                    key: k.clone(),
-                    value: Some(v.clone()),
-                });
-            }
-        }
-        for k in topic.configs.keys().filter(|k| !configs.contains_key(*k)) {
-            change.push(MetadataRecord::TopicConfig {
-                topic_id: topic.id,
-                key: k.clone(),
-                value: None,
-            });
-        }
-        if change.is_empty() {
-            return Ok(());
-        }
-        self.meta.commit(&change, self.now_ms()).map_err(|e| {
-            AdminError::new(
-                errors::KAFKA_STORAGE_ERROR,
-                format!("could not record the config change: {e}"),
-            )
-        })?;
-        let min_isr = topic_config::min_insync_replicas(self.config.min_insync_replicas, &configs);
-        for index in 0..topic.partitions {
-            if let Some(p) = self.partition(name, index) {
-                if let Err(e) = p.log.set_config(log_config) {
-                    tracing::error!(topic = name, partition = index, error = %e, "applying topic config");
-                }
-                p.min_insync_replicas.store(min_isr, Ordering::Relaxed);
-            }
-        }
-        tracing::info!(
-            topic = name,
-            changes = change.len(),
-            "changed topic configs"
-        );
-        Ok(())
-    }
-
-    /// Removes partition directories of topics that no longer exist (a crash between a
-    /// deletion's metadata record and its file removal). Blocking.
+    /// Removes partition directories the metadata does not place on this node (a crash
+    /// between a deletion's metadata record and its file removal). Blocking.
     fn remove_stray_partitions(&self) {
         let Ok(dirs) = self.storage.list_subdirs(&self.config.data_dir) else {
             return;
@@ -1125,7 +727,11 @@ impl Broker {
                 .storage
                 .exists(&path.join(fjord_log::checkpoint::FILE_NAME))
                 .unwrap_or(false);
-            let known = state.topic(topic).is_some_and(|t| index < t.partitions);
+            let node = self.config.node_id;
+            let known = state
+                .topic(topic)
+                .and_then(|t| t.partition_states.get(index as usize))
+                .is_some_and(|p| p.replicas.contains(&node));
             if is_partition && !known {
                 tracing::warn!(dir = %path.display(), "removing the data of a deleted partition");
                 if let Err(e) = self.storage.remove_dir_all(&path) {

@@ -38,6 +38,23 @@ pub const FETCH_SESSION_ID_NOT_FOUND: i16 = ResponseError::FetchSessionIdNotFoun
 pub const INVALID_FETCH_SESSION_EPOCH: i16 = ResponseError::InvalidFetchSessionEpoch.code();
 pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+
+/// A controller refusal as Kafka reports it.
+impl From<fjord_meta::ControllerError> for crate::broker::AdminError {
+    fn from(e: fjord_meta::ControllerError) -> Self {
+        use fjord_meta::ControllerError as E;
+        let code = match &e {
+            E::InvalidTopic(_) => INVALID_TOPIC_EXCEPTION,
+            E::TopicExists(_) => TOPIC_ALREADY_EXISTS,
+            E::UnknownTopic(_) => UNKNOWN_TOPIC_OR_PARTITION,
+            E::InvalidPartitions(_) => INVALID_PARTITIONS,
+            E::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
+            E::InvalidReplicaAssignment(_) => INVALID_REPLICA_ASSIGNMENT,
+            E::InvalidConfig(_) => INVALID_CONFIG,
+        };
+        Self::new(code, e.to_string())
+    }
+}
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 pub const UNSTABLE_OFFSET_COMMIT: i16 = ResponseError::UnstableOffsetCommit.code();
 pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();

@@ -2,6 +2,7 @@
 //! metadata. Embeddable: [`server::run`] takes a bound listener, a broker and a shutdown
 //! future, so tests run it in-process on port 0 as well as through the `fjord` binary.
 
+mod admin;
 pub mod broker;
 pub mod clock;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod fetch_sessions;
 pub mod frame;
 pub mod handlers;
 pub mod metrics;
+mod publisher;
 pub mod server;
 pub mod topic_config;
 pub mod upkeep;

@@ -111,6 +111,44 @@ async fn a_failed_commit_is_not_coordinator_and_the_group_keeps_its_committed_st
     tb.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_offsets_topic_forgets_its_groups_as_kafka_does() {
+    // Kafka lets an operator delete __consumer_offsets; the groups it held go with it. The
+    // coordinator must follow the deletion (the publisher drops its shards), not keep serving
+    // offsets that no longer exist anywhere and would vanish at the next restart.
+    let tb = TestBroker::start(fjord_log::sim::SimStorage::new(), config()).await;
+    tb.create_topic(TOPIC, 1).await;
+    let mut c = tb.connect().await;
+    assert_eq!(commit(&mut c, "g", 0, 5).await, Some(0));
+    assert_eq!(fetch(&mut c, "g", 0).await, (5, 0));
+    let b = tb.broker.clone();
+    tokio::task::spawn_blocking(move || b.delete_topic("__consumer_offsets"))
+        .await
+        .unwrap()
+        .expect("the offsets topic is deleted");
+    assert_eq!(
+        fetch(&mut c, "g", 0).await,
+        (-1, 0),
+        "the deleted offset is gone"
+    );
+    // Another group of the same shard commits: the topic is created again, and the new
+    // partition holds only that group.
+    let partition = fjord_coord::offsets::partition_for("g", 2);
+    let h = (0..100)
+        .map(|i| format!("h-{i}"))
+        .find(|h| fjord_coord::offsets::partition_for(h, 2) == partition)
+        .unwrap();
+    assert_eq!(commit(&mut c, &h, 0, 7).await, Some(0));
+    assert_eq!(fetch(&mut c, &h, 0).await, (7, 0));
+    assert_eq!(fetch(&mut c, "g", 0).await, (-1, 0), "g does not come back");
+    let disk = tb.crash(3);
+    let tb = TestBroker::start(disk, config()).await;
+    let mut c = tb.connect().await;
+    assert_eq!(fetch(&mut c, &h, 0).await, (7, 0));
+    assert_eq!(fetch(&mut c, "g", 0).await, (-1, 0));
+    tb.stop().await;
+}
+
 /// What clients were told, to check a restarted broker against.
 #[derive(Debug, Default)]
 struct Acked {

@@ -125,15 +125,17 @@ impl MetadataStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Durably appends one change (records that apply together) and applies it. Checked
-    /// against the state first: a change that does not apply is never written.
+    /// Durably appends one change (records that apply together) and applies it; returns the
+    /// states before and after. Checked against the state first: a change that does not
+    /// apply is never written.
     pub fn commit(
         &self,
         change: &[MetadataRecord],
         now_ms: i64,
-    ) -> Result<Arc<MetadataState>, StoreError> {
+    ) -> Result<(Arc<MetadataState>, Arc<MetadataState>), StoreError> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**guard).clone();
+        let prev = guard.clone();
+        let mut next = (*prev).clone();
         next.apply_all(change)?;
         let mut builder = BatchBuilder::new(Compression::None);
         for r in change {
@@ -146,7 +148,7 @@ impl MetadataStore {
         self.log.set_high_watermark(info.next_offset())?;
         let next = Arc::new(next);
         *guard = next.clone();
-        Ok(next)
+        Ok((prev, next))
     }
 
     /// Flushes and marks a clean shutdown.

@@ -534,6 +534,14 @@ impl GroupCoordinator {
         st.unloaded = true;
     }
 
+    /// Forgets one partition's shard (its partition was deleted): parked and later callers
+    /// holding it are answered NOT_COORDINATOR; the next use of the partition (a new topic of
+    /// the same name) starts from an empty shard that loads what the new partition holds.
+    pub fn forget(&self, partition: i32) {
+        self.unload(partition);
+        self.shards.remove(partition);
+    }
+
     fn token(&self) -> Token {
         self.next_token.fetch_add(1, Ordering::Relaxed)
     }

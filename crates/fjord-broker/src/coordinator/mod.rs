@@ -57,6 +57,14 @@ impl<S> Shards<S> {
             .clone()
     }
 
+    /// Drops the shard of `partition`: the next use makes a new one.
+    pub fn remove(&self, partition: i32) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+    }
+
     /// Every shard, in partition order.
     pub fn all(&self) -> Vec<Arc<Shard<S>>> {
         let mut shards: Vec<_> = self

@@ -631,6 +631,14 @@ impl TransactionCoordinator {
         st.unloaded = true;
     }
 
+    /// Forgets one partition's shard (its partition was deleted): callers holding it are
+    /// answered NOT_COORDINATOR; the next use starts from an empty shard that loads what the
+    /// partition then holds.
+    pub fn forget(&self, partition: i32) {
+        self.unload(partition);
+        self.shards.remove(partition);
+    }
+
     fn finish_prepared(&self) {
         let prepared: Vec<TxnMetadata> = self
             .list()

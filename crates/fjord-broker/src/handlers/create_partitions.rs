@@ -19,29 +19,22 @@ pub async fn handle(
         let mut r = CreatePartitionsTopicResult::default();
         r.name = topic.name.clone();
         let name = topic.name.0.to_string();
-        let current = broker.metadata().topic(&name).map(|t| t.partitions);
-        // An empty list is treated like null: the broker places the new partitions.
-        let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
-        if let (Some(assignments), Some(current)) = (assignments, current) {
-            let new = (topic.count - current).max(0) as usize;
-            let bad = assignments.len() != new
-                || assignments
-                    .iter()
-                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != broker.config.node_id);
-            if bad {
-                r.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
-                r.error_message = Some(str_bytes(format!(
-                    "give one assignment per new partition ({new}), each with broker {} as the only replica",
-                    broker.config.node_id
-                )));
-                response.results.push(r);
-                continue;
-            }
-        }
+        // An empty list is treated like null: the controller places the new partitions.
+        let assignments: Option<Vec<Vec<i32>>> = topic
+            .assignments
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
         let b = broker.clone();
         let (count, validate_only) = (topic.count, request.validate_only);
-        match tokio::task::spawn_blocking(move || b.create_partitions(&name, count, validate_only))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            b.create_partitions(&name, count, assignments, validate_only)
+        })
+        .await
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use fjord_meta::NewTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -45,10 +46,10 @@ pub async fn handle(
             response.topics.push(result);
             continue;
         }
-        let mut partitions = topic.num_partitions;
-        let mut replication = topic.replication_factor;
-        if !topic.assignments.is_empty() {
-            if partitions != -1 || replication != -1 {
+        let assignments = if topic.assignments.is_empty() {
+            None
+        } else {
+            if topic.num_partitions != -1 || topic.replication_factor != -1 {
                 fail(
                     &mut result,
                     errors::INVALID_REQUEST,
@@ -57,32 +58,19 @@ pub async fn handle(
                 response.topics.push(result);
                 continue;
             }
-            let mut indexes: Vec<i32> = topic
-                .assignments
-                .iter()
-                .map(|a| a.partition_index)
-                .collect();
-            indexes.sort_unstable();
-            let bad = indexes.iter().enumerate().any(|(i, &p)| p != i as i32)
-                || topic
+            Some(
+                topic
                     .assignments
                     .iter()
-                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != broker.config.node_id);
-            if bad {
-                fail(
-                    &mut result,
-                    errors::INVALID_REPLICA_ASSIGNMENT,
-                    format!(
-                        "replica assignments must cover partitions 0..n once each, with broker {} as the only replica",
-                        broker.config.node_id
-                    ),
-                );
-                response.topics.push(result);
-                continue;
-            }
-            partitions = topic.assignments.len() as i32;
-            replication = 1;
-        }
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect(),
+            )
+        };
         let mut configs = BTreeMap::new();
         let mut config_error = None;
         for c in &topic.configs {
@@ -100,10 +88,15 @@ pub async fn handle(
         }
         let b = broker.clone();
         let validate_only = request.validate_only;
-        let outcome = tokio::task::spawn_blocking(move || {
-            b.create_topic(&name, partitions, replication, configs, validate_only)
-        })
-        .await;
+        let new_topic = NewTopic {
+            name,
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments,
+            configs,
+        };
+        let outcome =
+            tokio::task::spawn_blocking(move || b.create_topic(new_topic, validate_only)).await;
         match outcome {
             Ok(Ok(meta)) => {
                 result.topic_id = uuid::Uuid::from_bytes(meta.id.0);

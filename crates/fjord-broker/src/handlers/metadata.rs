@@ -1,6 +1,5 @@
 //! Metadata: brokers, topics and partitions; auto-creates topics when allowed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fjord_meta::{TopicId, TopicMeta, validate_topic_name};
@@ -117,9 +116,18 @@ async fn missing(
     }
     let b = broker.clone();
     let n = name.clone();
-    let created =
-        tokio::task::spawn_blocking(move || b.create_topic(&n, -1, -1, BTreeMap::new(), false))
-            .await;
+    let created = tokio::task::spawn_blocking(move || {
+        b.create_topic(
+            fjord_meta::NewTopic {
+                name: n,
+                partitions: -1,
+                replication_factor: -1,
+                ..Default::default()
+            },
+            false,
+        )
+    })
+    .await;
     match created {
         Ok(Ok(t)) => describe(&t, include_ops, broker.config.node_id),
         // Someone else created it first: describe what is there.

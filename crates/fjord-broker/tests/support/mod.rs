@@ -100,7 +100,13 @@ impl TestBroker {
         let b = self.broker.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
-            b.create_topic(&name, partitions, 1, Default::default(), false)
+            let topic = fjord_meta::NewTopic {
+                name,
+                partitions,
+                replication_factor: 1,
+                ..Default::default()
+            };
+            b.create_topic(topic, false)
         })
         .await
         .unwrap()

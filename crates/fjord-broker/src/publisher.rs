@@ -1,0 +1,154 @@
+//! The publisher: the running partitions follow the applied metadata (Kafka's
+//! `BrokerMetadataPublisher`). A partition opens, closes, changes epoch or config here and only
+//! here, because an applied change says so; at start-up the whole state is published to an
+//! empty broker, so one node and a cluster take the same path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fjord_log::LastShutdown;
+use fjord_meta::{LocalChanges, MetadataState, PartitionKey};
+
+use crate::broker::{Broker, OpenError, Partition};
+use crate::coordinator::group::OFFSETS_TOPIC;
+use crate::coordinator::txn::TXN_TOPIC;
+use crate::topic_config;
+
+impl Broker {
+    /// Makes the running partitions follow the change from `prev` to `next` on this node:
+    /// removed partitions are closed and their data deleted, epochs and configs of the others
+    /// updated, and added partitions served: those in `prepared` (opened before the change
+    /// was committed) as they are, the rest opened now (in parallel). `last` is what the
+    /// clean-shutdown marker said at start-up (`Unclean` for later changes). Returns the
+    /// first partition that could not be opened; every other change is made.
+    pub(crate) fn publish(
+        &self,
+        prev: &MetadataState,
+        next: &MetadataState,
+        prepared: Vec<Arc<Partition>>,
+        last: LastShutdown,
+    ) -> Result<(), OpenError> {
+        let changes = LocalChanges::between(prev, next, self.config.node_id);
+        for (topic, index) in &changes.removed {
+            self.stop_serving(topic, *index);
+        }
+        for old in prev.topics() {
+            if next.topic(&old.name).is_none_or(|t| t.id != old.id) {
+                self.metrics.remove_topic(&old.name);
+            }
+        }
+        for name in &changes.reconfigured {
+            self.apply_topic_config(next, name);
+        }
+        for (topic, index) in &changes.changed {
+            let meta = next
+                .topic(topic)
+                .and_then(|t| t.partition_states.get(*index as usize));
+            if let (Some(p), Some(meta)) = (self.partition(topic, *index), meta) {
+                p.log.set_leader_epoch(meta.leader_epoch);
+            }
+        }
+        let mut prepared: HashMap<PartitionKey, Arc<Partition>> = prepared
+            .into_iter()
+            .map(|p| ((p.topic.clone(), p.index), p))
+            .collect();
+        let mut serve = Vec::with_capacity(changes.added.len());
+        let mut open = Vec::new();
+        for key in &changes.added {
+            match prepared.remove(key) {
+                Some(p) => serve.push(p),
+                None => open.push(key.clone()),
+            }
+        }
+        // Prepared for a change that did not place them here after all.
+        self.discard(prepared.into_values().collect());
+        let (opened, failed) = self.open_logs(next, &open, self.now_ms(), last);
+        serve.extend(opened);
+        self.serve(serve);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Opens the partitions a change will place on this node before it is committed, so that
+    /// a disk that cannot hold them refuses the change with nothing recorded. Not served
+    /// until [`Self::publish`] is given them; on failure, whatever opened is discarded.
+    pub(crate) fn prepare(
+        &self,
+        next: &MetadataState,
+        added: &[PartitionKey],
+    ) -> Result<Vec<Arc<Partition>>, OpenError> {
+        let (opened, failed) = self.open_logs(next, added, self.now_ms(), LastShutdown::Unclean);
+        match failed {
+            None => Ok(opened),
+            Some(e) => {
+                self.discard(opened);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops serving a partition, closes it (requests holding it get "closed" errors) and
+    /// deletes its data; a coordinator shard on it is dropped with it.
+    fn stop_serving(&self, topic: &str, index: i32) {
+        let removed = self
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), index));
+        match topic {
+            OFFSETS_TOPIC => self.groups.forget(index),
+            TXN_TOPIC => self.txns.forget(index),
+            _ => {}
+        }
+        if let Some(p) = removed {
+            let _ = p.log.close();
+        }
+        let dir = self.partition_dir(topic, index);
+        if let Err(e) = self.storage.remove_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "could not delete a removed partition's data; it is removed at the next start");
+        }
+    }
+
+    /// Applies a topic's config overrides to its running partitions.
+    fn apply_topic_config(&self, next: &MetadataState, name: &str) {
+        let Some(topic) = next.topic(name) else {
+            return;
+        };
+        let log_config = match topic_config::log_config(&self.config.log_defaults, &topic.configs) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(topic = name, error = %e, "a committed topic config does not apply; the partitions keep their config");
+                return;
+            }
+        };
+        let min_isr =
+            topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
+        for index in 0..topic.partitions {
+            if let Some(p) = self.partition(name, index) {
+                if let Err(e) = p.log.set_config(log_config) {
+                    tracing::error!(topic = name, partition = index, error = %e, "applying topic config");
+                }
+                p.min_insync_replicas.store(min_isr, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Makes opened partitions reachable by requests.
+    fn serve(&self, opened: Vec<Arc<Partition>>) {
+        let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        for p in opened {
+            partitions.insert((p.topic.clone(), p.index), p);
+        }
+    }
+
+    /// Closes partitions that were opened but will not be served, and removes their data.
+    pub(crate) fn discard(&self, opened: Vec<Arc<Partition>>) {
+        for p in opened {
+            let _ = p.log.close();
+            let dir = self.partition_dir(&p.topic, p.index);
+            if let Err(e) = self.storage.remove_dir_all(&dir) {
+                tracing::error!(dir = %dir.display(), error = %e, "could not remove a partition that was not added; it is removed at the next start");
+            }
+        }
+    }
+}
