@@ -184,4 +184,157 @@ mod tests {
         assert_eq!(c.added, [key("t", 0)]);
         assert!(c.changed.is_empty() && c.reconfigured.is_empty());
     }
+
+    /// Random admin histories over three brokers: a node that follows every change's
+    /// `LocalChanges` holds exactly what the final state places on it, the same set one
+    /// jump from the start gives (a node catching up), and never opens what it holds or
+    /// closes what it does not.
+    mod histories {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::controller::{Controller, ControllerConfig, NewTopic};
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Create {
+                name: u8,
+                partitions: i32,
+                rf: i16,
+            },
+            Grow {
+                name: u8,
+                by: i32,
+            },
+            Delete {
+                name: u8,
+            },
+            Move {
+                name: u8,
+                partition: i32,
+                to: Vec<i32>,
+            },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..4u8, 1..5i32, 1..4i16).prop_map(|(name, partitions, rf)| Op::Create {
+                    name,
+                    partitions,
+                    rf
+                }),
+                (0..4u8, 1..3i32).prop_map(|(name, by)| Op::Grow { name, by }),
+                (0..4u8).prop_map(|name| Op::Delete { name }),
+                (
+                    0..4u8,
+                    0..6i32,
+                    proptest::sample::subsequence(vec![1, 2, 3], 1..=3)
+                )
+                    .prop_map(|(name, partition, to)| Op::Move {
+                        name,
+                        partition,
+                        to
+                    }),
+            ]
+        }
+
+        fn step(state: &MetadataState, op: &Op, n: u64) -> Option<Vec<MetadataRecord>> {
+            let config = ControllerConfig {
+                default_partitions: 1,
+                default_replication_factor: 1,
+                max_partitions: 100,
+            };
+            let c = Controller {
+                state,
+                brokers: &[1, 2, 3],
+                config: &config,
+            };
+            let name = |i: u8| format!("t{i}");
+            match op {
+                Op::Create {
+                    name: i,
+                    partitions,
+                    rf,
+                } => {
+                    let t = NewTopic {
+                        name: name(*i),
+                        partitions: *partitions,
+                        replication_factor: *rf,
+                        ..NewTopic::default()
+                    };
+                    let id = TopicId::from_entropy(u128::from(n) + 1);
+                    c.create_topic(&t, id, n, |_| Ok(())).ok()
+                }
+                Op::Grow { name: i, by } => {
+                    let total = state.topic(&name(*i))?.partitions + by;
+                    c.create_partitions(&name(*i), total, None, n).ok()
+                }
+                Op::Delete { name: i } => c.delete_topic(&name(*i)).ok().map(|(_, r)| r),
+                Op::Move {
+                    name: i,
+                    partition,
+                    to,
+                } => {
+                    let t = state.topic(&name(*i))?;
+                    let p = t.partition_states.get(*partition as usize)?;
+                    Some(vec![MetadataRecord::Partition {
+                        topic_id: t.id,
+                        partition: *partition,
+                        replicas: to.clone(),
+                        isr: to.clone(),
+                        leader: to[0],
+                        leader_epoch: p.leader_epoch + 1,
+                        partition_epoch: p.partition_epoch + 1,
+                    }])
+                }
+            }
+        }
+
+        fn placed(state: &MetadataState, node: i32) -> BTreeSet<PartitionKey> {
+            state
+                .topics()
+                .flat_map(|t| {
+                    t.partition_states
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.replicas.contains(&node))
+                        .map(|(i, _)| (t.name.clone(), i as i32))
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn following_the_changes_holds_what_the_state_places(
+                ops in proptest::collection::vec(op(), 1..40)
+            ) {
+                let start = MetadataState::default();
+                let mut state = start.clone();
+                let mut held: BTreeSet<PartitionKey> = BTreeSet::new();
+                for (n, op) in ops.iter().enumerate() {
+                    let Some(change) = step(&state, op, n as u64) else { continue };
+                    let mut next = state.clone();
+                    next.apply_all(&change).unwrap();
+                    let c = LocalChanges::between(&state, &next, 1);
+                    for k in &c.removed {
+                        prop_assert!(held.remove(k), "closed {k:?}, which was not held");
+                    }
+                    for k in &c.added {
+                        prop_assert!(held.insert(k.clone()), "opened {k:?} twice");
+                    }
+                    for k in &c.changed {
+                        prop_assert!(held.contains(k), "changed {k:?}, which is not held");
+                    }
+                    prop_assert_eq!(&held, &placed(&next, 1));
+                    state = next;
+                }
+                let jump = LocalChanges::between(&start, &state, 1);
+                prop_assert!(jump.removed.is_empty());
+                let jumped: BTreeSet<PartitionKey> = jump.added.into_iter().collect();
+                prop_assert_eq!(jumped, held);
+            }
+        }
+    }
 }
