@@ -6,7 +6,8 @@
 //!   bytes, and may keep any prefix of the bytes written after them (a torn tail), possibly with
 //!   garbage in it;
 //! - creating, renaming and removing files becomes durable only when the directory is synced;
-//!   a crash brings back the directory as of its last sync.
+//!   a crash brings back the directory as of its last sync (renaming or removing a whole
+//!   directory is durable at once, as if its parent were synced with it).
 //!
 //! Directories themselves are implicit: every path has one.
 //!
@@ -250,6 +251,33 @@ impl Storage for SimStorage {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.tick(from)?;
         let mut s = lock(&self.state);
+        let subtree: Vec<PathBuf> = s
+            .files
+            .keys()
+            .filter(|p| Self::under(p, from))
+            .cloned()
+            .collect();
+        if !s.files.contains_key(from) && !subtree.is_empty() {
+            // A directory: like renaming a tree and syncing its parent, durable at once.
+            for durable in [false, true] {
+                let map = if durable {
+                    &mut s.durable_files
+                } else {
+                    &mut s.files
+                };
+                let moved: Vec<PathBuf> = map
+                    .keys()
+                    .filter(|p| Self::under(p, from))
+                    .cloned()
+                    .collect();
+                for p in moved {
+                    if let (Some(f), Ok(rest)) = (map.remove(&p), p.strip_prefix(from)) {
+                        map.insert(to.join(rest), f);
+                    }
+                }
+            }
+            return Ok(());
+        }
         let Some(f) = s.files.remove(from) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,

@@ -47,6 +47,16 @@ impl MetadataStore {
         now_ms: i64,
         node_id: i32,
     ) -> Result<Self, StoreError> {
+        Self::open_dir(storage, &data_dir.join(METADATA_DIR), now_ms, node_id)
+    }
+
+    /// [`Self::open`] on the metadata log's own directory, wherever it is.
+    pub fn open_dir(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        now_ms: i64,
+        node_id: i32,
+    ) -> Result<Self, StoreError> {
         let config = LogConfig {
             retention_ms: -1,
             segment_bytes: 64 * 1024 * 1024,
@@ -54,7 +64,7 @@ impl MetadataStore {
             max_message_bytes: 64 * 1024 * 1024,
             ..LogConfig::default()
         };
-        let log = Log::open(storage, data_dir.join(METADATA_DIR), config, now_ms)?;
+        let log = Log::open(storage, dir.to_path_buf(), config, now_ms)?;
         log.set_high_watermark(log.log_end_offset())?;
         let mut state = MetadataState::default();
         let mut offset = log.log_start_offset();
