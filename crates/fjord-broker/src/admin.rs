@@ -38,7 +38,7 @@ impl Broker {
     /// Runs `decide` with the controller over the applied state, under the admin lock (one
     /// change at a time, each decided on the state the previous one left).
     fn with_controller<T>(&self, decide: impl FnOnce(&Controller<'_>) -> T) -> T {
-        let state = self.meta.state();
+        let state = self.quorum.state();
         let brokers = self.usable_brokers();
         let config = self.controller_config();
         decide(&Controller {
@@ -57,7 +57,7 @@ impl Broker {
         change: &[MetadataRecord],
         unchanged: &str,
     ) -> Result<Arc<MetadataState>, AdminError> {
-        let current = self.meta.state();
+        let current = self.quorum.state();
         let mut preview = (*current).clone();
         preview.apply_all(change).map_err(|e| {
             AdminError::new(
@@ -73,8 +73,9 @@ impl Broker {
                 format!("{}; {unchanged}", open_failure(&e)),
             )
         })?;
-        let (prev, next) = match self.meta.commit(change, self.now_ms()) {
-            Ok(states) => states,
+        let written = self.runtime.block_on(self.quorum.write(change.to_vec()));
+        let next = match written {
+            Ok(published) => published.state,
             Err(e) => {
                 self.discard(prepared);
                 return Err(AdminError::new(
@@ -83,7 +84,7 @@ impl Broker {
                 ));
             }
         };
-        if let Err(e) = self.publish(&prev, &next, prepared, LastShutdown::Unclean) {
+        if let Err(e) = self.publish(&current, &next, prepared, LastShutdown::Unclean) {
             // Only partitions not prepared can fail here: none on one node.
             tracing::error!(error = %e, "a committed change could not be fully published");
         }
@@ -105,7 +106,7 @@ impl Broker {
             })
         })?;
         if validate_only {
-            let mut preview = (*self.meta.state()).clone();
+            let mut preview = (*self.quorum.state()).clone();
             preview
                 .apply_all(&change)
                 .map_err(|e| AdminError::new(errors::UNKNOWN_SERVER_ERROR, e.to_string()))?;
@@ -164,7 +165,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), AdminError> {
         let _admin = self.admin_lock();
-        let current = Self::existing(&self.meta.state(), name)?;
+        let current = Self::existing(&self.quorum.state(), name)?;
         let configs = change(&current.configs)?;
         let records = self.with_controller(|c| {
             c.set_topic_configs(name, &configs, |configs| self.check_topic_configs(configs))
@@ -207,7 +208,7 @@ impl Broker {
             // Under the admin lock: a creation in progress has been published by the time
             // the lock is ours.
             let _admin = self.admin_lock();
-            if let Some(t) = self.meta.state().topic(name) {
+            if let Some(t) = self.quorum.state().topic(name) {
                 return Ok(t.partitions);
             }
         }
@@ -224,7 +225,7 @@ impl Broker {
         match self.create_topic(topic, false) {
             Ok(t) => Ok(t.partitions),
             Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => {
-                Ok(self.meta.state().topic(name).map_or(1, |t| t.partitions))
+                Ok(self.quorum.state().topic(name).map_or(1, |t| t.partitions))
             }
             Err(e) => Err(e),
         }

@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock, Weak};
 use fjord_log::{
     AppendInfo, AppendOrigin, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage,
 };
-use fjord_meta::{MetadataState, MetadataStore, PartitionKey, StoreError};
+use fjord_meta::{MetadataState, PartitionKey};
+use fjord_quorum::{Quorum, QuorumError};
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
@@ -160,7 +161,7 @@ impl PartitionWriter for InternalTopics {
             .upgrade()
             .ok_or_else(|| WriteError::Unavailable("the broker is shutting down".into()))?;
         if !create {
-            return Ok(broker.meta.state().topic(topic).map(|t| t.partitions));
+            return Ok(broker.quorum.state().topic(topic).map(|t| t.partitions));
         }
         let created = match topic {
             TXN_TOPIC => broker.ensure_transaction_topic(),
@@ -285,7 +286,11 @@ impl AsRef<Log> for Partition {
 #[derive(Debug, Error)]
 pub enum OpenError {
     #[error("metadata: {0}")]
-    Meta(#[from] StoreError),
+    Meta(#[from] QuorumError),
+    #[error(
+        "the broker must be opened from a Tokio runtime's blocking thread (the metadata quorum runs on it)"
+    )]
+    NoRuntime,
     #[error("partition {topic}-{partition}: {source}")]
     Partition {
         topic: String,
@@ -415,7 +420,10 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) meta: MetadataStore,
+    /// The metadata quorum (one member on a single node).
+    pub(crate) quorum: Quorum,
+    /// The runtime the quorum runs on; blocking admin calls wait on it.
+    pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Makes acks=all appends durable, sharing fsyncs between requests (group commit).
     pub flusher: fjord_log::Flusher<Partition>,
@@ -459,7 +467,13 @@ impl Broker {
             None => uuid::Uuid::new_v4().as_u128() as u64,
         };
         let now = clock.now_ms();
-        let meta = MetadataStore::open(storage.clone(), &config.data_dir, now, config.node_id)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| OpenError::NoRuntime)?;
+        let quorum = runtime.block_on(Quorum::open_single(
+            storage.clone(),
+            &config.data_dir.join(fjord_meta::METADATA_DIR),
+            config.node_id,
+            now,
+        ))?;
         let group_config = fjord_coord::group::Config {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
@@ -487,7 +501,8 @@ impl Broker {
                 config,
                 cluster_id,
                 storage,
-                meta,
+                quorum,
+                runtime,
                 partitions: RwLock::new(HashMap::new()),
                 flusher,
                 metrics: crate::metrics::Metrics::default(),
@@ -514,7 +529,7 @@ impl Broker {
         broker.remove_stray_partitions();
         let last = broker.take_clean_shutdown_marker()?;
         // Start-up publishes the whole metadata to a broker that holds nothing yet.
-        let state = broker.meta.state();
+        let state = broker.quorum.state();
         broker.publish(&MetadataState::default(), &state, Vec::new(), last)?;
         broker.groups.load_all();
         broker.txns.load_all();
@@ -613,7 +628,7 @@ impl Broker {
     }
 
     pub fn metadata(&self) -> Arc<MetadataState> {
-        self.meta.state()
+        self.quorum.state()
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -711,7 +726,7 @@ impl Broker {
         let Ok(dirs) = self.storage.list_subdirs(&self.config.data_dir) else {
             return;
         };
-        let state = self.meta.state();
+        let state = self.quorum.state();
         for dir in dirs {
             let Some((topic, index)) = dir.rsplit_once('-') else {
                 continue;
@@ -849,7 +864,7 @@ impl Broker {
             }
             progress.step();
         });
-        if let Err(e) = self.meta.close() {
+        if let Err(e) = self.runtime.block_on(self.quorum.shutdown()) {
             tracing::error!(error = %e, "closing metadata log");
             return;
         }

@@ -98,3 +98,30 @@ mod tests {
         assert_eq!(back, change);
     }
 }
+
+#[cfg(test)]
+mod format {
+    use openraft::alias::EntryOf;
+    use openraft::entry::RaftEntry;
+    use openraft::testing::log_id;
+
+    use super::*;
+
+    /// The entry format docs/storage.md describes.
+    #[test]
+    fn entries_are_stored_as_documented() {
+        let change = Change(vec![MetadataRecord::ProducerIds { next: 5 }]);
+        let entry = EntryOf::<TypeConfig>::new_normal(log_id::<TypeConfig>(3, 1, 17), change);
+        let json = serde_json::to_string(&entry).unwrap();
+        assert_eq!(
+            json,
+            r#"{"log_id":{"leader_id":{"term":3,"node_id":1},"index":17},"payload":{"Normal":[{"next":5,"type":"producer_ids","version":1}]}}"#
+        );
+        let blank = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(3, 1, 18));
+        assert!(
+            serde_json::to_string(&blank)
+                .unwrap()
+                .ends_with(r#""payload":"Blank"}"#)
+        );
+    }
+}

@@ -163,3 +163,26 @@ async fn a_conversion_cut_short_by_a_failure_or_crash_starts_again() {
         "the conversion needs more than 200 disk operations"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_and_restarts_on_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn fjord_log::Storage> = Arc::new(fjord_log::FsStorage);
+    {
+        let store = MetadataStore::open(storage.clone(), tmp.path(), 0, 1).unwrap();
+        store.commit(&topic("on-disk", 11, 4), 0).unwrap();
+        store.close().unwrap();
+    }
+    let dir = tmp.path().join("__cluster_metadata-0");
+    let q = Quorum::open_single(storage.clone(), &dir, 1, 0)
+        .await
+        .unwrap();
+    assert_eq!(names(&q), ["on-disk"]);
+    q.write(topic("second", 12, 1)).await.unwrap();
+    q.shutdown().await.unwrap();
+    assert!(!tmp.path().join("__cluster_metadata-0.converting").exists());
+    assert!(dir.join(fjord_quorum::RAFT_STATE_FILE).exists());
+    let q = Quorum::open_single(storage, &dir, 1, 0).await.unwrap();
+    assert_eq!(names(&q), ["on-disk", "second"]);
+    q.shutdown().await.unwrap();
+}
