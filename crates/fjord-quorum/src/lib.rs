@@ -8,6 +8,7 @@
 //! lagging node catches up ([`StateMachine`]). openraft's types stay in this crate.
 
 mod log_store;
+mod network;
 mod quorum;
 mod state_machine;
 
@@ -17,7 +18,8 @@ use fjord_meta::MetadataRecord;
 use serde::{Deserialize, Serialize};
 
 pub use log_store::{LogStore, RAFT_STATE_FILE};
-pub use quorum::{NoPeers, Quorum, QuorumError};
+pub use network::{MAX_FRAME_BYTES, TcpNetwork};
+pub use quorum::{NoPeers, Quorum, QuorumError, QuorumOptions};
 pub use state_machine::{Published, SNAPSHOT_FILE, StateMachine};
 
 openraft::declare_raft_types!(

@@ -10,19 +10,26 @@ use std::time::Duration;
 use fjord_log::Storage;
 use fjord_meta::{MetadataRecord, MetadataState, MetadataStore};
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::errors::{
+    ClientWriteError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::RPCOption;
 use openraft::raft::VoteResponse;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, Config, Raft, RaftNetworkFactory, RaftNetworkV2};
 use thiserror::Error;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::{Change, LogStore, Published, StateMachine, TypeConfig};
+use crate::network::{Peer, Request, Response, TcpNetwork};
+use crate::{Applied, Change, LogStore, Published, StateMachine, TypeConfig};
 
-/// How long start-up waits for this node to lead its one-member quorum and recover.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for the quorum by default.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a change may wait for a leader to take it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the quorum could not open or take a change.
 #[derive(Debug, Error)]
@@ -90,12 +97,43 @@ impl RaftNetworkFactory<TypeConfig> for NoPeers {
     }
 }
 
+/// How a quorum runs: Raft timings and how often the state is snapshotted.
+#[derive(Debug, Clone, Copy)]
+pub struct QuorumOptions {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is taken after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot (a lagging member catches up from them
+    /// instead of the whole snapshot).
+    pub entries_kept_after_snapshot: u64,
+    /// How long opening waits for the quorum (a member waits for enough voters to start).
+    pub start_timeout: Duration,
+}
+
+impl Default for QuorumOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_after_entries: 5000,
+            entries_kept_after_snapshot: 1000,
+            start_timeout: START_TIMEOUT,
+        }
+    }
+}
+
 /// The metadata quorum of this node.
 #[derive(Clone)]
 pub struct Quorum {
     raft: Raft<TypeConfig, StateMachine>,
     sm: StateMachine,
     log: LogStore,
+    node_id: u64,
+    /// The controller listener's task, when this node has one.
+    listener: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -117,13 +155,60 @@ fn converting(dir: &Path) -> PathBuf {
 impl Quorum {
     /// Opens this node's metadata as a one-member quorum in `dir` (`__cluster_metadata-0`
     /// under the data directory): created on first start, recovered after a crash, and
-    /// converted once from an earlier Fjord version's log (whose topics `legacy_node` holds).
+    /// converted once from an earlier Fjord version's log (whose topics `node_id` holds).
     /// Returns once this node leads and has applied everything committed before.
     pub async fn open_single(
         storage: Arc<dyn Storage>,
         dir: &Path,
         node_id: i32,
         now_ms: i64,
+    ) -> Result<Self, QuorumError> {
+        let voters = BTreeMap::from([(node_id as u64, String::new())]);
+        Self::open(
+            storage,
+            dir,
+            node_id,
+            now_ms,
+            voters,
+            None,
+            QuorumOptions::default(),
+        )
+        .await
+    }
+
+    /// Opens this node's metadata as a member of the quorum of `voters` (node id → controller
+    /// listener address), serving Raft on `listener` (this node's address among them).
+    /// Returns once a leader has committed everything this node had and this node applied it:
+    /// a member waits for enough voters to start (up to `options.start_timeout`).
+    pub async fn open_member(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        node_id: i32,
+        now_ms: i64,
+        voters: BTreeMap<u64, String>,
+        listener: TcpListener,
+        options: QuorumOptions,
+    ) -> Result<Self, QuorumError> {
+        Self::open(
+            storage,
+            dir,
+            node_id,
+            now_ms,
+            voters,
+            Some(listener),
+            options,
+        )
+        .await
+    }
+
+    async fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        node_id: i32,
+        now_ms: i64,
+        voters: BTreeMap<u64, String>,
+        listener: Option<TcpListener>,
+        options: QuorumOptions,
     ) -> Result<Self, QuorumError> {
         let legacy = Self::take_legacy(&storage, dir, node_id, now_ms).await?;
         let node = node_id as u64;
@@ -139,6 +224,13 @@ impl Quorum {
         };
         let config = Config {
             cluster_name: "fjord-metadata".into(),
+            heartbeat_interval: options.heartbeat_ms,
+            election_timeout_min: options.election_timeout_min_ms,
+            election_timeout_max: options.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                options.snapshot_after_entries,
+            ),
+            max_in_snapshot_log_to_keep: options.entries_kept_after_snapshot,
             ..Config::default()
         }
         .validate()
@@ -146,21 +238,73 @@ impl Quorum {
         let mut fresh_log = log.clone();
         let fresh =
             fresh_log.get_log_state().await?.last_log_id.is_none() && sm.current().index.is_none();
-        let raft = Raft::new(node, Arc::new(config), NoPeers, log.clone(), sm.clone())
-            .await
-            .map_err(raft_error)?;
+        let config = Arc::new(config);
+        let (raft, serving) = match listener {
+            None => {
+                let raft = Raft::new(node, config, NoPeers, log.clone(), sm.clone())
+                    .await
+                    .map_err(raft_error)?;
+                (raft, None)
+            }
+            Some(listener) => {
+                let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
+                    .await
+                    .map_err(raft_error)?;
+                let task = tokio::spawn(crate::network::serve(listener, raft.clone()));
+                (raft, Some(Arc::new(task)))
+            }
+        };
         if fresh {
-            let members = BTreeMap::from([(node, BasicNode::default())]);
-            raft.initialize(members).await.map_err(raft_error)?;
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(&id, addr)| (id, BasicNode::new(addr)))
+                .collect();
+            // Every voter initializes with the same members, which openraft allows.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "the quorum was initialized already");
+            }
         }
-        raft.wait(Some(START_TIMEOUT))
-            .current_leader(node, "this node leads its one-member quorum")
-            .await
-            .map_err(raft_error)?;
-        raft.wait_for_recovery(Some(START_TIMEOUT))
-            .await
-            .map_err(raft_error)?;
-        let quorum = Self { raft, sm, log };
+        let deadline = tokio::time::Instant::now() + options.start_timeout;
+        loop {
+            let waited = raft.wait_for_recovery(Some(Duration::from_secs(2))).await;
+            let stopped = match waited {
+                Ok(_) => break,
+                Err(openraft::metrics::WaitError::ShuttingDown) => true,
+                Err(_) => false,
+            };
+            if stopped || tokio::time::Instant::now() >= deadline {
+                if let Some(task) = &serving {
+                    task.abort();
+                }
+                let _ = raft.shutdown().await;
+                if stopped {
+                    return Err(QuorumError::Raft(
+                        "the metadata quorum stopped while starting (see the errors before this one)"
+                            .into(),
+                    ));
+                }
+                return Err(QuorumError::Raft(format!(
+                    "no metadata quorum after {:?}: check that a majority of the voters ({}) are running and reach each other's controller listeners",
+                    options.start_timeout,
+                    voters
+                        .iter()
+                        .map(|(id, addr)| format!("{id}@{addr}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )));
+            }
+            tracing::info!(
+                node_id,
+                "waiting for the metadata quorum (a majority of the voters)"
+            );
+        }
+        let quorum = Self {
+            raft,
+            sm,
+            log,
+            node_id: node,
+            listener: serving,
+        };
         if let Some((state, old)) = legacy {
             let records = state.to_records();
             let n = records.len();
@@ -234,22 +378,70 @@ impl Quorum {
     /// Writes one change through the quorum; returns the metadata as of its application.
     /// A change that does not apply any more when its turn comes is refused and changes
     /// nothing.
+    /// On a member that does not lead, the change is forwarded to the leader, and this
+    /// returns once this member has applied it too.
     pub async fn write(&self, change: Vec<MetadataRecord>) -> Result<Published, QuorumError> {
-        let response = self
-            .raft
-            .client_write(Change(change))
-            .await
-            .map_err(raft_error)?;
-        if let Some(reason) = response.data.refused {
+        let change = Change(change);
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let mut leader_peer: Option<(u64, Peer)> = None;
+        loop {
+            let leader = match self.raft.client_write(change.clone()).await {
+                Ok(response) => return self.applied(response.data).await,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    f.leader_id.zip(f.leader_node)
+                }
+                Err(e) => return Err(raft_error(e)),
+            };
+            if let Some((id, node)) = leader {
+                let peer = match &mut leader_peer {
+                    Some((known, peer)) if *known == id => peer,
+                    slot => &mut slot.insert((id, Peer::new(node.addr.clone()))).1,
+                };
+                let request = Request::Write(change.clone());
+                match peer.call(&request, WRITE_TIMEOUT).await {
+                    Ok(Response::Written(applied)) => return self.applied(applied).await,
+                    Ok(Response::Failed(reason)) => return Err(QuorumError::Raft(reason)),
+                    Ok(_) | Err(_) => {} // leadership moved or the leader went away: retry
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(QuorumError::Raft(format!(
+                    "no metadata leader took the change within {WRITE_TIMEOUT:?}; check that a majority of the voters are running"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The outcome of an applied entry, once this node applied it too.
+    async fn applied(&self, applied: Applied) -> Result<Published, QuorumError> {
+        if let Some(reason) = applied.refused {
             return Err(QuorumError::Refused(reason));
         }
-        let published = self.sm.current();
-        debug_assert!(published.index >= Some(response.log_id.index));
-        Ok(published)
+        self.raft
+            .wait(Some(WRITE_TIMEOUT))
+            .applied_index_at_least(Some(applied.index), "the change is applied here")
+            .await
+            .map_err(raft_error)?;
+        Ok(self.sm.current())
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        use openraft::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     /// Stops the Raft node and closes the log (a clean shutdown).
     pub async fn shutdown(&self) -> Result<(), QuorumError> {
+        if let Some(task) = &self.listener {
+            task.abort();
+        }
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(self.log.close()?)
     }

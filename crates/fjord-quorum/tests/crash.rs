@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! The Raft log and the state machine across crashes: after a crash at any point between
 //! operations, what each operation reported done (entries flushed, vote and purge saved,
 //! snapshot built) is there when the store reopens, and nothing else.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! A one-member quorum, as `fjord serve` with no cluster flags runs: changes go through Raft,
 //! survive crashes and restarts, and an earlier version's metadata log is converted once.
 

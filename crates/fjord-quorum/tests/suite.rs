@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! openraft's storage conformance suite (about forty tests of the log store and the state
 //! machine) against Fjord's, on real files and on the simulated disk.
 

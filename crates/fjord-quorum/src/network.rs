@@ -1,0 +1,301 @@
+//! Raft messages between controller listeners: one JSON message per frame (a 4-byte big-endian
+//! length, then the bytes) over TCP, a request and its response in turn on each connection.
+//!
+//! Besides openraft's RPCs (append, vote, pre-vote, full snapshot) a node forwards metadata
+//! changes to the leader here (`Write`). Frames over [`MAX_FRAME_BYTES`] and bytes that do not
+//! decode close the connection; the listener goes on serving everyone else.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, RaftNetworkFactory, RaftNetworkV2};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{Applied, Change, StateMachine, TypeConfig};
+
+/// The largest frame either side accepts (a snapshot of a large cluster's metadata).
+pub const MAX_FRAME_BYTES: u32 = 256 * 1024 * 1024;
+
+/// How long a node waits to connect to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    /// A whole snapshot; its data is the JSON of the state's records.
+    Snapshot {
+        vote: VoteOf<TypeConfig>,
+        meta: SnapshotMetaOf<TypeConfig>,
+        data: String,
+    },
+    /// A metadata change for the leader to write.
+    Write(Change),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    Written(Applied),
+    /// The receiver does not lead (any more): the leader it knows of, if any.
+    NotLeader(Option<u64>),
+    /// The receiver could not handle the request (its Raft node stopped, ...).
+    Failed(String),
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let len = match stream.read_u32().await {
+        Ok(len) => len,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit"),
+        ));
+    }
+    let mut buf = Vec::new();
+    (&mut *stream)
+        .take(u64::from(len))
+        .read_to_end(&mut buf)
+        .await?;
+    if buf.len() != len as usize {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Some(buf))
+}
+
+async fn write_frame(stream: &mut TcpStream, message: &impl Serialize) -> io::Result<()> {
+    let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME_BYTES)
+        .ok_or_else(|| io::Error::other("message over the frame limit"))?;
+    stream.write_u32(len).await?;
+    stream.write_all(&bytes).await?;
+    stream.flush().await
+}
+
+/// Serves the controller listener: Raft RPCs to `raft`, forwarded writes too when this node
+/// leads. Runs until the listener fails.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig, StateMachine>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "controller listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, &raft).await {
+                tracing::debug!(%peer, error = %e, "controller connection closed");
+            }
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    raft: &Raft<TypeConfig, StateMachine>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    while let Some(frame) = read_frame(&mut stream).await? {
+        let request: Request = serde_json::from_slice(&frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let response = handle(raft, request).await;
+        write_frame(&mut stream, &response).await?;
+    }
+    Ok(())
+}
+
+async fn handle(raft: &Raft<TypeConfig, StateMachine>, request: Request) -> Response {
+    let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
+    match request {
+        Request::Append(rpc) => raft
+            .append_entries(rpc)
+            .await
+            .map_or_else(|e| failed(&e), Response::Append),
+        Request::Vote(rpc) => raft
+            .vote(rpc)
+            .await
+            .map_or_else(|e| failed(&e), Response::Vote),
+        Request::PreVote(rpc) => raft
+            .pre_vote(rpc)
+            .await
+            .map_or_else(|e| failed(&e), Response::Vote),
+        Request::Snapshot { vote, meta, data } => {
+            let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> {
+                meta,
+                snapshot: data.into_bytes(),
+            };
+            raft.install_full_snapshot(vote, snapshot)
+                .await
+                .map_or_else(|e| failed(&e), Response::Snapshot)
+        }
+        Request::Write(change) => match raft.client_write(change).await {
+            Ok(r) => Response::Written(r.data),
+            Err(openraft::errors::RaftError::APIError(
+                openraft::errors::ClientWriteError::ForwardToLeader(f),
+            )) => Response::NotLeader(f.leader_id),
+            Err(e) => failed(&e),
+        },
+    }
+}
+
+/// A connection to one peer's controller listener, opened on first use and again after a
+/// failure.
+#[derive(Debug)]
+pub struct Peer {
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: String) -> Self {
+        Self { addr, stream: None }
+    }
+
+    /// Sends `request` and reads its response within `ttl`; any failure drops the connection.
+    pub(crate) async fn call(&mut self, request: &Request, ttl: Duration) -> io::Result<Response> {
+        let result = tokio::time::timeout(ttl, self.exchange(request)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
+        };
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, request: &Request) -> io::Result<Response> {
+        if self.stream.is_none() {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+        write_frame(stream, request).await?;
+        let frame = read_frame(stream)
+            .await?
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        serde_json::from_slice(&frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    async fn rpc(
+        &mut self,
+        request: Request,
+        option: &RPCOption,
+    ) -> Result<Response, RPCError<TypeConfig>> {
+        match self.call(&request, option.hard_ttl()).await {
+            Ok(Response::Failed(reason)) => Err(RPCError::Network(NetworkError::new(
+                &io::Error::other(reason),
+            ))),
+            Ok(response) => Ok(response),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+}
+
+fn unexpected(response: &Response) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&io::Error::other(format!(
+        "unexpected answer: {response:?}"
+    ))))
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(Request::Append(rpc), &option).await? {
+            Response::Append(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(Request::Vote(rpc), &option).await? {
+            Response::Vote(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(Request::PreVote(rpc), &option).await? {
+            Response::Vote(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let data = String::from_utf8(snapshot.snapshot)
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let request = Request::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data,
+        };
+        let sent = tokio::select! {
+            closed = cancel => {
+                let e = io::Error::other(format!("snapshot sending cancelled: {closed}"));
+                return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+            }
+            sent = self.call(&request, option.hard_ttl().max(Duration::from_secs(60))) => sent,
+        };
+        match sent {
+            Ok(Response::Snapshot(r)) => Ok(r),
+            Ok(other) => Err(StreamingError::Unreachable(Unreachable::new(
+                &io::Error::other(format!("unexpected answer: {other:?}")),
+            ))),
+            Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+}
+
+/// Makes [`Peer`]s from the members' addresses (their controller listeners).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpNetwork;
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = Peer;
+
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
+        Peer::new(node.addr.clone())
+    }
+}

@@ -1,0 +1,170 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! Three voters over loopback TCP: the metadata is replicated to every member, a change made
+//! on any member is written by the leader, the quorum survives the loss of a member, and a
+//! member that returns catches up (from a snapshot when the log it missed was purged).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_log::sim::SimStorage;
+use fjord_meta::{MetadataRecord, TopicId};
+use fjord_quorum::{Quorum, QuorumOptions};
+use tokio::net::{TcpListener, TcpSocket};
+
+const DIR: &str = "/data/__cluster_metadata-0";
+
+fn options() -> QuorumOptions {
+    QuorumOptions {
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        snapshot_after_entries: 10,
+        entries_kept_after_snapshot: 0,
+        start_timeout: Duration::from_secs(30),
+    }
+}
+
+fn listen(addr: &str) -> TcpListener {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr.parse().unwrap()).unwrap();
+    socket.listen(64).unwrap()
+}
+
+fn topic(name: &str, seed: u128) -> Vec<MetadataRecord> {
+    let id = TopicId::from_entropy(seed);
+    vec![
+        MetadataRecord::Topic {
+            name: name.into(),
+            id,
+        },
+        MetadataRecord::Partition {
+            topic_id: id,
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        },
+    ]
+}
+
+async fn start(id: u64, disk: &SimStorage, voters: &BTreeMap<u64, String>) -> Quorum {
+    Quorum::open_member(
+        Arc::new(disk.clone()),
+        Path::new(DIR),
+        id as i32,
+        0,
+        voters.clone(),
+        listen(&voters[&id]),
+        options(),
+    )
+    .await
+    .expect("the member opens")
+}
+
+/// Waits until `q` has applied a state with topic `name`.
+async fn sees(q: &Quorum, name: &str) {
+    let mut rx = q.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while rx.borrow_and_update().state.topic(name).is_none() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node {} never saw {name}", q.node_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_replicate_survive_a_loss_and_catch_up() {
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        // A free port, released for the member to bind again.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        voters.insert(id, probe.local_addr().unwrap().to_string());
+    }
+    let disks: Vec<SimStorage> = (0..3).map(|_| SimStorage::new()).collect();
+    let (a, b, c) = tokio::join!(
+        start(1, &disks[0], &voters),
+        start(2, &disks[1], &voters),
+        start(3, &disks[2], &voters)
+    );
+    let members = [a, b, c];
+    // Bad input on a controller listener closes that connection only.
+    for bytes in [
+        vec![0xff, 0xff, 0xff, 0xff],
+        [&8u32.to_be_bytes()[..], b"not json"].concat(),
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&voters[&1]).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed without an answer: {read:?}"
+        );
+    }
+    // A change from every member, whichever leads.
+    for (i, q) in members.iter().enumerate() {
+        q.write(topic(&format!("from-{}", i + 1), i as u128 + 1))
+            .await
+            .expect("written through the leader");
+    }
+    for q in &members {
+        for i in 1..=3 {
+            sees(q, &format!("from-{i}")).await;
+        }
+    }
+    // The leader goes away; the other two elect a new one and go on.
+    let leader = members[0].leader().expect("a leader is known");
+    let [a, b, c] = members;
+    let mut alive = Vec::new();
+    let mut gone = None;
+    for q in [a, b, c] {
+        if q.node_id() == leader {
+            gone = Some(q);
+        } else {
+            alive.push(q);
+        }
+    }
+    let gone = gone.expect("the leader is a member");
+    gone.shutdown().await.unwrap();
+    // Enough changes for the new leader to snapshot and purge what the lost member missed.
+    for n in 0..15u128 {
+        let q = &alive[(n % 2) as usize];
+        q.write(topic(&format!("after-{n}"), 100 + n))
+            .await
+            .expect("the two remaining voters are a quorum");
+    }
+    for q in &alive {
+        sees(q, "after-14").await;
+        assert_ne!(q.leader(), Some(leader), "a new leader was elected");
+    }
+    // The lost member returns from what its disk kept and catches up.
+    let id = gone.node_id();
+    let image = disks[(id - 1) as usize].crash_image(Some(id));
+    drop(gone);
+    let back = start(id, &image, &voters).await;
+    sees(&back, "after-14").await;
+    assert!(
+        image
+            .read_file(&Path::new(DIR).join(fjord_quorum::SNAPSHOT_FILE))
+            .is_some(),
+        "the log it missed was purged: it caught up from a snapshot"
+    );
+    assert_eq!(back.state().topics().count(), 18);
+    assert_eq!(*back.state(), *alive[0].state());
+    // A change through the returned member reaches everyone.
+    back.write(topic("from-returned", 999)).await.unwrap();
+    for q in alive.iter().chain([&back]) {
+        sees(q, "from-returned").await;
+    }
+    for q in alive.iter().chain([&back]) {
+        q.shutdown().await.unwrap();
+    }
+}
