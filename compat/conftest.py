@@ -45,6 +45,11 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout=10.0):
+        return self.launch().wait_ready(timeout)
+
+    def launch(self):
+        """Starts the process without waiting for it (members of a cluster wait for each
+        other before they listen)."""
         self.log_file = open(self.log_path, "ab")
         env = dict(os.environ, FJORD_LOG="info", NO_COLOR="1")
         self.proc = subprocess.Popen(
@@ -52,6 +57,9 @@ class Broker:
              "--http-listen", f"127.0.0.1:{self.http_port}", "--data-dir", self.data_dir,
              *self.extra_args],
             stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_ready(self, timeout=10.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use fjord_log::LastShutdown;
 use fjord_meta::{
-    Controller, ControllerConfig, LocalChanges, MetadataRecord, MetadataState, NewTopic, TopicId,
-    TopicMeta,
+    Controller, ControllerConfig, ControllerError, LocalChanges, MetadataRecord, MetadataState,
+    NewTopic, TopicId, TopicMeta,
 };
+use fjord_quorum::QuorumError;
 
 use crate::broker::{AdminError, Broker, open_failure};
 use crate::coordinator::group::OFFSETS_TOPIC;
@@ -18,13 +19,28 @@ use crate::coordinator::txn::TXN_TOPIC;
 use crate::errors;
 use crate::topic_config;
 
+/// Why a change was not committed.
+#[derive(Debug)]
+enum CommitError {
+    /// It no longer applies: another change was committed first. Decide again.
+    Refused(String),
+    /// It could not be committed; the request fails with this.
+    Failed(AdminError),
+}
+
 /// The most partitions one topic may have.
 const MAX_PARTITIONS: i32 = 100_000;
 
 impl Broker {
-    /// The brokers that can hold new replicas: this node (a cluster registers its brokers).
-    fn usable_brokers(&self) -> Vec<i32> {
-        vec![self.config.node_id]
+    /// The brokers that can hold new replicas: the registered ones (this node until it has
+    /// registered).
+    fn usable_brokers(&self, state: &MetadataState) -> Vec<i32> {
+        let registered: Vec<i32> = state.brokers().map(|b| b.id).collect();
+        if registered.is_empty() {
+            vec![self.config.node_id]
+        } else {
+            registered
+        }
     }
 
     fn controller_config(&self) -> ControllerConfig {
@@ -39,7 +55,7 @@ impl Broker {
     /// change at a time, each decided on the state the previous one left).
     fn with_controller<T>(&self, decide: impl FnOnce(&Controller<'_>) -> T) -> T {
         let state = self.quorum.state();
-        let brokers = self.usable_brokers();
+        let brokers = self.usable_brokers(&state);
         let config = self.controller_config();
         decide(&Controller {
             state: &state,
@@ -56,39 +72,76 @@ impl Broker {
         &self,
         change: &[MetadataRecord],
         unchanged: &str,
-    ) -> Result<Arc<MetadataState>, AdminError> {
+    ) -> Result<Arc<MetadataState>, CommitError> {
         let current = self.quorum.state();
         let mut preview = (*current).clone();
-        preview.apply_all(change).map_err(|e| {
-            AdminError::new(
-                errors::UNKNOWN_SERVER_ERROR,
-                format!("the controller decided a change that does not apply: {e}"),
-            )
-        })?;
+        if let Err(e) = preview.apply_all(change) {
+            // Decided on a state another change has moved on from since.
+            return Err(CommitError::Refused(e.to_string()));
+        }
         let local = LocalChanges::between(&current, &preview, self.config.node_id);
-        let prepared = self.prepare(&preview, &local.added).map_err(|e| {
+        self.prepare(&preview, &local.added).map_err(|e| {
             tracing::error!(error = %e, "could not open the partitions of a change; it is not recorded");
-            AdminError::new(
+            CommitError::Failed(AdminError::new(
                 errors::KAFKA_STORAGE_ERROR,
                 format!("{}; {unchanged}", open_failure(&e)),
-            )
+            ))
         })?;
         let written = self.runtime.block_on(self.quorum.write(change.to_vec()));
         let next = match written {
             Ok(published) => published.state,
             Err(e) => {
-                self.discard(prepared);
-                return Err(AdminError::new(
+                self.unprepare(&local.added);
+                if let QuorumError::Refused(reason) = e {
+                    return Err(CommitError::Refused(reason));
+                }
+                return Err(CommitError::Failed(AdminError::new(
                     errors::KAFKA_STORAGE_ERROR,
-                    format!("could not record the change in the metadata log: {e}; {unchanged}"),
-                ));
+                    format!("could not record the change in the metadata quorum: {e}; {unchanged}"),
+                )));
             }
         };
-        if let Err(e) = self.publish(&current, &next, prepared, LastShutdown::Unclean) {
-            // Only partitions not prepared can fail here: none on one node.
+        if let Err(e) = self.publish_to(&next, LastShutdown::Unclean) {
+            // Only partitions not prepared can fail here.
             tracing::error!(error = %e, "a committed change could not be fully published");
         }
+        self.unprepare(&local.added);
         Ok(next)
+    }
+
+    /// Decides a change with the controller and commits it; a change refused because another
+    /// was committed first (on another node) is decided again on the state that won, so the
+    /// answer is the one that state gives. Returns what `decide` returned with the records, and
+    /// the state after them (`None` when there was nothing to change). The caller holds the
+    /// admin lock.
+    fn decide_and_commit<T>(
+        &self,
+        unchanged: &str,
+        decide: impl Fn(&Controller<'_>) -> Result<(T, Vec<MetadataRecord>), AdminError>,
+    ) -> Result<(T, Option<Arc<MetadataState>>), AdminError> {
+        let mut attempts = 0;
+        loop {
+            let (out, records) = self.with_controller(&decide)?;
+            if records.is_empty() {
+                return Ok((out, None));
+            }
+            match self.commit_change(&records, unchanged) {
+                Ok(state) => return Ok((out, Some(state))),
+                Err(CommitError::Failed(e)) => return Err(e),
+                Err(CommitError::Refused(reason)) if attempts < 5 => {
+                    attempts += 1;
+                    tracing::debug!(reason, "a concurrent metadata change won; deciding again");
+                }
+                Err(CommitError::Refused(reason)) => {
+                    return Err(AdminError::new(
+                        errors::UNKNOWN_SERVER_ERROR,
+                        format!(
+                            "the metadata kept changing under this request ({reason}); retry it"
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     /// Creates a topic (or only checks that it could be created). Blocking.
@@ -100,19 +153,25 @@ impl Broker {
         let _admin = self.admin_lock();
         let id = TopicId::from_entropy(self.random_u128());
         let seed = self.random_u128() as u64;
-        let change = self.with_controller(|c| {
-            c.create_topic(&topic, id, seed, |configs| {
-                self.check_topic_configs(configs)
-            })
-        })?;
         if validate_only {
+            let change = self.with_controller(|c| {
+                c.create_topic(&topic, id, seed, |configs| {
+                    self.check_topic_configs(configs)
+                })
+            })?;
             let mut preview = (*self.quorum.state()).clone();
             preview
                 .apply_all(&change)
                 .map_err(|e| AdminError::new(errors::UNKNOWN_SERVER_ERROR, e.to_string()))?;
             return Self::existing(&preview, &topic.name);
         }
-        let state = self.commit_change(&change, "the topic was not created")?;
+        let ((), state) = self.decide_and_commit("the topic was not created", |c| {
+            let change = c.create_topic(&topic, id, seed, |configs| {
+                self.check_topic_configs(configs)
+            })?;
+            Ok(((), change))
+        })?;
+        let state = state.unwrap_or_else(|| self.quorum.state());
         let created = Self::existing(&state, &topic.name)?;
         tracing::info!(topic = %created.name, partitions = created.partitions, "created topic");
         Ok(created)
@@ -121,8 +180,8 @@ impl Broker {
     /// Deletes a topic: its metadata, then (published) its partitions' data. Blocking.
     pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, AdminError> {
         let _admin = self.admin_lock();
-        let (topic, change) = self.with_controller(|c| c.delete_topic(name))?;
-        self.commit_change(&change, "the topic was not deleted")?;
+        let (topic, _) =
+            self.decide_and_commit("the topic was not deleted", |c| Ok(c.delete_topic(name)?))?;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -138,18 +197,18 @@ impl Broker {
     ) -> Result<(), AdminError> {
         let _admin = self.admin_lock();
         let seed = self.random_u128() as u64;
-        let (current, change) = self.with_controller(|c| {
+        let decide = |c: &Controller<'_>| {
             let current = c.state.topic(name).map_or(0, |t| t.partitions);
-            c.create_partitions(name, total, assignments.as_deref(), seed)
-                .map(|change| (current, change))
-        })?;
+            let change = c.create_partitions(name, total, assignments.as_deref(), seed)?;
+            Ok((current, change))
+        };
         if validate_only {
+            self.with_controller(decide)?;
             return Ok(());
         }
-        self.commit_change(
-            &change,
-            &format!("the topic keeps its {current} partitions"),
-        )?;
+        let current = self.quorum.state().topic(name).map_or(0, |t| t.partitions);
+        let (current, _) =
+            self.decide_and_commit(&format!("the topic keeps its {current} partitions"), decide)?;
         tracing::info!(topic = name, from = current, to = total, "added partitions");
         Ok(())
     }
@@ -161,24 +220,28 @@ impl Broker {
     pub fn set_topic_configs(
         &self,
         name: &str,
-        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
         validate_only: bool,
     ) -> Result<(), AdminError> {
         let _admin = self.admin_lock();
-        let current = Self::existing(&self.quorum.state(), name)?;
-        let configs = change(&current.configs)?;
-        let records = self.with_controller(|c| {
-            c.set_topic_configs(name, &configs, |configs| self.check_topic_configs(configs))
-        })?;
-        if validate_only || records.is_empty() {
+        let decide = |c: &Controller<'_>| {
+            let current = c
+                .state
+                .topic(name)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+            let configs = change(&current.configs)?;
+            let records =
+                c.set_topic_configs(name, &configs, |configs| self.check_topic_configs(configs))?;
+            Ok((records.len(), records))
+        };
+        if validate_only {
+            self.with_controller(decide)?;
             return Ok(());
         }
-        self.commit_change(&records, "the configs are unchanged")?;
-        tracing::info!(
-            topic = name,
-            changes = records.len(),
-            "changed topic configs"
-        );
+        let (changes, _) = self.decide_and_commit("the configs are unchanged", decide)?;
+        if changes > 0 {
+            tracing::info!(topic = name, changes, "changed topic configs");
+        }
         Ok(())
     }
 
@@ -186,9 +249,11 @@ impl Broker {
     /// log so no id is handed out twice, even across restarts. Blocking.
     pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), AdminError> {
         let _admin = self.admin_lock();
-        let (start, change) = self.with_controller(|c| c.allocate_producer_ids(count));
-        let state = self.commit_change(&change, "no producer ids were handed out")?;
-        Ok((start, state.next_producer_id()))
+        let (start, state) = self.decide_and_commit("no producer ids were handed out", |c| {
+            Ok(c.allocate_producer_ids(count))
+        })?;
+        let end = state.map_or(start, |s| s.next_producer_id());
+        Ok((start, end))
     }
 
     /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);

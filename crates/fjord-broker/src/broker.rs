@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock, Weak};
 use fjord_log::{
     AppendInfo, AppendOrigin, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage,
 };
+use fjord_meta::MetadataRecord;
 use fjord_meta::{MetadataState, PartitionKey};
-use fjord_quorum::{Quorum, QuorumError};
+use fjord_quorum::{Quorum, QuorumError, QuorumOptions};
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
@@ -18,6 +19,7 @@ use crate::coordinator::txn::{
     MarkerWriter, ProducerIdManager, TXN_TOPIC, TransactionCoordinator, TxnConfig,
 };
 use crate::coordinator::{PartitionWriter, WriteError};
+use crate::errors;
 use crate::topic_config;
 
 use crate::clock::{Clock, SeededRandom, SystemClock};
@@ -106,8 +108,8 @@ impl InternalTopics {
 }
 
 impl MarkerWriter for InternalTopics {
-    /// Markers for `__consumer_offsets` go through the group coordinator, which decides the
-    /// offsets the transaction committed there; others are appended as any write.
+    /// A marker for a partition this broker leads is written here; one led by another broker
+    /// is sent to it (WriteTxnMarkers); one of a deleted partition needs none.
     fn write_marker(
         &self,
         topic: &str,
@@ -117,30 +119,31 @@ impl MarkerWriter for InternalTopics {
         coordinator_epoch: i32,
         commit: bool,
     ) -> Result<(), String> {
-        let marker = fjord_record::build_marker(
-            producer_id,
-            producer_epoch,
-            coordinator_epoch,
-            commit,
-            self.1.now_ms(),
-        );
         let broker = self
             .0
             .upgrade()
             .ok_or_else(|| "the broker is shutting down".to_string())?;
-        if topic == OFFSETS_TOPIC {
-            return broker
-                .groups
-                .write_marker(partition, producer_id, commit, marker)
-                .map_err(|e| format!("{topic}-{partition}: {e}"));
+        let local = broker.write_local_marker(
+            topic,
+            partition,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        );
+        match local {
+            Ok(()) => Ok(()),
+            Err((code, _)) if code == errors::NOT_LEADER_OR_FOLLOWER => broker.send_marker(
+                topic,
+                partition,
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                commit,
+            ),
+            Err((code, _)) if code == errors::UNKNOWN_TOPIC_OR_PARTITION => Ok(()),
+            Err((_, message)) => Err(format!("{topic}-{partition}: {message}")),
         }
-        let Some(p) = broker.partition(topic, partition) else {
-            // The topic was deleted since: nothing to mark.
-            return Ok(());
-        };
-        p.append(&marker, AppendOrigin::Internal, self.1.now_ms())
-            .and_then(|info| p.commit(&info))
-            .map_err(|e| format!("{topic}-{partition}: {e}"))
     }
 }
 
@@ -291,6 +294,14 @@ pub enum OpenError {
         "the broker must be opened from a Tokio runtime's blocking thread (the metadata quorum runs on it)"
     )]
     NoRuntime,
+    #[error(
+        "the controller listener {addr}: {source} (is another node using the port? pass --controller-listen)"
+    )]
+    ControllerListen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("partition {topic}-{partition}: {source}")]
     Partition {
         topic: String,
@@ -434,6 +445,10 @@ pub struct Broker {
     pub fetch_sessions: std::sync::Mutex<crate::fetch_sessions::FetchSessions>,
     /// Serialises topic administration.
     admin: std::sync::Mutex<()>,
+    /// The metadata the running partitions follow (what the publisher last applied).
+    pub(crate) published: std::sync::Mutex<Arc<MetadataState>>,
+    /// Partitions opened for a change not yet committed, for the publisher to serve.
+    pub(crate) prepared: std::sync::Mutex<HashMap<PartitionKey, Arc<Partition>>>,
     /// The broker's time (the wall clock, or a test's).
     clock: Arc<dyn Clock>,
     /// Ids from a seeded generator when a test asks for reproducible runs (else the OS's).
@@ -468,12 +483,37 @@ impl Broker {
         };
         let now = clock.now_ms();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OpenError::NoRuntime)?;
-        let quorum = runtime.block_on(Quorum::open_single(
-            storage.clone(),
-            &config.data_dir.join(fjord_meta::METADATA_DIR),
-            config.node_id,
-            now,
-        ))?;
+        let metadata_dir = config.data_dir.join(fjord_meta::METADATA_DIR);
+        let quorum = match &config.controller_listen {
+            Some(addr) if !config.voters.is_empty() => {
+                let listener = runtime
+                    .block_on(tokio::net::TcpListener::bind(addr))
+                    .map_err(|source| OpenError::ControllerListen {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                let voters = config
+                    .voters
+                    .iter()
+                    .map(|(&id, addr)| (id as u64, addr.clone()))
+                    .collect();
+                runtime.block_on(Quorum::open_member(
+                    storage.clone(),
+                    &metadata_dir,
+                    config.node_id,
+                    now,
+                    voters,
+                    listener,
+                    QuorumOptions::default(),
+                ))?
+            }
+            _ => runtime.block_on(Quorum::open_single(
+                storage.clone(),
+                &metadata_dir,
+                config.node_id,
+                now,
+            ))?,
+        };
         let group_config = fjord_coord::group::Config {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
@@ -484,6 +524,26 @@ impl Broker {
             session_timeout_ms: config.group_consumer_session_timeout_ms,
             heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
         };
+        // Registration (Kafka's BrokerRegistration): this node's Kafka listener and rack, a new
+        // incarnation at every start; the first node to register sets the cluster's id.
+        let mut registration = Vec::new();
+        if quorum.state().cluster_id().is_none() {
+            registration.push(MetadataRecord::ClusterId {
+                id: cluster_id.clone(),
+            });
+        }
+        registration.push(MetadataRecord::RegisterBroker {
+            id: config.node_id,
+            incarnation: uuid::Uuid::from_u64_pair(random_u64(), random_u64()).to_string(),
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            rack: config.rack.clone(),
+        });
+        runtime.block_on(quorum.write(registration))?;
+        let cluster_id = quorum
+            .state()
+            .cluster_id()
+            .map_or(cluster_id, str::to_string);
         let fetch_sessions = crate::fetch_sessions::FetchSessions::new(
             config.fetch_session_cache_slots,
             random_u64(),
@@ -522,18 +582,46 @@ impl Broker {
                 ),
                 fetch_sessions: std::sync::Mutex::new(fetch_sessions),
                 admin: std::sync::Mutex::new(()),
+                published: std::sync::Mutex::new(Arc::new(MetadataState::default())),
+                prepared: std::sync::Mutex::new(HashMap::new()),
                 clock,
                 random,
             }
         });
         broker.remove_stray_partitions();
         let last = broker.take_clean_shutdown_marker()?;
-        // Start-up publishes the whole metadata to a broker that holds nothing yet.
+        // Start-up publishes the whole metadata to a broker that holds nothing yet; later
+        // changes, made here or on other nodes, are published as they are applied.
         let state = broker.quorum.state();
-        broker.publish(&MetadataState::default(), &state, Vec::new(), last)?;
+        broker.publish_to(&state, last)?;
+        broker.follow_metadata();
         broker.groups.load_all();
         broker.txns.load_all();
         Ok(broker)
+    }
+
+    /// Publishes every metadata change applied from now on (made on any node), in order,
+    /// until the broker is gone.
+    fn follow_metadata(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let mut applied = self.quorum.subscribe();
+        self.runtime.spawn(async move {
+            while applied.changed().await.is_ok() {
+                let Some(broker) = weak.upgrade() else { break };
+                let published = tokio::task::spawn_blocking(move || {
+                    let state = broker.quorum.state();
+                    broker.publish_to(&state, LastShutdown::Unclean)
+                })
+                .await;
+                match published {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "a metadata change could not be fully published")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the metadata publisher failed"),
+                }
+            }
+        });
     }
 
     pub(crate) fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -629,6 +717,222 @@ impl Broker {
 
     pub fn metadata(&self) -> Arc<MetadataState> {
         self.quorum.state()
+    }
+
+    /// The node clients are told is the controller: this broker, which takes admin requests
+    /// and has the quorum's leader decide them (as a KRaft broker names an alive broker, not
+    /// the quorum's controller, and forwards).
+    pub fn controller_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Whether the metadata has partition `index` of `topic` (on any broker).
+    pub fn has_partition(&self, topic: &str, index: i32) -> bool {
+        self.metadata()
+            .topic(topic)
+            .is_some_and(|t| index >= 0 && index < t.partitions)
+    }
+
+    /// Writes a transaction marker to a partition this broker leads. Markers for
+    /// `__consumer_offsets` go through the group coordinator, which decides the offsets the
+    /// transaction committed there. NOT_LEADER_OR_FOLLOWER when another broker leads it,
+    /// UNKNOWN_TOPIC_OR_PARTITION when it does not exist (deleted since). Blocking.
+    pub fn write_local_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<(), (i16, String)> {
+        let marker = fjord_record::build_marker(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            self.now_ms(),
+        );
+        let Some(p) = self.partition(topic, partition) else {
+            return Err((
+                self.missing_partition_code(topic, partition),
+                format!("this broker does not lead {topic}-{partition}"),
+            ));
+        };
+        if topic == OFFSETS_TOPIC {
+            return self
+                .groups
+                .write_marker(partition, producer_id, commit, marker)
+                .map_err(|e| (e.code(), e.to_string()));
+        }
+        p.append(&marker, AppendOrigin::Internal, self.now_ms())
+            .and_then(|info| p.commit(&info))
+            .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
+    }
+
+    /// Sends a transaction marker to the broker that leads the partition (WriteTxnMarkers).
+    /// Blocking.
+    fn send_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<(), String> {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+        let state = self.metadata();
+        let leader = state
+            .topic(topic)
+            .and_then(|t| t.partition_states.get(partition as usize))
+            .map_or(-1, |p| p.leader);
+        let Some(target) = state.broker(leader) else {
+            return Err(format!("{topic}-{partition} has no available leader"));
+        };
+        let addr = format!("{}:{}", target.host, target.port);
+        let mut t = WritableTxnMarkerTopic::default();
+        t.name = TopicName(kafka_protocol::protocol::StrBytes::from_string(
+            topic.to_string(),
+        ));
+        t.partition_indexes = vec![partition];
+        let mut m = WritableTxnMarker::default();
+        m.producer_id = ProducerId(producer_id);
+        m.producer_epoch = producer_epoch;
+        m.transaction_result = commit;
+        m.coordinator_epoch = coordinator_epoch;
+        m.topics = vec![t];
+        let mut request = WriteTxnMarkersRequest::default();
+        request.markers = vec![m];
+        let id = format!("fjord-broker-{}", self.config.node_id);
+        let sent = self.runtime.block_on(async {
+            let client =
+                fjord_client::Client::connect(&addr, &id, std::time::Duration::from_secs(10))
+                    .await?;
+            client.send(&request).await
+        });
+        let response =
+            sent.map_err(|e| format!("{topic}-{partition} on broker {leader} ({addr}): {e}"))?;
+        let code = response
+            .markers
+            .iter()
+            .flat_map(|m| &m.topics)
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.error_code)
+            .find(|&c| c != errors::NONE)
+            .unwrap_or(errors::NONE);
+        match code {
+            errors::NONE | errors::UNKNOWN_TOPIC_OR_PARTITION => Ok(()),
+            code => Err(format!(
+                "{topic}-{partition} on broker {leader} answered error code {code}"
+            )),
+        }
+    }
+
+    /// The broker that coordinates transactional id `id` when it is not this one (the leader
+    /// of the id's `__transaction_state` partition).
+    pub fn remote_txn_coordinator(&self, id: &str) -> Option<(i32, String)> {
+        let state = self.metadata();
+        let topic = state.topic(crate::coordinator::txn::TXN_TOPIC)?;
+        let partition = fjord_coord::offsets::partition_for(id, topic.partitions);
+        let leader = topic.partition_states.get(partition as usize)?.leader;
+        if leader == self.config.node_id {
+            return None;
+        }
+        let b = state.broker(leader)?;
+        Some((leader, format!("{}:{}", b.host, b.port)))
+    }
+
+    /// Asks the transaction coordinator on another broker whether `partitions` are in the
+    /// producer's open transaction (AddPartitionsToTxn v4+ with verify_only, KIP-890): the
+    /// error code of each (NONE when it is).
+    pub async fn verify_txn_remotely(
+        &self,
+        coordinator: &str,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> HashMap<(String, i32), i16> {
+        use kafka_protocol::messages::add_partitions_to_txn_request::{
+            AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+        };
+        use kafka_protocol::messages::{
+            AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (t, p) in partitions {
+            topics.entry(t).or_default().push(*p);
+        }
+        let mut txn = AddPartitionsToTxnTransaction::default();
+        txn.transactional_id = TransactionalId(StrBytes::from_string(id.to_string()));
+        txn.producer_id = ProducerId(producer_id);
+        txn.producer_epoch = epoch;
+        txn.verify_only = true;
+        txn.topics = topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let mut topic = AddPartitionsToTxnTopic::default();
+                topic.name = TopicName(StrBytes::from_string(t.to_string()));
+                topic.partitions = ps;
+                topic
+            })
+            .collect();
+        let mut request = AddPartitionsToTxnRequest::default();
+        request.transactions = vec![txn];
+        let client_id = format!("fjord-broker-{}", self.config.node_id);
+        let answer = async {
+            let client = fjord_client::Client::connect(
+                coordinator,
+                &client_id,
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
+            client.send(&request).await
+        }
+        .await;
+        let mut codes: HashMap<(String, i32), i16> = partitions
+            .iter()
+            .map(|k| (k.clone(), errors::NOT_COORDINATOR))
+            .collect();
+        match answer {
+            Ok(response) if response.error_code != errors::NONE => {
+                codes.values_mut().for_each(|c| *c = response.error_code);
+            }
+            Ok(response) => {
+                for t in response
+                    .results_by_transaction
+                    .iter()
+                    .flat_map(|r| &r.topic_results)
+                {
+                    for p in &t.results_by_partition {
+                        codes.insert(
+                            (t.name.0.to_string(), p.partition_index),
+                            p.partition_error_code,
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(coordinator, error = %e, "could not reach the transaction coordinator to verify a transactional write");
+            }
+        }
+        codes
+    }
+
+    /// The error for a partition this broker does not serve: NOT_LEADER_OR_FOLLOWER when the
+    /// metadata has it (on another broker, or here but not open), else
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn missing_partition_code(&self, topic: &str, index: i32) -> i16 {
+        if self.has_partition(topic, index) {
+            errors::NOT_LEADER_OR_FOLLOWER
+        } else {
+            errors::UNKNOWN_TOPIC_OR_PARTITION
+        }
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {

@@ -59,6 +59,13 @@ pub struct BrokerConfig {
     pub transaction_abort_interval_ms: i64,
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept (0: none).
     pub fetch_session_cache_slots: usize,
+    /// `controller.quorum.voters`: node id → controller listener (`HOST:PORT`) of every voter
+    /// of the metadata quorum. Empty: a single node, a one-member quorum of its own.
+    pub voters: std::collections::BTreeMap<i32, String>,
+    /// Where this node's controller listener accepts the other voters (needed with voters).
+    pub controller_listen: Option<String>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -90,8 +97,41 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: 86_400_000,
             transaction_abort_interval_ms: 10_000,
             fetch_session_cache_slots: 1_000,
+            voters: std::collections::BTreeMap::new(),
+            controller_listen: None,
+            rack: None,
         }
     }
+}
+
+/// Whether `s` looks like `HOST:PORT` with a numeric port.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// Parses `controller.quorum.voters` (`ID@HOST:PORT,...`, Kafka's format).
+pub fn parse_voters(s: &str) -> Result<std::collections::BTreeMap<i32, String>, String> {
+    let mut voters = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("{part:?} is not ID@HOST:PORT"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the node id {id:?} is not a number"))?;
+        if !is_host_port(addr) {
+            return Err(format!("{part:?}: {addr:?} is not HOST:PORT"));
+        }
+        if voters.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no voters given (ID@HOST:PORT,...)".into());
+    }
+    Ok(voters)
 }
 
 impl BrokerConfig {
@@ -118,6 +158,39 @@ impl BrokerConfig {
                 self.offsets_retention_minutes,
                 i64::MAX / 60_000
             ));
+        }
+        if !self.voters.is_empty() {
+            let list = || {
+                self.voters
+                    .iter()
+                    .map(|(id, addr)| format!("{id}@{addr}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            if !self.voters.contains_key(&self.node_id) {
+                return Err(format!(
+                    "node.id {} is not among controller.quorum.voters ({}); every node of a Fjord cluster is a voter for now: add it, or start it with a voter's node.id",
+                    self.node_id,
+                    list()
+                ));
+            }
+            if self.controller_listen.is_none() {
+                return Err(format!(
+                    "controller.quorum.voters is set: give this node's controller listener with --controller-listen (its address among the voters is {})",
+                    self.voters[&self.node_id]
+                ));
+            }
+            if let Some((id, addr)) = self.voters.iter().find(|(_, a)| !is_host_port(a)) {
+                return Err(format!(
+                    "voter {id}'s address {addr:?} is not HOST:PORT (controller.quorum.voters is ID@HOST:PORT,...)"
+                ));
+            }
+            if self.node_id < 0 {
+                return Err(format!(
+                    "node.id must not be negative, got {}",
+                    self.node_id
+                ));
+            }
         }
         if self.socket_request_max_bytes > i32::MAX as usize {
             return Err(format!(

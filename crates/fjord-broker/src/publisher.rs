@@ -3,7 +3,6 @@
 //! here, because an applied change says so; at start-up the whole state is published to an
 //! empty broker, so one node and a cluster take the same path.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -16,20 +15,24 @@ use crate::coordinator::txn::TXN_TOPIC;
 use crate::topic_config;
 
 impl Broker {
-    /// Makes the running partitions follow the change from `prev` to `next` on this node:
-    /// removed partitions are closed and their data deleted, epochs and configs of the others
-    /// updated, and added partitions served: those in `prepared` (opened before the change
-    /// was committed) as they are, the rest opened now (in parallel). `last` is what the
-    /// clean-shutdown marker said at start-up (`Unclean` for later changes). Returns the
-    /// first partition that could not be opened; every other change is made.
-    pub(crate) fn publish(
+    /// Makes the running partitions follow the metadata from what was last published to
+    /// `next` on this node: removed partitions are closed and their data deleted, epochs and
+    /// configs of the others updated, and added partitions served: those prepared for the
+    /// change (opened before it was committed) as they are, the rest opened now (in
+    /// parallel). `last` is what the clean-shutdown marker said at start-up (`Unclean` for
+    /// later changes). Returns the first partition that could not be opened; every other
+    /// change is made. Changes are published one at a time, in order.
+    pub(crate) fn publish_to(
         &self,
-        prev: &MetadataState,
-        next: &MetadataState,
-        prepared: Vec<Arc<Partition>>,
+        next: &Arc<MetadataState>,
         last: LastShutdown,
     ) -> Result<(), OpenError> {
-        let changes = LocalChanges::between(prev, next, self.config.node_id);
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&published, next) {
+            return Ok(());
+        }
+        let prev = published.clone();
+        let changes = LocalChanges::between(&prev, next, self.config.node_id);
         for (topic, index) in &changes.removed {
             self.stop_serving(topic, *index);
         }
@@ -49,23 +52,21 @@ impl Broker {
                 p.log.set_leader_epoch(meta.leader_epoch);
             }
         }
-        let mut prepared: HashMap<PartitionKey, Arc<Partition>> = prepared
-            .into_iter()
-            .map(|p| ((p.topic.clone(), p.index), p))
-            .collect();
         let mut serve = Vec::with_capacity(changes.added.len());
         let mut open = Vec::new();
-        for key in &changes.added {
-            match prepared.remove(key) {
-                Some(p) => serve.push(p),
-                None => open.push(key.clone()),
+        {
+            let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &changes.added {
+                match prepared.remove(key) {
+                    Some(p) => serve.push(p),
+                    None => open.push(key.clone()),
+                }
             }
         }
-        // Prepared for a change that did not place them here after all.
-        self.discard(prepared.into_values().collect());
         let (opened, failed) = self.open_logs(next, &open, self.now_ms(), last);
         serve.extend(opened);
         self.serve(serve);
+        *published = next.clone();
         failed.map_or(Ok(()), Err)
     }
 
@@ -76,15 +77,27 @@ impl Broker {
         &self,
         next: &MetadataState,
         added: &[PartitionKey],
-    ) -> Result<Vec<Arc<Partition>>, OpenError> {
+    ) -> Result<(), OpenError> {
         let (opened, failed) = self.open_logs(next, added, self.now_ms(), LastShutdown::Unclean);
-        match failed {
-            None => Ok(opened),
-            Some(e) => {
-                self.discard(opened);
-                Err(e)
-            }
+        if let Some(e) = failed {
+            self.discard(opened);
+            return Err(e);
         }
+        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        for p in opened {
+            prepared.insert((p.topic.clone(), p.index), p);
+        }
+        Ok(())
+    }
+
+    /// Discards what was prepared for `keys` and not served (the change was not committed,
+    /// or did not place them here).
+    pub(crate) fn unprepare(&self, keys: &[PartitionKey]) {
+        let left: Vec<Arc<Partition>> = {
+            let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter().filter_map(|k| prepared.remove(k)).collect()
+        };
+        self.discard(left);
     }
 
     /// Stops serving a partition, closes it (requests holding it get "closed" errors) and

@@ -18,5 +18,7 @@ mod store;
 pub use controller::{Controller, ControllerConfig, ControllerError, METADATA_TOPIC, NewTopic};
 pub use delta::{LocalChanges, PartitionKey};
 pub use record::{MetadataRecord, TopicId};
-pub use state::{ApplyError, MetadataState, PartitionMeta, TopicMeta, validate_topic_name};
+pub use state::{
+    ApplyError, BrokerMeta, MetadataState, PartitionMeta, TopicMeta, validate_topic_name,
+};
 pub use store::{METADATA_DIR, MetadataStore, StoreError};

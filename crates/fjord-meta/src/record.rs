@@ -90,6 +90,17 @@ pub enum MetadataRecord {
     /// Producer ids below `next` are handed out (a block at a time, as KRaft's
     /// `ProducerIdsRecord`); ids are never reused across restarts.
     ProducerIds { next: i64 },
+    /// The cluster's id, set once by the first node to register (later ones are ignored).
+    ClusterId { id: String },
+    /// A broker registered (Kafka's RegisterBrokerRecord): its Kafka listener and rack. A
+    /// registration replaces the broker's previous one (a restart: a new incarnation).
+    RegisterBroker {
+        id: i32,
+        incarnation: String,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
 
     // Version-0 records of earlier Fjord versions: read when a data directory holds them,
     // never written.

@@ -48,6 +48,18 @@ impl PartitionMeta {
     }
 }
 
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub id: i32,
+    /// Changes at every start of the broker.
+    pub incarnation: String,
+    /// Where clients reach its Kafka listener.
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
 /// A record that does not apply to the current state.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ApplyError {
@@ -88,6 +100,10 @@ pub struct MetadataState {
     by_id: HashMap<TopicId, String>,
     /// The next producer id not yet handed out.
     next_producer_id: i64,
+    /// Registered brokers by id.
+    brokers: BTreeMap<i32, BrokerMeta>,
+    /// The cluster's id (set by the first node to register).
+    cluster_id: Option<String>,
 }
 
 /// Kafka's rules for topic names: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -119,6 +135,20 @@ impl MetadataState {
     /// The next producer id not yet handed out.
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id
+    }
+
+    /// The cluster's id, once a node has registered.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// Registered brokers, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, id: i32) -> Option<&BrokerMeta> {
+        self.brokers.get(&id)
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
@@ -262,6 +292,27 @@ impl MetadataState {
                 }
                 self.next_producer_id = *next;
             }
+            MetadataRecord::ClusterId { id } => {
+                self.cluster_id.get_or_insert_with(|| id.clone());
+            }
+            MetadataRecord::RegisterBroker {
+                id,
+                incarnation,
+                host,
+                port,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerMeta {
+                        id: *id,
+                        incarnation: incarnation.clone(),
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                    },
+                );
+            }
             MetadataRecord::TopicCreated {
                 name,
                 id,
@@ -353,7 +404,22 @@ impl MetadataState {
     /// topic, its partitions and configs, and the producer-id block. Every partition must be
     /// placed (the store places an earlier version's partitions when it opens).
     pub fn to_records(&self) -> Vec<MetadataRecord> {
-        let mut out = Vec::new();
+        let mut out: Vec<MetadataRecord> = self
+            .cluster_id
+            .iter()
+            .map(|id| MetadataRecord::ClusterId { id: id.clone() })
+            .collect();
+        out.extend(
+            self.brokers
+                .values()
+                .map(|b| MetadataRecord::RegisterBroker {
+                    id: b.id,
+                    incarnation: b.incarnation.clone(),
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                }),
+        );
         for t in self.topics.values() {
             out.push(MetadataRecord::Topic {
                 name: t.name.clone(),
@@ -630,6 +696,14 @@ mod tests {
                 value: Some("9".into()),
             },
             MetadataRecord::ProducerIds { next: 5000 },
+            MetadataRecord::ClusterId { id: "c".into() },
+            MetadataRecord::RegisterBroker {
+                id: 2,
+                incarnation: "i".into(),
+                host: "h".into(),
+                port: 9,
+                rack: Some("r".into()),
+            },
         ])
         .unwrap();
         let mut rebuilt = MetadataState::default();

@@ -30,6 +30,20 @@ pub struct ServeArgs {
     /// TOML file of broker settings with Kafka names (e.g. "num.partitions" = 3).
     #[arg(long, env = "FJORD_CONFIG")]
     config: Option<PathBuf>,
+    /// This node's id (Kafka's node.id; default 1, or the config file's).
+    #[arg(long, env = "FJORD_NODE_ID")]
+    node_id: Option<i32>,
+    /// Every voter of the metadata quorum, ID@HOST:PORT,... (Kafka's controller.quorum.voters):
+    /// makes this node a member of a cluster. Without it the node is a cluster of its own.
+    #[arg(long, env = "FJORD_VOTERS")]
+    voters: Option<String>,
+    /// Where this node's controller listener accepts the other voters (its address among
+    /// --voters; needed with --voters).
+    #[arg(long, env = "FJORD_CONTROLLER_LISTEN")]
+    controller_listen: Option<String>,
+    /// The rack this broker is in (Kafka's broker.rack).
+    #[arg(long, env = "FJORD_RACK")]
+    rack: Option<String>,
 }
 
 fn split_host_port(s: &str, what: &str) -> anyhow::Result<(String, u16)> {
@@ -133,7 +147,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(
@@ -145,6 +159,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
         settings::apply_file(&mut config, path)?;
+    }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if let Some(voters) = &args.voters {
+        config.voters = fjord_broker::config::parse_voters(voters)
+            .map_err(|e| anyhow::anyhow!("--voters: {e}"))?;
+    }
+    if let Some(addr) = &args.controller_listen {
+        split_host_port(addr, "--controller-listen")?;
+        config.controller_listen = Some(addr.clone());
+    }
+    if let Some(rack) = &args.rack {
+        config.rack = Some(rack.clone());
     }
     config
         .validate()
@@ -207,9 +235,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             i32::from(adv_port)
         };
         let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        let (data_dir, node_id, local_cluster) =
+            (config.data_dir.clone(), config.node_id, cluster.clone());
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, storage, cluster))
             .await?
             .context("opening the data directory")?;
+        if broker.cluster_id != local_cluster {
+            // A node that joined a cluster takes the cluster's id.
+            write_meta_properties(&data_dir, &broker.cluster_id, node_id)?;
+        }
         let listener = socket.listen(1024).with_context(in_use)?;
         let metrics_broker = broker.clone();
         let app = axum::Router::new()

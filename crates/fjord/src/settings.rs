@@ -54,6 +54,9 @@ pub const KEYS: &[&str] = &[
     "producer.id.expiration.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "max.incremental.fetch.session.cache.slots",
+    "controller.quorum.voters",
+    "process.roles",
+    "broker.rack",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -116,6 +119,20 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
     };
     match key {
         "node.id" => config.node_id = i32::try_from(int()?).context("node.id out of range")?,
+        "controller.quorum.voters" => {
+            config.voters = fjord_broker::config::parse_voters(value)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        }
+        "process.roles" => {
+            let mut roles: Vec<&str> = value.split(',').map(str::trim).collect();
+            roles.sort_unstable();
+            if roles != ["broker", "controller"] {
+                bail!(
+                    "{key} = {value:?}: every Fjord node is both broker and controller for now; set \"broker,controller\" (broker-only and controller-only nodes are not supported yet)"
+                );
+            }
+        }
+        "broker.rack" => config.rack = Some(value.trim().to_string()).filter(|r| !r.is_empty()),
         "num.partitions" => {
             config.num_partitions =
                 i32::try_from(positive(int()?)?).context("num.partitions out of range")?
@@ -293,7 +310,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("num.partitions"), "{e}");
-        for key in KEYS {
+        apply(&mut c, "controller.quorum.voters", "1@a:9093, 2@b:9093").unwrap();
+        assert_eq!(c.voters.len(), 2);
+        assert_eq!(c.voters[&2], "b:9093");
+        apply(&mut c, "process.roles", "controller,broker").unwrap();
+        assert!(apply(&mut c, "process.roles", "broker").is_err());
+        assert!(apply(&mut c, "controller.quorum.voters", "1@a:9093,1@b:1").is_err());
+        apply(&mut c, "broker.rack", "eu-1a").unwrap();
+        assert_eq!(c.rack.as_deref(), Some("eu-1a"));
+        // Any text is a rack name; every other key refuses nonsense.
+        for key in KEYS.iter().filter(|k| **k != "broker.rack") {
             let e = apply(&mut BrokerConfig::default(), key, "not-a-value");
             assert!(
                 e.is_err_and(|e| !e.to_string().contains("unknown setting")),

@@ -1,10 +1,12 @@
-//! AddPartitionsToTxn (v0–3, one transaction per request): adds partitions to the
-//! producer's open transaction, starting it if needed.
+//! AddPartitionsToTxn: adds partitions to the producer's open transaction, starting it if
+//! needed (v0–3, one transaction per request, from producers); v4–5 carry several
+//! transactions, from brokers, which with `verify_only` only ask whether the partitions are
+//! in the transaction (KIP-890's verification of transactional writes).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
@@ -17,6 +19,9 @@ pub async fn handle(
     request: AddPartitionsToTxnRequest,
     ctx: &RequestContext,
 ) -> AddPartitionsToTxnResponse {
+    if ctx.version >= 4 {
+        return batched(broker, request).await;
+    }
     let id = request.v3_and_below_transactional_id.0.to_string();
     let pid = request.v3_and_below_producer_id.0;
     let epoch = request.v3_and_below_producer_epoch;
@@ -25,7 +30,7 @@ pub async fn handle(
     for t in &request.v3_and_below_topics {
         for &p in &t.partitions {
             let name = t.name.0.to_string();
-            missing |= broker.partition(&name, p).is_none();
+            missing |= !broker.has_partition(&name, p);
             wanted.push((name, p));
         }
     }
@@ -41,7 +46,7 @@ pub async fn handle(
     let code_for = |topic: &str, p: i32| match &result {
         Ok(()) => errors::NONE,
         Err((errors::UNKNOWN_TOPIC_OR_PARTITION, _)) => {
-            if broker.partition(topic, p).is_none() {
+            if !broker.has_partition(topic, p) {
                 errors::UNKNOWN_TOPIC_OR_PARTITION
             } else {
                 errors::OPERATION_NOT_ATTEMPTED
@@ -75,4 +80,78 @@ pub(crate) fn fenced_code(code: i16, version: i16) -> i16 {
     } else {
         code
     }
+}
+
+/// v4+: each transaction's partitions, verified (`verify_only`) or added.
+async fn batched(
+    broker: &Arc<Broker>,
+    request: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let b = broker.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        request
+            .transactions
+            .into_iter()
+            .map(|txn| {
+                let id = txn.transactional_id.0.to_string();
+                let pid = txn.producer_id.0;
+                let epoch = txn.producer_epoch;
+                let wanted: Vec<(String, i32)> = txn
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
+                    .collect();
+                let added = if txn.verify_only {
+                    None
+                } else if wanted.iter().any(|(t, p)| !b.has_partition(t, *p)) {
+                    Some(Err((errors::UNKNOWN_TOPIC_OR_PARTITION, String::new())))
+                } else {
+                    Some(b.txns.add_partitions(&id, pid, epoch, &wanted))
+                };
+                let mut result = AddPartitionsToTxnResult::default();
+                result.transactional_id = txn.transactional_id;
+                result.topic_results = txn
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        let name = t.name.0.to_string();
+                        let mut tr = AddPartitionsToTxnTopicResult::default();
+                        tr.results_by_partition = t
+                            .partitions
+                            .iter()
+                            .map(|&p| {
+                                let code = match &added {
+                                    None => match b.txns.verify(&id, pid, epoch, &name, p) {
+                                        Ok(()) => errors::NONE,
+                                        Err((code, _)) => code,
+                                    },
+                                    Some(Ok(())) => errors::NONE,
+                                    Some(Err((errors::UNKNOWN_TOPIC_OR_PARTITION, _)))
+                                        if b.has_partition(&name, p) =>
+                                    {
+                                        errors::OPERATION_NOT_ATTEMPTED
+                                    }
+                                    Some(Err((code, _))) => *code,
+                                };
+                                let mut pr = AddPartitionsToTxnPartitionResult::default();
+                                pr.partition_index = p;
+                                pr.partition_error_code = code;
+                                pr
+                            })
+                            .collect();
+                        tr.name = t.name;
+                        tr
+                    })
+                    .collect();
+                result
+            })
+            .collect()
+    })
+    .await;
+    let mut r = AddPartitionsToTxnResponse::default();
+    match results {
+        Ok(results) => r.results_by_transaction = results,
+        Err(_) => r.error_code = errors::UNKNOWN_SERVER_ERROR,
+    }
+    r
 }

@@ -49,7 +49,7 @@ fn unsupported_resource(resource_type: i8) -> AdminError {
 async fn apply(
     broker: &Arc<Broker>,
     topic: String,
-    change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>
+    change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>
     + Send
     + 'static,
     validate_only: bool,
@@ -94,7 +94,7 @@ pub async fn handle_alter(
                     apply(
                         broker,
                         res.resource_name.to_string(),
-                        move |_| Ok(configs),
+                        move |_| Ok(configs.clone()),
                         request.validate_only,
                     )
                     .await

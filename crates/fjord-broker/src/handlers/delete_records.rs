@@ -29,7 +29,7 @@ pub async fn handle(
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
             let Some(partition) = broker.partition(&name, p.partition_index) else {
-                pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                pr.error_code = broker.missing_partition_code(&name, p.partition_index);
                 tr.partitions.push(pr);
                 continue;
             };

@@ -42,11 +42,18 @@ pub async fn handle(
         }
         return r;
     }
-    r.controller_id = BrokerId(broker.config.node_id);
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.config.node_id);
-    b.host = str_bytes(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port;
-    r.brokers = vec![b];
+    r.controller_id = BrokerId(broker.controller_id());
+    r.brokers = broker
+        .metadata()
+        .brokers()
+        .map(|registered| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(registered.id);
+            b.host = str_bytes(registered.host.clone());
+            b.port = registered.port;
+            b.rack = registered.rack.clone().map(str_bytes);
+            b
+        })
+        .collect();
     r
 }

@@ -9,7 +9,6 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 
 use super::{RequestContext, str_bytes};
 use crate::broker::Broker;
-use crate::errors;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -25,7 +24,7 @@ pub async fn handle(
             pr.partition_index = index;
             match broker.partition(&t.name.0, index) {
                 None => {
-                    pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                    pr.error_code = broker.missing_partition_code(&t.name.0, index);
                     pr.error_message = Some(str_bytes(format!(
                         "this server does not host {}-{index}",
                         &*t.name.0

@@ -142,7 +142,7 @@ pub async fn handle(
             .and_then(|n| broker.partition(n, key.partition));
         let error = match (&name, &partition) {
             (None, _) => errors::UNKNOWN_TOPIC_ID,
-            (Some(_), None) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+            (Some(n), None) => broker.missing_partition_code(n, key.partition),
             (_, Some(p)) => check_leader_epoch(params.current_leader_epoch, p.log.leader_epoch()),
         };
         wanted.push(Wanted {

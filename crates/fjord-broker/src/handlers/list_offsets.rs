@@ -36,7 +36,7 @@ pub async fn handle(
             pr.offset = -1;
             pr.leader_epoch = -1;
             let Some(partition) = broker.partition(&name, p.partition_index) else {
-                pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                pr.error_code = broker.missing_partition_code(&name, p.partition_index);
                 tr.partitions.push(pr);
                 continue;
             };

@@ -20,13 +20,20 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> MetadataResponse {
     let mut response = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.config.node_id);
-    b.host = str_bytes(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port;
-    response.brokers = vec![b];
+    let state = broker.metadata();
+    response.brokers = state
+        .brokers()
+        .map(|registered| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(registered.id);
+            b.host = str_bytes(registered.host.clone());
+            b.port = registered.port;
+            b.rack = registered.rack.clone().map(str_bytes);
+            b
+        })
+        .collect();
     response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
-    response.controller_id = BrokerId(broker.config.node_id);
+    response.controller_id = BrokerId(broker.controller_id());
     response.cluster_authorized_operations = if request.include_cluster_authorized_operations {
         CLUSTER_OPERATIONS
     } else {
@@ -41,7 +48,6 @@ pub async fn handle(
     };
     let allow_auto_create =
         broker.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
-    let state = broker.metadata();
     match wanted {
         None => {
             for t in state.topics() {

@@ -40,6 +40,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 mod txn_offset_commit;
+mod write_txn_markers;
 
 use std::sync::Arc;
 
@@ -89,9 +90,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
@@ -159,6 +161,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::EndTxn) => "EndTxn",
         Ok(ApiKey::TxnOffsetCommit) => "TxnOffsetCommit",
         Ok(ApiKey::DescribeProducers) => "DescribeProducers",
+        Ok(ApiKey::WriteTxnMarkers) => "WriteTxnMarkers",
         Ok(ApiKey::DescribeTransactions) => "DescribeTransactions",
         Ok(ApiKey::ListTransactions) => "ListTransactions",
         Ok(ApiKey::DescribeAcls) => "DescribeAcls",
@@ -349,6 +352,7 @@ pub async fn handle(
         RequestKind::AddOffsetsToTxn(r) => add_offsets_to_txn::handle(broker, r, &ctx).await.into(),
         RequestKind::EndTxn(r) => end_txn::handle(broker, r, &ctx).await.into(),
         RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(broker, r, &ctx).await.into(),
+        RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(broker, r, &ctx).await.into(),
         RequestKind::DescribeProducers(r) => {
             describe_producers::handle(broker, r, &ctx).await.into()
         }

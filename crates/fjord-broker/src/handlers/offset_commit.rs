@@ -48,7 +48,7 @@ impl Checked {
                 let metadata = p.metadata.unwrap_or_default();
                 let code = if group_code != errors::NONE {
                     group_code
-                } else if broker.partition(&topic, p.partition).is_none() {
+                } else if !broker.has_partition(&topic, p.partition) {
                     errors::UNKNOWN_TOPIC_OR_PARTITION
                 } else if metadata.len() > broker.config.offset_metadata_max_bytes {
                     errors::OFFSET_METADATA_TOO_LARGE

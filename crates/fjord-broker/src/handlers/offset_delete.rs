@@ -59,7 +59,7 @@ fn decide(
             rp.partition_index = p.partition_index;
             if busy.contains(&name) {
                 rp.error_code = GROUP_SUBSCRIBED_TO_TOPIC;
-            } else if broker.partition(&name, p.partition_index).is_none() {
+            } else if !broker.has_partition(&name, p.partition_index) {
                 rp.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
             } else {
                 delete.push((name.clone(), p.partition_index));

@@ -29,7 +29,7 @@ pub async fn handle(
             e.leader_epoch = -1;
             e.end_offset = -1;
             match broker.partition(&name, p.partition) {
-                None => e.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                None => e.error_code = broker.missing_partition_code(&name, p.partition),
                 Some(partition) => {
                     let check =
                         check_leader_epoch(p.current_leader_epoch, partition.log.leader_epoch());

@@ -1,5 +1,6 @@
 //! Produce: validate and append each partition's batches; acks 0, 1 and all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use fjord_log::{AppendInfo, AppendOrigin, LogError};
@@ -87,6 +88,7 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> Result<Produced, CloseReason> {
     let acks = request.acks;
+    let remote = verify_remote_transaction(broker, &request).await;
     let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
     let mut response = ProduceResponse::default();
     let mut names = Vec::new();
@@ -122,13 +124,14 @@ pub async fn handle(
                 &name,
                 pd.index,
                 pd.records.as_deref(),
+                remote.as_ref(),
             ) {
                 Pending::Refused(refused.into())
             } else {
                 match (broker.partition(&name, pd.index), pd.records) {
                     (None, _) => Pending::Refused(
                         (
-                            errors::UNKNOWN_TOPIC_OR_PARTITION,
+                            broker.missing_partition_code(&name, pd.index),
                             format!("this server does not host {name}-{}", pd.index),
                         )
                             .into(),
@@ -290,6 +293,7 @@ fn check_transaction(
     topic: &str,
     partition: i32,
     records: Option<&[u8]>,
+    remote: Option<&HashMap<(String, i32), i16>>,
 ) -> Result<(), (i16, String)> {
     let Some(header) = records.and_then(|r| BatchHeader::parse(r).ok()) else {
         return Ok(()); // malformed batches are refused by the log with the right error
@@ -305,14 +309,57 @@ fn check_transaction(
             "a transactional produce must hold transactional batches with a producer id"
                 .to_string(),
         )),
-        Some(id) => broker.txns.verify(
-            id,
-            header.producer_id,
-            header.producer_epoch,
-            topic,
-            partition,
-        ),
+        Some(id) => match remote {
+            // The transaction's coordinator is another broker; it answered for every
+            // partition of the request.
+            Some(codes) => match codes.get(&(topic.to_string(), partition)) {
+                Some(&errors::NONE) => Ok(()),
+                Some(&code) => Err((
+                    code,
+                    format!("the transaction coordinator refused {topic}-{partition} for {id:?}"),
+                )),
+                None => Err((errors::NOT_COORDINATOR, "not verified".to_string())),
+            },
+            None => broker.txns.verify(
+                id,
+                header.producer_id,
+                header.producer_epoch,
+                topic,
+                partition,
+            ),
+        },
     }
+}
+
+/// A transactional produce whose transactional id another broker coordinates is verified
+/// there, all its partitions in one call (KIP-890's verification); `None` when the
+/// coordinator is this broker (verified locally) or the request is not transactional.
+async fn verify_remote_transaction(
+    broker: &Broker,
+    request: &ProduceRequest,
+) -> Option<HashMap<(String, i32), i16>> {
+    let id = request.transactional_id.as_ref()?.0.as_str();
+    let (_, coordinator) = broker.remote_txn_coordinator(id)?;
+    let mut partitions = Vec::new();
+    let mut producer = None;
+    for t in &request.topic_data {
+        for pd in &t.partition_data {
+            let header = pd
+                .records
+                .as_deref()
+                .and_then(|r| BatchHeader::parse(r).ok());
+            if let Some(h) = header.filter(|h| h.is_transactional()) {
+                producer.get_or_insert((h.producer_id, h.producer_epoch));
+                partitions.push((t.name.0.to_string(), pd.index));
+            }
+        }
+    }
+    let (producer_id, epoch) = producer?;
+    Some(
+        broker
+            .verify_txn_remotely(&coordinator, id, producer_id, epoch, &partitions)
+            .await,
+    )
 }
 
 /// Refuses acks=all when the topic wants more in-sync replicas than a single node has.

@@ -91,6 +91,37 @@ pub async fn handle(
         })
         .collect();
     let refused = all_refused(&topics, errors::NONE);
+    // A transaction another broker coordinates is verified there first (the group's
+    // `__consumer_offsets` partition must be in it: AddOffsetsToTxn).
+    let remote = match broker.remote_txn_coordinator(&committer.transactional_id) {
+        None => None,
+        Some((_, coordinator)) => {
+            let index = broker
+                .metadata()
+                .topic(OFFSETS_TOPIC)
+                .map(|t| fjord_coord::offsets::partition_for(&committer.group, t.partitions));
+            let codes = match index {
+                Some(index) => {
+                    broker
+                        .verify_txn_remotely(
+                            &coordinator,
+                            &committer.transactional_id,
+                            committer.producer_id,
+                            committer.epoch,
+                            &[(OFFSETS_TOPIC.to_string(), index)],
+                        )
+                        .await
+                }
+                None => Default::default(),
+            };
+            Some(
+                codes
+                    .into_values()
+                    .next()
+                    .unwrap_or(fjord_coord::codes::INVALID_TXN_STATE),
+            )
+        }
+    };
     let now = broker.now_ms();
     let stored = coordinator(broker, move |b| {
         let c = committer;
@@ -107,7 +138,10 @@ pub async fn handle(
             .txn_commit_offsets(&c.group, (c.producer_id, c.epoch), by, now, |group_code| {
                 // Under the group shard's lock, which the transaction's marker for this
                 // partition also takes: the offsets cannot land after the transaction ended.
-                let txn_code = check_transaction(b, &c, index, version);
+                let txn_code = match remote {
+                    Some(code) => fenced(code, version),
+                    None => check_transaction(b, &c, index, version),
+                };
                 let code = if txn_code != errors::NONE {
                     txn_code
                 } else {

@@ -1,0 +1,125 @@
+"""A cluster of three Fjord processes (every node a voter of the metadata quorum, one replica
+per partition): stock clients use it as one Kafka cluster, and the metadata survives the loss
+of a node."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, free_port, wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
+    nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
+                                            "--controller-listen", controllers[i]])
+             for i in (1, 2, 3)]
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.wait_ready(timeout=60)
+    yield nodes
+    for n in nodes:
+        n.stop()
+
+
+def leaders(admin, topic):
+    md = admin.list_topics(topic, timeout=10).topics[topic]
+    return {p: md.partitions[p].leader for p in md.partitions}
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: topics spread over brokers, groups, transactions")
+def test_clients_use_three_nodes_as_one_cluster(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("spread", 6, 1)])["spread"].result(30)
+    md = a.list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert md.controller_id in (1, 2, 3)
+    placed = leaders(a, "spread")
+    assert sorted(placed) == list(range(6))
+    assert sorted(set(placed.values())) == [1, 2, 3], placed  # two partitions per broker
+    # Every broker answers metadata for the whole cluster.
+    for n in cluster:
+        assert leaders(AdminClient({"bootstrap.servers": n.bootstrap}), "spread") == placed
+
+    p = Producer({"bootstrap.servers": cluster[1].bootstrap, "acks": "all"})
+    for i in range(600):
+        p.produce("spread", key=f"k{i}", value=f"v{i}")
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": cluster[2].bootstrap, "group.id": "across",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe(["spread"])
+    seen = set()
+    end = time.monotonic() + 60
+    while len(seen) < 600 and time.monotonic() < end:
+        m = c.poll(1)
+        if m is not None and m.error() is None:
+            seen.add(m.value())
+    assert len(seen) == 600
+    c.commit(asynchronous=False)
+    committed = c.committed([TopicPartition("spread", p) for p in range(6)], timeout=10)
+    assert sum(tp.offset for tp in committed) == 600
+    c.close()
+
+    # A transaction over partitions on every broker: markers reach the other brokers.
+    tp = Producer({"bootstrap.servers": cluster[0].bootstrap, "transactional.id": "t-across"})
+    tp.init_transactions(30)
+    tp.begin_transaction()
+    for part in range(6):
+        tp.produce("spread", value=b"committed", partition=part)
+    # Offsets committed with the transaction, to a group whose coordinator may be another
+    # broker than the transaction's.
+    group = Consumer({"bootstrap.servers": cluster[2].bootstrap, "group.id": "eos-group"})
+    tp.send_offsets_to_transaction([TopicPartition("spread", 0, 42)],
+                                   group.consumer_group_metadata(), 30)
+    tp.commit_transaction(30)
+    assert group.committed([TopicPartition("spread", 0)], timeout=10)[0].offset == 42
+    group.close()
+    tp.begin_transaction()
+    for part in range(6):
+        tp.produce("spread", value=b"aborted", partition=part)
+    tp.abort_transaction(30)
+    rc = Consumer({"bootstrap.servers": cluster[1].bootstrap, "group.id": "rc",
+                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    rc.assign([TopicPartition("spread", part, 0) for part in range(6)])
+    values = []
+    end = time.monotonic() + 30
+    while values.count(b"committed") < 6 and time.monotonic() < end:
+        m = rc.poll(1)
+        if m is not None and m.error() is None:
+            values.append(m.value())
+    # Nothing after the aborted batches is pending: the last stable offset passed them.
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        m = rc.poll(0.5)
+        if m is not None and m.error() is None:
+            values.append(m.value())
+    rc.close()
+    assert values.count(b"committed") == 6
+    assert b"aborted" not in values
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: the metadata quorum survives a node's kill -9")
+def test_metadata_survives_the_loss_of_a_node(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("before", 3, 1)])["before"].result(30)
+    cluster[2].kill()
+    # Two voters of three are a quorum: topics are still created, from either survivor.
+    b = AdminClient({"bootstrap.servers": cluster[1].bootstrap})
+    b.create_topics([NewTopic("during", 1, 1)])["during"].result(30)
+    for n in cluster[:2]:
+        names = AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(timeout=10).topics
+        assert "during" in names and "before" in names
+    # The node comes back with its data directory and catches up.
+    cluster[2].start(timeout=60)
+    back = AdminClient({"bootstrap.servers": cluster[2].bootstrap})
+    assert wait_for(lambda: "during" in back.list_topics(timeout=10).topics, timeout=30)
+    # Its partitions serve again: a write to each partition of "before" lands.
+    p = Producer({"bootstrap.servers": cluster[2].bootstrap, "acks": "all"})
+    for part in range(3):
+        p.produce("before", value=b"x", partition=part)
+    assert p.flush(30) == 0

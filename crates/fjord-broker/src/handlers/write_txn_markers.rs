@@ -1,0 +1,70 @@
+//! WriteTxnMarkers: a transaction coordinator on another broker asks this one to end a
+//! transaction on the partitions it leads (commit or abort markers).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::errors;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: WriteTxnMarkersRequest,
+    _ctx: &RequestContext,
+) -> WriteTxnMarkersResponse {
+    let b = broker.clone();
+    let markers = tokio::task::spawn_blocking(move || {
+        request
+            .markers
+            .into_iter()
+            .map(|m| {
+                let mut r = WritableTxnMarkerResult::default();
+                r.producer_id = m.producer_id;
+                r.topics = m
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        let name = t.name.0.to_string();
+                        let mut tr = WritableTxnMarkerTopicResult::default();
+                        tr.partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|&p| {
+                                let mut pr = WritableTxnMarkerPartitionResult::default();
+                                pr.partition_index = p;
+                                pr.error_code = match b.write_local_marker(
+                                    &name,
+                                    p,
+                                    m.producer_id.0,
+                                    m.producer_epoch,
+                                    m.coordinator_epoch,
+                                    m.transaction_result,
+                                ) {
+                                    Ok(()) => errors::NONE,
+                                    Err((code, message)) => {
+                                        tracing::warn!(topic = %name, partition = p, code, message, "could not write a transaction marker");
+                                        code
+                                    }
+                                };
+                                pr
+                            })
+                            .collect();
+                        tr.name = t.name;
+                        tr
+                    })
+                    .collect();
+                r
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    let mut response = WriteTxnMarkersResponse::default();
+    response.markers = markers;
+    response
+}
