@@ -254,6 +254,47 @@ impl Quorum {
                 (raft, Some(Arc::new(task)))
             }
         };
+        if !fresh {
+            // The quorum's members live in its log; a node started with other voters would
+            // split from them (changing the voters online is not supported yet).
+            let loaded = raft
+                .wait(Some(Duration::from_secs(10)))
+                .metrics(
+                    |m| m.membership_config.membership().nodes().next().is_some(),
+                    "the stored membership is loaded",
+                )
+                .await
+                .map_err(raft_error)?;
+            let stored: BTreeMap<u64, String> = loaded
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect();
+            if !stored.is_empty() && stored != voters {
+                let _ = raft.shutdown().await;
+                if let Some(task) = &serving {
+                    task.abort();
+                }
+                let show = |m: &BTreeMap<u64, String>| {
+                    m.iter()
+                        .map(|(id, a)| {
+                            if a.is_empty() {
+                                id.to_string()
+                            } else {
+                                format!("{id}@{a}")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                return Err(QuorumError::Raft(format!(
+                    "this data directory belongs to a metadata quorum of voters {}, but the node was started with {}; start it with the voters it was created with (changing the voters is not supported yet)",
+                    show(&stored),
+                    show(&voters)
+                )));
+            }
+        }
         if fresh {
             let members: BTreeMap<u64, BasicNode> = voters
                 .iter()

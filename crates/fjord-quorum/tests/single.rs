@@ -187,3 +187,35 @@ async fn conversion_and_restarts_on_real_files() {
     assert_eq!(names(&q), ["on-disk", "second"]);
     q.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_with_other_voters_than_its_quorums_is_refused() {
+    let disk = SimStorage::new();
+    let q = open(&disk).await;
+    q.write(topic("mine", 13, 1)).await.unwrap();
+    q.shutdown().await.unwrap();
+    let voters = std::collections::BTreeMap::from([
+        (1, "127.0.0.1:1".to_string()),
+        (2, "127.0.0.1:2".to_string()),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = Quorum::open_member(
+        Arc::new(disk.clone()),
+        Path::new(DIR),
+        1,
+        0,
+        voters,
+        listener,
+        fjord_quorum::QuorumOptions::default(),
+    )
+    .await;
+    let e = refused.unwrap_err().to_string();
+    assert!(
+        e.contains("belongs to a metadata quorum of voters 1"),
+        "{e}"
+    );
+    // Started as it was created, it still works.
+    let q = open(&disk).await;
+    assert_eq!(names(&q), ["mine"]);
+    q.shutdown().await.unwrap();
+}
