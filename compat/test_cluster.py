@@ -36,6 +36,10 @@ def leaders(admin, topic):
 def test_clients_use_three_nodes_as_one_cluster(cluster):
     a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
     a.create_topics([NewTopic("spread", 6, 1)])["spread"].result(30)
+    # Partitions have one replica until replication lands; more is refused, not faked.
+    with pytest.raises(KafkaException) as refused:
+        a.create_topics([NewTopic("replicated", 1, 3)])["replicated"].result(30)
+    assert refused.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
     md = a.list_topics(timeout=10)
     assert sorted(md.brokers) == [1, 2, 3]
     assert md.controller_id in (1, 2, 3)
@@ -123,3 +127,32 @@ def test_metadata_survives_the_loss_of_a_node(cluster):
     for part in range(3):
         p.produce("before", value=b"x", partition=part)
     assert p.flush(30) == 0
+
+
+def test_a_data_directory_of_another_cluster_is_refused(cluster, tmp_path):
+    # A single node of its own (another cluster, node.id 3)...
+    other = Broker(tmp_path / "other", ["--node-id", "3"]).start()
+    other_admin = AdminClient({"bootstrap.servers": other.bootstrap})
+    other_admin.create_topics([NewTopic("elsewhere", 1, 1)])["elsewhere"].result(30)
+    other.stop()
+    # ...started as node 3 of this cluster is refused, with what to do; nothing of it joins.
+    node3 = cluster[2]
+    node3.stop()
+    intruder = Broker(tmp_path / "other", node3.extra_args)
+    intruder.launch()
+    assert intruder.proc.wait(timeout=60) != 0
+    log = intruder.log()
+    assert "belongs to" in log, log[-2000:]
+    intruder.proc = None
+    intruder.log_file.close()
+    # Without its metadata log, the directory is still another cluster's (meta.properties).
+    import shutil
+    shutil.rmtree(tmp_path / "other" / "__cluster_metadata-0")
+    intruder.launch()
+    assert intruder.proc.wait(timeout=60) != 0
+    assert "belongs to cluster" in intruder.log(), intruder.log()[-2000:]
+    intruder.proc = None
+    intruder.log_file.close()
+    names = AdminClient({"bootstrap.servers": cluster[0].bootstrap}).list_topics(timeout=10).topics
+    assert "elsewhere" not in names
+    node3.start(timeout=60)

@@ -48,6 +48,8 @@ impl Broker {
             default_partitions: self.config.num_partitions,
             default_replication_factor: self.config.default_replication_factor,
             max_partitions: MAX_PARTITIONS,
+            // One replica per partition until partitions are replicated.
+            max_replication_factor: 1,
         }
     }
 

@@ -10,7 +10,7 @@ use fjord_log::{
 };
 use fjord_meta::MetadataRecord;
 use fjord_meta::{MetadataState, PartitionKey};
-use fjord_quorum::{Quorum, QuorumError, QuorumOptions};
+use fjord_quorum::{Published, Quorum, QuorumError, QuorumOptions};
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
@@ -295,6 +295,10 @@ pub enum OpenError {
     )]
     NoRuntime,
     #[error(
+        "this data directory belongs to cluster {ours}, but the quorum it joined is cluster {theirs}: start it with the voters of its own cluster, or give it an empty data directory to join this one"
+    )]
+    OtherCluster { ours: String, theirs: String },
+    #[error(
         "the controller listener {addr}: {source} (is another node using the port? pass --controller-listen)"
     )]
     ControllerListen {
@@ -527,6 +531,16 @@ impl Broker {
         // Registration (Kafka's BrokerRegistration): this node's Kafka listener and rack, a new
         // incarnation at every start; the first node to register sets the cluster's id.
         let mut registration = Vec::new();
+        if let Some(theirs) = quorum.state().cluster_id()
+            && theirs != cluster_id
+            && !config.new_cluster_id
+        {
+            let _ = runtime.block_on(quorum.shutdown());
+            return Err(OpenError::OtherCluster {
+                ours: cluster_id,
+                theirs: theirs.to_string(),
+            });
+        }
         if quorum.state().cluster_id().is_none() {
             registration.push(MetadataRecord::ClusterId {
                 id: cluster_id.clone(),
@@ -592,9 +606,11 @@ impl Broker {
         let last = broker.take_clean_shutdown_marker()?;
         // Start-up publishes the whole metadata to a broker that holds nothing yet; later
         // changes, made here or on other nodes, are published as they are applied.
+        // Followed from before the first publish, so no change applied meanwhile is missed.
+        let applied = broker.quorum.subscribe();
         let state = broker.quorum.state();
         broker.publish_to(&state, last)?;
-        broker.follow_metadata();
+        broker.follow_metadata(applied);
         broker.groups.load_all();
         broker.txns.load_all();
         Ok(broker)
@@ -602,9 +618,8 @@ impl Broker {
 
     /// Publishes every metadata change applied from now on (made on any node), in order,
     /// until the broker is gone.
-    fn follow_metadata(self: &Arc<Self>) {
+    fn follow_metadata(self: &Arc<Self>, mut applied: tokio::sync::watch::Receiver<Published>) {
         let weak = Arc::downgrade(self);
-        let mut applied = self.quorum.subscribe();
         self.runtime.spawn(async move {
             while applied.changed().await.is_ok() {
                 let Some(broker) = weak.upgrade() else { break };

@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     pub controller_listen: Option<String>,
     /// `broker.rack`.
     pub rack: Option<String>,
+    /// Whether the cluster id given at open was just made for a new data directory, which
+    /// takes the id of the cluster it joins; an id the directory already had must match.
+    pub new_cluster_id: bool,
 }
 
 impl Default for BrokerConfig {
@@ -100,6 +103,7 @@ impl Default for BrokerConfig {
             voters: std::collections::BTreeMap::new(),
             controller_listen: None,
             rack: None,
+            new_cluster_id: true,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct ControllerConfig {
     pub default_replication_factor: i16,
     /// The most partitions one topic may have.
     pub max_partitions: i32,
+    /// The most replicas a partition may have (what the cluster can keep in sync).
+    pub max_replication_factor: i16,
 }
 
 /// A topic to create, as CreateTopics asks for it.
@@ -252,6 +254,16 @@ impl Controller<'_> {
         Ok(())
     }
 
+    fn check_replication_factor(&self, rf: usize) -> Result<(), ControllerError> {
+        if rf > self.config.max_replication_factor as usize {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "a replication factor of {rf} is not supported yet: this cluster keeps at most {} replica(s) of a partition; use a replication factor of {}",
+                self.config.max_replication_factor, self.config.max_replication_factor
+            )));
+        }
+        Ok(())
+    }
+
     /// Kafka's checks of one manual replica list (`validateManualPartitionAssignment`).
     fn check_replicas(&self, replicas: &[i32], rf: Option<usize>) -> Result<(), ControllerError> {
         let bad = ControllerError::InvalidReplicaAssignment;
@@ -278,7 +290,7 @@ impl Controller<'_> {
                 "The manual partition assignment includes a partition with {} replica(s), but this is inconsistent with previous partitions, which have {rf} replica(s).",
                 replicas.len()
             ))),
-            _ => Ok(()),
+            _ => self.check_replication_factor(replicas.len()),
         }
     }
 
@@ -331,6 +343,7 @@ impl Controller<'_> {
                 "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {n} broker(s) are registered or some brokers have all their log directories cordoned."
             )));
         }
+        self.check_replication_factor(rf)?;
         let start = (seed % n as u64) as usize;
         let mut shift = ((seed >> 32) % n as u64) as usize;
         let mut placement = Vec::with_capacity(count.max(0) as usize);
@@ -372,6 +385,7 @@ mod tests {
         default_partitions: 3,
         default_replication_factor: 1,
         max_partitions: 1000,
+        max_replication_factor: 3,
     };
 
     fn ok(_: &BTreeMap<String, String>) -> Result<(), String> {
@@ -526,6 +540,37 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn replication_beyond_what_the_cluster_keeps_is_refused() {
+        let state = MetadataState::default();
+        let config = ControllerConfig {
+            max_replication_factor: 1,
+            ..CONFIG
+        };
+        let c = Controller {
+            state: &state,
+            brokers: &[1, 2, 3],
+            config: &config,
+        };
+        let id = TopicId([4; 16]);
+        assert!(matches!(
+            c.create_topic(&topic("r", 1, 2), id, 0, ok),
+            Err(ControllerError::InvalidReplicationFactor(m)) if m.contains("not supported yet")
+        ));
+        let manual = NewTopic {
+            name: "m".into(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments: Some(vec![(0, vec![1, 2])]),
+            ..NewTopic::default()
+        };
+        assert!(matches!(
+            c.create_topic(&manual, id, 0, ok),
+            Err(ControllerError::InvalidReplicationFactor(_))
+        ));
+        assert!(c.create_topic(&topic("one", 3, 1), id, 0, ok).is_ok());
     }
 
     #[test]

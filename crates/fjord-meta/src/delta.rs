@@ -245,6 +245,7 @@ mod tests {
                 default_partitions: 1,
                 default_replication_factor: 1,
                 max_partitions: 100,
+                max_replication_factor: 3,
             };
             let c = Controller {
                 state,

@@ -81,10 +81,11 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
     }
 }
 
-/// The cluster id, created on first start and kept in `meta.properties` like Kafka's, with
+/// The cluster id (and whether it was just made), created on first start and kept in
+/// `meta.properties` like Kafka's, with
 /// the node id the data directory belongs to: the metadata names this node as the leader of
 /// its partitions, so starting it under another `node.id` is refused, as Kafka refuses it.
-fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<String> {
+fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<(String, bool)> {
     let path = dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) else {
@@ -105,7 +106,7 @@ fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<String> {
             // Written by an earlier Fjord: the directory is this node's from now on.
             None => write_meta_properties(dir, &id, node_id)?,
         }
-        return Ok(id);
+        return Ok((id, false));
     }
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -124,7 +125,7 @@ fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<String> {
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect();
     write_meta_properties(dir, &id, node_id)?;
-    Ok(id)
+    Ok((id, true))
 }
 
 /// Replaces `meta.properties` atomically (Kafka's keys: version, cluster.id, node.id).
@@ -191,7 +192,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     config.data_dir = args.data_dir.clone();
     let _lock = lock_data_dir(&config.data_dir)?;
-    let cluster = cluster_id(&config.data_dir, config.node_id)?;
+    let (cluster, new_cluster_id) = cluster_id(&config.data_dir, config.node_id)?;
+    config.new_cluster_id = new_cluster_id;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
