@@ -2,6 +2,7 @@
 per partition): stock clients use it as one Kafka cluster, and the metadata survives the loss
 of a node."""
 
+import signal
 import time
 
 import pytest
@@ -15,8 +16,12 @@ from conftest import Broker, free_port, wait_for
 def cluster(tmp_path):
     controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
     voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
+    # Short broker sessions, so fencing shows within seconds.
+    config = tmp_path / "cluster.toml"
+    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n')
     nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
-                                            "--controller-listen", controllers[i]])
+                                            "--controller-listen", controllers[i],
+                                            "--config", str(config)])
              for i in (1, 2, 3)]
     for n in nodes:
         n.launch()
@@ -156,3 +161,32 @@ def test_a_data_directory_of_another_cluster_is_refused(cluster, tmp_path):
     names = AdminClient({"bootstrap.servers": cluster[0].bootstrap}).list_topics(timeout=10).topics
     assert "elsewhere" not in names
     node3.start(timeout=60)
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: a silent broker is fenced, and unfenced when back")
+def test_a_silent_broker_is_fenced_and_returns(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("fenced", 3, 1)])["fenced"].result(30)
+    placed = leaders(a, "fenced")
+    on3 = [p for p, leader in placed.items() if leader == 3]
+    assert on3, placed
+    cluster[2].proc.send_signal(signal.SIGSTOP)
+    try:
+        def fenced():
+            md = a.list_topics("fenced", timeout=5)
+            parts = md.topics["fenced"].partitions
+            return (sorted(md.brokers) == [1, 2]
+                    and all(parts[p].error is not None
+                            and parts[p].error.name() == "LEADER_NOT_AVAILABLE" for p in on3)
+                    and all(parts[p].error is None for p in placed if p not in on3))
+        assert wait_for(fenced, timeout=30), a.list_topics("fenced", timeout=5).topics["fenced"].partitions
+        # A fenced broker gets no new partitions.
+        a.create_topics([NewTopic("while-fenced", 4, 1)])["while-fenced"].result(30)
+        assert set(leaders(a, "while-fenced").values()) <= {1, 2}
+    finally:
+        cluster[2].proc.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: sorted(a.list_topics(timeout=5).brokers) == [1, 2, 3], timeout=30)
+    p = Producer({"bootstrap.servers": cluster[0].bootstrap, "acks": "all"})
+    for part in on3:
+        p.produce("fenced", value=b"back", partition=part)
+    assert p.flush(30) == 0

@@ -32,15 +32,17 @@ enum CommitError {
 const MAX_PARTITIONS: i32 = 100_000;
 
 impl Broker {
-    /// The brokers that can hold new replicas: the registered ones (this node until it has
-    /// registered).
+    /// The brokers that can hold new replicas: the registered ones not fenced (this node
+    /// until it has registered).
     fn usable_brokers(&self, state: &MetadataState) -> Vec<i32> {
-        let registered: Vec<i32> = state.brokers().map(|b| b.id).collect();
-        if registered.is_empty() {
-            vec![self.config.node_id]
-        } else {
-            registered
+        if state.brokers().next().is_none() {
+            return vec![self.config.node_id];
         }
+        state
+            .brokers()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
     }
 
     fn controller_config(&self) -> ControllerConfig {

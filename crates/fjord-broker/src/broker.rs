@@ -611,6 +611,7 @@ impl Broker {
         let state = broker.quorum.state();
         broker.publish_to(&state, last)?;
         broker.follow_metadata(applied);
+        broker.keep_alive();
         broker.groups.load_all();
         broker.txns.load_all();
         Ok(broker)
@@ -637,6 +638,69 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// Heartbeats to the controller every `broker.heartbeat.interval.ms` (Kafka's
+    /// BrokerHeartbeat), and, on the node that leads the quorum, fences brokers not heard from
+    /// for `broker.session.timeout.ms` and unfences them when they are heard again.
+    fn keep_alive(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval = std::time::Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+        self.runtime.spawn(async move {
+            let mut failing = 0u32;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(broker) = weak.upgrade() else { break };
+                match broker.quorum.heartbeat(broker.config.node_id).await {
+                    Ok(()) => failing = 0,
+                    Err(e) => {
+                        failing += 1;
+                        if failing == 3 {
+                            tracing::warn!(error = %e, "heartbeats to the controller fail; other brokers will see this one fenced");
+                        }
+                    }
+                }
+                if let Some(sessions) = broker.quorum.sessions() {
+                    let records = broker.fencing(&sessions);
+                    if !records.is_empty() {
+                        for r in &records {
+                            if let MetadataRecord::BrokerFencing { id, fenced } = r {
+                                tracing::info!(broker = id, fenced, "broker fencing changed");
+                            }
+                        }
+                        if let Err(e) = broker.quorum.write(records).await {
+                            tracing::warn!(error = %e, "could not record a broker's fencing");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The fencing changes the controller decides from the heartbeat sessions.
+    fn fencing(&self, sessions: &fjord_quorum::Sessions) -> Vec<MetadataRecord> {
+        let state = self.quorum.state();
+        let base = sessions.since;
+        let ms = |t: std::time::Instant| t.saturating_duration_since(base).as_millis() as i64;
+        let last: HashMap<i32, i64> = sessions.last.iter().map(|(&id, &t)| (id, ms(t))).collect();
+        let brokers: Vec<i32> = state.brokers().map(|b| b.id).collect();
+        let config = fjord_meta::ControllerConfig {
+            default_partitions: self.config.num_partitions,
+            default_replication_factor: self.config.default_replication_factor,
+            max_partitions: i32::MAX,
+            max_replication_factor: 1,
+        };
+        fjord_meta::Controller {
+            state: &state,
+            brokers: &brokers,
+            config: &config,
+        }
+        .fencing(
+            &last,
+            0,
+            ms(std::time::Instant::now()),
+            self.config.broker_session_timeout_ms as i64,
+        )
     }
 
     pub(crate) fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {

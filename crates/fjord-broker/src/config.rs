@@ -66,6 +66,10 @@ pub struct BrokerConfig {
     pub controller_listen: Option<String>,
     /// `broker.rack`.
     pub rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`: how often this broker tells the controller it is alive.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker not heard from for this long is fenced.
+    pub broker_session_timeout_ms: u64,
     /// Whether the cluster id given at open was just made for a new data directory, which
     /// takes the id of the cluster it joins; an id the directory already had must match.
     pub new_cluster_id: bool,
@@ -103,6 +107,8 @@ impl Default for BrokerConfig {
             voters: std::collections::BTreeMap::new(),
             controller_listen: None,
             rack: None,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
             new_cluster_id: true,
         }
     }
@@ -161,6 +167,14 @@ impl BrokerConfig {
                 "offsets.retention.minutes ({}) is too large; at most {}",
                 self.offsets_retention_minutes,
                 i64::MAX / 60_000
+            ));
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+        {
+            return Err(format!(
+                "broker.heartbeat.interval.ms ({}) must be above 0 and below broker.session.timeout.ms ({})",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
             ));
         }
         if !self.voters.is_empty() {

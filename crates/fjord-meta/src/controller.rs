@@ -231,6 +231,30 @@ impl Controller<'_> {
         Ok(set.chain(removed).collect())
     }
 
+    /// Fencing as the controller decides it from heartbeats (Kafka's BrokerHeartbeatManager):
+    /// a registered broker not heard from for `session_timeout_ms` is fenced, a fenced one heard
+    /// from within it is unfenced. `last_heard` holds when each broker last heartbeated (ms);
+    /// one missing counts from `since` (when this controller started listening).
+    pub fn fencing(
+        &self,
+        last_heard: &std::collections::HashMap<i32, i64>,
+        since: i64,
+        now: i64,
+        session_timeout_ms: i64,
+    ) -> Vec<MetadataRecord> {
+        self.state
+            .brokers()
+            .filter_map(|b| {
+                let heard = last_heard.get(&b.id).copied().unwrap_or(since);
+                let alive = now - heard <= session_timeout_ms;
+                (alive == b.fenced).then_some(MetadataRecord::BrokerFencing {
+                    id: b.id,
+                    fenced: !alive,
+                })
+            })
+            .collect()
+    }
+
     /// The next block of `count` producer ids (its first id) and the record that hands it out.
     pub fn allocate_producer_ids(&self, count: i64) -> (i64, Vec<MetadataRecord>) {
         let start = self.state.next_producer_id();
@@ -648,5 +672,57 @@ mod tests {
         }
         .allocate_producer_ids(1000);
         assert_eq!((first, second), (0, 1000));
+    }
+
+    #[test]
+    fn brokers_are_fenced_when_silent_and_unfenced_when_heard() {
+        let mut state = MetadataState::default();
+        for id in [1, 2] {
+            state
+                .apply(&MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation: "i".into(),
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                })
+                .unwrap();
+        }
+        let heard = std::collections::HashMap::from([(1, 10_000)]);
+        let decide = |state: &MetadataState, now| {
+            Controller {
+                state,
+                brokers: &[1, 2],
+                config: &CONFIG,
+            }
+            .fencing(&heard, 0, now, 9_000)
+        };
+        // Broker 2 was never heard from since this controller started: fenced after 9 s.
+        assert!(decide(&state, 9_000).is_empty());
+        let fence = decide(&state, 9_001);
+        assert_eq!(
+            fence,
+            [MetadataRecord::BrokerFencing {
+                id: 2,
+                fenced: true
+            }]
+        );
+        state.apply_all(&fence).unwrap();
+        assert!(state.broker(2).unwrap().fenced);
+        assert!(decide(&state, 9_001).is_empty(), "decided once");
+        let heard = std::collections::HashMap::from([(1, 10_000), (2, 10_500)]);
+        let back = Controller {
+            state: &state,
+            brokers: &[1, 2],
+            config: &CONFIG,
+        }
+        .fencing(&heard, 0, 11_000, 9_000);
+        assert_eq!(
+            back,
+            [MetadataRecord::BrokerFencing {
+                id: 2,
+                fenced: false
+            }]
+        );
     }
 }

@@ -90,6 +90,10 @@ pub enum MetadataRecord {
     /// Producer ids below `next` are handed out (a block at a time, as KRaft's
     /// `ProducerIdsRecord`); ids are never reused across restarts.
     ProducerIds { next: i64 },
+    /// A broker stopped heartbeating (`fenced`) or came back (Kafka's
+    /// BrokerRegistrationChangeRecord): a fenced broker leads nothing clients can reach and
+    /// gets no new partitions.
+    BrokerFencing { id: i32, fenced: bool },
     /// The cluster's id, set once by the first node to register (later ones are ignored).
     ClusterId { id: String },
     /// A broker registered (Kafka's RegisterBrokerRecord): its Kafka listener and rack. A

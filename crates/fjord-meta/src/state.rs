@@ -58,6 +58,8 @@ pub struct BrokerMeta {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Stopped heartbeating: its partitions are unavailable, it gets no new ones.
+    pub fenced: bool,
 }
 
 /// A record that does not apply to the current state.
@@ -89,6 +91,8 @@ pub enum ApplyError {
         partition: i32,
         next: i32,
     },
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
     #[error("partition {partition} of topic {topic} has no replicas or a leader outside them")]
     Placement { topic: String, partition: i32 },
 }
@@ -310,8 +314,16 @@ impl MetadataState {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        fenced: false,
                     },
                 );
+            }
+            MetadataRecord::BrokerFencing { id, fenced } => {
+                let b = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(ApplyError::UnknownBroker(*id))?;
+                b.fenced = *fenced;
             }
             MetadataRecord::TopicCreated {
                 name,
@@ -409,17 +421,21 @@ impl MetadataState {
             .iter()
             .map(|id| MetadataRecord::ClusterId { id: id.clone() })
             .collect();
-        out.extend(
-            self.brokers
-                .values()
-                .map(|b| MetadataRecord::RegisterBroker {
+        for b in self.brokers.values() {
+            out.push(MetadataRecord::RegisterBroker {
+                id: b.id,
+                incarnation: b.incarnation.clone(),
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+            });
+            if b.fenced {
+                out.push(MetadataRecord::BrokerFencing {
                     id: b.id,
-                    incarnation: b.incarnation.clone(),
-                    host: b.host.clone(),
-                    port: b.port,
-                    rack: b.rack.clone(),
-                }),
-        );
+                    fenced: true,
+                });
+            }
+        }
         for t in self.topics.values() {
             out.push(MetadataRecord::Topic {
                 name: t.name.clone(),
@@ -703,6 +719,10 @@ mod tests {
                 host: "h".into(),
                 port: 9,
                 rack: Some("r".into()),
+            },
+            MetadataRecord::BrokerFencing {
+                id: 2,
+                fenced: true,
             },
         ])
         .unwrap();

@@ -41,6 +41,10 @@ pub(crate) enum Request {
     },
     /// A metadata change for the leader to write.
     Write(Change),
+    /// A broker is alive (Kafka's BrokerHeartbeat), for the leader's session table.
+    Heartbeat {
+        broker: i32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,6 +53,8 @@ pub(crate) enum Response {
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
     Written(Applied),
+    /// The leader noted the heartbeat.
+    HeardYou,
     /// The receiver does not lead (any more): the leader it knows of, if any.
     NotLeader(Option<u64>),
     /// The receiver could not handle the request (its Raft node stopped, ...).
@@ -91,7 +97,11 @@ async fn write_frame(stream: &mut TcpStream, message: &impl Serialize) -> io::Re
 
 /// Serves the controller listener: Raft RPCs to `raft`, forwarded writes too when this node
 /// leads. Runs until the listener fails.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig, StateMachine>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig, StateMachine>,
+    heard: crate::quorum::Heard,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -101,9 +111,9 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig, StateMac
                 continue;
             }
         };
-        let raft = raft.clone();
+        let (raft, heard) = (raft.clone(), heard.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, &raft).await {
+            if let Err(e) = connection(stream, &raft, &heard).await {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
             }
         });
@@ -113,18 +123,23 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig, StateMac
 async fn connection(
     mut stream: TcpStream,
     raft: &Raft<TypeConfig, StateMachine>,
+    heard: &crate::quorum::Heard,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     while let Some(frame) = read_frame(&mut stream).await? {
         let request: Request = serde_json::from_slice(&frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let response = handle(raft, request).await;
+        let response = handle(raft, heard, request).await;
         write_frame(&mut stream, &response).await?;
     }
     Ok(())
 }
 
-async fn handle(raft: &Raft<TypeConfig, StateMachine>, request: Request) -> Response {
+async fn handle(
+    raft: &Raft<TypeConfig, StateMachine>,
+    heard: &crate::quorum::Heard,
+    request: Request,
+) -> Response {
     let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
     match request {
         Request::Append(rpc) => raft
@@ -147,6 +162,14 @@ async fn handle(raft: &Raft<TypeConfig, StateMachine>, request: Request) -> Resp
             raft.install_full_snapshot(vote, snapshot)
                 .await
                 .map_or_else(|e| failed(&e), Response::Snapshot)
+        }
+        Request::Heartbeat { broker } => {
+            if raft.is_leader() {
+                heard.note(broker);
+                Response::HeardYou
+            } else {
+                Response::NotLeader(raft.current_leader().await)
+            }
         }
         Request::Write(change) => match raft.client_write(change).await {
             Ok(r) => Response::Written(r.data),

@@ -97,6 +97,33 @@ impl RaftNetworkFactory<TypeConfig> for NoPeers {
     }
 }
 
+/// When the leader last heard from each broker (its heartbeat session table): volatile, and
+/// started afresh by a node that becomes leader.
+#[derive(Debug, Clone, Default)]
+pub struct Heard(Arc<std::sync::Mutex<HeardInner>>);
+
+#[derive(Debug, Default)]
+struct HeardInner {
+    /// Since when this node has been leader (the sessions' start), if it is.
+    since: Option<std::time::Instant>,
+    last: std::collections::HashMap<i32, std::time::Instant>,
+}
+
+impl Heard {
+    pub(crate) fn note(&self, broker: i32) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.last.insert(broker, std::time::Instant::now());
+    }
+}
+
+/// The heartbeat sessions as the leader sees them: since when it leads, and when it last
+/// heard from each broker.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    pub since: std::time::Instant,
+    pub last: std::collections::HashMap<i32, std::time::Instant>,
+}
+
 /// How a quorum runs: Raft timings and how often the state is snapshotted.
 #[derive(Debug, Clone, Copy)]
 pub struct QuorumOptions {
@@ -134,6 +161,7 @@ pub struct Quorum {
     node_id: u64,
     /// The controller listener's task, when this node has one.
     listener: Option<Arc<tokio::task::JoinHandle<()>>>,
+    heard: Heard,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -239,6 +267,7 @@ impl Quorum {
         let fresh =
             fresh_log.get_log_state().await?.last_log_id.is_none() && sm.current().index.is_none();
         let config = Arc::new(config);
+        let heard = Heard::default();
         let (raft, serving) = match listener {
             None => {
                 let raft = Raft::new(node, config, NoPeers, log.clone(), sm.clone())
@@ -250,7 +279,8 @@ impl Quorum {
                 let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
                     .await
                     .map_err(raft_error)?;
-                let task = tokio::spawn(crate::network::serve(listener, raft.clone()));
+                let task =
+                    tokio::spawn(crate::network::serve(listener, raft.clone(), heard.clone()));
                 (raft, Some(Arc::new(task)))
             }
         };
@@ -345,6 +375,7 @@ impl Quorum {
             log,
             node_id: node,
             listener: serving,
+            heard,
         };
         if let Some((state, old)) = legacy {
             let records = state.to_records();
@@ -465,6 +496,54 @@ impl Quorum {
             .await
             .map_err(raft_error)?;
         Ok(self.sm.current())
+    }
+
+    /// Tells the leader that `broker` is alive (noted here when this node leads).
+    pub async fn heartbeat(&self, broker: i32) -> Result<(), QuorumError> {
+        if self.raft.is_leader() {
+            self.heard.note(broker);
+            return Ok(());
+        }
+        let leader = {
+            use openraft::async_runtime::WatchReceiver;
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.current_leader.and_then(|id| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.addr.clone())
+            })
+        };
+        let Some(addr) = leader else {
+            return Err(QuorumError::Raft("no metadata leader is known".into()));
+        };
+        let mut peer = Peer::new(addr);
+        match peer
+            .call(&Request::Heartbeat { broker }, Duration::from_secs(5))
+            .await
+        {
+            Ok(Response::HeardYou) => Ok(()),
+            Ok(other) => Err(QuorumError::Raft(format!(
+                "the leader did not take the heartbeat: {other:?}"
+            ))),
+            Err(e) => Err(QuorumError::Raft(format!("heartbeat: {e}"))),
+        }
+    }
+
+    /// The heartbeat sessions, when this node leads (started afresh when it became leader).
+    pub fn sessions(&self) -> Option<Sessions> {
+        let mut inner = self.heard.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.raft.is_leader() {
+            inner.since = None;
+            inner.last.clear();
+            return None;
+        }
+        let since = *inner.since.get_or_insert_with(std::time::Instant::now);
+        Some(Sessions {
+            since,
+            last: inner.last.clone(),
+        })
     }
 
     /// This node's id.

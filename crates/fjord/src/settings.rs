@@ -57,6 +57,8 @@ pub const KEYS: &[&str] = &[
     "controller.quorum.voters",
     "process.roles",
     "broker.rack",
+    "broker.heartbeat.interval.ms",
+    "broker.session.timeout.ms",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -131,6 +133,14 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
                     "{key} = {value:?}: every Fjord node is both broker and controller for now; set \"broker,controller\" (broker-only and controller-only nodes are not supported yet)"
                 );
             }
+        }
+        "broker.heartbeat.interval.ms" => {
+            config.broker_heartbeat_interval_ms =
+                u64::try_from(positive(int()?)?).context("out of range")?
+        }
+        "broker.session.timeout.ms" => {
+            config.broker_session_timeout_ms =
+                u64::try_from(positive(int()?)?).context("out of range")?
         }
         "broker.rack" => config.rack = Some(value.trim().to_string()).filter(|r| !r.is_empty()),
         "num.partitions" => {

@@ -46,6 +46,7 @@ pub async fn handle(
     r.brokers = broker
         .metadata()
         .brokers()
+        .filter(|b| !b.fenced)
         .map(|registered| {
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(registered.id);

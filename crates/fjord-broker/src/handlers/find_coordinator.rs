@@ -42,7 +42,7 @@ fn answer(broker: &Broker, key_type: i8, keys: &[String]) -> Vec<Found> {
                 .topic(topic)
                 .and_then(|t| t.partition_states.get(partition as usize))
                 .map_or(-1, |p| p.leader);
-            match state.broker(leader) {
+            match state.broker(leader).filter(|b| !b.fenced) {
                 Some(b) => Ok((leader, b.host.clone(), b.port)),
                 None => Err((
                     errors::COORDINATOR_NOT_AVAILABLE,

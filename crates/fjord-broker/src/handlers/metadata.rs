@@ -21,8 +21,10 @@ pub async fn handle(
 ) -> MetadataResponse {
     let mut response = MetadataResponse::default();
     let state = broker.metadata();
+    // Fenced brokers are not listed (Kafka lists the alive ones).
     response.brokers = state
         .brokers()
+        .filter(|b| !b.fenced)
         .map(|registered| {
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(registered.id);
@@ -51,9 +53,12 @@ pub async fn handle(
     match wanted {
         None => {
             for t in state.topics() {
-                response
-                    .topics
-                    .push(describe(t, include_ops, broker.config.node_id));
+                response.topics.push(describe(
+                    t,
+                    include_ops,
+                    broker.config.node_id,
+                    &broker.metadata(),
+                ));
             }
         }
         Some(requested) => {
@@ -83,9 +88,12 @@ pub async fn handle(
                     },
                 };
                 match topic {
-                    Ok(t) => response
-                        .topics
-                        .push(describe(&t, include_ops, broker.config.node_id)),
+                    Ok(t) => response.topics.push(describe(
+                        &t,
+                        include_ops,
+                        broker.config.node_id,
+                        &broker.metadata(),
+                    )),
                     Err((None, id)) => {
                         let mut e = MetadataResponseTopic::default();
                         e.error_code = errors::UNKNOWN_TOPIC_ID;
@@ -135,11 +143,11 @@ async fn missing(
     })
     .await;
     match created {
-        Ok(Ok(t)) => describe(&t, include_ops, broker.config.node_id),
+        Ok(Ok(t)) => describe(&t, include_ops, broker.config.node_id, &broker.metadata()),
         // Someone else created it first: describe what is there.
         Ok(Err(err)) if err.code == errors::TOPIC_ALREADY_EXISTS => {
             match broker.metadata().topic(&name) {
-                Some(t) => describe(t, include_ops, broker.config.node_id),
+                Some(t) => describe(t, include_ops, broker.config.node_id, &broker.metadata()),
                 None => {
                     e.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
                     e
@@ -158,7 +166,14 @@ async fn missing(
     }
 }
 
-fn describe(t: &TopicMeta, include_ops: bool, node: i32) -> MetadataResponseTopic {
+fn describe(
+    t: &TopicMeta,
+    include_ops: bool,
+    node: i32,
+    state: &fjord_meta::MetadataState,
+) -> MetadataResponseTopic {
+    // A broker that is not registered or is fenced cannot be reached (Kafka's alive brokers).
+    let alive = |id: i32| state.broker(id).is_some_and(|b| !b.fenced);
     let mut out = MetadataResponseTopic::default();
     out.name = Some(topic_name(&t.name));
     out.topic_id = uuid::Uuid::from_bytes(t.id.0);
@@ -175,6 +190,15 @@ fn describe(t: &TopicMeta, include_ops: bool, node: i32) -> MetadataResponseTopi
             let placed = super::Placement::of(t, i, node);
             p.leader_id = placed.leader;
             p.leader_epoch = placed.leader_epoch;
+            if !alive(placed.leader.0) {
+                p.error_code = errors::LEADER_NOT_AVAILABLE;
+            }
+            p.offline_replicas = placed
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !alive(r.0))
+                .collect();
             p.replica_nodes = placed.replicas;
             p.isr_nodes = placed.isr;
             p
