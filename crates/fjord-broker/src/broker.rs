@@ -285,6 +285,16 @@ impl AsRef<Log> for Partition {
     }
 }
 
+/// A partition's leader elsewhere (KIP-951).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
 /// Why the broker could not start.
 #[derive(Debug, Error)]
 pub enum OpenError {
@@ -1001,6 +1011,25 @@ impl Broker {
             }
         }
         codes
+    }
+
+    /// Where a partition led by another (alive) broker is, for KIP-951's hints in Produce and
+    /// Fetch responses: its leader and epoch, and the leader's endpoint.
+    pub fn leader_hint(&self, topic: &str, index: i32) -> Option<LeaderHint> {
+        let state = self.metadata();
+        let p = state
+            .topic(topic)?
+            .partition_states
+            .get(index as usize)?
+            .clone();
+        let b = state.broker(p.leader).filter(|b| !b.fenced)?;
+        (p.leader != self.config.node_id).then(|| LeaderHint {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        })
     }
 
     /// The error for a partition this broker does not serve: NOT_LEADER_OR_FOLLOWER when the

@@ -18,7 +18,7 @@ use fjord_meta::MetadataRecord;
 use serde::{Deserialize, Serialize};
 
 pub use log_store::{LogStore, RAFT_STATE_FILE};
-pub use network::{MAX_FRAME_BYTES, TcpNetwork};
+pub use network::{MAX_FRAME_BYTES, TcpNetwork, fuzz_decode};
 pub use quorum::{Heard, NoPeers, Quorum, QuorumError, QuorumOptions, Sessions};
 pub use state_machine::{Published, SNAPSHOT_FILE, StateMachine};
 

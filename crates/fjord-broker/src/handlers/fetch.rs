@@ -11,12 +11,12 @@ use bytes::Bytes;
 use fjord_log::{FetchSlice, LogError, ReadUpTo};
 use fjord_meta::TopicId;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
-use super::{RequestContext, check_leader_epoch, topic_name};
+use super::{RequestContext, check_leader_epoch, str_bytes, topic_name};
 use crate::broker::{Broker, Partition};
 use crate::errors;
 use crate::fetch_sessions::{Answered, Context, FetchParams, PartitionKey, TopicKey};
@@ -252,6 +252,30 @@ pub async fn handle(
     for ((w, (mut data, records)), carry) in wanted.iter().zip(parts).zip(carried) {
         if !carry {
             continue;
+        }
+        // KIP-951: where the partition's leader is (v12+), and its endpoint (v16+).
+        if data.error_code == errors::NOT_LEADER_OR_FOLLOWER
+            && ctx.version >= 12
+            && let Some(hint) = w
+                .name
+                .as_deref()
+                .and_then(|n| broker.leader_hint(n, w.key.partition))
+        {
+            data.current_leader.leader_id = BrokerId(hint.leader);
+            data.current_leader.leader_epoch = hint.leader_epoch;
+            if ctx.version >= 16
+                && !response
+                    .node_endpoints
+                    .iter()
+                    .any(|e| e.node_id.0 == hint.leader)
+            {
+                let mut e = NodeEndpoint::default();
+                e.node_id = BrokerId(hint.leader);
+                e.host = str_bytes(hint.host);
+                e.port = hint.port;
+                e.rack = hint.rack.map(str_bytes);
+                response.node_endpoints.push(e);
+            }
         }
         let (count, bytes) = match &records {
             Records::None => (0, 0),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use fjord_log::{AppendInfo, AppendOrigin, LogError};
 use fjord_record::BatchHeader;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
 use super::{CloseReason, RequestContext, str_bytes};
 use crate::broker::{Broker, Partition};
@@ -172,6 +172,7 @@ pub async fn handle(
         .collect();
     let broker = broker.clone();
     let client = ctx.client_id.clone();
+    let version = ctx.version;
     let finish = async move {
         // Every partition's fsync is asked for before any is awaited: the flusher syncs them
         // side by side and shares each fsync with other requests for the same partition.
@@ -246,6 +247,27 @@ pub async fn handle(
                 }) => {
                     tracing::debug!(client = %client, topic = %name, partition = index, code, %message, "produce refused");
                     pr.error_code = code;
+                    // KIP-951: where the partition's leader is, so the client need not wait
+                    // for a metadata refresh (v10+).
+                    if code == errors::NOT_LEADER_OR_FOLLOWER
+                        && version >= 10
+                        && let Some(hint) = broker.leader_hint(name, index)
+                    {
+                        pr.current_leader.leader_id = BrokerId(hint.leader);
+                        pr.current_leader.leader_epoch = hint.leader_epoch;
+                        if !response
+                            .node_endpoints
+                            .iter()
+                            .any(|e| e.node_id.0 == hint.leader)
+                        {
+                            let mut e = NodeEndpoint::default();
+                            e.node_id = BrokerId(hint.leader);
+                            e.host = str_bytes(hint.host);
+                            e.port = hint.port;
+                            e.rack = hint.rack.map(str_bytes);
+                            response.node_endpoints.push(e);
+                        }
+                    }
                     // Like Kafka, only record validation errors carry a message (the client
                     // shows the error's own text otherwise); the reason is logged above.
                     pr.error_message = (!records.is_empty()).then(|| str_bytes(message));

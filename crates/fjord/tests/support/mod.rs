@@ -180,6 +180,6 @@ pub fn produce(
     req.acks = -1;
     req.timeout_ms = 10_000;
     req.topic_data = vec![td];
-    let resp: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
+    let resp: ProduceResponse = call(s, ApiKey::Produce, 11, &req);
     resp.responses[0].partition_responses[0].clone()
 }

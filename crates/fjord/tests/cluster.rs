@@ -1,0 +1,138 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! Three `fjord serve` processes as one cluster, driven with typed Kafka requests: a request
+//! sent to a broker that does not lead the partition is refused with NOT_LEADER_OR_FOLLOWER
+//! and, where the version carries it, where the leader is (KIP-951).
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+};
+use support::{call, create_topics, free_port, produce};
+
+struct Node {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn a_partition_asked_of_the_wrong_broker_names_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let controllers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = controllers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node{i}")))
+                .args(["--node-id", &(i + 1).to_string(), "--voters", &voters])
+                .args([
+                    "--controller-listen",
+                    &format!("127.0.0.1:{}", controllers[i]),
+                ])
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            Node { child, port }
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in &nodes {
+        while TcpStream::connect(("127.0.0.1", n.port)).is_err() {
+            assert!(Instant::now() < deadline, "the cluster did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut first = connect(nodes[0].port);
+    create_topics(&mut first, &[("hint", 3)]);
+    let mut md = MetadataRequest::default();
+    md.topics = None;
+    let meta: MetadataResponse = call(&mut first, ApiKey::Metadata, 12, &md);
+    assert_eq!(meta.brokers.len(), 3);
+    let topic = meta
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("hint"))
+        .unwrap();
+    let p = &topic.partitions[0];
+    let leader = p.leader_id.0;
+    let leader_port = meta
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0 == leader)
+        .unwrap()
+        .port;
+    // A broker that does not lead partition 0.
+    let other = meta
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0 != leader)
+        .unwrap()
+        .port as u16;
+    let mut wrong = connect(other);
+
+    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
+        .push(0, None, Some(b"v"))
+        .build()
+        .unwrap();
+    let refused = produce(&mut wrong, "hint", 0, batch.clone());
+    assert_eq!(refused.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(refused.current_leader.leader_id.0, leader);
+    assert_eq!(refused.current_leader.leader_epoch, p.leader_epoch);
+
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = 0;
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic_id = topic.topic_id;
+    ft.partitions = vec![fp];
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 0;
+    fetch.max_bytes = 1 << 20;
+    fetch.topics = vec![ft];
+    fetch.replica_state.replica_id = kafka_protocol::messages::BrokerId(-1);
+    let fetched: FetchResponse = call(&mut wrong, ApiKey::Fetch, 16, &fetch);
+    let part = &fetched.responses[0].partitions[0];
+    assert_eq!(part.error_code, 6);
+    assert_eq!(part.current_leader.leader_id.0, leader);
+    let endpoint = fetched
+        .node_endpoints
+        .iter()
+        .find(|e| e.node_id.0 == leader)
+        .expect("the leader's endpoint (v16+)");
+    assert_eq!(endpoint.port, leader_port);
+
+    // The leader takes the write.
+    let mut right = connect(leader_port as u16);
+    assert_eq!(produce(&mut right, "hint", 0, batch).error_code, 0);
+}
