@@ -350,9 +350,12 @@ impl Controller<'_> {
     }
 
     /// Places `count` partitions from index `first` with `rf` replicas each over the brokers,
-    /// as Kafka places them without racks: the first replicas round-robin from a random
-    /// broker, the others shifted by a random amount that grows each time the first replicas
-    /// wrap around, so no two brokers share every partition.
+    /// as Kafka places them (`assignReplicasToBrokersRackAware` and its rack-unaware case):
+    /// the brokers are ordered alternating their racks (`broker.rack`; a broker without one
+    /// is in a rack of its own kind), the first replicas go round-robin from a random broker,
+    /// the others shifted by a random amount that grows each time the first replicas wrap
+    /// around, each in a rack that holds no replica yet while there is one, so no two brokers
+    /// share every partition and a rack's loss takes one replica of each partition.
     fn place(
         &self,
         first: i32,
@@ -368,6 +371,27 @@ impl Controller<'_> {
             )));
         }
         self.check_replication_factor(rf)?;
+        let rack_of = |b: i32| {
+            self.state
+                .broker(b)
+                .and_then(|m| m.rack.clone())
+                .unwrap_or_default()
+        };
+        // Kafka's getRackAlternatedBrokerList: one broker of each rack in turn.
+        let mut by_rack: std::collections::BTreeMap<String, std::collections::VecDeque<i32>> =
+            Default::default();
+        for &b in self.brokers {
+            by_rack.entry(rack_of(b)).or_default().push_back(b);
+        }
+        let racks = by_rack.len();
+        let mut arranged = Vec::with_capacity(n);
+        while arranged.len() < n {
+            for queue in by_rack.values_mut() {
+                if let Some(b) = queue.pop_front() {
+                    arranged.push(b);
+                }
+            }
+        }
         let start = (seed % n as u64) as usize;
         let mut shift = ((seed >> 32) % n as u64) as usize;
         let mut placement = Vec::with_capacity(count.max(0) as usize);
@@ -377,10 +401,26 @@ impl Controller<'_> {
                 shift += 1;
             }
             let leader = (p + start) % n;
-            let mut replicas = vec![self.brokers[leader]];
-            for j in 0..rf - 1 {
-                let offset = 1 + (shift + j) % (n - 1);
-                replicas.push(self.brokers[(leader + offset) % n]);
+            let mut replicas = vec![arranged[leader]];
+            let mut used_racks = HashSet::from([rack_of(arranged[leader])]);
+            let mut k = 0;
+            while replicas.len() < rf {
+                let offset = 1 + (shift * racks + k) % (n - 1);
+                let b = arranged[(leader + offset) % n];
+                let rack = rack_of(b);
+                k += 1;
+                let rack_ok = !used_racks.contains(&rack) || used_racks.len() == racks;
+                let broker_ok = !replicas.contains(&b);
+                if rack_ok && broker_ok {
+                    used_racks.insert(rack);
+                    replicas.push(b);
+                } else if k > n * n {
+                    // Every candidate was tried: take the first broker not used yet.
+                    if let Some(&b) = arranged.iter().find(|b| !replicas.contains(b)) {
+                        used_racks.insert(rack_of(b));
+                        replicas.push(b);
+                    }
+                }
             }
             placement.push(replicas);
         }
@@ -724,5 +764,47 @@ mod tests {
                 fenced: false
             }]
         );
+    }
+
+    #[test]
+    fn replicas_of_a_partition_go_to_different_racks() {
+        let mut state = MetadataState::default();
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            state
+                .apply(&MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation: "i".into(),
+                    host: "h".into(),
+                    port: 1,
+                    rack: Some(rack.into()),
+                })
+                .unwrap();
+        }
+        let rack = |b: i32| state.broker(b).unwrap().rack.clone().unwrap();
+        for seed in [0, 3, 11, u64::MAX] {
+            let mut s = state.clone();
+            create(&mut s, &[1, 2, 3, 4, 5, 6], topic("r", 12, 3), 1, seed);
+            let t = s.topic("r").unwrap();
+            let mut leaders_per_rack = BTreeMap::new();
+            for p in &t.partition_states {
+                let racks: HashSet<String> = p.replicas.iter().map(|&b| rack(b)).collect();
+                assert_eq!(racks.len(), 3, "{:?}", p.replicas);
+                *leaders_per_rack.entry(rack(p.leader)).or_insert(0) += 1;
+            }
+            assert!(
+                leaders_per_rack.values().all(|&n| n == 4),
+                "{leaders_per_rack:?}"
+            );
+        }
+        // More replicas than racks: every rack once, then the rest anywhere.
+        let mut s = state.clone();
+        let two_racks: Vec<i32> = vec![1, 2, 3, 4];
+        create(&mut s, &two_racks, topic("w", 4, 3), 2, 5);
+        for p in &s.topic("w").unwrap().partition_states {
+            let distinct: HashSet<i32> = p.replicas.iter().copied().collect();
+            assert_eq!(distinct.len(), 3);
+            let racks: HashSet<String> = p.replicas.iter().map(|&b| rack(b)).collect();
+            assert_eq!(racks.len(), 2);
+        }
     }
 }
