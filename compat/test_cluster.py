@@ -137,9 +137,11 @@ def test_metadata_survives_the_loss_of_a_node(cluster):
 def test_a_data_directory_of_another_cluster_is_refused(cluster, tmp_path):
     # A single node of its own (another cluster, node.id 3)...
     other = Broker(tmp_path / "other", ["--node-id", "3"]).start()
-    other_admin = AdminClient({"bootstrap.servers": other.bootstrap})
-    other_admin.create_topics([NewTopic("elsewhere", 1, 1)])["elsewhere"].result(30)
-    other.stop()
+    try:
+        other_admin = AdminClient({"bootstrap.servers": other.bootstrap})
+        other_admin.create_topics([NewTopic("elsewhere", 1, 1)])["elsewhere"].result(30)
+    finally:
+        assert other.stop() == 0
     # ...started as node 3 of this cluster is refused, with what to do; nothing of it joins.
     node3 = cluster[2]
     node3.stop()

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 //! Three `fjord serve` processes as one cluster, driven with typed Kafka requests: a request
 //! sent to a broker that does not lead the partition is refused with NOT_LEADER_OR_FOLLOWER
-//! and, where the version carries it, where the leader is (KIP-951).
+//! and, where the version carries it, where the leader is (KIP-951); a stopped leader is fenced
+//! and its partition reported without a leader until it returns.
 
 mod support;
 
@@ -34,8 +35,14 @@ fn connect(port: u16) -> TcpStream {
 }
 
 #[test]
-fn a_partition_asked_of_the_wrong_broker_names_its_leader() {
+fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 1500\n",
+    )
+    .unwrap();
     let controllers: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let voters = controllers
         .iter()
@@ -58,16 +65,28 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader() {
                 ])
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(format!("node{i}.log"))).unwrap())
                 .spawn()
                 .unwrap();
             Node { child, port }
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = || {
+        (0..3)
+            .map(|i| {
+                std::fs::read_to_string(dir.path().join(format!("node{i}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
     for n in &nodes {
         while TcpStream::connect(("127.0.0.1", n.port)).is_err() {
-            assert!(Instant::now() < deadline, "the cluster did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not start:\n{}",
+                logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -132,7 +151,61 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader() {
         .expect("the leader's endpoint (v16+)");
     assert_eq!(endpoint.port, leader_port);
 
-    // The leader takes the write.
+    // The leader takes the write (once it has applied the topic: brokers follow the metadata
+    // asynchronously, as in Kafka, and clients retry meanwhile).
     let mut right = connect(leader_port as u16);
-    assert_eq!(produce(&mut right, "hint", 0, batch).error_code, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while produce(&mut right, "hint", 0, batch.clone()).error_code != 0 {
+        assert!(Instant::now() < deadline, "the leader never took the write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The leader's process stops: it is fenced, and DescribeTopicPartitions says its
+    // partition has no leader available and its replica is offline.
+    let stopped = nodes
+        .iter()
+        .find(|n| i32::from(n.port) == leader_port)
+        .unwrap();
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &stopped.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    let describe = |s: &mut TcpStream| {
+        use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+        use kafka_protocol::messages::{
+            DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+        };
+        let mut tr = TopicRequest::default();
+        tr.name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("hint"));
+        let mut req = DescribeTopicPartitionsRequest::default();
+        req.topics = vec![tr];
+        req.response_partition_limit = 100;
+        let r: DescribeTopicPartitionsResponse = call(s, ApiKey::DescribeTopicPartitions, 0, &req);
+        r.topics[0].partitions[0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p0 = describe(&mut wrong);
+        if p0.error_code == 5 {
+            assert_eq!(
+                p0.offline_replicas.iter().map(|b| b.0).collect::<Vec<_>>(),
+                [leader]
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped leader was never fenced"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while describe(&mut wrong).error_code != 0 {
+        assert!(Instant::now() < deadline, "the leader was never unfenced");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

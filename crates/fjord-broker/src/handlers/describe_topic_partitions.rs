@@ -75,6 +75,17 @@ pub async fn handle(
             let mut p = DescribeTopicPartitionsResponsePartition::default();
             p.partition_index = index;
             let placed = super::Placement::of(meta, index, node.0);
+            // A leader that is fenced or not registered cannot be reached (as in Metadata).
+            let alive = |id: i32| state.broker(id).is_some_and(|b| !b.fenced);
+            if !alive(placed.leader.0) {
+                p.error_code = errors::LEADER_NOT_AVAILABLE;
+            }
+            p.offline_replicas = placed
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !alive(r.0))
+                .collect();
             p.leader_id = placed.leader;
             p.leader_epoch = placed.leader_epoch;
             p.replica_nodes = placed.replicas;
