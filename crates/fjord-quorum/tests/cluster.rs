@@ -168,3 +168,49 @@ async fn three_voters_replicate_survive_a_loss_and_catch_up() {
         q.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_voters_survive_the_loss_of_two() {
+    let mut voters = BTreeMap::new();
+    for id in 1..=5u64 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        voters.insert(id, probe.local_addr().unwrap().to_string());
+    }
+    let disks: Vec<SimStorage> = (0..5).map(|_| SimStorage::new()).collect();
+    let started = futures_util::future::join_all(
+        (1..=5u64).map(|id| start(id, &disks[(id - 1) as usize], &voters)),
+    )
+    .await;
+    started[0].write(topic("before", 1)).await.unwrap();
+    // The leader and one more go away: three of five are still a majority.
+    let leader = started[0].leader().expect("a leader is known");
+    let other = (1..=5u64).find(|&id| id != leader).unwrap();
+    let mut alive = Vec::new();
+    for q in started {
+        if q.node_id() == leader || q.node_id() == other {
+            q.shutdown().await.unwrap();
+        } else {
+            alive.push(q);
+        }
+    }
+    for (n, q) in alive.iter().enumerate() {
+        q.write(topic(&format!("after-{n}"), 10 + n as u128))
+            .await
+            .expect("three of five voters are a quorum");
+    }
+    for q in &alive {
+        sees(q, "after-2").await;
+        assert_eq!(q.state().topics().count(), 4);
+    }
+    // Both come back and catch up.
+    for id in [leader, other] {
+        let image = disks[(id - 1) as usize].crash_image(Some(id));
+        let back = start(id, &image, &voters).await;
+        sees(&back, "after-2").await;
+        assert_eq!(*back.state(), *alive[0].state());
+        back.shutdown().await.unwrap();
+    }
+    for q in &alive {
+        q.shutdown().await.unwrap();
+    }
+}
