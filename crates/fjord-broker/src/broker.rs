@@ -518,7 +518,10 @@ impl Broker {
                     now,
                     voters,
                     listener,
-                    QuorumOptions::default(),
+                    QuorumOptions {
+                        must_have_log: !config.new_cluster_id,
+                        ..QuorumOptions::default()
+                    },
                 ))?
             }
             _ => runtime.block_on(Quorum::open_single(

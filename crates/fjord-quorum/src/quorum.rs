@@ -137,6 +137,9 @@ pub struct QuorumOptions {
     pub entries_kept_after_snapshot: u64,
     /// How long opening waits for the quorum (a member waits for enough voters to start).
     pub start_timeout: Duration,
+    /// This node has run before: its metadata log must be there (a voter that lost it must
+    /// not rejoin).
+    pub must_have_log: bool,
 }
 
 impl Default for QuorumOptions {
@@ -148,6 +151,7 @@ impl Default for QuorumOptions {
             snapshot_after_entries: 5000,
             entries_kept_after_snapshot: 1000,
             start_timeout: START_TIMEOUT,
+            must_have_log: false,
         }
     }
 }
@@ -266,46 +270,16 @@ impl Quorum {
         let mut fresh_log = log.clone();
         let fresh =
             fresh_log.get_log_state().await?.last_log_id.is_none() && sm.current().index.is_none();
-        let config = Arc::new(config);
-        let heard = Heard::default();
-        let (raft, serving) = match listener {
-            None => {
-                let raft = Raft::new(node, config, NoPeers, log.clone(), sm.clone())
-                    .await
-                    .map_err(raft_error)?;
-                (raft, None)
-            }
-            Some(listener) => {
-                let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
-                    .await
-                    .map_err(raft_error)?;
-                let task =
-                    tokio::spawn(crate::network::serve(listener, raft.clone(), heard.clone()));
-                (raft, Some(Arc::new(task)))
-            }
-        };
+        // Checked before this node takes part in Raft: a node that would split from its
+        // quorum, or rejoin it without the log it had, must not answer a single RPC.
+        if fresh && options.must_have_log {
+            return Err(QuorumError::Raft(
+                "this node has run before (its data directory says so) but its metadata log is empty; a voter that lost its log cannot rejoin its quorum (it may have acknowledged entries it no longer has): restore the data directory (replacing a voter's disk is not supported yet)".into(),
+            ));
+        }
         if !fresh {
-            // The quorum's members live in its log; a node started with other voters would
-            // split from them (changing the voters online is not supported yet).
-            let loaded = raft
-                .wait(Some(Duration::from_secs(10)))
-                .metrics(
-                    |m| m.membership_config.membership().nodes().next().is_some(),
-                    "the stored membership is loaded",
-                )
-                .await
-                .map_err(raft_error)?;
-            let stored: BTreeMap<u64, String> = loaded
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(id, node)| (*id, node.addr.clone()))
-                .collect();
+            let stored = Self::stored_voters(&log, &sm).await?;
             if !stored.is_empty() && stored != voters {
-                let _ = raft.shutdown().await;
-                if let Some(task) = &serving {
-                    task.abort();
-                }
                 let show = |m: &BTreeMap<u64, String>| {
                     m.iter()
                         .map(|(id, a)| {
@@ -325,6 +299,24 @@ impl Quorum {
                 )));
             }
         }
+        let config = Arc::new(config);
+        let heard = Heard::default();
+        let (raft, serving) = match listener {
+            None => {
+                let raft = Raft::new(node, config, NoPeers, log.clone(), sm.clone())
+                    .await
+                    .map_err(raft_error)?;
+                (raft, None)
+            }
+            Some(listener) => {
+                let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
+                    .await
+                    .map_err(raft_error)?;
+                let task =
+                    tokio::spawn(crate::network::serve(listener, raft.clone(), heard.clone()));
+                (raft, Some(Arc::new(task)))
+            }
+        };
         if fresh {
             let members: BTreeMap<u64, BasicNode> = voters
                 .iter()
@@ -391,6 +383,33 @@ impl Quorum {
             );
         }
         Ok(quorum)
+    }
+
+    /// The voters this node's storage records: the last membership entry in its log, else
+    /// its snapshot's.
+    async fn stored_voters(
+        log: &LogStore,
+        sm: &StateMachine,
+    ) -> Result<BTreeMap<u64, String>, QuorumError> {
+        use openraft::RaftLogReader;
+        use openraft::storage::RaftStateMachine;
+        let mut reader = log.clone();
+        let entries = reader.try_get_log_entries(0..).await?;
+        let from_log = entries.iter().rev().find_map(|e| match &e.payload {
+            openraft::EntryPayload::Membership(m) => Some(m.clone()),
+            _ => None,
+        });
+        let membership = match from_log {
+            Some(m) => m,
+            None => {
+                let mut sm = sm.clone();
+                sm.applied_state().await?.1.membership().clone()
+            }
+        };
+        Ok(membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect())
     }
 
     /// An earlier version's metadata log in `dir` (no Raft state file, records in it) is

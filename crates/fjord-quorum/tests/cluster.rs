@@ -23,6 +23,7 @@ fn options() -> QuorumOptions {
         snapshot_after_entries: 10,
         entries_kept_after_snapshot: 0,
         start_timeout: Duration::from_secs(30),
+        must_have_log: false,
     }
 }
 
