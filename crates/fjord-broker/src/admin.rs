@@ -55,9 +55,9 @@ impl Broker {
         }
     }
 
-    /// Runs `decide` with the controller over the applied state, under the admin lock (one
-    /// change at a time, each decided on the state the previous one left).
-    fn with_controller<T>(&self, decide: impl FnOnce(&Controller<'_>) -> T) -> T {
+    /// Runs `decide` with the controller over the applied state. Admin changes call it under
+    /// the admin lock (one at a time, each decided on the state the previous one left).
+    pub(crate) fn with_controller<T>(&self, decide: impl FnOnce(&Controller<'_>) -> T) -> T {
         let state = self.quorum.state();
         let brokers = self.usable_brokers(&state);
         let config = self.controller_config();

@@ -28,10 +28,6 @@ use crate::clock::{Clock, SeededRandom, SystemClock};
 /// `.kafka_cleanshutdown`).
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 
-/// The leader epoch a partition gets when it is created (a single node never changes
-/// leaders, so it keeps it).
-pub const LEADER_EPOCH: i32 = 0;
-
 /// One partition this broker leads.
 #[derive(Debug)]
 pub struct Partition {
@@ -692,28 +688,12 @@ impl Broker {
 
     /// The fencing changes the controller decides from the heartbeat sessions.
     fn fencing(&self, sessions: &fjord_quorum::Sessions) -> Vec<MetadataRecord> {
-        let state = self.quorum.state();
         let base = sessions.since;
         let ms = |t: std::time::Instant| t.saturating_duration_since(base).as_millis() as i64;
         let last: HashMap<i32, i64> = sessions.last.iter().map(|(&id, &t)| (id, ms(t))).collect();
-        let brokers: Vec<i32> = state.brokers().map(|b| b.id).collect();
-        let config = fjord_meta::ControllerConfig {
-            default_partitions: self.config.num_partitions,
-            default_replication_factor: self.config.default_replication_factor,
-            max_partitions: i32::MAX,
-            max_replication_factor: 1,
-        };
-        fjord_meta::Controller {
-            state: &state,
-            brokers: &brokers,
-            config: &config,
-        }
-        .fencing(
-            &last,
-            0,
-            ms(std::time::Instant::now()),
-            self.config.broker_session_timeout_ms as i64,
-        )
+        let now = ms(std::time::Instant::now());
+        let timeout = self.config.broker_session_timeout_ms as i64;
+        self.with_controller(|c| c.fencing(&last, 0, now, timeout))
     }
 
     pub(crate) fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
-};
+use kafka_protocol::messages::{DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse};
 
 use super::{RequestContext, TOPIC_OPERATIONS, topic_name};
 use crate::broker::Broker;
@@ -22,7 +20,6 @@ pub async fn handle(
     _ctx: &RequestContext,
 ) -> DescribeTopicPartitionsResponse {
     let state = broker.metadata();
-    let node = BrokerId(broker.config.node_id);
     let mut names: Vec<String> = if request.topics.is_empty() {
         state.topics().map(|t| t.name.clone()).collect()
     } else {
@@ -72,24 +69,17 @@ pub async fn handle(
                 break;
             }
             budget -= 1;
+            let Some(placed) = super::Placement::of(&state, meta, index) else {
+                continue;
+            };
             let mut p = DescribeTopicPartitionsResponsePartition::default();
             p.partition_index = index;
-            let placed = super::Placement::of(meta, index, node.0);
-            // A leader that is fenced or not registered cannot be reached (as in Metadata).
-            let alive = |id: i32| state.broker(id).is_some_and(|b| !b.fenced);
-            if !alive(placed.leader.0) {
-                p.error_code = errors::LEADER_NOT_AVAILABLE;
-            }
-            p.offline_replicas = placed
-                .replicas
-                .iter()
-                .copied()
-                .filter(|r| !alive(r.0))
-                .collect();
+            p.error_code = placed.error_code;
             p.leader_id = placed.leader;
             p.leader_epoch = placed.leader_epoch;
             p.replica_nodes = placed.replicas;
             p.isr_nodes = placed.isr;
+            p.offline_replicas = placed.offline;
             p.eligible_leader_replicas = Some(Vec::new());
             p.last_known_elr = Some(Vec::new());
             t.partitions.push(p);

@@ -53,12 +53,9 @@ pub async fn handle(
     match wanted {
         None => {
             for t in state.topics() {
-                response.topics.push(describe(
-                    t,
-                    include_ops,
-                    broker.config.node_id,
-                    &broker.metadata(),
-                ));
+                response
+                    .topics
+                    .push(describe(t, include_ops, &broker.metadata()));
             }
         }
         Some(requested) => {
@@ -88,12 +85,9 @@ pub async fn handle(
                     },
                 };
                 match topic {
-                    Ok(t) => response.topics.push(describe(
-                        &t,
-                        include_ops,
-                        broker.config.node_id,
-                        &broker.metadata(),
-                    )),
+                    Ok(t) => response
+                        .topics
+                        .push(describe(&t, include_ops, &broker.metadata())),
                     Err((None, id)) => {
                         let mut e = MetadataResponseTopic::default();
                         e.error_code = errors::UNKNOWN_TOPIC_ID;
@@ -143,11 +137,11 @@ async fn missing(
     })
     .await;
     match created {
-        Ok(Ok(t)) => describe(&t, include_ops, broker.config.node_id, &broker.metadata()),
+        Ok(Ok(t)) => describe(&t, include_ops, &broker.metadata()),
         // Someone else created it first: describe what is there.
         Ok(Err(err)) if err.code == errors::TOPIC_ALREADY_EXISTS => {
             match broker.metadata().topic(&name) {
-                Some(t) => describe(t, include_ops, broker.config.node_id, &broker.metadata()),
+                Some(t) => describe(t, include_ops, &broker.metadata()),
                 None => {
                     e.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
                     e
@@ -169,11 +163,8 @@ async fn missing(
 fn describe(
     t: &TopicMeta,
     include_ops: bool,
-    node: i32,
     state: &fjord_meta::MetadataState,
 ) -> MetadataResponseTopic {
-    // A broker that is not registered or is fenced cannot be reached (Kafka's alive brokers).
-    let alive = |id: i32| state.broker(id).is_some_and(|b| !b.fenced);
     let mut out = MetadataResponseTopic::default();
     out.name = Some(topic_name(&t.name));
     out.topic_id = uuid::Uuid::from_bytes(t.id.0);
@@ -184,24 +175,17 @@ fn describe(
         NOT_REQUESTED
     };
     out.partitions = (0..t.partitions)
-        .map(|i| {
+        .filter_map(|i| {
+            let placed = super::Placement::of(state, t, i)?;
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            let placed = super::Placement::of(t, i, node);
+            p.error_code = placed.error_code;
             p.leader_id = placed.leader;
             p.leader_epoch = placed.leader_epoch;
-            if !alive(placed.leader.0) {
-                p.error_code = errors::LEADER_NOT_AVAILABLE;
-            }
-            p.offline_replicas = placed
-                .replicas
-                .iter()
-                .copied()
-                .filter(|r| !alive(r.0))
-                .collect();
             p.replica_nodes = placed.replicas;
             p.isr_nodes = placed.isr;
-            p
+            p.offline_replicas = placed.offline;
+            Some(p)
         })
         .collect();
     out

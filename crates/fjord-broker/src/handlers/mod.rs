@@ -374,34 +374,47 @@ pub async fn handle(
         })
 }
 
-/// A partition's leader, leader epoch, replicas and ISR as the metadata records have them
-/// (Metadata and DescribeTopicPartitions describe them alike).
+/// A partition's leader, leader epoch, replicas and ISR as the metadata records have them,
+/// and what of it clients can reach (Metadata and DescribeTopicPartitions describe them alike).
 pub(crate) struct Placement {
     pub leader: BrokerId,
     pub leader_epoch: i32,
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
+    /// LEADER_NOT_AVAILABLE when the leader is fenced or not registered, else NONE.
+    pub error_code: i16,
+    /// Replicas on brokers that are fenced or not registered.
+    pub offline: Vec<BrokerId>,
 }
 
 impl Placement {
-    /// Partition `index` of `topic`; one not recorded yet (being added) is `node`'s, in the
-    /// first epoch.
-    pub fn of(topic: &fjord_meta::TopicMeta, index: i32, node: i32) -> Self {
+    /// Partition `index` of `topic` (`None` past its partitions), against the brokers of
+    /// `state`.
+    pub fn of(
+        state: &fjord_meta::MetadataState,
+        topic: &fjord_meta::TopicMeta,
+        index: i32,
+    ) -> Option<Self> {
+        let s = topic.partition_states.get(usize::try_from(index).ok()?)?;
+        let alive = |id: i32| state.broker(id).is_some_and(|b| !b.fenced);
         let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect();
-        match topic.partition_states.get(index as usize) {
-            Some(s) => Self {
-                leader: BrokerId(s.leader),
-                leader_epoch: s.leader_epoch,
-                replicas: ids(&s.replicas),
-                isr: ids(&s.isr),
+        Some(Self {
+            leader: BrokerId(s.leader),
+            leader_epoch: s.leader_epoch,
+            replicas: ids(&s.replicas),
+            isr: ids(&s.isr),
+            error_code: if alive(s.leader) {
+                errors::NONE
+            } else {
+                errors::LEADER_NOT_AVAILABLE
             },
-            None => Self {
-                leader: BrokerId(node),
-                leader_epoch: crate::broker::LEADER_EPOCH,
-                replicas: vec![BrokerId(node)],
-                isr: vec![BrokerId(node)],
-            },
-        }
+            offline: s
+                .replicas
+                .iter()
+                .filter(|&&r| !alive(r))
+                .map(|&r| BrokerId(r))
+                .collect(),
+        })
     }
 }
 
