@@ -839,7 +839,7 @@ impl Broker {
         }
         p.append(&marker, AppendOrigin::Internal, self.now_ms())
             .and_then(|info| p.commit(&info))
-            .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
+            .map_err(|e| (errors::from_log_error(&e), e.to_string()))
     }
 
     /// Sends a transaction marker to the broker that leads the partition (WriteTxnMarkers).
