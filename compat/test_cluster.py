@@ -2,14 +2,19 @@
 per partition): stock clients use it as one Kafka cluster, and the metadata survives the loss
 of a node."""
 
+import json
 import signal
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port, wait_for
+from conftest import FJORD_BIN, Broker, free_port, wait_for
+from reference import run_tool
+
+QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"
 
 
 @pytest.fixture
@@ -197,3 +202,163 @@ def test_a_silent_broker_is_fenced_and_returns(cluster):
     for part in on3:
         p.produce("fenced", value=b"back", partition=part)
     assert p.flush(30) == 0
+
+
+def http(node, path):
+    """(status, body) of an HTTP GET on the node's HTTP listener; None when it does not answer."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None
+
+
+def cluster_info(node):
+    out = subprocess.run([FJORD_BIN, "cluster", "info", "-b", node.bootstrap, "-o", "json"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.compat("Kafka tools 4.4", "Three-node cluster: DescribeQuorum (kafka-metadata-quorum), fenced brokers in DescribeCluster, fjord cluster info")
+def test_the_quorum_and_the_brokers_are_described(cluster):
+    controllers = {i: n.extra_args[n.extra_args.index("--controller-listen") + 1]
+                   for i, n in enumerate(cluster, 1)}
+    # Kafka's own tool, through any broker (a broker that does not lead asks the leader).
+    for n in cluster:
+        status = run_tool(QUORUM, "describe", "--status", bootstrap=n.bootstrap).stdout
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert int(fields["LeaderId"]) in (1, 2, 3), status
+        voters = json.loads(fields["CurrentVoters"])
+        assert {v["id"]: v["endpoints"] for v in voters} == {
+            i: [f"CONTROLLER://{a}"] for i, a in controllers.items()}, status
+        assert json.loads(fields["CurrentObservers"]) == []
+
+    def replication():
+        out = run_tool(QUORUM, "describe", "--replication", bootstrap=cluster[1].bootstrap).stdout
+        rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+        return {int(r[0]): (int(r[2]), int(r[3]), r[-1]) for r in rows}
+    assert wait_for(lambda: all(lag == 0 for _, lag, _ in replication().values()), timeout=30)
+    rows = replication()
+    assert sorted(rows) == [1, 2, 3]
+    assert sorted(status for _, _, status in rows.values()) == ["Follower", "Follower", "Leader"]
+
+    info = cluster_info(cluster[0])
+    assert info["quorum"]["voters"] == [1, 2, 3]
+    assert info["controller_id"] == info["quorum"]["leader_id"]
+    assert [(n["id"], n["broker"]) for n in info["nodes"]] == [
+        (1, "registered"), (2, "registered"), (3, "registered")]
+    assert [n["address"] for n in info["nodes"]] == [n.bootstrap for n in cluster]
+    # A silent broker shows fenced (DescribeCluster v2 lists fenced brokers when asked) and
+    # behind the quorum; the others keep answering.
+    cluster[2].proc.send_signal(signal.SIGSTOP)
+    try:
+        def fenced():
+            nodes = {n["id"]: n for n in cluster_info(cluster[0])["nodes"]}
+            return nodes[3]["broker"] == "fenced" and nodes[1]["broker"] == "registered"
+        assert wait_for(fenced, timeout=30), cluster_info(cluster[0])
+        a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+        a.create_topics([NewTopic("moves-the-log", 1, 1)])["moves-the-log"].result(30)
+        nodes = {n["id"]: n for n in cluster_info(cluster[1])["nodes"]}
+        # Behind, or unknown to a leader elected since (when node 3 led).
+        assert nodes[3]["metadata_lag"] is None or nodes[3]["metadata_lag"] > 0, nodes
+    finally:
+        cluster[2].proc.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: all(n["broker"] == "registered" and n["metadata_lag"] == 0
+                                for n in cluster_info(cluster[2])["nodes"]), timeout=30)
+    # The table for people names every node.
+    table = subprocess.run([FJORD_BIN, "cluster", "info", "-b", cluster[1].bootstrap],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "controller:" in table and all(n.bootstrap in table for n in cluster), table
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: a whole-cluster restart keeps topics, leaders, configs and records; /health says when a node is not ready")
+def test_the_whole_cluster_restarts(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("kept", 6, 1, config={"retention.ms": "123456789"})])["kept"].result(30)
+    placed = leaders(a, "kept")
+    p = Producer({"bootstrap.servers": cluster[1].bootstrap, "acks": "all"})
+    for i in range(300):
+        p.produce("kept", value=f"v{i}".encode(), partition=i % 6)
+    assert p.flush(30) == 0
+    for n in cluster:
+        assert http(n, "/health") == (200, "ok\n")
+        n.stop()
+    # One node alone waits for a majority of the voters: its /health says it is starting.
+    cluster[0].launch()
+    assert wait_for(lambda: http(cluster[0], "/health") is not None, timeout=30)
+    status, body = http(cluster[0], "/health")
+    assert status == 503 and body.startswith("starting"), body
+    for n in cluster[1:]:
+        n.launch()
+    for n in cluster:
+        n.wait_ready(timeout=60)
+        assert http(n, "/health") == (200, "ok\n")
+    a = AdminClient({"bootstrap.servers": cluster[2].bootstrap})
+    assert leaders(a, "kept") == placed
+    from confluent_kafka.admin import ConfigResource
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "kept")
+    configs = a.describe_configs([resource])[resource].result(30)
+    assert configs["retention.ms"].value == "123456789"
+    c = Consumer({"bootstrap.servers": cluster[0].bootstrap, "group.id": "after-restart",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["kept"])
+    seen = set()
+    end = time.monotonic() + 60
+    while len(seen) < 300 and time.monotonic() < end:
+        m = c.poll(1)
+        if m is not None and m.error() is None:
+            seen.add(m.value())
+    c.close()
+    assert len(seen) == 300
+    # A node whose heartbeats no controller takes (the two others are gone) says so.
+    cluster[1].kill()
+    cluster[2].kill()
+    assert wait_for(lambda: http(cluster[0], "/health")[0] == 503, timeout=30)
+    status, body = http(cluster[0], "/health")
+    assert "heartbeats" in body, body
+    cluster[1].launch()
+    cluster[2].launch()
+    for n in cluster[1:]:
+        n.wait_ready(timeout=60)
+    assert wait_for(lambda: http(cluster[0], "/health") == (200, "ok\n"), timeout=30)
+
+
+@pytest.mark.compat("kafka-python 3.0", "Three-node cluster: produce, consume in a group, commit")
+def test_kafka_python_on_the_cluster(cluster):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic as PyNewTopic
+    admin = KafkaAdminClient(bootstrap_servers=cluster[2].bootstrap)
+    admin.create_topics([PyNewTopic("py-spread", 6, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=cluster[1].bootstrap, acks="all")
+    for i in range(120):
+        producer.send("py-spread", value=f"p{i}".encode(), partition=i % 6)
+    producer.flush(30)
+    producer.close()
+    consumer = KafkaConsumer("py-spread", bootstrap_servers=cluster[0].bootstrap,
+                             group_id="py-across", auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=20000)
+    seen = set()
+    for m in consumer:
+        seen.add(m.value)
+        if len(seen) == 120:
+            break
+    consumer.commit()
+    committed = sum(consumer.committed(tp) or 0 for tp in consumer.assignment())
+    consumer.close()
+    assert len(seen) == 120
+    assert committed == 120
+
+
+@pytest.mark.compat("Java client 4.4", "Three-node cluster: records, consumer groups (both protocols) and transactions")
+def test_java_client_on_the_cluster(cluster, java, fjord_shared):
+    from conftest import Target
+    one = Target("fjord", fjord_shared.bootstrap)
+    for node in (0, 2):
+        many = Target("fjord-cluster", cluster[node].bootstrap)
+        for scenario in ("records", "group-consumer", "group-classic", "transactions"):
+            assert java(many, scenario) == java(one, scenario), scenario

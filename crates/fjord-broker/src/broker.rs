@@ -463,6 +463,8 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     /// Ids from a seeded generator when a test asks for reproducible runs (else the OS's).
     random: Option<SeededRandom>,
+    /// When the controller last took this broker's heartbeat (or the broker opened).
+    heartbeat_taken: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Broker {
@@ -609,6 +611,7 @@ impl Broker {
                 prepared: std::sync::Mutex::new(HashMap::new()),
                 clock,
                 random,
+                heartbeat_taken: std::sync::Mutex::new(std::time::Instant::now()),
             }
         });
         broker.remove_stray_partitions();
@@ -661,7 +664,13 @@ impl Broker {
                 tokio::time::sleep(interval).await;
                 let Some(broker) = weak.upgrade() else { break };
                 match broker.quorum.heartbeat(broker.config.node_id).await {
-                    Ok(()) => failing = 0,
+                    Ok(()) => {
+                        failing = 0;
+                        *broker
+                            .heartbeat_taken
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+                    }
                     Err(e) => {
                         failing += 1;
                         if failing == 3 {
@@ -789,6 +798,29 @@ impl Broker {
 
     pub fn metadata(&self) -> Arc<MetadataState> {
         self.quorum.state()
+    }
+
+    /// Whether this broker can serve its partitions (a readiness probe's answer): Err says
+    /// why not and what to do.
+    pub fn readiness(&self) -> Result<(), String> {
+        let id = self.config.node_id;
+        if self.metadata().broker(id).is_some_and(|b| b.fenced) {
+            return Err(format!(
+                "broker {id} is fenced: the controller has not taken its heartbeats for broker.session.timeout.ms; check that it reaches the quorum's controller listeners"
+            ));
+        }
+        let since = self
+            .heartbeat_taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if since.as_millis() as u64 > self.config.broker_session_timeout_ms {
+            return Err(format!(
+                "no controller has taken broker {id}'s heartbeats for {} ms, so the others see it fenced; check that a majority of the voters run and reach each other's controller listeners",
+                since.as_millis()
+            ));
+        }
+        Ok(())
     }
 
     /// The node clients are told is the controller: this broker, which takes admin requests

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use log_store::{LogStore, RAFT_STATE_FILE};
 pub use network::{MAX_FRAME_BYTES, TcpNetwork, fuzz_decode};
-pub use quorum::{Heard, NoPeers, Quorum, QuorumError, QuorumOptions, Sessions};
+pub use quorum::{
+    Heard, NoPeers, Quorum, QuorumError, QuorumOptions, QuorumView, ReplicaView, Sessions,
+};
 pub use state_machine::{Published, SNAPSHOT_FILE, StateMachine};
 
 openraft::declare_raft_types!(

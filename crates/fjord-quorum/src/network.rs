@@ -45,6 +45,8 @@ pub(crate) enum Request {
     Heartbeat {
         broker: i32,
     },
+    /// The quorum as the leader sees it (Kafka's DescribeQuorum).
+    Describe,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +57,8 @@ pub(crate) enum Response {
     Written(Applied),
     /// The leader noted the heartbeat.
     HeardYou,
+    /// The leader's view of the quorum.
+    Described(crate::quorum::QuorumView),
     /// The receiver does not lead (any more): the leader it knows of, if any.
     NotLeader(Option<u64>),
     /// The receiver could not handle the request (its Raft node stopped, ...).
@@ -169,6 +173,15 @@ async fn handle(
                 Response::HeardYou
             } else {
                 Response::NotLeader(raft.current_leader().await)
+            }
+        }
+        Request::Describe => {
+            use openraft::async_runtime::WatchReceiver;
+            let view =
+                crate::quorum::QuorumView::of_leader(&raft.metrics().borrow_watched(), heard);
+            match view {
+                Some(view) => Response::Described(view),
+                None => Response::NotLeader(raft.current_leader().await),
             }
         }
         Request::Write(change) => match raft.client_write(change).await {
@@ -350,8 +363,10 @@ mod tests {
             let write = r#"{"Write":[{"type":"topic","name":"t","id":"00000000-0000-4000-8000-000000000001","version":1}]}"#;
             let heartbeat = r#"{"Heartbeat":{"broker":2}}"#;
             prop_assert!(serde_json::from_str::<Request>(heartbeat).is_ok());
+            let described = r#"{"Described":{"leader":1,"epoch":2,"high_watermark":7,"voters":[{"id":1,"log_end_offset":7,"last_fetch_ms":5,"last_caught_up_ms":5}],"observers":[],"addresses":{"1":"127.0.0.1:9"}}}"#;
+            prop_assert!(serde_json::from_str::<Response>(described).is_ok());
             prop_assert!(serde_json::from_str::<Request>(write).is_ok());
-            for m in [vote, write, heartbeat] {
+            for m in [vote, write, heartbeat, described] {
                 let mut bytes = m.as_bytes().to_vec();
                 fuzz_decode(&bytes);
                 if at < bytes.len() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fjord_log::Storage;
 use fjord_meta::{MetadataRecord, MetadataState, MetadataStore};
-use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::alias::{InstantOf, SnapshotOf, VoteOf};
 use openraft::errors::{
     ClientWriteError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
@@ -18,6 +18,7 @@ use openraft::raft::VoteResponse;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, Config, Raft, RaftNetworkFactory, RaftNetworkV2};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -107,12 +108,126 @@ struct HeardInner {
     /// Since when this node has been leader (the sessions' start), if it is.
     since: Option<std::time::Instant>,
     last: std::collections::HashMap<i32, std::time::Instant>,
+    /// When each member last held the leader's whole log, while this node leads.
+    caught_up: std::collections::HashMap<u64, InstantOf<TypeConfig>>,
 }
 
 impl Heard {
     pub(crate) fn note(&self, broker: i32) {
         let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inner.last.insert(broker, std::time::Instant::now());
+    }
+
+    /// Notes which members hold the leader's whole log now (forgotten when not leading).
+    fn note_progress(&self, m: &openraft::RaftMetrics<TypeConfig>) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(replication) = m.replication.as_ref().filter(|_| m.state.is_leader()) else {
+            inner.caught_up.clear();
+            return;
+        };
+        let now = <InstantOf<TypeConfig> as openraft::Instant>::now();
+        for (id, matched) in replication {
+            if matched.as_ref().map(|l| l.index) == m.last_log_index {
+                let heard = m
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(id).cloned().flatten())
+                    .map_or(now, |t| *t);
+                inner.caught_up.insert(*id, heard);
+            }
+        }
+    }
+
+    fn caught_up(&self, id: u64) -> Option<InstantOf<TypeConfig>> {
+        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.caught_up.get(&id).copied()
+    }
+}
+
+/// Keeps `heard`'s caught-up times as the leader's replication progresses.
+async fn track_progress(raft: Raft<TypeConfig, StateMachine>, heard: Heard) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = raft.metrics();
+    loop {
+        heard.note_progress(&metrics.borrow_watched());
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One member of the quorum as the leader sees it (Kafka's DescribeQuorum replica state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub id: u64,
+    /// The offset after its last entry the leader knows it holds; -1 if unknown yet.
+    pub log_end_offset: i64,
+    /// When (ms since the epoch) the leader last heard from it; -1 if not yet.
+    pub last_fetch_ms: i64,
+    /// When (ms since the epoch) it last held the leader's whole log; -1 if not yet.
+    pub last_caught_up_ms: i64,
+}
+
+/// The quorum as its leader sees it: what Kafka's DescribeQuorum answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumView {
+    pub leader: u64,
+    /// The leader's term (Kafka's leader epoch).
+    pub epoch: u64,
+    /// The offset after the last committed entry.
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaView>,
+    /// Members that replicate the log without voting (broker-only nodes).
+    pub observers: Vec<ReplicaView>,
+    /// Each member's controller listener (empty for a single node, which has none).
+    pub addresses: BTreeMap<u64, String>,
+}
+
+impl QuorumView {
+    /// The view of the leader whose metrics these are; None unless it leads.
+    pub(crate) fn of_leader(m: &openraft::RaftMetrics<TypeConfig>, heard: &Heard) -> Option<Self> {
+        let replication = m.replication.as_ref().filter(|_| m.state.is_leader())?;
+        let now = <InstantOf<TypeConfig> as openraft::Instant>::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let at = |t: Option<InstantOf<TypeConfig>>| {
+            t.map_or(-1, |t| now_ms - (now - t).as_millis() as i64)
+        };
+        let end = |index: Option<u64>| index.map_or(-1, |i| i as i64 + 1);
+        let replica = |id: u64| {
+            if id == m.id {
+                return ReplicaView {
+                    id,
+                    log_end_offset: end(m.last_log_index),
+                    last_fetch_ms: now_ms,
+                    last_caught_up_ms: now_ms,
+                };
+            }
+            let fetched = m
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&id).cloned().flatten())
+                .map(|t| *t);
+            ReplicaView {
+                id,
+                log_end_offset: end(replication.get(&id).cloned().flatten().map(|l| l.index)),
+                last_fetch_ms: at(fetched),
+                last_caught_up_ms: at(heard.caught_up(id)),
+            }
+        };
+        let membership = m.membership_config.membership();
+        Some(Self {
+            leader: m.id,
+            epoch: m.current_term,
+            high_watermark: end(m.local_committed.map(|l| l.index)),
+            voters: membership.voter_ids().map(replica).collect(),
+            observers: membership.learner_ids().map(replica).collect(),
+            addresses: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect(),
+        })
     }
 }
 
@@ -165,6 +280,8 @@ pub struct Quorum {
     node_id: u64,
     /// The controller listener's task, when this node has one.
     listener: Option<Arc<tokio::task::JoinHandle<()>>>,
+    /// Follows the replication progress for [`Quorum::describe`].
+    progress: Arc<tokio::task::JoinHandle<()>>,
     heard: Heard,
 }
 
@@ -361,12 +478,14 @@ impl Quorum {
                 "waiting for the metadata quorum (a majority of the voters)"
             );
         }
+        let progress = Arc::new(tokio::spawn(track_progress(raft.clone(), heard.clone())));
         let quorum = Self {
             raft,
             sm,
             log,
             node_id: node,
             listener: serving,
+            progress,
             heard,
         };
         if let Some((state, old)) = legacy {
@@ -523,6 +642,34 @@ impl Quorum {
             self.heard.note(broker);
             return Ok(());
         }
+        match self.ask_leader(&Request::Heartbeat { broker }).await? {
+            Response::HeardYou => Ok(()),
+            other => Err(QuorumError::Raft(format!(
+                "the leader did not take the heartbeat: {other:?}"
+            ))),
+        }
+    }
+
+    /// The quorum as its leader sees it (Kafka's DescribeQuorum): answered here when this
+    /// node leads, else asked of the leader.
+    pub async fn describe(&self) -> Result<QuorumView, QuorumError> {
+        {
+            use openraft::async_runtime::WatchReceiver;
+            let metrics = self.raft.metrics();
+            if let Some(view) = QuorumView::of_leader(&metrics.borrow_watched(), &self.heard) {
+                return Ok(view);
+            }
+        }
+        match self.ask_leader(&Request::Describe).await? {
+            Response::Described(view) => Ok(view),
+            other => Err(QuorumError::Raft(format!(
+                "the leader did not describe the quorum: {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `request` to the leader this node knows of, on a connection of its own.
+    async fn ask_leader(&self, request: &Request) -> Result<Response, QuorumError> {
         let leader = {
             use openraft::async_runtime::WatchReceiver;
             let metrics = self.raft.metrics();
@@ -534,20 +681,13 @@ impl Quorum {
                     .map(|n| n.addr.clone())
             })
         };
-        let Some(addr) = leader else {
+        let Some(addr) = leader.filter(|a| !a.is_empty()) else {
             return Err(QuorumError::Raft("no metadata leader is known".into()));
         };
-        let mut peer = Peer::new(addr);
-        match peer
-            .call(&Request::Heartbeat { broker }, Duration::from_secs(5))
+        Peer::new(addr)
+            .call(request, Duration::from_secs(5))
             .await
-        {
-            Ok(Response::HeardYou) => Ok(()),
-            Ok(other) => Err(QuorumError::Raft(format!(
-                "the leader did not take the heartbeat: {other:?}"
-            ))),
-            Err(e) => Err(QuorumError::Raft(format!("heartbeat: {e}"))),
-        }
+            .map_err(|e| QuorumError::Raft(format!("the metadata leader: {e}")))
     }
 
     /// The heartbeat sessions, when this node leads (started afresh when it became leader).
@@ -581,6 +721,7 @@ impl Quorum {
         if let Some(task) = &self.listener {
             task.abort();
         }
+        self.progress.abort();
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(self.log.close()?)
     }

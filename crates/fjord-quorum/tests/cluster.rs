@@ -121,8 +121,35 @@ async fn three_voters_replicate_survive_a_loss_and_catch_up() {
             sees(q, &format!("from-{i}")).await;
         }
     }
-    // The leader goes away; the other two elect a new one and go on.
+    // Every member describes the quorum as the leader sees it (DescribeQuorum); every voter
+    // is soon known to hold the whole log.
     let leader = members[0].leader().expect("a leader is known");
+    for q in &members {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let view = q.describe().await.expect("described through the leader");
+                assert_eq!(view.leader, leader);
+                assert_eq!(
+                    view.voters.iter().map(|v| v.id).collect::<Vec<_>>(),
+                    [1, 2, 3]
+                );
+                assert!(view.observers.is_empty());
+                assert_eq!(view.addresses, voters);
+                assert!(view.high_watermark >= 4, "{view:?}");
+                if view.voters.iter().all(|v| {
+                    v.log_end_offset == view.high_watermark
+                        && v.last_fetch_ms > 0
+                        && v.last_caught_up_ms > 0
+                }) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("every voter is caught up");
+    }
+    // The leader goes away; the other two elect a new one and go on.
     let [a, b, c] = members;
     let mut alive = Vec::new();
     let mut gone = None;
@@ -146,6 +173,15 @@ async fn three_voters_replicate_survive_a_loss_and_catch_up() {
         sees(q, "after-14").await;
         assert_ne!(q.leader(), Some(leader), "a new leader was elected");
     }
+    // The new leader sees the lost voter behind, and not heard from.
+    let view = alive[0].describe().await.unwrap();
+    assert_ne!(view.leader, leader);
+    let lost = view.voters.iter().find(|v| v.id == leader).unwrap();
+    assert!(lost.log_end_offset < view.high_watermark, "{view:?}");
+    assert_eq!(
+        lost.last_caught_up_ms, -1,
+        "never caught up under this leader: {view:?}"
+    );
     // The lost member returns from what its disk kept and catches up.
     let id = gone.node_id();
     let image = disks[(id - 1) as usize].crash_image(Some(id));

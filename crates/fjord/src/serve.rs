@@ -203,11 +203,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Signals are watched before anything listens: a SIGTERM that arrives while the data
         // directory opens stops the broker cleanly once it is open, instead of killing it.
         let shutdown = shutdown_signal();
-        // HTTP first: once the Kafka port answers, /health and /metrics do too.
+        // HTTP first: /health answers while the broker opens (503 until it is ready).
         let http_listener = tokio::net::TcpListener::bind(http)
             .await
             .with_context(|| format!("listening on {http} for HTTP: pass --http-listen"))?;
         let http_bound = http_listener.local_addr()?;
+        // /health answers from now on: "starting" until the broker is open and caught up with
+        // the metadata, then whether it can serve (not fenced, heartbeats taken).
+        let opened: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
+        let app = http_app(opened.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, app).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
         // Bound now (the port is taken and known, even for port 0) but listening only once
         // the data directory is open: a client that connects finds a ready broker.
         let in_use = || {
@@ -247,50 +256,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             write_meta_properties(&data_dir, &broker.cluster_id, node_id)?;
         }
         let listener = socket.listen(1024).with_context(in_use)?;
-        let metrics_broker = broker.clone();
-        let app = axum::Router::new()
-            .route("/health", axum::routing::get(|| async { "ok\n" }))
-            .route(
-                "/v1/groups/{group}/history",
-                axum::routing::get({
-                    let b = broker.clone();
-                    move |axum::extract::Path(group): axum::extract::Path<String>| {
-                        let b = b.clone();
-                        async move {
-                            let events: Vec<serde_json::Value> = b
-                                .groups
-                                .history(&group)
-                                .into_iter()
-                                .map(|e| serde_json::json!({"at_ms": e.at_ms, "event": e.event}))
-                                .collect();
-                            axum::Json(events)
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let b = metrics_broker.clone();
-                    async move {
-                        let text = tokio::task::spawn_blocking(move || b.metrics_text())
-                            .await
-                            .unwrap_or_default();
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4",
-                            )],
-                            text,
-                        )
-                    }
-                }),
-            );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, app).await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        if opened.set(broker.clone()).is_err() {
+            anyhow::bail!("the broker was opened twice");
+        }
         tracing::info!(
             kafka = %bound,
             http = %http_bound,
@@ -301,6 +269,73 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         fjord_broker::server::run(listener, broker, shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// The HTTP endpoints. Until `opened` holds the broker, /health answers 503 "starting" and the
+/// others 503; then /health says whether the broker can serve (200 "ok", else 503 and why).
+fn http_app(opened: Arc<std::sync::OnceLock<Arc<Broker>>>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    const STARTING: &str =
+        "starting: opening the data directory and catching up with the metadata quorum\n";
+    let not_yet = || (StatusCode::SERVICE_UNAVAILABLE, STARTING).into_response();
+    let health = {
+        let opened = opened.clone();
+        move || {
+            let opened = opened.clone();
+            async move {
+                match opened.get() {
+                    None => not_yet(),
+                    Some(b) => match b.readiness() {
+                        Ok(()) => "ok\n".into_response(),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        )
+                            .into_response(),
+                    },
+                }
+            }
+        }
+    };
+    let history = {
+        let opened = opened.clone();
+        move |axum::extract::Path(group): axum::extract::Path<String>| {
+            let opened = opened.clone();
+            async move {
+                let Some(b) = opened.get() else {
+                    return not_yet();
+                };
+                let events: Vec<serde_json::Value> = b
+                    .groups
+                    .history(&group)
+                    .into_iter()
+                    .map(|e| serde_json::json!({"at_ms": e.at_ms, "event": e.event}))
+                    .collect();
+                axum::Json(events).into_response()
+            }
+        }
+    };
+    let metrics = move || {
+        let opened = opened.clone();
+        async move {
+            let Some(b) = opened.get().cloned() else {
+                return not_yet();
+            };
+            let text = tokio::task::spawn_blocking(move || b.metrics_text())
+                .await
+                .unwrap_or_default();
+            let content_type = [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )];
+            (content_type, text).into_response()
+        }
+    };
+    axum::Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/v1/groups/{group}/history", axum::routing::get(history))
+        .route("/metrics", axum::routing::get(metrics))
 }
 
 /// Installs the SIGTERM and Ctrl-C handlers now; the future finishes when one arrives (a

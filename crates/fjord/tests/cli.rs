@@ -334,6 +334,14 @@ fn errors_have_exit_codes_and_say_what_to_do() {
     let info = json_lines(&ok(&fjord(&b, &["cluster", "info", "-o", "json"], None)));
     assert_eq!(info[0]["controller_id"], 1);
     assert_eq!(info[0]["brokers"][0]["address"], b.bootstrap.as_str());
+    // A single node is the one voter of its quorum (DescribeQuorum), and a registered broker.
+    assert_eq!(info[0]["quorum"]["leader_id"], 1);
+    assert_eq!(info[0]["quorum"]["voters"], serde_json::json!([1]));
+    let node = &info[0]["nodes"][0];
+    assert_eq!(node["broker"], "registered");
+    assert_eq!(node["quorum"], "leader");
+    assert_eq!(node["metadata_offset"], info[0]["quorum"]["high_watermark"]);
+    assert_eq!(node["metadata_lag"], 0);
 }
 
 fn http_get(addr: &str, path: &str) -> String {

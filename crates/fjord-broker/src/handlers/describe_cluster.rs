@@ -1,4 +1,5 @@
-//! DescribeCluster: this broker, the cluster id, the controller.
+//! DescribeCluster: the registered brokers (fenced ones too when v2 asks), the cluster id,
+//! the controller.
 
 use std::sync::Arc;
 
@@ -46,13 +47,15 @@ pub async fn handle(
     r.brokers = broker
         .metadata()
         .brokers()
-        .filter(|b| !b.fenced)
+        // KIP-1073 (v2): fenced brokers too when asked for, marked as such.
+        .filter(|b| !b.fenced || request.include_fenced_brokers)
         .map(|registered| {
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(registered.id);
             b.host = str_bytes(registered.host.clone());
             b.port = registered.port;
             b.rack = registered.rack.clone().map(str_bytes);
+            b.is_fenced = registered.fenced;
             b
         })
         .collect();

@@ -20,6 +20,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod describe_transactions;
 mod end_txn;
@@ -72,6 +73,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
@@ -138,6 +140,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::AlterConfigs) => "AlterConfigs",
         Ok(ApiKey::IncrementalAlterConfigs) => "IncrementalAlterConfigs",
         Ok(ApiKey::DescribeCluster) => "DescribeCluster",
+        Ok(ApiKey::DescribeQuorum) => "DescribeQuorum",
         Ok(ApiKey::DeleteRecords) => "DeleteRecords",
         Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetForLeaderEpoch",
         Ok(ApiKey::DescribeLogDirs) => "DescribeLogDirs",
@@ -318,6 +321,7 @@ pub async fn handle(
                 .into()
         }
         RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, &ctx).await.into(),
+        RequestKind::DescribeQuorum(r) => describe_quorum::handle(broker, r, &ctx).await.into(),
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, &ctx).await.into(),
         RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(broker, r, &ctx)
             .await

@@ -1,17 +1,75 @@
-//! `fjord cluster info`.
+//! `fjord cluster info`: the cluster id, the metadata quorum (voters, leader, how far each node
+//! has the metadata log) and every registered broker with its state, from DescribeCluster
+//! (fenced brokers included, KIP-1073), DescribeQuorum and Metadata.
+
+use std::collections::BTreeSet;
 
 use clap::Subcommand;
-use fjord_client::check;
-use fjord_client::kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
+use fjord_client::kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use fjord_client::kafka_protocol::messages::describe_quorum_response::ReplicaState;
+use fjord_client::kafka_protocol::messages::{
+    DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest, TopicName,
+};
+use fjord_client::kafka_protocol::protocol::StrBytes;
+use fjord_client::{Client, check};
 use serde_json::json;
 
 use super::{Common, Output, print_json, print_table};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
-    /// Show the cluster id, the controller, the brokers and how many topics there are.
+    /// Show the cluster id, the metadata quorum (voters, controller, each node's metadata
+    /// offset) and every broker with its state (registered or fenced).
     #[command(after_help = "Example:\n  fjord cluster info --output json")]
     Info,
+}
+
+/// One node as `cluster info` shows it.
+struct NodeRow {
+    id: i32,
+    address: Option<String>,
+    rack: Option<String>,
+    /// "registered", "fenced", or None when the node is not a registered broker.
+    broker: Option<&'static str>,
+    /// "leader", "voter", "observer", or None when it takes no part in the quorum.
+    quorum: Option<&'static str>,
+    log_end_offset: Option<i64>,
+    last_fetch_ms: Option<i64>,
+}
+
+/// The quorum as DescribeQuorum answers it.
+struct QuorumInfo {
+    leader: i32,
+    epoch: i32,
+    high_watermark: i64,
+    voters: Vec<ReplicaState>,
+    observers: Vec<ReplicaState>,
+}
+
+async fn describe_quorum(client: &Client) -> anyhow::Result<QuorumInfo> {
+    let mut partition = PartitionData::default();
+    partition.partition_index = 0;
+    let mut topic = TopicData::default();
+    topic.topic_name = TopicName(StrBytes::from_static_str("__cluster_metadata"));
+    topic.partitions = vec![partition];
+    let mut req = DescribeQuorumRequest::default();
+    req.topics = vec![topic];
+    let r = client.send(&req).await?;
+    check(r.error_code, r.error_message.as_ref())?;
+    let p = r
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the broker described no metadata partition"))?;
+    check(p.error_code, p.error_message.as_ref())?;
+    Ok(QuorumInfo {
+        leader: p.leader_id.0,
+        epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+        voters: p.current_voters,
+        observers: p.observers,
+    })
 }
 
 pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
@@ -19,50 +77,134 @@ pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
     let client = common.connect().await?;
     let mut req = DescribeClusterRequest::default();
     req.endpoint_type = 1;
+    // Fenced brokers are listed from v2 on (KIP-1073); older brokers list the unfenced.
+    req.include_fenced_brokers = client.version::<DescribeClusterRequest>()? >= 2;
     let cluster = client.send(&req).await?;
     check(cluster.error_code, cluster.error_message.as_ref())?;
     let mut md = MetadataRequest::default();
     md.topics = None;
     let meta = client.send(&md).await?;
-    let brokers: Vec<_> = cluster
-        .brokers
-        .iter()
-        .map(|b| {
-            (
-                b.broker_id.0,
-                format!("{}:{}", b.host, b.port),
-                b.rack.as_ref().map(|r| r.to_string()),
-            )
+    let partitions: usize = meta.topics.iter().map(|t| t.partitions.len()).sum();
+    // A broker without DescribeQuorum (or with no quorum leader now) still gets its brokers shown.
+    let quorum = describe_quorum(&client).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+
+    let mut ids: BTreeSet<i32> = cluster.brokers.iter().map(|b| b.broker_id.0).collect();
+    if let Ok(q) = &quorum {
+        ids.extend(q.voters.iter().chain(&q.observers).map(|r| r.replica_id.0));
+    }
+    let rows: Vec<NodeRow> = ids
+        .into_iter()
+        .map(|id| {
+            let b = cluster.brokers.iter().find(|b| b.broker_id.0 == id);
+            let (role, replica) = match &quorum {
+                Ok(q) => {
+                    let voter = q.voters.iter().find(|r| r.replica_id.0 == id);
+                    let observer = q.observers.iter().find(|r| r.replica_id.0 == id);
+                    match (voter, observer) {
+                        (Some(r), _) if id == q.leader => (Some("leader"), Some(r)),
+                        (Some(r), _) => (Some("voter"), Some(r)),
+                        (None, Some(r)) => (Some("observer"), Some(r)),
+                        (None, None) => (None, None),
+                    }
+                }
+                Err(_) => (None, None),
+            };
+            NodeRow {
+                id,
+                address: b.map(|b| format!("{}:{}", b.host, b.port)),
+                rack: b.and_then(|b| b.rack.as_ref().map(|r| r.to_string())),
+                broker: b.map(|b| if b.is_fenced { "fenced" } else { "registered" }),
+                quorum: role,
+                log_end_offset: replica.map(|r| r.log_end_offset).filter(|&o| o >= 0),
+                last_fetch_ms: replica.map(|r| r.last_fetch_timestamp).filter(|&t| t >= 0),
+            }
         })
         .collect();
-    let partitions: usize = meta.topics.iter().map(|t| t.partitions.len()).sum();
+    let hw = quorum.as_ref().ok().map(|q| q.high_watermark);
+    let lag = |r: &NodeRow| Some(hw? - r.log_end_offset?).map(|l| l.max(0));
     match common.output {
         Output::Json => print_json(&json!({
             "cluster_id": cluster.cluster_id.to_string(),
-            "controller_id": cluster.controller_id.0,
-            "brokers": brokers.iter().map(|(id, addr, rack)| json!({"id": id, "address": addr, "rack": rack})).collect::<Vec<_>>(),
+            "controller_id": quorum.as_ref().map_or(cluster.controller_id.0, |q| q.leader),
+            "quorum": match &quorum {
+                Ok(q) => json!({
+                    "leader_id": q.leader,
+                    "leader_epoch": q.epoch,
+                    "high_watermark": q.high_watermark,
+                    "voters": q.voters.iter().map(|r| r.replica_id.0).collect::<Vec<_>>(),
+                    "observers": q.observers.iter().map(|r| r.replica_id.0).collect::<Vec<_>>(),
+                }),
+                Err(e) => json!({"error": e.to_string()}),
+            },
+            "brokers": rows.iter().filter(|r| r.broker.is_some()).map(|r| json!({
+                "id": r.id,
+                "address": r.address,
+                "rack": r.rack,
+                "fenced": r.broker == Some("fenced"),
+            })).collect::<Vec<_>>(),
+            "nodes": rows.iter().map(|r| json!({
+                "id": r.id,
+                "address": r.address,
+                "rack": r.rack,
+                "broker": r.broker.unwrap_or("not registered"),
+                "quorum": r.quorum,
+                "metadata_offset": r.log_end_offset,
+                "metadata_lag": lag(r),
+                "last_heard_ms_ago": r.last_fetch_ms.map(|t| (now_ms - t).max(0)),
+            })).collect::<Vec<_>>(),
             "topics": meta.topics.len(),
             "partitions": partitions,
         })),
         Output::Table => {
             println!("cluster id:  {}", cluster.cluster_id);
-            println!("controller:  {}", cluster.controller_id.0);
+            match &quorum {
+                Ok(q) => {
+                    println!("controller:  {} (epoch {})", q.leader, q.epoch);
+                    println!("metadata:    offset {} committed", q.high_watermark);
+                }
+                Err(e) => {
+                    println!("controller:  {}", cluster.controller_id.0);
+                    println!("metadata:    the quorum could not be described: {e}");
+                }
+            }
             println!(
                 "topics:      {} ({partitions} partitions)",
                 meta.topics.len()
             );
             println!();
-            let rows: Vec<Vec<String>> = brokers
+            let dash = || "-".to_string();
+            let table: Vec<Vec<String>> = rows
                 .iter()
-                .map(|(id, addr, rack)| {
+                .map(|r| {
                     vec![
-                        id.to_string(),
-                        addr.clone(),
-                        rack.clone().unwrap_or_else(|| "-".into()),
+                        r.id.to_string(),
+                        r.address.clone().unwrap_or_else(dash),
+                        r.rack.clone().unwrap_or_else(dash),
+                        r.broker.unwrap_or("not registered").to_string(),
+                        r.quorum.unwrap_or("-").to_string(),
+                        r.log_end_offset.map_or_else(dash, |o| o.to_string()),
+                        lag(r).map_or_else(dash, |l| l.to_string()),
+                        r.last_fetch_ms
+                            .map_or_else(dash, |t| format!("{} ms ago", (now_ms - t).max(0))),
                     ]
                 })
                 .collect();
-            print_table(&["BROKER", "ADDRESS", "RACK"], &rows);
+            print_table(
+                &[
+                    "NODE",
+                    "ADDRESS",
+                    "RACK",
+                    "BROKER",
+                    "QUORUM",
+                    "METADATA OFFSET",
+                    "LAG",
+                    "LAST HEARD",
+                ],
+                &table,
+            );
         }
     }
     Ok(())
