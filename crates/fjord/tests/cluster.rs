@@ -190,10 +190,19 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
     loop {
         let p0 = describe(&mut wrong);
         if p0.error_code == 5 {
+            // As a three-node Kafka 4.4 answers for a fenced broker's only replica.
+            let ids = |v: &[kafka_protocol::messages::BrokerId]| {
+                v.iter().map(|b| b.0).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&p0.offline_replicas), [leader]);
+            assert_eq!(p0.leader_id.0, -1);
+            assert_eq!(ids(&p0.isr_nodes), Vec::<i32>::new());
+            assert_eq!(ids(&p0.replica_nodes), [leader]);
             assert_eq!(
-                p0.offline_replicas.iter().map(|b| b.0).collect::<Vec<_>>(),
+                ids(p0.eligible_leader_replicas.as_deref().unwrap()),
                 [leader]
             );
+            assert_eq!(ids(p0.last_known_elr.as_deref().unwrap()), [leader]);
             break;
         }
         assert!(

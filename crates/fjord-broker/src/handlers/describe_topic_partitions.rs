@@ -80,8 +80,8 @@ pub async fn handle(
             p.replica_nodes = placed.replicas;
             p.isr_nodes = placed.isr;
             p.offline_replicas = placed.offline;
-            p.eligible_leader_replicas = Some(Vec::new());
-            p.last_known_elr = Some(Vec::new());
+            p.eligible_leader_replicas = Some(placed.elr.clone());
+            p.last_known_elr = Some(placed.elr);
             t.partitions.push(p);
         }
         response.topics.push(t);

@@ -378,9 +378,13 @@ pub async fn handle(
         })
 }
 
-/// A partition's leader, leader epoch, replicas and ISR as the metadata records have them,
-/// and what of it clients can reach (Metadata and DescribeTopicPartitions describe them alike).
+/// A partition's leader, leader epoch, replicas and ISR as clients are told (Metadata and
+/// DescribeTopicPartitions describe them alike): the metadata records', with replicas on
+/// fenced brokers answered as a Kafka 4.4 controller records them when it fences the broker
+/// (checked against a three-node Kafka): out of the ISR, a fenced leader's partition without a
+/// leader, and the last ISR member kept as an eligible leader replica (KIP-966).
 pub(crate) struct Placement {
+    /// -1 when the recorded leader is fenced or not registered.
     pub leader: BrokerId,
     pub leader_epoch: i32,
     pub replicas: Vec<BrokerId>,
@@ -389,6 +393,9 @@ pub(crate) struct Placement {
     pub error_code: i16,
     /// Replicas on brokers that are fenced or not registered.
     pub offline: Vec<BrokerId>,
+    /// ISR members that left it on fencing when no in-sync replica is left (KIP-966's ELR;
+    /// Kafka reports the same as the last known ELR).
+    pub elr: Vec<BrokerId>,
 }
 
 impl Placement {
@@ -401,13 +408,20 @@ impl Placement {
     ) -> Option<Self> {
         let s = topic.partition_states.get(usize::try_from(index).ok()?)?;
         let alive = |id: i32| state.broker(id).is_some_and(|b| !b.fenced);
-        let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect();
+        let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
+        let (isr, out): (Vec<i32>, Vec<i32>) = s.isr.iter().partition(|&&r| alive(r));
+        let led = alive(s.leader);
         Some(Self {
-            leader: BrokerId(s.leader),
+            leader: BrokerId(if led { s.leader } else { -1 }),
             leader_epoch: s.leader_epoch,
             replicas: ids(&s.replicas),
-            isr: ids(&s.isr),
-            error_code: if alive(s.leader) {
+            elr: if isr.is_empty() {
+                ids(&out)
+            } else {
+                Vec::new()
+            },
+            isr: ids(&isr),
+            error_code: if led {
                 errors::NONE
             } else {
                 errors::LEADER_NOT_AVAILABLE
