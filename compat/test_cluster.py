@@ -365,3 +365,65 @@ def test_java_client_on_the_cluster(cluster, java, fjord_shared):
         many = Target("fjord-cluster", cluster[node].bootstrap)
         for scenario in ("records", "group-consumer", "group-classic", "transactions"):
             assert java(many, scenario) == java(one, scenario), scenario
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three voters and a broker-only node: it observes the quorum, leads partitions, survives a kill -9")
+def test_a_broker_only_node_joins_the_cluster(cluster, tmp_path):
+    voters_arg = cluster[0].extra_args[cluster[0].extra_args.index("--voters") + 1]
+    config = cluster[0].extra_args[cluster[0].extra_args.index("--config") + 1]
+    four = Broker(tmp_path / "node4", ["--node-id", "4", "--voters", voters_arg,
+                                      "--controller-listen", f"127.0.0.1:{free_port()}",
+                                      "--config", config])
+    four.start(timeout=60)
+    try:
+        info = cluster_info(four)
+        assert info["quorum"]["voters"] == [1, 2, 3]
+        assert info["quorum"]["observers"] == [4]
+        node4 = [n for n in info["nodes"] if n["id"] == 4][0]
+        assert node4["broker"] == "registered" and node4["quorum"] == "observer", info
+        status = run_tool(QUORUM, "describe", "--status", bootstrap=cluster[0].bootstrap).stdout
+        observers = json.loads(dict(line.split(":", 1) for line in status.splitlines()
+                                    if ":" in line)["CurrentObservers"])
+        assert [o["id"] for o in observers] == [4], status
+        a = AdminClient({"bootstrap.servers": four.bootstrap})
+        a.create_topics([NewTopic("on-four", 8, 1)])["on-four"].result(30)
+        placed = leaders(a, "on-four")
+        on4 = [p for p, leader in placed.items() if leader == 4]
+        assert on4 and sorted(set(placed.values())) == [1, 2, 3, 4], placed
+        p = Producer({"bootstrap.servers": four.bootstrap, "acks": "all"})
+        for i in range(80):
+            p.produce("on-four", value=f"r{i}".encode(), partition=i % 8)
+        assert p.flush(30) == 0
+        # kill -9 and back: it rejoins from its data directory; its partitions keep their records.
+        four.kill()
+        four.start(timeout=60)
+        assert wait_for(lambda: sorted(a.list_topics(timeout=5).brokers) == [1, 2, 3, 4], timeout=30)
+        c = Consumer({"bootstrap.servers": cluster[1].bootstrap, "group.id": "reads-four",
+                      "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition("on-four", part, 0) for part in on4])
+        seen = set()
+        end = time.monotonic() + 30
+        while len(seen) < 10 * len(on4) and time.monotonic() < end:
+            m = c.poll(1)
+            if m is not None and m.error() is None:
+                seen.add(m.value())
+        c.close()
+        assert len(seen) == 10 * len(on4)
+    finally:
+        four.stop()
+    text = open(four.log_path, errors="replace").read()
+    assert "panicked" not in text, text[-4000:]
+
+
+def test_a_voter_cannot_start_as_a_broker_only_node(cluster, tmp_path):
+    voters_arg = cluster[0].extra_args[cluster[0].extra_args.index("--voters") + 1]
+    roles = tmp_path / "roles.toml"
+    roles.write_text('"process.roles" = "broker"\n')
+    node = Broker(tmp_path / "voter-as-broker", ["--node-id", "2", "--voters", voters_arg,
+                                                "--controller-listen", f"127.0.0.1:{free_port()}",
+                                                "--config", str(roles)])
+    node.launch()
+    assert node.proc.wait(timeout=30) != 0
+    assert "a voter is a controller too" in node.log(), node.log()[-2000:]
+    node.proc = None
+    node.log_file.close()

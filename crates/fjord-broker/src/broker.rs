@@ -518,6 +518,7 @@ impl Broker {
                     listener,
                     QuorumOptions {
                         must_have_log: !config.new_cluster_id,
+                        address: Some(addr.clone()),
                         ..QuorumOptions::default()
                     },
                 ))?

@@ -62,6 +62,9 @@ pub struct BrokerConfig {
     /// `controller.quorum.voters`: node id → controller listener (`HOST:PORT`) of every voter
     /// of the metadata quorum. Empty: a single node, a one-member quorum of its own.
     pub voters: std::collections::BTreeMap<i32, String>,
+    /// `process.roles`: Some(true) for "broker", Some(false) for "broker,controller", None when
+    /// not given (a node among the voters is both, any other a broker only).
+    pub broker_only: Option<bool>,
     /// Where this node's controller listener accepts the other voters (needed with voters).
     pub controller_listen: Option<String>,
     /// `broker.rack`.
@@ -105,6 +108,7 @@ impl Default for BrokerConfig {
             transaction_abort_interval_ms: 10_000,
             fetch_session_cache_slots: 1_000,
             voters: std::collections::BTreeMap::new(),
+            broker_only: None,
             controller_listen: None,
             rack: None,
             broker_heartbeat_interval_ms: 2_000,
@@ -185,18 +189,33 @@ impl BrokerConfig {
                     .collect::<Vec<_>>()
                     .join(",")
             };
-            if !self.voters.contains_key(&self.node_id) {
-                return Err(format!(
-                    "node.id {} is not among controller.quorum.voters ({}); every node of a Fjord cluster is a voter for now: add it, or start it with a voter's node.id",
-                    self.node_id,
-                    list()
-                ));
+            let voter = self.voters.contains_key(&self.node_id);
+            match self.broker_only {
+                Some(true) if voter => {
+                    return Err(format!(
+                        "process.roles is \"broker\" but node.id {} is among controller.quorum.voters ({}): a voter is a controller too; set process.roles to \"broker,controller\", or give this node an id that is not a voter's",
+                        self.node_id,
+                        list()
+                    ));
+                }
+                Some(false) if !voter => {
+                    return Err(format!(
+                        "process.roles is \"broker,controller\" but node.id {} is not among controller.quorum.voters ({}): set process.roles to \"broker\" for a broker-only node, or start it with a voter's node.id",
+                        self.node_id,
+                        list()
+                    ));
+                }
+                _ => {}
             }
             if self.controller_listen.is_none() {
-                return Err(format!(
-                    "controller.quorum.voters is set: give this node's controller listener with --controller-listen (its address among the voters is {})",
-                    self.voters[&self.node_id]
-                ));
+                return Err(if voter {
+                    format!(
+                        "controller.quorum.voters is set: give this node's controller listener with --controller-listen (its address among the voters is {})",
+                        self.voters[&self.node_id]
+                    )
+                } else {
+                    "a broker-only node (node.id not among controller.quorum.voters) needs --controller-listen HOST:PORT too: the quorum's leader replicates the metadata to it there".to_string()
+                });
             }
             if let Some((id, addr)) = self.voters.iter().find(|(_, a)| !is_host_port(a)) {
                 return Err(format!(

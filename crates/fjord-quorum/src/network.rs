@@ -47,6 +47,12 @@ pub(crate) enum Request {
     },
     /// The quorum as the leader sees it (Kafka's DescribeQuorum).
     Describe,
+    /// A broker-only node asks to replicate the log as an observer (an openraft learner) at
+    /// its controller listener `address`.
+    Join {
+        node: u64,
+        address: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +65,8 @@ pub(crate) enum Response {
     HeardYou,
     /// The leader's view of the quorum.
     Described(crate::quorum::QuorumView),
+    /// The leader added the observer and has it caught up.
+    Joined,
     /// The receiver does not lead (any more): the leader it knows of, if any.
     NotLeader(Option<u64>),
     /// The receiver could not handle the request (its Raft node stopped, ...).
@@ -105,7 +113,9 @@ pub(crate) async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig, StateMachine>,
     heard: crate::quorum::Heard,
+    voters: std::collections::BTreeSet<u64>,
 ) {
+    let voters = std::sync::Arc::new(voters);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -115,9 +125,9 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let (raft, heard) = (raft.clone(), heard.clone());
+        let (raft, heard, voters) = (raft.clone(), heard.clone(), voters.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, &raft, &heard).await {
+            if let Err(e) = connection(stream, &raft, &heard, &voters).await {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
             }
         });
@@ -128,12 +138,13 @@ async fn connection(
     mut stream: TcpStream,
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
+    voters: &std::collections::BTreeSet<u64>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     while let Some(frame) = read_frame(&mut stream).await? {
         let request: Request = serde_json::from_slice(&frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let response = handle(raft, heard, request).await;
+        let response = handle(raft, heard, voters, request).await;
         write_frame(&mut stream, &response).await?;
     }
     Ok(())
@@ -142,10 +153,29 @@ async fn connection(
 async fn handle(
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
+    voters: &std::collections::BTreeSet<u64>,
     request: Request,
 ) -> Response {
     let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
     match request {
+        Request::Join { node, address } => {
+            // A voter is never turned into an observer (the quorum would lose a vote).
+            if voters.contains(&node) {
+                return Response::Failed(format!(
+                    "refused: node {node} is a voter of this quorum; start it with the voters as a voter"
+                ));
+            }
+            if !raft.is_leader() {
+                return Response::NotLeader(raft.current_leader().await);
+            }
+            match raft.add_learner(node, BasicNode::new(address), true).await {
+                Ok(_) => Response::Joined,
+                Err(openraft::errors::RaftError::APIError(
+                    openraft::errors::ClientWriteError::ForwardToLeader(f),
+                )) => Response::NotLeader(f.leader_id),
+                Err(e) => failed(&e),
+            }
+        }
         Request::Append(rpc) => raft
             .append_entries(rpc)
             .await

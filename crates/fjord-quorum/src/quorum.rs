@@ -240,7 +240,7 @@ pub struct Sessions {
 }
 
 /// How a quorum runs: Raft timings and how often the state is snapshotted.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct QuorumOptions {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -255,6 +255,9 @@ pub struct QuorumOptions {
     /// This node has run before: its metadata log must be there (a voter that lost it must
     /// not rejoin).
     pub must_have_log: bool,
+    /// This node's controller listener as the others reach it, when it is not a voter (a
+    /// voter's is its entry among the voters); defaults to the listener's local address.
+    pub address: Option<String>,
 }
 
 impl Default for QuorumOptions {
@@ -267,6 +270,7 @@ impl Default for QuorumOptions {
             entries_kept_after_snapshot: 1000,
             start_timeout: START_TIMEOUT,
             must_have_log: false,
+            address: None,
         }
     }
 }
@@ -329,6 +333,8 @@ impl Quorum {
     /// listener address), serving Raft on `listener` (this node's address among them).
     /// Returns once a leader has committed everything this node had and this node applied it:
     /// a member waits for enough voters to start (up to `options.start_timeout`).
+    /// A node that is not among the voters is an observer (a broker-only node, an openraft
+    /// learner): it asks the leader to add it, and replicates the log without voting.
     pub async fn open_member(
         storage: Arc<dyn Storage>,
         dir: &Path,
@@ -394,6 +400,12 @@ impl Quorum {
                 "this node has run before (its data directory says so) but its metadata log is empty; a voter that lost its log cannot rejoin its quorum (it may have acknowledged entries it no longer has): restore the data directory (replacing a voter's disk is not supported yet)".into(),
             ));
         }
+        let observer = !voters.contains_key(&node);
+        if observer && listener.is_none() {
+            return Err(QuorumError::Raft(format!(
+                "node {node_id} is not among the voters and has no controller listener to replicate the metadata to"
+            )));
+        }
         if !fresh {
             let stored = Self::stored_voters(&log, &sm).await?;
             if !stored.is_empty() && stored != voters {
@@ -426,15 +438,32 @@ impl Quorum {
                 (raft, None)
             }
             Some(listener) => {
+                let address = match &options.address {
+                    Some(a) => a.clone(),
+                    None => listener.local_addr()?.to_string(),
+                };
                 let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
                     .await
                     .map_err(raft_error)?;
-                let task =
-                    tokio::spawn(crate::network::serve(listener, raft.clone(), heard.clone()));
+                let task = tokio::spawn(crate::network::serve(
+                    listener,
+                    raft.clone(),
+                    heard.clone(),
+                    voters.keys().copied().collect(),
+                ));
+                if observer {
+                    // Every start: the leader (re)adds this node with its address now.
+                    if let Err(e) = Self::join(&voters, node, &address, options.start_timeout).await
+                    {
+                        task.abort();
+                        let _ = raft.shutdown().await;
+                        return Err(e);
+                    }
+                }
                 (raft, Some(Arc::new(task)))
             }
         };
-        if fresh {
+        if fresh && !observer {
             let members: BTreeMap<u64, BasicNode> = voters
                 .iter()
                 .map(|(&id, addr)| (id, BasicNode::new(addr)))
@@ -525,10 +554,62 @@ impl Quorum {
                 sm.applied_state().await?.1.membership().clone()
             }
         };
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         Ok(membership
             .nodes()
+            .filter(|(id, _)| voters.contains(id))
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect())
+    }
+
+    /// Asks the quorum's leader, through any voter, to add `node` (at `address`) as an
+    /// observer; returns once the leader has it caught up.
+    async fn join(
+        voters: &BTreeMap<u64, String>,
+        node: u64,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<(), QuorumError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let request = Request::Join {
+            node,
+            address: address.to_string(),
+        };
+        let mut next: Option<u64> = None;
+        let mut last_error = String::from("no voter answered");
+        loop {
+            let targets: Vec<u64> = match next.take() {
+                Some(leader) => vec![leader],
+                None => voters.keys().copied().collect(),
+            };
+            for id in targets {
+                let Some(addr) = voters.get(&id) else {
+                    continue;
+                };
+                match Peer::new(addr.clone()).call(&request, timeout).await {
+                    Ok(Response::Joined) => return Ok(()),
+                    Ok(Response::NotLeader(Some(leader))) => {
+                        next = Some(leader);
+                        break;
+                    }
+                    Ok(Response::Failed(reason)) if reason.starts_with("refused:") => {
+                        return Err(QuorumError::Raft(reason));
+                    }
+                    Ok(other) => last_error = format!("voter {id}: {other:?}"),
+                    Err(e) => last_error = format!("voter {id} at {addr}: {e}"),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(QuorumError::Raft(format!(
+                    "this broker-only node could not join the metadata quorum within {timeout:?} ({last_error}): check that a majority of the voters run and that they reach this node's controller listener at {address}"
+                )));
+            }
+            tracing::info!(
+                node,
+                "waiting for the metadata quorum's leader to add this node"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// An earlier version's metadata log in `dir` (no Raft state file, records in it) is

@@ -24,6 +24,7 @@ fn options() -> QuorumOptions {
         entries_kept_after_snapshot: 0,
         start_timeout: Duration::from_secs(30),
         must_have_log: false,
+        address: None,
     }
 }
 
@@ -250,4 +251,106 @@ async fn five_voters_survive_the_loss_of_two() {
     for q in &alive {
         q.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_only_node_observes_the_quorum_without_voting() {
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        voters.insert(id, probe.local_addr().unwrap().to_string());
+    }
+    let observer_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let disks: Vec<SimStorage> = (0..4).map(|_| SimStorage::new()).collect();
+    let (a, b, c) = tokio::join!(
+        start(1, &disks[0], &voters),
+        start(2, &disks[1], &voters),
+        start(3, &disks[2], &voters)
+    );
+    a.write(topic("before-the-observer", 1)).await.unwrap();
+    let observe = |disk: &SimStorage| {
+        Quorum::open_member(
+            Arc::new(disk.clone()),
+            Path::new(DIR),
+            4,
+            0,
+            voters.clone(),
+            listen(&observer_addr),
+            options(),
+        )
+    };
+    let observer = observe(&disks[3]).await.expect("the observer joins");
+    // It holds what was written before it joined, and writes through the leader.
+    sees(&observer, "before-the-observer").await;
+    observer.write(topic("from-the-observer", 2)).await.unwrap();
+    for q in [&a, &b, &c] {
+        sees(q, "from-the-observer").await;
+    }
+    let view = b.describe().await.unwrap();
+    assert_eq!(
+        view.voters.iter().map(|v| v.id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(view.observers.iter().map(|v| v.id).collect::<Vec<_>>(), [4]);
+    assert_eq!(view.addresses.get(&4), Some(&observer_addr));
+    // It does not vote: with two voters gone, nothing is committed even though three of the
+    // four nodes would be a majority of all of them.
+    let leader = a.leader().unwrap();
+    let members = [a, b, c];
+    let (gone, kept): (Vec<_>, Vec<_>) = members.into_iter().partition(|q| q.node_id() != leader);
+    for q in &gone {
+        q.shutdown().await.unwrap();
+    }
+    let stalled = tokio::time::timeout(
+        Duration::from_secs(3),
+        kept[0].write(topic("without-a-majority", 3)),
+    )
+    .await;
+    assert!(
+        !matches!(stalled, Ok(Ok(_))),
+        "a change was committed without a majority of the voters"
+    );
+    // The voters return; the observer, restarted from what its disk kept, rejoins and
+    // catches up with what it missed.
+    observer.shutdown().await.unwrap();
+    let back: Vec<Quorum> = futures_join(
+        gone.iter()
+            .map(|q| q.node_id())
+            .map(|id| (id, disks[(id - 1) as usize].crash_image(Some(id))))
+            .collect(),
+        &voters,
+    )
+    .await;
+    kept[0]
+        .write(topic("while-observer-away", 4))
+        .await
+        .unwrap();
+    let image = disks[3].crash_image(Some(4));
+    let observer = observe(&image).await.expect("the observer rejoins");
+    sees(&observer, "while-observer-away").await;
+    assert_eq!(*observer.state(), *kept[0].state());
+    observer.shutdown().await.unwrap();
+    for q in back.iter().chain(&kept) {
+        q.shutdown().await.unwrap();
+    }
+}
+
+/// Starts the voters `disks` (id, disk image) together.
+async fn futures_join(
+    disks: Vec<(u64, SimStorage)>,
+    voters: &BTreeMap<u64, String>,
+) -> Vec<Quorum> {
+    let mut tasks = Vec::new();
+    for (id, disk) in disks {
+        let voters = voters.clone();
+        tasks.push(tokio::spawn(async move { start(id, &disk, &voters).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }

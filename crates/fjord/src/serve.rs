@@ -34,11 +34,13 @@ pub struct ServeArgs {
     #[arg(long, env = "FJORD_NODE_ID")]
     node_id: Option<i32>,
     /// Every voter of the metadata quorum, ID@HOST:PORT,... (Kafka's controller.quorum.voters):
-    /// makes this node a member of a cluster. Without it the node is a cluster of its own.
+    /// makes this node a member of a cluster (a voter if its --node-id is among them, else a
+    /// broker only). Without it the node is a cluster of its own.
     #[arg(long, env = "FJORD_VOTERS")]
     voters: Option<String>,
-    /// Where this node's controller listener accepts the other voters (its address among
-    /// --voters; needed with --voters).
+    /// Where this node's controller listener accepts the quorum's traffic (a voter's address
+    /// among --voters; a broker-only node's, where the leader replicates the metadata to it;
+    /// needed with --voters).
     #[arg(long, env = "FJORD_CONTROLLER_LISTEN")]
     controller_listen: Option<String>,
     /// The rack this broker is in (Kafka's broker.rack).

@@ -128,11 +128,13 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "process.roles" => {
             let mut roles: Vec<&str> = value.split(',').map(str::trim).collect();
             roles.sort_unstable();
-            if roles != ["broker", "controller"] {
-                bail!(
-                    "{key} = {value:?}: every Fjord node is both broker and controller for now; set \"broker,controller\" (broker-only and controller-only nodes are not supported yet)"
-                );
-            }
+            config.broker_only = match roles.as_slice() {
+                ["broker", "controller"] => Some(false),
+                ["broker"] => Some(true),
+                _ => bail!(
+                    "{key} = {value:?}: a Fjord node is \"broker,controller\" (a voter) or \"broker\" (not among the voters); controller-only nodes are not supported yet"
+                ),
+            };
         }
         "broker.heartbeat.interval.ms" => {
             config.broker_heartbeat_interval_ms =
@@ -324,7 +326,10 @@ mod tests {
         assert_eq!(c.voters.len(), 2);
         assert_eq!(c.voters[&2], "b:9093");
         apply(&mut c, "process.roles", "controller,broker").unwrap();
-        assert!(apply(&mut c, "process.roles", "broker").is_err());
+        assert_eq!(c.broker_only, Some(false));
+        apply(&mut c, "process.roles", "broker").unwrap();
+        assert_eq!(c.broker_only, Some(true));
+        assert!(apply(&mut c, "process.roles", "controller").is_err());
         assert!(apply(&mut c, "controller.quorum.voters", "1@a:9093,1@b:1").is_err());
         apply(&mut c, "broker.rack", "eu-1a").unwrap();
         assert_eq!(c.rack.as_deref(), Some("eu-1a"));
