@@ -15,6 +15,10 @@ test: unit compat bench-smoke
 
 unit:
 	$(CARGO) test --workspace --all-targets
+	# The deterministic quorum runs replay a seed only with Tokio's scheduler seeded, which
+	# takes a `--cfg tokio_unstable` build (its own target directory).
+	RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/tokio-unstable \
+	  $(CARGO) test -p fjord-quorum --test sim
 
 # Real clients (confluent-kafka/librdkafka, kafka-python, kcat, the Java client, Kafka's tools)
 # against a real fjord process, and the differential suite against Apache Kafka 4.4 beside it;

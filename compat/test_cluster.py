@@ -371,9 +371,16 @@ def test_java_client_on_the_cluster(cluster, java, fjord_shared):
 def test_a_broker_only_node_joins_the_cluster(cluster, tmp_path):
     voters_arg = cluster[0].extra_args[cluster[0].extra_args.index("--voters") + 1]
     config = cluster[0].extra_args[cluster[0].extra_args.index("--config") + 1]
-    four = Broker(tmp_path / "node4", ["--node-id", "4", "--voters", voters_arg,
-                                      "--controller-listen", f"127.0.0.1:{free_port()}",
-                                      "--config", config])
+    args = ["--node-id", "4", "--voters", voters_arg,
+            "--controller-listen", f"127.0.0.1:{free_port()}", "--config", config]
+    # A node outside the voters must say it is a broker only (a mistyped voter id is refused).
+    mistyped = Broker(tmp_path / "mistyped", args)
+    mistyped.launch()
+    assert mistyped.proc.wait(timeout=30) != 0
+    assert "--process-roles broker" in mistyped.log(), mistyped.log()[-2000:]
+    mistyped.proc = None
+    mistyped.log_file.close()
+    four = Broker(tmp_path / "node4", [*args, "--process-roles", "broker"])
     four.start(timeout=60)
     try:
         info = cluster_info(four)

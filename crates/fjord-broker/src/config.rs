@@ -198,14 +198,28 @@ impl BrokerConfig {
                         list()
                     ));
                 }
-                Some(false) if !voter => {
+                // A node that is not a voter must say it is a broker only (as Kafka asks for
+                // process.roles): a mistyped voter id must not start a broker-only node.
+                Some(false) | None if !voter => {
                     return Err(format!(
-                        "process.roles is \"broker,controller\" but node.id {} is not among controller.quorum.voters ({}): set process.roles to \"broker\" for a broker-only node, or start it with a voter's node.id",
+                        "node.id {} is not among controller.quorum.voters ({}): start it with --process-roles broker (process.roles = \"broker\") to run it as a broker-only node, or give it a voter's node.id",
                         self.node_id,
                         list()
                     ));
                 }
                 _ => {}
+            }
+            if !voter
+                && let Some(addr) = &self.controller_listen
+                && let Some((host, _)) = addr.rsplit_once(':')
+                && host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_unspecified())
+            {
+                return Err(format!(
+                    "a broker-only node's --controller-listen ({addr}) is where the quorum's leader replicates to it: give an address the voters reach, not an unspecified one"
+                ));
             }
             if self.controller_listen.is_none() {
                 return Err(if voter {

@@ -10,6 +10,8 @@
 mod log_store;
 mod network;
 mod quorum;
+pub mod runtime;
+pub mod sim;
 mod state_machine;
 
 use std::fmt;
@@ -32,6 +34,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = crate::runtime::Runtime,
 );
 
 /// One metadata change: records that apply together or not at all. Serialized as the

@@ -168,14 +168,7 @@ impl LogStore {
     }
 }
 
-/// Runs blocking file work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| other(format!("raft log task: {e}")))?
-}
+use crate::runtime::blocking;
 
 /// Moves the log start to `start`, emptying the log when it is past the end (a snapshot
 /// installed beyond what this node had).

@@ -48,10 +48,12 @@ pub(crate) enum Request {
     /// The quorum as the leader sees it (Kafka's DescribeQuorum).
     Describe,
     /// A broker-only node asks to replicate the log as an observer (an openraft learner) at
-    /// its controller listener `address`.
+    /// its controller listener `address`; `empty`: its log is empty (new, or a new disk).
     Join {
         node: u64,
         address: String,
+        #[serde(default)]
+        empty: bool,
     },
 }
 
@@ -116,7 +118,11 @@ pub(crate) async fn serve(
     voters: std::collections::BTreeSet<u64>,
 ) {
     let voters = std::sync::Arc::new(voters);
+    // The connections end with the listener's task (dropping the set aborts them): a stopped
+    // node must not go on answering from connections it accepted before.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -126,7 +132,7 @@ pub(crate) async fn serve(
             }
         };
         let (raft, heard, voters) = (raft.clone(), heard.clone(), voters.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection(stream, &raft, &heard, &voters).await {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
             }
@@ -150,7 +156,7 @@ async fn connection(
     Ok(())
 }
 
-async fn handle(
+pub(crate) async fn handle(
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
     voters: &std::collections::BTreeSet<u64>,
@@ -158,24 +164,11 @@ async fn handle(
 ) -> Response {
     let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
     match request {
-        Request::Join { node, address } => {
-            // A voter is never turned into an observer (the quorum would lose a vote).
-            if voters.contains(&node) {
-                return Response::Failed(format!(
-                    "refused: node {node} is a voter of this quorum; start it with the voters as a voter"
-                ));
-            }
-            if !raft.is_leader() {
-                return Response::NotLeader(raft.current_leader().await);
-            }
-            match raft.add_learner(node, BasicNode::new(address), true).await {
-                Ok(_) => Response::Joined,
-                Err(openraft::errors::RaftError::APIError(
-                    openraft::errors::ClientWriteError::ForwardToLeader(f),
-                )) => Response::NotLeader(f.leader_id),
-                Err(e) => failed(&e),
-            }
-        }
+        Request::Join {
+            node,
+            address,
+            empty,
+        } => join(raft, voters, node, address, empty).await,
         Request::Append(rpc) => raft
             .append_entries(rpc)
             .await
@@ -224,41 +217,140 @@ async fn handle(
     }
 }
 
-/// A connection to one peer's controller listener, opened on first use and again after a
-/// failure.
+/// The leader's side of [`Request::Join`]: adds `node` as an observer (a learner) at
+/// `address`, or records its new address, and answers at once (the observer catches up by
+/// itself). A voter is never turned into an observer.
+async fn join(
+    raft: &Raft<TypeConfig, StateMachine>,
+    voters: &std::collections::BTreeSet<u64>,
+    node: u64,
+    address: String,
+    empty: bool,
+) -> Response {
+    use openraft::ChangeMembers;
+    use openraft::async_runtime::WatchReceiver;
+    use openraft::errors::{ClientWriteError, RaftError};
+    let refused = || {
+        Response::Failed(format!(
+            "refused: node {node} is a voter of this quorum; start it with the voters as a voter"
+        ))
+    };
+    if voters.contains(&node) {
+        return refused();
+    }
+    if !raft.is_leader() {
+        return Response::NotLeader(raft.current_leader().await);
+    }
+    let known = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == node) {
+            None
+        } else {
+            Some(membership.get_node(&node).map(|n| n.addr.clone()))
+        }
+    };
+    let Some(known) = known else {
+        return refused();
+    };
+    if empty && known.is_some() {
+        // The observer lost its log (a new disk): replicate it again from the start instead
+        // of taking its shorter log for a fault. Safe for a node that does not vote.
+        if let Ok(Err(e)) | Err(e) = raft
+            .trigger()
+            .allow_next_revert(&node, true)
+            .await
+            .map_err(|e| e.to_string())
+            .map(|r| r.map_err(|e| e.to_string()))
+        {
+            return Response::Failed(format!("resetting observer {node}'s replication: {e}"));
+        }
+    }
+    let changed = match known {
+        Some(addr) if addr == address => return Response::Joined,
+        // A known observer at a new address: removed and added again, so that the leader
+        // replicates to the new address (it keeps its streams to members that stay).
+        Some(_) => {
+            let removed = raft
+                .change_membership(
+                    ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([node])),
+                    true,
+                )
+                .await;
+            match removed {
+                Ok(_) => raft.add_learner(node, BasicNode::new(address), false).await,
+                Err(e) => Err(e),
+            }
+        }
+        None => raft.add_learner(node, BasicNode::new(address), false).await,
+    };
+    match changed {
+        Ok(_) => Response::Joined,
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Response::NotLeader(f.leader_id)
+        }
+        Err(e) => Response::Failed(e.to_string()),
+    }
+}
+
+/// A link to one peer's controller listener: a TCP connection opened on first use and again
+/// after a failure, or a deterministic test's simulated network.
 #[derive(Debug)]
 pub struct Peer {
     addr: String,
-    stream: Option<TcpStream>,
+    link: Link,
+}
+
+#[derive(Debug)]
+enum Link {
+    Tcp(Option<TcpStream>),
+    Sim { net: crate::sim::SimNet, from: u64 },
 }
 
 impl Peer {
     pub(crate) fn new(addr: String) -> Self {
-        Self { addr, stream: None }
+        Self {
+            addr,
+            link: Link::Tcp(None),
+        }
+    }
+
+    /// A link from node `from` over a simulated network.
+    pub(crate) fn sim(addr: String, net: crate::sim::SimNet, from: u64) -> Self {
+        Self {
+            addr,
+            link: Link::Sim { net, from },
+        }
     }
 
     /// Sends `request` and reads its response within `ttl`; any failure drops the connection.
     pub(crate) async fn call(&mut self, request: &Request, ttl: Duration) -> io::Result<Response> {
+        if let Link::Sim { net, from } = &self.link {
+            return net.call(*from, &self.addr, request, ttl).await;
+        }
         let result = tokio::time::timeout(ttl, self.exchange(request)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
         };
         if result.is_err() {
-            self.stream = None;
+            self.link = Link::Tcp(None);
         }
         result
     }
 
     async fn exchange(&mut self, request: &Request) -> io::Result<Response> {
-        if self.stream.is_none() {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+        if let Link::Tcp(stream @ None) = &mut self.link {
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-            stream.set_nodelay(true)?;
-            self.stream = Some(stream);
+            connected.set_nodelay(true)?;
+            *stream = Some(connected);
         }
-        let stream = self.stream.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+        let Link::Tcp(Some(stream)) = &mut self.link else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
         write_frame(stream, request).await?;
         let frame = read_frame(stream)
             .await?
@@ -272,9 +364,16 @@ impl Peer {
         option: &RPCOption,
     ) -> Result<Response, RPCError<TypeConfig>> {
         match self.call(&request, option.hard_ttl()).await {
-            Ok(Response::Failed(reason)) => Err(RPCError::Network(NetworkError::new(
-                &io::Error::other(reason),
-            ))),
+            Ok(Response::Failed(reason)) => {
+                // Connect afresh next time: the node behind this connection may have stopped
+                // and started again.
+                if let Link::Tcp(stream) = &mut self.link {
+                    *stream = None;
+                }
+                Err(RPCError::Network(NetworkError::new(&io::Error::other(
+                    reason,
+                ))))
+            }
             Ok(response) => Ok(response),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         }
@@ -338,6 +437,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             data,
         };
         let sent = tokio::select! {
+            biased;
             closed = cancel => {
                 let e = io::Error::other(format!("snapshot sending cancelled: {closed}"));
                 return Err(StreamingError::Unreachable(Unreachable::new(&e)));

@@ -24,10 +24,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::network::{Peer, Request, Response, TcpNetwork};
+use crate::sim::{Endpoint, SimNet, SimNetwork};
 use crate::{Applied, Change, LogStore, Published, StateMachine, TypeConfig};
 
 /// How long start-up waits for the quorum by default.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one request to join as an observer waits for its answer.
+const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a change may wait for a leader to take it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,6 +160,10 @@ async fn track_progress(raft: Raft<TypeConfig, StateMachine>, heard: Heard) {
     }
 }
 
+/// How long an observer stays listed without being heard from (Kafka's
+/// `LeaderState.OBSERVER_SESSION_TIMEOUT_MS`).
+const OBSERVER_SESSION_TIMEOUT_MS: i64 = 300_000;
+
 /// One member of the quorum as the leader sees it (Kafka's DescribeQuorum replica state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaView {
@@ -217,12 +225,18 @@ impl QuorumView {
             }
         };
         let membership = m.membership_config.membership();
+        // As Kafka: an observer not heard from for five minutes is no longer listed.
+        let recent = |r: &ReplicaView| r.last_fetch_ms >= now_ms - OBSERVER_SESSION_TIMEOUT_MS;
         Some(Self {
             leader: m.id,
             epoch: m.current_term,
             high_watermark: end(m.local_committed.map(|l| l.index)),
             voters: membership.voter_ids().map(replica).collect(),
-            observers: membership.learner_ids().map(replica).collect(),
+            observers: membership
+                .learner_ids()
+                .map(replica)
+                .filter(recent)
+                .collect(),
             addresses: membership
                 .nodes()
                 .map(|(id, node)| (*id, node.addr.clone()))
@@ -275,6 +289,40 @@ impl Default for QuorumOptions {
     }
 }
 
+/// How a node reaches the others.
+enum Net {
+    /// A single node: no peers.
+    Local,
+    /// The controller listener, over TCP.
+    Tcp(TcpListener),
+    /// A deterministic test's network.
+    Sim(SimNet),
+}
+
+/// How a running node opens links to the others.
+#[derive(Debug, Clone)]
+enum Transport {
+    Local,
+    Tcp,
+    Sim(SimNet),
+}
+
+impl Transport {
+    fn peer(&self, from: u64, addr: String) -> Peer {
+        match self {
+            Transport::Sim(net) => Peer::sim(addr, net.clone(), from),
+            Transport::Local | Transport::Tcp => Peer::new(addr),
+        }
+    }
+
+    /// Stops a simulated member answering (a TCP listener is stopped with its task).
+    fn leave(&self, node: u64) {
+        if let Transport::Sim(net) = self {
+            net.unregister(node);
+        }
+    }
+}
+
 /// The metadata quorum of this node.
 #[derive(Clone)]
 pub struct Quorum {
@@ -287,6 +335,7 @@ pub struct Quorum {
     /// Follows the replication progress for [`Quorum::describe`].
     progress: Arc<tokio::task::JoinHandle<()>>,
     heard: Heard,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -323,7 +372,7 @@ impl Quorum {
             node_id,
             now_ms,
             voters,
-            None,
+            Net::Local,
             QuorumOptions::default(),
         )
         .await
@@ -350,7 +399,31 @@ impl Quorum {
             node_id,
             now_ms,
             voters,
-            Some(listener),
+            Net::Tcp(listener),
+            options,
+        )
+        .await
+    }
+
+    /// Opens this node's metadata as a member of the quorum of `voters` (node id →
+    /// [`SimNet::address`]) over a deterministic test's simulated network, as
+    /// [`Quorum::open_member`] does over TCP.
+    pub async fn open_simulated(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        node_id: i32,
+        now_ms: i64,
+        voters: BTreeMap<u64, String>,
+        net: SimNet,
+        options: QuorumOptions,
+    ) -> Result<Self, QuorumError> {
+        Self::open(
+            storage,
+            dir,
+            node_id,
+            now_ms,
+            voters,
+            Net::Sim(net),
             options,
         )
         .await
@@ -362,20 +435,19 @@ impl Quorum {
         node_id: i32,
         now_ms: i64,
         voters: BTreeMap<u64, String>,
-        listener: Option<TcpListener>,
+        net: Net,
         options: QuorumOptions,
     ) -> Result<Self, QuorumError> {
         let legacy = Self::take_legacy(&storage, dir, node_id, now_ms).await?;
         let node = node_id as u64;
         let (log, sm) = {
             let (storage, dir) = (storage.clone(), dir.to_path_buf());
-            tokio::task::spawn_blocking(move || {
+            crate::runtime::blocking(move || {
                 let log = LogStore::open(storage.clone(), &dir, now_ms)?;
                 let sm = StateMachine::open(storage, &dir)?;
-                Ok::<_, std::io::Error>((log, sm))
+                Ok((log, sm))
             })
-            .await
-            .map_err(raft_error)??
+            .await?
         };
         let config = Config {
             cluster_name: "fjord-metadata".into(),
@@ -401,7 +473,7 @@ impl Quorum {
             ));
         }
         let observer = !voters.contains_key(&node);
-        if observer && listener.is_none() {
+        if observer && matches!(net, Net::Local) {
             return Err(QuorumError::Raft(format!(
                 "node {node_id} is not among the voters and has no controller listener to replicate the metadata to"
             )));
@@ -430,14 +502,15 @@ impl Quorum {
         }
         let config = Arc::new(config);
         let heard = Heard::default();
-        let (raft, serving) = match listener {
-            None => {
+        let voter_ids: std::collections::BTreeSet<u64> = voters.keys().copied().collect();
+        let (raft, serving, transport, address) = match net {
+            Net::Local => {
                 let raft = Raft::new(node, config, NoPeers, log.clone(), sm.clone())
                     .await
                     .map_err(raft_error)?;
-                (raft, None)
+                (raft, None, Transport::Local, String::new())
             }
-            Some(listener) => {
+            Net::Tcp(listener) => {
                 let address = match &options.address {
                     Some(a) => a.clone(),
                     None => listener.local_addr()?.to_string(),
@@ -449,20 +522,52 @@ impl Quorum {
                     listener,
                     raft.clone(),
                     heard.clone(),
-                    voters.keys().copied().collect(),
+                    voter_ids,
                 ));
-                if observer {
-                    // Every start: the leader (re)adds this node with its address now.
-                    if let Err(e) = Self::join(&voters, node, &address, options.start_timeout).await
-                    {
-                        task.abort();
-                        let _ = raft.shutdown().await;
-                        return Err(e);
-                    }
-                }
-                (raft, Some(Arc::new(task)))
+                (raft, Some(Arc::new(task)), Transport::Tcp, address)
+            }
+            Net::Sim(net) => {
+                let network = SimNetwork {
+                    net: net.clone(),
+                    from: node,
+                };
+                let raft = Raft::new(node, config, network, log.clone(), sm.clone())
+                    .await
+                    .map_err(raft_error)?;
+                let endpoint = Endpoint {
+                    raft: raft.clone(),
+                    heard: heard.clone(),
+                    voters: Arc::new(voter_ids),
+                };
+                net.register(node, endpoint);
+                (raft, None, Transport::Sim(net), SimNet::address(node))
             }
         };
+        let stop = |raft: Raft<TypeConfig, StateMachine>| {
+            let (serving, transport) = (serving.clone(), transport.clone());
+            async move {
+                if let Some(task) = &serving {
+                    task.abort();
+                }
+                transport.leave(node);
+                let _ = raft.shutdown().await;
+            }
+        };
+        if observer {
+            // Every start: the leader (re)adds this node with its address now.
+            let joined = Self::join(
+                &transport,
+                &voters,
+                node,
+                &address,
+                fresh,
+                options.start_timeout,
+            );
+            if let Err(e) = joined.await {
+                stop(raft).await;
+                return Err(e);
+            }
+        }
         if fresh && !observer {
             let members: BTreeMap<u64, BasicNode> = voters
                 .iter()
@@ -482,10 +587,7 @@ impl Quorum {
                 Err(_) => false,
             };
             if stopped || tokio::time::Instant::now() >= deadline {
-                if let Some(task) = &serving {
-                    task.abort();
-                }
-                let _ = raft.shutdown().await;
+                stop(raft.clone()).await;
                 if stopped {
                     return Err(QuorumError::Raft(
                         "the metadata quorum stopped while starting (see the errors before this one)"
@@ -516,15 +618,17 @@ impl Quorum {
             listener: serving,
             progress,
             heard,
+            transport,
         };
         if let Some((state, old)) = legacy {
             let records = state.to_records();
             let n = records.len();
-            quorum.write(records).await?;
+            if let Err(e) = quorum.write(records).await {
+                let _ = quorum.shutdown().await;
+                return Err(e);
+            }
             let old_dir = old.clone();
-            tokio::task::spawn_blocking(move || storage.remove_dir_all(&old_dir))
-                .await
-                .map_err(raft_error)??;
+            crate::runtime::blocking(move || storage.remove_dir_all(&old_dir)).await?;
             tracing::info!(
                 records = n,
                 "converted the metadata log of an earlier Fjord version"
@@ -565,15 +669,18 @@ impl Quorum {
     /// Asks the quorum's leader, through any voter, to add `node` (at `address`) as an
     /// observer; returns once the leader has it caught up.
     async fn join(
+        transport: &Transport,
         voters: &BTreeMap<u64, String>,
         node: u64,
         address: &str,
+        empty: bool,
         timeout: Duration,
     ) -> Result<(), QuorumError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let request = Request::Join {
             node,
             address: address.to_string(),
+            empty,
         };
         let mut next: Option<u64> = None;
         let mut last_error = String::from("no voter answered");
@@ -586,7 +693,8 @@ impl Quorum {
                 let Some(addr) = voters.get(&id) else {
                     continue;
                 };
-                match Peer::new(addr.clone()).call(&request, timeout).await {
+                let mut peer = transport.peer(node, addr.clone());
+                match peer.call(&request, JOIN_CALL_TIMEOUT).await {
                     Ok(Response::Joined) => return Ok(()),
                     Ok(Response::NotLeader(Some(leader))) => {
                         next = Some(leader);
@@ -623,7 +731,7 @@ impl Quorum {
         now_ms: i64,
     ) -> Result<Option<(MetadataState, PathBuf)>, QuorumError> {
         let (storage, dir) = (storage.clone(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || {
+        crate::runtime::off_thread(move || {
             let old = converting(&dir);
             let has_log = |d: &Path| {
                 storage
@@ -686,7 +794,10 @@ impl Quorum {
             if let Some((id, node)) = leader {
                 let peer = match &mut leader_peer {
                     Some((known, peer)) if *known == id => peer,
-                    slot => &mut slot.insert((id, Peer::new(node.addr.clone()))).1,
+                    slot => {
+                        let peer = self.transport.peer(self.node_id, node.addr.clone());
+                        &mut slot.insert((id, peer)).1
+                    }
                 };
                 let request = Request::Write(change.clone());
                 match peer.call(&request, WRITE_TIMEOUT).await {
@@ -765,7 +876,8 @@ impl Quorum {
         let Some(addr) = leader.filter(|a| !a.is_empty()) else {
             return Err(QuorumError::Raft("no metadata leader is known".into()));
         };
-        Peer::new(addr)
+        self.transport
+            .peer(self.node_id, addr)
             .call(request, Duration::from_secs(5))
             .await
             .map_err(|e| QuorumError::Raft(format!("the metadata leader: {e}")))
@@ -803,6 +915,7 @@ impl Quorum {
             task.abort();
         }
         self.progress.abort();
+        self.transport.leave(self.node_id);
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(self.log.close()?)
     }

@@ -128,14 +128,13 @@ impl StateMachine {
     /// Writes a snapshot file, durably.
     async fn store(&self, meta: Meta, data: Vec<u8>) -> io::Result<()> {
         let shared = self.0.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::runtime::blocking(move || {
             let change: Change = serde_json::from_slice(&data).map_err(other)?;
             let bytes = serde_json::to_vec(&SnapshotFile { meta, data: change }).map_err(other)?;
             fjord_log::storage::write_atomic(&*shared.storage, &shared.dir, SNAPSHOT_FILE, &bytes)
                 .map_err(other)
         })
         .await
-        .map_err(other)?
     }
 
     fn publish(&self, inner: &Inner) {

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run a broker (a single node, or a member of a cluster with --voters) until SIGTERM or Ctrl-C.
     #[command(
-        after_help = "Examples:\n  fjord serve\n  fjord serve --listen 0.0.0.0:9092 --advertise kafka.example.com:9092 --data-dir /var/lib/fjord\n  FJORD_DATA_DIR=/tmp/f fjord serve --config fjord.toml\n  fjord serve --node-id 2 --listen 10.0.0.2:9092 --controller-listen 10.0.0.2:9093 --voters 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093\n  fjord serve --node-id 4 --listen 10.0.0.4:9092 --controller-listen 10.0.0.4:9093 --voters 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093   # a broker-only node"
+        after_help = "Examples:\n  fjord serve\n  fjord serve --listen 0.0.0.0:9092 --advertise kafka.example.com:9092 --data-dir /var/lib/fjord\n  FJORD_DATA_DIR=/tmp/f fjord serve --config fjord.toml\n  fjord serve --node-id 2 --listen 10.0.0.2:9092 --controller-listen 10.0.0.2:9093 --voters 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093\n  fjord serve --node-id 4 --process-roles broker --listen 10.0.0.4:9092 --controller-listen 10.0.0.4:9093 --voters 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093"
     )]
     Serve(serve::ServeArgs),
     /// Create, list, describe, alter and delete topics.

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// needed with --voters).
     #[arg(long, env = "FJORD_CONTROLLER_LISTEN")]
     controller_listen: Option<String>,
+    /// `broker` for a node that is not among --voters (a broker-only node), `broker,controller`
+    /// for a voter (Kafka's process.roles; checked against --voters).
+    #[arg(long, env = "FJORD_PROCESS_ROLES")]
+    process_roles: Option<String>,
     /// The rack this broker is in (Kafka's broker.rack).
     #[arg(long, env = "FJORD_RACK")]
     rack: Option<String>,
@@ -173,6 +177,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = &args.controller_listen {
         split_host_port(addr, "--controller-listen")?;
         config.controller_listen = Some(addr.clone());
+    }
+    if let Some(roles) = &args.process_roles {
+        settings::apply(&mut config, "process.roles", roles)
+            .map_err(|e| anyhow::anyhow!("--process-roles: {e}"))?;
     }
     if let Some(rack) = &args.rack {
         config.rack = Some(rack.clone());

@@ -308,6 +308,51 @@ mod tests {
     }
 
     #[test]
+    fn roles_are_checked_against_the_voters() {
+        let node = |id: &str, roles: Option<&str>, listen: &str| {
+            let mut c = BrokerConfig::default();
+            apply(
+                &mut c,
+                "controller.quorum.voters",
+                "1@a:9093,2@b:9093,3@c:9093",
+            )
+            .unwrap();
+            apply(&mut c, "node.id", id).unwrap();
+            if let Some(r) = roles {
+                apply(&mut c, "process.roles", r).unwrap();
+            }
+            c.controller_listen = Some(listen.into());
+            c.validate()
+        };
+        assert_eq!(node("2", None, "b:9093"), Ok(()));
+        assert_eq!(node("2", Some("broker,controller"), "b:9093"), Ok(()));
+        assert_eq!(node("4", Some("broker"), "d:9093"), Ok(()));
+        // A voter id with broker only, a non-voter without it (a mistyped voter id).
+        assert!(
+            node("2", Some("broker"), "b:9093")
+                .unwrap_err()
+                .contains("a voter is a controller too")
+        );
+        assert!(
+            node("4", None, "d:9093")
+                .unwrap_err()
+                .contains("--process-roles broker")
+        );
+        assert!(node("4", Some("broker,controller"), "d:9093").is_err());
+        // The leader replicates to a broker-only node's address: never 0.0.0.0.
+        assert!(
+            node("4", Some("broker"), "0.0.0.0:9093")
+                .unwrap_err()
+                .contains("unspecified")
+        );
+        assert!(
+            node("4", Some("broker"), "[::]:9093")
+                .unwrap_err()
+                .contains("unspecified")
+        );
+    }
+
+    #[test]
     fn kafka_names_apply_and_unknown_keys_fail() {
         let mut c = BrokerConfig::default();
         apply(&mut c, "num.partitions", "6").unwrap();
