@@ -151,10 +151,36 @@ fn run(seed: u64, steps: usize) -> Vec<String> {
         members[3].running = Some((q, w));
         net.set_faults(20, 40);
         let mut acknowledged = BTreeSet::new();
+        let mut duplicates: BTreeMap<String, TopicId> = BTreeMap::new();
         for step in 0..steps {
             match rng.next_u64() % 10 {
+                // Two members create the same topic at once (as two brokers' admin requests
+                // would): at most one creation is acknowledged, and it is the one applied.
+                5 => {
+                    let running: Vec<&Member> =
+                        members.iter().filter(|m| m.running.is_some()).collect();
+                    let x = running[(rng.next_u64() % running.len() as u64) as usize];
+                    let y = running[(rng.next_u64() % running.len() as u64) as usize];
+                    let name = format!("dup{step}");
+                    let ids = [u128::from(seed) << 32 | 1 << 20 | step as u128, u128::from(seed) << 32 | 2 << 20 | step as u128];
+                    let (qx, qy) = (&x.running.as_ref().unwrap().0, &y.running.as_ref().unwrap().0);
+                    let (rx, ry) = tokio::join!(
+                        tokio::time::timeout(Duration::from_secs(5), qx.write(topic(&name, ids[0]))),
+                        tokio::time::timeout(Duration::from_secs(5), qy.write(topic(&name, ids[1])))
+                    );
+                    let won: Vec<u128> = [(rx, ids[0]), (ry, ids[1])]
+                        .into_iter()
+                        .filter(|(r, _)| matches!(r, Ok(Ok(_))))
+                        .map(|(_, id)| id)
+                        .collect();
+                    assert!(won.len() <= 1, "seed {seed}: both creations of {name} were acknowledged");
+                    if let [id] = won[..] {
+                        duplicates.insert(name.clone(), TopicId::from_entropy(id));
+                    }
+                    trace.push(format!("{step}: {name} created by {} of 2", won.len()));
+                }
                 // A change written through a random running member.
-                0..=5 => {
+                0..=4 => {
                     let running: Vec<&Member> =
                         members.iter().filter(|m| m.running.is_some()).collect();
                     let m = running[(rng.next_u64() % running.len() as u64) as usize];
@@ -236,6 +262,13 @@ fn run(seed: u64, steps: usize) -> Vec<String> {
                     "seed {seed}: node {id} lost acknowledged {name}"
                 );
             }
+            for (name, topic_id) in &duplicates {
+                assert_eq!(
+                    state.topic(name).map(|t| t.id),
+                    Some(*topic_id),
+                    "seed {seed}: node {id} applied another creation of {name} than the one acknowledged"
+                );
+            }
             assert_eq!(state, &states[0].1, "seed {seed}: node {id} diverged");
         }
         let (delivered, lost) = net.counts();
@@ -278,6 +311,7 @@ fn seeded_runs_keep_every_acknowledged_change() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
+    let mut contested = 0;
     for seed in 1..=seeds {
         eprintln!("seed {seed}");
         let trace = run(seed, 40);
@@ -285,7 +319,9 @@ fn seeded_runs_keep_every_acknowledged_change() {
             trace.iter().any(|l| l.contains("acknowledged by")),
             "seed {seed} made no progress: {trace:#?}"
         );
+        contested += trace.iter().filter(|l| l.contains("created by 1 of 2")).count();
     }
+    assert!(contested > 0, "no run had a contested creation decided");
 }
 
 /// Tokio wakes a watch channel's waiters in an order drawn from the runtime's seed, which only
