@@ -434,3 +434,23 @@ def test_a_voter_cannot_start_as_a_broker_only_node(cluster, tmp_path):
     assert "a voter is a controller too" in node.log(), node.log()[-2000:]
     node.proc = None
     node.log_file.close()
+
+
+def fjord_cli(node, *args, input=None):
+    return subprocess.run([FJORD_BIN, *args, "-b", node.bootstrap], input=input,
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_the_fjord_cli_routes_to_partition_leaders(cluster):
+    fjord_cli(cluster[0], "topic", "create", "cli-spread", "--partitions", "6")
+    lines = "".join(f"k{i}:v{i}\n" for i in range(60))
+    fjord_cli(cluster[1], "produce", "cli-spread", "--key-separator", ":", input=lines)
+    # Partitions led by every broker, all reached from one bootstrap broker.
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    assert sorted(set(leaders(a, "cli-spread").values())) == [1, 2, 3]
+    out = fjord_cli(cluster[2], "consume", "cli-spread", "--from-beginning", "--exit",
+                    "-o", "json")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["value"] for r in records) == sorted(f"v{i}" for i in range(60))
+    described = json.loads(fjord_cli(cluster[0], "topic", "describe", "cli-spread", "-o", "json"))
+    assert sum(p["records"] for p in described["partitions"]) == 60

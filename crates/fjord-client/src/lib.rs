@@ -19,7 +19,9 @@ use tokio::sync::Mutex;
 
 pub use kafka_protocol;
 
+mod cluster;
 mod ops;
+pub use cluster::Cluster;
 pub use ops::{
     ConfigEntry, Fetched, FetchedRecord, GroupDescription, GroupListing, GroupMember,
     PartitionInfo, ProducerDescription, TopicInfo, TransactionDescription, TransactionListing,

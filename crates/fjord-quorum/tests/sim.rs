@@ -319,7 +319,10 @@ fn seeded_runs_keep_every_acknowledged_change() {
             trace.iter().any(|l| l.contains("acknowledged by")),
             "seed {seed} made no progress: {trace:#?}"
         );
-        contested += trace.iter().filter(|l| l.contains("created by 1 of 2")).count();
+        contested += trace
+            .iter()
+            .filter(|l| l.contains("created by 1 of 2"))
+            .count();
     }
     assert!(contested > 0, "no run had a contested creation decided");
 }

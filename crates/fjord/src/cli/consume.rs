@@ -97,7 +97,8 @@ fn render(format: &str, topic: &str, r: &fjord_client::FetchedRecord) -> String 
 }
 
 pub async fn run(args: ConsumeArgs, common: &Common) -> anyhow::Result<()> {
-    let client = common.connect().await?;
+    let cluster = common.connect_cluster().await?;
+    let client = cluster.bootstrap();
     let topic = client
         .topics(Some(std::slice::from_ref(&args.topic)))
         .await
@@ -118,16 +119,16 @@ pub async fn run(args: ConsumeArgs, common: &Common) -> anyhow::Result<()> {
         (Some(o), _, _) => partitions.iter().map(|&p| (p, *o)).collect(),
         (None, Some(t), _) => {
             let ts = parse_time(t)?;
-            let found = client.list_offsets(&args.topic, &partitions, ts).await?;
-            let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
+            let found = cluster.list_offsets(&args.topic, &partitions, ts).await?;
+            let ends = cluster.list_offsets(&args.topic, &partitions, -1).await?;
             found
                 .into_iter()
                 .zip(ends)
                 .map(|((p, o), (_, end))| (p, if o < 0 { end } else { o }))
                 .collect()
         }
-        (None, None, true) => client.list_offsets(&args.topic, &partitions, -2).await?,
-        (None, None, false) => client.list_offsets(&args.topic, &partitions, -1).await?,
+        (None, None, true) => cluster.list_offsets(&args.topic, &partitions, -2).await?,
+        (None, None, false) => cluster.list_offsets(&args.topic, &partitions, -1).await?,
     };
     let mut positions: Vec<(i32, i64)> = start_offsets;
     let mut done = vec![false; positions.len()];
@@ -146,7 +147,7 @@ pub async fn run(args: ConsumeArgs, common: &Common) -> anyhow::Result<()> {
         if active.is_empty() {
             break;
         }
-        let fetched = client
+        let fetched = cluster
             .fetch_many(&args.topic, &active, wait, 4 << 20)
             .await?;
         for (partition, f) in fetched {

@@ -50,6 +50,17 @@ pub enum Output {
 }
 
 impl Common {
+    /// The bootstrap broker and, through it, the whole cluster (requests for a partition go
+    /// to its leader).
+    pub async fn connect_cluster(&self) -> anyhow::Result<fjord_client::Cluster> {
+        Ok(fjord_client::Cluster::connect(
+            &self.bootstrap,
+            "fjord-cli",
+            Duration::from_millis(self.timeout_ms),
+        )
+        .await?)
+    }
+
     pub async fn connect(&self) -> anyhow::Result<Client> {
         Ok(Client::connect(
             &self.bootstrap,

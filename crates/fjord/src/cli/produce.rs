@@ -118,7 +118,8 @@ fn now_ms() -> i64 {
 }
 
 pub async fn run(args: ProduceArgs, common: &Common) -> anyhow::Result<()> {
-    let client = common.connect().await?;
+    let cluster = common.connect_cluster().await?;
+    let client = cluster.bootstrap();
     // Like a producer, let the broker auto-create the topic if it is configured to.
     let partitions = client
         .partition_count(&args.topic, true)
@@ -163,7 +164,7 @@ pub async fn run(args: ProduceArgs, common: &Common) -> anyhow::Result<()> {
     let mut progress = Progress::new("produced");
 
     let send = |partition: i32, records: Vec<NewRecord>| {
-        let client = &client;
+        let cluster = &cluster;
         let topic = args.topic.clone();
         async move {
             let n = records.len() as i64;
@@ -174,7 +175,7 @@ pub async fn run(args: ProduceArgs, common: &Common) -> anyhow::Result<()> {
             }
             let batch = b.build()?;
             let len = batch.len() as u64;
-            let base = client
+            let base = cluster
                 .produce(&topic, partition, Bytes::from(batch), acks)
                 .await?;
             anyhow::Ok((partition, base, n, len))

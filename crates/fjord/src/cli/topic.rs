@@ -59,7 +59,8 @@ pub enum TopicCmd {
 }
 
 pub async fn run(cmd: TopicCmd, common: &Common) -> anyhow::Result<()> {
-    let client = common.connect().await?;
+    let cluster = common.connect_cluster().await?;
+    let client = cluster.bootstrap();
     match cmd {
         TopicCmd::Create {
             name,
@@ -114,8 +115,8 @@ pub async fn run(cmd: TopicCmd, common: &Common) -> anyhow::Result<()> {
                     anyhow::anyhow!("topic {name} not found; list topics with: fjord topic list")
                 })?;
             let indexes: Vec<i32> = topic.partitions.iter().map(|p| p.index).collect();
-            let start = client.list_offsets(&name, &indexes, -2).await?;
-            let end = client.list_offsets(&name, &indexes, -1).await?;
+            let start = cluster.list_offsets(&name, &indexes, -2).await?;
+            let end = cluster.list_offsets(&name, &indexes, -1).await?;
             let configs = client.topic_configs(&name).await?;
             let overrides: Vec<_> = configs.iter().filter(|c| !c.is_default).collect();
             match common.output {
