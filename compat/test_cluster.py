@@ -454,3 +454,45 @@ def test_the_fjord_cli_routes_to_partition_leaders(cluster):
     assert sorted(r["value"] for r in records) == sorted(f"v{i}" for i in range(60))
     described = json.loads(fjord_cli(cluster[0], "topic", "describe", "cli-spread", "-o", "json"))
     assert sum(p["records"] for p in described["partitions"]) == 60
+
+
+def test_a_controller_only_voter_holds_no_partitions(tmp_path):
+    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
+    config = tmp_path / "cluster.toml"
+    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n')
+    nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
+                                            "--controller-listen", controllers[i],
+                                            "--config", str(config)]
+                    + (["--process-roles", "controller"] if i == 3 else []))
+             for i in (1, 2, 3)]
+    try:
+        for n in nodes:
+            n.launch()
+        for n in nodes[:2]:
+            n.wait_ready(timeout=60)
+        # The controller only answers /health (ready once it knows the quorum's leader) and
+        # no Kafka clients.
+        assert wait_for(lambda: http(nodes[2], "/health") == (200, "ok\n"), timeout=60)
+        import socket
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", nodes[2].port), timeout=1).close()
+        a = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        assert sorted(a.list_topics(timeout=10).brokers) == [1, 2]
+        a.create_topics([NewTopic("on-brokers", 6, 1)])["on-brokers"].result(30)
+        assert sorted(set(leaders(a, "on-brokers").values())) == [1, 2]
+        info = cluster_info(nodes[0])
+        assert info["quorum"]["voters"] == [1, 2, 3]
+        node3 = [n for n in info["nodes"] if n["id"] == 3][0]
+        assert node3["broker"] is None and node3["quorum"] in ("voter", "leader"), info
+        # It votes: with node 1 gone, nodes 2 and 3 are a majority and topics are created.
+        nodes[0].kill()
+        b = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+        b.create_topics([NewTopic("after-a-loss", 1, 1)])["after-a-loss"].result(30)
+        assert leaders(b, "after-a-loss") == {0: 2}
+    finally:
+        for n in nodes:
+            n.stop()
+    for log in tmp_path.glob("fjord-*.log"):
+        text = log.read_text(errors="replace")
+        assert "panicked" not in text, f"{log.name}:\n{text[-4000:]}"

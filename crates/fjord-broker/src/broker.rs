@@ -558,14 +558,19 @@ impl Broker {
                 id: cluster_id.clone(),
             });
         }
-        registration.push(MetadataRecord::RegisterBroker {
-            id: config.node_id,
-            incarnation: uuid::Uuid::from_u64_pair(random_u64(), random_u64()).to_string(),
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-            rack: config.rack.clone(),
-        });
-        runtime.block_on(quorum.write(registration))?;
+        // A controller-only node is no broker: it registers nothing (and gets no partitions).
+        if config.is_broker() {
+            registration.push(MetadataRecord::RegisterBroker {
+                id: config.node_id,
+                incarnation: uuid::Uuid::from_u64_pair(random_u64(), random_u64()).to_string(),
+                host: config.advertised_host.clone(),
+                port: config.advertised_port,
+                rack: config.rack.clone(),
+            });
+        }
+        if !registration.is_empty() {
+            runtime.block_on(quorum.write(registration))?;
+        }
         let cluster_id = quorum
             .state()
             .cluster_id()
@@ -664,7 +669,14 @@ impl Broker {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(broker) = weak.upgrade() else { break };
-                match broker.quorum.heartbeat(broker.config.node_id).await {
+                let heartbeat = async {
+                    if broker.config.is_broker() {
+                        broker.quorum.heartbeat(broker.config.node_id).await
+                    } else {
+                        Ok(()) // a controller only has no broker session to keep
+                    }
+                };
+                match heartbeat.await {
                     Ok(()) => {
                         failing = 0;
                         *broker
@@ -805,6 +817,14 @@ impl Broker {
     /// why not and what to do.
     pub fn readiness(&self) -> Result<(), String> {
         let id = self.config.node_id;
+        if !self.config.is_broker() {
+            return match self.quorum.leader() {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "controller {id} knows no quorum leader; check that a majority of the voters run and reach each other's controller listeners"
+                )),
+            };
+        }
         if self.metadata().broker(id).is_some_and(|b| b.fenced) {
             return Err(format!(
                 "broker {id} is fenced: the controller has not taken its heartbeats for broker.session.timeout.ms; check that it reaches the quorum's controller listeners"

@@ -62,9 +62,9 @@ pub struct BrokerConfig {
     /// `controller.quorum.voters`: node id → controller listener (`HOST:PORT`) of every voter
     /// of the metadata quorum. Empty: a single node, a one-member quorum of its own.
     pub voters: std::collections::BTreeMap<i32, String>,
-    /// `process.roles`: Some(true) for "broker", Some(false) for "broker,controller", None when
-    /// not given (a node among the voters is both, any other a broker only).
-    pub broker_only: Option<bool>,
+    /// `process.roles`, when given (else a node among the voters is both broker and controller,
+    /// and any other node is refused).
+    pub roles: Option<Roles>,
     /// Where this node's controller listener accepts the other voters (needed with voters).
     pub controller_listen: Option<String>,
     /// `broker.rack`.
@@ -108,7 +108,7 @@ impl Default for BrokerConfig {
             transaction_abort_interval_ms: 10_000,
             fetch_session_cache_slots: 1_000,
             voters: std::collections::BTreeMap::new(),
-            broker_only: None,
+            roles: None,
             controller_listen: None,
             rack: None,
             broker_heartbeat_interval_ms: 2_000,
@@ -122,6 +122,17 @@ impl Default for BrokerConfig {
 fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// What a node runs (Kafka's `process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// A broker only: not a voter of the metadata quorum (it observes it).
+    Broker,
+    /// A voter of the metadata quorum that serves no Kafka clients and holds no partitions.
+    Controller,
+    /// Both (every voter unless told otherwise).
+    Both,
 }
 
 /// Parses `controller.quorum.voters` (`ID@HOST:PORT,...`, Kafka's format).
@@ -151,6 +162,12 @@ pub fn parse_voters(s: &str) -> Result<std::collections::BTreeMap<i32, String>, 
 impl BrokerConfig {
     /// Checks the rules that tie settings together, as Kafka does at start-up (its
     /// `GroupCoordinatorConfig` requirements): each message names the settings to change.
+    /// Whether this node is a broker (registers, holds partitions, serves clients): every
+    /// node but a controller-only one.
+    pub fn is_broker(&self) -> bool {
+        self.roles != Some(Roles::Controller)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err(format!(
@@ -181,6 +198,11 @@ impl BrokerConfig {
                 self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
             ));
         }
+        if self.voters.is_empty() && self.roles.is_some_and(|r| r != Roles::Both) {
+            return Err(
+                "process.roles other than \"broker,controller\" needs controller.quorum.voters (--voters): a single node is both".into(),
+            );
+        }
         if !self.voters.is_empty() {
             let list = || {
                 self.voters
@@ -190,8 +212,8 @@ impl BrokerConfig {
                     .join(",")
             };
             let voter = self.voters.contains_key(&self.node_id);
-            match self.broker_only {
-                Some(true) if voter => {
+            match self.roles {
+                Some(Roles::Broker) if voter => {
                     return Err(format!(
                         "process.roles is \"broker\" but node.id {} is among controller.quorum.voters ({}): a voter is a controller too; set process.roles to \"broker,controller\", or give this node an id that is not a voter's",
                         self.node_id,
@@ -200,9 +222,16 @@ impl BrokerConfig {
                 }
                 // A node that is not a voter must say it is a broker only (as Kafka asks for
                 // process.roles): a mistyped voter id must not start a broker-only node.
-                Some(false) | None if !voter => {
+                Some(Roles::Both) | None if !voter => {
                     return Err(format!(
                         "node.id {} is not among controller.quorum.voters ({}): start it with --process-roles broker (process.roles = \"broker\") to run it as a broker-only node, or give it a voter's node.id",
+                        self.node_id,
+                        list()
+                    ));
+                }
+                Some(Roles::Controller) if !voter => {
+                    return Err(format!(
+                        "process.roles is \"controller\" but node.id {} is not among controller.quorum.voters ({}): a controller is a voter; add it to the voters or give it a voter's node.id",
                         self.node_id,
                         list()
                     ));

@@ -228,32 +228,39 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
         // Bound now (the port is taken and known, even for port 0) but listening only once
-        // the data directory is open: a client that connects finds a ready broker.
+        // the data directory is open: a client that connects finds a ready broker. A
+        // controller-only node serves no Kafka clients: it binds nothing.
         let in_use = || {
             format!(
                 "listening on {}: is another broker using the port? pass --listen",
                 args.listen
             )
         };
-        let addr = tokio::net::lookup_host((listen_host.as_str(), listen_port))
-            .await
-            .with_context(in_use)?
-            .next()
+        let is_broker = config.is_broker();
+        let socket = if is_broker {
+            let addr = tokio::net::lookup_host((listen_host.as_str(), listen_port))
+                .await
+                .with_context(in_use)?
+                .next()
+                .with_context(in_use)?;
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
             .with_context(in_use)?;
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
+            socket.set_reuseaddr(true).with_context(in_use)?;
+            socket.bind(addr).with_context(in_use)?;
+            let bound = socket.local_addr()?;
+            config.advertised_host = adv_host;
+            config.advertised_port = if adv_port == 0 {
+                i32::from(bound.port())
+            } else {
+                i32::from(adv_port)
+            };
+            Some((socket, bound))
         } else {
-            tokio::net::TcpSocket::new_v6()
-        }
-        .with_context(in_use)?;
-        socket.set_reuseaddr(true).with_context(in_use)?;
-        socket.bind(addr).with_context(in_use)?;
-        let bound = socket.local_addr()?;
-        config.advertised_host = adv_host;
-        config.advertised_port = if adv_port == 0 {
-            i32::from(bound.port())
-        } else {
-            i32::from(adv_port)
+            None
         };
         let storage: Arc<dyn Storage> = Arc::new(FsStorage);
         let (data_dir, node_id, local_cluster) =
@@ -265,6 +272,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             // A node that joined a cluster takes the cluster's id.
             write_meta_properties(&data_dir, &broker.cluster_id, node_id)?;
         }
+        let Some((socket, bound)) = socket else {
+            // A controller only: the quorum (its controller listener) and HTTP.
+            if opened.set(broker.clone()).is_err() {
+                anyhow::bail!("the broker was opened twice");
+            }
+            tracing::info!(
+                http = %http_bound,
+                data_dir = %args.data_dir.display(),
+                startup_ms = started.elapsed().as_millis() as u64,
+                "fjord is ready (controller only: no Kafka listener)"
+            );
+            shutdown.await;
+            tokio::task::spawn_blocking(move || broker.close()).await?;
+            tracing::info!("controller stopped cleanly");
+            return anyhow::Ok(());
+        };
         let listener = socket.listen(1024).with_context(in_use)?;
         if opened.set(broker.clone()).is_err() {
             anyhow::bail!("the broker was opened twice");

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use fjord_broker::BrokerConfig;
+use fjord_broker::config::Roles;
 
 /// Broker keys the file may set (beyond the listener flags).
 pub const KEYS: &[&str] = &[
@@ -128,13 +129,14 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
         "process.roles" => {
             let mut roles: Vec<&str> = value.split(',').map(str::trim).collect();
             roles.sort_unstable();
-            config.broker_only = match roles.as_slice() {
-                ["broker", "controller"] => Some(false),
-                ["broker"] => Some(true),
+            config.roles = Some(match roles.as_slice() {
+                ["broker", "controller"] => Roles::Both,
+                ["broker"] => Roles::Broker,
+                ["controller"] => Roles::Controller,
                 _ => bail!(
-                    "{key} = {value:?}: a Fjord node is \"broker,controller\" (a voter) or \"broker\" (not among the voters); controller-only nodes are not supported yet"
+                    "{key} = {value:?}: a node is \"broker,controller\" (a voter that serves clients), \"controller\" (a voter only) or \"broker\" (not among the voters)"
                 ),
-            };
+            });
         }
         "broker.heartbeat.interval.ms" => {
             config.broker_heartbeat_interval_ms =
@@ -339,6 +341,13 @@ mod tests {
                 .contains("--process-roles broker")
         );
         assert!(node("4", Some("broker,controller"), "d:9093").is_err());
+        // A controller only must be a voter.
+        assert_eq!(node("3", Some("controller"), "c:9093"), Ok(()));
+        assert!(
+            node("4", Some("controller"), "d:9093")
+                .unwrap_err()
+                .contains("a controller is a voter")
+        );
         // The leader replicates to a broker-only node's address: never 0.0.0.0.
         assert!(
             node("4", Some("broker"), "0.0.0.0:9093")
@@ -371,10 +380,12 @@ mod tests {
         assert_eq!(c.voters.len(), 2);
         assert_eq!(c.voters[&2], "b:9093");
         apply(&mut c, "process.roles", "controller,broker").unwrap();
-        assert_eq!(c.broker_only, Some(false));
+        assert_eq!(c.roles, Some(Roles::Both));
         apply(&mut c, "process.roles", "broker").unwrap();
-        assert_eq!(c.broker_only, Some(true));
-        assert!(apply(&mut c, "process.roles", "controller").is_err());
+        assert_eq!(c.roles, Some(Roles::Broker));
+        apply(&mut c, "process.roles", "controller").unwrap();
+        assert_eq!(c.roles, Some(Roles::Controller));
+        assert!(apply(&mut c, "process.roles", "controller,tea").is_err());
         assert!(apply(&mut c, "controller.quorum.voters", "1@a:9093,1@b:1").is_err());
         apply(&mut c, "broker.rack", "eu-1a").unwrap();
         assert_eq!(c.rack.as_deref(), Some("eu-1a"));

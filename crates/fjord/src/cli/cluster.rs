@@ -29,7 +29,8 @@ struct NodeRow {
     id: i32,
     address: Option<String>,
     rack: Option<String>,
-    /// "registered", "fenced", or None when the node is not a registered broker.
+    /// "registered", "fenced", or None when the node is not a registered broker (a
+    /// controller only, or a broker not registered yet).
     broker: Option<&'static str>,
     /// "leader", "voter", "observer", or None when it takes no part in the quorum.
     quorum: Option<&'static str>,
@@ -149,7 +150,7 @@ pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
                 "id": r.id,
                 "address": r.address,
                 "rack": r.rack,
-                "broker": r.broker.unwrap_or("not registered"),
+                "broker": r.broker,
                 "quorum": r.quorum,
                 "metadata_offset": r.log_end_offset,
                 "metadata_lag": lag(r),
@@ -183,7 +184,7 @@ pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
                         r.id.to_string(),
                         r.address.clone().unwrap_or_else(dash),
                         r.rack.clone().unwrap_or_else(dash),
-                        r.broker.unwrap_or("not registered").to_string(),
+                        r.broker.unwrap_or("-").to_string(),
                         r.quorum.unwrap_or("-").to_string(),
                         r.log_end_offset.map_or_else(dash, |o| o.to_string()),
                         lag(r).map_or_else(dash, |l| l.to_string()),
