@@ -485,9 +485,11 @@ def test_a_controller_only_voter_holds_no_partitions(tmp_path):
         assert info["quorum"]["voters"] == [1, 2, 3]
         node3 = [n for n in info["nodes"] if n["id"] == 3][0]
         assert node3["broker"] is None and node3["quorum"] in ("voter", "leader"), info
-        # It votes: with node 1 gone, nodes 2 and 3 are a majority and topics are created.
+        # It votes: with node 1 gone, nodes 2 and 3 are a majority: node 1 is fenced and
+        # topics are created, on the broker left.
         nodes[0].kill()
         b = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+        assert wait_for(lambda: sorted(b.list_topics(timeout=5).brokers) == [2], timeout=30)
         b.create_topics([NewTopic("after-a-loss", 1, 1)])["after-a-loss"].result(30)
         assert leaders(b, "after-a-loss") == {0: 2}
     finally:

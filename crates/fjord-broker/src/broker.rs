@@ -465,6 +465,8 @@ pub struct Broker {
     random: Option<SeededRandom>,
     /// When the controller last took this broker's heartbeat (or the broker opened).
     heartbeat_taken: std::sync::Mutex<std::time::Instant>,
+    /// Connections kept to other brokers (transaction markers, verification), by address.
+    peers: std::sync::Mutex<HashMap<String, Arc<fjord_client::Client>>>,
 }
 
 impl Broker {
@@ -618,6 +620,7 @@ impl Broker {
                 clock,
                 random,
                 heartbeat_taken: std::sync::Mutex::new(std::time::Instant::now()),
+                peers: std::sync::Mutex::new(HashMap::new()),
             }
         });
         broker.remove_stray_partitions();
@@ -932,13 +935,7 @@ impl Broker {
         m.topics = vec![t];
         let mut request = WriteTxnMarkersRequest::default();
         request.markers = vec![m];
-        let id = format!("fjord-broker-{}", self.config.node_id);
-        let sent = self.runtime.block_on(async {
-            let client =
-                fjord_client::Client::connect(&addr, &id, std::time::Duration::from_secs(10))
-                    .await?;
-            client.send(&request).await
-        });
+        let sent = self.runtime.block_on(self.call_broker(&addr, &request));
         let response =
             sent.map_err(|e| format!("{topic}-{partition} on broker {leader} ({addr}): {e}"))?;
         let code = response
@@ -955,6 +952,48 @@ impl Broker {
                 "{topic}-{partition} on broker {leader} answered error code {code}"
             )),
         }
+    }
+
+    /// Sends `request` to the broker at `addr` on the connection kept to it (opened when
+    /// first needed). A kept connection that fails is dropped (after a timeout it may still
+    /// carry the late answer); one that failed to carry the request at all (a broker that
+    /// restarted closed it) is replaced and the request sent once more on the new one.
+    pub(crate) async fn call_broker<R: kafka_protocol::protocol::Request>(
+        &self,
+        addr: &str,
+        request: &R,
+    ) -> Result<R::Response, fjord_client::ClientError> {
+        use fjord_client::{Client, ClientError};
+        let kept = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .cloned();
+        if let Some(client) = &kept {
+            let sent = client.send(request).await;
+            if let Err(
+                ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. },
+            ) = &sent
+            {
+                let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+                if peers.get(addr).is_some_and(|c| Arc::ptr_eq(c, client)) {
+                    peers.remove(addr);
+                }
+            }
+            match sent {
+                Err(ClientError::Io { .. }) => {}
+                answered => return answered,
+            }
+        }
+        let id = format!("fjord-broker-{}", self.config.node_id);
+        let client =
+            Arc::new(Client::connect(addr, &id, std::time::Duration::from_secs(10)).await?);
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), client.clone());
+        client.send(request).await
     }
 
     /// The broker that coordinates transactional id `id` when it is not this one (the leader
@@ -1009,17 +1048,7 @@ impl Broker {
             .collect();
         let mut request = AddPartitionsToTxnRequest::default();
         request.transactions = vec![txn];
-        let client_id = format!("fjord-broker-{}", self.config.node_id);
-        let answer = async {
-            let client = fjord_client::Client::connect(
-                coordinator,
-                &client_id,
-                std::time::Duration::from_secs(10),
-            )
-            .await?;
-            client.send(&request).await
-        }
-        .await;
+        let answer = self.call_broker(coordinator, &request).await;
         let mut codes: HashMap<(String, i32), i16> = partitions
             .iter()
             .map(|k| (k.clone(), errors::NOT_COORDINATOR))

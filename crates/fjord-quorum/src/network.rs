@@ -324,6 +324,11 @@ impl Peer {
         }
     }
 
+    /// The address this link goes to.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Sends `request` and reads its response within `ttl`; any failure drops the connection.
     pub(crate) async fn call(&mut self, request: &Request, ttl: Duration) -> io::Result<Response> {
         if let Link::Sim { net, from } = &self.link {

@@ -336,6 +336,8 @@ pub struct Quorum {
     progress: Arc<tokio::task::JoinHandle<()>>,
     heard: Heard,
     transport: Transport,
+    /// The connection kept to the leader for heartbeats and descriptions.
+    leader_link: Arc<tokio::sync::Mutex<Option<Peer>>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -503,18 +505,39 @@ impl Quorum {
         let config = Arc::new(config);
         let heard = Heard::default();
         let voter_ids: std::collections::BTreeSet<u64> = voters.keys().copied().collect();
-        let (raft, serving, transport, address) = match net {
+        let (address, transport) = match &net {
+            Net::Local => (String::new(), Transport::Local),
+            Net::Tcp(listener) => (
+                match &options.address {
+                    Some(a) => a.clone(),
+                    None => listener.local_addr()?.to_string(),
+                },
+                Transport::Tcp,
+            ),
+            Net::Sim(sim) => (SimNet::address(node), Transport::Sim(sim.clone())),
+        };
+        if observer {
+            // Every start, before this node answers any Raft RPC: the leader (re)adds it with
+            // its address now, and, when its log is empty (a new disk), is told to replicate
+            // it from the start instead of taking the shorter log for a fault.
+            Self::join(
+                &transport,
+                &voters,
+                node,
+                &address,
+                fresh,
+                options.start_timeout,
+            )
+            .await?;
+        }
+        let (raft, serving) = match net {
             Net::Local => {
                 let raft = Raft::new(node, config, NoPeers, log.clone(), sm.clone())
                     .await
                     .map_err(raft_error)?;
-                (raft, None, Transport::Local, String::new())
+                (raft, None)
             }
             Net::Tcp(listener) => {
-                let address = match &options.address {
-                    Some(a) => a.clone(),
-                    None => listener.local_addr()?.to_string(),
-                };
                 let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
                     .await
                     .map_err(raft_error)?;
@@ -524,7 +547,7 @@ impl Quorum {
                     heard.clone(),
                     voter_ids,
                 ));
-                (raft, Some(Arc::new(task)), Transport::Tcp, address)
+                (raft, Some(Arc::new(task)))
             }
             Net::Sim(net) => {
                 let network = SimNetwork {
@@ -540,7 +563,7 @@ impl Quorum {
                     voters: Arc::new(voter_ids),
                 };
                 net.register(node, endpoint);
-                (raft, None, Transport::Sim(net), SimNet::address(node))
+                (raft, None)
             }
         };
         let stop = |raft: Raft<TypeConfig, StateMachine>| {
@@ -553,21 +576,6 @@ impl Quorum {
                 let _ = raft.shutdown().await;
             }
         };
-        if observer {
-            // Every start: the leader (re)adds this node with its address now.
-            let joined = Self::join(
-                &transport,
-                &voters,
-                node,
-                &address,
-                fresh,
-                options.start_timeout,
-            );
-            if let Err(e) = joined.await {
-                stop(raft).await;
-                return Err(e);
-            }
-        }
         if fresh && !observer {
             let members: BTreeMap<u64, BasicNode> = voters
                 .iter()
@@ -619,6 +627,7 @@ impl Quorum {
             progress,
             heard,
             transport,
+            leader_link: Arc::default(),
         };
         if let Some((state, old)) = legacy {
             let records = state.to_records();
@@ -876,9 +885,13 @@ impl Quorum {
         let Some(addr) = leader.filter(|a| !a.is_empty()) else {
             return Err(QuorumError::Raft("no metadata leader is known".into()));
         };
-        self.transport
-            .peer(self.node_id, addr)
-            .call(request, Duration::from_secs(5))
+        // One connection kept to the leader (heartbeats every few seconds reuse it).
+        let mut link = self.leader_link.lock().await;
+        let peer = match &mut *link {
+            Some(peer) if peer.addr() == addr => peer,
+            slot => slot.insert(self.transport.peer(self.node_id, addr)),
+        };
+        peer.call(request, Duration::from_secs(5))
             .await
             .map_err(|e| QuorumError::Raft(format!("the metadata leader: {e}")))
     }
