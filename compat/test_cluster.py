@@ -3,6 +3,7 @@ per partition): stock clients use it as one Kafka cluster, and the metadata surv
 of a node."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -498,3 +499,32 @@ def test_a_controller_only_voter_holds_no_partitions(tmp_path):
     for log in tmp_path.glob("fjord-*.log"):
         text = log.read_text(errors="replace")
         assert "panicked" not in text, f"{log.name}:\n{text[-4000:]}"
+
+
+def test_a_partition_that_cannot_be_opened_is_offline_until_it_can(cluster):
+    # Node 3 cannot create the partitions' directories (a file is in the way, as a disk
+    # that refuses them): they are answered KAFKA_STORAGE_ERROR, and served once it can.
+    node3 = cluster[2]
+    blockers = [os.path.join(node3.data_dir, f"blocked-{i}") for i in range(6)]
+    for path in blockers:
+        with open(path, "w") as f:
+            f.write("in the way")
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("blocked", 6, 1)])["blocked"].result(30)
+    on3 = [p for p, leader in leaders(a, "blocked").items() if leader == 3]
+    assert on3
+    refused = subprocess.run([FJORD_BIN, "produce", "blocked", "-p", str(on3[0]),
+                              "-b", cluster[0].bootstrap], input="x\n", capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode != 0 and "KAFKA_STORAGE_ERROR" in refused.stderr, refused.stderr
+    for path in blockers:
+        os.remove(path)
+
+    def served():
+        p = subprocess.run([FJORD_BIN, "produce", "blocked", "-p", str(on3[0]),
+                            "-b", cluster[0].bootstrap], input="x\n", capture_output=True,
+                           text=True, timeout=60)
+        return p.returncode == 0
+    assert wait_for(served, timeout=30)
+    described = json.loads(fjord_cli(cluster[0], "topic", "describe", "blocked", "-o", "json"))
+    assert sum(p["records"] for p in described["partitions"]) >= 1

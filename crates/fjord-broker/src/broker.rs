@@ -467,6 +467,9 @@ pub struct Broker {
     heartbeat_taken: std::sync::Mutex<std::time::Instant>,
     /// Connections kept to other brokers (transaction markers, verification), by address.
     peers: std::sync::Mutex<HashMap<String, Arc<fjord_client::Client>>>,
+    /// Partitions the metadata places here that could not be opened (with why): answered
+    /// KAFKA_STORAGE_ERROR, and opened again at every heartbeat until they open.
+    pub(crate) offline: std::sync::Mutex<BTreeMap<PartitionKey, String>>,
 }
 
 impl Broker {
@@ -621,6 +624,7 @@ impl Broker {
                 random,
                 heartbeat_taken: std::sync::Mutex::new(std::time::Instant::now()),
                 peers: std::sync::Mutex::new(HashMap::new()),
+                offline: std::sync::Mutex::new(BTreeMap::new()),
             }
         });
         broker.remove_stray_partitions();
@@ -693,6 +697,15 @@ impl Broker {
                             tracing::warn!(error = %e, "heartbeats to the controller fail; other brokers will see this one fenced");
                         }
                     }
+                }
+                let offline = !broker
+                    .offline
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty();
+                if offline {
+                    let b = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.retry_offline()).await;
                 }
                 if let Some(sessions) = broker.quorum.sessions() {
                     let records = broker.fencing(&sessions);
@@ -1101,7 +1114,11 @@ impl Broker {
     /// metadata has it (on another broker, or here but not open), else
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub fn missing_partition_code(&self, topic: &str, index: i32) -> i16 {
-        if self.has_partition(topic, index) {
+        let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        if offline.contains_key(&(topic.to_string(), index)) {
+            // Placed here, but its log could not be opened (Kafka's offline log directory).
+            errors::KAFKA_STORAGE_ERROR
+        } else if self.has_partition(topic, index) {
             errors::NOT_LEADER_OR_FOLLOWER
         } else {
             errors::UNKNOWN_TOPIC_OR_PARTITION

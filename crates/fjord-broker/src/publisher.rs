@@ -64,10 +64,65 @@ impl Broker {
             }
         }
         let (opened, failed) = self.open_logs(next, &open, self.now_ms(), last);
+        {
+            let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &changes.removed {
+                offline.remove(key);
+            }
+            if let Some(e) = &failed {
+                let opened: std::collections::HashSet<PartitionKey> =
+                    opened.iter().map(|p| (p.topic.clone(), p.index)).collect();
+                for key in open.iter().filter(|k| !opened.contains(*k)) {
+                    offline.insert(key.clone(), e.to_string());
+                }
+            }
+        }
         serve.extend(opened);
         self.serve(serve);
         *published = next.clone();
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Opens again the partitions placed here that could not be opened when published
+    /// (their disk was full, out of descriptors, ...); those that open are served.
+    pub(crate) fn retry_offline(&self) {
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let node = self.config.node_id;
+        let keys: Vec<PartitionKey> = {
+            let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+            // Only what the published metadata still places here.
+            offline.retain(|(topic, index), _| {
+                published
+                    .topic(topic)
+                    .and_then(|t| t.partition_states.get(*index as usize))
+                    .is_some_and(|p| p.replicas.contains(&node))
+            });
+            offline.keys().cloned().collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let (opened, failed) =
+            self.open_logs(&published, &keys, self.now_ms(), LastShutdown::Unclean);
+        {
+            let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &opened {
+                offline.remove(&(p.topic.clone(), p.index));
+            }
+            if let Some(e) = &failed {
+                for reason in offline.values_mut() {
+                    *reason = e.to_string();
+                }
+            }
+        }
+        if !opened.is_empty() {
+            tracing::info!(
+                partitions = opened.len(),
+                left = keys.len() - opened.len(),
+                "partitions that could not be opened are served now"
+            );
+        }
+        self.serve(opened);
     }
 
     /// Opens the partitions a change will place on this node before it is committed, so that
