@@ -150,6 +150,12 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
         .find(|e| e.node_id.0 == leader)
         .expect("the leader's endpoint (v16+)");
     assert_eq!(endpoint.port, leader_port);
+    // Before v16 there is no hint, as a three-node Kafka 4.4 answers.
+    let fetched: FetchResponse = call(&mut wrong, ApiKey::Fetch, 15, &fetch);
+    let part = &fetched.responses[0].partitions[0];
+    assert_eq!(part.error_code, 6);
+    assert_eq!(part.current_leader.leader_id.0, -1);
+    assert!(fetched.node_endpoints.is_empty());
 
     // The leader takes the write (once it has applied the topic: brokers follow the metadata
     // asynchronously, as in Kafka, and clients retry meanwhile).

@@ -253,9 +253,10 @@ pub async fn handle(
         if !carry {
             continue;
         }
-        // KIP-951: where the partition's leader is (v12+), and its endpoint (v16+).
+        // KIP-951 (v16+): where the partition's leader is, and its endpoint. Kafka leaves
+        // `current_leader` empty before v16 (compared with a three-node Kafka 4.4).
         if data.error_code == errors::NOT_LEADER_OR_FOLLOWER
-            && ctx.version >= 12
+            && ctx.version >= 16
             && let Some(hint) = w
                 .name
                 .as_deref()
@@ -263,11 +264,10 @@ pub async fn handle(
         {
             data.current_leader.leader_id = BrokerId(hint.leader);
             data.current_leader.leader_epoch = hint.leader_epoch;
-            if ctx.version >= 16
-                && !response
-                    .node_endpoints
-                    .iter()
-                    .any(|e| e.node_id.0 == hint.leader)
+            if !response
+                .node_endpoints
+                .iter()
+                .any(|e| e.node_id.0 == hint.leader)
             {
                 let mut e = NodeEndpoint::default();
                 e.node_id = BrokerId(hint.leader);
