@@ -114,6 +114,8 @@ struct HeardInner {
     last: std::collections::HashMap<i32, std::time::Instant>,
     /// When each member last held the leader's whole log, while this node leads.
     caught_up: std::collections::HashMap<u64, InstantOf<TypeConfig>>,
+    /// The term the sessions were started in.
+    term: Option<u64>,
 }
 
 impl Heard {
@@ -898,12 +900,22 @@ impl Quorum {
 
     /// The heartbeat sessions, when this node leads (started afresh when it became leader).
     pub fn sessions(&self) -> Option<Sessions> {
+        let term = {
+            use openraft::async_runtime::WatchReceiver;
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.state.is_leader().then_some(m.current_term)
+        };
         let mut inner = self.heard.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.raft.is_leader() {
+        // A new term (leadership lost and won again between two calls included) starts the
+        // sessions afresh: what was heard under an earlier term says nothing of the brokers
+        // that heartbeated to another leader meanwhile, and must not fence them early.
+        if term.is_none() || inner.term != term {
             inner.since = None;
             inner.last.clear();
-            return None;
+            inner.term = term;
         }
+        term?;
         let since = *inner.since.get_or_insert_with(std::time::Instant::now);
         Some(Sessions {
             since,
