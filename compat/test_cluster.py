@@ -493,6 +493,14 @@ def test_a_controller_only_voter_holds_no_partitions(tmp_path):
         assert wait_for(lambda: sorted(b.list_topics(timeout=5).brokers) == [2], timeout=30)
         b.create_topics([NewTopic("after-a-loss", 1, 1)])["after-a-loss"].result(30)
         assert leaders(b, "after-a-loss") == {0: 2}
+        # Node 1 leads partitions: it may not come back as a controller only (they would be
+        # stranded); the message says what to do.
+        nodes[0].extra_args += ["--process-roles", "controller"]
+        nodes[0].launch()
+        assert nodes[0].proc.wait(timeout=60) != 0
+        assert "places partitions on it" in nodes[0].log(), nodes[0].log()[-2000:]
+        nodes[0].proc = None
+        nodes[0].log_file.close()
     finally:
         for n in nodes:
             n.stop()

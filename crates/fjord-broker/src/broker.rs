@@ -321,6 +321,10 @@ pub enum OpenError {
     },
     #[error("topic {topic} has an invalid stored config: {reason}")]
     Config { topic: String, reason: String },
+    #[error(
+        "node {node} is started as a controller only, but the metadata places partitions on it ({examples}): start it with process.roles=broker,controller, or delete those topics first"
+    )]
+    StrandedPartitions { node: i32, examples: String },
     #[error("starting the fsync threads: {0}")]
     Threads(#[source] std::io::Error),
     #[error("the clean-shutdown marker {path}: {source} (check the data directory's permissions)")]
@@ -470,6 +474,8 @@ pub struct Broker {
     /// Partitions the metadata places here that could not be opened (with why): answered
     /// KAFKA_STORAGE_ERROR, and opened again at every heartbeat until they open.
     pub(crate) offline: std::sync::Mutex<BTreeMap<PartitionKey, String>>,
+    /// An attempt to open the offline partitions is running.
+    retrying: std::sync::atomic::AtomicBool,
 }
 
 impl Broker {
@@ -563,7 +569,30 @@ impl Broker {
                 id: cluster_id.clone(),
             });
         }
-        // A controller-only node is no broker: it registers nothing (and gets no partitions).
+        // A controller-only node is no broker: it registers nothing and holds no partitions;
+        // one that was a broker must not strand the partitions placed on it.
+        if !config.is_broker() {
+            let node = config.node_id;
+            let state = quorum.state();
+            let placed: Vec<String> = state
+                .topics()
+                .flat_map(|t| {
+                    t.partition_states
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.replicas.contains(&node))
+                        .map(move |(i, _)| format!("{}-{i}", t.name))
+                })
+                .take(3)
+                .collect();
+            if !placed.is_empty() {
+                let _ = runtime.block_on(quorum.shutdown());
+                return Err(OpenError::StrandedPartitions {
+                    node,
+                    examples: placed.join(", "),
+                });
+            }
+        }
         if config.is_broker() {
             registration.push(MetadataRecord::RegisterBroker {
                 id: config.node_id,
@@ -625,6 +654,7 @@ impl Broker {
                 heartbeat_taken: std::sync::Mutex::new(std::time::Instant::now()),
                 peers: std::sync::Mutex::new(HashMap::new()),
                 offline: std::sync::Mutex::new(BTreeMap::new()),
+                retrying: std::sync::atomic::AtomicBool::new(false),
             }
         });
         broker.remove_stray_partitions();
@@ -703,9 +733,13 @@ impl Broker {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .is_empty();
-                if offline {
+                // Opened aside (it may recover whole logs): heartbeats go on meanwhile.
+                if offline && !broker.retrying.swap(true, Ordering::AcqRel) {
                     let b = broker.clone();
-                    let _ = tokio::task::spawn_blocking(move || b.retry_offline()).await;
+                    tokio::task::spawn_blocking(move || {
+                        b.retry_offline();
+                        b.retrying.store(false, Ordering::Release);
+                    });
                 }
                 if let Some(sessions) = broker.quorum.sessions() {
                     let records = broker.fencing(&sessions);
@@ -968,45 +1002,41 @@ impl Broker {
     }
 
     /// Sends `request` to the broker at `addr` on the connection kept to it (opened when
-    /// first needed). A kept connection that fails is dropped (after a timeout it may still
-    /// carry the late answer); one that failed to carry the request at all (a broker that
-    /// restarted closed it) is replaced and the request sent once more on the new one.
+    /// first needed, and again when an earlier request broke it). A request that fails is
+    /// not sent again here (it may have been carried out): the callers' own retries do.
     pub(crate) async fn call_broker<R: kafka_protocol::protocol::Request>(
         &self,
         addr: &str,
         request: &R,
     ) -> Result<R::Response, fjord_client::ClientError> {
-        use fjord_client::{Client, ClientError};
+        use fjord_client::Client;
         let kept = self
             .peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(addr)
             .cloned();
-        if let Some(client) = &kept {
-            let sent = client.send(request).await;
-            if let Err(
-                ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. },
-            ) = &sent
-            {
-                let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-                if peers.get(addr).is_some_and(|c| Arc::ptr_eq(c, client)) {
-                    peers.remove(addr);
-                }
+        let client = match kept.filter(|c| !c.is_broken()) {
+            Some(client) => client,
+            None => {
+                let id = format!("fjord-broker-{}", self.config.node_id);
+                let client =
+                    Arc::new(Client::connect(addr, &id, std::time::Duration::from_secs(10)).await?);
+                self.peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr.to_string(), client.clone());
+                client
             }
-            match sent {
-                Err(ClientError::Io { .. }) => {}
-                answered => return answered,
+        };
+        let sent = client.send(request).await;
+        if client.is_broken() {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if peers.get(addr).is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                peers.remove(addr);
             }
         }
-        let id = format!("fjord-broker-{}", self.config.node_id);
-        let client =
-            Arc::new(Client::connect(addr, &id, std::time::Duration::from_secs(10)).await?);
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr.to_string(), client.clone());
-        client.send(request).await
+        sent
     }
 
     /// The broker that coordinates transactional id `id` when it is not this one (the leader

@@ -160,14 +160,14 @@ pub fn parse_voters(s: &str) -> Result<std::collections::BTreeMap<i32, String>, 
 }
 
 impl BrokerConfig {
-    /// Checks the rules that tie settings together, as Kafka does at start-up (its
-    /// `GroupCoordinatorConfig` requirements): each message names the settings to change.
     /// Whether this node is a broker (registers, holds partitions, serves clients): every
     /// node but a controller-only one.
     pub fn is_broker(&self) -> bool {
         self.roles != Some(Roles::Controller)
     }
 
+    /// Checks the rules that tie settings together, as Kafka does at start-up (its
+    /// `GroupCoordinatorConfig` requirements): each message names the settings to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err(format!(

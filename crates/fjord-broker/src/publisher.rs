@@ -84,45 +84,64 @@ impl Broker {
     }
 
     /// Opens again the partitions placed here that could not be opened when published
-    /// (their disk was full, out of descriptors, ...); those that open are served.
+    /// (their disk was full, out of descriptors, ...); those that open are served. The
+    /// partitions open without holding up the publisher; they are served only if the metadata
+    /// published meanwhile still places the same topic's partition here.
     pub(crate) fn retry_offline(&self) {
-        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let node = self.config.node_id;
+        let placed_here = |state: &MetadataState, (topic, index): &PartitionKey| {
+            state
+                .topic(topic)
+                .and_then(|t| t.partition_states.get(*index as usize))
+                .is_some_and(|p| p.replicas.contains(&node))
+        };
         let keys: Vec<PartitionKey> = {
             let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
-            // Only what the published metadata still places here.
-            offline.retain(|(topic, index), _| {
-                published
-                    .topic(topic)
-                    .and_then(|t| t.partition_states.get(*index as usize))
-                    .is_some_and(|p| p.replicas.contains(&node))
-            });
+            offline.retain(|key, _| placed_here(&state, key));
             offline.keys().cloned().collect()
         };
         if keys.is_empty() {
             return;
         }
-        let (opened, failed) =
-            self.open_logs(&published, &keys, self.now_ms(), LastShutdown::Unclean);
+        let (opened, failed) = self.open_logs(&state, &keys, self.now_ms(), LastShutdown::Unclean);
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let same_topic = |p: &Arc<Partition>| {
+            let key = (p.topic.clone(), p.index);
+            let id = |s: &MetadataState| s.topic(&p.topic).map(|t| t.id);
+            placed_here(&published, &key) && id(&published) == id(&state)
+        };
+        let (serve, stale): (Vec<_>, Vec<_>) = opened.into_iter().partition(same_topic);
         {
             let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
-            for p in &opened {
+            for p in &serve {
                 offline.remove(&(p.topic.clone(), p.index));
             }
             if let Some(e) = &failed {
                 for reason in offline.values_mut() {
                     *reason = e.to_string();
                 }
+                tracing::warn!(
+                    partitions = offline.len(),
+                    error = %e,
+                    "partitions placed on this broker still cannot be opened (KAFKA_STORAGE_ERROR to clients); fix the data directory (space, descriptors: ulimit -n); they are opened again at every heartbeat"
+                );
             }
         }
-        if !opened.is_empty() {
+        if !serve.is_empty() {
             tracing::info!(
-                partitions = opened.len(),
-                left = keys.len() - opened.len(),
+                partitions = serve.len(),
+                left = keys.len() - serve.len(),
                 "partitions that could not be opened are served now"
             );
         }
-        self.serve(opened);
+        self.serve(serve);
+        drop(published);
+        self.discard(stale);
     }
 
     /// Opens the partitions a change will place on this node before it is committed, so that

@@ -106,6 +106,9 @@ pub struct Client {
     timeout: Duration,
     conn: Mutex<Conn>,
     versions: HashMap<i16, (i16, i16)>,
+    /// An exchange failed or was abandoned midway: the stream may still carry its answer, so
+    /// the connection takes no more requests.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -147,6 +150,7 @@ impl Client {
                 next_correlation: 1,
             }),
             versions: HashMap::new(),
+            broken: std::sync::atomic::AtomicBool::new(false),
         };
         let mut req = ApiVersionsRequest::default();
         req.client_software_name = StrBytes::from_static_str("fjord");
@@ -163,6 +167,12 @@ impl Client {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Whether an earlier request failed or was abandoned midway: the connection takes no
+    /// more requests (connect again).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The highest version both sides speak.
@@ -252,8 +262,20 @@ impl Client {
         api: ApiKey,
         version: i16,
     ) -> Result<Resp, ClientError> {
+        use std::sync::atomic::Ordering;
         let mut conn = self.conn.lock().await;
+        if self.is_broken() {
+            return Err(ClientError::Io {
+                addr: self.addr.clone(),
+                cause: std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "an earlier request on this connection failed; connect again",
+                ),
+            });
+        }
         let (buf, correlation) = self.frame(&mut conn, request, api, version)?;
+        // Broken until the whole answer is read: a failure or a cancelled call leaves it so.
+        self.broken.store(true, Ordering::Release);
         let io = |cause| ClientError::Io {
             addr: self.addr.clone(),
             cause,
@@ -289,6 +311,7 @@ impl Client {
                 addr: self.addr.clone(),
                 timeout: self.timeout,
             })??;
+        self.broken.store(false, Ordering::Release);
         // ApiVersions answers in header v0 whatever the version.
         let header_version = if api == ApiKey::ApiVersions {
             0

@@ -339,7 +339,7 @@ pub struct Quorum {
     heard: Heard,
     transport: Transport,
     /// The connection kept to the leader for heartbeats and descriptions.
-    leader_link: Arc<tokio::sync::Mutex<Option<Peer>>>,
+    leader_link: Arc<std::sync::Mutex<Option<Peer>>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -678,7 +678,8 @@ impl Quorum {
     }
 
     /// Asks the quorum's leader, through any voter, to add `node` (at `address`) as an
-    /// observer; returns once the leader has it caught up.
+    /// observer (or record its new address); returns once the leader has (it then catches up
+    /// by itself). `empty`: its log is empty, to be replicated from the start.
     async fn join(
         transport: &Transport,
         voters: &BTreeMap<u64, String>,
@@ -887,15 +888,21 @@ impl Quorum {
         let Some(addr) = leader.filter(|a| !a.is_empty()) else {
             return Err(QuorumError::Raft("no metadata leader is known".into()));
         };
-        // One connection kept to the leader (heartbeats every few seconds reuse it).
-        let mut link = self.leader_link.lock().await;
-        let peer = match &mut *link {
-            Some(peer) if peer.addr() == addr => peer,
-            slot => slot.insert(self.transport.peer(self.node_id, addr)),
-        };
-        peer.call(request, Duration::from_secs(5))
-            .await
-            .map_err(|e| QuorumError::Raft(format!("the metadata leader: {e}")))
+        // One connection kept to the leader (heartbeats every few seconds reuse it), taken
+        // out while in use: calls side by side open their own, and a call abandoned midway
+        // never leaves a half-read connection behind.
+        let kept = self
+            .leader_link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|peer| peer.addr() == addr);
+        let mut peer = kept.unwrap_or_else(|| self.transport.peer(self.node_id, addr));
+        let answer = peer.call(request, Duration::from_secs(5)).await;
+        if answer.is_ok() {
+            *self.leader_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
+        }
+        answer.map_err(|e| QuorumError::Raft(format!("the metadata leader: {e}")))
     }
 
     /// The heartbeat sessions, when this node leads (started afresh when it became leader).

@@ -29,7 +29,8 @@ fn next_seed(seed: u64) -> u64 {
 
 /// While the guard lives, openraft's random numbers on this thread come from `seed` and the
 /// quorum's file work runs inline: with a current-thread Tokio runtime with paused time and
-/// [`crate::sim::SimNet`] for the network, a seed replays the same run.
+/// [`crate::sim::SimNet`] for the network, a seed replays the same run once Tokio's own
+/// choices are seeded too (`Builder::rng_seed`, a `--cfg tokio_unstable` build).
 pub fn deterministic(seed: u64) -> Deterministic {
     SEED.with(|s| s.set(Some(seed)));
     Deterministic(())

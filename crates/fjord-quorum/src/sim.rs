@@ -3,7 +3,9 @@
 //! one [`SimNet`] instead of TCP, as the same messages (each one serialized and read back, as
 //! on the wire) handled by the same code as the controller listener's. From a seed it drops
 //! and delays messages and cuts links; with [`crate::runtime::deterministic`] on a
-//! current-thread Tokio runtime with paused time, a seed replays the same run.
+//! current-thread Tokio runtime with paused time, a seed gives the same faults, and in a
+//! `--cfg tokio_unstable` build with the runtime's own seed set (Tokio picks which of a watch
+//! channel's waiters wakes first at random) the same run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -166,12 +168,15 @@ impl SimNet {
             let endpoint = self.lock().nodes.get(&to).cloned().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::ConnectionRefused, "the member is stopped")
             })?;
-            // As on the wire: the receiver reads its own copy of the bytes.
+            // As on the wire: the receiver reads its own copy of the bytes, and handles it to
+            // the end even when the sender stops waiting (a task of its own).
             let bytes = serde_json::to_vec(request).map_err(io::Error::other)?;
             let request: Request = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-            let response =
+            let handled = tokio::spawn(async move {
                 crate::network::handle(&endpoint.raft, &endpoint.heard, &endpoint.voters, request)
-                    .await;
+                    .await
+            });
+            let response = handled.await.map_err(io::Error::other)?;
             let back = self.fate(to, from);
             tokio::time::sleep(back.delay).await;
             if back.lost {

@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
-//! Deterministic runs of a three-voter quorum and a broker-only observer over a simulated
+//! Seeded runs of a three-voter quorum and a broker-only observer over a simulated
 //! network (lost and delayed messages, cut links, members crashed to what their disks kept
 //! and restarted), on a current-thread runtime with paused time and openraft's random numbers
-//! seeded: a seed replays the same run. Every run checks Raft's promises as the broker
+//! seeded (a seed replays the same run in a `--cfg tokio_unstable` build, which seeds Tokio's
+//! scheduler too; `make unit` runs one). Every run checks Raft's promises as the broker
 //! relies on them: a change acknowledged to its writer survives every crash and is applied on
 //! every member; members that applied the same log index hold the same metadata; after the
 //! faults heal every member converges on one state.
@@ -53,11 +54,12 @@ fn topic(name: &str, seed: u128) -> Vec<MetadataRecord> {
     ]
 }
 
-/// What members applied at each index (a digest of the state), shared by the checkers.
-type Applied = Arc<Mutex<BTreeMap<u64, (u64, String)>>>;
+/// What members applied at each index (a digest of the state), and the disagreements found,
+/// shared by the checkers.
+type Applied = Arc<Mutex<(BTreeMap<u64, (u64, String)>, Vec<String>)>>;
 
 /// Watches `q`'s applied state: any index applied with different metadata than another
-/// member applied at that index fails the run.
+/// member applied at that index is recorded, and fails the run at its end.
 fn watch(q: &Quorum, applied: &Applied) -> tokio::task::JoinHandle<()> {
     let mut rx = q.subscribe();
     let (applied, node) = (applied.clone(), q.node_id());
@@ -74,13 +76,14 @@ fn watch(q: &Quorum, applied: &Applied) -> tokio::task::JoinHandle<()> {
                         .collect::<BTreeSet<_>>()
                 );
                 let mut seen = applied.lock().unwrap();
-                match seen.get(&index) {
-                    Some((other, theirs)) => assert_eq!(
-                        theirs, &digest,
-                        "node {node} and node {other} applied index {index} differently"
-                    ),
+                let (by_index, disagreements) = &mut *seen;
+                match by_index.get(&index) {
+                    Some((other, theirs)) if theirs != &digest => disagreements.push(format!(
+                        "node {node} applied index {index} as {digest}, node {other} as {theirs}"
+                    )),
+                    Some(_) => {}
                     None => {
-                        seen.insert(index, (node, digest));
+                        by_index.insert(index, (node, digest));
                     }
                 }
             }
@@ -271,6 +274,11 @@ fn run(seed: u64, steps: usize) -> Vec<String> {
             }
             assert_eq!(state, &states[0].1, "seed {seed}: node {id} diverged");
         }
+        let disagreements = applied.lock().unwrap().1.clone();
+        assert!(
+            disagreements.is_empty(),
+            "seed {seed}: members applied the same index differently: {disagreements:#?}"
+        );
         let (delivered, lost) = net.counts();
         trace.push(format!(
             "end: {} acknowledged, {} topics, {delivered} messages delivered, {lost} lost",
