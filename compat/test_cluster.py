@@ -49,7 +49,8 @@ def leaders(admin, topic):
 
 @pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: topics spread over brokers, groups, transactions")
 def test_clients_use_three_nodes_as_one_cluster(cluster):
-    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    # Created through broker 2 (any broker takes admin requests).
+    a = AdminClient({"bootstrap.servers": cluster[1].bootstrap})
     a.create_topics([NewTopic("spread", 6, 1)])["spread"].result(30)
     # Partitions have one replica until replication lands; more is refused, not faked.
     with pytest.raises(KafkaException) as refused:
@@ -122,23 +123,39 @@ def test_clients_use_three_nodes_as_one_cluster(cluster):
     assert b"aborted" not in values
 
 
-@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: the metadata quorum survives a node's kill -9")
-def test_metadata_survives_the_loss_of_a_node(cluster):
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: the metadata quorum survives its leader's kill -9")
+def test_metadata_survives_the_loss_of_the_controller(cluster):
     a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
     a.create_topics([NewTopic("before", 3, 1)])["before"].result(30)
-    cluster[2].kill()
-    # Two voters of three are a quorum: topics are still created, from either survivor.
-    b = AdminClient({"bootstrap.servers": cluster[1].bootstrap})
+    # The Raft leader (the controller) is killed.
+    leader = cluster_info(cluster[0])["quorum"]["leader_id"]
+    gone = cluster[leader - 1]
+    left = [n for n in cluster if n is not gone]
+    gone.kill()
+    killed = time.monotonic()
+
+    def new_controller():
+        try:
+            q = cluster_info(left[0])["quorum"]
+        except subprocess.CalledProcessError:
+            return False
+        return q.get("leader_id") not in (None, leader)
+    assert wait_for(new_controller, timeout=15)
+    elected = time.monotonic() - killed
+    assert elected < 10, f"a new controller took {elected:.1f}s"
+    # Two voters of three are a quorum: topics are still created, from either survivor, and
+    # nothing committed before is lost.
+    b = AdminClient({"bootstrap.servers": left[1].bootstrap})
     b.create_topics([NewTopic("during", 1, 1)])["during"].result(30)
-    for n in cluster[:2]:
+    for n in left:
         names = AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(timeout=10).topics
         assert "during" in names and "before" in names
     # The node comes back with its data directory and catches up.
-    cluster[2].start(timeout=60)
-    back = AdminClient({"bootstrap.servers": cluster[2].bootstrap})
+    gone.start(timeout=60)
+    back = AdminClient({"bootstrap.servers": gone.bootstrap})
     assert wait_for(lambda: "during" in back.list_topics(timeout=10).topics, timeout=30)
     # Its partitions serve again: a write to each partition of "before" lands.
-    p = Producer({"bootstrap.servers": cluster[2].bootstrap, "acks": "all"})
+    p = Producer({"bootstrap.servers": gone.bootstrap, "acks": "all"})
     for part in range(3):
         p.produce("before", value=b"x", partition=part)
     assert p.flush(30) == 0
@@ -536,3 +553,25 @@ def test_a_partition_that_cannot_be_opened_is_offline_until_it_can(cluster):
     assert wait_for(served, timeout=30)
     described = json.loads(fjord_cli(cluster[0], "topic", "describe", "blocked", "-o", "json"))
     assert sum(p["records"] for p in described["partitions"]) >= 1
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Three-node cluster: group coordinators on every broker, offsets read through any")
+def test_group_coordinators_are_spread_over_the_brokers(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("coord", 1, 1)])["coord"].result(30)
+    groups = [f"coord-{g}" for g in range(12)]
+    for i, g in enumerate(groups):
+        c = Consumer({"bootstrap.servers": cluster[i % 3].bootstrap, "group.id": g,
+                      "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition("coord", 0, i + 1)], asynchronous=False)
+        c.close()
+    described = a.describe_consumer_groups(groups)
+    coordinators = {g: described[g].result(30).coordinator.id for g in groups}
+    # A coordinator is the leader of the group's __consumer_offsets partition: with twelve
+    # groups, more than one broker coordinates.
+    assert len(set(coordinators.values())) > 1, coordinators
+    for n in cluster:
+        for i, g in enumerate(groups):
+            c = Consumer({"bootstrap.servers": n.bootstrap, "group.id": g})
+            assert c.committed([TopicPartition("coord", 0)], timeout=10)[0].offset == i + 1
+            c.close()
