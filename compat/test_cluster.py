@@ -575,3 +575,27 @@ def test_group_coordinators_are_spread_over_the_brokers(cluster):
             c = Consumer({"bootstrap.servers": n.bootstrap, "group.id": g})
             assert c.committed([TopicPartition("coord", 0)], timeout=10)[0].offset == i + 1
             c.close()
+
+
+def test_a_voter_that_lost_its_whole_data_directory_is_refused(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("kept-safe", 3, 1)])["kept-safe"].result(30)
+    node3 = cluster[2]
+    node3.stop()
+    import shutil
+    saved = node3.data_dir + ".saved"
+    shutil.move(node3.data_dir, saved)
+    # A new, empty directory (a replaced disk): the other voters know node 3 by its old
+    # directory id and refuse it, at once, with what to do.
+    node3.launch()
+    assert node3.proc.wait(timeout=60) != 0
+    assert "data directory changed" in node3.log(), node3.log()[-2000:]
+    node3.proc = None
+    node3.log_file.close()
+    # The quorum is unharmed; the restored directory is welcome back.
+    a.create_topics([NewTopic("while-refused", 1, 1)])["while-refused"].result(30)
+    shutil.rmtree(node3.data_dir)
+    shutil.move(saved, node3.data_dir)
+    node3.start(timeout=60)
+    back = AdminClient({"bootstrap.servers": node3.bootstrap})
+    assert wait_for(lambda: "while-refused" in back.list_topics(timeout=10).topics, timeout=30)

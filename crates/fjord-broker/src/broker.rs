@@ -530,6 +530,7 @@ impl Broker {
                     QuorumOptions {
                         must_have_log: !config.new_cluster_id,
                         address: Some(addr.clone()),
+                        directory_id: config.directory_id.clone(),
                         ..QuorumOptions::default()
                     },
                 ))?

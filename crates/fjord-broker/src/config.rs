@@ -65,6 +65,9 @@ pub struct BrokerConfig {
     /// `process.roles`, when given (else a node among the voters is both broker and controller,
     /// and any other node is refused).
     pub roles: Option<Roles>,
+    /// This data directory's id (`directory.id` in meta.properties, made with the directory):
+    /// the other voters refuse this node if it comes back with another one (a lost disk).
+    pub directory_id: Option<String>,
     /// Where this node's controller listener accepts the other voters (needed with voters).
     pub controller_listen: Option<String>,
     /// `broker.rack`.
@@ -109,6 +112,7 @@ impl Default for BrokerConfig {
             fetch_session_cache_slots: 1_000,
             voters: std::collections::BTreeMap::new(),
             roles: None,
+            directory_id: None,
             controller_listen: None,
             rack: None,
             broker_heartbeat_interval_ms: 2_000,

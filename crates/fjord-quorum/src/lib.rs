@@ -20,7 +20,7 @@ use fjord_meta::MetadataRecord;
 use serde::{Deserialize, Serialize};
 
 pub use log_store::{LogStore, RAFT_STATE_FILE};
-pub use network::{MAX_FRAME_BYTES, TcpNetwork, fuzz_decode};
+pub use network::{MAX_FRAME_BYTES, fuzz_decode};
 pub use quorum::{
     Heard, NoPeers, Quorum, QuorumError, QuorumOptions, QuorumView, ReplicaView, Sessions,
 };

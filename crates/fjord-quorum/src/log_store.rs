@@ -38,6 +38,10 @@ struct RaftState {
     vote: Option<Vote>,
     committed: Option<LogId>,
     last_purged: Option<LogId>,
+    /// The directory id each voter was first seen with (KIP-853's idea): a voter that comes
+    /// back with another one lost its disk and is refused.
+    #[serde(default)]
+    voter_dirs: std::collections::BTreeMap<u64, String>,
 }
 
 #[derive(Debug)]
@@ -104,6 +108,19 @@ impl LogStore {
 
     fn state(&self) -> std::sync::MutexGuard<'_, RaftState> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory id voter `node` was first seen with.
+    pub(crate) fn voter_dir(&self, node: u64) -> Option<String> {
+        self.state().voter_dirs.get(&node).cloned()
+    }
+
+    /// Records the directory id voter `node` is first seen with, durably.
+    pub(crate) async fn record_voter_dir(&self, node: u64, dir: String) -> io::Result<()> {
+        self.update(move |s| {
+            s.voter_dirs.entry(node).or_insert(dir);
+        })
+        .await
     }
 
     /// Changes the state file, durably, under the state lock.

@@ -47,6 +47,11 @@ pub(crate) enum Request {
     },
     /// The quorum as the leader sees it (Kafka's DescribeQuorum).
     Describe,
+    /// The first message on a connection: who sends, and its data directory's id.
+    Hello {
+        node: u64,
+        dir: String,
+    },
     /// A broker-only node asks to replicate the log as an observer (an openraft learner) at
     /// its controller listener `address`; `empty`: its log is empty (new, or a new disk).
     Join {
@@ -69,6 +74,11 @@ pub(crate) enum Response {
     Described(crate::quorum::QuorumView),
     /// The leader added the observer and has it caught up.
     Joined,
+    /// Who answers, and its data directory's id.
+    Hello {
+        node: u64,
+        dir: String,
+    },
     /// The receiver does not lead (any more): the leader it knows of, if any.
     NotLeader(Option<u64>),
     /// The receiver could not handle the request (its Raft node stopped, ...).
@@ -111,13 +121,48 @@ async fn write_frame(stream: &mut TcpStream, message: &impl Serialize) -> io::Re
 
 /// Serves the controller listener: Raft RPCs to `raft`, forwarded writes too when this node
 /// leads. Runs until the listener fails.
+/// Who this node is on the controller listener, and the data directory ids of the voters it
+/// has seen (KIP-853's idea): every connection starts with [`Request::Hello`], answered with
+/// the receiver's; a voter seen before with another directory id lost its disk, may have
+/// acknowledged entries it no longer has, and is refused both ways.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub node: u64,
+    pub dir: String,
+    pub voters: std::sync::Arc<std::collections::BTreeSet<u64>>,
+    pub log: crate::LogStore,
+    /// Why a peer last refused this node, for start-up's error.
+    pub refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Identity {
+    /// Whether `node` may take part with directory `dir`: a voter's first directory id is
+    /// recorded, durably, and any other refused. Observers may change disks (they do not vote).
+    pub(crate) async fn check(&self, node: u64, dir: &str) -> Result<(), String> {
+        if !self.voters.contains(&node) {
+            return Ok(());
+        }
+        match self.log.voter_dir(node) {
+            Some(known) if known == dir => Ok(()),
+            Some(known) => Err(format!(
+                "voter {node}'s data directory changed (directory id {known}, now {dir}): a voter that lost its disk cannot rejoin its quorum (it may have acknowledged entries it no longer has); restore its data directory (replacing a voter is not supported yet)"
+            )),
+            None => self
+                .log
+                .record_voter_dir(node, dir.to_string())
+                .await
+                .map_err(|e| format!("recording voter {node}'s directory id: {e}")),
+        }
+    }
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig, StateMachine>,
     heard: crate::quorum::Heard,
-    voters: std::collections::BTreeSet<u64>,
+    identity: Identity,
 ) {
-    let voters = std::sync::Arc::new(voters);
+    let voters = identity.voters.clone();
     // The connections end with the listener's task (dropping the set aborts them): a stopped
     // node must not go on answering from connections it accepted before.
     let mut connections = tokio::task::JoinSet::new();
@@ -132,8 +177,9 @@ pub(crate) async fn serve(
             }
         };
         let (raft, heard, voters) = (raft.clone(), heard.clone(), voters.clone());
+        let identity = identity.clone();
         connections.spawn(async move {
-            if let Err(e) = connection(stream, &raft, &heard, &voters).await {
+            if let Err(e) = connection(stream, &raft, &heard, &voters, &identity).await {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
             }
         });
@@ -145,11 +191,30 @@ async fn connection(
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
     voters: &std::collections::BTreeSet<u64>,
+    identity: &Identity,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     while let Some(frame) = read_frame(&mut stream).await? {
         let request: Request = serde_json::from_slice(&frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Request::Hello { node, dir } = &request {
+            match identity.check(*node, dir).await {
+                Ok(()) => {
+                    let hello = Response::Hello {
+                        node: identity.node,
+                        dir: identity.dir.clone(),
+                    };
+                    write_frame(&mut stream, &hello).await?;
+                    continue;
+                }
+                Err(reason) => {
+                    tracing::error!(node, "refused a member: {reason}");
+                    write_frame(&mut stream, &Response::Failed(format!("refused: {reason}")))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
         let response = handle(raft, heard, voters, request).await;
         write_frame(&mut stream, &response).await?;
     }
@@ -198,6 +263,8 @@ pub(crate) async fn handle(
                 Response::NotLeader(raft.current_leader().await)
             }
         }
+        // Answered by the connection; one in the middle of a connection is out of place.
+        Request::Hello { .. } => failed(&"Hello is only the first message of a connection"),
         Request::Describe => {
             use openraft::async_runtime::WatchReceiver;
             let view =
@@ -300,6 +367,8 @@ async fn join(
 pub struct Peer {
     addr: String,
     link: Link,
+    /// Introduces this node on each new TCP connection, and checks who answers.
+    identity: Option<Identity>,
 }
 
 #[derive(Debug)]
@@ -309,10 +378,11 @@ enum Link {
 }
 
 impl Peer {
-    pub(crate) fn new(addr: String) -> Self {
+    pub(crate) fn new(addr: String, identity: Option<Identity>) -> Self {
         Self {
             addr,
             link: Link::Tcp(None),
+            identity,
         }
     }
 
@@ -321,6 +391,7 @@ impl Peer {
         Self {
             addr,
             link: Link::Sim { net, from },
+            identity: None,
         }
     }
 
@@ -351,6 +422,10 @@ impl Peer {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             connected.set_nodelay(true)?;
+            let mut connected = connected;
+            if let Some(identity) = &self.identity {
+                Self::hello(&mut connected, identity).await?;
+            }
             *stream = Some(connected);
         }
         let Link::Tcp(Some(stream)) = &mut self.link else {
@@ -361,6 +436,36 @@ impl Peer {
             .await?
             .ok_or(io::ErrorKind::UnexpectedEof)?;
         serde_json::from_slice(&frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Introduces this node on a new connection and checks who answers.
+    async fn hello(stream: &mut TcpStream, identity: &Identity) -> io::Result<()> {
+        let hello = Request::Hello {
+            node: identity.node,
+            dir: identity.dir.clone(),
+        };
+        write_frame(stream, &hello).await?;
+        let frame = read_frame(stream)
+            .await?
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let answer: Response = serde_json::from_slice(&frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        match answer {
+            Response::Hello { node, dir } => identity.check(node, &dir).await.map_err(|reason| {
+                tracing::error!(node, "refused a member: {reason}");
+                io::Error::other(reason)
+            }),
+            Response::Failed(reason) => {
+                if reason.starts_with("refused:") {
+                    *identity.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(reason.clone());
+                }
+                Err(io::Error::other(reason))
+            }
+            other => Err(io::Error::other(format!(
+                "unexpected answer to Hello: {other:?}"
+            ))),
+        }
     }
 
     async fn rpc(
@@ -460,14 +565,16 @@ impl RaftNetworkV2<TypeConfig> for Peer {
 }
 
 /// Makes [`Peer`]s from the members' addresses (their controller listeners).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TcpNetwork;
+#[derive(Debug, Clone)]
+pub(crate) struct TcpNetwork {
+    pub identity: Identity,
+}
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = Peer;
 
     async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
-        Peer::new(node.addr.clone())
+        Peer::new(node.addr.clone(), Some(self.identity.clone()))
     }
 }
 
@@ -498,10 +605,13 @@ mod tests {
             let write = r#"{"Write":[{"type":"topic","name":"t","id":"00000000-0000-4000-8000-000000000001","version":1}]}"#;
             let heartbeat = r#"{"Heartbeat":{"broker":2}}"#;
             prop_assert!(serde_json::from_str::<Request>(heartbeat).is_ok());
+            let hello = r#"{"Hello":{"node":3,"dir":"AAAAAAAAAAAAAAAAAAAAAA"}}"#;
+            prop_assert!(serde_json::from_str::<Request>(hello).is_ok());
+            prop_assert!(serde_json::from_str::<Response>(hello).is_ok());
             let described = r#"{"Described":{"leader":1,"epoch":2,"high_watermark":7,"voters":[{"id":1,"log_end_offset":7,"last_fetch_ms":5,"last_caught_up_ms":5}],"observers":[],"addresses":{"1":"127.0.0.1:9"}}}"#;
             prop_assert!(serde_json::from_str::<Response>(described).is_ok());
             prop_assert!(serde_json::from_str::<Request>(write).is_ok());
-            for m in [vote, write, heartbeat, described] {
+            for m in [vote, write, heartbeat, described, hello] {
                 let mut bytes = m.as_bytes().to_vec();
                 fuzz_decode(&bytes);
                 if at < bytes.len() {

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::network::{Peer, Request, Response, TcpNetwork};
+use crate::network::{Identity, Peer, Request, Response, TcpNetwork};
 use crate::sim::{Endpoint, SimNet, SimNetwork};
 use crate::{Applied, Change, LogStore, Published, StateMachine, TypeConfig};
 
@@ -274,6 +274,9 @@ pub struct QuorumOptions {
     /// This node's controller listener as the others reach it, when it is not a voter (a
     /// voter's is its entry among the voters); defaults to the listener's local address.
     pub address: Option<String>,
+    /// This node's data directory id (`directory.id` in meta.properties): the other voters
+    /// refuse this node if it ever comes back with another one (a lost disk).
+    pub directory_id: Option<String>,
 }
 
 impl Default for QuorumOptions {
@@ -287,6 +290,7 @@ impl Default for QuorumOptions {
             start_timeout: START_TIMEOUT,
             must_have_log: false,
             address: None,
+            directory_id: None,
         }
     }
 }
@@ -305,7 +309,7 @@ enum Net {
 #[derive(Debug, Clone)]
 enum Transport {
     Local,
-    Tcp,
+    Tcp(Identity),
     Sim(SimNet),
 }
 
@@ -313,7 +317,20 @@ impl Transport {
     fn peer(&self, from: u64, addr: String) -> Peer {
         match self {
             Transport::Sim(net) => Peer::sim(addr, net.clone(), from),
-            Transport::Local | Transport::Tcp => Peer::new(addr),
+            Transport::Local => Peer::new(addr, None),
+            Transport::Tcp(identity) => Peer::new(addr, Some(identity.clone())),
+        }
+    }
+
+    /// Why a voter refused this node (its data directory changed), if one did.
+    fn refused(&self) -> Option<String> {
+        match self {
+            Transport::Tcp(identity) => identity
+                .refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            Transport::Local | Transport::Sim(_) => None,
         }
     }
 
@@ -514,7 +531,13 @@ impl Quorum {
                     Some(a) => a.clone(),
                     None => listener.local_addr()?.to_string(),
                 },
-                Transport::Tcp,
+                Transport::Tcp(Identity {
+                    node,
+                    dir: options.directory_id.clone().unwrap_or_default(),
+                    voters: Arc::new(voter_ids.clone()),
+                    log: log.clone(),
+                    refused: Arc::default(),
+                }),
             ),
             Net::Sim(sim) => (SimNet::address(node), Transport::Sim(sim.clone())),
         };
@@ -540,14 +563,22 @@ impl Quorum {
                 (raft, None)
             }
             Net::Tcp(listener) => {
-                let raft = Raft::new(node, config, TcpNetwork, log.clone(), sm.clone())
+                let Transport::Tcp(identity) = &transport else {
+                    return Err(QuorumError::Raft(
+                        "a TCP member without its identity".into(),
+                    ));
+                };
+                let network = TcpNetwork {
+                    identity: identity.clone(),
+                };
+                let raft = Raft::new(node, config, network, log.clone(), sm.clone())
                     .await
                     .map_err(raft_error)?;
                 let task = tokio::spawn(crate::network::serve(
                     listener,
                     raft.clone(),
                     heard.clone(),
-                    voter_ids,
+                    identity.clone(),
                 ));
                 (raft, Some(Arc::new(task)))
             }
@@ -596,6 +627,14 @@ impl Quorum {
                 Err(openraft::metrics::WaitError::ShuttingDown) => true,
                 Err(_) => false,
             };
+            // Refused by the other voters (this node's data directory is not the one they
+            // knew): no point in waiting.
+            if let Some(reason) = transport.refused() {
+                stop(raft.clone()).await;
+                return Err(QuorumError::Raft(format!(
+                    "the other voters refuse this node: {reason}"
+                )));
+            }
             if stopped || tokio::time::Instant::now() >= deadline {
                 stop(raft.clone()).await;
                 if stopped {

@@ -25,6 +25,7 @@ fn options() -> QuorumOptions {
         start_timeout: Duration::from_secs(30),
         must_have_log: false,
         address: None,
+        directory_id: None,
     }
 }
 
@@ -379,4 +380,61 @@ async fn futures_join(
         out.push(t.await.unwrap());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_that_lost_its_disk_is_refused() {
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        voters.insert(id, probe.local_addr().unwrap().to_string());
+    }
+    let open = |id: u64, disk: &SimStorage, dir: &str| {
+        Quorum::open_member(
+            Arc::new(disk.clone()),
+            Path::new(DIR),
+            id as i32,
+            0,
+            voters.clone(),
+            listen(&voters[&id]),
+            QuorumOptions {
+                directory_id: Some(dir.to_string()),
+                ..options()
+            },
+        )
+    };
+    let disks: Vec<SimStorage> = (0..3).map(|_| SimStorage::new()).collect();
+    let (a, b, c) = tokio::join!(
+        open(1, &disks[0], "dir-1"),
+        open(2, &disks[1], "dir-2"),
+        open(3, &disks[2], "dir-3")
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    a.write(topic("before", 1)).await.unwrap();
+    for q in [&a, &b, &c] {
+        sees(q, "before").await;
+    }
+    c.shutdown().await.unwrap();
+    // Node 3 comes back on a new, empty disk (a new directory id): the others refuse it, at
+    // once, with what to do.
+    let started = std::time::Instant::now();
+    let refused = open(3, &SimStorage::new(), "dir-3-new").await;
+    let e = refused
+        .expect_err("a voter that lost its disk rejoined")
+        .to_string();
+    assert!(e.contains("data directory changed"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The others go on; node 3 with its own disk is welcome back.
+    b.write(topic("after", 2)).await.unwrap();
+    let c = open(3, &disks[2].crash_image(Some(3)), "dir-3")
+        .await
+        .unwrap();
+    sees(&c, "after").await;
+    for q in [a, b, c] {
+        q.shutdown().await.unwrap();
+    }
 }

@@ -32,6 +32,7 @@ fn options() -> QuorumOptions {
         start_timeout: Duration::from_secs(120),
         must_have_log: false,
         address: None,
+        directory_id: None,
     }
 }
 

@@ -87,33 +87,9 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
     }
 }
 
-/// The cluster id (and whether it was just made), created on first start and kept in
-/// `meta.properties` like Kafka's, with
-/// the node id the data directory belongs to: the metadata names this node as the leader of
-/// its partitions, so starting it under another `node.id` is refused, as Kafka refuses it.
-fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<(String, bool)> {
-    let path = dir.join("meta.properties");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) else {
-            bail!(
-                "{} has no cluster.id line; restore it or move the data directory aside",
-                path.display()
-            );
-        };
-        let id = id.trim().to_string();
-        match text.lines().find_map(|l| l.strip_prefix("node.id=")) {
-            Some(stored) if stored.trim() != node_id.to_string() => bail!(
-                "{} belongs to node.id {} but this broker is node.id {node_id}; start it with node.id {} or use another data directory",
-                dir.display(),
-                stored.trim(),
-                stored.trim()
-            ),
-            Some(_) => {}
-            // Written by an earlier Fjord: the directory is this node's from now on.
-            None => write_meta_properties(dir, &id, node_id)?,
-        }
-        return Ok((id, false));
-    }
+/// A random id in Kafka's text form (22 URL-safe base64 characters), for cluster and
+/// directory ids.
+fn random_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -127,20 +103,87 @@ fn cluster_id(dir: &Path, node_id: i32) -> anyhow::Result<(String, bool)> {
     let b = h.finish();
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = (u128::from(a) << 64) | u128::from(b);
-    let id: String = (0..22)
+    (0..22)
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect();
-    write_meta_properties(dir, &id, node_id)?;
-    Ok((id, true))
+        .collect()
 }
 
-/// Replaces `meta.properties` atomically (Kafka's keys: version, cluster.id, node.id).
-fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: i32) -> anyhow::Result<()> {
+/// What `meta.properties` says of a data directory.
+struct DirIdentity {
+    cluster_id: String,
+    /// The cluster id was just made (a new directory).
+    new: bool,
+    directory_id: String,
+}
+
+/// The cluster id (and whether it was just made), created on first start and kept in
+/// `meta.properties` like Kafka's, with the node id the data directory belongs to (the metadata
+/// names this node as the leader of its partitions, so starting it under another `node.id` is
+/// refused, as Kafka refuses it) and the directory's id (KIP-853's `directory.id`: voters
+/// refuse a voter that comes back with another, a lost disk).
+fn dir_identity(dir: &Path, node_id: i32) -> anyhow::Result<DirIdentity> {
+    let path = dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) else {
+            bail!(
+                "{} has no cluster.id line; restore it or move the data directory aside",
+                path.display()
+            );
+        };
+        let id = id.trim().to_string();
+        let stored_dir = text
+            .lines()
+            .find_map(|l| l.strip_prefix("directory.id="))
+            .map(|d| d.trim().to_string());
+        let directory_id = match (
+            text.lines().find_map(|l| l.strip_prefix("node.id=")),
+            stored_dir,
+        ) {
+            (Some(stored), _) if stored.trim() != node_id.to_string() => bail!(
+                "{} belongs to node.id {} but this broker is node.id {node_id}; start it with node.id {} or use another data directory",
+                dir.display(),
+                stored.trim(),
+                stored.trim()
+            ),
+            (Some(_), Some(directory_id)) => directory_id,
+            // Written by an earlier Fjord: the directory is this node's from now on.
+            _ => {
+                let directory_id = random_id();
+                write_meta_properties(dir, &id, node_id, &directory_id)?;
+                directory_id
+            }
+        };
+        return Ok(DirIdentity {
+            cluster_id: id,
+            new: false,
+            directory_id,
+        });
+    }
+    let id = random_id();
+    let directory_id = random_id();
+    write_meta_properties(dir, &id, node_id, &directory_id)?;
+    Ok(DirIdentity {
+        cluster_id: id,
+        new: true,
+        directory_id,
+    })
+}
+
+/// Replaces `meta.properties` atomically (Kafka's keys: version, cluster.id, node.id,
+/// directory.id).
+fn write_meta_properties(
+    dir: &Path,
+    cluster_id: &str,
+    node_id: i32,
+    directory_id: &str,
+) -> anyhow::Result<()> {
     let path = dir.join("meta.properties");
     let tmp = dir.join("meta.properties.tmp");
     std::fs::write(
         &tmp,
-        format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"),
+        format!(
+            "version=1\ncluster.id={cluster_id}\nnode.id={node_id}\ndirectory.id={directory_id}\n"
+        ),
     )
     .with_context(|| format!("writing {}", tmp.display()))?;
     File::open(&tmp)?.sync_all()?;
@@ -202,8 +245,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     config.data_dir = args.data_dir.clone();
     let _lock = lock_data_dir(&config.data_dir)?;
-    let (cluster, new_cluster_id) = cluster_id(&config.data_dir, config.node_id)?;
-    config.new_cluster_id = new_cluster_id;
+    let identity = dir_identity(&config.data_dir, config.node_id)?;
+    let (cluster, directory_id) = (identity.cluster_id, identity.directory_id);
+    config.new_cluster_id = identity.new;
+    config.directory_id = Some(directory_id.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -270,7 +315,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("opening the data directory")?;
         if broker.cluster_id != local_cluster {
             // A node that joined a cluster takes the cluster's id.
-            write_meta_properties(&data_dir, &broker.cluster_id, node_id)?;
+            write_meta_properties(&data_dir, &broker.cluster_id, node_id, &directory_id)?;
         }
         let Some((socket, bound)) = socket else {
             // A controller only: the quorum (its controller listener) and HTTP.

@@ -122,7 +122,16 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
         .push(0, None, Some(b"v"))
         .build()
         .unwrap();
-    let refused = produce(&mut wrong, "hint", 0, batch.clone());
+    // Brokers apply the metadata asynchronously (as Kafka's): until the other broker has
+    // the topic it answers UNKNOWN_TOPIC_OR_PARTITION.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = produce(&mut wrong, "hint", 0, batch.clone());
+        if r.error_code != 3 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(refused.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
     assert_eq!(refused.current_leader.leader_id.0, leader);
     assert_eq!(refused.current_leader.leader_epoch, p.leader_epoch);
