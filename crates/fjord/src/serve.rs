@@ -146,9 +146,10 @@ fn dir_identity(dir: &Path, node_id: i32) -> anyhow::Result<DirIdentity> {
                 stored.trim()
             ),
             (Some(_), Some(directory_id)) => directory_id,
-            // Written by an earlier Fjord: the directory is this node's from now on.
-            _ => {
-                let directory_id = random_id();
+            // Written by an earlier Fjord (no node.id or no directory.id yet): the directory is
+            // this node's from now on, with the id it has or a new one.
+            (_, stored_dir) => {
+                let directory_id = stored_dir.unwrap_or_else(random_id);
                 write_meta_properties(dir, &id, node_id, &directory_id)?;
                 directory_id
             }

@@ -180,6 +180,13 @@ fn a_data_directory_belongs_to_one_node_id() {
     assert_eq!(code, 0);
     let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
     assert!(props.contains("node.id=1"), "{props}");
+    // The directory's id (KIP-853's directory.id) is made with it and kept.
+    let directory_id = props
+        .lines()
+        .find_map(|l| l.strip_prefix("directory.id="))
+        .unwrap_or_else(|| panic!("no directory.id in {props}"))
+        .to_string();
+    assert_eq!(directory_id.len(), 22, "{props}");
     // The same directory under another node id is refused with what to do.
     let config = dir.path().join("node2.toml");
     std::fs::write(&config, "\"node.id\" = 2\n").unwrap();
@@ -208,6 +215,10 @@ fn a_data_directory_belongs_to_one_node_id() {
     assert_eq!(code, 0);
     let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
     assert!(props.contains("node.id=1"), "{props}");
+    assert!(
+        props.contains(&format!("directory.id={directory_id}\n")),
+        "{props}"
+    );
 }
 
 #[test]
