@@ -238,6 +238,12 @@ def http(node, path):
         return None
 
 
+def directory_id(node):
+    with open(os.path.join(node.data_dir, "meta.properties")) as f:
+        return next(line.split("=", 1)[1].strip() for line in f
+                    if line.startswith("directory.id="))
+
+
 def cluster_info(node):
     out = subprocess.run([FJORD_BIN, "cluster", "info", "-b", node.bootstrap, "-o", "json"],
                          capture_output=True, text=True, timeout=60, check=True)
@@ -256,6 +262,9 @@ def test_the_quorum_and_the_brokers_are_described(cluster):
         voters = json.loads(fields["CurrentVoters"])
         assert {v["id"]: v["endpoints"] for v in voters} == {
             i: [f"CONTROLLER://{a}"] for i, a in controllers.items()}, status
+        # Each voter's directory id, as its meta.properties has it (KIP-853's directory.id).
+        assert {v["id"]: v.get("directoryId") for v in voters} == {
+            i: directory_id(node) for i, node in enumerate(cluster, 1)}, status
         assert json.loads(fields["CurrentObservers"]) == []
 
     def replication():

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod fetch_sessions;
 pub mod frame;
 pub mod handlers;
+pub mod ids;
 pub mod metrics;
 mod publisher;
 pub mod server;

@@ -115,6 +115,11 @@ impl LogStore {
         self.state().voter_dirs.get(&node).cloned()
     }
 
+    /// The directory ids of the voters seen so far.
+    pub(crate) fn voter_dirs(&self) -> std::collections::BTreeMap<u64, String> {
+        self.state().voter_dirs.clone()
+    }
+
     /// Records the directory id voter `node` is first seen with, durably.
     pub(crate) async fn record_voter_dir(&self, node: u64, dir: String) -> io::Result<()> {
         self.update(move |s| {

@@ -133,6 +133,8 @@ pub(crate) struct Identity {
     pub log: crate::LogStore,
     /// Why a peer last refused this node, for start-up's error.
     pub refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Where the directory ids seen are noted for DescribeQuorum.
+    pub heard: crate::quorum::Heard,
 }
 
 impl Identity {
@@ -140,18 +142,25 @@ impl Identity {
     /// recorded, durably, and any other refused. Observers may change disks (they do not vote).
     pub(crate) async fn check(&self, node: u64, dir: &str) -> Result<(), String> {
         if !self.voters.contains(&node) {
+            self.heard.note_dir(node, dir);
             return Ok(());
         }
         match self.log.voter_dir(node) {
-            Some(known) if known == dir => Ok(()),
+            Some(known) if known == dir => {
+                self.heard.note_dir(node, dir);
+                Ok(())
+            }
             Some(known) => Err(format!(
                 "voter {node}'s data directory changed (directory id {known}, now {dir}): a voter that lost its disk cannot rejoin its quorum (it may have acknowledged entries it no longer has); restore its data directory (replacing a voter is not supported yet)"
             )),
-            None => self
-                .log
-                .record_voter_dir(node, dir.to_string())
-                .await
-                .map_err(|e| format!("recording voter {node}'s directory id: {e}")),
+            None => {
+                self.log
+                    .record_voter_dir(node, dir.to_string())
+                    .await
+                    .map_err(|e| format!("recording voter {node}'s directory id: {e}"))?;
+                self.heard.note_dir(node, dir);
+                Ok(())
+            }
         }
     }
 }
@@ -608,7 +617,7 @@ mod tests {
             let hello = r#"{"Hello":{"node":3,"dir":"AAAAAAAAAAAAAAAAAAAAAA"}}"#;
             prop_assert!(serde_json::from_str::<Request>(hello).is_ok());
             prop_assert!(serde_json::from_str::<Response>(hello).is_ok());
-            let described = r#"{"Described":{"leader":1,"epoch":2,"high_watermark":7,"voters":[{"id":1,"log_end_offset":7,"last_fetch_ms":5,"last_caught_up_ms":5}],"observers":[],"addresses":{"1":"127.0.0.1:9"}}}"#;
+            let described = r#"{"Described":{"leader":1,"epoch":2,"high_watermark":7,"voters":[{"id":1,"directory_id":"AAAAAAAAAAAAAAAAAAAAAA","log_end_offset":7,"last_fetch_ms":5,"last_caught_up_ms":5}],"observers":[],"addresses":{"1":"127.0.0.1:9"}}}"#;
             prop_assert!(serde_json::from_str::<Response>(described).is_ok());
             prop_assert!(serde_json::from_str::<Request>(write).is_ok());
             for m in [vote, write, heartbeat, described, hello] {

@@ -116,6 +116,8 @@ struct HeardInner {
     caught_up: std::collections::HashMap<u64, InstantOf<TypeConfig>>,
     /// The term the sessions were started in.
     term: Option<u64>,
+    /// The data directory id of each voter, as checked on its connections (and this node's).
+    dirs: BTreeMap<u64, String>,
 }
 
 impl Heard {
@@ -144,6 +146,17 @@ impl Heard {
         }
     }
 
+    /// Notes the data directory id of `node`.
+    pub(crate) fn note_dir(&self, node: u64, dir: &str) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.dirs.insert(node, dir.to_string());
+    }
+
+    fn dir(&self, node: u64) -> Option<String> {
+        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.dirs.get(&node).cloned()
+    }
+
     fn caught_up(&self, id: u64) -> Option<InstantOf<TypeConfig>> {
         let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inner.caught_up.get(&id).copied()
@@ -170,6 +183,9 @@ const OBSERVER_SESSION_TIMEOUT_MS: i64 = 300_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaView {
     pub id: u64,
+    /// Its data directory id (`directory.id`), when known.
+    #[serde(default)]
+    pub directory_id: Option<String>,
     /// The offset after its last entry the leader knows it holds; -1 if unknown yet.
     pub log_end_offset: i64,
     /// When (ms since the epoch) the leader last heard from it; -1 if not yet.
@@ -209,6 +225,7 @@ impl QuorumView {
             if id == m.id {
                 return ReplicaView {
                     id,
+                    directory_id: heard.dir(id),
                     log_end_offset: end(m.last_log_index),
                     last_fetch_ms: now_ms,
                     last_caught_up_ms: now_ms,
@@ -221,6 +238,7 @@ impl QuorumView {
                 .map(|t| *t);
             ReplicaView {
                 id,
+                directory_id: heard.dir(id),
                 log_end_offset: end(replication.get(&id).cloned().flatten().map(|l| l.index)),
                 last_fetch_ms: at(fetched),
                 last_caught_up_ms: at(heard.caught_up(id)),
@@ -537,6 +555,7 @@ impl Quorum {
                     voters: Arc::new(voter_ids.clone()),
                     log: log.clone(),
                     refused: Arc::default(),
+                    heard: heard.clone(),
                 }),
             ),
             Net::Sim(sim) => (SimNet::address(node), Transport::Sim(sim.clone())),
@@ -657,6 +676,12 @@ impl Quorum {
                 node_id,
                 "waiting for the metadata quorum (a majority of the voters)"
             );
+        }
+        for (voter, dir) in log.voter_dirs() {
+            heard.note_dir(voter, &dir);
+        }
+        if let Some(dir) = &options.directory_id {
+            heard.note_dir(node, dir);
         }
         let progress = Arc::new(tokio::spawn(track_progress(raft.clone(), heard.clone())));
         let quorum = Self {

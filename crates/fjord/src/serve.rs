@@ -87,27 +87,6 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
     }
 }
 
-/// A random id in Kafka's text form (22 URL-safe base64 characters), for cluster and
-/// directory ids.
-fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let a = h.finish();
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(a ^ u64::from(std::process::id()));
-    let b = h.finish();
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = (u128::from(a) << 64) | u128::from(b);
-    (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect()
-}
-
 /// What `meta.properties` says of a data directory.
 struct DirIdentity {
     cluster_id: String,
@@ -149,7 +128,7 @@ fn dir_identity(dir: &Path, node_id: i32) -> anyhow::Result<DirIdentity> {
             // Written by an earlier Fjord (no node.id or no directory.id yet): the directory is
             // this node's from now on, with the id it has or a new one.
             (_, stored_dir) => {
-                let directory_id = stored_dir.unwrap_or_else(random_id);
+                let directory_id = stored_dir.unwrap_or_else(fjord_broker::ids::random);
                 write_meta_properties(dir, &id, node_id, &directory_id)?;
                 directory_id
             }
@@ -160,8 +139,8 @@ fn dir_identity(dir: &Path, node_id: i32) -> anyhow::Result<DirIdentity> {
             directory_id,
         });
     }
-    let id = random_id();
-    let directory_id = random_id();
+    let id = fjord_broker::ids::random();
+    let directory_id = fjord_broker::ids::random();
     write_meta_properties(dir, &id, node_id, &directory_id)?;
     Ok(DirIdentity {
         cluster_id: id,

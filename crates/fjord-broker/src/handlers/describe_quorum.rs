@@ -71,6 +71,12 @@ pub async fn handle(
     let replica = |v: &fjord_quorum::ReplicaView| {
         let mut r = ReplicaState::default();
         r.replica_id = BrokerId(v.id as i32);
+        // v2: the replica's directory id (zero when unknown, as Kafka).
+        if let Some(id) = v.directory_id.as_deref().and_then(crate::ids::decode)
+            && ctx.version >= 2
+        {
+            r.replica_directory_id = id;
+        }
         r.log_end_offset = v.log_end_offset;
         r.last_fetch_timestamp = v.last_fetch_ms;
         r.last_caught_up_timestamp = v.last_caught_up_ms;
