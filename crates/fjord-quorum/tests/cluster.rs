@@ -358,6 +358,7 @@ async fn a_broker_only_node_observes_the_quorum_without_voting() {
         .await
         .unwrap();
     sees(&observer, "after-the-new-disk").await;
+    sees(&members[0], "after-the-new-disk").await;
     assert_eq!(*observer.state(), *members[0].state());
     observer.shutdown().await.unwrap();
     for q in &members {
