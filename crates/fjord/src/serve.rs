@@ -391,6 +391,9 @@ fn http_app(opened: Arc<std::sync::OnceLock<Arc<Broker>>>) -> axum::Router {
         }
     };
     axum::Router::new()
+        // Liveness: the process answers (a liveness probe must not restart a node that is
+        // starting or waiting for its quorum; /health is the readiness probe).
+        .route("/live", axum::routing::get(|| async { "ok\n" }))
         .route("/health", axum::routing::get(health))
         .route("/v1/groups/{group}/history", axum::routing::get(history))
         .route("/metrics", axum::routing::get(metrics))

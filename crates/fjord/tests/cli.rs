@@ -368,6 +368,7 @@ fn metric(page: &str, series: &str) -> f64 {
 fn metrics_move_with_traffic_and_health_answers() {
     let b = broker();
     assert!(http_get(&b.http, "/health").ends_with("ok\n"));
+    assert!(http_get(&b.http, "/live").ends_with("ok\n"));
     ok(&fjord(&b, &["topic", "create", "m", "-p", "2"], None));
     let before = http_get(&b.http, "/metrics");
     assert!(before.contains("# TYPE fjord_request_duration_seconds histogram"));
