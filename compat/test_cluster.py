@@ -42,6 +42,17 @@ def cluster(tmp_path):
         assert "panicked" not in text, f"{log.name}:\n{text[text.find('panicked') - 2000:][:4000]}"
 
 
+def distinct_values(consumer, count, timeout):
+    """The distinct record values `consumer` polls until it has `count` or `timeout` passes."""
+    seen = set()
+    end = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < end:
+        m = consumer.poll(1)
+        if m is not None and m.error() is None:
+            seen.add(m.value())
+    return seen
+
+
 def leaders(admin, topic):
     md = admin.list_topics(topic, timeout=10).topics[topic]
     return {p: md.partitions[p].leader for p in md.partitions}
@@ -73,12 +84,7 @@ def test_clients_use_three_nodes_as_one_cluster(cluster):
     c = Consumer({"bootstrap.servers": cluster[2].bootstrap, "group.id": "across",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe(["spread"])
-    seen = set()
-    end = time.monotonic() + 60
-    while len(seen) < 600 and time.monotonic() < end:
-        m = c.poll(1)
-        if m is not None and m.error() is None:
-            seen.add(m.value())
+    seen = distinct_values(c, 600, 60)
     assert len(seen) == 600
     c.commit(asynchronous=False)
     committed = c.committed([TopicPartition("spread", p) for p in range(6)], timeout=10)
@@ -336,12 +342,7 @@ def test_the_whole_cluster_restarts(cluster):
     c = Consumer({"bootstrap.servers": cluster[0].bootstrap, "group.id": "after-restart",
                   "auto.offset.reset": "earliest"})
     c.subscribe(["kept"])
-    seen = set()
-    end = time.monotonic() + 60
-    while len(seen) < 300 and time.monotonic() < end:
-        m = c.poll(1)
-        if m is not None and m.error() is None:
-            seen.add(m.value())
+    seen = distinct_values(c, 300, 60)
     c.close()
     assert len(seen) == 300
     # A node whose heartbeats no controller takes (the two others are gone) says so.
@@ -435,12 +436,7 @@ def test_a_broker_only_node_joins_the_cluster(cluster, tmp_path):
         c = Consumer({"bootstrap.servers": cluster[1].bootstrap, "group.id": "reads-four",
                       "auto.offset.reset": "earliest"})
         c.assign([TopicPartition("on-four", part, 0) for part in on4])
-        seen = set()
-        end = time.monotonic() + 30
-        while len(seen) < 10 * len(on4) and time.monotonic() < end:
-            m = c.poll(1)
-            if m is not None and m.error() is None:
-                seen.add(m.value())
+        seen = distinct_values(c, 10 * len(on4), 30)
         c.close()
         assert len(seen) == 10 * len(on4)
     finally:

@@ -574,17 +574,11 @@ impl Broker {
         // one that was a broker must not strand the partitions placed on it.
         if !config.is_broker() {
             let node = config.node_id;
-            let state = quorum.state();
-            let placed: Vec<String> = state
-                .topics()
-                .flat_map(|t| {
-                    t.partition_states
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, p)| p.replicas.contains(&node))
-                        .map(move |(i, _)| format!("{}-{i}", t.name))
-                })
+            let placed: Vec<String> = quorum
+                .state()
+                .placed_on(node)
                 .take(3)
+                .map(|(topic, i)| format!("{topic}-{i}"))
                 .collect();
             if !placed.is_empty() {
                 let _ = runtime.block_on(quorum.shutdown());

@@ -95,10 +95,7 @@ impl Broker {
             .clone();
         let node = self.config.node_id;
         let placed_here = |state: &MetadataState, (topic, index): &PartitionKey| {
-            state
-                .topic(topic)
-                .and_then(|t| t.partition_states.get(*index as usize))
-                .is_some_and(|p| p.replicas.contains(&node))
+            state.is_placed_on(topic, *index, node)
         };
         let keys: Vec<PartitionKey> = {
             let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());

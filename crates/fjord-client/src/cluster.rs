@@ -147,52 +147,40 @@ impl Cluster {
     {
         let mut pending: Vec<i32> = partitions.to_vec();
         let mut out = Vec::new();
-        for attempt in 0..ATTEMPTS {
+        for attempt in 1..=ATTEMPTS {
+            // On the last attempt a moved leader is the caller's error.
+            let last = attempt == ATTEMPTS;
+            let mut retry = Vec::new();
             let mut groups: BTreeMap<String, (Arc<Client>, Vec<i32>)> = BTreeMap::new();
             for &p in &pending {
-                let client = match self.leader(topic, p).await {
-                    Err(e) if moved(&e) && attempt + 1 < ATTEMPTS => {
-                        // No leader now: wait for one.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        self.refresh(topic).await?;
-                        self.leader(topic, p).await?
-                    }
-                    other => other?,
-                };
-                groups
-                    .entry(client.addr().to_string())
-                    .or_insert_with(|| (client, Vec::new()))
-                    .1
-                    .push(p);
+                match self.leader(topic, p).await {
+                    Ok(client) => groups
+                        .entry(client.addr().to_string())
+                        .or_insert_with(|| (client, Vec::new()))
+                        .1
+                        .push(p),
+                    Err(e) if moved(&e) && !last => retry.push(p),
+                    Err(e) => return Err(e),
+                }
             }
             let (keys, calls): (Vec<Vec<i32>>, Vec<_>) = groups
                 .into_values()
                 .map(|(c, ps)| (ps.clone(), call(c, ps)))
                 .unzip();
-            let results = keys.into_iter().zip(join_all(calls).await);
-            pending.clear();
-            let mut last = None;
-            for (ps, r) in results {
+            for (ps, r) in keys.into_iter().zip(join_all(calls).await) {
                 match r {
                     Ok(v) => out.extend(v),
-                    Err(e) if moved(&e) && attempt + 1 < ATTEMPTS => {
-                        pending.extend(ps);
-                        last = Some(e);
-                    }
+                    Err(e) if moved(&e) && !last => retry.extend(ps),
                     Err(e) => return Err(e),
                 }
             }
-            if pending.is_empty() {
-                return Ok(out);
+            if retry.is_empty() {
+                break;
             }
             // A leadership change is being published: ask again shortly.
             tokio::time::sleep(Duration::from_millis(200)).await;
             self.refresh(topic).await?;
-            if attempt + 1 == ATTEMPTS {
-                return Err(
-                    last.unwrap_or_else(|| ClientError::kafka(NOT_LEADER_OR_FOLLOWER, None))
-                );
-            }
+            pending = retry;
         }
         Ok(out)
     }

@@ -30,14 +30,7 @@ impl LocalChanges {
     /// The changes for `node` from `prev` to `next`.
     pub fn between(prev: &MetadataState, next: &MetadataState, node: i32) -> Self {
         let mut out = Self::default();
-        let held = |t: &TopicMeta| -> BTreeSet<i32> {
-            t.partition_states
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.replicas.contains(&node))
-                .map(|(i, _)| i as i32)
-                .collect()
-        };
+        let held = |t: &TopicMeta| -> BTreeSet<i32> { t.partitions_on(node).collect() };
         for old in prev.topics() {
             let same = next.topic(&old.name).filter(|t| t.id == old.id);
             let now_held = same.map(held).unwrap_or_default();
@@ -294,16 +287,7 @@ mod tests {
         }
 
         fn placed(state: &MetadataState, node: i32) -> BTreeSet<PartitionKey> {
-            state
-                .topics()
-                .flat_map(|t| {
-                    t.partition_states
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, p)| p.replicas.contains(&node))
-                        .map(|(i, _)| (t.name.clone(), i as i32))
-                })
-                .collect()
+            state.placed_on(node).collect()
         }
 
         proptest! {

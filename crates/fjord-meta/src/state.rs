@@ -19,6 +19,17 @@ pub struct TopicMeta {
     pub partition_states: Vec<PartitionMeta>,
 }
 
+impl TopicMeta {
+    /// The indexes of the partitions with a replica on `node`.
+    pub fn partitions_on(&self, node: i32) -> impl Iterator<Item = i32> + '_ {
+        self.partition_states
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| p.replicas.contains(&node))
+            .map(|(i, _)| i as i32)
+    }
+}
+
 /// One partition's replicas, in-sync replicas, leader and epochs (Kafka's PartitionRecord).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionMeta {
@@ -165,6 +176,19 @@ impl MetadataState {
 
     pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
         self.topics.values()
+    }
+
+    /// The partitions with a replica on `node`, by topic name and index.
+    pub fn placed_on(&self, node: i32) -> impl Iterator<Item = (String, i32)> + '_ {
+        self.topics()
+            .flat_map(move |t| t.partitions_on(node).map(|i| (t.name.clone(), i)))
+    }
+
+    /// Whether partition `index` of `topic` has a replica on `node`.
+    pub fn is_placed_on(&self, topic: &str, index: i32, node: i32) -> bool {
+        self.topic(topic)
+            .and_then(|t| t.partition_states.get(usize::try_from(index).ok()?))
+            .is_some_and(|p| p.replicas.contains(&node))
     }
 
     /// An existing topic whose name differs from `name` only by '.' versus '_' (Kafka refuses

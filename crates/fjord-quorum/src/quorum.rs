@@ -542,6 +542,16 @@ impl Quorum {
         let config = Arc::new(config);
         let heard = Heard::default();
         let voter_ids: std::collections::BTreeSet<u64> = voters.keys().copied().collect();
+        // Who this node is to the others over TCP (the simulated network checks no
+        // directories).
+        let identity = Identity {
+            node,
+            dir: options.directory_id.clone().unwrap_or_default(),
+            voters: Arc::new(voter_ids.clone()),
+            log: log.clone(),
+            refused: Arc::default(),
+            heard: heard.clone(),
+        };
         let (address, transport) = match &net {
             Net::Local => (String::new(), Transport::Local),
             Net::Tcp(listener) => (
@@ -549,14 +559,7 @@ impl Quorum {
                     Some(a) => a.clone(),
                     None => listener.local_addr()?.to_string(),
                 },
-                Transport::Tcp(Identity {
-                    node,
-                    dir: options.directory_id.clone().unwrap_or_default(),
-                    voters: Arc::new(voter_ids.clone()),
-                    log: log.clone(),
-                    refused: Arc::default(),
-                    heard: heard.clone(),
-                }),
+                Transport::Tcp(identity.clone()),
             ),
             Net::Sim(sim) => (SimNet::address(node), Transport::Sim(sim.clone())),
         };
@@ -582,11 +585,6 @@ impl Quorum {
                 (raft, None)
             }
             Net::Tcp(listener) => {
-                let Transport::Tcp(identity) = &transport else {
-                    return Err(QuorumError::Raft(
-                        "a TCP member without its identity".into(),
-                    ));
-                };
                 let network = TcpNetwork {
                     identity: identity.clone(),
                 };
@@ -597,7 +595,7 @@ impl Quorum {
                     listener,
                     raft.clone(),
                     heard.clone(),
-                    identity.clone(),
+                    identity,
                 ));
                 (raft, Some(Arc::new(task)))
             }

@@ -36,6 +36,17 @@ fn listen(addr: &str) -> TcpListener {
     socket.listen(64).unwrap()
 }
 
+/// A free loopback address, released for a member to bind again.
+fn free_addr() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+/// Voters 1..=n, each at a free loopback address.
+fn voters(n: u64) -> BTreeMap<u64, String> {
+    (1..=n).map(|id| (id, free_addr())).collect()
+}
+
 fn topic(name: &str, seed: u128) -> Vec<MetadataRecord> {
     let id = TopicId::from_entropy(seed);
     vec![
@@ -83,12 +94,7 @@ async fn sees(q: &Quorum, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_voters_replicate_survive_a_loss_and_catch_up() {
-    let mut voters = BTreeMap::new();
-    for id in 1..=3u64 {
-        // A free port, released for the member to bind again.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        voters.insert(id, probe.local_addr().unwrap().to_string());
-    }
+    let voters = voters(3);
     let disks: Vec<SimStorage> = (0..3).map(|_| SimStorage::new()).collect();
     let (a, b, c) = tokio::join!(
         start(1, &disks[0], &voters),
@@ -210,11 +216,7 @@ async fn three_voters_replicate_survive_a_loss_and_catch_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_voters_survive_the_loss_of_two() {
-    let mut voters = BTreeMap::new();
-    for id in 1..=5u64 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        voters.insert(id, probe.local_addr().unwrap().to_string());
-    }
+    let voters = voters(5);
     let disks: Vec<SimStorage> = (0..5).map(|_| SimStorage::new()).collect();
     let started = futures_util::future::join_all(
         (1..=5u64).map(|id| start(id, &disks[(id - 1) as usize], &voters)),
@@ -256,15 +258,8 @@ async fn five_voters_survive_the_loss_of_two() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_only_node_observes_the_quorum_without_voting() {
-    let mut voters = BTreeMap::new();
-    for id in 1..=3u64 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        voters.insert(id, probe.local_addr().unwrap().to_string());
-    }
-    let observer_addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().to_string()
-    };
+    let voters = voters(3);
+    let observer_addr = free_addr();
     let disks: Vec<SimStorage> = (0..4).map(|_| SimStorage::new()).collect();
     let (a, b, c) = tokio::join!(
         start(1, &disks[0], &voters),
@@ -330,10 +325,7 @@ async fn a_broker_only_node_observes_the_quorum_without_voting() {
         .write(topic("while-observer-away", 4))
         .await
         .unwrap();
-    let moved = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().to_string()
-    };
+    let moved = free_addr();
     let image = disks[3].crash_image(Some(4));
     let observer = observe(&image, &moved).await.expect("the observer rejoins");
     sees(&observer, "while-observer-away").await;
@@ -385,11 +377,7 @@ async fn futures_join(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_that_lost_its_disk_is_refused() {
-    let mut voters = BTreeMap::new();
-    for id in 1..=3u64 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        voters.insert(id, probe.local_addr().unwrap().to_string());
-    }
+    let voters = voters(3);
     let open = |id: u64, disk: &SimStorage, dir: &str| {
         Quorum::open_member(
             Arc::new(disk.clone()),

@@ -13,10 +13,10 @@ use fjord_meta::TopicId;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
-use super::{RequestContext, check_leader_epoch, str_bytes, topic_name};
+use super::{RequestContext, check_leader_epoch, topic_name};
 use crate::broker::{Broker, Partition};
 use crate::errors;
 use crate::fetch_sessions::{Answered, Context, FetchParams, PartitionKey, TopicKey};
@@ -262,20 +262,12 @@ pub async fn handle(
                 .as_deref()
                 .and_then(|n| broker.leader_hint(n, w.key.partition))
         {
-            data.current_leader.leader_id = BrokerId(hint.leader);
-            data.current_leader.leader_epoch = hint.leader_epoch;
-            if !response
-                .node_endpoints
-                .iter()
-                .any(|e| e.node_id.0 == hint.leader)
-            {
-                let mut e = NodeEndpoint::default();
-                e.node_id = BrokerId(hint.leader);
-                e.host = str_bytes(hint.host);
-                e.port = hint.port;
-                e.rack = hint.rack.map(str_bytes);
-                response.node_endpoints.push(e);
-            }
+            super::give_leader_hint!(
+                hint,
+                data.current_leader,
+                response.node_endpoints,
+                NodeEndpoint
+            );
         }
         let (count, bytes) = match &records {
             Records::None => (0, 0),

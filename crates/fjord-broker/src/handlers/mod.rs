@@ -378,6 +378,26 @@ pub async fn handle(
         })
 }
 
+/// KIP-951: puts `hint`'s leader and epoch into a partition's `current_leader` and the
+/// leader's endpoint into the response's `node_endpoints` (once). A macro because Produce and
+/// Fetch each have their own generated endpoint type.
+macro_rules! give_leader_hint {
+    ($hint:expr, $current_leader:expr, $node_endpoints:expr, $Endpoint:ty) => {{
+        let hint: $crate::broker::LeaderHint = $hint;
+        $current_leader.leader_id = kafka_protocol::messages::BrokerId(hint.leader);
+        $current_leader.leader_epoch = hint.leader_epoch;
+        if !$node_endpoints.iter().any(|e| e.node_id.0 == hint.leader) {
+            let mut e = <$Endpoint>::default();
+            e.node_id = kafka_protocol::messages::BrokerId(hint.leader);
+            e.host = $crate::handlers::str_bytes(hint.host);
+            e.port = hint.port;
+            e.rack = hint.rack.map($crate::handlers::str_bytes);
+            $node_endpoints.push(e);
+        }
+    }};
+}
+pub(crate) use give_leader_hint;
+
 /// A partition's leader, leader epoch, replicas and ISR as clients are told (Metadata and
 /// DescribeTopicPartitions describe them alike): the metadata records', with replicas on
 /// fenced brokers answered as a Kafka 4.4 controller records them when it fences the broker

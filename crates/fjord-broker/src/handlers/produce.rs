@@ -8,7 +8,7 @@ use fjord_record::BatchHeader;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{CloseReason, RequestContext, str_bytes};
 use crate::broker::{Broker, Partition};
@@ -253,20 +253,12 @@ pub async fn handle(
                         && version >= 10
                         && let Some(hint) = broker.leader_hint(name, index)
                     {
-                        pr.current_leader.leader_id = BrokerId(hint.leader);
-                        pr.current_leader.leader_epoch = hint.leader_epoch;
-                        if !response
-                            .node_endpoints
-                            .iter()
-                            .any(|e| e.node_id.0 == hint.leader)
-                        {
-                            let mut e = NodeEndpoint::default();
-                            e.node_id = BrokerId(hint.leader);
-                            e.host = str_bytes(hint.host);
-                            e.port = hint.port;
-                            e.rack = hint.rack.map(str_bytes);
-                            response.node_endpoints.push(e);
-                        }
+                        super::give_leader_hint!(
+                            hint,
+                            pr.current_leader,
+                            response.node_endpoints,
+                            NodeEndpoint
+                        );
                     }
                     // Like Kafka, only record validation errors carry a message (the client
                     // shows the error's own text otherwise); the reason is logged above.
