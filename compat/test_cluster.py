@@ -63,9 +63,9 @@ def test_clients_use_three_nodes_as_one_cluster(cluster):
     # Created through broker 2 (any broker takes admin requests).
     a = AdminClient({"bootstrap.servers": cluster[1].bootstrap})
     a.create_topics([NewTopic("spread", 6, 1)])["spread"].result(30)
-    # Partitions have one replica until replication lands; more is refused, not faked.
+    # More replicas than brokers is refused, as Kafka refuses it.
     with pytest.raises(KafkaException) as refused:
-        a.create_topics([NewTopic("replicated", 1, 3)])["replicated"].result(30)
+        a.create_topics([NewTopic("replicated", 1, 4)])["replicated"].result(30)
     assert refused.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
     md = a.list_topics(timeout=10)
     assert sorted(md.brokers) == [1, 2, 3]

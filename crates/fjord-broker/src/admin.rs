@@ -29,7 +29,7 @@ enum CommitError {
 }
 
 /// The most partitions one topic may have.
-const MAX_PARTITIONS: i32 = 100_000;
+pub(crate) const MAX_PARTITIONS: i32 = 100_000;
 
 impl Broker {
     /// The brokers that can hold new replicas: the registered ones not fenced (this node
@@ -50,8 +50,9 @@ impl Broker {
             default_partitions: self.config.num_partitions,
             default_replication_factor: self.config.default_replication_factor,
             max_partitions: MAX_PARTITIONS,
-            // One replica per partition until partitions are replicated.
-            max_replication_factor: 1,
+            // As many as there are brokers (placement says so when asked for more).
+            max_replication_factor: i16::MAX,
+            unclean_leader_election: self.config.unclean_leader_election,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::coordinator::txn::{
 };
 use crate::coordinator::{PartitionWriter, WriteError};
 use crate::errors;
+use crate::replica::{Commit, CommitError, ReplicaState};
 use crate::topic_config;
 
 use crate::clock::{Clock, SeededRandom, SystemClock};
@@ -28,7 +29,7 @@ use crate::clock::{Clock, SeededRandom, SystemClock};
 /// `.kafka_cleanshutdown`).
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 
-/// One partition this broker leads.
+/// One partition this broker holds: as its leader, or as a follower copying the leader.
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
@@ -38,53 +39,159 @@ pub struct Partition {
     pub min_insync_replicas: AtomicI32,
     /// Fetches waiting for this partition to get new data.
     pub waiters: FetchWaiters,
+    /// Followers' fetches waiting for new appends (they read past the high watermark).
+    pub append_waiters: FetchWaiters,
+    /// Whether this broker leads it, the in-sync replicas, the followers' progress.
+    pub(crate) replica: std::sync::Mutex<ReplicaState>,
+    /// The high watermark and leadership, for writes waiting to be committed.
+    commits: tokio::sync::watch::Sender<Commit>,
 }
 
 impl Partition {
+    pub(crate) fn new(topic: String, index: i32, log: Log, min_isr: i32, node: i32) -> Self {
+        let state = ReplicaState::new(node, log.log_end_offset());
+        let commits = tokio::sync::watch::Sender::new(Commit {
+            high_watermark: log.high_watermark(),
+            leading_epoch: state.leading_epoch(),
+        });
+        Self {
+            topic,
+            index,
+            log,
+            min_insync_replicas: AtomicI32::new(min_isr),
+            waiters: FetchWaiters::default(),
+            append_waiters: FetchWaiters::default(),
+            replica: std::sync::Mutex::new(state),
+            commits,
+        }
+    }
+
+    pub(crate) fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.replica().is_leader()
+    }
+
     /// Appends batches as this partition's leader: the one write path of client produce,
     /// coordinator records and transaction markers. The append is not committed (visible to
-    /// consumers) until [`Self::commit`] or [`Self::committed`] says so.
+    /// consumers) until the in-sync replicas have it ([`Self::commit`]); followers waiting for
+    /// data are woken.
     pub fn append(
         &self,
         records: &[u8],
         origin: AppendOrigin,
         now: i64,
     ) -> Result<AppendInfo, LogError> {
-        self.log.append(records, origin, now)
+        let info = self.log.append(records, origin, now)?;
+        self.append_waiters.wake();
+        Ok(info)
     }
 
-    /// Waits until `info`'s append is committed under the topic's flush policy (fsynced
-    /// unless `flush.messages` defers it; a single node is the whole ISR) and raises the high
-    /// watermark. Blocking.
-    pub fn commit(&self, info: &AppendInfo) -> Result<(), LogError> {
+    /// Waits until `info`'s append is committed: durable here under the topic's flush policy
+    /// (fsynced unless `flush.messages` defers it) and on every in-sync replica. Blocking.
+    pub fn commit(&self, info: &AppendInfo) -> Result<(), CommitError> {
         self.log.wait_durable(info)?;
         self.committed(info.next_offset());
-        Ok(())
+        self.wait_committed_blocking(info.next_offset())
     }
 
-    /// Waits until every offset below `offset` is fsynced, whatever the flush policy
-    /// (coordinator state is always durable before it is answered), and raises the high
-    /// watermark. Blocking.
-    pub fn commit_to(&self, offset: i64) -> Result<(), LogError> {
+    /// Waits until every offset below `offset` is fsynced here, whatever the flush policy
+    /// (coordinator state is always durable before it is answered), and committed on every
+    /// in-sync replica. Blocking.
+    pub fn commit_to(&self, offset: i64) -> Result<(), CommitError> {
         self.log.sync_to(offset)?;
         self.committed(offset);
-        Ok(())
+        self.wait_committed_blocking(offset)
     }
 
-    /// Everything below `offset` is committed (durable as the flush policy asks, on every
-    /// in-sync replica; on one node, on this one): consumers may read it, and the fetches
-    /// waiting on this partition wake.
+    /// Everything below `offset` is committable on this broker (durable as the flush policy
+    /// asks): the high watermark moves as far as the in-sync replicas allow.
     pub fn committed(&self, offset: i64) {
-        self.advance_high_watermark(offset);
+        let mut state = self.replica();
+        state.local_committable(offset);
+        self.advance(&state);
     }
 
-    /// Makes everything below `offset` visible to consumers and wakes the fetches waiting on
-    /// this partition.
-    pub fn advance_high_watermark(&self, offset: i64) {
-        self.log.advance_high_watermark(offset);
+    /// Raises the high watermark to what the in-sync replicas allow; wakes the fetches and
+    /// the writes waiting on it.
+    pub(crate) fn advance(&self, state: &ReplicaState) {
+        let min_isr = self.min_insync_replicas.load(Ordering::Relaxed);
+        let Some(offset) = state.committed_offset(min_isr) else {
+            return;
+        };
+        let before = self.log.high_watermark();
+        let after = self.log.advance_high_watermark(offset);
+        if after > before {
+            self.waiters.wake();
+            self.commits.send_modify(|c| c.high_watermark = after);
+        }
+    }
+
+    /// Tells waiting writes that leadership changed (they fail unless it is still this
+    /// broker's in the same epoch).
+    pub(crate) fn leadership_changed(&self, state: &ReplicaState) {
+        let leading_epoch = state.leading_epoch();
+        let high_watermark = self.log.high_watermark();
+        self.commits.send_modify(|c| {
+            c.leading_epoch = leading_epoch;
+            c.high_watermark = high_watermark;
+        });
         self.waiters.wake();
+        self.append_waiters.wake();
+    }
+
+    /// Waits until the high watermark reaches `offset` while this broker leads the partition
+    /// in the epoch it led it in when called, for at most `timeout`.
+    pub async fn wait_committed(
+        &self,
+        offset: i64,
+        timeout: std::time::Duration,
+    ) -> Result<(), CommitError> {
+        let mut rx = self.commits.subscribe();
+        let epoch = rx.borrow().leading_epoch;
+        if epoch < 0 {
+            return Err(CommitError::NotLeader);
+        }
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|c| c.high_watermark >= offset || c.leading_epoch != epoch),
+        )
+        .await;
+        match waited {
+            Ok(Ok(c)) if c.leading_epoch == epoch => Ok(()),
+            Ok(_) => Err(CommitError::NotLeader),
+            Err(_) => Err(CommitError::TimedOut(timeout)),
+        }
+    }
+
+    /// [`Self::wait_committed`] from a blocking thread, with the coordinators' bound.
+    fn wait_committed_blocking(&self, offset: i64) -> Result<(), CommitError> {
+        if self.log.high_watermark() >= offset {
+            return Ok(());
+        }
+        let wait = self.wait_committed(offset, COMMIT_TIMEOUT);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.block_on(wait),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|source| {
+                    CommitError::Log(LogError::Io {
+                        action: "waiting on",
+                        path: self.log.dir().to_path_buf(),
+                        source,
+                    })
+                })?
+                .block_on(wait),
+        }
     }
 }
+
+/// How long a coordinator's or a marker's write waits for the in-sync replicas.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The broker's internal topics as the coordinators see them: created on first use, written
 /// and replayed through the partitions' one write path.
@@ -171,6 +278,10 @@ impl PartitionWriter for InternalTopics {
             .map_err(|e| WriteError::Unavailable(e.message))
     }
 
+    fn leads(&self, topic: &str, partition: i32) -> bool {
+        self.partition(topic, partition).is_ok()
+    }
+
     fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError> {
         let p = self.partition(topic, partition)?;
         Ok(p.append(batch, AppendOrigin::Internal, self.1.now_ms())?
@@ -178,7 +289,12 @@ impl PartitionWriter for InternalTopics {
     }
 
     fn committed(&self, topic: &str, partition: i32, offset: i64) -> Result<(), WriteError> {
-        Ok(self.partition(topic, partition)?.commit_to(offset)?)
+        self.partition(topic, partition)?
+            .commit_to(offset)
+            .map_err(|e| match e {
+                CommitError::Log(e) => WriteError::Log(e),
+                e => WriteError::Unavailable(e.to_string()),
+            })
     }
 
     fn replay(
@@ -439,6 +555,51 @@ pub(crate) fn open_failure(e: &OpenError) -> String {
     }
 }
 
+/// Writes this node's registration. A broker that registers again after a stop may have lost
+/// a log tail its followers fetched: the partitions it led hand their leadership to another
+/// in-sync replica, or, with none, move to a new leader epoch (`Controller::elections`), in the
+/// same change. Decided on the applied state; decided again if another change won meanwhile.
+fn register(
+    runtime: &tokio::runtime::Handle,
+    quorum: &Quorum,
+    config: &BrokerConfig,
+    registration: Vec<MetadataRecord>,
+) -> Result<(), QuorumError> {
+    let mut attempts = 0;
+    loop {
+        let mut change = registration.clone();
+        if config.is_broker() {
+            let mut after = (*quorum.state()).clone();
+            if after.apply_all(&change).is_ok() {
+                let controller = fjord_meta::ControllerConfig {
+                    default_partitions: config.num_partitions,
+                    default_replication_factor: config.default_replication_factor,
+                    max_partitions: crate::admin::MAX_PARTITIONS,
+                    max_replication_factor: i16::MAX,
+                    unclean_leader_election: config.unclean_leader_election,
+                };
+                change.extend(
+                    fjord_meta::Controller {
+                        state: &after,
+                        brokers: &[],
+                        config: &controller,
+                    }
+                    .elections(&[config.node_id]),
+                );
+            }
+        }
+        match runtime.block_on(quorum.write(change)) {
+            Err(QuorumError::Refused(reason)) if attempts < 20 => {
+                attempts += 1;
+                tracing::debug!(%reason, "registration decided on an older state; deciding again");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
 /// The broker: shared by every connection.
 #[derive(Debug)]
 pub struct Broker {
@@ -476,6 +637,8 @@ pub struct Broker {
     pub(crate) offline: std::sync::Mutex<BTreeMap<PartitionKey, String>>,
     /// An attempt to open the offline partitions is running.
     retrying: std::sync::atomic::AtomicBool,
+    /// The replica fetchers copying the partitions this broker follows.
+    pub(crate) fetchers: crate::replica_fetcher::Fetchers,
 }
 
 impl Broker {
@@ -598,7 +761,7 @@ impl Broker {
             });
         }
         if !registration.is_empty() {
-            runtime.block_on(quorum.write(registration))?;
+            register(&runtime, &quorum, &config, registration)?;
         }
         let cluster_id = quorum
             .state()
@@ -610,6 +773,7 @@ impl Broker {
         );
         let flusher = fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?;
         let groups_seed = random_u64();
+        let runtime_handle = runtime.clone();
         let broker = Arc::new_cyclic(|me: &Weak<Broker>| {
             let writer = Arc::new(InternalTopics(me.clone(), clock.clone()));
             let txn_config = TxnConfig {
@@ -650,6 +814,7 @@ impl Broker {
                 peers: std::sync::Mutex::new(HashMap::new()),
                 offline: std::sync::Mutex::new(BTreeMap::new()),
                 retrying: std::sync::atomic::AtomicBool::new(false),
+                fetchers: crate::replica_fetcher::Fetchers::new(me.clone(), runtime_handle),
             }
         });
         broker.remove_stray_partitions();
@@ -662,6 +827,7 @@ impl Broker {
         broker.publish_to(&state, last)?;
         broker.follow_metadata(applied);
         broker.keep_alive();
+        broker.watch_isr();
         broker.groups.load_all();
         broker.txns.load_all();
         Ok(broker)
@@ -807,49 +973,55 @@ impl Broker {
                 },
             };
             // The epoch the metadata gives the partition's leader.
-            let epoch = topic
-                .partition_states
-                .get(*index as usize)
-                .map_or(0, |p| p.leader_epoch);
-            work.push((name, *index, config, epoch));
+            let meta = topic.partition_states.get(*index as usize);
+            let epoch = meta.map_or(0, |p| p.leader_epoch);
+            let replicated = meta.is_some_and(|p| p.replicas.len() > 1);
+            work.push((name, *index, config, epoch, replicated));
         }
         let progress = Progress::new("opened", work.len());
-        let results = in_parallel(work, |(name, index, (config, min_isr), epoch)| {
-            let opened = Log::open_with(
-                self.storage.clone(),
-                self.partition_dir(name, index),
-                config,
-                now,
-                last,
-            )
-            .map(|log| (name, index, log, min_isr, epoch))
-            .map_err(|source| OpenError::Partition {
-                topic: name.clone(),
-                partition: index,
-                source,
-            });
-            progress.step();
-            opened
-        });
+        let results = in_parallel(
+            work,
+            |(name, index, (config, min_isr), epoch, replicated)| {
+                let opened = Log::open_with(
+                    self.storage.clone(),
+                    self.partition_dir(name, index),
+                    config,
+                    now,
+                    last,
+                )
+                .map(|log| (name, index, log, min_isr, epoch, replicated))
+                .map_err(|source| OpenError::Partition {
+                    topic: name.clone(),
+                    partition: index,
+                    source,
+                });
+                progress.step();
+                opened
+            },
+        );
         let mut opened = Vec::new();
         for result in results {
-            let (name, index, log, min_isr, epoch) = match result {
+            let (name, index, log, min_isr, epoch, replicated) = match result {
                 Ok(opened) => opened,
                 Err(e) => {
                     first_error.get_or_insert(e);
                     continue;
                 }
             };
-            // A single node is the whole ISR: everything it holds is committed.
-            log.advance_high_watermark(log.log_end_offset());
+            // An unreplicated partition is its own ISR: everything it holds is committed. A
+            // replicated one's high watermark comes from its leader (or, leading, from its
+            // followers' fetches).
+            if !replicated {
+                log.advance_high_watermark(log.log_end_offset());
+            }
             log.set_leader_epoch(epoch);
-            opened.push(Arc::new(Partition {
-                topic: name.clone(),
+            opened.push(Arc::new(Partition::new(
+                name.clone(),
                 index,
                 log,
-                min_insync_replicas: AtomicI32::new(min_isr),
-                waiters: FetchWaiters::default(),
-            }));
+                min_isr,
+                self.config.node_id,
+            )));
         }
         (opened, first_error)
     }
@@ -936,8 +1108,9 @@ impl Broker {
                 .map_err(|e| (e.code(), e.to_string()));
         }
         p.append(&marker, AppendOrigin::Internal, self.now_ms())
+            .map_err(CommitError::from)
             .and_then(|info| p.commit(&info))
-            .map_err(|e| (errors::from_log_error(&e), e.to_string()))
+            .map_err(|e| (e.code(), e.to_string()))
     }
 
     /// Sends a transaction marker to the broker that leads the partition (WriteTxnMarkers).
@@ -1150,7 +1323,13 @@ impl Broker {
         }
     }
 
+    /// A partition this broker leads (what clients and coordinators may read and write).
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.hosted(topic, index).filter(|p| p.is_leader())
+    }
+
+    /// A partition this broker holds a replica of, leading it or not.
+    pub fn hosted(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -1158,7 +1337,7 @@ impl Broker {
             .cloned()
     }
 
-    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+    pub(crate) fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -1372,6 +1551,7 @@ impl Broker {
     /// Flushes and closes every log and the metadata log (clean shutdown), then leaves the
     /// clean-shutdown marker if every one of them closed.
     pub fn close(&self) {
+        self.fetchers.stop();
         self.flusher.stop();
         let partitions = self.all_partitions();
         let progress = Progress::new("closed", partitions.len());

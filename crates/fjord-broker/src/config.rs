@@ -76,6 +76,12 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `broker.session.timeout.ms`: a broker not heard from for this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// `unclean.leader.election.enable`: a partition with no live in-sync replica may be led
+    /// by another live replica (losing what only the in-sync ones had). Topics may override it.
+    pub unclean_leader_election: bool,
+    /// `replica.lag.time.max.ms`: a follower not caught up with its leader for this long
+    /// leaves the in-sync replicas.
+    pub replica_lag_time_max_ms: i64,
     /// Whether the cluster id given at open was just made for a new data directory, which
     /// takes the id of the cluster it joins; an id the directory already had must match.
     pub new_cluster_id: bool,
@@ -117,6 +123,8 @@ impl Default for BrokerConfig {
             rack: None,
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
+            unclean_leader_election: false,
+            replica_lag_time_max_ms: 30_000,
             new_cluster_id: true,
         }
     }
@@ -495,6 +503,8 @@ impl BrokerConfig {
             }
             let value = if def.name == "min.insync.replicas" {
                 Some(self.min_insync_replicas.to_string())
+            } else if def.name == "unclean.leader.election.enable" {
+                Some(self.unclean_leader_election.to_string())
             } else {
                 match topic_config::broker_value(l, def.name) {
                     // Kafka's null defaults stay null unless the file set a value.

@@ -39,6 +39,11 @@ pub const FETCH_SESSION_ID_NOT_FOUND: i16 = ResponseError::FetchSessionIdNotFoun
 pub const INVALID_FETCH_SESSION_EPOCH: i16 = ResponseError::InvalidFetchSessionEpoch.code();
 pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+pub const INVALID_UPDATE_VERSION: i16 = ResponseError::InvalidUpdateVersion.code();
+pub const INELIGIBLE_REPLICA: i16 = ResponseError::IneligibleReplica.code();
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 =
+    ResponseError::NotEnoughReplicasAfterAppend.code();
+pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
 
 /// A controller refusal as Kafka reports it.
 impl From<fjord_meta::ControllerError> for crate::broker::AdminError {
@@ -52,6 +57,10 @@ impl From<fjord_meta::ControllerError> for crate::broker::AdminError {
             E::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
             E::InvalidReplicaAssignment(_) => INVALID_REPLICA_ASSIGNMENT,
             E::InvalidConfig(_) => INVALID_CONFIG,
+            E::FencedLeaderEpoch(_) => FENCED_LEADER_EPOCH,
+            E::InvalidUpdateVersion(_) => INVALID_UPDATE_VERSION,
+            E::NotLeader(_) => INVALID_REQUEST,
+            E::IneligibleReplica(_) => INELIGIBLE_REPLICA,
         };
         Self::new(code, e.to_string())
     }

@@ -58,6 +58,8 @@ pub struct FetchParams {
     pub max_bytes: i32,
     pub current_leader_epoch: i32,
     pub log_start_offset: i64,
+    /// The epoch of the last batch the fetcher has (v12+; -1: none given).
+    pub last_fetched_epoch: i32,
 }
 
 /// What a response said of a partition, to decide whether the next one must say it again.
@@ -372,6 +374,7 @@ mod tests {
 
     fn params(offset: i64) -> FetchParams {
         FetchParams {
+            last_fetched_epoch: -1,
             fetch_offset: offset,
             max_bytes: 1 << 20,
             current_leader_epoch: -1,

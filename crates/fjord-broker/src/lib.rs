@@ -14,6 +14,8 @@ pub mod handlers;
 pub mod ids;
 pub mod metrics;
 mod publisher;
+pub mod replica;
+mod replica_fetcher;
 pub mod server;
 pub mod topic_config;
 pub mod upkeep;

@@ -12,6 +12,7 @@ use fjord_meta::{LocalChanges, MetadataState, PartitionKey};
 use crate::broker::{Broker, OpenError, Partition};
 use crate::coordinator::group::OFFSETS_TOPIC;
 use crate::coordinator::txn::TXN_TOPIC;
+use crate::replica::Role;
 use crate::topic_config;
 
 impl Broker {
@@ -45,11 +46,8 @@ impl Broker {
             self.apply_topic_config(next, name);
         }
         for (topic, index) in &changes.changed {
-            let meta = next
-                .topic(topic)
-                .and_then(|t| t.partition_states.get(*index as usize));
-            if let (Some(p), Some(meta)) = (self.partition(topic, *index), meta) {
-                p.log.set_leader_epoch(meta.leader_epoch);
+            if let Some(p) = self.hosted(topic, *index) {
+                self.take_role(&p, next);
             }
         }
         let mut serve = Vec::with_capacity(changes.added.len());
@@ -78,6 +76,9 @@ impl Broker {
             }
         }
         serve.extend(opened);
+        for p in &serve {
+            self.take_role(p, next);
+        }
         self.serve(serve);
         *published = next.clone();
         failed.map_or(Ok(()), Err)
@@ -129,6 +130,9 @@ impl Broker {
                 );
             }
         }
+        for p in &serve {
+            self.take_role(p, &published);
+        }
         if !serve.is_empty() {
             tracing::info!(
                 partitions = serve.len(),
@@ -171,9 +175,49 @@ impl Broker {
         self.discard(left);
     }
 
+    /// Makes a held partition what the metadata says this broker is for it: its leader (the
+    /// followers' progress starts unknown, writes waiting in an earlier epoch fail) or a
+    /// follower of its leader (a replica fetcher copies the leader's log), and takes its
+    /// in-sync replicas (the high watermark may move).
+    fn take_role(&self, p: &Arc<Partition>, state: &MetadataState) {
+        let Some(topic) = state.topic(&p.topic) else {
+            return;
+        };
+        let Some(meta) = topic.partition_states.get(p.index as usize) else {
+            return;
+        };
+        p.log.set_leader_epoch(meta.leader_epoch);
+        let mut replica = p.replica();
+        let role = replica.update(
+            topic.id,
+            meta,
+            p.log.log_end_offset(),
+            p.log.durable_offset(),
+            self.now_ms(),
+        );
+        match role {
+            None => p.advance(&replica),
+            Some(Role::Leader) => {
+                p.leadership_changed(&replica);
+                p.advance(&replica);
+                drop(replica);
+                self.fetchers.unfollow(&(p.topic.clone(), p.index));
+            }
+            Some(Role::Follower {
+                leader,
+                leader_epoch,
+            }) => {
+                p.leadership_changed(&replica);
+                drop(replica);
+                self.fetchers.follow(p, topic.id, leader, leader_epoch);
+            }
+        }
+    }
+
     /// Stops serving a partition, closes it (requests holding it get "closed" errors) and
     /// deletes its data; a coordinator shard on it is dropped with it.
     fn stop_serving(&self, topic: &str, index: i32) {
+        self.fetchers.unfollow(&(topic.to_string(), index));
         let removed = self
             .partitions
             .write()
@@ -208,7 +252,7 @@ impl Broker {
         let min_isr =
             topic_config::min_insync_replicas(self.config.min_insync_replicas, &topic.configs);
         for index in 0..topic.partitions {
-            if let Some(p) = self.partition(name, index) {
+            if let Some(p) = self.hosted(name, index) {
                 if let Err(e) = p.log.set_config(log_config) {
                     tracing::error!(topic = name, partition = index, error = %e, "applying topic config");
                 }

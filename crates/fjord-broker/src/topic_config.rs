@@ -78,7 +78,7 @@ pub struct TopicConfigDef {
 }
 
 const LONG_MAX: &str = "9223372036854775807";
-const NO_REPLICATION: &str = "a single node has no followers to throttle";
+const NO_REPLICATION: &str = "replication is not throttled yet";
 const NO_TIERED_STORAGE: &str = "tiered storage is not built yet";
 
 macro_rules! def {
@@ -391,7 +391,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "false",
         Rule::Any,
         Some(("unclean.leader.election.enable", Some("false"))),
-        Effect::NotYet("a single node has no other replica to elect")
+        Effect::Broker
     ),
 ];
 

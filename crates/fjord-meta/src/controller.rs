@@ -31,6 +31,18 @@ pub enum ControllerError {
     InvalidReplicaAssignment(String),
     #[error("{0}")]
     InvalidConfig(String),
+    /// AlterPartition from a leader of an older leader epoch.
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// AlterPartition decided on an older partition epoch.
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// AlterPartition from a broker that does not lead the partition.
+    #[error("{0}")]
+    NotLeader(String),
+    /// AlterPartition adding a replica that is fenced or not a replica of the partition.
+    #[error("{0}")]
+    IneligibleReplica(String),
 }
 
 /// The controller's settings (the broker's defaults for topic creation).
@@ -44,7 +56,14 @@ pub struct ControllerConfig {
     pub max_partitions: i32,
     /// The most replicas a partition may have (what the cluster can keep in sync).
     pub max_replication_factor: i16,
+    /// `unclean.leader.election.enable`: a partition whose in-sync replicas are all gone may
+    /// take any live replica as leader (losing what only the others had). A topic's own
+    /// setting overrides it.
+    pub unclean_leader_election: bool,
 }
+
+/// A topic's `unclean.leader.election.enable` override.
+const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
 
 /// A topic to create, as CreateTopics asks for it.
 #[derive(Debug, Clone, Default)]
@@ -242,7 +261,8 @@ impl Controller<'_> {
         now: i64,
         session_timeout_ms: i64,
     ) -> Vec<MetadataRecord> {
-        self.state
+        let mut change: Vec<MetadataRecord> = self
+            .state
             .brokers()
             .filter_map(|b| {
                 let heard = last_heard.get(&b.id).copied().unwrap_or(since);
@@ -252,7 +272,169 @@ impl Controller<'_> {
                     fenced: !alive,
                 })
             })
-            .collect()
+            .collect();
+        // The elections the fencing calls for, decided on the state after it (and any left
+        // undone by an earlier write that failed).
+        let elections = if change.is_empty() {
+            self.elections(&[])
+        } else {
+            let mut after = self.state.clone();
+            if after.apply_all(&change).is_err() {
+                return change;
+            }
+            Controller {
+                state: &after,
+                ..*self
+            }
+            .elections(&[])
+        };
+        change.extend(elections);
+        change
+    }
+
+    /// The leader and in-sync replica changes that the brokers' liveness calls for (Kafka's
+    /// `ReplicationControlManager` on fencing and unfencing). A fenced (or unregistered)
+    /// broker leaves every in-sync replica set it is in, unless it is the last member, and
+    /// leads nothing. A broker in `restarted` (registered again after a stop, so its log may
+    /// have lost a tail its followers had fetched) leaves the in-sync replicas of replicated
+    /// partitions and their leadership when another in-sync replica is alive, and otherwise
+    /// leads in a new leader epoch. A partition whose leader went is given the first replica
+    /// (in replica order) in sync and alive; with none it has no leader (-1) until one comes
+    /// back, or, when unclean election is enabled for its topic, the first live replica leads
+    /// with itself as the only in-sync replica (losing what only the others had). A leader
+    /// change moves the leader epoch on.
+    pub fn elections(&self, restarted: &[i32]) -> Vec<MetadataRecord> {
+        let alive = |b: i32| self.state.broker(b).is_some_and(|meta| !meta.fenced);
+        let mut out = Vec::new();
+        for topic in self.state.topics() {
+            let unclean = match topic.configs.get(UNCLEAN_LEADER_ELECTION) {
+                Some(v) => v.eq_ignore_ascii_case("true"),
+                None => self.config.unclean_leader_election,
+            };
+            for (index, p) in topic.partition_states.iter().enumerate() {
+                if p.is_unassigned() {
+                    continue;
+                }
+                let replicated = p.replicas.len() > 1;
+                let fresh = |b: i32| alive(b) && !(replicated && restarted.contains(&b));
+                let pick = |isr: &[i32], ok: &dyn Fn(i32) -> bool| -> Vec<i32> {
+                    isr.iter().copied().filter(|&b| ok(b)).collect()
+                };
+                let mut isr = [pick(&p.isr, &fresh), pick(&p.isr, &alive)]
+                    .into_iter()
+                    .find(|isr| !isr.is_empty())
+                    .unwrap_or_else(|| p.isr.clone());
+                let candidate = |ok: &dyn Fn(i32) -> bool| {
+                    p.replicas
+                        .iter()
+                        .copied()
+                        .find(|&b| ok(b) && isr.contains(&b))
+                };
+                let mut leader = if p.leader >= 0 && fresh(p.leader) && isr.contains(&p.leader) {
+                    p.leader
+                } else {
+                    candidate(&fresh)
+                        .or_else(|| candidate(&alive))
+                        .unwrap_or(-1)
+                };
+                if leader < 0
+                    && unclean
+                    && let Some(b) = p.replicas.iter().copied().find(|&b| alive(b))
+                {
+                    leader = b;
+                    isr = vec![b];
+                }
+                let new_incarnation = replicated && leader >= 0 && restarted.contains(&leader);
+                if leader == p.leader && isr == p.isr && !new_incarnation {
+                    continue;
+                }
+                let leader_epoch = if leader != p.leader || new_incarnation {
+                    p.leader_epoch + 1
+                } else {
+                    p.leader_epoch
+                };
+                out.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.id,
+                    partition: index as i32,
+                    partition_epoch: p.partition_epoch,
+                    leader,
+                    leader_epoch,
+                    isr,
+                });
+            }
+        }
+        out
+    }
+
+    /// A leader's request to change a partition's in-sync replicas (Kafka's AlterPartition),
+    /// checked as Kafka's controller checks it: from the leader (`broker`) in the current
+    /// leader epoch, decided on the current partition epoch, the new set holding the leader
+    /// and, beyond the current members, only live replicas.
+    pub fn alter_partition(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        broker: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> Result<MetadataRecord, ControllerError> {
+        let topic = self
+            .state
+            .topic_by_id(&topic_id)
+            .ok_or_else(|| ControllerError::UnknownTopic(topic_id.to_string()))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| topic.partition_states.get(i))
+            .ok_or_else(|| ControllerError::UnknownTopic(format!("{}-{partition}", topic.name)))?;
+        let name = format!("{}-{partition}", topic.name);
+        if leader_epoch < p.leader_epoch {
+            return Err(ControllerError::FencedLeaderEpoch(format!(
+                "{name}: leader epoch {leader_epoch} is older than the current {}",
+                p.leader_epoch
+            )));
+        }
+        if p.leader != broker || leader_epoch != p.leader_epoch {
+            return Err(ControllerError::NotLeader(format!(
+                "{name}: broker {broker} at leader epoch {leader_epoch} does not lead it (leader {} at epoch {})",
+                p.leader, p.leader_epoch
+            )));
+        }
+        if partition_epoch != p.partition_epoch {
+            return Err(ControllerError::InvalidUpdateVersion(format!(
+                "{name}: partition epoch {partition_epoch} is not the current {}",
+                p.partition_epoch
+            )));
+        }
+        let alive = |b: i32| self.state.broker(b).is_some_and(|meta| !meta.fenced);
+        for &b in isr {
+            if !p.replicas.contains(&b) || (!p.isr.contains(&b) && !alive(b)) {
+                return Err(ControllerError::IneligibleReplica(format!(
+                    "{name}: broker {b} cannot join the in-sync replicas (not a replica, or fenced)"
+                )));
+            }
+        }
+        if !isr.contains(&broker) {
+            return Err(ControllerError::IneligibleReplica(format!(
+                "{name}: the leader must stay in the in-sync replicas"
+            )));
+        }
+        let mut distinct = isr.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != isr.len() {
+            return Err(ControllerError::IneligibleReplica(format!(
+                "{name}: a replica is named twice"
+            )));
+        }
+        Ok(MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            partition_epoch,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr: isr.to_vec(),
+        })
     }
 
     /// The next block of `count` producer ids (its first id) and the record that hands it out.
@@ -450,6 +632,7 @@ mod tests {
         default_replication_factor: 1,
         max_partitions: 1000,
         max_replication_factor: 3,
+        unclean_leader_election: false,
     };
 
     fn ok(_: &BTreeMap<String, String>) -> Result<(), String> {
@@ -806,5 +989,194 @@ mod tests {
             let racks: HashSet<String> = p.replicas.iter().map(|&b| rack(b)).collect();
             assert_eq!(racks.len(), 2);
         }
+    }
+
+    /// Brokers 1–3 registered, topic "r" with one partition on `replicas` (every one in sync,
+    /// the first leading).
+    fn replicated(replicas: &[i32]) -> MetadataState {
+        let mut state = MetadataState::default();
+        for id in [1, 2, 3] {
+            state
+                .apply(&MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation: "i".into(),
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                })
+                .unwrap();
+        }
+        let id = TopicId([9; 16]);
+        state
+            .apply_all(&[
+                MetadataRecord::Topic {
+                    name: "r".into(),
+                    id,
+                },
+                new_partition(id, 0, replicas.to_vec()),
+            ])
+            .unwrap();
+        state
+    }
+
+    fn fence(state: &mut MetadataState, id: i32, fenced: bool) {
+        state
+            .apply(&MetadataRecord::BrokerFencing { id, fenced })
+            .unwrap();
+    }
+
+    fn elect(state: &mut MetadataState, restarted: &[i32], config: &ControllerConfig) {
+        let change = Controller {
+            state,
+            brokers: &[],
+            config,
+        }
+        .elections(restarted);
+        state.apply_all(&change).unwrap();
+    }
+
+    fn leader_and_isr(state: &MetadataState) -> (i32, i32, Vec<i32>) {
+        let p = &state.topic("r").unwrap().partition_states[0];
+        (p.leader, p.leader_epoch, p.isr.clone())
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_from_the_in_sync_replicas() {
+        let mut state = replicated(&[1, 2, 3]);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(
+            leader_and_isr(&state),
+            (1, 0, vec![1, 2, 3]),
+            "nothing to do"
+        );
+        fence(&mut state, 1, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (2, 1, vec![2, 3]));
+        // A fenced follower only leaves the in-sync replicas.
+        fence(&mut state, 3, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (2, 1, vec![2]));
+        // The last in-sync replica fenced: no leader, and it stays the one that may lead.
+        fence(&mut state, 2, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (-1, 2, vec![2]));
+        // Broker 1 is back, but out of sync: it may not lead (clean election)...
+        fence(&mut state, 1, false);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (-1, 2, vec![2]));
+        // ...until the in-sync one returns.
+        fence(&mut state, 2, false);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (2, 3, vec![2]));
+        let p = &state.topic("r").unwrap().partition_states[0];
+        assert_eq!(
+            p.partition_epoch, 4,
+            "every change moved the partition epoch"
+        );
+    }
+
+    #[test]
+    fn unclean_election_takes_a_live_replica_when_no_in_sync_one_is_left() {
+        let mut state = replicated(&[1, 2]);
+        fence(&mut state, 2, true);
+        elect(&mut state, &[], &CONFIG);
+        fence(&mut state, 1, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (-1, 1, vec![1]));
+        fence(&mut state, 2, false);
+        let unclean = ControllerConfig {
+            unclean_leader_election: true,
+            ..CONFIG
+        };
+        elect(&mut state, &[], &unclean);
+        assert_eq!(leader_and_isr(&state), (2, 2, vec![2]));
+        // A topic's own setting overrides the broker's.
+        let mut state = replicated(&[1, 2]);
+        let id = state.topic("r").unwrap().id;
+        state
+            .apply(&MetadataRecord::TopicConfig {
+                topic_id: id,
+                key: UNCLEAN_LEADER_ELECTION.into(),
+                value: Some("false".into()),
+            })
+            .unwrap();
+        fence(&mut state, 2, true);
+        elect(&mut state, &[], &unclean);
+        fence(&mut state, 1, true);
+        elect(&mut state, &[], &unclean);
+        fence(&mut state, 2, false);
+        elect(&mut state, &[], &unclean);
+        assert_eq!(leader_and_isr(&state), (-1, 1, vec![1]));
+    }
+
+    #[test]
+    fn a_restarted_leader_hands_over_or_leads_in_a_new_epoch() {
+        let mut state = replicated(&[1, 2, 3]);
+        elect(&mut state, &[1], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (2, 1, vec![2, 3]));
+        // Alone in sync: it leads again, in a new epoch.
+        let mut state = replicated(&[1, 2]);
+        fence(&mut state, 2, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (1, 0, vec![1]));
+        elect(&mut state, &[1], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (1, 1, vec![1]));
+        // An unreplicated partition keeps its epoch (nobody could have fetched a lost tail).
+        let mut state = replicated(&[1]);
+        elect(&mut state, &[1], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (1, 0, vec![1]));
+    }
+
+    #[test]
+    fn alter_partition_is_checked_as_kafka_checks_it() {
+        let mut state = replicated(&[1, 2, 3]);
+        let id = state.topic("r").unwrap().id;
+        let c = |state: &MetadataState, broker, leader_epoch, partition_epoch, isr: &[i32]| {
+            Controller {
+                state,
+                brokers: &[],
+                config: &CONFIG,
+            }
+            .alter_partition(id, 0, broker, leader_epoch, partition_epoch, isr)
+        };
+        let shrink = c(&state, 1, 0, 0, &[1, 2]).unwrap();
+        state.apply(&shrink).unwrap();
+        assert_eq!(leader_and_isr(&state), (1, 0, vec![1, 2]));
+        assert!(matches!(
+            c(&state, 1, 0, 0, &[1]),
+            Err(ControllerError::InvalidUpdateVersion(_))
+        ));
+        assert!(
+            state.apply(&shrink).is_err(),
+            "a change decided on an older partition epoch does not apply"
+        );
+        assert!(matches!(
+            c(&state, 2, 0, 1, &[2]),
+            Err(ControllerError::NotLeader(_))
+        ));
+        assert!(matches!(
+            c(&state, 1, -1, 1, &[1]),
+            Err(ControllerError::FencedLeaderEpoch(_))
+        ));
+        assert!(matches!(
+            c(&state, 1, 0, 1, &[2]),
+            Err(ControllerError::IneligibleReplica(_))
+        ));
+        assert!(matches!(
+            c(&state, 1, 0, 1, &[1, 4]),
+            Err(ControllerError::IneligibleReplica(_))
+        ));
+        // A fenced broker may not join, but may stay.
+        fence(&mut state, 3, true);
+        assert!(matches!(
+            c(&state, 1, 0, 1, &[1, 2, 3]),
+            Err(ControllerError::IneligibleReplica(_))
+        ));
+        fence(&mut state, 2, true);
+        assert!(c(&state, 1, 0, 1, &[1, 2]).is_ok());
+        fence(&mut state, 3, false);
+        let expand = c(&state, 1, 0, 1, &[1, 2, 3]).unwrap();
+        state.apply(&expand).unwrap();
+        assert_eq!(leader_and_isr(&state), (1, 0, vec![1, 2, 3]));
     }
 }

@@ -239,6 +239,7 @@ mod tests {
                 default_replication_factor: 1,
                 max_partitions: 100,
                 max_replication_factor: 3,
+                unclean_leader_election: false,
             };
             let c = Controller {
                 state,

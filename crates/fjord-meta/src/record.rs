@@ -78,6 +78,18 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         partition_epoch: i32,
     },
+    /// A partition's leader or in-sync replicas changed (Kafka's PartitionChangeRecord):
+    /// applies only to the partition as it was at `partition_epoch` (the state the change was
+    /// decided on; a change decided on an older state is refused) and moves it to the next
+    /// partition epoch.
+    PartitionChange {
+        topic_id: TopicId,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// The topic is deleted (Kafka's RemoveTopicRecord).
     RemoveTopic { id: TopicId },
     /// Sets (`Some`) or removes (`None`) a topic-level config override (Kafka's ConfigRecord,

@@ -106,6 +106,19 @@ pub enum ApplyError {
     UnknownBroker(i32),
     #[error("partition {partition} of topic {topic} has no replicas or a leader outside them")]
     Placement { topic: String, partition: i32 },
+    #[error(
+        "partition {partition} of topic {topic} is at partition epoch {current}, not {expected}: the change was decided on an older state"
+    )]
+    StalePartition {
+        topic: String,
+        partition: i32,
+        current: i32,
+        expected: i32,
+    },
+    #[error(
+        "partition {partition} of topic {topic}: in-sync replicas must be replicas of the partition, and its leader one of them"
+    )]
+    InSyncReplicas { topic: String, partition: i32 },
 }
 
 /// All metadata, as of the last applied record.
@@ -288,6 +301,49 @@ impl MetadataState {
                 }
                 t.partitions = t.partition_states.len() as i32;
                 t.replication_factor = replicas.len() as i16;
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                partition_epoch,
+                leader,
+                leader_epoch,
+                isr,
+            } => {
+                let t = self.topic_mut_by_id(topic_id)?;
+                let topic = t.name.clone();
+                let Some(p) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| t.partition_states.get_mut(i))
+                else {
+                    return Err(ApplyError::PartitionIndex {
+                        topic,
+                        partition: *partition,
+                        next: t.partitions,
+                    });
+                };
+                if p.partition_epoch != *partition_epoch {
+                    return Err(ApplyError::StalePartition {
+                        topic,
+                        partition: *partition,
+                        current: p.partition_epoch,
+                        expected: *partition_epoch,
+                    });
+                }
+                let replica = |b: &i32| p.replicas.contains(b);
+                if isr.is_empty()
+                    || !isr.iter().all(replica)
+                    || (*leader >= 0 && !isr.contains(leader))
+                {
+                    return Err(ApplyError::InSyncReplicas {
+                        topic,
+                        partition: *partition,
+                    });
+                }
+                p.leader = *leader;
+                p.leader_epoch = *leader_epoch;
+                p.isr = isr.clone();
+                p.partition_epoch += 1;
             }
             MetadataRecord::RemoveTopic { id } => {
                 let name = self

@@ -60,6 +60,8 @@ pub const KEYS: &[&str] = &[
     "broker.rack",
     "broker.heartbeat.interval.ms",
     "broker.session.timeout.ms",
+    "unclean.leader.election.enable",
+    "replica.lag.time.max.ms",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -146,6 +148,13 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
             config.broker_session_timeout_ms =
                 u64::try_from(positive(int()?)?).context("out of range")?
         }
+        "unclean.leader.election.enable" => {
+            config.unclean_leader_election = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{key} must be true or false"))?;
+        }
+        "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = positive(int()?)?,
         "broker.rack" => config.rack = Some(value.trim().to_string()).filter(|r| !r.is_empty()),
         "num.partitions" => {
             config.num_partitions =

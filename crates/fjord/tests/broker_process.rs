@@ -176,8 +176,8 @@ fn a_data_directory_belongs_to_one_node_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let f = Fjord::start(&data, &[]);
-    let (code, _) = f.stop();
-    assert_eq!(code, 0);
+    let (code, stderr) = f.stop();
+    assert_eq!(code, 0, "{stderr}");
     let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
     assert!(props.contains("node.id=1"), "{props}");
     // The directory's id (KIP-853's directory.id) is made with it and kept.

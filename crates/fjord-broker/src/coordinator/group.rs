@@ -501,7 +501,7 @@ impl GroupCoordinator {
             return;
         };
         let mut groups = 0;
-        for partition in 0..n {
+        for partition in (0..n).filter(|&p| self.writer.leads(OFFSETS_TOPIC, p)) {
             let shard = self.shard(partition);
             if let Ok(st) = self.lock_loaded(&shard) {
                 groups += st.classic.list().len() + st.consumer.list().len();

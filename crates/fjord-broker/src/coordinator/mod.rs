@@ -136,6 +136,11 @@ pub trait PartitionWriter: Send + Sync + std::fmt::Debug + 'static {
     /// The topic's partition count, creating the topic first if `create` and it does not
     /// exist; `None` when it does not exist and `create` is false.
     fn partitions(&self, topic: &str, create: bool) -> Result<Option<i32>, WriteError>;
+    /// Whether this broker leads the partition (only a leader's shard loads).
+    fn leads(&self, topic: &str, partition: i32) -> bool {
+        let _ = (topic, partition);
+        true
+    }
     /// Appends a batch as the partition's leader; returns the offset after it.
     fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError>;
     /// Waits until every offset below `offset` is committed (fsynced here; in a cluster,

@@ -594,7 +594,7 @@ impl TransactionCoordinator {
             return;
         };
         let mut ids = 0;
-        for partition in 0..n {
+        for partition in (0..n).filter(|&p| self.writer.leads(TXN_TOPIC, p)) {
             if let Ok(st) = self.lock_loaded(&self.shard(partition)) {
                 ids += st.txns.len();
             }

@@ -55,7 +55,7 @@ fn describe(
         let mut t = DescribeLogDirsTopic::default();
         t.name = topic_name(&name);
         for index in partitions {
-            let Some(p) = broker.partition(&name, index) else {
+            let Some(p) = broker.hosted(&name, index) else {
                 continue;
             };
             let mut d = DescribeLogDirsPartition::default();

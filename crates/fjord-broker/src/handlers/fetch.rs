@@ -80,6 +80,7 @@ pub async fn handle(
                 max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
                 log_start_offset: p.log_start_offset,
+                last_fetched_epoch: p.last_fetched_epoch,
             };
             let key = PartitionKey {
                 topic: key.clone(),
@@ -128,6 +129,13 @@ pub async fn handle(
         } => (partitions, Answer::Incremental(id, epoch)),
     };
     let read_committed = request.isolation_level == READ_COMMITTED;
+    // A follower's fetch names its broker id (KIP-903's replica state from v15).
+    let replica = if ctx.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let replica = (replica >= 0).then_some(replica);
     let state = broker.metadata();
     let mut wanted = Vec::with_capacity(partitions.len());
     for (key, params) in partitions {
@@ -143,7 +151,20 @@ pub async fn handle(
         let error = match (&name, &partition) {
             (None, _) => errors::UNKNOWN_TOPIC_ID,
             (Some(n), None) => broker.missing_partition_code(n, key.partition),
-            (_, Some(p)) => check_leader_epoch(params.current_leader_epoch, p.log.leader_epoch()),
+            (_, Some(p)) => {
+                match check_leader_epoch(params.current_leader_epoch, p.log.leader_epoch()) {
+                    // A replica id that is not one of the partition's followers never takes the
+                    // follower path (Kafka's followerReplicaOrThrow).
+                    errors::NONE if replica.is_some_and(|r| !p.replica().is_follower(r)) => {
+                        if params.current_leader_epoch >= 0 {
+                            errors::UNKNOWN_LEADER_EPOCH
+                        } else {
+                            errors::NOT_LEADER_OR_FOLLOWER
+                        }
+                    }
+                    code => code,
+                }
+            }
         };
         wanted.push(Wanted {
             key,
@@ -162,10 +183,20 @@ pub async fn handle(
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let wanted = Arc::new(wanted);
-    let read = |wanted: Arc<Vec<Wanted>>| async move {
-        tokio::task::spawn_blocking(move || read_all(&wanted, max_bytes, read_committed))
+    let read = |wanted: Arc<Vec<Wanted>>| {
+        let broker = broker.clone();
+        async move {
+            let now = broker.now_ms();
+            let (parts, total, stop, isr) = tokio::task::spawn_blocking(move || {
+                read_all(&wanted, max_bytes, read_committed, replica, now)
+            })
             .await
-            .unwrap_or_else(|_| (Vec::new(), 0, true))
+            .unwrap_or_else(|_| (Vec::new(), 0, true, Vec::new()));
+            for (p, request) in isr {
+                broker.alter_isr(p, request);
+            }
+            (parts, total, stop)
+        }
     };
     // Registered before the first read, so new data arriving in between wakes the wait.
     let woken = Arc::new(tokio::sync::Notify::new());
@@ -174,7 +205,11 @@ pub async fn handle(
         let mut registered = std::collections::HashSet::new();
         for p in wanted.iter().filter_map(|w| w.partition.as_ref()) {
             if registered.insert(Arc::as_ptr(p)) {
-                p.waiters.register(&woken);
+                // A follower reads past the high watermark: new appends wake it.
+                match replica {
+                    Some(_) => p.append_waiters.register(&woken),
+                    None => p.waiters.register(&woken),
+                }
             }
         }
     }
@@ -323,16 +358,24 @@ fn empty_partition(w: &Wanted, read_committed: bool) -> PartitionData {
     pd
 }
 
-/// Reads every wanted partition once; returns the partition data, the record bytes found, and
-/// whether any partition has an error (which ends a long poll at once).
+/// The ISR changes a follower's fetch made possible, for the controller.
+type IsrRequests = Vec<(Arc<Partition>, crate::replica::IsrRequest)>;
+
+/// Reads every wanted partition once; returns the partition data, the record bytes found,
+/// whether any partition has an error or a divergence (which ends a long poll at once), and,
+/// for a follower (`replica`), the ISR changes its fetch offsets allow (each offset tells the
+/// leader what the follower holds, durable, and may move the high watermark).
 fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
-) -> (Vec<(PartitionData, Records)>, usize, bool) {
+    replica: Option<i32>,
+    now: i64,
+) -> (Vec<(PartitionData, Records)>, usize, bool, IsrRequests) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
+    let mut isr = Vec::new();
     for w in wanted {
         let mut pd = empty_partition(w, read_committed);
         let Some(partition) = w.partition.as_ref().filter(|_| w.error == errors::NONE) else {
@@ -342,13 +385,39 @@ fn read_all(
             continue;
         };
         let log = &partition.log;
+        if let Some(replica) = replica {
+            match follower_read(partition, replica, &w.params, now) {
+                Ok(Some(request)) => isr.push((partition.clone(), request)),
+                Ok(None) => {}
+                Err(FollowerRead::Diverging(epoch, end_offset)) => {
+                    pd.diverging_epoch.epoch = epoch;
+                    pd.diverging_epoch.end_offset = end_offset;
+                    pd.high_watermark = log.high_watermark();
+                    pd.last_stable_offset = log.last_stable_offset();
+                    pd.log_start_offset = log.log_start_offset();
+                    any_error = true;
+                    out.push((pd, Records::None));
+                    continue;
+                }
+                Err(FollowerRead::Error(code)) => {
+                    pd.error_code = code;
+                    pd.high_watermark = log.high_watermark();
+                    pd.log_start_offset = log.log_start_offset();
+                    any_error = true;
+                    out.push((pd, Records::None));
+                    continue;
+                }
+            }
+        }
         let budget = (w.params.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
         // KIP-74: the first batch of the first partition with data comes back even if it is
         // larger than the limits, so a consumer can always make progress.
         let min_one = total == 0;
         // read_committed consumers stop at the last stable offset and get the aborted
         // transactions of what they read, to drop those records.
-        let upper = if read_committed {
+        let upper = if replica.is_some() {
+            ReadUpTo::LogEnd
+        } else if read_committed {
             ReadUpTo::LastStable
         } else {
             ReadUpTo::HighWatermark
@@ -407,5 +476,49 @@ fn read_all(
         }
         out.push((pd, records));
     }
-    (out, total, any_error)
+    (out, total, any_error, isr)
+}
+
+/// Why a follower's fetch of a partition gets no records.
+enum FollowerRead {
+    /// Its log parts from the leader's at the end of this epoch, at this offset (KIP-279).
+    Diverging(i32, i64),
+    Error(i16),
+}
+
+/// A follower's fetch as the leader sees it, before the read: its last fetched epoch checked
+/// against this log (Kafka's `readRecords` with `lastFetchedEpoch`), then its fetch offset
+/// noted as what it holds durably; returns the ISR expansion that allows.
+fn follower_read(
+    p: &Partition,
+    replica: i32,
+    params: &FetchParams,
+    now: i64,
+) -> Result<Option<crate::replica::IsrRequest>, FollowerRead> {
+    let log = &p.log;
+    if params.last_fetched_epoch >= 0 {
+        let (epoch, end) = log.end_offset_for_epoch(params.last_fetched_epoch);
+        if epoch < 0 || end < 0 {
+            // No epoch at or below the follower's: nothing to compare (Kafka answers
+            // OFFSET_OUT_OF_RANGE and the follower starts from the leader's range).
+            return Err(FollowerRead::Error(errors::OFFSET_OUT_OF_RANGE));
+        }
+        if epoch < params.last_fetched_epoch || end < params.fetch_offset {
+            return Err(FollowerRead::Diverging(epoch, end));
+        }
+    }
+    let leader_end = log.log_end_offset();
+    if params.fetch_offset > leader_end || params.fetch_offset < log.log_start_offset() {
+        return Err(FollowerRead::Error(errors::OFFSET_OUT_OF_RANGE));
+    }
+    let mut state = p.replica();
+    let request = state.follower_fetched(
+        replica,
+        params.fetch_offset,
+        now,
+        leader_end,
+        log.high_watermark(),
+    );
+    p.advance(&state);
+    Ok(request)
 }

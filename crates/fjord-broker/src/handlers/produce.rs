@@ -88,6 +88,7 @@ pub async fn handle(
     ctx: &RequestContext,
 ) -> Result<Produced, CloseReason> {
     let acks = request.acks;
+    let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let remote = verify_remote_transaction(broker, &request).await;
     let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
     let mut response = ProduceResponse::default();
@@ -176,25 +177,36 @@ pub async fn handle(
     let finish = async move {
         // Every partition's fsync is asked for before any is awaited: the flusher syncs them
         // side by side and shares each fsync with other requests for the same partition.
+        // Whatever the acks, an append counts towards the high watermark only once durable
+        // here as the flush policy asks; acks=all then waits for the in-sync replicas.
         let waits: Vec<_> = in_log
             .into_iter()
             .map(|(t, index, outcome)| {
                 let wait = outcome.map(|(p, info)| {
-                    let target = (acks == -1).then(|| p.log.sync_needed(&info)).flatten();
-                    let durable = target.map(|target| {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        broker.flusher.sync_to(
-                            &p,
-                            target,
-                            Box::new(move |r: &Result<(), LogError>| {
-                                let r = r.as_ref().map_err(|e| {
-                                    Refusal::from((errors::from_log_error(e), e.to_string()))
-                                });
-                                let _ = tx.send(r.map(|_| ()));
-                            }),
-                        );
-                        rx
-                    });
+                    let durable = match p.log.sync_needed(&info) {
+                        None => {
+                            p.committed(info.next_offset());
+                            None
+                        }
+                        Some(target) => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            let synced = p.clone();
+                            broker.flusher.sync_to(
+                                &p,
+                                target,
+                                Box::new(move |r: &Result<(), LogError>| {
+                                    if r.is_ok() {
+                                        synced.committed(target);
+                                    }
+                                    let r = r.as_ref().map_err(|e| {
+                                        Refusal::from((errors::from_log_error(e), e.to_string()))
+                                    });
+                                    let _ = tx.send(r.map(|_| ()));
+                                }),
+                            );
+                            Some(rx)
+                        }
+                    };
                     (p, info, durable)
                 });
                 (t, index, wait)
@@ -204,22 +216,28 @@ pub async fn handle(
             let name = &names[t];
             let outcome = match wait {
                 Err(r) => Err(r),
-                Ok((p, info, None)) => Ok((p, info)),
-                Ok((p, info, Some(durable))) => match durable.await {
-                    Ok(Ok(())) => Ok((p, info)),
-                    Ok(Err(r)) => Err(r),
-                    Err(_) => Err((
-                        errors::UNKNOWN_SERVER_ERROR,
-                        "the fsync was abandoned (broker shutting down)".to_string(),
-                    )
-                        .into()),
-                },
-            }
-            .map(|(p, info)| {
-                // A single node is the whole ISR: the append is committed.
-                p.committed(info.next_offset());
-                info
-            });
+                Ok((_, info, _)) if acks != -1 => Ok(info),
+                Ok((p, info, durable)) => {
+                    let synced = match durable {
+                        None => Ok(()),
+                        Some(durable) => durable.await.unwrap_or_else(|_| {
+                            Err((
+                                errors::UNKNOWN_SERVER_ERROR,
+                                "the fsync was abandoned (broker shutting down)".to_string(),
+                            )
+                                .into())
+                        }),
+                    };
+                    match synced {
+                        Err(r) => Err(r),
+                        Ok(()) => p
+                            .wait_committed(info.next_offset(), timeout)
+                            .await
+                            .map(|()| info)
+                            .map_err(|e| Refusal::from((e.code(), e.to_string()))),
+                    }
+                }
+            };
             let mut pr = PartitionProduceResponse::default();
             pr.index = index;
             pr.base_offset = -1;
@@ -376,16 +394,24 @@ async fn verify_remote_transaction(
     )
 }
 
-/// Refuses acks=all when the topic wants more in-sync replicas than a single node has.
+/// Refuses acks=all while the partition has fewer in-sync replicas than the topic's
+/// `min.insync.replicas` (capped at its replica count, as Kafka's `effectiveMinIsr`).
 fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pending {
     let min_isr = partition
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
-    if acks == -1 && min_isr > 1 {
+    let (isr, replicas) = {
+        let r = partition.replica();
+        (r.isr.clone(), r.replicas.len())
+    };
+    if acks == -1 && (isr.len() as i32) < min_isr.min(replicas as i32) {
         return Pending::Refused(
             (
                 errors::NOT_ENOUGH_REPLICAS,
-                format!("min.insync.replicas={min_isr} but this partition has 1 in-sync replica"),
+                format!(
+                    "The size of the current ISR {isr:?} is insufficient to satisfy the min.isr requirement of {min_isr} for partition {}-{}",
+                    partition.topic, partition.index
+                ),
             )
                 .into(),
         );

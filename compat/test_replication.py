@@ -1,0 +1,174 @@
+"""Replicated partitions on three Fjord processes: followers copy their leaders, acks=all waits
+for the in-sync replicas, a killed leader is replaced from them, and nothing acknowledged is
+lost or duplicated."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, free_port, wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
+    # Short broker sessions and lag bound, so fencing and ISR changes show within seconds.
+    config = tmp_path / "cluster.toml"
+    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n'
+                      '"replica.lag.time.max.ms" = 4000\n')
+    nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
+                                            "--controller-listen", controllers[i],
+                                            "--config", str(config)])
+             for i in (1, 2, 3)]
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.wait_ready(timeout=60)
+    yield nodes
+    for n in nodes:
+        n.stop()
+    for log in tmp_path.glob("fjord-*.log"):
+        text = log.read_text(errors="replace")
+        assert "panicked" not in text, f"{log.name}:\n{text[text.find('panicked') - 2000:][:4000]}"
+
+
+def partitions(admin, topic):
+    """{partition: (leader, replicas, isrs)} as Metadata describes them."""
+    md = admin.list_topics(topic, timeout=10).topics[topic]
+    return {p: (m.leader, sorted(m.replicas), sorted(m.isrs)) for p, m in md.partitions.items()}
+
+
+def produce(bootstrap, topic, values, acked, timeout=60, **config):
+    """Sends `values` with an idempotent acks=all producer; adds each acknowledged one to
+    `acked` ({value: (partition, offset)}); returns the delivery errors."""
+    errors = []
+
+    def done(err, msg):
+        if err is None:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            errors.append(err)
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                  "message.timeout.ms": int(timeout * 1000), **config})
+    for v in values:
+        while True:
+            try:
+                p.produce(topic, value=v, key=v, on_delivery=done)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    p.flush(timeout + 10)
+    return errors
+
+
+def read_all(bootstrap, topic, nparts, until):
+    """Every record of `topic` from offset 0, as {partition: [(offset, value)]}, polled until
+    `until(count)` holds or 60 s pass."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.monotonic()}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(nparts)])
+    got = {p: [] for p in range(nparts)}
+    end = time.monotonic() + 60
+    while not until(sum(map(len, got.values()))) and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got[m.partition()].append((m.offset(), m.value()))
+    c.close()
+    return got
+
+
+def check(acked, got):
+    """Every acknowledged record is there once, at the offset it was acknowledged with;
+    offsets rise within each partition."""
+    seen = {}
+    for part, records in got.items():
+        offsets = [o for o, _ in records]
+        assert offsets == sorted(set(offsets)), f"partition {part} offsets repeat or go back"
+        for o, v in records:
+            assert v not in seen, f"{v!r} read twice: {seen[v]} and {(part, o)}"
+            seen[v] = (part, o)
+    lost = [v for v in acked if v not in seen]
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+    moved = [(v, acked[v], seen[v]) for v in acked if seen[v] != acked[v]]
+    assert not moved, f"records read at other offsets than acknowledged: {moved[:5]}"
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Replication factor 3: a leader killed under acks=all load, nothing acknowledged lost")
+def test_a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("r", 3, 3, config={"min.insync.replicas": "2"})])["r"].result(30)
+    wait_for(lambda: all(len(i) == 3 for _, _, i in partitions(a, "r").values()), timeout=20)
+    placed = partitions(a, "r")
+    assert all(r == [1, 2, 3] for _, r, _ in placed.values()), placed
+    acked = {}
+    errors = produce(cluster[0].bootstrap, "r", [f"a{i}".encode() for i in range(1500)], acked)
+    assert not errors and len(acked) == 1500, errors[:3]
+
+    # kill -9 the leader of partition 0 while records keep coming.
+    victim = placed[0][0]
+    survivor = next(n for n in cluster if n is not cluster[victim - 1])
+    cluster[victim - 1].kill()
+    killed = time.monotonic()
+    errors = produce(survivor.bootstrap, "r", [f"b{i}".encode() for i in range(1500)], acked)
+    assert not errors, errors[:3]
+    assert len(acked) == 3000
+    sa = AdminClient({"bootstrap.servers": survivor.bootstrap})
+    after = partitions(sa, "r")
+    assert after[0][0] not in (victim, -1), after
+    assert all(victim not in isr for _, _, isr in after.values()), after
+    took = time.monotonic() - killed
+    got = read_all(survivor.bootstrap, "r", 3, lambda n: n >= 3000)
+    check(acked, got)
+
+    # The killed broker comes back, catches up and rejoins every ISR; then another broker is
+    # killed, and the records are all there, read through the partitions' new leaders.
+    cluster[victim - 1].start(timeout=60)
+    wait_for(lambda: all(len(i) == 3 for _, _, i in partitions(sa, "r").values()), timeout=60)
+    second = next(n for n in cluster if n is not cluster[victim - 1] and n is not survivor)
+    second.kill()
+    wait_for(lambda: all(l not in (-1, cluster.index(second) + 1)
+                         for l, _, _ in partitions(sa, "r").values()), timeout=30)
+    got = read_all(survivor.bootstrap, "r", 3, lambda n: n >= 3000)
+    check(acked, got)
+    print(f"acks=all records all acknowledged {took:.1f} s after the leader's kill -9")
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Too few in-sync replicas: NOT_ENOUGH_REPLICAS, or no acknowledgement without a quorum; writes resume when brokers return")
+def test_too_few_in_sync_replicas_refuse_acks_all(cluster):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("m", 1, 3, config={"min.insync.replicas": "3"})])["m"].result(30)
+    wait_for(lambda: len(partitions(a, "m")[0][2]) == 3, timeout=20)
+    leader = partitions(a, "m")[0][0]
+    acked = {}
+    assert not produce(cluster[0].bootstrap, "m", [b"before"], acked)
+    # A follower down: once it is fenced it leaves the ISR, and acks=all is refused.
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    cluster[follower - 1].kill()
+    assert wait_for(lambda: len(partitions(a, "m")[0][2]) == 2, timeout=30)
+    once = {"enable.idempotence": False, "retries": 0}
+    errors = produce(cluster[0].bootstrap, "m", [b"refused"], acked, timeout=5, **once)
+    assert [e.name() for e in errors] == ["NOT_ENOUGH_REPLICAS"] and b"refused" not in acked
+    cluster[follower - 1].start(timeout=60)
+    assert wait_for(lambda: len(partitions(a, "m")[0][2]) == 3, timeout=60)
+    assert not produce(cluster[0].bootstrap, "m", [b"after"], acked)
+
+    # Two brokers down (the metadata quorum with them): the ISR cannot shrink, the high
+    # watermark cannot move, nothing is acknowledged; back up, writes resume.
+    down = [i for i in (1, 2, 3) if i != leader]
+    for i in down:
+        cluster[i - 1].kill()
+    errors = produce(cluster[leader - 1].bootstrap, "m", [b"unacknowledged"], acked,
+                     timeout=5, **once)
+    assert errors and b"unacknowledged" not in acked
+    for i in down:
+        cluster[i - 1].start(timeout=60)
+    assert not produce(cluster[leader - 1].bootstrap, "m", [b"resumed"], acked)
+    got = read_all(cluster[leader - 1].bootstrap, "m", 1, lambda n: n >= 4)
+    check(acked, got)
+    values = [v for _, v in got[0]]
+    assert values[:2] == [b"before", b"after"] and values[-1] == b"resumed", values

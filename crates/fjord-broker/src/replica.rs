@@ -1,0 +1,358 @@
+//! One partition's replication state on this broker (the leader side of Kafka's ISR protocol):
+//! whether this broker leads it, the in-sync replicas the metadata gives, each follower's
+//! progress as its fetches report it, and the high watermark that follows from them.
+//!
+//! The high watermark is the smallest offset every in-sync replica has made durable: the
+//! leader's own committable offset (fsynced, unless the topic's flush policy defers fsyncs)
+//! and each in-sync follower's fetch offset (a follower fsyncs what it appended before it
+//! fetches past it). While an ISR change is in flight the set counted is the larger of the
+//! two (Kafka's "maximal ISR"), so the high watermark never covers an offset some member of
+//! either set lacks. With fewer in-sync replicas than `min.insync.replicas` it does not move
+//! (Kafka 4's rule).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fjord_log::LogError;
+use fjord_meta::{PartitionMeta, TopicId};
+use thiserror::Error;
+
+use crate::broker::{Broker, Partition};
+use crate::errors;
+
+/// Why a write was not committed.
+#[derive(Debug, Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// This broker stopped leading the partition (or never did) while the write waited.
+    #[error("this broker does not lead the partition (any more)")]
+    NotLeader,
+    /// The in-sync replicas did not all take it in time.
+    #[error("the in-sync replicas did not take the write within {0:?}")]
+    TimedOut(std::time::Duration),
+}
+
+impl CommitError {
+    /// The Kafka error code a client gets.
+    pub fn code(&self) -> i16 {
+        match self {
+            Self::Log(e) => errors::from_log_error(e),
+            Self::NotLeader => errors::NOT_LEADER_OR_FOLLOWER,
+            Self::TimedOut(_) => errors::REQUEST_TIMED_OUT,
+        }
+    }
+}
+
+/// What a follower's fetches have told the leader.
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// The offset it fetched from: everything below is in its log, fsynced.
+    end_offset: i64,
+    /// When it was last caught up with the leader's log end (Kafka's `lastCaughtUpTimeMs`).
+    caught_up_ms: i64,
+    /// The leader's log end offset at its previous fetch, and when that was.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
+}
+
+/// What a committed-offset watcher sees: the high watermark, and the leader epoch this broker
+/// leads the partition in (-1: it does not lead it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub high_watermark: i64,
+    pub leading_epoch: i32,
+}
+
+/// A change of the in-sync replicas the leader asks the controller for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrRequest {
+    pub topic_id: TopicId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// What this broker is for a partition after the metadata changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Leads it (newly, or in a new epoch: followers start unknown).
+    Leader,
+    /// Follows `leader` in `leader_epoch` (-1: no leader now).
+    Follower { leader: i32, leader_epoch: i32 },
+}
+
+/// A partition's replication state.
+#[derive(Debug)]
+pub struct ReplicaState {
+    node: i32,
+    pub topic_id: TopicId,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// An ISR change sent to the controller and not yet in the metadata.
+    pending: Option<Vec<i32>>,
+    followers: HashMap<i32, Follower>,
+    /// Everything below this is committable on this broker (durable as the flush policy asks).
+    local: i64,
+    /// The log end offset when this broker began leading in this epoch; a follower must reach
+    /// it to join the ISR (Kafka's leader epoch start offset).
+    epoch_start: i64,
+    /// When this broker began leading in this epoch: followers not heard from since are
+    /// given a whole lag period from then.
+    lead_started_ms: i64,
+}
+
+impl ReplicaState {
+    /// A partition this broker holds, before the metadata has said what it is for it: a leader
+    /// of one in-sync replica, itself (what a single node is).
+    pub fn new(node: i32, local: i64) -> Self {
+        Self {
+            node,
+            topic_id: TopicId::ZERO,
+            leader: node,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![node],
+            isr: vec![node],
+            pending: None,
+            followers: HashMap::new(),
+            local,
+            epoch_start: local,
+            lead_started_ms: 0,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader == self.node
+    }
+
+    /// Takes the metadata's view of the partition; returns the role when it changed (a new
+    /// leader or leader epoch).
+    pub fn update(
+        &mut self,
+        topic_id: TopicId,
+        meta: &PartitionMeta,
+        log_end: i64,
+        durable: i64,
+        now: i64,
+    ) -> Option<Role> {
+        let new_term = meta.leader != self.leader
+            || meta.leader_epoch != self.leader_epoch
+            || topic_id != self.topic_id;
+        self.topic_id = topic_id;
+        self.replicas = meta.replicas.clone();
+        self.isr = meta.isr.clone();
+        self.partition_epoch = meta.partition_epoch;
+        self.pending = None;
+        self.followers.retain(|id, _| meta.replicas.contains(id));
+        if !new_term {
+            return None;
+        }
+        self.leader = meta.leader;
+        self.leader_epoch = meta.leader_epoch;
+        self.followers.clear();
+        if self.is_leader() {
+            self.epoch_start = log_end;
+            self.local = durable.min(log_end);
+            self.lead_started_ms = now;
+            Some(Role::Leader)
+        } else {
+            Some(Role::Follower {
+                leader: meta.leader,
+                leader_epoch: meta.leader_epoch,
+            })
+        }
+    }
+
+    /// The replicas counted for the high watermark: the ISR, with the members of an ISR change
+    /// in flight added.
+    fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {
+        let pending = self.pending.iter().flatten().copied();
+        self.isr
+            .iter()
+            .copied()
+            .chain(pending.filter(|b| !self.isr.contains(b)))
+    }
+
+    /// The high watermark the in-sync replicas allow, if they allow one (`None`: too few in
+    /// sync, or a member's progress is not known yet).
+    pub fn committed_offset(&self, min_isr: i32) -> Option<i64> {
+        if !self.is_leader() || (self.isr.len() as i32) < min_isr {
+            return None;
+        }
+        let mut offset = self.local;
+        for b in self.maximal_isr().filter(|&b| b != self.node) {
+            offset = offset.min(self.followers.get(&b)?.end_offset);
+        }
+        Some(offset)
+    }
+
+    /// This broker's log is committable below `offset`.
+    pub fn local_committable(&mut self, offset: i64) {
+        self.local = self.local.max(offset);
+    }
+
+    /// Whether `replica` is a follower of this partition (this broker leading it).
+    pub fn is_follower(&self, replica: i32) -> bool {
+        self.is_leader() && replica != self.node && self.replicas.contains(&replica)
+    }
+
+    /// Notes a follower's fetch from `end_offset` (its log end, durable) at `now`, when the
+    /// leader's log ended at `leader_end`; returns the ISR expansion it makes possible
+    /// (Kafka's `maybeExpandIsr`: it reached the high watermark and this epoch's start).
+    pub fn follower_fetched(
+        &mut self,
+        replica: i32,
+        end_offset: i64,
+        now: i64,
+        leader_end: i64,
+        high_watermark: i64,
+    ) -> Option<IsrRequest> {
+        let f = self.followers.entry(replica).or_insert(Follower {
+            end_offset,
+            caught_up_ms: -1,
+            last_fetch_leader_end: -1,
+            last_fetch_ms: -1,
+        });
+        f.end_offset = end_offset;
+        if end_offset >= leader_end {
+            f.caught_up_ms = now;
+        } else if end_offset >= f.last_fetch_leader_end && f.last_fetch_ms >= 0 {
+            f.caught_up_ms = f.caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.last_fetch_leader_end = leader_end;
+        f.last_fetch_ms = now;
+        let joins = !self.isr.contains(&replica)
+            && self.pending.is_none()
+            && end_offset >= high_watermark
+            && end_offset >= self.epoch_start;
+        joins.then(|| {
+            let mut isr = self.isr.clone();
+            isr.push(replica);
+            self.request(isr)
+        })
+    }
+
+    /// The ISR shrink the followers' lag calls for (Kafka's `maybeShrinkIsr`): members not
+    /// caught up with the leader's log end for `max_lag_ms`.
+    pub fn shrink(&mut self, now: i64, leader_end: i64, max_lag_ms: i64) -> Option<IsrRequest> {
+        if !self.is_leader() || self.pending.is_some() {
+            return None;
+        }
+        let out_of_sync = |b: &i32| {
+            *b != self.node
+                && match self.followers.get(b) {
+                    Some(f) => {
+                        f.end_offset < leader_end
+                            && now - f.caught_up_ms.max(self.lead_started_ms) > max_lag_ms
+                    }
+                    None => now - self.lead_started_ms > max_lag_ms,
+                }
+        };
+        if !self.isr.iter().any(out_of_sync) {
+            return None;
+        }
+        let isr: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| !out_of_sync(b))
+            .collect();
+        Some(self.request(isr))
+    }
+
+    fn request(&mut self, isr: Vec<i32>) -> IsrRequest {
+        self.pending = Some(isr.clone());
+        IsrRequest {
+            topic_id: self.topic_id,
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr,
+        }
+    }
+
+    /// The ISR change in flight was refused or failed: the next check may ask again.
+    pub fn request_failed(&mut self, request: &IsrRequest) {
+        if self.pending.as_ref() == Some(&request.isr)
+            && self.partition_epoch == request.partition_epoch
+        {
+            self.pending = None;
+        }
+    }
+
+    /// What a committed-offset watcher should see now.
+    pub fn leading_epoch(&self) -> i32 {
+        if self.is_leader() {
+            self.leader_epoch
+        } else {
+            -1
+        }
+    }
+}
+
+impl Broker {
+    /// Asks the controller for an ISR change (Kafka's AlterPartition), in the background: the
+    /// change is decided against the applied metadata and written through the quorum (a
+    /// change decided on an older partition epoch does not apply). It takes effect when the
+    /// publisher applies it; refused or failed, the next fetch or check may ask again.
+    pub(crate) fn alter_isr(self: &Arc<Self>, p: Arc<Partition>, request: IsrRequest) {
+        let broker = self.clone();
+        self.runtime.spawn(async move {
+            let decided = broker.with_controller(|c| {
+                c.alter_partition(
+                    request.topic_id,
+                    p.index,
+                    broker.config.node_id,
+                    request.leader_epoch,
+                    request.partition_epoch,
+                    &request.isr,
+                )
+            });
+            let written = match decided {
+                Ok(record) => broker
+                    .quorum
+                    .write(vec![record])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match written {
+                Ok(()) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, "in-sync replicas changed");
+                }
+                Err(reason) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, %reason, "in-sync replica change not made; asked again at the next check");
+                    p.replica().request_failed(&request);
+                }
+            }
+        });
+    }
+
+    /// Every half `replica.lag.time.max.ms`, the partitions this broker leads drop the
+    /// followers that lag from their in-sync replicas (Kafka's `isr-expiration` task).
+    pub(crate) fn watch_isr(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let period = std::time::Duration::from_millis(
+            (self.config.replica_lag_time_max_ms / 2).max(1) as u64,
+        );
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(broker) = weak.upgrade() else { break };
+                let now = broker.now_ms();
+                let lag = broker.config.replica_lag_time_max_ms;
+                for p in broker.all_partitions() {
+                    let request = p.replica().shrink(now, p.log.log_end_offset(), lag);
+                    if let Some(request) = request {
+                        tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, "followers lag; shrinking the in-sync replicas");
+                        broker.alter_isr(p, request);
+                    }
+                }
+            }
+        });
+    }
+}
