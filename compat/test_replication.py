@@ -149,13 +149,16 @@ def test_too_few_in_sync_replicas_refuse_acks_all(cluster):
     # A follower down: once it is fenced it leaves the ISR, and acks=all is refused.
     follower = next(i for i in (1, 2, 3) if i != leader)
     cluster[follower - 1].kill()
-    assert wait_for(lambda: len(partitions(a, "m")[0][2]) == 2, timeout=30)
+    la = AdminClient({"bootstrap.servers": cluster[leader - 1].bootstrap})
+    assert wait_for(lambda: len(partitions(la, "m")[0][2]) == 2, timeout=30)
     once = {"enable.idempotence": False, "retries": 0}
-    errors = produce(cluster[0].bootstrap, "m", [b"refused"], acked, timeout=5, **once)
+    at_leader = cluster[leader - 1].bootstrap
+    la = AdminClient({"bootstrap.servers": at_leader})
+    errors = produce(at_leader, "m", [b"refused"], acked, timeout=5, **once)
     assert [e.name() for e in errors] == ["NOT_ENOUGH_REPLICAS"] and b"refused" not in acked
     cluster[follower - 1].start(timeout=60)
-    assert wait_for(lambda: len(partitions(a, "m")[0][2]) == 3, timeout=60)
-    assert not produce(cluster[0].bootstrap, "m", [b"after"], acked)
+    assert wait_for(lambda: len(partitions(la, "m")[0][2]) == 3, timeout=60)
+    assert not produce(at_leader, "m", [b"after"], acked)
 
     # Two brokers down (the metadata quorum with them): the ISR cannot shrink, the high
     # watermark cannot move, nothing is acknowledged; back up, writes resume.
@@ -172,3 +175,54 @@ def test_too_few_in_sync_replicas_refuse_acks_all(cluster):
     check(acked, got)
     values = [v for _, v in got[0]]
     assert values[:2] == [b"before", b"after"] and values[-1] == b"resumed", values
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A leader's unreplicated tail: killed, replaced, back as a follower: the tail is truncated, never served")
+def test_a_returning_leader_truncates_its_divergent_tail(cluster):
+    import signal
+
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("d", 1, 3, config={"min.insync.replicas": "2"})])["d"].result(30)
+    assert wait_for(lambda: len(partitions(a, "d")[0][2]) == 3, timeout=20)
+    old, replicas, _ = partitions(a, "d")[0]
+    acked = {}
+    assert not produce(cluster[0].bootstrap, "d", [f"a{i}".encode() for i in range(100)], acked)
+    # The followers pause (shorter than a broker session): the leader takes acks=1 records
+    # they never fetch, then dies with them.
+    followers = [i for i in replicas if i != old]
+    for i in followers:
+        cluster[i - 1].proc.send_signal(signal.SIGSTOP)
+    # Longer than a follower's fetch waits at the leader (500 ms): no fetch is parked there
+    # to carry the tail to a paused follower's socket.
+    time.sleep(0.8)
+    tail = Producer({"bootstrap.servers": cluster[old - 1].bootstrap, "acks": "1"})
+    for i in range(20):
+        tail.produce("d", value=f"tail{i}".encode())
+    assert tail.flush(5) == 0
+    cluster[old - 1].kill()
+    for i in followers:
+        cluster[i - 1].proc.send_signal(signal.SIGCONT)
+    survivor = cluster[followers[0] - 1]
+    sa = AdminClient({"bootstrap.servers": survivor.bootstrap})
+    assert wait_for(lambda: partitions(sa, "d")[0][0] in followers, timeout=30)
+    # The new leader takes new records at the offsets the dead leader's tail holds.
+    assert not produce(survivor.bootstrap, "d", [f"b{i}".encode() for i in range(50)], acked)
+    # The old leader returns as a follower, truncates, catches up and rejoins the ISR...
+    cluster[old - 1].start(timeout=60)
+    assert wait_for(lambda: len(partitions(sa, "d")[0][2]) == 3, timeout=60), partitions(sa, "d")
+    # ...and, leading again once the current leader is gone, serves the log as acknowledged.
+    current = partitions(sa, "d")[0][0]
+    cluster[current - 1].kill()
+    remaining = next(n for i, n in enumerate(cluster, 1) if i not in (current,) and n.proc)
+    ra = AdminClient({"bootstrap.servers": remaining.bootstrap})
+    assert wait_for(lambda: partitions(ra, "d")[0][0] not in (current, -1), timeout=30)
+    leader = partitions(ra, "d")[0][0]
+    assert leader == old, f"the returned broker leads again (first in sync in replica order): {leader}"
+    got = read_all(cluster[leader - 1].bootstrap, "d", 1, lambda n: n >= 150)
+    check(acked, got)
+    values = [v for _, v in got[0]]
+    assert not any(v.startswith(b"tail") for v in values), "an unreplicated tail was served"
+    assert len(values) == 150
+    text = cluster[old - 1].log()
+    assert "truncating a divergent tail" in text, "the returning leader truncated nothing"
+    cluster[current - 1].start(timeout=60)

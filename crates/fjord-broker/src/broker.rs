@@ -972,36 +972,31 @@ impl Broker {
                     }
                 },
             };
-            // The epoch the metadata gives the partition's leader.
             let meta = topic.partition_states.get(*index as usize);
-            let epoch = meta.map_or(0, |p| p.leader_epoch);
             let replicated = meta.is_some_and(|p| p.replicas.len() > 1);
-            work.push((name, *index, config, epoch, replicated));
+            work.push((name, *index, config, replicated));
         }
         let progress = Progress::new("opened", work.len());
-        let results = in_parallel(
-            work,
-            |(name, index, (config, min_isr), epoch, replicated)| {
-                let opened = Log::open_with(
-                    self.storage.clone(),
-                    self.partition_dir(name, index),
-                    config,
-                    now,
-                    last,
-                )
-                .map(|log| (name, index, log, min_isr, epoch, replicated))
-                .map_err(|source| OpenError::Partition {
-                    topic: name.clone(),
-                    partition: index,
-                    source,
-                });
-                progress.step();
-                opened
-            },
-        );
+        let results = in_parallel(work, |(name, index, (config, min_isr), replicated)| {
+            let opened = Log::open_with(
+                self.storage.clone(),
+                self.partition_dir(name, index),
+                config,
+                now,
+                last,
+            )
+            .map(|log| (name, index, log, min_isr, replicated))
+            .map_err(|source| OpenError::Partition {
+                topic: name.clone(),
+                partition: index,
+                source,
+            });
+            progress.step();
+            opened
+        });
         let mut opened = Vec::new();
         for result in results {
-            let (name, index, log, min_isr, epoch, replicated) = match result {
+            let (name, index, log, min_isr, replicated) = match result {
                 Ok(opened) => opened,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -1014,7 +1009,6 @@ impl Broker {
             if !replicated {
                 log.advance_high_watermark(log.log_end_offset());
             }
-            log.set_leader_epoch(epoch);
             opened.push(Arc::new(Partition::new(
                 name.clone(),
                 index,

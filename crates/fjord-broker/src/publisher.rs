@@ -186,7 +186,6 @@ impl Broker {
         let Some(meta) = topic.partition_states.get(p.index as usize) else {
             return;
         };
-        p.log.set_leader_epoch(meta.leader_epoch);
         let mut replica = p.replica();
         let role = replica.update(
             topic.id,
@@ -198,6 +197,10 @@ impl Broker {
         match role {
             None => p.advance(&replica),
             Some(Role::Leader) => {
+                // The new epoch starts at the log end in the epoch cache (what Kafka's leader
+                // does). A follower's cache only ever holds the epochs of batches it copied:
+                // its last one is what the leader compares to find where their logs part.
+                p.log.set_leader_epoch(meta.leader_epoch);
                 p.leadership_changed(&replica);
                 p.advance(&replica);
                 drop(replica);

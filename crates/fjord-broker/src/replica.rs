@@ -180,7 +180,7 @@ impl ReplicaState {
     /// The high watermark the in-sync replicas allow, if they allow one (`None`: too few in
     /// sync, or a member's progress is not known yet).
     pub fn committed_offset(&self, min_isr: i32) -> Option<i64> {
-        if !self.is_leader() || (self.isr.len() as i32) < min_isr {
+        if !self.is_leader() || self.under_min_isr(min_isr) {
             return None;
         }
         let mut offset = self.local;
@@ -188,6 +188,13 @@ impl ReplicaState {
             offset = offset.min(self.followers.get(&b)?.end_offset);
         }
         Some(offset)
+    }
+
+    /// Whether fewer replicas are in sync than `min.insync.replicas` asks, capped at the
+    /// replica count (Kafka's `effectiveMinIsr`: one replica and `min.insync.replicas=2` is
+    /// not under it).
+    pub fn under_min_isr(&self, min_isr: i32) -> bool {
+        (self.isr.len() as i32) < min_isr.min(self.replicas.len() as i32)
     }
 
     /// This broker's log is committable below `offset`.
@@ -354,5 +361,108 @@ impl Broker {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(leader: i32, epoch: i32, replicas: &[i32], isr: &[i32]) -> PartitionMeta {
+        PartitionMeta {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: 0,
+        }
+    }
+
+    const T: TopicId = TopicId([1; 16]);
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_durable_offset_in_sync() {
+        let mut s = ReplicaState::new(1, 0);
+        assert_eq!(
+            s.update(T, &meta(1, 0, &[1, 2, 3], &[1, 2, 3]), 0, 0, 0),
+            Some(Role::Leader)
+        );
+        s.local_committable(10);
+        assert_eq!(s.committed_offset(1), None, "followers not heard from yet");
+        assert!(s.follower_fetched(2, 10, 5, 10, 0).is_none());
+        assert_eq!(s.committed_offset(1), None, "follower 3 not heard from yet");
+        s.follower_fetched(3, 4, 5, 10, 0);
+        assert_eq!(s.committed_offset(1), Some(4));
+        s.follower_fetched(3, 10, 6, 10, 4);
+        assert_eq!(s.committed_offset(1), Some(10));
+        // The leader's own durable offset bounds it too.
+        s.local_committable(8);
+        s.follower_fetched(2, 12, 7, 12, 10);
+        assert_eq!(s.committed_offset(1), Some(10));
+        // Fewer in sync than min.insync.replicas (capped at the replica count): no movement.
+        s.update(T, &meta(1, 0, &[1, 2, 3], &[1]), 12, 12, 8);
+        assert_eq!(s.committed_offset(2), None);
+        assert_eq!(s.committed_offset(1), Some(10));
+        let mut alone = ReplicaState::new(1, 0);
+        alone.update(T, &meta(1, 0, &[1], &[1]), 0, 0, 0);
+        alone.local_committable(3);
+        assert_eq!(alone.committed_offset(2), Some(3), "effective min ISR is 1");
+    }
+
+    #[test]
+    fn a_follower_joins_when_caught_up_and_counts_while_the_change_is_in_flight() {
+        let mut s = ReplicaState::new(1, 0);
+        s.update(T, &meta(1, 0, &[1, 2], &[1]), 5, 5, 0);
+        s.local_committable(20);
+        // Below the leader's epoch start: not yet.
+        assert!(s.follower_fetched(2, 4, 10, 20, 5).is_none());
+        let join = s.follower_fetched(2, 6, 11, 20, 5).unwrap();
+        assert_eq!(join.isr, [1, 2]);
+        assert!(
+            s.follower_fetched(2, 7, 12, 20, 5).is_none(),
+            "one change in flight"
+        );
+        // The joining follower bounds the high watermark before the change is applied.
+        assert_eq!(s.committed_offset(1), Some(7));
+        s.request_failed(&join);
+        assert!(s.follower_fetched(2, 8, 13, 20, 5).is_some(), "asked again");
+    }
+
+    #[test]
+    fn a_follower_that_lags_too_long_is_dropped() {
+        let mut s = ReplicaState::new(1, 0);
+        s.update(T, &meta(1, 0, &[1, 2, 3], &[1, 2, 3]), 0, 0, 1_000);
+        s.follower_fetched(2, 0, 1_100, 0, 0);
+        s.follower_fetched(3, 0, 1_100, 0, 0);
+        // The leader's log grows; 2 keeps up, 3 stops fetching.
+        s.follower_fetched(2, 50, 20_000, 50, 0);
+        assert!(s.shrink(20_000, 50, 30_000).is_none());
+        let shrink = s.shrink(31_200, 50, 30_000).unwrap();
+        assert_eq!(shrink.isr, [1, 2]);
+        // Caught up to the log end: never out of sync, however long ago it fetched.
+        let mut idle = ReplicaState::new(1, 0);
+        idle.update(T, &meta(1, 0, &[1, 2], &[1, 2]), 9, 9, 0);
+        idle.follower_fetched(2, 9, 10, 9, 0);
+        assert!(idle.shrink(100_000, 9, 30_000).is_none());
+    }
+
+    #[test]
+    fn a_new_term_forgets_the_followers() {
+        let mut s = ReplicaState::new(2, 0);
+        assert_eq!(
+            s.update(T, &meta(1, 3, &[1, 2], &[1, 2]), 0, 0, 0),
+            Some(Role::Follower {
+                leader: 1,
+                leader_epoch: 3
+            })
+        );
+        assert!(!s.is_leader() && s.committed_offset(1).is_none());
+        assert_eq!(s.update(T, &meta(1, 3, &[1, 2], &[1]), 0, 0, 0), None);
+        assert_eq!(
+            s.update(T, &meta(2, 4, &[1, 2], &[2]), 7, 7, 0),
+            Some(Role::Leader)
+        );
+        s.local_committable(7);
+        assert_eq!(s.committed_offset(1), Some(7));
     }
 }

@@ -400,11 +400,11 @@ fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pen
     let min_isr = partition
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
-    let (isr, replicas) = {
+    let (isr, under) = {
         let r = partition.replica();
-        (r.isr.clone(), r.replicas.len())
+        (r.isr.clone(), r.under_min_isr(min_isr))
     };
-    if acks == -1 && (isr.len() as i32) < min_isr.min(replicas as i32) {
+    if acks == -1 && under {
         return Pending::Refused(
             (
                 errors::NOT_ENOUGH_REPLICAS,
