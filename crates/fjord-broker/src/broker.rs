@@ -43,8 +43,21 @@ pub struct Partition {
     pub append_waiters: FetchWaiters,
     /// Whether this broker leads it, the in-sync replicas, the followers' progress.
     pub(crate) replica: std::sync::Mutex<ReplicaState>,
+    /// Who leads the partition as this broker last published it, and in which epoch: held
+    /// for reading by every write to the log (a leader's append, a follower's copy or
+    /// truncation), for writing while the role changes, so no write lands in a role it was
+    /// not checked against (Kafka's `leaderIsrUpdateLock`). Always taken before `replica`.
+    pub(crate) role: std::sync::RwLock<Leadership>,
     /// The high watermark and leadership, for writes waiting to be committed.
     commits: tokio::sync::watch::Sender<Commit>,
+    node: i32,
+}
+
+/// Who leads a partition, in which leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: i32,
+    pub epoch: i32,
 }
 
 impl Partition {
@@ -54,6 +67,10 @@ impl Partition {
             high_watermark: log.high_watermark(),
             leading_epoch: state.leading_epoch(),
         });
+        let role = Leadership {
+            leader: state.leader,
+            epoch: state.leader_epoch,
+        };
         Self {
             topic,
             index,
@@ -62,7 +79,9 @@ impl Partition {
             waiters: FetchWaiters::default(),
             append_waiters: FetchWaiters::default(),
             replica: std::sync::Mutex::new(state),
+            role: std::sync::RwLock::new(role),
             commits,
+            node,
         }
     }
 
@@ -70,47 +89,72 @@ impl Partition {
         self.replica.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Who leads the partition now; held, role changes wait.
+    pub(crate) fn role(&self) -> std::sync::RwLockReadGuard<'_, Leadership> {
+        self.role.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether this broker leads the partition.
     pub fn is_leader(&self) -> bool {
-        self.replica().is_leader()
+        self.role().leader == self.node
     }
 
     /// Appends batches as this partition's leader: the one write path of client produce,
-    /// coordinator records and transaction markers. The append is not committed (visible to
-    /// consumers) until the in-sync replicas have it ([`Self::commit`]); followers waiting for
-    /// data are woken.
+    /// coordinator records and transaction markers. Refused (NOT_LEADER_OR_FOLLOWER) unless
+    /// this broker leads it, checked under the role lock so a role change cannot slip in
+    /// between; returns the leader epoch it was appended in, which the commit waits must
+    /// still be this broker's. The append is not committed (visible to consumers) until the
+    /// in-sync replicas have it ([`Self::commit`]); followers waiting for data are woken.
     pub fn append(
         &self,
         records: &[u8],
         origin: AppendOrigin,
         now: i64,
-    ) -> Result<AppendInfo, LogError> {
+    ) -> Result<(AppendInfo, i32), CommitError> {
+        let role = self.role();
+        if role.leader != self.node {
+            return Err(CommitError::NotLeader);
+        }
         let info = self.log.append(records, origin, now)?;
+        let epoch = role.epoch;
+        drop(role);
         self.append_waiters.wake();
-        Ok(info)
+        Ok((info, epoch))
     }
 
-    /// Waits until `info`'s append is committed: durable here under the topic's flush policy
-    /// (fsynced unless `flush.messages` defers it) and on every in-sync replica. Blocking.
-    pub fn commit(&self, info: &AppendInfo) -> Result<(), CommitError> {
+    /// Waits until `info`'s append (made in leader epoch `epoch`) is committed: durable here
+    /// under the topic's flush policy (fsynced unless `flush.messages` defers it) and on every
+    /// in-sync replica, this broker still leading in that epoch. Blocking.
+    pub fn commit(&self, info: &AppendInfo, epoch: i32) -> Result<(), CommitError> {
         self.log.wait_durable(info)?;
-        self.committed(info.next_offset());
-        self.wait_committed_blocking(info.next_offset())
+        self.committed(epoch, info.next_offset());
+        self.wait_committed_blocking(info.next_offset(), epoch)
     }
 
     /// Waits until every offset below `offset` is fsynced here, whatever the flush policy
     /// (coordinator state is always durable before it is answered), and committed on every
-    /// in-sync replica. Blocking.
+    /// in-sync replica, in the leader epoch this broker leads in now. Blocking.
     pub fn commit_to(&self, offset: i64) -> Result<(), CommitError> {
+        let epoch = {
+            let role = self.role();
+            if role.leader != self.node {
+                return Err(CommitError::NotLeader);
+            }
+            role.epoch
+        };
         self.log.sync_to(offset)?;
-        self.committed(offset);
-        self.wait_committed_blocking(offset)
+        self.committed(epoch, offset);
+        self.wait_committed_blocking(offset, epoch)
     }
 
-    /// Everything below `offset` is committable on this broker (durable as the flush policy
-    /// asks): the high watermark moves as far as the in-sync replicas allow.
-    pub fn committed(&self, offset: i64) {
+    /// Everything below `offset`, appended in leader epoch `epoch`, is committable on this
+    /// broker (durable as the flush policy asks): the high watermark moves as far as the
+    /// in-sync replicas allow. Ignored once this broker no longer leads in that epoch.
+    pub fn committed(&self, epoch: i32, offset: i64) {
         let mut state = self.replica();
+        if state.leading_epoch() != epoch {
+            return;
+        }
         state.local_committable(offset);
         self.advance(&state);
     }
@@ -144,20 +188,17 @@ impl Partition {
     }
 
     /// Waits until the high watermark reaches `offset` while this broker leads the partition
-    /// in the epoch it led it in when called, for at most `timeout`.
+    /// in leader epoch `epoch` (the one the write was appended in), for at most `timeout`.
     pub async fn wait_committed(
         &self,
         offset: i64,
+        epoch: i32,
         timeout: std::time::Duration,
     ) -> Result<(), CommitError> {
         let mut rx = self.commits.subscribe();
-        let epoch = rx.borrow().leading_epoch;
-        if epoch < 0 {
-            return Err(CommitError::NotLeader);
-        }
         let waited = tokio::time::timeout(
             timeout,
-            rx.wait_for(|c| c.high_watermark >= offset || c.leading_epoch != epoch),
+            rx.wait_for(|c| c.leading_epoch != epoch || c.high_watermark >= offset),
         )
         .await;
         match waited {
@@ -168,11 +209,8 @@ impl Partition {
     }
 
     /// [`Self::wait_committed`] from a blocking thread, with the coordinators' bound.
-    fn wait_committed_blocking(&self, offset: i64) -> Result<(), CommitError> {
-        if self.log.high_watermark() >= offset {
-            return Ok(());
-        }
-        let wait = self.wait_committed(offset, COMMIT_TIMEOUT);
+    fn wait_committed_blocking(&self, offset: i64, epoch: i32) -> Result<(), CommitError> {
+        let wait = self.wait_committed(offset, epoch, COMMIT_TIMEOUT);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle.block_on(wait),
             Err(_) => tokio::runtime::Builder::new_current_thread()
@@ -284,8 +322,14 @@ impl PartitionWriter for InternalTopics {
 
     fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError> {
         let p = self.partition(topic, partition)?;
-        Ok(p.append(batch, AppendOrigin::Internal, self.1.now_ms())?
-            .next_offset())
+        match p.append(batch, AppendOrigin::Internal, self.1.now_ms()) {
+            Ok((info, _)) => Ok(info.next_offset()),
+            Err(CommitError::Log(e)) => Err(WriteError::Log(e)),
+            Err(_) => Err(WriteError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+            }),
+        }
     }
 
     fn committed(&self, topic: &str, partition: i32, offset: i64) -> Result<(), WriteError> {
@@ -565,7 +609,8 @@ fn register(
     config: &BrokerConfig,
     registration: Vec<MetadataRecord>,
 ) -> Result<(), QuorumError> {
-    let mut attempts = 0;
+    // A restarted node may take a while to catch up with the metadata it decides on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let mut change = registration.clone();
         if config.is_broker() {
@@ -588,11 +633,16 @@ fn register(
                 );
             }
         }
+        if config.is_broker() {
+            // A registration proves the broker alive: heard first, the controller's next
+            // fencing pass cannot fence it again on the session of its previous run (which
+            // would take it out of every ISR it just rejoined).
+            let _ = runtime.block_on(quorum.heartbeat(config.node_id));
+        }
         match runtime.block_on(quorum.write(change)) {
-            Err(QuorumError::Refused(reason)) if attempts < 20 => {
-                attempts += 1;
+            Err(QuorumError::Refused(reason)) if std::time::Instant::now() < deadline => {
                 tracing::debug!(%reason, "registration decided on an older state; deciding again");
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
             Err(e) => return Err(e),
             Ok(_) => return Ok(()),
@@ -1102,8 +1152,7 @@ impl Broker {
                 .map_err(|e| (e.code(), e.to_string()));
         }
         p.append(&marker, AppendOrigin::Internal, self.now_ms())
-            .map_err(CommitError::from)
-            .and_then(|info| p.commit(&info))
+            .and_then(|(info, epoch)| p.commit(&info, epoch))
             .map_err(|e| (e.code(), e.to_string()))
     }
 

@@ -186,6 +186,12 @@ impl Broker {
         let Some(meta) = topic.partition_states.get(p.index as usize) else {
             return;
         };
+        // Writes to the log wait while the role changes (the role lock comes first).
+        let mut leadership = p.role.write().unwrap_or_else(|e| e.into_inner());
+        *leadership = crate::broker::Leadership {
+            leader: meta.leader,
+            epoch: meta.leader_epoch,
+        };
         let mut replica = p.replica();
         let role = replica.update(
             topic.id,
@@ -204,6 +210,7 @@ impl Broker {
                 p.leadership_changed(&replica);
                 p.advance(&replica);
                 drop(replica);
+                drop(leadership);
                 self.fetchers.unfollow(&(p.topic.clone(), p.index));
             }
             Some(Role::Follower {
@@ -212,6 +219,7 @@ impl Broker {
             }) => {
                 p.leadership_changed(&replica);
                 drop(replica);
+                drop(leadership);
                 self.fetchers.follow(p, topic.id, leader, leader_epoch);
             }
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use fjord_log::LogError;
 use fjord_meta::{PartitionMeta, TopicId};
+use fjord_quorum::QuorumError;
 use thiserror::Error;
 
 use crate::broker::{Broker, Partition};
@@ -82,6 +83,10 @@ pub enum Role {
     Follower { leader: i32, leader_epoch: i32 },
 }
 
+/// The pause before an ISR change the controller refused is asked for again, and between
+/// attempts to write one whose outcome is unknown.
+const ISR_RETRY_MS: i64 = 1_000;
+
 /// A partition's replication state.
 #[derive(Debug)]
 pub struct ReplicaState {
@@ -103,6 +108,8 @@ pub struct ReplicaState {
     /// When this broker began leading in this epoch: followers not heard from since are
     /// given a whole lag period from then.
     lead_started_ms: i64,
+    /// No ISR expansion is asked for before this (after one was refused).
+    retry_after_ms: i64,
 }
 
 impl ReplicaState {
@@ -122,6 +129,7 @@ impl ReplicaState {
             local,
             epoch_start: local,
             lead_started_ms: 0,
+            retry_after_ms: 0,
         }
     }
 
@@ -234,6 +242,7 @@ impl ReplicaState {
         f.last_fetch_ms = now;
         let joins = !self.isr.contains(&replica)
             && self.pending.is_none()
+            && now >= self.retry_after_ms
             && end_offset >= high_watermark
             && end_offset >= self.epoch_start;
         joins.then(|| {
@@ -281,12 +290,20 @@ impl ReplicaState {
         }
     }
 
-    /// The ISR change in flight was refused or failed: the next check may ask again.
-    pub fn request_failed(&mut self, request: &IsrRequest) {
-        if self.pending.as_ref() == Some(&request.isr)
+    /// Whether `request` is still the ISR change in flight (not applied, not given up).
+    pub fn is_pending(&self, request: &IsrRequest) -> bool {
+        self.is_leader()
+            && self.pending.as_ref() == Some(&request.isr)
             && self.partition_epoch == request.partition_epoch
-        {
+            && self.leader_epoch == request.leader_epoch
+    }
+
+    /// The controller refused the ISR change in flight: a later fetch or check may ask again,
+    /// an expansion not before a pause.
+    pub fn request_refused(&mut self, request: &IsrRequest, now: i64) {
+        if self.is_pending(request) {
             self.pending = None;
+            self.retry_after_ms = now + ISR_RETRY_MS;
         }
     }
 
@@ -308,32 +325,42 @@ impl Broker {
     pub(crate) fn alter_isr(self: &Arc<Self>, p: Arc<Partition>, request: IsrRequest) {
         let broker = self.clone();
         self.runtime.spawn(async move {
-            let decided = broker.with_controller(|c| {
-                c.alter_partition(
-                    request.topic_id,
-                    p.index,
-                    broker.config.node_id,
-                    request.leader_epoch,
-                    request.partition_epoch,
-                    &request.isr,
-                )
-            });
-            let written = match decided {
-                Ok(record) => broker
-                    .quorum
-                    .write(vec![record])
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match written {
-                Ok(()) => {
-                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, "in-sync replicas changed");
-                }
-                Err(reason) => {
-                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, %reason, "in-sync replica change not made; asked again at the next check");
-                    p.replica().request_failed(&request);
+            loop {
+                let decided = broker.with_controller(|c| {
+                    c.alter_partition(
+                        request.topic_id,
+                        p.index,
+                        broker.config.node_id,
+                        request.leader_epoch,
+                        request.partition_epoch,
+                        &request.isr,
+                    )
+                });
+                let written = match decided {
+                    Ok(record) => broker.quorum.write(vec![record]).await,
+                    Err(e) => Err(QuorumError::Refused(e.to_string())),
+                };
+                match written {
+                    Ok(_) => {
+                        tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, "in-sync replicas changed");
+                        return;
+                    }
+                    Err(QuorumError::Refused(reason)) => {
+                        tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, %reason, "in-sync replica change refused; asked again later if still needed");
+                        p.replica().request_refused(&request, broker.now_ms());
+                        return;
+                    }
+                    Err(e) => {
+                        // Perhaps written, perhaps not: the change stays in flight (the high
+                        // watermark keeps counting its members) and is asked again until it is
+                        // applied or the partition moves on.
+                        tracing::warn!(topic = %p.topic, partition = p.index, isr = ?request.isr, error = %e, "in-sync replica change not confirmed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(ISR_RETRY_MS as u64))
+                            .await;
+                        if !p.replica().is_pending(&request) {
+                            return;
+                        }
+                    }
                 }
             }
         });
@@ -424,8 +451,15 @@ mod tests {
         );
         // The joining follower bounds the high watermark before the change is applied.
         assert_eq!(s.committed_offset(1), Some(7));
-        s.request_failed(&join);
-        assert!(s.follower_fetched(2, 8, 13, 20, 5).is_some(), "asked again");
+        s.request_refused(&join, 13);
+        assert!(
+            s.follower_fetched(2, 8, 14, 20, 5).is_none(),
+            "not again before a pause"
+        );
+        assert!(
+            s.follower_fetched(2, 8, 1_013, 20, 5).is_some(),
+            "asked again"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{Broker, Partition};
+use crate::broker::{Broker, Leadership, Partition};
 use crate::errors;
 
 /// How long a follower's fetch waits at the leader for new data.
@@ -82,6 +82,7 @@ impl Fetchers {
                 .remove(&key);
         }
         if leader < 0 {
+            drop_idle(&mut by_leader);
             return;
         }
         let fetcher = by_leader.entry(leader).or_insert_with(|| {
@@ -106,17 +107,19 @@ impl Fetchers {
                 },
             );
         fetcher.changed.notify_one();
+        drop_idle(&mut by_leader);
     }
 
     /// Stops following a partition (this broker leads it now, or no longer holds it).
     pub(crate) fn unfollow(&self, key: &PartitionKey) {
-        let by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
         for f in by_leader.values() {
             f.partitions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(key);
         }
+        drop_idle(&mut by_leader);
     }
 
     /// Stops every fetcher (the broker is closing).
@@ -130,24 +133,55 @@ impl Fetchers {
     }
 }
 
-/// The fetch loop for one leader: runs while the broker does.
+/// Stops the fetchers left without partitions (their tasks end, their connections close).
+fn drop_idle(by_leader: &mut HashMap<i32, Arc<LeaderFetcher>>) {
+    by_leader.retain(|_, f| {
+        let idle = f
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if idle {
+            f.stopped.store(true, Ordering::Release);
+            f.changed.notify_one();
+        }
+        !idle
+    });
+}
+
+/// The fetch loop for one leader: runs until it has nothing left to follow from it.
 async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
     let mut client: Option<(String, fjord_client::Client)> = None;
     let mut failures = 0u32;
+    let mut rotation = 0usize;
     loop {
         if fetcher.stopped.load(Ordering::Acquire) {
             return;
         }
         let now = tokio::time::Instant::now();
-        let followed: Vec<(PartitionKey, Followed)> = fetcher
+        let mut followed: Vec<(PartitionKey, Followed)> = fetcher
             .partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, f)| f.paused_until.is_none_or(|t| t <= now))
+            // A log that failed (an I/O error) is not followed: it cannot make what it
+            // fetches durable, and its fetch offset would claim otherwise.
+            .filter(|(_, f)| f.partition.log.failure().is_none())
             .map(|(k, f)| (k.clone(), f.clone()))
             .collect();
+        // A different partition first each time, so one with a batch larger than the limits
+        // (only the first one may exceed them) is not starved (Kafka rotates the same way).
+        followed.sort_by(|a, b| a.0.cmp(&b.0));
+        if !followed.is_empty() {
+            rotation = rotation.wrapping_add(1);
+            let n = followed.len();
+            followed.rotate_left(rotation % n);
+        }
         if followed.is_empty() {
+            if broker.strong_count() == 0 {
+                return;
+            }
             let _ =
                 tokio::time::timeout(Duration::from_millis(200), fetcher.changed.notified()).await;
             continue;
@@ -208,7 +242,16 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
             tokio::time::sleep(BACKOFF).await;
             continue;
         }
-        let mut answers: Vec<(Followed, PartitionData)> = Vec::new();
+        let sent: HashMap<PartitionKey, i64> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| ((t.topic.0.to_string(), p.partition), p.fetch_offset))
+            })
+            .collect();
+        let mut answers: Vec<(Followed, i64, PartitionData)> = Vec::new();
         let by_id: HashMap<(uuid::Uuid, i32), &Followed> = followed
             .iter()
             .map(|(k, f)| ((uuid::Uuid::from_bytes(f.topic_id.0), k.1), f))
@@ -223,7 +266,10 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
                     .get(&(t.topic_id, p.partition_index))
                     .or_else(|| by_name.get(&(t.topic.0.as_str(), p.partition_index)));
                 if let Some(f) = f {
-                    answers.push(((*f).clone(), p));
+                    let key = (f.partition.topic.clone(), f.partition.index);
+                    if let Some(&offset) = sent.get(&key) {
+                        answers.push(((*f).clone(), offset, p));
+                    }
                 }
             }
         }
@@ -233,9 +279,14 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
         let outcomes = tokio::task::spawn_blocking(move || {
             answers
                 .into_iter()
-                .map(|(f, p)| {
+                .map(|(f, offset, p)| {
                     let key = (f.partition.topic.clone(), f.partition.index);
-                    (key, f.leader_epoch, take(&f.partition, p, now_ms))
+                    let leadership = Leadership {
+                        leader,
+                        epoch: f.leader_epoch,
+                    };
+                    let outcome = take(&f.partition, leadership, offset, p, now_ms);
+                    (key, f.leader_epoch, outcome)
                 })
                 .collect::<Vec<_>>()
         })
@@ -278,7 +329,9 @@ fn fetch_request(node: i32, version: i16, followed: &[(PartitionKey, Followed)])
         p.fetch_offset = log.log_end_offset();
         p.last_fetched_epoch = log.leader_epochs().last().map_or(-1, |e| e.epoch);
         p.log_start_offset = log.log_start_offset();
-        p.partition_max_bytes = FETCH_PARTITION_MAX_BYTES;
+        // At least one whole batch of the largest size the topic takes.
+        let largest = i32::try_from(log.config().max_message_bytes).unwrap_or(i32::MAX);
+        p.partition_max_bytes = FETCH_PARTITION_MAX_BYTES.max(largest);
         let id = uuid::Uuid::from_bytes(f.topic_id.0);
         match topics.last_mut().filter(|t| t.topic_id == id) {
             Some(t) => t.partitions.push(p),
@@ -295,9 +348,23 @@ fn fetch_request(node: i32, version: i16, followed: &[(PartitionKey, Followed)])
     request
 }
 
-/// Takes the leader's answer for one partition: truncates a divergent tail, or appends the
-/// records, fsyncs them and takes the leader's high watermark and log start. Blocking.
-fn take(p: &Partition, data: PartitionData, now_ms: i64) -> Result<(), String> {
+/// Takes the leader's answer for one partition, fetched from `offset` as a follower of
+/// `leadership`: truncates a divergent tail, or appends the records, fsyncs them and takes
+/// the leader's high watermark and log start. An answer to a role this broker no longer has
+/// (the partition's leader or epoch changed since; it may lead it now) or from an offset the
+/// log has moved from is dropped: the role lock is held throughout, so no role change
+/// interleaves with the write. Blocking.
+fn take(
+    p: &Partition,
+    leadership: Leadership,
+    offset: i64,
+    data: PartitionData,
+    now_ms: i64,
+) -> Result<(), String> {
+    let role = p.role();
+    if *role != leadership || p.log.log_end_offset() != offset {
+        return Ok(());
+    }
     let log = &p.log;
     match data.error_code {
         errors::NONE => {}
@@ -307,8 +374,14 @@ fn take(p: &Partition, data: PartitionData, now_ms: i64) -> Result<(), String> {
             let end = log.log_end_offset();
             let result = if end < data.log_start_offset {
                 log.truncate_fully_and_start_at(data.log_start_offset)
-            } else {
+            } else if data.high_watermark >= 0 && data.high_watermark < end {
                 log.truncate_to(data.high_watermark.max(log.log_start_offset()))
+            } else {
+                // Nothing to cut: ask again after a pause, not in a tight loop.
+                return Err(format!(
+                    "fetch offset {end} out of the leader's range (log start {}, high watermark {})",
+                    data.log_start_offset, data.high_watermark
+                ));
             };
             tracing::info!(topic = %p.topic, partition = p.index, end, leader_log_start = data.log_start_offset, leader_high_watermark = data.high_watermark, "the follower's fetch offset is out of the leader's range; truncated");
             return result.map_err(|e| e.to_string());
@@ -331,14 +404,17 @@ fn take(p: &Partition, data: PartitionData, now_ms: i64) -> Result<(), String> {
         log.sync_to(log.log_end_offset())
             .map_err(|e| e.to_string())?;
     }
+    // The high watermark first: the log start may not pass it (Kafka's order).
     let end = log.log_end_offset();
-    if data.log_start_offset > log.log_start_offset() {
-        log.advance_log_start_offset(data.log_start_offset.min(end))
-            .map_err(|e| e.to_string())?;
-    }
     let before = log.high_watermark();
-    if log.advance_high_watermark(data.high_watermark.min(end)) > before {
+    let high_watermark = log.advance_high_watermark(data.high_watermark.min(end));
+    if high_watermark > before {
         p.waiters.wake();
+    }
+    let start = data.log_start_offset.min(high_watermark);
+    if start > log.log_start_offset() {
+        log.advance_log_start_offset(start)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -583,7 +583,7 @@ async fn a_data_directory_with_json_records_converts_to_kafkas_formats_on_start(
         let info = p
             .append(&batch, fjord_log::AppendOrigin::Internal, 1_000)
             .unwrap();
-        p.commit_to(info.next_offset()).unwrap();
+        p.commit_to(info.0.next_offset()).unwrap();
     }
     // Many offsets of a big group: converted in several batches (one would pass
     // max.message.bytes).
@@ -611,7 +611,7 @@ async fn a_data_directory_with_json_records_converts_to_kafkas_formats_on_start(
                 1_000,
             )
             .unwrap();
-        p.commit_to(info.next_offset()).unwrap();
+        p.commit_to(info.0.next_offset()).unwrap();
     }
     // A conversion cut short by a crash: an offset in Kafka's format, then its JSON key's
     // tombstone. The offset stands.
@@ -638,7 +638,7 @@ async fn a_data_directory_with_json_records_converts_to_kafkas_formats_on_start(
             1_000,
         )
         .unwrap();
-    p.commit_to(info.next_offset()).unwrap();
+    p.commit_to(info.0.next_offset()).unwrap();
     let disk = tb.crash(5);
 
     let tb = TestBroker::start(disk, config()).await;

@@ -34,15 +34,12 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
-#[test]
-fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_is_fenced() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cluster.toml");
-    std::fs::write(
-        &config,
-        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 1500\n",
-    )
-    .unwrap();
+/// Starts three nodes (all voters) with `config` as their config file; returns once every
+/// node accepts connections (logs in `dir/node{i}.log`).
+fn start_cluster(dir: &std::path::Path, config: &str) -> Vec<Node> {
+    let config_path = dir.join("cluster.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let config = config_path;
     let controllers: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let voters = controllers
         .iter()
@@ -57,15 +54,17 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
                 .arg("--data-dir")
-                .arg(dir.path().join(format!("node{i}")))
+                .arg(dir.join(format!("node{i}")))
                 .args(["--node-id", &(i + 1).to_string(), "--voters", &voters])
+                .arg("--config")
+                .arg(&config)
                 .args([
                     "--controller-listen",
                     &format!("127.0.0.1:{}", controllers[i]),
                 ])
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join(format!("node{i}.log"))).unwrap())
+                .stderr(std::fs::File::create(dir.join(format!("node{i}.log"))).unwrap())
                 .spawn()
                 .unwrap();
             Node { child, port }
@@ -74,9 +73,7 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
     let deadline = Instant::now() + Duration::from_secs(60);
     let logs = || {
         (0..3)
-            .map(|i| {
-                std::fs::read_to_string(dir.path().join(format!("node{i}.log"))).unwrap_or_default()
-            })
+            .map(|i| std::fs::read_to_string(dir.join(format!("node{i}.log"))).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n----\n")
     };
@@ -90,6 +87,16 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    nodes
+}
+
+#[test]
+fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(
+        dir.path(),
+        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 1500\n",
+    );
     let mut first = connect(nodes[0].port);
     create_topics(&mut first, &[("hint", 3)]);
     let mut md = MetadataRequest::default();
@@ -232,4 +239,156 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
         assert!(Instant::now() < deadline, "the leader was never unfenced");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A Fetch naming a replica id as a follower, to the broker on `port`.
+fn replica_fetch(
+    s: &mut TcpStream,
+    version: i16,
+    topic: &kafka_protocol::messages::metadata_response::MetadataResponseTopic,
+    replica: i32,
+    current_leader_epoch: i32,
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = fetch_offset;
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = current_leader_epoch;
+    fp.last_fetched_epoch = last_fetched_epoch;
+    let mut ft = FetchTopic::default();
+    ft.topic = topic.name.clone().unwrap();
+    ft.topic_id = topic.topic_id;
+    ft.partitions = vec![fp];
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 0;
+    fetch.max_bytes = 1 << 20;
+    fetch.topics = vec![ft];
+    if version >= 15 {
+        fetch.replica_state.replica_id = kafka_protocol::messages::BrokerId(replica);
+    } else {
+        fetch.replica_id = kafka_protocol::messages::BrokerId(replica);
+    }
+    let r: FetchResponse = call(s, ApiKey::Fetch, version, &fetch);
+    r.responses[0].partitions[0].clone()
+}
+
+#[test]
+fn follower_fetches_are_checked_as_kafka_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), "");
+    let mut first = connect(nodes[0].port);
+    {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+        let mut ct = CreatableTopic::default();
+        ct.name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("rep"));
+        ct.num_partitions = 1;
+        ct.replication_factor = 2;
+        let mut create = CreateTopicsRequest::default();
+        create.topics = vec![ct];
+        create.timeout_ms = 10_000;
+        let created: CreateTopicsResponse = call(&mut first, ApiKey::CreateTopics, 7, &create);
+        assert_eq!(created.topics[0].error_code, 0);
+    }
+    let mut md = MetadataRequest::default();
+    md.topics = None;
+    let meta: MetadataResponse = call(&mut first, ApiKey::Metadata, 12, &md);
+    let topic = meta
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("rep"))
+        .unwrap()
+        .clone();
+    let p = &topic.partitions[0];
+    let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+    assert_eq!(replicas.len(), 2);
+    let leader = p.leader_id.0;
+    let epoch = p.leader_epoch;
+    let follower = *replicas.iter().find(|&&r| r != leader).unwrap();
+    let outsider = (1..=3).find(|b| !replicas.contains(b)).unwrap();
+    let port = |id: i32| {
+        meta.brokers
+            .iter()
+            .find(|b| b.node_id.0 == id)
+            .unwrap()
+            .port as u16
+    };
+    let mut at_leader = connect(port(leader));
+    // acks=all: answered once the follower has the batch too.
+    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
+        .push(0, None, Some(b"v"))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..3 {
+        loop {
+            let r = produce(&mut at_leader, "rep", 0, batch.clone());
+            if r.error_code == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leader never took the write: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for version in [12, 15, 17] {
+        // A broker that is no replica of the partition never takes the follower path:
+        // UNKNOWN_LEADER_EPOCH with a leader epoch, NOT_LEADER_OR_FOLLOWER without.
+        let d = replica_fetch(&mut at_leader, version, &topic, outsider, epoch, 0, -1);
+        assert_eq!(d.error_code, 75, "v{version}: UNKNOWN_LEADER_EPOCH");
+        assert!(d.records.as_ref().is_none_or(|r| r.is_empty()));
+        let d = replica_fetch(&mut at_leader, version, &topic, outsider, -1, 0, -1);
+        assert_eq!(d.error_code, 6, "v{version}: NOT_LEADER_OR_FOLLOWER");
+        // The follower reads past nothing it should not: everything, to the log end.
+        let d = replica_fetch(&mut at_leader, version, &topic, follower, epoch, 0, -1);
+        assert_eq!(d.error_code, 0, "v{version}");
+        assert_eq!(d.high_watermark, 3);
+        assert!(!d.records.as_ref().unwrap().is_empty());
+        // An offset past the leader's log in the leader's own epoch: where the logs part
+        // (KIP-279), and no data.
+        let d = replica_fetch(&mut at_leader, version, &topic, follower, epoch, 9, epoch);
+        assert_eq!(d.error_code, 0, "v{version}");
+        assert_eq!(
+            (d.diverging_epoch.epoch, d.diverging_epoch.end_offset),
+            (epoch, 3),
+            "v{version}"
+        );
+        assert!(d.records.as_ref().is_none_or(|r| r.is_empty()));
+        // An epoch the leader never had: Kafka's OFFSET_OUT_OF_RANGE, no data.
+        let d = replica_fetch(
+            &mut at_leader,
+            version,
+            &topic,
+            follower,
+            epoch,
+            3,
+            epoch + 5,
+        );
+        assert_eq!(d.error_code, 1, "v{version}: OFFSET_OUT_OF_RANGE");
+        assert!(d.records.as_ref().is_none_or(|r| r.is_empty()));
+        // A future leader epoch is unknown, an older one fenced.
+        let d = replica_fetch(
+            &mut at_leader,
+            version,
+            &topic,
+            follower,
+            epoch + 1,
+            3,
+            epoch,
+        );
+        assert_eq!(d.error_code, 75, "v{version}: UNKNOWN_LEADER_EPOCH");
+        if epoch > 0 {
+            let d = replica_fetch(&mut at_leader, version, &topic, follower, epoch - 1, 3, -1);
+            assert_eq!(d.error_code, 74, "v{version}: FENCED_LEADER_EPOCH");
+        }
+        // The follower's own broker is not the leader.
+        let mut at_follower = connect(port(follower));
+        let d = replica_fetch(&mut at_follower, version, &topic, leader, epoch, 0, -1);
+        assert_eq!(d.error_code, 6, "v{version}: NOT_LEADER_OR_FOLLOWER");
+    }
+    drop(nodes);
 }

@@ -385,6 +385,13 @@ fn read_all(
             continue;
         };
         let log = &partition.log;
+        if !partition.is_leader() {
+            // Leadership moved while the fetch waited.
+            pd.error_code = errors::NOT_LEADER_OR_FOLLOWER;
+            any_error = true;
+            out.push((pd, Records::None));
+            continue;
+        }
         if let Some(replica) = replica {
             match follower_read(partition, replica, &w.params, now) {
                 Ok(Some(request)) => isr.push((partition.clone(), request)),

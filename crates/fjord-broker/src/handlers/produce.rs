@@ -13,6 +13,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{CloseReason, RequestContext, str_bytes};
 use crate::broker::{Broker, Partition};
 use crate::errors;
+use crate::replica::CommitError;
 
 /// A refusal: the Kafka error code, what to tell the producer, and the records at fault by
 /// their index in the batch (KIP-467), if the log named any.
@@ -59,7 +60,8 @@ enum Pending {
 /// not one per partition, while large requests still append partitions side by side.
 const APPEND_GROUP_BYTES: usize = 256 * 1024;
 
-type Appended = Result<AppendInfo, Refusal>;
+/// An append and the leader epoch it was made in.
+type Appended = Result<(AppendInfo, i32), Refusal>;
 
 /// What the connection does with a produce request once its batches are appended.
 pub enum Produced {
@@ -160,7 +162,7 @@ pub async fn handle(
             let outcome = match outcome {
                 Pending::Refused(r) => Err(r),
                 Pending::Append(p, _) => match appended.next() {
-                    Some(appended) => appended.map(|info| (p, info)),
+                    Some(appended) => appended.map(|(info, epoch)| (p, info, epoch)),
                     None => Err((
                         errors::UNKNOWN_SERVER_ERROR,
                         "append task failed".to_string(),
@@ -182,10 +184,10 @@ pub async fn handle(
         let waits: Vec<_> = in_log
             .into_iter()
             .map(|(t, index, outcome)| {
-                let wait = outcome.map(|(p, info)| {
+                let wait = outcome.map(|(p, info, epoch)| {
                     let durable = match p.log.sync_needed(&info) {
                         None => {
-                            p.committed(info.next_offset());
+                            p.committed(epoch, info.next_offset());
                             None
                         }
                         Some(target) => {
@@ -196,7 +198,7 @@ pub async fn handle(
                                 target,
                                 Box::new(move |r: &Result<(), LogError>| {
                                     if r.is_ok() {
-                                        synced.committed(target);
+                                        synced.committed(epoch, target);
                                     }
                                     let r = r.as_ref().map_err(|e| {
                                         Refusal::from((errors::from_log_error(e), e.to_string()))
@@ -207,7 +209,7 @@ pub async fn handle(
                             Some(rx)
                         }
                     };
-                    (p, info, durable)
+                    (p, info, epoch, durable)
                 });
                 (t, index, wait)
             })
@@ -216,8 +218,8 @@ pub async fn handle(
             let name = &names[t];
             let outcome = match wait {
                 Err(r) => Err(r),
-                Ok((_, info, _)) if acks != -1 => Ok(info),
-                Ok((p, info, durable)) => {
+                Ok((_, info, _, _)) if acks != -1 => Ok(info),
+                Ok((p, info, epoch, durable)) => {
                     let synced = match durable {
                         None => Ok(()),
                         Some(durable) => durable.await.unwrap_or_else(|_| {
@@ -230,11 +232,23 @@ pub async fn handle(
                     };
                     match synced {
                         Err(r) => Err(r),
-                        Ok(()) => p
-                            .wait_committed(info.next_offset(), timeout)
-                            .await
-                            .map(|()| info)
-                            .map_err(|e| Refusal::from((e.code(), e.to_string()))),
+                        Ok(()) => match p.wait_committed(info.next_offset(), epoch, timeout).await
+                        {
+                            Err(e) => Err(Refusal::from((e.code(), e.to_string()))),
+                            // Kafka's DelayedProduce: committed, but the ISR shrank below
+                            // min.insync.replicas meanwhile.
+                            Ok(()) if p.replica().under_min_isr(
+                                p.min_insync_replicas
+                                    .load(std::sync::atomic::Ordering::Relaxed),
+                            ) =>
+                            {
+                                Err(Refusal::from((
+                                    errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                                    "the in-sync replicas shrank below min.insync.replicas while the write waited".to_string(),
+                                )))
+                            }
+                            Ok(()) => Ok(info),
+                        },
                     }
                 }
             };
@@ -445,7 +459,7 @@ async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appe
             let task = tokio::task::spawn_blocking(move || {
                 group
                     .into_iter()
-                    .map(|(p, records)| append(&p, &records, now).map_err(Refusal::from))
+                    .map(|(p, records)| append(&p, &records, now))
                     .collect::<Vec<_>>()
             });
             (n, task)
@@ -472,6 +486,10 @@ async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appe
 
 /// Appends one partition's batches from the request's own bytes (the log patches copies of
 /// their headers).
-fn append(p: &Partition, records: &[u8], now: i64) -> Result<AppendInfo, LogError> {
+fn append(p: &Partition, records: &[u8], now: i64) -> Appended {
     p.append(records, AppendOrigin::Client, now)
+        .map_err(|e| match e {
+            CommitError::Log(e) => Refusal::from(e),
+            e => Refusal::from((e.code(), e.to_string())),
+        })
 }
