@@ -210,6 +210,15 @@ impl Partition {
 
     /// [`Self::wait_committed`] from a blocking thread, with the coordinators' bound.
     fn wait_committed_blocking(&self, offset: i64, epoch: i32) -> Result<(), CommitError> {
+        // Settled already (an unreplicated partition always is: its high watermark moved in
+        // `committed`): no runtime needed.
+        let now = *self.commits.borrow();
+        if now.leading_epoch != epoch {
+            return Err(CommitError::NotLeader);
+        }
+        if now.high_watermark >= offset {
+            return Ok(());
+        }
         let wait = self.wait_committed(offset, epoch, COMMIT_TIMEOUT);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle.block_on(wait),
