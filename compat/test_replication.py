@@ -226,3 +226,47 @@ def test_a_returning_leader_truncates_its_divergent_tail(cluster):
     text = cluster[old - 1].log()
     assert "truncating a divergent tail" in text, "the returning leader truncated nothing"
     cluster[current - 1].start(timeout=60)
+
+
+@pytest.mark.compat("kafka-python 3.0", "Replication factor 3: an idempotent producer and a consumer through a leader's kill -9")
+def test_kafka_python_keeps_producing_and_consuming_through_a_leader_change(cluster):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTopicPartition
+
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("kp", 1, 3, config={"min.insync.replicas": "2"})])["kp"].result(30)
+    assert wait_for(lambda: len(partitions(a, "kp")[0][2]) == 3, timeout=20)
+    leader = partitions(a, "kp")[0][0]
+    servers = [n.bootstrap for n in cluster]
+    # kafka-python's defaults for acks=all with idempotence (it retries NOT_LEADER_OR_FOLLOWER
+    # and the failed connection after a metadata refresh).
+    p = KafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True,
+                      linger_ms=5, retry_backoff_ms=200, request_timeout_ms=30000)
+    c = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
+                      auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    tp = KTopicPartition("kp", 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    polled = []
+    acked = {}
+
+    def poll_some():
+        for records in c.poll(timeout_ms=200).values():
+            polled.extend((r.offset, r.value) for r in records)
+
+    futures = [(f"k{i}".encode(), p.send("kp", value=f"k{i}".encode())) for i in range(200)]
+    p.flush(60)
+    poll_some()
+    cluster[leader - 1].kill()
+    futures += [(f"k{i}".encode(), p.send("kp", value=f"k{i}".encode())) for i in range(200, 400)]
+    for value, f in futures:
+        acked[value] = (0, f.get(timeout=90).offset)
+    p.close()
+    end = time.monotonic() + 60
+    while len(polled) < 400 and time.monotonic() < end:
+        poll_some()
+    c.close()
+    offsets = [o for o, _ in polled]
+    assert offsets == sorted(set(offsets)), "the consumer's polls went back or repeated"
+    check(acked, {0: polled})
+    cluster[leader - 1].start(timeout=60)

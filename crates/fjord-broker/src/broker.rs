@@ -961,18 +961,33 @@ impl Broker {
                         b.retrying.store(false, Ordering::Release);
                     });
                 }
-                if let Some(sessions) = broker.quorum.sessions() {
-                    let records = broker.fencing(&sessions);
-                    if !records.is_empty() {
-                        for r in &records {
-                            if let MetadataRecord::BrokerFencing { id, fenced } = r {
-                                tracing::info!(broker = id, fenced, "broker fencing changed");
-                            }
-                        }
-                        if let Err(e) = broker.quorum.write(records).await {
-                            tracing::warn!(error = %e, "could not record a broker's fencing");
-                        }
+            }
+        });
+        // The controller's side, on the quorum's leader: fencing and the elections it calls
+        // for are decided a few times a second, so a broker is fenced soon after its session
+        // expires rather than at the next heartbeat tick.
+        let weak = Arc::downgrade(self);
+        let period = std::time::Duration::from_millis(
+            (self.config.broker_heartbeat_interval_ms / 4).clamp(50, 250),
+        );
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(broker) = weak.upgrade() else { break };
+                let Some(sessions) = broker.quorum.sessions() else {
+                    continue;
+                };
+                let records = broker.fencing(&sessions);
+                if records.is_empty() {
+                    continue;
+                }
+                for r in &records {
+                    if let MetadataRecord::BrokerFencing { id, fenced } = r {
+                        tracing::info!(broker = id, fenced, "broker fencing changed");
                     }
+                }
+                if let Err(e) = broker.quorum.write(records).await {
+                    tracing::warn!(error = %e, "could not record a broker's fencing");
                 }
             }
         });
