@@ -96,6 +96,32 @@ class Broker:
             return f.read().decode(errors="replace")
 
 
+def three_nodes(tmp_path, extra_config=""):
+    """Three Fjord nodes, every one a voter, with short broker sessions (fencing shows within
+    seconds) and `extra_config` (TOML lines) in their config file; yields the started nodes,
+    stops them after, and fails if any node's log shows a panic. For cluster fixtures."""
+    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
+    config = tmp_path / "cluster.toml"
+    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n'
+                      + extra_config)
+    nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
+                                            "--controller-listen", controllers[i],
+                                            "--config", str(config)])
+             for i in (1, 2, 3)]
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.wait_ready(timeout=60)
+    yield nodes
+    for n in nodes:
+        n.stop()
+    # Whatever a test did to the cluster, no node's Raft or broker code panicked.
+    for log in tmp_path.glob("fjord-*.log"):
+        text = log.read_text(errors="replace")
+        assert "panicked" not in text, f"{log.name}:\n{text[text.find('panicked') - 2000:][:4000]}"
+
+
 @pytest.fixture
 def broker_factory(tmp_path):
     made = []

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FJORD_BIN, Broker, free_port, wait_for
+from conftest import FJORD_BIN, Broker, free_port, three_nodes, wait_for
 from reference import run_tool
 
 QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"
@@ -20,26 +20,7 @@ QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"
 
 @pytest.fixture
 def cluster(tmp_path):
-    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-    voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
-    # Short broker sessions, so fencing shows within seconds.
-    config = tmp_path / "cluster.toml"
-    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n')
-    nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
-                                            "--controller-listen", controllers[i],
-                                            "--config", str(config)])
-             for i in (1, 2, 3)]
-    for n in nodes:
-        n.launch()
-    for n in nodes:
-        n.wait_ready(timeout=60)
-    yield nodes
-    for n in nodes:
-        n.stop()
-    # Whatever a test did to the cluster, no node's Raft or broker code panicked.
-    for log in tmp_path.glob("fjord-*.log"):
-        text = log.read_text(errors="replace")
-        assert "panicked" not in text, f"{log.name}:\n{text[text.find('panicked') - 2000:][:4000]}"
+    yield from three_nodes(tmp_path)
 
 
 def distinct_values(consumer, count, timeout):

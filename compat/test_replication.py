@@ -8,31 +8,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port, wait_for
+from conftest import three_nodes, wait_for
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-    voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
-    # Short broker sessions and lag bound, so fencing and ISR changes show within seconds.
-    config = tmp_path / "cluster.toml"
-    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n'
-                      '"replica.lag.time.max.ms" = 4000\n')
-    nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
-                                            "--controller-listen", controllers[i],
-                                            "--config", str(config)])
-             for i in (1, 2, 3)]
-    for n in nodes:
-        n.launch()
-    for n in nodes:
-        n.wait_ready(timeout=60)
-    yield nodes
-    for n in nodes:
-        n.stop()
-    for log in tmp_path.glob("fjord-*.log"):
-        text = log.read_text(errors="replace")
-        assert "panicked" not in text, f"{log.name}:\n{text[text.find('panicked') - 2000:][:4000]}"
+    # A short lag bound, so ISR changes show within seconds.
+    yield from three_nodes(tmp_path, '"replica.lag.time.max.ms" = 4000\n')
 
 
 def partitions(admin, topic):

@@ -414,11 +414,15 @@ fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pen
     let min_isr = partition
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
-    let (isr, under) = {
+    if acks != -1 {
+        return Pending::Append(partition, records);
+    }
+    // The ISR is copied only for the refusal's message.
+    let refused = {
         let r = partition.replica();
-        (r.isr.clone(), r.under_min_isr(min_isr))
+        r.under_min_isr(min_isr).then(|| r.isr.clone())
     };
-    if acks == -1 && under {
+    if let Some(isr) = refused {
         return Pending::Refused(
             (
                 errors::NOT_ENOUGH_REPLICAS,
