@@ -31,8 +31,12 @@ def free_port():
 class Broker:
     """A fjord process; restartable on the same data directory and port."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), host="127.0.0.1", prefix=()):
+        """`host`: the address it listens on; `prefix`: a command it runs under (a network
+        namespace's `ip netns exec`)."""
         self.data_dir = str(data_dir)
+        self.host = host
+        self.prefix = list(prefix)
         self.port = free_port()
         self.http_port = free_port()
         self.extra_args = list(extra_args)
@@ -42,7 +46,7 @@ class Broker:
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, timeout=10.0):
         return self.launch().wait_ready(timeout)
@@ -53,8 +57,8 @@ class Broker:
         self.log_file = open(self.log_path, "ab")
         env = dict(os.environ, FJORD_LOG="info", NO_COLOR="1")
         self.proc = subprocess.Popen(
-            [FJORD_BIN, "serve", "--listen", self.bootstrap,
-             "--http-listen", f"127.0.0.1:{self.http_port}", "--data-dir", self.data_dir,
+            [*self.prefix, FJORD_BIN, "serve", "--listen", self.bootstrap,
+             "--http-listen", f"{self.host}:{self.http_port}", "--data-dir", self.data_dir,
              *self.extra_args],
             stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
         return self
@@ -65,7 +69,7 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fjord exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.02)
@@ -96,18 +100,21 @@ class Broker:
             return f.read().decode(errors="replace")
 
 
-def three_nodes(tmp_path, extra_config=""):
+def three_nodes(tmp_path, extra_config="", net=None):
     """Three Fjord nodes, every one a voter, with short broker sessions (fencing shows within
     seconds) and `extra_config` (TOML lines) in their config file; yields the started nodes,
-    stops them after, and fails if any node's log shows a panic. For cluster fixtures."""
-    controllers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    stops them after, and fails if any node's log shows a panic. For cluster fixtures. With
+    `net` (a `netns.Net` of three nodes) each node runs in its namespace, at its address."""
+    host = net.host if net else (lambda i: "127.0.0.1")
+    controllers = {i: f"{host(i)}:{free_port()}" for i in (1, 2, 3)}
     voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
     config = tmp_path / "cluster.toml"
     config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n'
                       + extra_config)
     nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
                                             "--controller-listen", controllers[i],
-                                            "--config", str(config)])
+                                            "--config", str(config)],
+                    host=host(i), prefix=net.prefix(i) if net else ())
              for i in (1, 2, 3)]
     for n in nodes:
         n.launch()

@@ -6,9 +6,12 @@ workload is librdkafka (confluent-kafka): idempotent acks=all producers writing 
 to a topic with replication factor 3 and min.insync.replicas 2, recording every send and ack,
 and a consumer reading the partitions by assignment, recording every poll. Nemeses, drawn from
 the seed: kill -9 of a node (the partition leaders' node or any) and its restart, SIGSTOP of a
-node (a pause: the node is cut off from everyone) and SIGCONT, always leaving a majority of
-the nodes running so the metadata quorum survives. After the schedule every node is healed
-and the whole topic is read back from offset 0.
+node (a pause: the node is cut off from everyone) and SIGCONT; and, with every node in a network
+namespace of its own (compat/netns.py, root only), network partitions: a node or a partition
+leader cut off from the other nodes (clients still reach it), a minority of the nodes cut off
+from the majority, one node's packets to another dropped (one way). One fault at a time, healed
+before the next, so a majority of the voters is always up and connected. After the schedule
+every node is healed and the whole topic is read back from offset 0.
 
 The checker finds: acknowledged records lost; records read twice (duplicates under
 idempotence); records read at another offset than their acknowledgement gave; a consumer's
@@ -39,16 +42,23 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netns  # noqa: E402
 from conftest import Broker, free_port, wait_for  # noqa: E402
 
 TOPIC = "faults"
+# Network nemeses need every node in a network namespace of its own (root).
+NETWORK = {"isolate", "isolate-leader", "halves", "one-way"}
+NEMESES = ("kill", "kill-leader", "pause", "isolate", "isolate-leader", "halves", "one-way")
 
 
 class Cluster:
-    """`n` Fjord nodes, all voters, with short broker sessions so faults show in seconds."""
+    """`n` Fjord nodes, all voters, with short broker sessions so faults show in seconds; on
+    loopback, or each in a network namespace of its own when `net` (network faults)."""
 
-    def __init__(self, root, n):
-        controllers = {i: f"127.0.0.1:{free_port()}" for i in range(1, n + 1)}
+    def __init__(self, root, n, net=False):
+        self.net = netns.Net(n) if net else None
+        host = self.net.host if net else (lambda i: "127.0.0.1")
+        controllers = {i: f"{host(i)}:{free_port()}" for i in range(1, n + 1)}
         voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
         config = os.path.join(root, "cluster.toml")
         with open(config, "w") as f:
@@ -56,7 +66,8 @@ class Cluster:
                     '"replica.lag.time.max.ms" = 5000\n"default.replication.factor" = 3\n')
         self.nodes = {i: Broker(os.path.join(root, f"node{i}"),
                                 ["--node-id", str(i), "--voters", voters,
-                                 "--controller-listen", controllers[i], "--config", config])
+                                 "--controller-listen", controllers[i], "--config", config],
+                                host=host(i), prefix=self.net.prefix(i) if net else ())
                       for i in controllers}
         self.paused = set()
         self.killed = set()
@@ -73,7 +84,14 @@ class Cluster:
     def running(self):
         return [i for i in self.nodes if i not in self.paused and i not in self.killed]
 
+    def faulty(self):
+        """The nodes a fault holds now (paused, killed or cut off)."""
+        cut = {i for link in self.net.cut_links for i in link} if self.net else set()
+        return self.paused | self.killed | cut
+
     def heal(self):
+        if self.net:
+            self.net.heal()
         for i in sorted(self.paused):
             self.nodes[i].proc.send_signal(signal.SIGCONT)
         self.paused.clear()
@@ -82,9 +100,13 @@ class Cluster:
         self.killed.clear()
 
     def stop(self):
-        self.heal()
-        for node in self.nodes.values():
-            node.stop()
+        try:
+            self.heal()
+            for node in self.nodes.values():
+                node.stop()
+        finally:
+            if self.net:
+                self.net.remove()
 
     def panics(self):
         found = []
@@ -243,7 +265,10 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
     rng = random.Random(seed)
     own = root is None
     root = root or tempfile.mkdtemp(prefix="fjord-faults-")
-    cluster = Cluster(root, nodes)
+    unknown = set(nemeses) - set(NEMESES)
+    if unknown:
+        raise ValueError(f"unknown nemeses {sorted(unknown)}; choose from {', '.join(NEMESES)}")
+    cluster = Cluster(root, nodes, net=bool(set(nemeses) & NETWORK))
     schedule = []
     report = {"seed": seed, "duration_s": duration, "nodes": nodes, "partitions": partitions,
               "nemeses": list(nemeses), "schedule": schedule, "data": root}
@@ -263,30 +288,46 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             if time.monotonic() >= end:
                 break
             # Heal what an earlier fault did before the next one (one fault at a time keeps a
-            # majority of the voters up).
-            if cluster.paused or cluster.killed:
+            # majority of the voters up and connected).
+            if cluster.faulty():
                 schedule.append((round(time.monotonic() - started, 1), "heal",
-                                 sorted(cluster.paused | cluster.killed)))
+                                 sorted(cluster.faulty())))
                 log(f"[{schedule[-1][0]:7.1f}s] heal {schedule[-1][2]}")
                 cluster.heal()
                 continue
             kind = rng.choice(nemeses)
             running = cluster.running()
             target = rng.choice(running)
-            if kind == "kill-leader":
+            if kind in ("kill-leader", "isolate-leader"):
                 led = leaders(cluster.bootstrap()) or {}
                 candidates = [lead for lead in led.values() if lead in running]
                 if candidates:
                     target = rng.choice(sorted(candidates))
             node = cluster.nodes[target]
+            others = [i for i in cluster.nodes if i != target]
             if kind == "pause":
                 node.proc.send_signal(signal.SIGSTOP)
                 cluster.paused.add(target)
-            else:
+            elif kind in ("kill", "kill-leader"):
                 node.kill()
                 cluster.killed.add(target)
+            elif kind in ("isolate", "isolate-leader"):
+                # Cut off from the other nodes; clients still reach it.
+                cluster.net.split([target], others)
+            elif kind == "halves":
+                shuffled = sorted(cluster.nodes)
+                rng.shuffle(shuffled)
+                minority = shuffled[:(len(shuffled) - 1) // 2]
+                target = (sorted(minority), sorted(shuffled[len(minority):]))
+                cluster.net.split(*target)
+            elif kind == "one-way":
+                # target's packets for one other node are dropped; that node's still arrive.
+                target = (target, rng.choice(others))
+                cluster.net.cut(*target)
+            else:
+                raise ValueError(f"unknown nemesis {kind}")
             schedule.append((round(time.monotonic() - started, 1), kind, target))
-            log(f"[{schedule[-1][0]:7.1f}s] {kind} node {target}")
+            log(f"[{schedule[-1][0]:7.1f}s] {kind} {target}")
         cluster.heal()
         schedule.append((round(time.monotonic() - started, 1), "heal all", None))
         work.finish()
@@ -331,7 +372,9 @@ def main():
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--nemeses", default="kill,kill-leader,pause",
-                        help="comma-separated from kill, kill-leader, pause")
+                        help="comma-separated from " + ", ".join(NEMESES) + " (the network "
+                             "ones, isolate to one-way, need root: each node gets a network "
+                             "namespace of its own)")
     parser.add_argument("--report", help="write the report as JSON here")
     args = parser.parse_args()
     report = run(args.seed, args.duration, args.nodes, args.partitions, args.producers,

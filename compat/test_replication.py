@@ -2,19 +2,38 @@
 for the in-sync replicas, a killed leader is replaced from them, and nothing acknowledged is
 lost or duplicated."""
 
+import json
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import netns
 from conftest import three_nodes, wait_for
+
+# A short lag bound, so ISR changes show within seconds.
+LAG = '"replica.lag.time.max.ms" = 4000\n'
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    # A short lag bound, so ISR changes show within seconds.
-    yield from three_nodes(tmp_path, '"replica.lag.time.max.ms" = 4000\n')
+    yield from three_nodes(tmp_path, LAG)
+
+
+@pytest.fixture
+def net_cluster(tmp_path):
+    """Three nodes, each in a network namespace of its own, and the links between them."""
+    if not netns.available():
+        pytest.skip("network faults need root: each node runs in a network namespace")
+    net = netns.Net(3)
+    try:
+        for nodes in three_nodes(tmp_path, LAG, net=net):
+            yield nodes, net
+            net.heal()
+    finally:
+        net.remove()
 
 
 def partitions(admin, topic):
@@ -210,6 +229,57 @@ def test_a_returning_leader_truncates_its_divergent_tail(cluster):
     cluster[current - 1].start(timeout=60)
 
 
+@pytest.mark.parametrize("killed", [True, False], ids=["killed", "healed"])
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A leader cut off from the other brokers by the network (clients still reach it) takes acks=1 records, is replaced, then returns (killed and restarted, or the cut healed): the tail is truncated, never served")
+def test_a_leader_cut_off_by_the_network_truncates_its_tail(net_cluster, killed):
+    cluster, net = net_cluster
+    a = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in cluster)})
+    a.create_topics([NewTopic("n", 1, 3, config={"min.insync.replicas": "2"})])["n"].result(30)
+    assert wait_for(lambda: len(partitions(a, "n")[0][2]) == 3, timeout=20)
+    old, replicas, _ = partitions(a, "n")[0]
+    acked = {}
+    assert not produce(cluster[0].bootstrap, "n", [f"a{i}".encode() for i in range(100)], acked)
+    others = [i for i in (1, 2, 3) if i != old]
+    net.split([old], others)
+    # The cut-off leader still takes acks=1 records (as Kafka's does until it learns better);
+    # acks=all ones it cannot commit without its followers.
+    tail = Producer({"bootstrap.servers": cluster[old - 1].bootstrap, "acks": "1"})
+    for i in range(20):
+        tail.produce("n", value=f"tail{i}".encode())
+    assert tail.flush(5) == 0
+    stuck = produce(cluster[old - 1].bootstrap, "n", [b"never"], {}, timeout=3)
+    assert stuck, "an acks=all record was acknowledged by a leader cut off from its followers"
+    # The others fence it (its heartbeats no longer arrive) and elect a new leader...
+    sa = AdminClient({"bootstrap.servers": ",".join(cluster[i - 1].bootstrap for i in others)})
+    assert wait_for(lambda: partitions(sa, "n")[0][0] in others, timeout=30), partitions(sa, "n")
+    # ...which takes new records at the offsets of the tail.
+    assert not produce(",".join(cluster[i - 1].bootstrap for i in others), "n",
+                       [f"b{i}".encode() for i in range(50)], acked)
+    if killed:
+        cluster[old - 1].kill()
+    net.heal()
+    if killed:
+        cluster[old - 1].start(timeout=60)
+    # Back: it follows, truncates, catches up and rejoins the ISR...
+    assert wait_for(lambda: len(partitions(sa, "n")[0][2]) == 3, timeout=60), partitions(sa, "n")
+    text = cluster[old - 1].log()
+    assert "truncating a divergent tail" in text, "the returning leader truncated nothing"
+    # ...and serves the log as acknowledged (read from it: a follower's log is what it would
+    # serve when it leads; here, once the current leader is gone).
+    current = partitions(sa, "n")[0][0]
+    cluster[current - 1].kill()
+    assert wait_for(lambda: partitions(a, "n")[0][0] not in (current, -1), timeout=30)
+    leader = partitions(a, "n")[0][0]
+    assert leader == old, f"the returned broker leads again (first in sync in replica order): {leader}"
+    got = read_all(cluster[leader - 1].bootstrap, "n", 1, lambda n: n >= 150)
+    check(acked, got)
+    values = [v for _, v in got[0]]
+    assert not any(v.startswith(b"tail") for v in values), "an unreplicated tail was served"
+    assert b"never" not in values, "a record the cut-off leader never committed was served"
+    assert len(values) == 150
+    cluster[current - 1].start(timeout=60)
+
+
 @pytest.mark.compat("kafka-python 3.0", "Replication factor 3: an idempotent producer and a consumer through a leader's kill -9")
 def test_kafka_python_keeps_producing_and_consuming_through_a_leader_change(cluster):
     from kafka import KafkaConsumer, KafkaProducer
@@ -248,6 +318,38 @@ def test_kafka_python_keeps_producing_and_consuming_through_a_leader_change(clus
     while len(polled) < 400 and time.monotonic() < end:
         poll_some()
     c.close()
+    offsets = [o for o, _ in polled]
+    assert offsets == sorted(set(offsets)), "the consumer's polls went back or repeated"
+    check(acked, {0: polled})
+    cluster[leader - 1].start(timeout=60)
+
+
+@pytest.mark.compat("Java client 4.4", "Replication factor 3: an idempotent acks=all producer and a consumer through a leader's kill -9")
+def test_java_client_keeps_producing_and_consuming_through_a_leader_change(cluster, java):
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    a.create_topics([NewTopic("jf", 1, 3, config={"min.insync.replicas": "2"})])["jf"].result(30)
+    assert wait_for(lambda: len(partitions(a, "jf")[0][2]) == 3, timeout=20)
+    leader = partitions(a, "jf")[0][0]
+    servers = ",".join(n.bootstrap for n in cluster)
+    # 600 records at one per 10 ms; the leader dies after the first 200 are acknowledged.
+    proc = subprocess.Popen(["java", f"-Dlog4j2.configurationFile={java.log4j}",
+                             "-cp", java.classpath, "Failover", servers, "jf", "600", "10", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("acked 200"):
+                break
+        cluster[leader - 1].kill()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"the Java client failed:\n{err[-4000:]}"
+    data = json.loads(out)
+    assert not data["errors"], data["errors"][:5]
+    assert len(data["acked"]) == 600
+    acked = {v.encode(): (0, o) for v, o in data["acked"].items()}
+    polled = [(o, v.encode()) for o, v in data["polled"]]
     offsets = [o for o, _ in polled]
     assert offsets == sorted(set(offsets)), "the consumer's polls went back or repeated"
     check(acked, {0: polled})
