@@ -100,11 +100,12 @@ class Broker:
             return f.read().decode(errors="replace")
 
 
-def three_nodes(tmp_path, extra_config="", net=None):
+def three_nodes(tmp_path, extra_config="", net=None, node_args=None):
     """Three Fjord nodes, every one a voter, with short broker sessions (fencing shows within
     seconds) and `extra_config` (TOML lines) in their config file; yields the started nodes,
     stops them after, and fails if any node's log shows a panic. For cluster fixtures. With
-    `net` (a `netns.Net` of three nodes) each node runs in its namespace, at its address."""
+    `net` (a `netns.Net` of three nodes) each node runs in its namespace, at its address;
+    `node_args` ({node: [flags]}) adds flags of one node's own (its rack)."""
     host = net.host if net else (lambda i: "127.0.0.1")
     controllers = {i: f"{host(i)}:{free_port()}" for i in (1, 2, 3)}
     voters = ",".join(f"{i}@{a}" for i, a in controllers.items())
@@ -113,7 +114,8 @@ def three_nodes(tmp_path, extra_config="", net=None):
                       + extra_config)
     nodes = [Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
                                             "--controller-listen", controllers[i],
-                                            "--config", str(config)],
+                                            "--config", str(config),
+                                            *(node_args or {}).get(i, [])],
                     host=host(i), prefix=net.prefix(i) if net else ())
              for i in (1, 2, 3)]
     for n in nodes:

@@ -23,6 +23,16 @@ def cluster(tmp_path):
 
 
 @pytest.fixture
+def rack_cluster(tmp_path):
+    """Three nodes in racks rack1..rack3 whose leaders send consumers to their rack's replica."""
+    yield from three_nodes(
+        tmp_path,
+        LAG + '"replica.selector.class" = '
+              '"org.apache.kafka.common.replica.RackAwareReplicaSelector"\n',
+        node_args={i: ["--rack", f"rack{i}"] for i in (1, 2, 3)})
+
+
+@pytest.fixture
 def net_cluster(tmp_path):
     """Three nodes, each in a network namespace of its own, and the links between them."""
     if not netns.available():
@@ -354,3 +364,74 @@ def test_java_client_keeps_producing_and_consuming_through_a_leader_change(clust
     assert offsets == sorted(set(offsets)), "the consumer's polls went back or repeated"
     check(acked, {0: polled})
     cluster[leader - 1].start(timeout=60)
+
+
+def records_out(node, topic):
+    """Records node has sent to fetchers of `topic` (followers and consumers), from /metrics."""
+    import urllib.request
+    page = urllib.request.urlopen(f"http://{node.host}:{node.http_port}/metrics",
+                                  timeout=10).read().decode()
+    for line in page.splitlines():
+        if line.startswith(f'fjord_topic_records_out_total{{topic="{topic}"}}'):
+            return int(line.split()[-1])
+    return 0
+
+
+def consume(bootstrap, topic, count, **config):
+    """The values of the first `count` records of partition 0, read by assignment."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{time.monotonic()}",
+                  "enable.auto.commit": False, **config})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < count and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.offset(), m.value()))
+    c.close()
+    return got
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Fetch from the closest replica (KIP-392): a consumer with client.rack reads from the in-sync follower in its rack, read_committed included")
+def test_a_consumer_reads_from_the_replica_in_its_rack(rack_cluster):
+    cluster = rack_cluster
+    bootstrap = ",".join(n.bootstrap for n in cluster)
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    a.create_topics([NewTopic("r", 1, 3, config={"min.insync.replicas": "2"})])["r"].result(30)
+    assert wait_for(lambda: len(partitions(a, "r")[0][2]) == 3, timeout=20)
+    leader, replicas, _ = partitions(a, "r")[0]
+    near, far = [i for i in replicas if i != leader]
+    acked = {}
+    assert not produce(bootstrap, "r", [f"v{i}".encode() for i in range(200)], acked)
+    # Committed and aborted transactions: a follower's last stable offset and aborted list.
+    from confluent_kafka import Producer as P
+    t = P({"bootstrap.servers": bootstrap, "transactional.id": "rack-tx"})
+    t.init_transactions(30)
+    for commit in (True, False, True):
+        t.begin_transaction()
+        for i in range(10):
+            t.produce("r", value=f"{'c' if commit else 'x'}{i}".encode(), partition=0)
+        t.flush(30)  # written before an abort (librdkafka drops unsent records)
+        (t.commit_transaction if commit else t.abort_transaction)(30)
+    before = {i: records_out(cluster[i - 1], "r") for i in (1, 2, 3)}
+    # A consumer in the near follower's rack is sent there by the leader and reads it all.
+    got = consume(bootstrap, "r", 220, **{"client.rack": f"rack{near}",
+                                         "isolation.level": "read_committed"})
+    values = [v for _, v in got]
+    assert values[:200] == [f"v{i}".encode() for i in range(200)]
+    assert values[200:] == [f"c{i}".encode() for i in range(10)] * 2, values[200:]
+    after = {i: records_out(cluster[i - 1], "r") for i in (1, 2, 3)}
+    assert after[near] - before[near] >= 220, (before, after)
+    assert after[far] == before[far], "the other follower served nothing"
+    # read_uncommitted from there sees the aborted records too; a consumer in the leader's rack,
+    # or in none, reads from the leader.
+    got = consume(bootstrap, "r", 230, **{"client.rack": f"rack{near}",
+                                         "isolation.level": "read_uncommitted"})
+    assert len(got) == 230 and got[-1][1].startswith(b"c")
+    assert sorted(v for _, v in got[200:] if v.startswith(b"x")) == sorted(
+        f"x{i}".encode() for i in range(10))
+    before = {i: records_out(cluster[i - 1], "r") for i in (1, 2, 3)}
+    assert len(consume(bootstrap, "r", 220, **{"client.rack": f"rack{leader}"})) == 220
+    assert len(consume(bootstrap, "r", 220)) == 220
+    after = {i: records_out(cluster[i - 1], "r") for i in (1, 2, 3)}
+    assert after[near] == before[near] and after[far] == before[far], (before, after)

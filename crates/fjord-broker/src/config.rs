@@ -82,6 +82,9 @@ pub struct BrokerConfig {
     /// `replica.lag.time.max.ms`: a follower not caught up with its leader for this long
     /// leaves the in-sync replicas.
     pub replica_lag_time_max_ms: i64,
+    /// `replica.selector.class` (KIP-392): where a leader sends a consumer that names its rack
+    /// to read. None (Kafka's default) reads from the leader, as [`ReplicaSelector::Leader`].
+    pub replica_selector: Option<ReplicaSelector>,
     /// Whether the cluster id given at open was just made for a new data directory, which
     /// takes the id of the cluster it joins; an id the directory already had must match.
     pub new_cluster_id: bool,
@@ -125,7 +128,34 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9_000,
             unclean_leader_election: false,
             replica_lag_time_max_ms: 30_000,
+            replica_selector: None,
             new_cluster_id: true,
+        }
+    }
+}
+
+/// Kafka's replica selectors (`replica.selector.class`, KIP-392): which replica a leader
+/// sends a consumer to. Whatever it picks, the consumer reads from any replica it is sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaSelector {
+    /// `org.apache.kafka.common.replica.LeaderSelector`: the leader.
+    Leader,
+    /// `org.apache.kafka.common.replica.RackAwareReplicaSelector`: the leader if it is in the
+    /// consumer's rack (`client.rack`), else the most caught-up in-sync replica there, else
+    /// the leader.
+    RackAware,
+}
+
+impl ReplicaSelector {
+    pub const LEADER: &str = "org.apache.kafka.common.replica.LeaderSelector";
+    pub const RACK_AWARE: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+    /// The selector a `replica.selector.class` value names (Kafka's two).
+    pub fn from_class(name: &str) -> Option<Self> {
+        match name.trim() {
+            Self::LEADER => Some(Self::Leader),
+            Self::RACK_AWARE => Some(Self::RackAware),
+            _ => None,
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct FetchParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Answered {
     pub has_records: bool,
+    /// It named a preferred read replica or a diverging epoch: sent whatever else changed
+    /// (Kafka's `maybeUpdateResponseData`).
+    pub must_send: bool,
     pub error: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
@@ -235,7 +238,7 @@ impl FetchSessions {
         let mut carried = Vec::with_capacity(answers.len());
         let mut with_records = Vec::new();
         for (i, (cached, a)) in session.partitions.values_mut().zip(answers).enumerate() {
-            let mut carry = a.has_records;
+            let mut carry = a.has_records || a.must_send;
             if cached.high_watermark != a.high_watermark {
                 cached.high_watermark = a.high_watermark;
                 carry = true;
@@ -385,6 +388,7 @@ mod tests {
     fn quiet(hw: i64) -> Answered {
         Answered {
             has_records: false,
+            must_send: false,
             error: 0,
             high_watermark: hw,
             log_start_offset: 0,
@@ -465,6 +469,7 @@ mod tests {
         assert_eq!(partitions[0].1.fetch_offset, 0, "kept parameters");
         let busy = Answered {
             has_records: true,
+            must_send: false,
             ..quiet(10)
         };
         let answers = [quiet(10), busy, quiet(11)];

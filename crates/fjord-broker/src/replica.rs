@@ -215,6 +215,30 @@ impl ReplicaState {
         self.is_leader() && replica != self.node && self.replicas.contains(&replica)
     }
 
+    /// The in-sync followers whose logs reach `offset`, as (broker, log end offset, ms since
+    /// last caught up): what a replica selector may send a consumer reading from `offset` to
+    /// (Kafka's `findPreferredReadReplica`). None unless this broker leads.
+    pub fn read_replicas(&self, offset: i64, now: i64) -> Vec<(i32, i64, i64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut found: Vec<_> = self
+            .followers
+            .iter()
+            .filter(|(id, f)| self.isr.contains(id) && f.end_offset >= offset)
+            .map(|(id, f)| {
+                let since = if f.caught_up_ms < 0 {
+                    i64::MAX
+                } else {
+                    (now - f.caught_up_ms).max(0)
+                };
+                (*id, f.end_offset, since)
+            })
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     /// Notes a follower's fetch from `end_offset` (its log end, durable) at `now`, when the
     /// leader's log ended at `leader_end`; returns the ISR expansion it makes possible
     /// (Kafka's `maybeExpandIsr`: it reached the high watermark and this epoch's start).
@@ -391,9 +415,72 @@ impl Broker {
     }
 }
 
+/// Kafka's `RackAwareReplicaSelector`: the replica a consumer in `client_rack` reads from,
+/// given the leader's rack and the in-sync followers that hold its fetch offset as
+/// (broker, rack, log end offset, ms since caught up). None: the leader (in the rack, no rack
+/// named, or no follower there); else the follower there with the longest log, the most
+/// recently caught up on a tie.
+pub fn rack_aware_choice(
+    client_rack: &str,
+    leader_rack: Option<&str>,
+    followers: &[(i32, Option<&str>, i64, i64)],
+) -> Option<i32> {
+    if client_rack.is_empty() || leader_rack == Some(client_rack) {
+        return None;
+    }
+    followers
+        .iter()
+        .filter(|f| f.1 == Some(client_rack))
+        .max_by(|a, b| a.2.cmp(&b.2).then(b.3.cmp(&a.3)))
+        .map(|f| f.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_is_sent_to_the_most_caught_up_in_sync_replica_of_its_rack() {
+        let mut s = ReplicaState::new(1, 0);
+        s.update(T, &meta(1, 0, &[1, 2, 3, 4], &[1, 2, 3]), 0, 0, 0);
+        s.follower_fetched(2, 40, 100, 50, 0);
+        s.follower_fetched(3, 50, 100, 50, 0);
+        s.follower_fetched(4, 50, 100, 50, 0);
+        // 4 is not in sync; 2 does not hold offset 45.
+        assert_eq!(s.read_replicas(45, 150), [(3, 50, 50)]);
+        assert_eq!(s.read_replicas(10, 150), [(2, 40, i64::MAX), (3, 50, 50)]);
+        let racks = |r: &[(i32, i64, i64)], rack: &'static [Option<&'static str>]| {
+            r.iter()
+                .zip(rack)
+                .map(|(&(id, end, since), &rack)| (id, rack, end, since))
+                .collect::<Vec<_>>()
+        };
+        let f = racks(&s.read_replicas(10, 150), &[Some("b"), Some("b")]);
+        assert_eq!(
+            rack_aware_choice("b", Some("a"), &f),
+            Some(3),
+            "longest log"
+        );
+        assert_eq!(
+            rack_aware_choice("a", Some("a"), &f),
+            None,
+            "the leader is there"
+        );
+        assert_eq!(rack_aware_choice("c", Some("a"), &f), None, "nobody there");
+        assert_eq!(rack_aware_choice("", Some("a"), &f), None, "no rack named");
+        let tie = [(2, Some("b"), 50, 900), (3, Some("b"), 50, 10)];
+        assert_eq!(
+            rack_aware_choice("b", None, &tie),
+            Some(3),
+            "caught up last"
+        );
+        let mut follower = ReplicaState::new(2, 0);
+        follower.update(T, &meta(1, 0, &[1, 2], &[1, 2]), 0, 0, 0);
+        assert!(
+            follower.read_replicas(0, 0).is_empty(),
+            "only a leader chooses"
+        );
+    }
 
     fn meta(leader: i32, epoch: i32, replicas: &[i32], isr: &[i32]) -> PartitionMeta {
         PartitionMeta {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use fjord_broker::BrokerConfig;
-use fjord_broker::config::Roles;
+use fjord_broker::config::{ReplicaSelector, Roles};
 
 /// Broker keys the file may set (beyond the listener flags).
 pub const KEYS: &[&str] = &[
@@ -62,6 +62,7 @@ pub const KEYS: &[&str] = &[
     "broker.session.timeout.ms",
     "unclean.leader.election.enable",
     "replica.lag.time.max.ms",
+    "replica.selector.class",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -155,6 +156,18 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
                 .with_context(|| format!("{key} must be true or false"))?;
         }
         "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = positive(int()?)?,
+        "replica.selector.class" => {
+            config.replica_selector = match value.trim() {
+                "" => None,
+                class => Some(ReplicaSelector::from_class(class).with_context(|| {
+                    format!(
+                        "{key}: Fjord has Kafka's {} and {}, not {class}",
+                        ReplicaSelector::RACK_AWARE,
+                        ReplicaSelector::LEADER
+                    )
+                })?),
+            }
+        }
         "broker.rack" => config.rack = Some(value.trim().to_string()).filter(|r| !r.is_empty()),
         "num.partitions" => {
             config.num_partitions =
@@ -398,6 +411,17 @@ mod tests {
         assert!(apply(&mut c, "controller.quorum.voters", "1@a:9093,1@b:1").is_err());
         apply(&mut c, "broker.rack", "eu-1a").unwrap();
         assert_eq!(c.rack.as_deref(), Some("eu-1a"));
+        apply(
+            &mut c,
+            "replica.selector.class",
+            ReplicaSelector::RACK_AWARE,
+        )
+        .unwrap();
+        assert_eq!(c.replica_selector, Some(ReplicaSelector::RackAware));
+        apply(&mut c, "replica.selector.class", "").unwrap();
+        assert_eq!(c.replica_selector, None);
+        let e = apply(&mut c, "replica.selector.class", "com.example.Mine").unwrap_err();
+        assert!(e.to_string().contains("RackAwareReplicaSelector"), "{e}");
         // Any text is a rack name; every other key refuses nonsense.
         for key in KEYS.iter().filter(|k| **k != "broker.rack") {
             let e = apply(&mut BrokerConfig::default(), key, "not-a-value");

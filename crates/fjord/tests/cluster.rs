@@ -37,57 +37,88 @@ fn connect(port: u16) -> TcpStream {
 /// Starts three nodes (all voters) with `config` as their config file; returns once every
 /// node accepts connections (logs in `dir/node{i}.log`).
 fn start_cluster(dir: &std::path::Path, config: &str) -> Vec<Node> {
+    start_cluster_with(dir, config, |_| Vec::new())
+}
+
+/// [`start_cluster`], node `i` (1-based) also given the flags `flags(i)`.
+fn start_cluster_with(
+    dir: &std::path::Path,
+    config: &str,
+    flags: impl Fn(usize) -> Vec<String>,
+) -> Vec<Node> {
     let config_path = dir.join("cluster.toml");
     std::fs::write(&config_path, config).unwrap();
     let config = config_path;
-    let controllers: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = controllers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let port = free_port();
-            let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-                .arg("--data-dir")
-                .arg(dir.join(format!("node{i}")))
-                .args(["--node-id", &(i + 1).to_string(), "--voters", &voters])
-                .arg("--config")
-                .arg(&config)
-                .args([
-                    "--controller-listen",
-                    &format!("127.0.0.1:{}", controllers[i]),
-                ])
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join(format!("node{i}.log"))).unwrap())
-                .spawn()
-                .unwrap();
-            Node { child, port }
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
     let logs = || {
         (0..3)
             .map(|i| std::fs::read_to_string(dir.join(format!("node{i}.log"))).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n----\n")
     };
-    for n in &nodes {
-        while TcpStream::connect(("127.0.0.1", n.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not start:\n{}",
-                logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+    // A free port may be taken by another process before a node binds it: a node that exits
+    // at start is tried again, the whole cluster on new ports and empty data directories.
+    for attempt in 1..=3 {
+        let controllers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let voters = controllers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Node> = (0..3)
+            .map(|i| {
+                let port = free_port();
+                let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+                    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                    .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("node{i}")))
+                    .args(["--node-id", &(i + 1).to_string(), "--voters", &voters])
+                    .arg("--config")
+                    .arg(&config)
+                    .args([
+                        "--controller-listen",
+                        &format!("127.0.0.1:{}", controllers[i]),
+                    ])
+                    .args(flags(i + 1))
+                    .env("NO_COLOR", "1")
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join(format!("node{i}.log"))).unwrap())
+                    .spawn()
+                    .unwrap();
+                Node { child, port }
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut exited = false;
+        'wait: for i in 0..3 {
+            while TcpStream::connect(("127.0.0.1", nodes[i].port)).is_err() {
+                if nodes
+                    .iter_mut()
+                    .any(|n| n.child.try_wait().unwrap().is_some())
+                {
+                    exited = true;
+                    break 'wait;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not start:\n{}",
+                    logs()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if !exited {
+            return nodes;
+        }
+        assert!(attempt < 3, "a node exited at start:\n{}", logs());
+        eprintln!("a node exited at start; starting again:\n{}", logs());
+        drop(nodes);
+        for i in 0..3 {
+            let _ = std::fs::remove_dir_all(dir.join(format!("node{i}")));
         }
     }
-    nodes
+    unreachable!()
 }
 
 #[test]
@@ -241,6 +272,21 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
     }
 }
 
+/// Creates topic `name` of one partition with `replication_factor` replicas.
+fn create_replicated(s: &mut TcpStream, name: &'static str, replication_factor: i16) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    let mut ct = CreatableTopic::default();
+    ct.name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str(name));
+    ct.num_partitions = 1;
+    ct.replication_factor = replication_factor;
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![ct];
+    create.timeout_ms = 10_000;
+    let created: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+}
+
 /// A Fetch naming a replica id as a follower, to the broker on `port`.
 fn replica_fetch(
     s: &mut TcpStream,
@@ -279,19 +325,7 @@ fn follower_fetches_are_checked_as_kafka_checks_them() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(dir.path(), "");
     let mut first = connect(nodes[0].port);
-    {
-        use kafka_protocol::messages::create_topics_request::CreatableTopic;
-        use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
-        let mut ct = CreatableTopic::default();
-        ct.name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("rep"));
-        ct.num_partitions = 1;
-        ct.replication_factor = 2;
-        let mut create = CreateTopicsRequest::default();
-        create.topics = vec![ct];
-        create.timeout_ms = 10_000;
-        let created: CreateTopicsResponse = call(&mut first, ApiKey::CreateTopics, 7, &create);
-        assert_eq!(created.topics[0].error_code, 0);
-    }
+    create_replicated(&mut first, "rep", 2);
     let mut md = MetadataRequest::default();
     md.topics = None;
     let meta: MetadataResponse = call(&mut first, ApiKey::Metadata, 12, &md);
@@ -390,5 +424,129 @@ fn follower_fetches_are_checked_as_kafka_checks_them() {
         let d = replica_fetch(&mut at_follower, version, &topic, leader, epoch, 0, -1);
         assert_eq!(d.error_code, 6, "v{version}: NOT_LEADER_OR_FOLLOWER");
     }
+    drop(nodes);
+}
+
+/// A consumer's Fetch (no replica id) of partition 0 of `topic`, naming rack `rack`.
+fn consumer_fetch(
+    s: &mut TcpStream,
+    version: i16,
+    topic: &kafka_protocol::messages::metadata_response::MetadataResponseTopic,
+    current_leader_epoch: i32,
+    fetch_offset: i64,
+    rack: &'static str,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = fetch_offset;
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = current_leader_epoch;
+    let mut ft = FetchTopic::default();
+    ft.topic = topic.name.clone().unwrap();
+    ft.topic_id = topic.topic_id;
+    ft.partitions = vec![fp];
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 0;
+    fetch.max_bytes = 1 << 20;
+    fetch.topics = vec![ft];
+    fetch.rack_id = kafka_protocol::protocol::StrBytes::from_static_str(rack);
+    let r: FetchResponse = call(s, ApiKey::Fetch, version, &fetch);
+    r.responses[0].partitions[0].clone()
+}
+
+#[test]
+fn consumers_are_sent_to_and_served_by_the_replica_in_their_rack() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(
+        dir.path(),
+        "\"replica.selector.class\" = \"org.apache.kafka.common.replica.RackAwareReplicaSelector\"\n",
+        |i| vec!["--rack".into(), format!("r{i}")],
+    );
+    let mut first = connect(nodes[0].port);
+    create_replicated(&mut first, "near", 2);
+    let mut md = MetadataRequest::default();
+    md.topics = None;
+    let meta: MetadataResponse = call(&mut first, ApiKey::Metadata, 12, &md);
+    let topic = meta
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("near"))
+        .unwrap()
+        .clone();
+    let p = &topic.partitions[0];
+    let leader = p.leader_id.0;
+    let epoch = p.leader_epoch;
+    let follower = p
+        .replica_nodes
+        .iter()
+        .map(|b| b.0)
+        .find(|&r| r != leader)
+        .unwrap();
+    let outsider = (1..=3)
+        .find(|b| !p.replica_nodes.iter().any(|r| r.0 == *b))
+        .unwrap();
+    let rack = |id: i32| -> &'static str { ["r1", "r2", "r3"][id as usize - 1] };
+    let port = |id: i32| nodes[id as usize - 1].port;
+    let mut at_leader = connect(port(leader));
+    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
+        .push(0, None, Some(b"v"))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..3 {
+        while produce(&mut at_leader, "near", 0, batch.clone()).error_code != 0 {
+            assert!(Instant::now() < deadline, "the leader never took the write");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The leader sends a consumer in the follower's rack there, with no records, from v11;
+    // one in its own rack, in no rack, or in a rack without a replica, it serves itself.
+    for version in [11, 17] {
+        let d = consumer_fetch(&mut at_leader, version, &topic, epoch, 0, rack(follower));
+        assert_eq!(d.error_code, 0);
+        assert_eq!(d.preferred_read_replica.0, follower, "v{version}");
+        assert!(d.records.as_ref().is_none_or(|r| r.is_empty()));
+        assert_eq!(d.high_watermark, 3);
+        for other in [rack(leader), "", rack(outsider)] {
+            let d = consumer_fetch(&mut at_leader, version, &topic, epoch, 0, other);
+            assert_eq!(d.preferred_read_replica.0, -1, "v{version} rack {other:?}");
+            assert!(!d.records.as_ref().unwrap().is_empty());
+        }
+    }
+    // The follower serves v11+ consumers up to its high watermark (which it learns from its
+    // next fetch), in the epoch it knows.
+    let mut at_follower = connect(port(follower));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = consumer_fetch(&mut at_follower, 11, &topic, epoch, 0, "");
+        assert_eq!(d.error_code, 0, "{d:?}");
+        if d.high_watermark == 3 {
+            assert!(!d.records.as_ref().unwrap().is_empty());
+            assert_eq!(d.preferred_read_replica.0, -1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never learned the high watermark"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = consumer_fetch(&mut at_follower, 11, &topic, epoch, 3, "");
+    assert_eq!(d.error_code, 0, "at its log end: nothing yet");
+    assert!(d.records.as_ref().is_none_or(|r| r.is_empty()));
+    let d = consumer_fetch(&mut at_follower, 11, &topic, epoch, 4, "");
+    assert_eq!(d.error_code, 1, "past its log end: OFFSET_OUT_OF_RANGE");
+    let d = consumer_fetch(&mut at_follower, 11, &topic, epoch + 1, 0, "");
+    assert_eq!(d.error_code, 75, "a newer epoch: UNKNOWN_LEADER_EPOCH");
+    if epoch > 0 {
+        let d = consumer_fetch(&mut at_follower, 11, &topic, epoch - 1, 0, "");
+        assert_eq!(d.error_code, 74, "an older epoch: FENCED_LEADER_EPOCH");
+    }
+    // Before v11 consumers read from the leader only; a broker with no replica serves none.
+    let d = consumer_fetch(&mut at_follower, 10, &topic, epoch, 0, "");
+    assert_eq!(d.error_code, 6, "v10 at a follower: NOT_LEADER_OR_FOLLOWER");
+    let mut at_outsider = connect(port(outsider));
+    let d = consumer_fetch(&mut at_outsider, 11, &topic, epoch, 0, "");
+    assert_eq!(d.error_code, 6, "no replica here: NOT_LEADER_OR_FOLLOWER");
     drop(nodes);
 }

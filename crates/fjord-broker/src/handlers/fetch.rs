@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::{RequestContext, check_leader_epoch, topic_name};
 use crate::broker::{Broker, Partition};
+use crate::config::ReplicaSelector;
 use crate::errors;
 use crate::fetch_sessions::{Answered, Context, FetchParams, PartitionKey, TopicKey};
 use crate::frame::Region;
@@ -136,7 +137,25 @@ pub async fn handle(
         request.replica_id.0
     };
     let replica = (replica >= 0).then_some(replica);
+    // From v11 a consumer may read from any replica (KIP-392: a leader's replica selector
+    // sends it to one with `preferred_read_replica`); a follower serves up to its own high
+    // watermark. Older consumers, and followers, read from the leader only.
+    let any_replica = ctx.version >= 11 && replica.is_none();
     let state = broker.metadata();
+    let selection = (any_replica
+        && broker.config.replica_selector == Some(ReplicaSelector::RackAware)
+        && !request.rack_id.is_empty())
+    .then(|| {
+        Arc::new(Selection {
+            client_rack: request.rack_id.to_string(),
+            leader_rack: broker.config.rack.clone(),
+            racks: state
+                .brokers()
+                .filter(|b| !b.fenced)
+                .map(|b| (b.id, b.rack.clone()))
+                .collect(),
+        })
+    });
     let mut wanted = Vec::with_capacity(partitions.len());
     for (key, params) in partitions {
         let name = match &key.topic {
@@ -145,14 +164,24 @@ pub async fn handle(
                 .map(|t| t.name.clone()),
             TopicKey::Name(n) => Some(n.clone()),
         };
-        let partition = name
-            .as_deref()
-            .and_then(|n| broker.partition(n, key.partition));
+        let partition = name.as_deref().and_then(|n| {
+            if any_replica {
+                broker.hosted(n, key.partition)
+            } else {
+                broker.partition(n, key.partition)
+            }
+        });
         let error = match (&name, &partition) {
             (None, _) => errors::UNKNOWN_TOPIC_ID,
             (Some(n), None) => broker.missing_partition_code(n, key.partition),
             (_, Some(p)) => {
-                match check_leader_epoch(params.current_leader_epoch, p.log.leader_epoch()) {
+                // A follower knows the epoch from the metadata.
+                let current = if p.is_leader() {
+                    p.log.leader_epoch()
+                } else {
+                    p.role().epoch
+                };
+                match check_leader_epoch(params.current_leader_epoch, current) {
                     // A replica id that is not one of the partition's followers never takes the
                     // follower path (Kafka's followerReplicaOrThrow).
                     errors::NONE if replica.is_some_and(|r| !p.replica().is_follower(r)) => {
@@ -185,10 +214,19 @@ pub async fn handle(
     let wanted = Arc::new(wanted);
     let read = |wanted: Arc<Vec<Wanted>>| {
         let broker = broker.clone();
+        let selection = selection.clone();
         async move {
             let now = broker.now_ms();
             let (parts, total, stop, isr) = tokio::task::spawn_blocking(move || {
-                read_all(&wanted, max_bytes, read_committed, replica, now)
+                let reader = Reader {
+                    max_bytes,
+                    read_committed,
+                    replica,
+                    any_replica,
+                    selection: selection.as_deref(),
+                    now,
+                };
+                reader.read_all(&wanted)
             })
             .await
             .unwrap_or_else(|_| (Vec::new(), 0, true, Vec::new()));
@@ -241,6 +279,7 @@ pub async fn handle(
     }
     let answered = |(pd, records): &(PartitionData, Records)| Answered {
         has_records: !matches!(records, Records::None),
+        must_send: pd.preferred_read_replica.0 >= 0 || pd.diverging_epoch.epoch >= 0,
         error: pd.error_code,
         high_watermark: pd.high_watermark,
         log_start_offset: pd.log_start_offset,
@@ -361,129 +400,184 @@ fn empty_partition(w: &Wanted, read_committed: bool) -> PartitionData {
 /// The ISR changes a follower's fetch made possible, for the controller.
 type IsrRequests = Vec<(Arc<Partition>, crate::replica::IsrRequest)>;
 
-/// Reads every wanted partition once; returns the partition data, the record bytes found,
-/// whether any partition has an error or a divergence (which ends a long poll at once), and,
-/// for a follower (`replica`), the ISR changes its fetch offsets allow (each offset tells the
-/// leader what the follower holds, durable, and may move the high watermark).
-fn read_all(
-    wanted: &[Wanted],
+/// What a leader's rack-aware replica selector needs to place a consumer (KIP-392).
+struct Selection {
+    /// The consumer's `client.rack`.
+    client_rack: String,
+    /// This broker's rack.
+    leader_rack: Option<String>,
+    /// The live brokers' racks.
+    racks: std::collections::HashMap<i32, Option<String>>,
+}
+
+/// One read of the wanted partitions.
+struct Reader<'a> {
     max_bytes: usize,
     read_committed: bool,
+    /// The follower fetching (its broker id), if this is a replica's fetch.
     replica: Option<i32>,
+    /// A consumer that may read from a follower (v11+).
+    any_replica: bool,
+    selection: Option<&'a Selection>,
     now: i64,
-) -> (Vec<(PartitionData, Records)>, usize, bool, IsrRequests) {
-    let mut out = Vec::with_capacity(wanted.len());
-    let mut total = 0usize;
-    let mut any_error = false;
-    let mut isr = Vec::new();
-    for w in wanted {
-        let mut pd = empty_partition(w, read_committed);
-        let Some(partition) = w.partition.as_ref().filter(|_| w.error == errors::NONE) else {
-            pd.error_code = w.error;
-            any_error = true;
-            out.push((pd, Records::None));
-            continue;
-        };
-        let log = &partition.log;
-        if !partition.is_leader() {
-            // Leadership moved while the fetch waited.
-            pd.error_code = errors::NOT_LEADER_OR_FOLLOWER;
-            any_error = true;
-            out.push((pd, Records::None));
-            continue;
-        }
-        if let Some(replica) = replica {
-            match follower_read(partition, replica, &w.params, now) {
-                Ok(Some(request)) => isr.push((partition.clone(), request)),
-                Ok(None) => {}
-                Err(FollowerRead::Diverging(epoch, end_offset)) => {
-                    pd.diverging_epoch.epoch = epoch;
-                    pd.diverging_epoch.end_offset = end_offset;
-                    pd.high_watermark = log.high_watermark();
-                    pd.last_stable_offset = log.last_stable_offset();
-                    pd.log_start_offset = log.log_start_offset();
-                    any_error = true;
-                    out.push((pd, Records::None));
-                    continue;
-                }
-                Err(FollowerRead::Error(code)) => {
-                    pd.error_code = code;
-                    pd.high_watermark = log.high_watermark();
-                    pd.log_start_offset = log.log_start_offset();
-                    any_error = true;
-                    out.push((pd, Records::None));
-                    continue;
+}
+
+impl Reader<'_> {
+    /// The follower a consumer reading `partition` from `offset` is sent to, if any.
+    fn preferred_read_replica(&self, partition: &Partition, offset: i64) -> Option<i32> {
+        let selection = self.selection?;
+        let followers: Vec<_> = partition
+            .replica()
+            .read_replicas(offset, self.now)
+            .into_iter()
+            .filter_map(|(id, end, since)| {
+                let rack = selection.racks.get(&id)?;
+                Some((id, rack.as_deref(), end, since))
+            })
+            .collect();
+        crate::replica::rack_aware_choice(
+            &selection.client_rack,
+            selection.leader_rack.as_deref(),
+            &followers,
+        )
+    }
+
+    /// Reads every wanted partition once; returns the partition data, the record bytes found,
+    /// whether any partition has an error, a divergence or a preferred read replica (which ends a
+    /// long poll at once), and, for a follower (`replica`), the ISR changes its fetch offsets
+    /// allow (each offset tells the leader what the follower holds, durable, and may move the
+    /// high watermark).
+    fn read_all(
+        &self,
+        wanted: &[Wanted],
+    ) -> (Vec<(PartitionData, Records)>, usize, bool, IsrRequests) {
+        let (max_bytes, read_committed, replica, now) =
+            (self.max_bytes, self.read_committed, self.replica, self.now);
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut total = 0usize;
+        let mut any_error = false;
+        let mut isr = Vec::new();
+        for w in wanted {
+            let mut pd = empty_partition(w, read_committed);
+            let Some(partition) = w.partition.as_ref().filter(|_| w.error == errors::NONE) else {
+                pd.error_code = w.error;
+                any_error = true;
+                out.push((pd, Records::None));
+                continue;
+            };
+            let log = &partition.log;
+            let leads = partition.is_leader();
+            if !leads && !self.any_replica {
+                // Leadership moved while the fetch waited.
+                pd.error_code = errors::NOT_LEADER_OR_FOLLOWER;
+                any_error = true;
+                out.push((pd, Records::None));
+                continue;
+            }
+            if leads && let Some(id) = self.preferred_read_replica(partition, w.params.fetch_offset)
+            {
+                // Sent elsewhere: no records, answered at once (Kafka's readFromLog).
+                pd.preferred_read_replica = kafka_protocol::messages::BrokerId(id);
+                pd.high_watermark = log.high_watermark();
+                pd.last_stable_offset = log.last_stable_offset();
+                pd.log_start_offset = log.log_start_offset();
+                any_error = true;
+                out.push((pd, Records::None));
+                continue;
+            }
+            if let Some(replica) = replica {
+                match follower_read(partition, replica, &w.params, now) {
+                    Ok(Some(request)) => isr.push((partition.clone(), request)),
+                    Ok(None) => {}
+                    Err(FollowerRead::Diverging(epoch, end_offset)) => {
+                        pd.diverging_epoch.epoch = epoch;
+                        pd.diverging_epoch.end_offset = end_offset;
+                        pd.high_watermark = log.high_watermark();
+                        pd.last_stable_offset = log.last_stable_offset();
+                        pd.log_start_offset = log.log_start_offset();
+                        any_error = true;
+                        out.push((pd, Records::None));
+                        continue;
+                    }
+                    Err(FollowerRead::Error(code)) => {
+                        pd.error_code = code;
+                        pd.high_watermark = log.high_watermark();
+                        pd.log_start_offset = log.log_start_offset();
+                        any_error = true;
+                        out.push((pd, Records::None));
+                        continue;
+                    }
                 }
             }
-        }
-        let budget = (w.params.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-        // KIP-74: the first batch of the first partition with data comes back even if it is
-        // larger than the limits, so a consumer can always make progress.
-        let min_one = total == 0;
-        // read_committed consumers stop at the last stable offset and get the aborted
-        // transactions of what they read, to drop those records.
-        let upper = if replica.is_some() {
-            ReadUpTo::LogEnd
-        } else if read_committed {
-            ReadUpTo::LastStable
-        } else {
-            ReadUpTo::HighWatermark
-        };
-        let read = log.read(w.params.fetch_offset, budget, upper, min_one);
-        let mut records = Records::None;
-        match read {
-            Ok(r) => {
-                pd.high_watermark = r.high_watermark;
-                pd.last_stable_offset = r.last_stable_offset;
-                pd.log_start_offset = r.log_start_offset;
-                if let Some(slice) = r.data {
-                    if read_committed {
-                        pd.aborted_transactions = Some(
-                            log.aborted_transactions(w.params.fetch_offset, slice.next_offset)
-                                .into_iter()
-                                .map(|a| {
-                                    let mut t = AbortedTransaction::default();
-                                    t.producer_id = ProducerId(a.producer_id);
-                                    t.first_offset = a.first_offset;
-                                    t
-                                })
-                                .collect(),
-                        );
-                    }
-                    total += slice.len as usize;
-                    if slice.len >= SENDFILE_MIN_BYTES && slice.file.fd().is_some() {
-                        records = Records::File(slice);
-                    } else {
-                        match slice.read() {
-                            Ok(bytes) => {
-                                records = Records::Read(Bytes::from(bytes), slice.records);
-                            }
-                            Err(e) => {
-                                tracing::error!(topic = %partition.topic, partition = w.key.partition, error = %e, "reading fetched range");
-                                total -= slice.len as usize;
-                                pd.error_code = errors::KAFKA_STORAGE_ERROR;
-                                any_error = true;
+            let budget = (w.params.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            // KIP-74: the first batch of the first partition with data comes back even if it is
+            // larger than the limits, so a consumer can always make progress.
+            let min_one = total == 0;
+            // read_committed consumers stop at the last stable offset and get the aborted
+            // transactions of what they read, to drop those records.
+            let upper = if replica.is_some() {
+                ReadUpTo::LogEnd
+            } else if read_committed {
+                ReadUpTo::LastStable
+            } else {
+                ReadUpTo::HighWatermark
+            };
+            let read = log.read(w.params.fetch_offset, budget, upper, min_one);
+            let mut records = Records::None;
+            match read {
+                Ok(r) => {
+                    pd.high_watermark = r.high_watermark;
+                    pd.last_stable_offset = r.last_stable_offset;
+                    pd.log_start_offset = r.log_start_offset;
+                    if let Some(slice) = r.data {
+                        if read_committed {
+                            pd.aborted_transactions = Some(
+                                log.aborted_transactions(w.params.fetch_offset, slice.next_offset)
+                                    .into_iter()
+                                    .map(|a| {
+                                        let mut t = AbortedTransaction::default();
+                                        t.producer_id = ProducerId(a.producer_id);
+                                        t.first_offset = a.first_offset;
+                                        t
+                                    })
+                                    .collect(),
+                            );
+                        }
+                        total += slice.len as usize;
+                        if slice.len >= SENDFILE_MIN_BYTES && slice.file.fd().is_some() {
+                            records = Records::File(slice);
+                        } else {
+                            match slice.read() {
+                                Ok(bytes) => {
+                                    records = Records::Read(Bytes::from(bytes), slice.records);
+                                }
+                                Err(e) => {
+                                    tracing::error!(topic = %partition.topic, partition = w.key.partition, error = %e, "reading fetched range");
+                                    total -= slice.len as usize;
+                                    pd.error_code = errors::KAFKA_STORAGE_ERROR;
+                                    any_error = true;
+                                }
                             }
                         }
                     }
                 }
-            }
-            Err(e) => {
-                if let LogError::OffsetOutOfRange {
-                    log_start_offset, ..
-                } = &e
-                {
-                    pd.log_start_offset = *log_start_offset;
-                    pd.high_watermark = log.high_watermark();
-                    pd.last_stable_offset = log.last_stable_offset();
+                Err(e) => {
+                    if let LogError::OffsetOutOfRange {
+                        log_start_offset, ..
+                    } = &e
+                    {
+                        pd.log_start_offset = *log_start_offset;
+                        pd.high_watermark = log.high_watermark();
+                        pd.last_stable_offset = log.last_stable_offset();
+                    }
+                    pd.error_code = errors::from_log_error(&e);
+                    any_error = true;
                 }
-                pd.error_code = errors::from_log_error(&e);
-                any_error = true;
             }
+            out.push((pd, records));
         }
-        out.push((pd, records));
+        (out, total, any_error, isr)
     }
-    (out, total, any_error, isr)
 }
 
 /// Why a follower's fetch of a partition gets no records.
