@@ -85,13 +85,19 @@ impl Broker {
             return Err(CommitError::Refused(e.to_string()));
         }
         let local = LocalChanges::between(&current, &preview, self.config.node_id);
-        self.prepare(&preview, &local.added).map_err(|e| {
+        let prepared = self.prepare(&preview, &local.added).map_err(|e| {
             tracing::error!(error = %e, "could not open the partitions of a change; it is not recorded");
             CommitError::Failed(AdminError::new(
                 errors::KAFKA_STORAGE_ERROR,
                 format!("{}; {unchanged}", open_failure(&e)),
             ))
         })?;
+        if !prepared {
+            return Err(CommitError::Refused(
+                "a partition it places here is served already: another change was committed first"
+                    .into(),
+            ));
+        }
         let written = self.runtime.block_on(self.quorum.write(change.to_vec()));
         let next = match written {
             Ok(published) => published.state,
@@ -264,16 +270,36 @@ impl Broker {
     /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
     /// returns its partition count. Blocking.
     pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {
-        self.ensure_internal_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions)
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_partitions,
+            self.config.offsets_topic_replication_factor,
+            &[],
+        )
     }
 
     /// Creates `__transaction_state` on first use (compacted,
     /// `transaction.state.log.num.partitions`); returns its partition count. Blocking.
     pub fn ensure_transaction_topic(&self) -> Result<i32, AdminError> {
-        self.ensure_internal_topic(TXN_TOPIC, self.config.transaction_state_partitions)
+        let min_isr = self.config.transaction_state_min_isr.to_string();
+        self.ensure_internal_topic(
+            TXN_TOPIC,
+            self.config.transaction_state_partitions,
+            self.config.transaction_state_replication_factor,
+            &[("min.insync.replicas", &min_isr)],
+        )
     }
 
-    fn ensure_internal_topic(&self, name: &str, partitions: i32) -> Result<i32, AdminError> {
+    /// Creates an internal topic with `replication_factor` replicas, or as many as there are
+    /// live brokers if fewer (Kafka refuses until there are enough; a cluster still starting
+    /// gets fewer replicas here), compacted, with `configs` too.
+    fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) -> Result<i32, AdminError> {
         {
             // Under the admin lock: a creation in progress has been published by the time
             // the lock is ours.
@@ -282,15 +308,24 @@ impl Broker {
                 return Ok(t.partitions);
             }
         }
+        let live = self
+            .quorum
+            .state()
+            .brokers()
+            .filter(|b| !b.fenced)
+            .count()
+            .max(1);
+        let mut topic_configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), "104857600".to_string()),
+        ]);
+        topic_configs.extend(configs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let topic = NewTopic {
             name: name.to_string(),
             partitions,
-            replication_factor: 1,
+            replication_factor: replication_factor.min(i16::try_from(live).unwrap_or(i16::MAX)),
             assignments: None,
-            configs: BTreeMap::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), "104857600".to_string()),
-            ]),
+            configs: topic_configs,
         };
         match self.create_topic(topic, false) {
             Ok(t) => Ok(t.partitions),

@@ -209,7 +209,11 @@ impl Partition {
     }
 
     /// [`Self::wait_committed`] from a blocking thread, with the coordinators' bound.
-    fn wait_committed_blocking(&self, offset: i64, epoch: i32) -> Result<(), CommitError> {
+    pub(crate) fn wait_committed_blocking(
+        &self,
+        offset: i64,
+        epoch: i32,
+    ) -> Result<(), CommitError> {
         // Settled already (an unreplicated partition always is: its high watermark moved in
         // `committed`): no runtime needed.
         let now = *self.commits.borrow();
@@ -327,6 +331,12 @@ impl PartitionWriter for InternalTopics {
 
     fn leads(&self, topic: &str, partition: i32) -> bool {
         self.partition(topic, partition).is_ok()
+    }
+
+    fn leader_epoch(&self, topic: &str, partition: i32) -> Option<i32> {
+        let p = self.partition(topic, partition).ok()?;
+        let role = p.role();
+        (role.leader == p.node).then_some(role.epoch)
     }
 
     fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError> {
@@ -698,6 +708,19 @@ pub struct Broker {
     retrying: std::sync::atomic::AtomicBool,
     /// The replica fetchers copying the partitions this broker follows.
     pub(crate) fetchers: crate::replica_fetcher::Fetchers,
+    /// Coordinator partitions this broker has just become leader of, to load once what they
+    /// hold is committed (the publisher queues them; [`Broker::load_coordinators`] runs them).
+    pub(crate) coordinator_loads: std::sync::Mutex<Vec<CoordinatorLoad>>,
+}
+
+/// A `__consumer_offsets` or `__transaction_state` partition to load as its new leader: once
+/// the high watermark reaches `target` (the log end when leadership began: everything a new
+/// leader holds is committed once its in-sync followers have it) in leader epoch `epoch`.
+#[derive(Debug)]
+pub(crate) struct CoordinatorLoad {
+    pub partition: Arc<Partition>,
+    pub epoch: i32,
+    pub target: i64,
 }
 
 impl Broker {
@@ -874,6 +897,7 @@ impl Broker {
                 offline: std::sync::Mutex::new(BTreeMap::new()),
                 retrying: std::sync::atomic::AtomicBool::new(false),
                 fetchers: crate::replica_fetcher::Fetchers::new(me.clone(), runtime_handle),
+                coordinator_loads: std::sync::Mutex::new(Vec::new()),
             }
         });
         broker.remove_stray_partitions();
@@ -887,9 +911,75 @@ impl Broker {
         broker.follow_metadata(applied);
         broker.keep_alive();
         broker.watch_isr();
+        // What is committed already loads now (a single node's shards, before the first
+        // request); the rest as the in-sync followers catch up.
+        broker.load_coordinators(true);
         broker.groups.load_all();
         broker.txns.load_all();
         Ok(broker)
+    }
+
+    /// Loads the coordinator partitions the publisher queued (this broker became their
+    /// leader), group shards before transaction shards (a transaction finished at load writes
+    /// markers to `__consumer_offsets`): each once its high watermark covers what it held
+    /// when leadership began, while this broker still leads it in that epoch. `now`: those
+    /// committed already load on this thread (start-up); every other load runs on a blocking
+    /// thread of its own.
+    pub(crate) fn load_coordinators(self: &Arc<Self>, now: bool) {
+        let mut loads = std::mem::take(
+            &mut *self
+                .coordinator_loads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        loads.sort_by_key(|l| l.partition.topic != crate::coordinator::group::OFFSETS_TOPIC);
+        for load in loads {
+            let settled = {
+                let c = *load.partition.commits.borrow();
+                c.leading_epoch == load.epoch && c.high_watermark >= load.target
+            };
+            if now && settled {
+                self.load_coordinator(&load);
+                continue;
+            }
+            let broker = self.clone();
+            self.runtime.spawn_blocking(move || {
+                loop {
+                    match load
+                        .partition
+                        .wait_committed_blocking(load.target, load.epoch)
+                    {
+                        Ok(()) => break broker.load_coordinator(&load),
+                        // Another leader or epoch: its own load (or unload) follows.
+                        Err(CommitError::NotLeader) => break,
+                        Err(e) => {
+                            tracing::warn!(topic = %load.partition.topic, partition = load.partition.index, error = %e, "a coordinator partition's log is not committed yet; still waiting to load it");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Loads one coordinator shard whose partition is committed up to where it began leading.
+    fn load_coordinator(&self, load: &CoordinatorLoad) {
+        let p = &load.partition;
+        let started = std::time::Instant::now();
+        let failed = match p.topic.as_str() {
+            crate::coordinator::group::OFFSETS_TOPIC => {
+                self.groups.load(p.index).err().map(|e| e.to_string())
+            }
+            crate::coordinator::txn::TXN_TOPIC => self.txns.load(p.index).err().map(|e| e.1),
+            _ => None,
+        };
+        match failed {
+            None => {
+                tracing::info!(topic = %p.topic, partition = p.index, epoch = load.epoch, ms = started.elapsed().as_millis() as u64, "loaded a coordinator partition as its new leader")
+            }
+            Some(e) => {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "loading a coordinator partition failed; its next request tries again")
+            }
+        }
     }
 
     /// Publishes every metadata change applied from now on (made on any node), in order,
@@ -901,7 +991,10 @@ impl Broker {
                 let Some(broker) = weak.upgrade() else { break };
                 let published = tokio::task::spawn_blocking(move || {
                     let state = broker.quorum.state();
-                    broker.publish_to(&state, LastShutdown::Unclean)
+                    let published = broker.publish_to(&state, LastShutdown::Unclean);
+                    // Also what an admin call's own publish or a reopened partition queued.
+                    broker.load_coordinators(false);
+                    published
                 })
                 .await;
                 match published {

@@ -47,6 +47,14 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: i64,
     /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`, capped at the
+    /// brokers alive when it is created.
+    pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.replication.factor`: replicas of `__transaction_state`, capped
+    /// at the brokers alive when it is created.
+    pub transaction_state_replication_factor: i16,
+    /// `transaction.state.log.min.isr`: `min.insync.replicas` of `__transaction_state`.
+    pub transaction_state_min_isr: i32,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_partitions: i32,
     /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
@@ -114,6 +122,9 @@ impl Default for BrokerConfig {
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             transaction_state_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            transaction_state_replication_factor: 3,
+            transaction_state_min_isr: 2,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
             producer_id_expiration_ms: 86_400_000,

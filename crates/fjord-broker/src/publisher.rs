@@ -148,11 +148,18 @@ impl Broker {
     /// Opens the partitions a change will place on this node before it is committed, so that
     /// a disk that cannot hold them refuses the change with nothing recorded. Not served
     /// until [`Self::publish`] is given them; on failure, whatever opened is discarded.
+    /// `Ok(false)`: one is served already (a change another node committed meanwhile placed
+    /// it here: this one was decided on a state that has moved on), nothing opened. Runs
+    /// under the publisher's lock, so a partition is never open twice.
     pub(crate) fn prepare(
         &self,
         next: &MetadataState,
         added: &[PartitionKey],
-    ) -> Result<(), OpenError> {
+    ) -> Result<bool, OpenError> {
+        let _published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if added.iter().any(|(t, i)| self.hosted(t, *i).is_some()) {
+            return Ok(false);
+        }
         let (opened, failed) = self.open_logs(next, added, self.now_ms(), LastShutdown::Unclean);
         if let Some(e) = failed {
             self.discard(opened);
@@ -162,7 +169,7 @@ impl Broker {
         for p in opened {
             prepared.insert((p.topic.clone(), p.index), p);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Discards what was prepared for `keys` and not served (the change was not committed,
@@ -212,6 +219,7 @@ impl Broker {
                 drop(replica);
                 drop(leadership);
                 self.fetchers.unfollow(&(p.topic.clone(), p.index));
+                self.coordinator_leads(p, meta.leader_epoch);
             }
             Some(Role::Follower {
                 leader,
@@ -221,7 +229,40 @@ impl Broker {
                 drop(replica);
                 drop(leadership);
                 self.fetchers.follow(p, topic.id, leader, leader_epoch);
+                // Its coordinator shard (if it had one here) is gone: NOT_COORDINATOR sends
+                // clients to the new leader.
+                match p.topic.as_str() {
+                    OFFSETS_TOPIC => self.groups.unload(p.index),
+                    TXN_TOPIC => self.txns.unload(p.index),
+                    _ => {}
+                }
             }
+        }
+    }
+
+    /// This broker now leads a coordinator partition (in `epoch`): its shard answers
+    /// COORDINATOR_LOAD_IN_PROGRESS until loaded, which waits until the in-sync replicas have
+    /// what the log holds (queued for [`Broker::load_coordinators`]). An empty, committed log
+    /// (a new partition) loads at its first request.
+    fn coordinator_leads(&self, p: &Arc<Partition>, epoch: i32) {
+        let target = p.log.log_end_offset();
+        let empty = target == p.log.log_start_offset() && p.log.high_watermark() >= target;
+        match p.topic.as_str() {
+            OFFSETS_TOPIC if empty => self.groups.load_lazily(p.index),
+            TXN_TOPIC if empty => self.txns.load_lazily(p.index),
+            OFFSETS_TOPIC => self.groups.begin_load(p.index),
+            TXN_TOPIC => self.txns.begin_load(p.index),
+            _ => return,
+        }
+        if !empty {
+            self.coordinator_loads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(crate::broker::CoordinatorLoad {
+                    partition: p.clone(),
+                    epoch,
+                    target,
+                });
         }
     }
 

@@ -17,6 +17,10 @@ use crate::{Client, ClientError, Fetched, check};
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
+/// FindCoordinator answers worth asking again: COORDINATOR_LOAD_IN_PROGRESS,
+/// COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+const COORDINATOR_RETRIABLE: [i16; 3] = [14, 15, 16];
+
 /// How many times a request whose leader moved is sent again.
 const ATTEMPTS: usize = 4;
 
@@ -124,13 +128,84 @@ impl Cluster {
                     )),
                 )
             })?;
+        self.connection(&addr).await
+    }
+
+    /// The connection to the broker at `addr`, opened when first needed.
+    async fn connection(&self, addr: &str) -> Result<Arc<Client>, ClientError> {
         let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&addr) {
+        if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
-        let client = Arc::new(Client::connect(&addr, &self.client_id, self.timeout).await?);
-        conns.insert(addr, client.clone());
+        let client = Arc::new(Client::connect(addr, &self.client_id, self.timeout).await?);
+        conns.insert(addr.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// The connection to the coordinator of a group (`key_type` 0) or a transactional id
+    /// (1), found with FindCoordinator; asked again for a while when none is available yet
+    /// (its partition is being loaded or has no leader).
+    pub async fn coordinator(&self, key: &str, key_type: i8) -> Result<Arc<Client>, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match self.bootstrap.find_coordinator(key, key_type).await {
+                Ok((_, addr)) => return self.connection(&addr).await,
+                Err(ClientError::Kafka { code, .. })
+                    if COORDINATOR_RETRIABLE.contains(&code)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Connections to every broker of the cluster (ListGroups and ListTransactions are
+    /// answered by each broker for what it coordinates).
+    pub async fn brokers(&self) -> Result<Vec<Arc<Client>>, ClientError> {
+        let md = self.bootstrap.metadata(Some(&[]), false).await?;
+        let mut out = Vec::with_capacity(md.brokers.len());
+        for b in &md.brokers {
+            out.push(self.connection(&format!("{}:{}", b.host, b.port)).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Client::describe_producers`] from each partition's leader.
+    pub async fn describe_producers(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, Vec<crate::ProducerDescription>)>, ClientError> {
+        let mut out = self
+            .by_leader(topic, partitions, |c, ps| async move {
+                c.describe_producers(topic, &ps).await
+            })
+            .await?;
+        out.sort_unstable_by_key(|(p, _)| *p);
+        Ok(out)
+    }
+
+    /// [`Client::fetch`] from the partition's leader.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<Fetched, ClientError> {
+        let mut out = self
+            .by_leader(topic, &[partition], |c, _| async move {
+                Ok(vec![
+                    c.fetch(topic, partition, offset, max_wait_ms, max_bytes)
+                        .await?,
+                ])
+            })
+            .await?;
+        out.pop()
+            .ok_or_else(|| ClientError::kafka(3, Some(&format!("{topic}-{partition}"))))
     }
 
     /// Runs `call` for `partitions` grouped by leader; a group refused because its leader

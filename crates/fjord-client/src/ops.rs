@@ -586,6 +586,36 @@ impl Client {
         Ok(out)
     }
 
+    /// FindCoordinator: the broker coordinating a group (`key_type` 0) or a transactional id
+    /// (1), as (broker id, `HOST:PORT`).
+    pub async fn find_coordinator(
+        &self,
+        key: &str,
+        key_type: i8,
+    ) -> Result<(i32, String), ClientError> {
+        let mut req = kafka_protocol::messages::FindCoordinatorRequest::default();
+        let version = self.version::<kafka_protocol::messages::FindCoordinatorRequest>()?;
+        req.key_type = key_type;
+        if version >= 4 {
+            req.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
+        } else {
+            req.key = StrBytes::from_string(key.to_string());
+        }
+        let resp = self.send(&req).await?;
+        if version >= 4 {
+            let c = resp
+                .coordinators
+                .into_iter()
+                .next()
+                .ok_or_else(|| ClientError::kafka(15, Some("no coordinator in the answer")))?;
+            check(c.error_code, c.error_message.as_ref())?;
+            Ok((c.node_id.0, format!("{}:{}", c.host, c.port)))
+        } else {
+            check(resp.error_code, resp.error_message.as_ref())?;
+            Ok((resp.node_id.0, format!("{}:{}", resp.host, resp.port)))
+        }
+    }
+
     /// A group as its coordinator describes it: a KIP-848 consumer group through
     /// ConsumerGroupDescribe, a classic one through DescribeGroups (as Kafka's Admin does;
     /// Kafka 4 does not describe consumer groups with DescribeGroups). A group that does not

@@ -50,6 +50,9 @@ pub const KEYS: &[&str] = &[
     "group.consumer.session.timeout.ms",
     "group.consumer.heartbeat.interval.ms",
     "transaction.state.log.num.partitions",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
     "transaction.max.timeout.ms",
     "transactional.id.expiration.ms",
     "producer.id.expiration.ms",
@@ -156,6 +159,18 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
                 .with_context(|| format!("{key} must be true or false"))?;
         }
         "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = positive(int()?)?,
+        "offsets.topic.replication.factor" => {
+            config.offsets_topic_replication_factor =
+                i16::try_from(positive(int()?)?).with_context(|| format!("{key} out of range"))?
+        }
+        "transaction.state.log.replication.factor" => {
+            config.transaction_state_replication_factor =
+                i16::try_from(positive(int()?)?).with_context(|| format!("{key} out of range"))?
+        }
+        "transaction.state.log.min.isr" => {
+            config.transaction_state_min_isr =
+                i32::try_from(positive(int()?)?).with_context(|| format!("{key} out of range"))?
+        }
         "replica.selector.class" => {
             config.replica_selector = match value.trim() {
                 "" => None,

@@ -103,6 +103,9 @@ pub struct ShardState {
     loaded: bool,
     /// Unloaded for good (the partition's leadership moved away).
     unloaded: bool,
+    /// This broker leads the partition now and is loading it (COORDINATOR_LOAD_IN_PROGRESS
+    /// until it has).
+    loading: bool,
 }
 
 impl std::fmt::Debug for ShardState {
@@ -302,6 +305,7 @@ impl GroupCoordinator {
             generation: 0,
             loaded: false,
             unloaded: false,
+            loading: false,
         }
     }
 
@@ -349,6 +353,9 @@ impl GroupCoordinator {
                 shard.partition
             )));
         }
+        if st.loading {
+            return Err(CoordinatorError::LoadInProgress);
+        }
         if !st.loaded {
             self.load_into(shard.partition, &mut st)?;
         }
@@ -358,6 +365,12 @@ impl GroupCoordinator {
     /// Rebuilds a shard from what its partition has committed. Blocking.
     fn load_into(&self, partition: i32, st: &mut ShardState) -> Result<(), CoordinatorError> {
         st.fail_waiters(errors::NOT_COORDINATOR);
+        if !self.writer.leads(OFFSETS_TOPIC, partition) {
+            // Asked before this broker published the partition, or of the wrong broker.
+            return Err(CoordinatorError::NotCoordinator(format!(
+                "{OFFSETS_TOPIC}-{partition} is not led by this broker"
+            )));
+        }
         // Writes appended before a reset may still be committing, and their callers will
         // answer success once they are: the replay must include them.
         if st.written > 0 {
@@ -512,11 +525,39 @@ impl GroupCoordinator {
         }
     }
 
-    /// Loads one partition's shard (when this broker becomes its leader). Blocking.
+    /// Marks one partition's shard as loading (this broker has just become its leader and
+    /// loads it once what the partition holds is committed): its requests are answered
+    /// COORDINATOR_LOAD_IN_PROGRESS, parked ones NOT_COORDINATOR, until [`Self::load`].
+    pub fn begin_load(&self, partition: i32) {
+        let shard = self.shard(partition);
+        let mut st = lock(&shard.state);
+        st.fail_waiters(errors::NOT_COORDINATOR);
+        // Writes of an earlier leadership never answer success now (their commit waits in
+        // the epoch they were appended in): nothing written before needs waiting for.
+        let generation = st.generation + 1;
+        *st = self.empty_state(partition);
+        st.generation = generation;
+        st.loading = true;
+    }
+
+    /// Lets one partition's shard load at its first request (this broker leads the partition
+    /// and its log is empty and committed: nothing to wait for).
+    pub fn load_lazily(&self, partition: i32) {
+        let shard = self.shard(partition);
+        let mut st = lock(&shard.state);
+        st.fail_waiters(errors::NOT_COORDINATOR);
+        let generation = st.generation + 1;
+        *st = self.empty_state(partition);
+        st.generation = generation;
+    }
+
+    /// Loads one partition's shard (when this broker becomes its leader). Blocking. On an
+    /// error the shard is left unloaded, and the next request tries again.
     pub fn load(&self, partition: i32) -> Result<(), CoordinatorError> {
         let shard = self.shard(partition);
         let mut st = lock(&shard.state);
         st.unloaded = false;
+        st.loading = false;
         self.load_into(partition, &mut st)
     }
 

@@ -141,6 +141,11 @@ pub trait PartitionWriter: Send + Sync + std::fmt::Debug + 'static {
         let _ = (topic, partition);
         true
     }
+    /// The leader epoch this broker leads the partition in (None: it does not lead it); a
+    /// transaction coordinator's epoch.
+    fn leader_epoch(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.leads(topic, partition).then_some(0)
+    }
     /// Appends a batch as the partition's leader; returns the offset after it.
     fn append(&self, topic: &str, partition: i32, batch: &[u8]) -> Result<i64, WriteError>;
     /// Waits until every offset below `offset` is committed (fsynced here; in a cluster,

@@ -28,8 +28,6 @@ use crate::errors;
 pub const TXN_TOPIC: &str = "__transaction_state";
 /// Producer ids are reserved in the metadata log this many at a time.
 const PRODUCER_ID_BLOCK: i64 = 1000;
-/// The coordinator epoch written into markers; a single node never changes coordinator.
-const COORDINATOR_EPOCH: i32 = 0;
 /// The most one stored batch may decompress to when a shard replays it.
 const MAX_STORED_BATCH: usize = 64 << 20;
 
@@ -84,6 +82,13 @@ struct ShardState {
     loaded: bool,
     /// Unloaded for good (the partition's leadership moved away).
     unloaded: bool,
+    /// This broker leads the partition now and is loading it (COORDINATOR_LOAD_IN_PROGRESS
+    /// until it has).
+    loading: bool,
+    /// The coordinator epoch its markers carry: the partition's leader epoch when it was
+    /// loaded, so a partition fences the markers of a deposed coordinator (Kafka's
+    /// `coordinatorEpoch`).
+    epoch: i32,
 }
 
 type Shard = super::Shard<ShardState>;
@@ -184,11 +189,25 @@ impl TransactionCoordinator {
                 ),
             ));
         }
+        if st.loading {
+            return Err((
+                errors::COORDINATOR_LOAD_IN_PROGRESS,
+                format!("{TXN_TOPIC}-{} is loading", shard.partition),
+            ));
+        }
         if !st.loaded {
+            let partition = shard.partition;
+            if !self.writer.leads(TXN_TOPIC, partition) {
+                // Asked before this broker published the partition, or of the wrong broker.
+                return Err((
+                    errors::NOT_COORDINATOR,
+                    format!("{TXN_TOPIC}-{partition} is not led by this broker"),
+                ));
+            }
+            st.epoch = self.writer.leader_epoch(TXN_TOPIC, partition).unwrap_or(0);
             let mut loaded: HashMap<String, Option<TxnMetadata>> = HashMap::new();
             let mut legacy: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
             let mut native: std::collections::BTreeSet<String> = Default::default();
-            let partition = shard.partition;
             self.writer
                 .replay(TXN_TOPIC, partition, &mut |batch| {
                     let Ok(records) = Records::decode(batch, MAX_STORED_BATCH) else {
@@ -358,6 +377,10 @@ impl TransactionCoordinator {
     fn finish(&self, prepare: TxnMetadata) -> Result<TxnMetadata, TxnError> {
         self.store(prepare.clone())?;
         let commit = prepare.state == TxnState::PrepareCommit;
+        let coordinator_epoch = match self.shard_of(&prepare.transactional_id, false)? {
+            Some(shard) => lock(&shard.state).epoch,
+            None => 0,
+        };
         for (topic, partition) in prepare.partition_list() {
             self.markers
                 .write_marker(
@@ -365,7 +388,7 @@ impl TransactionCoordinator {
                     partition,
                     prepare.producer_id,
                     prepare.producer_epoch,
-                    COORDINATOR_EPOCH,
+                    coordinator_epoch,
                     commit,
                 )
                 .map_err(|e| {
@@ -608,8 +631,26 @@ impl TransactionCoordinator {
         self.finish_prepared();
     }
 
+    /// Marks one partition's shard as loading (this broker has just become its leader and
+    /// loads it once what the partition holds is committed): its ids are answered
+    /// COORDINATOR_LOAD_IN_PROGRESS until [`Self::load`].
+    pub fn begin_load(&self, partition: i32) {
+        let shard = self.shard(partition);
+        let mut st = lock(&shard.state);
+        *st = ShardState::default();
+        st.loading = true;
+    }
+
+    /// Lets one partition's shard load at its first request (this broker leads the partition
+    /// and its log is empty and committed: nothing to wait for).
+    pub fn load_lazily(&self, partition: i32) {
+        let shard = self.shard(partition);
+        *lock(&shard.state) = ShardState::default();
+    }
+
     /// Loads one partition's shard (when this broker becomes its leader) and finishes what
-    /// it left in Prepare. Blocking.
+    /// it left in Prepare. Blocking. On an error the shard is left unloaded, and the next
+    /// request tries again.
     pub fn load(&self, partition: i32) -> Result<(), TxnError> {
         let shard = self.shard(partition);
         {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use fjord_client::Client;
+use fjord_client::{Client, Cluster};
 use serde_json::json;
 
 use super::consume::parse_time;
@@ -81,6 +81,7 @@ struct LagRow {
 }
 
 async fn lag_rows(
+    cluster: &Cluster,
     client: &Client,
     group: &str,
     desc: &fjord_client::GroupDescription,
@@ -103,7 +104,7 @@ async fn lag_rows(
     let now = now_ms();
     let mut rows = Vec::new();
     for (topic, parts) in by_topic {
-        let ends: BTreeMap<i32, i64> = client
+        let ends: BTreeMap<i32, i64> = cluster
             .list_offsets(&topic, &parts, -1)
             .await?
             .into_iter()
@@ -114,7 +115,7 @@ async fn lag_rows(
             let lag = c.map(|c| (end - c).max(0));
             let lag_ms = match (c, lag) {
                 (Some(c), Some(l)) if l > 0 => {
-                    let f = client.fetch(&topic, p, c, 0, 64 * 1024).await?;
+                    let f = cluster.fetch(&topic, p, c, 0, 64 * 1024).await?;
                     f.records.first().map(|r| (now - r.timestamp).max(0))
                 }
                 (Some(_), Some(_)) => Some(0),
@@ -142,10 +143,17 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
     if let GroupCmd::History { group, http } = &cmd {
         return history(group, http, common).await;
     }
-    let client = common.connect().await?;
+    // Each group's requests go to its coordinator, offsets to partition leaders, and every
+    // broker lists the groups it coordinates.
+    let cluster = common.connect_cluster().await?;
     match cmd {
         GroupCmd::List => {
-            let groups = client.list_groups().await?;
+            let mut groups = Vec::new();
+            for broker in cluster.brokers().await? {
+                groups.extend(broker.list_groups().await?);
+            }
+            groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+            groups.dedup_by(|a, b| a.group_id == b.group_id);
             match common.output {
                 Output::Json => print_json(&json!(groups.iter().map(|g| json!({"group": g.group_id, "state": g.state, "protocol_type": g.protocol_type})).collect::<Vec<_>>())),
                 Output::Table => {
@@ -155,11 +163,12 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
             }
         }
         GroupCmd::Describe { group } => {
+            let client = cluster.coordinator(&group, 0).await?;
             let desc = client.describe_group(&group).await?;
             if desc.state == "Dead" && client.committed_offsets(&group).await?.is_empty() {
                 anyhow::bail!("group {group} does not exist; list groups with: fjord group list");
             }
-            let rows = lag_rows(&client, &group, &desc).await?;
+            let rows = lag_rows(&cluster, &client, &group, &desc).await?;
             match common.output {
                 Output::Json => print_json(&json!({
                     "group": desc.group_id,
@@ -236,8 +245,9 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
                 }
             }
         }
-        GroupCmd::ResetOffsets(args) => reset(&client, args, common).await?,
+        GroupCmd::ResetOffsets(args) => reset(&cluster, args, common).await?,
         GroupCmd::Delete { group } => {
+            let client = cluster.coordinator(&group, 0).await?;
             client.delete_group(&group).await.map_err(|e| {
                 anyhow::anyhow!(
                     "{e}; a group with members cannot be deleted: stop its consumers first"
@@ -253,20 +263,22 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reset(client: &Client, args: ResetArgs, common: &Common) -> anyhow::Result<()> {
-    let info = client
+async fn reset(cluster: &Cluster, args: ResetArgs, common: &Common) -> anyhow::Result<()> {
+    let client = cluster.coordinator(&args.group, 0).await?;
+    let info = cluster
+        .bootstrap()
         .topics(Some(std::slice::from_ref(&args.topic)))
         .await?;
     let topic = info
         .first()
         .ok_or_else(|| anyhow::anyhow!("topic {} not found", args.topic))?;
     let parts: Vec<i32> = topic.partitions.iter().map(|p| p.index).collect();
-    let starts: BTreeMap<i32, i64> = client
+    let starts: BTreeMap<i32, i64> = cluster
         .list_offsets(&args.topic, &parts, -2)
         .await?
         .into_iter()
         .collect();
-    let ends: BTreeMap<i32, i64> = client
+    let ends: BTreeMap<i32, i64> = cluster
         .list_offsets(&args.topic, &parts, -1)
         .await?
         .into_iter()
@@ -279,7 +291,7 @@ async fn reset(client: &Client, args: ResetArgs, common: &Common) -> anyhow::Res
         .map(|((_, p), o)| (p, o))
         .collect();
     let by_time: BTreeMap<i32, i64> = match &args.to_datetime {
-        Some(t) => client
+        Some(t) => cluster
             .list_offsets(&args.topic, &parts, parse_time(t)?)
             .await?
             .into_iter()

@@ -34,10 +34,17 @@ fn now_ms() -> i64 {
 }
 
 pub async fn run(cmd: TxnCmd, common: &Common) -> anyhow::Result<()> {
-    let client = common.connect().await?;
+    // Every broker lists the transactional ids it coordinates; an id is described by its
+    // coordinator, a partition's producers by its leader.
+    let cluster = common.connect_cluster().await?;
     match cmd {
         TxnCmd::List { state } => {
-            let txns = client.list_transactions(&state).await?;
+            let mut txns = Vec::new();
+            for broker in cluster.brokers().await? {
+                txns.extend(broker.list_transactions(&state).await?);
+            }
+            txns.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+            txns.dedup_by(|a, b| a.transactional_id == b.transactional_id);
             match common.output {
                 Output::Json => print_json(&json!(
                     txns.iter()
@@ -64,7 +71,9 @@ pub async fn run(cmd: TxnCmd, common: &Common) -> anyhow::Result<()> {
             }
         }
         TxnCmd::Describe { transactional_id } => {
-            let t = client
+            let t = cluster
+                .coordinator(&transactional_id, 1)
+                .await?
                 .describe_transaction(&transactional_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}; list transactional ids with: fjord txn list"))?;
@@ -104,9 +113,9 @@ pub async fn run(cmd: TxnCmd, common: &Common) -> anyhow::Result<()> {
             }
         }
         TxnCmd::Producers { topic } => {
-            let count = client.partition_count(&topic, false).await?;
+            let count = cluster.bootstrap().partition_count(&topic, false).await?;
             let parts: Vec<i32> = (0..count).collect();
-            let described = client.describe_producers(&topic, &parts).await?;
+            let described = cluster.describe_producers(&topic, &parts).await?;
             match common.output {
                 Output::Json => print_json(&json!(
                     described

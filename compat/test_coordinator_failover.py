@@ -1,0 +1,187 @@
+"""Coordinators that survive their broker: on three Fjord nodes `__consumer_offsets` and
+`__transaction_state` are replicated; when the broker coordinating a group or a transactional
+id is killed, the new leader of its partition loads the shard and clients carry on with no more
+than a retry: committed offsets intact, no record skipped, transactions exact."""
+
+import json
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import FJORD_BIN, three_nodes, wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    yield from three_nodes(tmp_path, '"replica.lag.time.max.ms" = 4000\n')
+
+
+def bootstrap(cluster):
+    return ",".join(n.bootstrap for n in cluster)
+
+
+def internal_replicas(admin, topic):
+    md = admin.list_topics(topic, timeout=10).topics[topic]
+    return {len(p.replicas) for p in md.partitions.values()}, {len(p.isrs) for p in md.partitions.values()}
+
+
+def group_coordinator(admin, group):
+    d = admin.describe_consumer_groups([group])[group].result(10)
+    return d.coordinator.id
+
+
+def partition_for(key, partitions):
+    """Fjord's coordinator partition of a group or transactional id: Java's String.hashCode
+    with the sign bit cleared, modulo the partition count (Kafka takes the absolute value:
+    docs/compatibility.md). A wrong guess fails the test: the coordinator epoch would not
+    move."""
+    h = 0
+    for unit in key.encode("utf-16-be").hex(" ", 2).split():
+        h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def marker_epochs(node, topic):
+    """The coordinator epochs of the last markers each partition of `topic` took, per
+    producer (DescribeProducers, through the fjord CLI)."""
+    done = subprocess.run([FJORD_BIN, "txn", "producers", topic, "-o", "json",
+                           "-b", node.bootstrap], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    return {(p["partition"], p["producer_id"]): p["coordinator_epoch"] for p in json.loads(out)}
+
+
+def produce_values(servers, topic, values):
+    p = Producer({"bootstrap.servers": servers, "acks": "all", "enable.idempotence": True})
+    for v in values:
+        p.produce(topic, value=v, key=v)
+        p.poll(0)
+    assert p.flush(60) == 0
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A consumer group's coordinator killed during steady consumption: the group resumes on the new leader of its __consumer_offsets partition, committed offsets intact, nothing skipped")
+def test_a_group_survives_the_loss_of_its_coordinator(cluster, protocol):
+    servers = bootstrap(cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("g", 3, 3, config={"min.insync.replicas": "2"})])["g"].result(30)
+    values = [f"v{i}".encode() for i in range(600)]
+    produce_values(servers, "g", values)
+    group = f"cg-{protocol}"
+    config = {"bootstrap.servers": servers, "group.id": group, "enable.auto.commit": False,
+              "auto.offset.reset": "earliest", "group.protocol": protocol}
+    if protocol == "classic":
+        config["session.timeout.ms"] = 10000
+    c = Consumer(config)
+    c.subscribe(["g"])
+    seen = []
+    committed_before = {}
+
+    def poll_some(n, timeout=60):
+        got = 0
+        end = time.monotonic() + timeout
+        while got < n and time.monotonic() < end:
+            m = c.poll(0.5)
+            if m is None or m.error() is not None:
+                continue
+            seen.append((m.partition(), m.offset(), m.value()))
+            got += 1
+            # A synchronous commit after every record: the committed offsets are exact.
+            while True:
+                try:
+                    c.commit(message=m, asynchronous=False)
+                    committed_before[m.partition()] = m.offset() + 1
+                    break
+                except KafkaException as e:
+                    if not e.args[0].retriable():
+                        raise
+                    time.sleep(0.2)
+        return got
+
+    assert poll_some(200) == 200
+    # __consumer_offsets has three replicas, all in sync.
+    assert wait_for(lambda: internal_replicas(admin, "__consumer_offsets") == ({3}, {3}),
+                    timeout=30), internal_replicas(admin, "__consumer_offsets")
+    coordinator = group_coordinator(admin, group)
+    cluster[coordinator - 1].kill()
+    survivors = ",".join(n.bootstrap for i, n in enumerate(cluster, 1) if i != coordinator)
+    sa = AdminClient({"bootstrap.servers": survivors})
+    # The rest arrives: the group carries on with its committed offsets on the new coordinator.
+    assert poll_some(400, timeout=120) == 400, f"{len(seen)} read"
+    c.close()
+    assert sorted(v for _, _, v in seen) == sorted(values), "records skipped or read twice"
+    new = group_coordinator(sa, group)
+    assert new != coordinator
+    # What was committed is what the new coordinator has.
+    check = Consumer({"bootstrap.servers": survivors, "group.id": group,
+                      "group.protocol": protocol})
+    offsets = check.committed([TopicPartition("g", p) for p in range(3)], timeout=20)
+    check.close()
+    assert {tp.partition: tp.offset for tp in offsets} == committed_before
+    cluster[coordinator - 1].start(timeout=60)
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A transaction coordinator killed between transactions: the producer carries on with the new leader of its __transaction_state partition; read_committed sees every committed record once, no aborted one")
+def test_transactions_survive_the_loss_of_their_coordinator(cluster):
+    servers = bootstrap(cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("t", 2, 3, config={"min.insync.replicas": "2"})])["t"].result(30)
+    p = Producer({"bootstrap.servers": servers, "transactional.id": "tx-failover",
+                  "transaction.timeout.ms": 60000})
+    p.init_transactions(60)
+
+    def transaction(prefix, commit):
+        while True:
+            try:
+                p.begin_transaction()
+                for i in range(50):
+                    p.produce("t", value=f"{prefix}-{i}".encode(), partition=i % 2)
+                p.flush(60)
+                (p.commit_transaction if commit else p.abort_transaction)(60)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                if err.txn_requires_abort():
+                    p.abort_transaction(60)
+                    continue
+                if err.retriable():
+                    time.sleep(0.5)
+                    continue
+                raise
+
+    transaction("a", True)
+    transaction("x", False)
+    assert wait_for(lambda: internal_replicas(admin, "__transaction_state") == ({3}, {3}),
+                    timeout=30), internal_replicas(admin, "__transaction_state")
+    # The transaction coordinator: the leader of the id's __transaction_state partition.
+    md = admin.list_topics("__transaction_state", timeout=10).topics["__transaction_state"]
+    coordinator = md.partitions[partition_for("tx-failover", len(md.partitions))].leader
+    survivor = next(n for i, n in enumerate(cluster, 1) if i != coordinator)
+    before = marker_epochs(survivor, "t")
+    cluster[coordinator - 1].kill()
+    transaction("b", True)
+    transaction("y", False)
+    transaction("c", True)
+    c = Consumer({"bootstrap.servers": servers, "group.id": "tx-check",
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition("t", q, 0) for q in range(2)])
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < 150 and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value().decode())
+    time.sleep(1)
+    m = c.poll(1)
+    assert m is None or m.error() is not None, f"more than the committed records: {m.value()}"
+    c.close()
+    expected = [f"{prefix}-{i}" for prefix in "abc" for i in range(50)]
+    assert sorted(got) == sorted(expected)
+    # The new coordinator's markers carry its epoch (its partition's leader epoch), above the
+    # old one's: a late marker of the deposed coordinator would be fenced.
+    after = marker_epochs(survivor, "t")
+    assert before.keys() == after.keys() and all(after[k] > before[k] for k in before), (before, after)
+    cluster[coordinator - 1].start(timeout=60)
