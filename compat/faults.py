@@ -4,19 +4,24 @@ and read, and a checker over everything they saw.
 Nodes are `fjord serve` processes on loopback (every node a voter of the metadata quorum). The
 workload is librdkafka (confluent-kafka): idempotent acks=all producers writing unique values
 to a topic with replication factor 3 and min.insync.replicas 2, recording every send and ack,
-and a consumer reading the partitions by assignment, recording every poll. Nemeses, drawn from
+a consumer reading the partitions by assignment, recording every poll, and a member of a
+consumer group (its coordinator's partition replicated too) committing what it reads. Nemeses,
+drawn from
 the seed: kill -9 of a node (the partition leaders' node or any) and its restart, SIGSTOP of a
 node (a pause: the node is cut off from everyone) and SIGCONT; and, with every node in a network
 namespace of its own (compat/netns.py, root only), network partitions: a node or a partition
 leader cut off from the other nodes (clients still reach it), a minority of the nodes cut off
-from the majority, one node's packets to another dropped (one way). One fault at a time, healed
+from the majority, one node's packets to another dropped (one way), a node's (or a leader's)
+packets to and from the other nodes delayed. One fault at a time, healed
 before the next, so a majority of the voters is always up and connected. After the schedule
 every node is healed and the whole topic is read back from offset 0.
 
 The checker finds: acknowledged records lost; records read twice (duplicates under
 idempotence); records read at another offset than their acknowledgement gave; a consumer's
 polls going backwards or skipping within a partition; different records at one offset on
-different reads. The report names the seed, the schedule and the figures (acknowledged, lost,
+different reads; acknowledged records the group never delivered (it may read again after a
+rebalance or a coordinator's loss, never skip). The report names the seed, the schedule and
+the figures (acknowledged, lost,
 duplicated, longest time without an acknowledgement).
 
 Run by hand (long runs), from the repository root after `cargo build -p fjord`:
@@ -47,8 +52,9 @@ from conftest import Broker, free_port, wait_for  # noqa: E402
 
 TOPIC = "faults"
 # Network nemeses need every node in a network namespace of its own (root).
-NETWORK = {"isolate", "isolate-leader", "halves", "one-way"}
-NEMESES = ("kill", "kill-leader", "pause", "isolate", "isolate-leader", "halves", "one-way")
+NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader"}
+NEMESES = ("kill", "kill-leader", "pause", "isolate", "isolate-leader", "halves", "one-way",
+           "slow", "slow-leader")
 
 
 class Cluster:
@@ -86,8 +92,8 @@ class Cluster:
 
     def faulty(self):
         """The nodes a fault holds now (paused, killed or cut off)."""
-        cut = {i for link in self.net.cut_links for i in link} if self.net else set()
-        return self.paused | self.killed | cut
+        links = (self.net.cut_links | self.net.slow_links) if self.net else set()
+        return self.paused | self.killed | {i for link in links for i in link}
 
     def heal(self):
         if self.net:
@@ -148,16 +154,29 @@ class Workload:
         self.failed = {}  # value -> error name
         self.ack_times = []
         self.polls = {p: [] for p in range(partitions)}  # partition -> [(offset, value)]
-        self.threads = [threading.Thread(target=self.produce, args=(i,), daemon=True)
-                        for i in range(producers)]
-        self.threads.append(threading.Thread(target=self.consume, daemon=True))
+        # What the group's member polled (a re-read after a rebalance or a coordinator's loss
+        # is allowed: offsets are committed after delivery), and when it has drained.
+        self.group_polls = []  # [(partition, offset, value)]
+        self.produced = threading.Event()  # every producer flushed: `acked` is complete
+        self.drained = threading.Event()
+        self.producing = [threading.Thread(target=self.produce, args=(i,), daemon=True)
+                          for i in range(producers)]
+        self.threads = self.producing + [threading.Thread(target=self.consume, daemon=True),
+                                         threading.Thread(target=self.consume_group, daemon=True)]
 
     def start(self):
         for t in self.threads:
             t.start()
 
-    def finish(self):
+    def finish(self, drain_timeout=90):
+        """Stops the producers, then lets the group's member read on until it has seen every
+        acknowledged record (or `drain_timeout` seconds pass), then stops the readers."""
         self.stop.set()
+        for t in self.producing:
+            t.join(120)
+        self.produced.set()
+        self.drained.wait(drain_timeout)
+        self.drained.set()
         for t in self.threads:
             t.join(120)
 
@@ -196,6 +215,27 @@ class Workload:
             if m is not None and m.error() is None:
                 with self.lock:
                     self.polls[m.partition()].append((m.offset(), m.value()))
+        c.close()
+
+
+    def consume_group(self):
+        """A member of a consumer group subscribed to the topic, committing what it was given
+        (auto commit): through a coordinator's loss it may read again, never skip."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "faults-group",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": True,
+                      "auto.commit.interval.ms": 500, "session.timeout.ms": 10000})
+        c.subscribe([TOPIC])
+        seen = set()
+        while not self.drained.is_set():
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                seen.add(m.value())
+                with self.lock:
+                    self.group_polls.append((m.partition(), m.offset(), m.value()))
+            if self.produced.is_set():
+                with self.lock:
+                    if all(v in seen for v in self.acked):
+                        self.drained.set()
         c.close()
 
 
@@ -245,6 +285,19 @@ def check(workload, final):
         elif where[value] != place:
             problems.setdefault("acknowledged at another offset",
                                 []).append((value.decode(), place, where[value]))
+    group_seen = set()
+    for part, o, v in workload.group_polls:
+        group_seen.add(v)
+        if (part, o) in at and at[(part, o)] != v:
+            problems.setdefault("group member read a different record at an offset",
+                                []).append((part, o, v.decode(), at[(part, o)].decode()))
+    for v in workload.acked:
+        if v not in group_seen:
+            part, o = where.get(v, workload.acked[v])
+            # What the member read of that partition around it, in poll order.
+            near = [po for p, po, _ in workload.group_polls if p == part and abs(po - o) <= 3]
+            problems.setdefault("acknowledged records the group never delivered",
+                                []).append((v.decode(), (part, o), near))
     for part, polls in workload.polls.items():
         last = -1
         for o, v in polls:
@@ -298,7 +351,7 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             kind = rng.choice(nemeses)
             running = cluster.running()
             target = rng.choice(running)
-            if kind in ("kill-leader", "isolate-leader"):
+            if kind in ("kill-leader", "isolate-leader", "slow-leader"):
                 led = leaders(cluster.bootstrap()) or {}
                 candidates = [lead for lead in led.values() if lead in running]
                 if candidates:
@@ -320,6 +373,14 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
                 minority = shuffled[:(len(shuffled) - 1) // 2]
                 target = (sorted(minority), sorted(shuffled[len(minority):]))
                 cluster.net.split(*target)
+            elif kind in ("slow", "slow-leader"):
+                # Every packet between it and the other nodes late by the same delay, both
+                # ways (clients' packets are not).
+                ms = rng.choice((50, 150, 400))
+                for other in others:
+                    cluster.net.delay(target, other, ms)
+                    cluster.net.delay(other, target, ms)
+                target = (target, f"{ms} ms")
             elif kind == "one-way":
                 # target's packets for one other node are dropped; that node's still arrive.
                 target = (target, rng.choice(others))
@@ -344,6 +405,8 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             "read_back": sum(len(r) for r in final.values()),
             "high_watermarks": ends,
             "polled": sum(len(p) for p in work.polls.values()),
+            "group_polled": len(work.group_polls),
+            "group_reread": len(work.group_polls) - len({v for _, _, v in work.group_polls}),
             "longest_without_ack_s": round(max(gaps, default=0.0), 2),
             "lost": len(problems.get("lost acknowledged", [])),
             "duplicated": len(problems.get("duplicates", [])),

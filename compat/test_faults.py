@@ -3,10 +3,75 @@ factor 3, idempotent acks=all producers and a reader, under kill -9 and pauses o
 partition leaders, and under network partitions. Nothing acknowledged may be lost, duplicated or
 moved. Long runs by hand: `compat/.venv/bin/python compat/faults.py --seed N --duration 600`."""
 
+import subprocess
+import sys
+
 import pytest
 
 import faults
 import netns
+
+# An echo server on argv[1]:argv[2], one byte per connection; prints "ready" once listening.
+ECHO = r"""
+import socket, sys, threading
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+def serve(c):
+    with c:
+        c.sendall(c.recv(1))
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+# Milliseconds for a connect and one echoed byte to argv[1]:argv[2]; -1 if it takes longer than
+# argv[3] seconds.
+ROUND_TRIP = r"""
+import socket, sys, time
+start = time.monotonic()
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])) as c:
+        c.sendall(b"x")
+        assert c.recv(1) == b"x"
+    print((time.monotonic() - start) * 1000)
+except OSError:
+    print(-1)
+"""
+
+
+@pytest.mark.skipif(not netns.available(), reason="network faults need root (a network namespace per node)")
+def test_the_network_faults_do_what_they_say():
+    """The harness's own tools, without Fjord: a delayed link is late by its delay, a cut
+    link (either way) is silent, and healing restores both."""
+    net = netns.Net(2)
+    server = None
+    try:
+        server = subprocess.Popen([*net.prefix(2), sys.executable, "-c", ECHO, net.host(2), "7000"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout.readline().strip() == "ready"
+
+        def round_trip(timeout=2.0):
+            done = subprocess.run([*net.prefix(1), sys.executable, "-c", ROUND_TRIP, net.host(2),
+                                   "7000", str(timeout)], capture_output=True, text=True, timeout=30)
+            return float(done.stdout)
+
+        assert 0 <= round_trip() < 100
+        # Node 1's packets to node 2 late by 300 ms: the SYN, then the byte.
+        net.delay(1, 2, 300)
+        assert 550 <= round_trip() < 1500
+        net.heal()
+        assert 0 <= round_trip() < 100
+        net.cut(1, 2)
+        assert round_trip() == -1, "a cut link answered"
+        net.heal()
+        # One way: node 2's answers to node 1 are lost; 1's packets still arrive.
+        net.cut(2, 1)
+        assert round_trip() == -1, "a link cut one way answered"
+        net.heal()
+        assert 0 <= round_trip() < 100
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        net.remove()
 
 
 def checked(report):
@@ -33,3 +98,12 @@ def test_seeded_network_faults_lose_nothing_acknowledged(tmp_path):
     kinds = checked(faults.run(seed=6, duration=40, root=str(tmp_path),
                                nemeses=("isolate-leader", "halves", "one-way")))
     assert {"isolate-leader", "halves", "one-way"} <= kinds, kinds
+
+
+@pytest.mark.skipif(not netns.available(), reason="network faults need root (a network namespace per node)")
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Fault harness (seeded): slow links (a node's or a leader's packets to and from the other nodes delayed 50 to 400 ms) under acks=all load, RF 3")
+def test_seeded_slow_links_lose_nothing_acknowledged(tmp_path):
+    # Seed 8 draws a leader slowed by 400 ms, a node by 400 ms, a leader by 50 ms.
+    kinds = checked(faults.run(seed=8, duration=30, root=str(tmp_path),
+                               nemeses=("slow", "slow-leader")))
+    assert {"slow", "slow-leader"} <= kinds, kinds

@@ -435,3 +435,24 @@ def test_a_consumer_reads_from_the_replica_in_its_rack(rack_cluster):
     assert len(consume(bootstrap, "r", 220)) == 220
     after = {i: records_out(cluster[i - 1], "r") for i in (1, 2, 3)}
     assert after[near] == before[near] and after[far] == before[far], (before, after)
+
+
+@pytest.mark.compat("Java client 4.4", "Fetch from the closest replica (KIP-392): a consumer with client.rack reads from the in-sync follower in its rack")
+def test_the_java_consumer_reads_from_the_replica_in_its_rack(rack_cluster, java):
+    cluster = rack_cluster
+    bootstrap = ",".join(n.bootstrap for n in cluster)
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    a.create_topics([NewTopic("jr", 1, 3, config={"min.insync.replicas": "2"})])["jr"].result(30)
+    assert wait_for(lambda: len(partitions(a, "jr")[0][2]) == 3, timeout=20)
+    leader, replicas, _ = partitions(a, "jr")[0]
+    near, far = [i for i in replicas if i != leader]
+    assert not produce(bootstrap, "jr", [f"j{i}".encode() for i in range(300)], {})
+    before = {i: records_out(cluster[i - 1], "jr") for i in (1, 2, 3)}
+    done = subprocess.run(["java", f"-Dlog4j2.configurationFile={java.log4j}", "-cp",
+                           java.classpath, "RackRead", bootstrap, "jr", f"rack{near}", "300"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == [f"j{i}" for i in range(300)]
+    after = {i: records_out(cluster[i - 1], "jr") for i in (1, 2, 3)}
+    assert after[near] - before[near] >= 300, (before, after)
+    assert after[far] == before[far], (before, after)

@@ -142,6 +142,8 @@ impl Broker {
                 Err(CommitError::Refused(reason)) if attempts < 5 => {
                     attempts += 1;
                     tracing::debug!(reason, "a concurrent metadata change won; deciding again");
+                    // Give this node's publisher time to catch up with the change that won.
+                    std::thread::sleep(std::time::Duration::from_millis(20 * attempts));
                 }
                 Err(CommitError::Refused(reason)) => {
                     return Err(AdminError::new(
@@ -290,9 +292,9 @@ impl Broker {
         )
     }
 
-    /// Creates an internal topic with `replication_factor` replicas, or as many as there are
-    /// live brokers if fewer (Kafka refuses until there are enough; a cluster still starting
-    /// gets fewer replicas here), compacted, with `configs` too.
+    /// Creates an internal topic with `replication_factor` replicas, or as many as the
+    /// cluster has brokers if fewer (a single node: one; Kafka refuses the default of 3 there),
+    /// compacted, with `configs` too.
     fn ensure_internal_topic(
         &self,
         name: &str,
@@ -308,13 +310,10 @@ impl Broker {
                 return Ok(t.partitions);
             }
         }
-        let live = self
-            .quorum
-            .state()
-            .brokers()
-            .filter(|b| !b.fenced)
-            .count()
-            .max(1);
+        // The brokers of the cluster, fenced or not: one that is down when the topic is first
+        // needed makes its creation fail (COORDINATOR_NOT_AVAILABLE, clients retry), as in
+        // Kafka, rather than leave the topic with fewer replicas for good.
+        let brokers = self.quorum.state().brokers().count().max(1);
         let mut topic_configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), "104857600".to_string()),
@@ -323,7 +322,7 @@ impl Broker {
         let topic = NewTopic {
             name: name.to_string(),
             partitions,
-            replication_factor: replication_factor.min(i16::try_from(live).unwrap_or(i16::MAX)),
+            replication_factor: replication_factor.min(i16::try_from(brokers).unwrap_or(i16::MAX)),
             assignments: None,
             configs: topic_configs,
         };

@@ -942,18 +942,27 @@ impl Broker {
                 self.load_coordinator(&load);
                 continue;
             }
-            let broker = self.clone();
+            let weak = Arc::downgrade(self);
             self.runtime.spawn_blocking(move || {
                 loop {
-                    match load
+                    let waited = load
                         .partition
-                        .wait_committed_blocking(load.target, load.epoch)
+                        .wait_committed_blocking(load.target, load.epoch);
+                    let Some(broker) = weak.upgrade() else { break };
+                    // Still this partition (not removed, nor replaced by a new topic's)?
+                    let p = &load.partition;
+                    if !broker
+                        .hosted(&p.topic, p.index)
+                        .is_some_and(|h| Arc::ptr_eq(&h, p))
                     {
+                        break;
+                    }
+                    match waited {
                         Ok(()) => break broker.load_coordinator(&load),
                         // Another leader or epoch: its own load (or unload) follows.
                         Err(CommitError::NotLeader) => break,
                         Err(e) => {
-                            tracing::warn!(topic = %load.partition.topic, partition = load.partition.index, error = %e, "a coordinator partition's log is not committed yet; still waiting to load it");
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "a coordinator partition's log is not committed yet (too few in-sync replicas?); still waiting to load it");
                         }
                     }
                 }
@@ -966,10 +975,14 @@ impl Broker {
         let p = &load.partition;
         let started = std::time::Instant::now();
         let failed = match p.topic.as_str() {
-            crate::coordinator::group::OFFSETS_TOPIC => {
-                self.groups.load(p.index).err().map(|e| e.to_string())
+            crate::coordinator::group::OFFSETS_TOPIC => self
+                .groups
+                .load(p.index, load.epoch)
+                .err()
+                .map(|e| e.to_string()),
+            crate::coordinator::txn::TXN_TOPIC => {
+                self.txns.load(p.index, load.epoch).err().map(|e| e.1)
             }
-            crate::coordinator::txn::TXN_TOPIC => self.txns.load(p.index).err().map(|e| e.1),
             _ => None,
         };
         match failed {
@@ -1051,6 +1064,8 @@ impl Broker {
                     let b = broker.clone();
                     tokio::task::spawn_blocking(move || {
                         b.retry_offline();
+                        // A coordinator partition that opened now loads.
+                        b.load_coordinators(false);
                         b.retrying.store(false, Ordering::Release);
                     });
                 }

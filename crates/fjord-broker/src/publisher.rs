@@ -250,8 +250,8 @@ impl Broker {
         match p.topic.as_str() {
             OFFSETS_TOPIC if empty => self.groups.load_lazily(p.index),
             TXN_TOPIC if empty => self.txns.load_lazily(p.index),
-            OFFSETS_TOPIC => self.groups.begin_load(p.index),
-            TXN_TOPIC => self.txns.begin_load(p.index),
+            OFFSETS_TOPIC => self.groups.begin_load(p.index, epoch),
+            TXN_TOPIC => self.txns.begin_load(p.index, epoch),
             _ => return,
         }
         if !empty {

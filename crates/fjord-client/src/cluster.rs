@@ -161,6 +161,35 @@ impl Cluster {
         }
     }
 
+    /// Runs `call` on the coordinator of a group (`key_type` 0) or a transactional id (1),
+    /// found again and called again while it answers COORDINATOR_LOAD_IN_PROGRESS,
+    /// COORDINATOR_NOT_AVAILABLE or NOT_COORDINATOR (its partition is loading or has just
+    /// moved), until the client's timeout.
+    pub async fn with_coordinator<T, F, Fut>(
+        &self,
+        key: &str,
+        key_type: i8,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let coordinator = self.coordinator(key, key_type).await?;
+            match call(coordinator).await {
+                Err(ClientError::Kafka { code, .. })
+                    if COORDINATOR_RETRIABLE.contains(&code)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Connections to every broker of the cluster (ListGroups and ListTransactions are
     /// answered by each broker for what it coordinates).
     pub async fn brokers(&self) -> Result<Vec<Arc<Client>>, ClientError> {

@@ -103,9 +103,9 @@ pub struct ShardState {
     loaded: bool,
     /// Unloaded for good (the partition's leadership moved away).
     unloaded: bool,
-    /// This broker leads the partition now and is loading it (COORDINATOR_LOAD_IN_PROGRESS
-    /// until it has).
-    loading: bool,
+    /// This broker leads the partition in this leader epoch and is loading it
+    /// (COORDINATOR_LOAD_IN_PROGRESS until it has).
+    loading: Option<i32>,
 }
 
 impl std::fmt::Debug for ShardState {
@@ -305,7 +305,7 @@ impl GroupCoordinator {
             generation: 0,
             loaded: false,
             unloaded: false,
-            loading: false,
+            loading: None,
         }
     }
 
@@ -353,7 +353,7 @@ impl GroupCoordinator {
                 shard.partition
             )));
         }
-        if st.loading {
+        if st.loading.is_some() {
             return Err(CoordinatorError::LoadInProgress);
         }
         if !st.loaded {
@@ -528,16 +528,17 @@ impl GroupCoordinator {
     /// Marks one partition's shard as loading (this broker has just become its leader and
     /// loads it once what the partition holds is committed): its requests are answered
     /// COORDINATOR_LOAD_IN_PROGRESS, parked ones NOT_COORDINATOR, until [`Self::load`].
-    pub fn begin_load(&self, partition: i32) {
+    pub fn begin_load(&self, partition: i32, epoch: i32) {
         let shard = self.shard(partition);
         let mut st = lock(&shard.state);
         st.fail_waiters(errors::NOT_COORDINATOR);
-        // Writes of an earlier leadership never answer success now (their commit waits in
-        // the epoch they were appended in): nothing written before needs waiting for.
+        // A write of an earlier leadership finished under the shard lock before this (a
+        // role change takes the lock after the role): nothing written before needs waiting
+        // for.
         let generation = st.generation + 1;
         *st = self.empty_state(partition);
         st.generation = generation;
-        st.loading = true;
+        st.loading = Some(epoch);
     }
 
     /// Lets one partition's shard load at its first request (this broker leads the partition
@@ -551,13 +552,19 @@ impl GroupCoordinator {
         st.generation = generation;
     }
 
-    /// Loads one partition's shard (when this broker becomes its leader). Blocking. On an
-    /// error the shard is left unloaded, and the next request tries again.
-    pub fn load(&self, partition: i32) -> Result<(), CoordinatorError> {
+    /// Loads one partition's shard begun in leader `epoch` ([`Self::begin_load`]), unless a
+    /// later role change superseded that (then nothing: its own load or unload follows).
+    /// Blocking. On an error the shard is left unloaded, and the next request tries again.
+    pub fn load(&self, partition: i32, epoch: i32) -> Result<(), CoordinatorError> {
         let shard = self.shard(partition);
         let mut st = lock(&shard.state);
+        if st.loading != Some(epoch)
+            || self.writer.leader_epoch(OFFSETS_TOPIC, partition) != Some(epoch)
+        {
+            return Ok(());
+        }
         st.unloaded = false;
-        st.loading = false;
+        st.loading = None;
         self.load_into(partition, &mut st)
     }
 

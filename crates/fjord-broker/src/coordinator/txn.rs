@@ -82,9 +82,9 @@ struct ShardState {
     loaded: bool,
     /// Unloaded for good (the partition's leadership moved away).
     unloaded: bool,
-    /// This broker leads the partition now and is loading it (COORDINATOR_LOAD_IN_PROGRESS
-    /// until it has).
-    loading: bool,
+    /// This broker leads the partition in this leader epoch and is loading it
+    /// (COORDINATOR_LOAD_IN_PROGRESS until it has).
+    loading: Option<i32>,
     /// The coordinator epoch its markers carry: the partition's leader epoch when it was
     /// loaded, so a partition fences the markers of a deposed coordinator (Kafka's
     /// `coordinatorEpoch`).
@@ -189,7 +189,7 @@ impl TransactionCoordinator {
                 ),
             ));
         }
-        if st.loading {
+        if st.loading.is_some() {
             return Err((
                 errors::COORDINATOR_LOAD_IN_PROGRESS,
                 format!("{TXN_TOPIC}-{} is loading", shard.partition),
@@ -377,8 +377,11 @@ impl TransactionCoordinator {
     fn finish(&self, prepare: TxnMetadata) -> Result<TxnMetadata, TxnError> {
         self.store(prepare.clone())?;
         let commit = prepare.state == TxnState::PrepareCommit;
+        // The epoch of the shard as loaded now: a shard unloaded or loading again (its
+        // leadership moved) is NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS, and writes no
+        // marker.
         let coordinator_epoch = match self.shard_of(&prepare.transactional_id, false)? {
-            Some(shard) => lock(&shard.state).epoch,
+            Some(shard) => self.lock_loaded(&shard)?.epoch,
             None => 0,
         };
         for (topic, partition) in prepare.partition_list() {
@@ -634,11 +637,11 @@ impl TransactionCoordinator {
     /// Marks one partition's shard as loading (this broker has just become its leader and
     /// loads it once what the partition holds is committed): its ids are answered
     /// COORDINATOR_LOAD_IN_PROGRESS until [`Self::load`].
-    pub fn begin_load(&self, partition: i32) {
+    pub fn begin_load(&self, partition: i32, epoch: i32) {
         let shard = self.shard(partition);
         let mut st = lock(&shard.state);
         *st = ShardState::default();
-        st.loading = true;
+        st.loading = Some(epoch);
     }
 
     /// Lets one partition's shard load at its first request (this broker leads the partition
@@ -648,13 +651,19 @@ impl TransactionCoordinator {
         *lock(&shard.state) = ShardState::default();
     }
 
-    /// Loads one partition's shard (when this broker becomes its leader) and finishes what
-    /// it left in Prepare. Blocking. On an error the shard is left unloaded, and the next
-    /// request tries again.
-    pub fn load(&self, partition: i32) -> Result<(), TxnError> {
+    /// Loads one partition's shard begun in leader `epoch` ([`Self::begin_load`]) and
+    /// finishes what it left in Prepare, unless a later role change superseded that.
+    /// Blocking. On an error the shard is left unloaded, and the next request tries again.
+    pub fn load(&self, partition: i32, epoch: i32) -> Result<(), TxnError> {
         let shard = self.shard(partition);
         {
             let mut st = lock(&shard.state);
+            // Superseded by a later role change: its own load or unload follows.
+            if st.loading != Some(epoch)
+                || self.writer.leader_epoch(TXN_TOPIC, partition) != Some(epoch)
+            {
+                return Ok(());
+            }
             *st = ShardState::default();
         }
         drop(self.lock_loaded(&shard)?);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use fjord_client::{Client, Cluster};
+use fjord_client::Cluster;
 use serde_json::json;
 
 use super::consume::parse_time;
@@ -82,12 +82,10 @@ struct LagRow {
 
 async fn lag_rows(
     cluster: &Cluster,
-    client: &Client,
-    group: &str,
+    committed: Vec<((String, i32), i64)>,
     desc: &fjord_client::GroupDescription,
 ) -> anyhow::Result<Vec<LagRow>> {
-    let committed: BTreeMap<(String, i32), i64> =
-        client.committed_offsets(group).await?.into_iter().collect();
+    let committed: BTreeMap<(String, i32), i64> = committed.into_iter().collect();
     let mut owners: BTreeMap<(String, i32), String> = BTreeMap::new();
     for m in &desc.members {
         for (t, p) in &m.assignment {
@@ -163,12 +161,19 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
             }
         }
         GroupCmd::Describe { group } => {
-            let client = cluster.coordinator(&group, 0).await?;
-            let desc = client.describe_group(&group).await?;
-            if desc.state == "Dead" && client.committed_offsets(&group).await?.is_empty() {
+            let group = group.as_str();
+            let (desc, committed) = cluster
+                .with_coordinator(group, 0, |c| async move {
+                    Ok((
+                        c.describe_group(group).await?,
+                        c.committed_offsets(group).await?,
+                    ))
+                })
+                .await?;
+            if desc.state == "Dead" && committed.is_empty() {
                 anyhow::bail!("group {group} does not exist; list groups with: fjord group list");
             }
-            let rows = lag_rows(&cluster, &client, &group, &desc).await?;
+            let rows = lag_rows(&cluster, committed, &desc).await?;
             match common.output {
                 Output::Json => print_json(&json!({
                     "group": desc.group_id,
@@ -247,12 +252,15 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
         }
         GroupCmd::ResetOffsets(args) => reset(&cluster, args, common).await?,
         GroupCmd::Delete { group } => {
-            let client = cluster.coordinator(&group, 0).await?;
-            client.delete_group(&group).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}; a group with members cannot be deleted: stop its consumers first"
-                )
-            })?;
+            let g = group.as_str();
+            cluster
+                .with_coordinator(g, 0, |c| async move { c.delete_group(g).await })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}; a group with members cannot be deleted: stop its consumers first"
+                    )
+                })?;
             match common.output {
                 Output::Json => print_json(&json!({"group": group, "result": "deleted"})),
                 Output::Table => println!("group {group} deleted"),
@@ -264,7 +272,7 @@ pub async fn run(cmd: GroupCmd, common: &Common) -> anyhow::Result<()> {
 }
 
 async fn reset(cluster: &Cluster, args: ResetArgs, common: &Common) -> anyhow::Result<()> {
-    let client = cluster.coordinator(&args.group, 0).await?;
+    let group = args.group.as_str();
     let info = cluster
         .bootstrap()
         .topics(Some(std::slice::from_ref(&args.topic)))
@@ -283,8 +291,12 @@ async fn reset(cluster: &Cluster, args: ResetArgs, common: &Common) -> anyhow::R
         .await?
         .into_iter()
         .collect();
-    let current: BTreeMap<i32, i64> = client
-        .committed_offsets(&args.group)
+    let current: BTreeMap<i32, i64> = cluster
+        .with_coordinator(
+            group,
+            0,
+            |c| async move { c.committed_offsets(group).await },
+        )
         .await?
         .into_iter()
         .filter(|((t, _), _)| *t == args.topic)
@@ -323,7 +335,11 @@ async fn reset(cluster: &Cluster, args: ResetArgs, common: &Common) -> anyhow::R
             .iter()
             .map(|(p, _, o)| (args.topic.clone(), *p, *o))
             .collect();
-        client.commit_offsets(&args.group, &commits).await.map_err(|e| {
+        let commits = &commits;
+        cluster
+            .with_coordinator(group, 0, |c| async move { c.commit_offsets(group, commits).await })
+            .await
+            .map_err(|e| {
             anyhow::anyhow!("{e}; offsets can only be reset while the group has no members: stop its consumers first")
         })?;
     }

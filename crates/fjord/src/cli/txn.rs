@@ -71,10 +71,9 @@ pub async fn run(cmd: TxnCmd, common: &Common) -> anyhow::Result<()> {
             }
         }
         TxnCmd::Describe { transactional_id } => {
+            let id = transactional_id.as_str();
             let t = cluster
-                .coordinator(&transactional_id, 1)
-                .await?
-                .describe_transaction(&transactional_id)
+                .with_coordinator(id, 1, |c| async move { c.describe_transaction(id).await })
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}; list transactional ids with: fjord txn list"))?;
             let running_ms = (t.start_time_ms >= 0).then(|| now_ms() - t.start_time_ms);
