@@ -12,7 +12,8 @@ node (a pause: the node is cut off from everyone) and SIGCONT; and, with every n
 namespace of its own (compat/netns.py, root only), network partitions: a node or a partition
 leader cut off from the other nodes (clients still reach it), a minority of the nodes cut off
 from the majority, one node's packets to another dropped (one way), a node's (or a leader's)
-packets to and from the other nodes delayed. One fault at a time, healed
+packets to and from the other nodes delayed, a node's packets to the clients dropped or
+delayed. One fault at a time, healed
 before the next, so a majority of the voters is always up and connected. After the schedule
 every node is healed and the whole topic is read back from offset 0.
 
@@ -52,9 +53,10 @@ from conftest import Broker, free_port, wait_for  # noqa: E402
 
 TOPIC = "faults"
 # Network nemeses need every node in a network namespace of its own (root).
-NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader"}
+NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader",
+           "clients-cut", "clients-slow"}
 NEMESES = ("kill", "kill-leader", "pause", "isolate", "isolate-leader", "halves", "one-way",
-           "slow", "slow-leader")
+           "slow", "slow-leader", "clients-cut", "clients-slow")
 
 
 class Cluster:
@@ -93,7 +95,8 @@ class Cluster:
     def faulty(self):
         """The nodes a fault holds now (paused, killed or cut off)."""
         links = (self.net.cut_links | self.net.slow_links) if self.net else set()
-        return self.paused | self.killed | {i for link in links for i in link}
+        # Node 0 stands for the clients.
+        return self.paused | self.killed | {i for link in links for i in link if i}
 
     def heal(self):
         if self.net:
@@ -380,6 +383,13 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
                 for other in others:
                     cluster.net.delay(target, other, ms)
                     cluster.net.delay(other, target, ms)
+                target = (target, f"{ms} ms")
+            elif kind == "clients-cut":
+                # Its packets to the clients dropped; the other nodes still reach it.
+                cluster.net.cut(target, 0)
+            elif kind == "clients-slow":
+                ms = rng.choice((50, 150, 400))
+                cluster.net.delay(target, 0, ms)
                 target = (target, f"{ms} ms")
             elif kind == "one-way":
                 # target's packets for one other node are dropped; that node's still arrive.

@@ -62,7 +62,8 @@ def ip(*args, ns=None):
 
 
 class Net:
-    """Nodes 1..n, node i at address `host(i)` inside namespace `ns[i]`; clients at `client`."""
+    """Nodes 1..n, node i at address `host(i)` inside namespace `ns[i]`; clients at `client`
+    (`host(0)`: links to node 0 are a node's links to the clients)."""
 
     def __init__(self, n):
         # Names and subnet unique to this process and instance: a namespace's devices may
@@ -84,7 +85,7 @@ class Net:
             raise
 
     def host(self, i):
-        return f"{self.subnet}.{i}"
+        return self.client if i == 0 else f"{self.subnet}.{i}"
 
     def prefix(self, i):
         """The command prefix that runs a program inside node i's namespace."""

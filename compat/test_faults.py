@@ -67,6 +67,22 @@ def test_the_network_faults_do_what_they_say():
         assert round_trip() == -1, "a link cut one way answered"
         net.heal()
         assert 0 <= round_trip() < 100
+
+        # The clients' link (node 0): node 2's packets to the clients lost, then late.
+        def from_clients(timeout=2.0):
+            done = subprocess.run([sys.executable, "-c", ROUND_TRIP, net.host(2), "7000",
+                                   str(timeout)], capture_output=True, text=True, timeout=30)
+            return float(done.stdout)
+
+        assert 0 <= from_clients() < 100
+        net.cut(2, 0)
+        assert from_clients() == -1, "a node cut from the clients answered them"
+        assert 0 <= round_trip() < 100, "the other nodes still reach it"
+        net.heal()
+        net.delay(2, 0, 200)
+        assert 350 <= from_clients() < 1500
+        net.heal()
+        assert 0 <= from_clients() < 100
     finally:
         if server:
             server.kill()
