@@ -920,11 +920,12 @@ impl Broker {
     }
 
     /// Loads the coordinator partitions the publisher queued (this broker became their
-    /// leader), group shards before transaction shards (a transaction finished at load writes
-    /// markers to `__consumer_offsets`): each once its high watermark covers what it held
-    /// when leadership began, while this broker still leads it in that epoch. `now`: those
-    /// committed already load on this thread (start-up); every other load runs on a blocking
-    /// thread of its own.
+    /// leader): each once its high watermark covers what it held when leadership began, while
+    /// this broker still leads it in that epoch. `now`: those committed already load on this
+    /// thread (start-up), group shards before transaction shards (a transaction finished at
+    /// load writes markers to `__consumer_offsets`); every other load runs on a blocking
+    /// thread of its own, in no order (a marker a loading group shard refuses is written again
+    /// at the transaction coordinator's next tick).
     pub(crate) fn load_coordinators(self: &Arc<Self>, now: bool) {
         let mut loads = std::mem::take(
             &mut *self

@@ -226,15 +226,9 @@ impl Cluster {
         max_bytes: i32,
     ) -> Result<Fetched, ClientError> {
         let mut out = self
-            .by_leader(topic, &[partition], |c, _| async move {
-                Ok(vec![
-                    c.fetch(topic, partition, offset, max_wait_ms, max_bytes)
-                        .await?,
-                ])
-            })
+            .fetch_many(topic, &[(partition, offset)], max_wait_ms, max_bytes)
             .await?;
-        out.pop()
-            .ok_or_else(|| ClientError::kafka(3, Some(&format!("{topic}-{partition}"))))
+        Ok(out.pop().map(|(_, f)| f).unwrap_or_default())
     }
 
     /// Runs `call` for `partitions` grouped by leader; a group refused because its leader

@@ -287,16 +287,13 @@ fn create_replicated(s: &mut TcpStream, name: &'static str, replication_factor: 
     assert_eq!(created.topics[0].error_code, 0);
 }
 
-/// A Fetch naming a replica id as a follower, to the broker on `port`.
-fn replica_fetch(
-    s: &mut TcpStream,
-    version: i16,
+/// A Fetch of partition 0 of `topic` from `fetch_offset` in `current_leader_epoch`, no wait.
+fn fetch_request(
     topic: &kafka_protocol::messages::metadata_response::MetadataResponseTopic,
-    replica: i32,
     current_leader_epoch: i32,
     fetch_offset: i64,
     last_fetched_epoch: i32,
-) -> kafka_protocol::messages::fetch_response::PartitionData {
+) -> FetchRequest {
     let mut fp = FetchPartition::default();
     fp.partition = 0;
     fp.fetch_offset = fetch_offset;
@@ -311,6 +308,25 @@ fn replica_fetch(
     fetch.max_wait_ms = 0;
     fetch.max_bytes = 1 << 20;
     fetch.topics = vec![ft];
+    fetch
+}
+
+/// A Fetch naming a replica id as a follower, to the broker on `port`.
+fn replica_fetch(
+    s: &mut TcpStream,
+    version: i16,
+    topic: &kafka_protocol::messages::metadata_response::MetadataResponseTopic,
+    replica: i32,
+    current_leader_epoch: i32,
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    let mut fetch = fetch_request(
+        topic,
+        current_leader_epoch,
+        fetch_offset,
+        last_fetched_epoch,
+    );
     if version >= 15 {
         fetch.replica_state.replica_id = kafka_protocol::messages::BrokerId(replica);
     } else {
@@ -436,19 +452,7 @@ fn consumer_fetch(
     fetch_offset: i64,
     rack: &'static str,
 ) -> kafka_protocol::messages::fetch_response::PartitionData {
-    let mut fp = FetchPartition::default();
-    fp.partition = 0;
-    fp.fetch_offset = fetch_offset;
-    fp.partition_max_bytes = 1 << 20;
-    fp.current_leader_epoch = current_leader_epoch;
-    let mut ft = FetchTopic::default();
-    ft.topic = topic.name.clone().unwrap();
-    ft.topic_id = topic.topic_id;
-    ft.partitions = vec![fp];
-    let mut fetch = FetchRequest::default();
-    fetch.max_wait_ms = 0;
-    fetch.max_bytes = 1 << 20;
-    fetch.topics = vec![ft];
+    let mut fetch = fetch_request(topic, current_leader_epoch, fetch_offset, -1);
     fetch.rack_id = kafka_protocol::protocol::StrBytes::from_static_str(rack);
     let r: FetchResponse = call(s, ApiKey::Fetch, version, &fetch);
     r.responses[0].partitions[0].clone()

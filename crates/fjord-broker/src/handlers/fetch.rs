@@ -478,9 +478,7 @@ impl Reader<'_> {
             {
                 // Sent elsewhere: no records, answered at once (Kafka's readFromLog).
                 pd.preferred_read_replica = kafka_protocol::messages::BrokerId(id);
-                pd.high_watermark = log.high_watermark();
-                pd.last_stable_offset = log.last_stable_offset();
-                pd.log_start_offset = log.log_start_offset();
+                log_offsets(&mut pd, log);
                 any_error = true;
                 out.push((pd, Records::None));
                 continue;
@@ -492,9 +490,7 @@ impl Reader<'_> {
                     Err(FollowerRead::Diverging(epoch, end_offset)) => {
                         pd.diverging_epoch.epoch = epoch;
                         pd.diverging_epoch.end_offset = end_offset;
-                        pd.high_watermark = log.high_watermark();
-                        pd.last_stable_offset = log.last_stable_offset();
-                        pd.log_start_offset = log.log_start_offset();
+                        log_offsets(&mut pd, log);
                         any_error = true;
                         out.push((pd, Records::None));
                         continue;
@@ -578,6 +574,14 @@ impl Reader<'_> {
         }
         (out, total, any_error, isr)
     }
+}
+
+/// A partition's answer without records: the log's high watermark, last stable offset and log
+/// start offset as they are now.
+fn log_offsets(pd: &mut PartitionData, log: &fjord_log::Log) {
+    pd.high_watermark = log.high_watermark();
+    pd.last_stable_offset = log.last_stable_offset();
+    pd.log_start_offset = log.log_start_offset();
 }
 
 /// Why a follower's fetch of a partition gets no records.
