@@ -36,10 +36,20 @@ fn listen(addr: &str) -> TcpListener {
     socket.listen(64).unwrap()
 }
 
-/// A free loopback address, released for a member to bind again.
+/// A free loopback address, released for a member to bind again. Below Linux's default ephemeral
+/// range (32768 and up), so no outgoing connection takes it first; handed out in turn from a
+/// start that differs between processes.
 fn free_addr() -> String {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().to_string()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (low, span) = (10_000, 22_000);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let addr = format!("127.0.0.1:{}", low + (start + n) % span);
+        if std::net::TcpListener::bind(&addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// Voters 1..=n, each at a free loopback address.
