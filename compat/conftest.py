@@ -153,6 +153,22 @@ def three_nodes(tmp_path, extra_config="", net=None, node_args=None):
         assert "panicked" not in text, f"{log.name}:\n{text[text.find('panicked') - 2000:][:4000]}"
 
 
+def three_nodes_in_namespaces(tmp_path, extra_config=""):
+    """`three_nodes`, each node in a network namespace of its own: yields (nodes, net), the
+    `netns.Net` that cuts and delays their links; skips without root."""
+    import netns
+
+    if not netns.available():
+        pytest.skip("network faults need root: each node runs in a network namespace")
+    net = netns.Net(3)
+    try:
+        for nodes in three_nodes(tmp_path, extra_config, net=net):
+            yield nodes, net
+            net.heal()
+    finally:
+        net.remove()
+
+
 @pytest.fixture
 def broker_factory(tmp_path):
     made = []

@@ -75,6 +75,7 @@ class Net:
         self.ns = {i: f"fj{tag}n{i}" for i in range(1, n + 1)}
         self.client = f"{self.subnet}.254"
         self.cut_links = set()  # (from, to): from's packets for to are dropped
+        self.cut_ports = set()  # (from, to, port): from's TCP packets for to's port are dropped
         self.slow_links = set()  # (from, to): from's packets for to are delayed
         self.delayers = {}  # node -> (its delaying process, the delay in ms)
         self.made = []
@@ -114,6 +115,19 @@ class Net:
         if (a, b) not in self.cut_links:
             ip("route", "add", f"{self.host(b)}/32", "dev", "sink", ns=self.ns[a])
             self.cut_links.add((a, b))
+
+    def cut_port(self, a, b, port):
+        """Drops a's TCP packets for b's `port` only (one way; b's other ports, such as its
+        controller listener, still get them)."""
+        if (a, b, port) in self.cut_ports:
+            return
+        table = str(200 + b)
+        ns = self.ns[a]
+        if not any(x == a and y == b for x, y, _ in self.cut_ports):
+            ip("route", "add", f"{self.host(b)}/32", "dev", "sink", "table", table, ns=ns)
+        ip("rule", "add", "to", f"{self.host(b)}/32", "ipproto", "tcp", "dport", str(port),
+           "lookup", table, "priority", "50", ns=ns)
+        self.cut_ports.add((a, b, port))
 
     def delay(self, a, b, ms):
         """Delays a's packets for b by `ms` milliseconds (one way; one delay per node a)."""
@@ -168,6 +182,13 @@ class Net:
         for a, b in sorted(self.cut_links):
             ip("route", "del", f"{self.host(b)}/32", "dev", "sink", ns=self.ns[a])
         self.cut_links.clear()
+        for a, b, port in sorted(self.cut_ports):
+            ip("rule", "del", "to", f"{self.host(b)}/32", "ipproto", "tcp", "dport", str(port),
+               "lookup", str(200 + b), "priority", "50", ns=self.ns[a])
+        for a, b in sorted({(a, b) for a, b, _ in self.cut_ports}):
+            ip("route", "del", f"{self.host(b)}/32", "dev", "sink", "table", str(200 + b),
+               ns=self.ns[a])
+        self.cut_ports.clear()
         for a in list(self.delayers):
             self._stop_delayer(a)
         self.slow_links.clear()

@@ -11,12 +11,17 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FJORD_BIN, three_nodes, wait_for
+from conftest import FJORD_BIN, three_nodes, three_nodes_in_namespaces, wait_for
 
 
 @pytest.fixture
 def cluster(tmp_path):
     yield from three_nodes(tmp_path, '"replica.lag.time.max.ms" = 4000\n')
+
+
+@pytest.fixture
+def net_cluster(tmp_path):
+    yield from three_nodes_in_namespaces(tmp_path, '"replica.lag.time.max.ms" = 4000\n')
 
 
 def bootstrap(cluster):
@@ -166,7 +171,9 @@ def test_transactions_survive_the_loss_of_their_coordinator(cluster):
     transaction("y", False)
     transaction("c", True)
     c = Consumer({"bootstrap.servers": servers, "group.id": "tx-check",
-                  "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                  # Nothing to commit at close to a group coordinator that may be down.
+                  "enable.auto.commit": False})
     c.assign([TopicPartition("t", q, 0) for q in range(2)])
     got = []
     end = time.monotonic() + 60
@@ -184,4 +191,97 @@ def test_transactions_survive_the_loss_of_their_coordinator(cluster):
     # old one's: a late marker of the deposed coordinator would be fenced.
     after = marker_epochs(survivor, "t")
     assert before.keys() == after.keys() and all(after[k] > before[k] for k in before), (before, after)
+    cluster[coordinator - 1].start(timeout=60)
+
+
+def txn_state(node, transactional_id):
+    """The state of a transactional id's transaction, as its coordinator describes it (through
+    the fjord CLI, which finds the coordinator as Kafka's Admin does)."""
+    done = subprocess.run([FJORD_BIN, "txn", "describe", transactional_id, "-o", "json",
+                           "-b", node.bootstrap, "--timeout-ms", "5000"],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout)["state"]
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A transaction coordinator that cannot reach one partition's leader answers commit once PrepareCommit is stored, then is killed: the next coordinator writes the missing marker, read_committed sees every committed record once")
+def test_a_transaction_left_in_prepare_is_completed_by_the_next_coordinator(net_cluster):
+    cluster, net = net_cluster
+    servers = bootstrap(cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    p = Producer({"bootstrap.servers": servers, "transactional.id": "tx-prepare",
+                  "transaction.timeout.ms": 60000})
+    p.init_transactions(60)
+    md = admin.list_topics("__transaction_state", timeout=10).topics["__transaction_state"]
+    coordinator = md.partitions[partition_for("tx-prepare", len(md.partitions))].leader
+    far = coordinator % 3 + 1  # the broker the coordinator will not reach
+    other = next(i for i in (1, 2, 3) if i not in (coordinator, far))
+    admin.create_topics([NewTopic("far", 1, replica_assignment=[[far]]),
+                         NewTopic("near", 1, 3, config={"min.insync.replicas": "2"})])
+    assert wait_for(lambda: {"far", "near"} <= set(admin.list_topics(timeout=10).topics), timeout=30)
+    assert wait_for(lambda: internal_replicas(admin, "__transaction_state") == ({3}, {3}),
+                    timeout=30), internal_replicas(admin, "__transaction_state")
+
+    def produce(prefix):
+        for topic in ("far", "near"):
+            for i in range(10):
+                p.produce(topic, value=f"{prefix}-{i}".encode())
+        assert p.flush(60) == 0
+
+    p.begin_transaction()
+    produce("a")
+    p.commit_transaction(60)
+    before = marker_epochs(cluster[other - 1], "far")
+
+    p.begin_transaction()
+    produce("b")
+    # The coordinator's requests no longer reach `far`'s Kafka listener (its Raft and
+    # heartbeats still do): its marker there cannot be written.
+    net.cut_port(coordinator, far, cluster[far - 1].port)
+    started = time.monotonic()
+    p.commit_transaction(30)
+    assert time.monotonic() - started < 10, "the commit waited for a marker it could not write"
+    time.sleep(1)
+    assert txn_state(cluster[other - 1], "tx-prepare") == "PrepareCommit"
+    # The coordinator dies with the marker unwritten: the next leader of its
+    # __transaction_state partition finds the transaction in PrepareCommit and completes it.
+    cluster[coordinator - 1].kill()
+    assert wait_for(lambda: txn_state(cluster[other - 1], "tx-prepare") == "CompleteCommit",
+                    timeout=60), txn_state(cluster[other - 1], "tx-prepare")
+    after = marker_epochs(cluster[other - 1], "far")
+    assert before.keys() == after.keys() and all(after[k] > before[k] for k in before), (before, after)
+
+    # The producer carries on with the new coordinator.
+    while True:
+        try:
+            p.begin_transaction()
+            produce("c")
+            p.commit_transaction(60)
+            break
+        except KafkaException as e:
+            err = e.args[0]
+            if err.txn_requires_abort():
+                p.abort_transaction(60)
+            elif not err.retriable():
+                raise
+            time.sleep(0.5)
+    c = Consumer({"bootstrap.servers": servers, "group.id": "tx-prepare-check",
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                  # Nothing to commit at close to a group coordinator that may be down.
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition("far", 0, 0), TopicPartition("near", 0, 0)])
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < 60 and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.topic(), m.value().decode()))
+    time.sleep(1)
+    m = c.poll(1)
+    assert m is None or m.error() is not None, f"more than the committed records: {m.value()}"
+    c.close()
+    expected = [(t, f"{prefix}-{i}") for t in ("far", "near") for prefix in "abc" for i in range(10)]
+    assert sorted(got) == sorted(expected)
+    net.heal()
     cluster[coordinator - 1].start(timeout=60)

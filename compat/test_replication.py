@@ -10,8 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import netns
-from conftest import FJORD_BIN, three_nodes, wait_for
+from conftest import FJORD_BIN, three_nodes, three_nodes_in_namespaces, wait_for
 
 # A short lag bound, so ISR changes show within seconds.
 LAG = '"replica.lag.time.max.ms" = 4000\n'
@@ -35,15 +34,7 @@ def rack_cluster(tmp_path):
 @pytest.fixture
 def net_cluster(tmp_path):
     """Three nodes, each in a network namespace of its own, and the links between them."""
-    if not netns.available():
-        pytest.skip("network faults need root: each node runs in a network namespace")
-    net = netns.Net(3)
-    try:
-        for nodes in three_nodes(tmp_path, LAG, net=net):
-            yield nodes, net
-            net.heal()
-    finally:
-        net.remove()
+    yield from three_nodes_in_namespaces(tmp_path, LAG)
 
 
 def partitions(admin, topic):

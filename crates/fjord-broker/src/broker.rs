@@ -16,7 +16,8 @@ use thiserror::Error;
 use crate::config::BrokerConfig;
 use crate::coordinator::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::coordinator::txn::{
-    MarkerWriter, ProducerIdManager, TXN_TOPIC, TransactionCoordinator, TxnConfig,
+    MarkerOutcome, MarkerWriter, Markers, ProducerIdManager, TXN_TOPIC, TransactionCoordinator,
+    TxnConfig,
 };
 use crate::coordinator::{PartitionWriter, WriteError};
 use crate::errors;
@@ -262,41 +263,20 @@ impl InternalTopics {
 }
 
 impl MarkerWriter for InternalTopics {
-    /// A marker for a partition this broker leads is written here; one led by another broker
-    /// is sent to it (WriteTxnMarkers); one of a deleted partition needs none.
-    fn write_marker(
+    fn write_markers(
         &self,
-        topic: &str,
-        partition: i32,
-        producer_id: i64,
-        producer_epoch: i16,
-        coordinator_epoch: i32,
-        commit: bool,
-    ) -> Result<(), String> {
-        let broker = self
-            .0
-            .upgrade()
-            .ok_or_else(|| "the broker is shutting down".to_string())?;
-        let local = broker.write_local_marker(
-            topic,
-            partition,
-            producer_id,
-            producer_epoch,
-            coordinator_epoch,
-            commit,
-        );
-        match local {
-            Ok(()) => Ok(()),
-            Err((code, _)) if code == errors::NOT_LEADER_OR_FOLLOWER => broker.send_marker(
-                topic,
-                partition,
-                producer_id,
-                producer_epoch,
-                coordinator_epoch,
-                commit,
-            ),
-            Err((code, _)) if code == errors::UNKNOWN_TOPIC_OR_PARTITION => Ok(()),
-            Err((_, message)) => Err(format!("{topic}-{partition}: {message}")),
+        batches: &[Markers],
+        timeout: std::time::Duration,
+    ) -> Vec<Vec<MarkerOutcome>> {
+        match self.0.upgrade() {
+            Some(broker) => broker.write_markers(batches, timeout),
+            None => batches
+                .iter()
+                .map(|b| {
+                    let why = MarkerOutcome::Retry("the broker is shutting down".into());
+                    vec![why; b.partitions.len()]
+                })
+                .collect(),
         }
     }
 }
@@ -1289,60 +1269,143 @@ impl Broker {
             .map_err(|e| (e.code(), e.to_string()))
     }
 
-    /// Sends a transaction marker to the broker that leads the partition (WriteTxnMarkers).
-    /// Blocking.
-    fn send_marker(
-        &self,
-        topic: &str,
-        partition: i32,
-        producer_id: i64,
-        producer_epoch: i16,
-        coordinator_epoch: i32,
-        commit: bool,
-    ) -> Result<(), String> {
-        use kafka_protocol::messages::write_txn_markers_request::{
-            WritableTxnMarker, WritableTxnMarkerTopic,
-        };
-        use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+    /// Writes transaction markers ([`MarkerWriter`]): every leader other than this broker
+    /// gets one WriteTxnMarkers request with all its partitions, all sent at once, while the
+    /// partitions this broker leads are written here; a partition that no longer exists needs
+    /// none. Blocking, for at most about `timeout` (a leader that has not answered by then
+    /// gets its markers again in a later round).
+    pub fn write_markers(
+        self: &Arc<Self>,
+        batches: &[Markers],
+        timeout: std::time::Duration,
+    ) -> Vec<Vec<MarkerOutcome>> {
+        use kafka_protocol::messages::WriteTxnMarkersRequest;
         let state = self.metadata();
-        let leader = state
-            .topic(topic)
-            .and_then(|t| t.partition_states.get(partition as usize))
-            .map_or(-1, |p| p.leader);
-        let Some(target) = state.broker(leader) else {
-            return Err(format!("{topic}-{partition} has no available leader"));
-        };
-        let addr = format!("{}:{}", target.host, target.port);
-        let mut t = WritableTxnMarkerTopic::default();
-        t.name = TopicName(kafka_protocol::protocol::StrBytes::from_string(
-            topic.to_string(),
-        ));
-        t.partition_indexes = vec![partition];
-        let mut m = WritableTxnMarker::default();
-        m.producer_id = ProducerId(producer_id);
-        m.producer_epoch = producer_epoch;
-        m.transaction_result = commit;
-        m.coordinator_epoch = coordinator_epoch;
-        m.topics = vec![t];
-        let mut request = WriteTxnMarkersRequest::default();
-        request.markers = vec![m];
-        let sent = self.runtime.block_on(self.call_broker(&addr, &request));
-        let response =
-            sent.map_err(|e| format!("{topic}-{partition} on broker {leader} ({addr}): {e}"))?;
-        let code = response
-            .markers
+        let mut outcomes: Vec<Vec<Option<MarkerOutcome>>> = batches
             .iter()
-            .flat_map(|m| &m.topics)
-            .flat_map(|t| &t.partitions)
-            .map(|p| p.error_code)
-            .find(|&c| c != errors::NONE)
-            .unwrap_or(errors::NONE);
-        match code {
-            errors::NONE | errors::UNKNOWN_TOPIC_OR_PARTITION => Ok(()),
-            code => Err(format!(
-                "{topic}-{partition} on broker {leader} answered error code {code}"
-            )),
+            .map(|b| vec![None; b.partitions.len()])
+            .collect();
+        // Leader → (batch, partition) of each marker it is asked for.
+        let mut remote: BTreeMap<i32, Vec<(usize, usize)>> = BTreeMap::new();
+        let mut local = Vec::new();
+        for (bi, b) in batches.iter().enumerate() {
+            for (pi, (topic, partition)) in b.partitions.iter().enumerate() {
+                let leader = state
+                    .topic(topic)
+                    .and_then(|t| t.partition_states.get(usize::try_from(*partition).ok()?))
+                    .map(|p| p.leader);
+                match leader {
+                    None => outcomes[bi][pi] = Some(MarkerOutcome::Done),
+                    Some(l) if l == self.config.node_id => local.push((bi, pi)),
+                    Some(l) if state.broker(l).is_some() => {
+                        remote.entry(l).or_default().push((bi, pi));
+                    }
+                    Some(_) => {
+                        outcomes[bi][pi] = Some(MarkerOutcome::Retry(format!(
+                            "{topic}-{partition} has no available leader"
+                        )));
+                    }
+                }
+            }
         }
+        let mut sent = tokio::task::JoinSet::new();
+        for (&leader, markers) in &remote {
+            let Some(target) = state.broker(leader) else {
+                continue;
+            };
+            let addr = format!("{}:{}", target.host, target.port);
+            let mut request = WriteTxnMarkersRequest::default();
+            request.markers = marker_requests(batches, markers);
+            let broker = self.clone();
+            let asked = markers.clone();
+            sent.spawn_on(
+                async move {
+                    let answer =
+                        tokio::time::timeout(timeout, broker.call_broker(&addr, &request)).await;
+                    let answer = match answer {
+                        Ok(Ok(response)) => Ok(response),
+                        Ok(Err(e)) => Err(format!("broker {leader} ({addr}): {e}")),
+                        Err(_) => Err(format!(
+                            "broker {leader} ({addr}) did not answer within {timeout:?}"
+                        )),
+                    };
+                    (asked, answer)
+                },
+                &self.runtime,
+            );
+        }
+        for (bi, pi) in local {
+            let b = &batches[bi];
+            let (topic, partition) = &b.partitions[pi];
+            let written = self.write_local_marker(
+                topic,
+                *partition,
+                b.producer_id,
+                b.producer_epoch,
+                b.coordinator_epoch,
+                b.commit,
+            );
+            outcomes[bi][pi] = Some(match written {
+                Ok(()) => MarkerOutcome::Done,
+                Err((code, message)) => {
+                    marker_outcome(code, format!("{topic}-{partition}: {message}"))
+                }
+            });
+        }
+        let answers = self.runtime.block_on(async {
+            let mut answers = Vec::new();
+            while let Some(joined) = sent.join_next().await {
+                answers.extend(joined.ok());
+            }
+            answers
+        });
+        for (asked, answer) in answers {
+            let response = match answer {
+                Ok(response) => response,
+                Err(why) => {
+                    for (bi, pi) in asked {
+                        outcomes[bi][pi] = Some(MarkerOutcome::Retry(why.clone()));
+                    }
+                    continue;
+                }
+            };
+            let codes: HashMap<(i64, &str, i32), i16> = response
+                .markers
+                .iter()
+                .flat_map(|m| {
+                    m.topics.iter().flat_map(move |t| {
+                        t.partitions.iter().map(move |p| {
+                            (
+                                (m.producer_id.0, t.name.0.as_str(), p.partition_index),
+                                p.error_code,
+                            )
+                        })
+                    })
+                })
+                .collect();
+            for (bi, pi) in asked {
+                let b = &batches[bi];
+                let (topic, partition) = &b.partitions[pi];
+                let outcome = match codes.get(&(b.producer_id, topic.as_str(), *partition)) {
+                    Some(&code) => marker_outcome(
+                        code,
+                        format!("{topic}-{partition}: its leader answered error code {code}"),
+                    ),
+                    None => MarkerOutcome::Retry(format!(
+                        "{topic}-{partition}: its leader's answer left it out"
+                    )),
+                };
+                outcomes[bi][pi] = Some(outcome);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|b| {
+                b.into_iter()
+                    .map(|o| o.unwrap_or_else(|| MarkerOutcome::Retry("not sent".into())))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Sends `request` to the broker at `addr` on the connection kept to it (opened when
@@ -1774,6 +1837,65 @@ impl Broker {
         self.storage.remove_file(&marker).map_err(failed)?;
         self.storage.sync_dir(dir).map_err(failed)?;
         Ok(LastShutdown::Clean)
+    }
+}
+
+/// The WriteTxnMarkers entries for `asked` (batch, partition) pairs: one per batch, its
+/// partitions grouped by topic.
+fn marker_requests(
+    batches: &[Markers],
+    asked: &[(usize, usize)],
+) -> Vec<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker> {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{ProducerId, TopicName};
+    let mut by_batch: BTreeMap<usize, BTreeMap<&str, Vec<i32>>> = BTreeMap::new();
+    for &(bi, pi) in asked {
+        let (topic, partition) = &batches[bi].partitions[pi];
+        by_batch
+            .entry(bi)
+            .or_default()
+            .entry(topic)
+            .or_default()
+            .push(*partition);
+    }
+    by_batch
+        .into_iter()
+        .map(|(bi, topics)| {
+            let b = &batches[bi];
+            let mut m = WritableTxnMarker::default();
+            m.producer_id = ProducerId(b.producer_id);
+            m.producer_epoch = b.producer_epoch;
+            m.transaction_result = b.commit;
+            m.coordinator_epoch = b.coordinator_epoch;
+            m.topics = topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let mut t = WritableTxnMarkerTopic::default();
+                    t.name = TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                        topic.to_string(),
+                    ));
+                    t.partition_indexes = partitions;
+                    t
+                })
+                .collect();
+            m
+        })
+        .collect()
+}
+
+/// What a marker's error code means for its coordinator, as Kafka's
+/// TransactionMarkerRequestCompletionHandler reads it.
+fn marker_outcome(code: i16, why: String) -> MarkerOutcome {
+    match code {
+        errors::NONE => MarkerOutcome::Done,
+        // The producer could not have written there (Kafka removes the partition).
+        errors::UNSUPPORTED_VERSION | errors::UNSUPPORTED_FOR_MESSAGE_FORMAT => MarkerOutcome::Done,
+        errors::TRANSACTION_COORDINATOR_FENCED | errors::INVALID_PRODUCER_EPOCH => {
+            MarkerOutcome::Fenced(why)
+        }
+        _ => MarkerOutcome::Retry(why),
     }
 }
 

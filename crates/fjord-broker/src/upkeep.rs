@@ -1,6 +1,6 @@
 //! The broker's background work as independent tasks, each on its own schedule and its own
 //! blocking thread, so none waits for another: group timers (sessions, join deadlines) every
-//! 100 ms, transaction timeouts, `flush.ms` every second, and retention and compaction every
+//! 100 ms, transaction timeouts, transaction markers sent again every 100 ms, `flush.ms` every second, and retention and compaction every
 //! `log.retention.check.interval.ms`. A long compaction never delays a session expiry.
 
 use std::sync::Arc;
@@ -35,6 +35,10 @@ pub fn start(broker: &Arc<Broker>, stop: &watch::Receiver<bool>) -> JoinSet<()> 
     let b = broker.clone();
     tasks.spawn(every_tick(TIMER_TICK, stop.clone(), move || {
         b.txns.tick(b.now_ms())
+    }));
+    let b = broker.clone();
+    tasks.spawn(every_tick(TIMER_TICK, stop.clone(), move || {
+        b.txns.retry_markers(b.now_ms())
     }));
     let b = broker.clone();
     tasks.spawn(every_tick(FLUSH_TICK, stop.clone(), move || {

@@ -119,6 +119,70 @@ async fn a_failed_transaction_write_is_not_coordinator_and_changes_nothing() {
     tb.stop().await;
 }
 
+/// A marker that cannot be written does not make EndTxn fail: the outcome is decided once
+/// PrepareCommit is stored, so EndTxn answers success (as Kafka does) and the coordinator keeps
+/// sending the marker in the background; meanwhile the id answers CONCURRENT_TRANSACTIONS, and
+/// the transaction completes once the partition takes the marker — here after the broker
+/// restarts with its disk healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_that_cannot_be_written_is_sent_again_until_the_transaction_completes() {
+    const CONCURRENT_TRANSACTIONS: i16 = 51;
+    let tb = TestBroker::start(fjord_log::sim::SimStorage::new(), config()).await;
+    tb.create_topic(TOPIC, 2).await;
+    let mut c = tb.connect().await;
+    let (code, pid, epoch) = init(&mut c, "t1").await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(add(&mut c, "t1", pid, epoch, 0).await, Some(0));
+    assert_eq!(add(&mut c, "t1", pid, epoch, 1).await, Some(0));
+
+    tb.disk.fail_under(TestBroker::partition_dir(TOPIC, 1));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        end(&mut c, "t1", pid, epoch, true).await,
+        Some(0),
+        "the commit is decided once PrepareCommit is stored"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "EndTxn waited {:?} for a marker",
+        started.elapsed()
+    );
+    assert_eq!(describe(&mut c, "t1").await.1, "PrepareCommit");
+    assert_eq!(
+        add(&mut c, "t1", pid, epoch, 0).await,
+        Some(CONCURRENT_TRANSACTIONS),
+        "the next transaction waits for the markers"
+    );
+    assert_eq!(
+        init(&mut c, "t1").await.unwrap().0,
+        CONCURRENT_TRANSACTIONS,
+        "a new producer waits for the markers too"
+    );
+    // Rounds keep failing while the disk does; the state stays decided.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(describe(&mut c, "t1").await.1, "PrepareCommit");
+
+    tb.disk.heal();
+    let disk = tb.crash(5);
+    let tb = TestBroker::start(disk, config()).await;
+    let mut c = tb.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while describe(&mut c, "t1").await.1 != "CompleteCommit" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted coordinator never completed the transaction: {:?}",
+            describe(&mut c, "t1").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        add(&mut c, "t1", pid, epoch, 0).await,
+        Some(0),
+        "the next transaction begins"
+    );
+    tb.stop().await;
+}
+
 /// What a producer was last told: its id and epoch, and whether its last EndTxn was
 /// acknowledged (the transaction is then complete, or a later one began).
 #[derive(Debug, Clone, Copy)]

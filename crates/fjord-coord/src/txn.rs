@@ -39,7 +39,7 @@ impl TxnState {
         }
     }
 
-    fn is_prepare(self) -> bool {
+    pub fn is_prepare(self) -> bool {
         matches!(self, Self::PrepareCommit | Self::PrepareAbort)
     }
 

@@ -3,16 +3,21 @@
 //! the commit/abort markers.
 //!
 //! Every state change is written to the transactional id's `__transaction_state` partition
-//! and fsynced before it takes effect or is answered. EndTxn writes PrepareCommit or
-//! PrepareAbort, then a marker to every partition of the transaction (each fsynced), then the
-//! Complete state, and only then answers: with one node the markers are local writes, so the
-//! client never waits in CONCURRENT_TRANSACTIONS. A crash between Prepare and Complete is
-//! finished on the next start (the markers are written again; a second marker for a closed
-//! transaction changes nothing). Operations on one transactional id run one at a time.
+//! and committed before it takes effect or is answered. EndTxn writes PrepareCommit or
+//! PrepareAbort (the outcome is decided once that is committed), then sends the markers to
+//! every partition of the transaction at once, each leader in one request, and waits a
+//! bounded time for them: when all are written it stores the Complete state before it
+//! answers (one node, a healthy cluster), otherwise it answers success and the markers still
+//! missing are sent again in the background ([`TransactionCoordinator::retry_markers`]) until
+//! every partition has one, then Complete is stored. Until then the id answers
+//! CONCURRENT_TRANSACTIONS, as in Kafka. A coordinator that loads a shard (a restart, or a
+//! new leader of its partition) takes over every transaction it finds in Prepare. Operations
+//! on one transactional id run one at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use fjord_coord::codes;
 use fjord_coord::txn::{
@@ -38,19 +43,111 @@ pub trait ProducerIdManager: Send + Sync + std::fmt::Debug + 'static {
     fn allocate(&self, count: i64) -> Result<(i64, i64), String>;
 }
 
-/// Writes a transaction's commit or abort marker to one partition and waits until it is
-/// committed (local appends on one node; WriteTxnMarkers to the partition's leader in a
-/// cluster). Blocking.
+/// One transaction's markers to write: commit or abort, for the partitions still without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Markers {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// What became of one partition's marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerOutcome {
+    /// Written and committed, or needs none (the partition no longer exists).
+    Done,
+    /// Not written this time (no leader, leader unreachable or not answering, too few
+    /// in-sync replicas): send it again later.
+    Retry(String),
+    /// The partition refused it: a newer coordinator or producer epoch wrote there, so this
+    /// coordinator stops and the newer one completes the transaction (Kafka's
+    /// TRANSACTION_COORDINATOR_FENCED / INVALID_PRODUCER_EPOCH).
+    Fenced(String),
+}
+
+/// Writes transaction markers: local appends for partitions this broker leads,
+/// WriteTxnMarkers to the leaders of the others (one request per leader, all sent at once).
+/// Blocking, for at most about `timeout`.
 pub trait MarkerWriter: Send + Sync + std::fmt::Debug + 'static {
-    fn write_marker(
-        &self,
-        topic: &str,
-        partition: i32,
-        producer_id: i64,
-        producer_epoch: i16,
-        coordinator_epoch: i32,
-        commit: bool,
-    ) -> Result<(), String>;
+    /// One outcome per partition of each of `batches`, in their order.
+    fn write_markers(&self, batches: &[Markers], timeout: Duration) -> Vec<Vec<MarkerOutcome>>;
+}
+
+/// How long EndTxn waits for the markers before it answers and leaves the rest to the
+/// background.
+const FIRST_MARKERS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one background round of markers may take.
+const RETRY_MARKERS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff between rounds for one transaction: doubles from the first to the last.
+const MARKER_BACKOFF_MS: (i64, i64) = (100, 2_000);
+
+/// A transaction in Prepare whose markers are not all written yet.
+#[derive(Debug, Clone)]
+struct Completing {
+    prepare: TxnMetadata,
+    coordinator_epoch: i32,
+    remaining: Vec<(String, i32)>,
+    rounds: u32,
+    next_try_ms: i64,
+    /// Being sent by a round now.
+    in_flight: bool,
+    /// A partition fenced this coordinator: nothing more is sent; dropped with the shard.
+    fenced: bool,
+}
+
+impl Completing {
+    fn new(prepare: TxnMetadata, coordinator_epoch: i32, now_ms: i64) -> Self {
+        Self {
+            remaining: prepare.partition_list(),
+            prepare,
+            coordinator_epoch,
+            rounds: 0,
+            next_try_ms: now_ms,
+            in_flight: false,
+            fenced: false,
+        }
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            producer_id: self.prepare.producer_id,
+            producer_epoch: self.prepare.producer_epoch,
+            coordinator_epoch: self.coordinator_epoch,
+            commit: self.prepare.state == TxnState::PrepareCommit,
+            partitions: self.remaining.clone(),
+        }
+    }
+
+    /// Takes one round's outcomes: keeps the partitions to send again, notes a fence, and
+    /// schedules the next round.
+    fn record(&mut self, outcomes: Vec<MarkerOutcome>, now_ms: i64) {
+        let id = &self.prepare.transactional_id;
+        let mut remaining = Vec::new();
+        for (tp, outcome) in self.remaining.drain(..).zip(outcomes) {
+            match outcome {
+                MarkerOutcome::Done => {}
+                MarkerOutcome::Retry(why) => {
+                    tracing::debug!(transactional_id = %id, topic = %tp.0, partition = tp.1, why, "a transaction marker will be sent again");
+                    remaining.push(tp);
+                }
+                MarkerOutcome::Fenced(why) => {
+                    tracing::info!(transactional_id = %id, topic = %tp.0, partition = tp.1, why, "a partition fenced this coordinator's markers; a newer coordinator completes the transaction");
+                    self.fenced = true;
+                    remaining.push(tp);
+                }
+            }
+        }
+        self.remaining = remaining;
+        let (first, last) = MARKER_BACKOFF_MS;
+        let backoff = first.saturating_mul(1 << self.rounds.min(16)).min(last);
+        self.rounds += 1;
+        self.next_try_ms = now_ms + backoff;
+        if self.rounds == 5 && !self.remaining.is_empty() {
+            tracing::warn!(transactional_id = %id, missing = ?self.remaining, "transaction markers still missing after 5 rounds; retrying until their partitions' leaders take them");
+        }
+    }
 }
 
 /// The broker settings the transaction coordinator follows.
@@ -106,6 +203,8 @@ pub struct TransactionCoordinator {
     /// One lock per transactional id: its operations run one at a time.
     id_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     last_timeout_check: Mutex<i64>,
+    /// Transactions in Prepare whose markers are still being written, by transactional id.
+    completing: Mutex<HashMap<String, Completing>>,
     /// Completed transactions, by outcome, and aborts the coordinator decided itself.
     committed: AtomicU64,
     aborted: AtomicU64,
@@ -150,6 +249,7 @@ impl TransactionCoordinator {
             shards: super::Shards::default(),
             id_locks: Mutex::new(HashMap::new()),
             last_timeout_check: Mutex::new(0),
+            completing: Mutex::new(HashMap::new()),
             committed: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
@@ -373,10 +473,12 @@ impl TransactionCoordinator {
         })
     }
 
-    /// Stores a Prepare state, writes its markers, stores the Complete state.
-    fn finish(&self, prepare: TxnMetadata) -> Result<TxnMetadata, TxnError> {
+    /// Stores a Prepare state (the outcome is decided once it is committed), then writes its
+    /// markers for at most [`FIRST_MARKERS_TIMEOUT`] and, if all are written, the Complete
+    /// state. Markers still missing are left to [`Self::retry_markers`]. The caller holds the
+    /// id's lock.
+    fn finish(&self, prepare: TxnMetadata) -> Result<(), TxnError> {
         self.store(prepare.clone())?;
-        let commit = prepare.state == TxnState::PrepareCommit;
         // The epoch of the shard as loaded now: a shard unloaded or loading again (its
         // leadership moved) is NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS, and writes no
         // marker.
@@ -384,31 +486,135 @@ impl TransactionCoordinator {
             Some(shard) => self.lock_loaded(&shard)?.epoch,
             None => 0,
         };
-        for (topic, partition) in prepare.partition_list() {
-            self.markers
-                .write_marker(
-                    &topic,
-                    partition,
-                    prepare.producer_id,
-                    prepare.producer_epoch,
-                    coordinator_epoch,
-                    commit,
-                )
-                .map_err(|e| {
-                    tracing::error!(transactional_id = %prepare.transactional_id, error = %e, "writing transaction markers failed; retrying later");
-                    (errors::COORDINATOR_NOT_AVAILABLE, e)
-                })?;
+        let mut c = Completing::new(prepare, coordinator_epoch, self.clock.now_ms());
+        let outcomes = self
+            .markers
+            .write_markers(&[c.markers()], FIRST_MARKERS_TIMEOUT)
+            .pop()
+            .unwrap_or_default();
+        c.record(outcomes, self.clock.now_ms());
+        if c.remaining.is_empty() {
+            return self.complete(&c.prepare);
         }
+        tracing::info!(transactional_id = %c.prepare.transactional_id, state = c.prepare.state.name(), missing = c.remaining.len(), "transaction decided; its remaining markers are sent in the background");
+        lock(&self.completing).insert(c.prepare.transactional_id.clone(), c);
+        Ok(())
+    }
+
+    /// Stores the Complete state that follows `prepare` (every marker is written). The
+    /// caller holds the id's lock.
+    fn complete(&self, prepare: &TxnMetadata) -> Result<(), TxnError> {
         let done = prepare.completed(self.clock.now_ms());
         self.store(done.clone())?;
-        let counter = if commit {
+        let counter = if done.state == TxnState::CompleteCommit {
             &self.committed
         } else {
             &self.aborted
         };
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(transactional_id = %done.transactional_id, state = done.state.name(), "transaction completed");
-        Ok(done)
+        Ok(())
+    }
+
+    /// One background round: sends the missing markers of every transaction whose retry is
+    /// due (all leaders at once), and completes those that now have all. A transaction whose
+    /// state changed, or whose shard was unloaded or reloaded in another epoch, is dropped
+    /// (its new coordinator takes it over). Blocking, for at most about
+    /// [`RETRY_MARKERS_TIMEOUT`].
+    pub fn retry_markers(&self, now: i64) {
+        // Drop what is no longer this coordinator's to complete (checked without holding
+        // the map: the check locks shards, which `adopt_prepared` holds before the map).
+        let tracked: Vec<(String, i32, TxnMetadata)> = lock(&self.completing)
+            .iter()
+            .map(|(id, c)| (id.clone(), c.coordinator_epoch, c.prepare.clone()))
+            .collect();
+        let stale: Vec<(String, i32, TxnMetadata)> = tracked
+            .into_iter()
+            .filter(|(id, epoch, prepare)| self.current(id, *epoch).as_ref() != Some(prepare))
+            .collect();
+        let mut due: Vec<Completing> = Vec::new();
+        {
+            let mut completing = lock(&self.completing);
+            for (id, epoch, prepare) in stale {
+                if completing.get(&id).is_some_and(|c| {
+                    !c.in_flight && c.coordinator_epoch == epoch && c.prepare == prepare
+                }) {
+                    completing.remove(&id);
+                }
+            }
+            for c in completing.values_mut() {
+                if !c.in_flight && !c.fenced && c.next_try_ms <= now {
+                    c.in_flight = true;
+                    due.push(c.clone());
+                }
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        let batches: Vec<Markers> = due.iter().map(Completing::markers).collect();
+        let outcomes = self.markers.write_markers(&batches, RETRY_MARKERS_TIMEOUT);
+        let now = self.clock.now_ms();
+        for (mut c, outcomes) in due.into_iter().zip(outcomes) {
+            c.record(outcomes, now);
+            c.in_flight = false;
+            let id = c.prepare.transactional_id.clone();
+            if !c.remaining.is_empty() {
+                lock(&self.completing).insert(id, c);
+                continue;
+            }
+            let guard = self.id_lock(&id);
+            let _serial = lock(&guard);
+            lock(&self.completing).remove(&id);
+            if matches!(self.get(&id), Ok(Some(current)) if current == c.prepare) {
+                match self.complete(&c.prepare) {
+                    Ok(()) => {
+                        tracing::info!(transactional_id = %id, state = c.prepare.state.name(), "completed a transaction whose markers were delayed")
+                    }
+                    Err((_, e)) => {
+                        tracing::warn!(transactional_id = %id, error = %e, "could not store a completed transaction; trying again");
+                        c.next_try_ms = now + MARKER_BACKOFF_MS.1;
+                        lock(&self.completing).insert(id, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A transactional id's state, if this broker coordinates it in shard epoch `epoch`.
+    fn current(&self, id: &str, epoch: i32) -> Option<TxnMetadata> {
+        let shard = self.shard_of(id, false).ok()??;
+        let st = self.lock_loaded(&shard).ok()?;
+        (st.epoch == epoch).then(|| st.txns.get(id).cloned())?
+    }
+
+    /// Takes over every transaction a loaded shard holds in Prepare (left by a crash or by
+    /// the previous coordinator): its markers are sent by the next [`Self::retry_markers`].
+    fn adopt_prepared(&self) {
+        let now = self.clock.now_ms();
+        for shard in self.shards.all() {
+            let (epoch, prepared) = match self.lock_loaded(&shard) {
+                Ok(st) => (
+                    st.epoch,
+                    st.txns
+                        .values()
+                        .filter(|m| m.state.is_prepare())
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ),
+                Err(_) => continue,
+            };
+            let mut completing = lock(&self.completing);
+            for m in prepared {
+                let known = completing
+                    .get(&m.transactional_id)
+                    .is_some_and(|c| c.prepare == m && c.coordinator_epoch == epoch);
+                if !known {
+                    tracing::info!(transactional_id = %m.transactional_id, state = m.state.name(), "completing a transaction left in Prepare");
+                    completing.insert(m.transactional_id.clone(), Completing::new(m, epoch, now));
+                }
+            }
+        }
     }
 
     /// InitProducerId. Blocking.
@@ -511,7 +717,7 @@ impl TransactionCoordinator {
             self.clock.now_ms(),
         ) {
             Ok(EndStep::AlreadyDone) => Ok(()),
-            Ok(EndStep::Prepare(prepare)) => self.finish(prepare).map(|_| ()),
+            Ok(EndStep::Prepare(prepare)) => self.finish(prepare),
             Err(c) => Err((c, code_message(c))),
         }
     }
@@ -631,7 +837,8 @@ impl TransactionCoordinator {
                 "restored transaction state from {TXN_TOPIC}"
             );
         }
-        self.finish_prepared();
+        self.adopt_prepared();
+        self.retry_markers(self.clock.now_ms());
     }
 
     /// Marks one partition's shard as loading (this broker has just become its leader and
@@ -667,7 +874,8 @@ impl TransactionCoordinator {
             *st = ShardState::default();
         }
         drop(self.lock_loaded(&shard)?);
-        self.finish_prepared();
+        self.adopt_prepared();
+        self.retry_markers(self.clock.now_ms());
         Ok(())
     }
 
@@ -689,26 +897,9 @@ impl TransactionCoordinator {
         self.shards.remove(partition);
     }
 
-    fn finish_prepared(&self) {
-        let prepared: Vec<TxnMetadata> = self
-            .list()
-            .into_iter()
-            .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
-            .collect();
-        for m in prepared {
-            let guard = self.id_lock(&m.transactional_id);
-            let _serial = lock(&guard);
-            if let Ok(Some(current)) = self.get(&m.transactional_id)
-                && current == m
-            {
-                tracing::info!(transactional_id = %m.transactional_id, state = m.state.name(), "completing a transaction left in Prepare");
-                let _ = self.finish(m);
-            }
-        }
-    }
-
     /// Periodic upkeep: aborts transactions past their timeout (fencing their producer, as
-    /// Kafka does), retries unfinished completions, forgets expired transactional ids.
+    /// Kafka does), takes over transactions in Prepare nobody completes, forgets expired
+    /// transactional ids.
     /// Blocking.
     pub fn tick(&self, now: i64) {
         {
@@ -718,7 +909,8 @@ impl TransactionCoordinator {
             }
             *last = now;
         }
-        self.finish_prepared();
+        // A safety net: every transaction in Prepare is being completed.
+        self.adopt_prepared();
         let all = self.list();
         let timed_out = all.iter().filter(|m| {
             m.state == TxnState::Ongoing && now - m.txn_start_ms > i64::from(m.timeout_ms)
