@@ -49,6 +49,26 @@ def partition_for(key, partitions):
     return (h & 0x7FFFFFFF) % partitions
 
 
+def run_transaction(p, produce, commit=True):
+    """One transaction, handled as librdkafka asks: a retriable error retries the same call, an
+    abortable one aborts and runs the transaction again."""
+    while True:
+        p.begin_transaction()
+        produce()
+        while True:
+            try:
+                (p.commit_transaction if commit else p.abort_transaction)(60)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                if err.txn_requires_abort():
+                    p.abort_transaction(60)
+                    break
+                if not err.retriable():
+                    raise
+                time.sleep(0.5)
+
+
 def marker_epochs(node, topic):
     """The coordinator epochs of the last markers each partition of `topic` took, per
     producer (DescribeProducers, through the fjord CLI)."""
@@ -139,23 +159,12 @@ def test_transactions_survive_the_loss_of_their_coordinator(cluster):
     p.init_transactions(60)
 
     def transaction(prefix, commit):
-        while True:
-            try:
-                p.begin_transaction()
-                for i in range(50):
-                    p.produce("t", value=f"{prefix}-{i}".encode(), partition=i % 2)
-                p.flush(60)
-                (p.commit_transaction if commit else p.abort_transaction)(60)
-                return
-            except KafkaException as e:
-                err = e.args[0]
-                if err.txn_requires_abort():
-                    p.abort_transaction(60)
-                    continue
-                if err.retriable():
-                    time.sleep(0.5)
-                    continue
-                raise
+        def produce():
+            for i in range(50):
+                p.produce("t", value=f"{prefix}-{i}".encode(), partition=i % 2)
+            assert p.flush(60) == 0
+
+        run_transaction(p, produce, commit)
 
     transaction("a", True)
     transaction("x", False)
@@ -205,14 +214,17 @@ def txn_state(node, transactional_id):
     return json.loads(done.stdout)["state"]
 
 
-@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A transaction coordinator that cannot reach one partition's leader answers commit once PrepareCommit is stored, then is killed: the next coordinator writes the missing marker, read_committed sees every committed record once")
-def test_a_transaction_left_in_prepare_is_completed_by_the_next_coordinator(net_cluster):
+@pytest.mark.parametrize("ending", ["killed", "healed"])
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A transaction coordinator that cannot reach one partition's leader answers commit once PrepareCommit is stored; the marker follows when the link heals, or from the next coordinator when it is killed; read_committed sees every committed record once")
+def test_a_transaction_left_in_prepare_is_completed(net_cluster, ending):
     cluster, net = net_cluster
     servers = bootstrap(cluster)
     admin = AdminClient({"bootstrap.servers": servers})
     p = Producer({"bootstrap.servers": servers, "transactional.id": "tx-prepare",
                   "transaction.timeout.ms": 60000})
     p.init_transactions(60)
+    assert wait_for(lambda: internal_replicas(admin, "__transaction_state") == ({3}, {3}),
+                    timeout=30), internal_replicas(admin, "__transaction_state")
     md = admin.list_topics("__transaction_state", timeout=10).topics["__transaction_state"]
     coordinator = md.partitions[partition_for("tx-prepare", len(md.partitions))].leader
     far = coordinator % 3 + 1  # the broker the coordinator will not reach
@@ -220,22 +232,20 @@ def test_a_transaction_left_in_prepare_is_completed_by_the_next_coordinator(net_
     admin.create_topics([NewTopic("far", 1, replica_assignment=[[far]]),
                          NewTopic("near", 1, 3, config={"min.insync.replicas": "2"})])
     assert wait_for(lambda: {"far", "near"} <= set(admin.list_topics(timeout=10).topics), timeout=30)
-    assert wait_for(lambda: internal_replicas(admin, "__transaction_state") == ({3}, {3}),
-                    timeout=30), internal_replicas(admin, "__transaction_state")
 
     def produce(prefix):
-        for topic in ("far", "near"):
-            for i in range(10):
-                p.produce(topic, value=f"{prefix}-{i}".encode())
-        assert p.flush(60) == 0
+        def run():
+            for topic in ("far", "near"):
+                for i in range(10):
+                    p.produce(topic, value=f"{prefix}-{i}".encode())
+            assert p.flush(60) == 0
+        return run
 
-    p.begin_transaction()
-    produce("a")
-    p.commit_transaction(60)
+    run_transaction(p, produce("a"))
     before = marker_epochs(cluster[other - 1], "far")
 
     p.begin_transaction()
-    produce("b")
+    produce("b")()
     # The coordinator's requests no longer reach `far`'s Kafka listener (its Raft and
     # heartbeats still do): its marker there cannot be written.
     net.cut_port(coordinator, far, cluster[far - 1].port)
@@ -244,31 +254,27 @@ def test_a_transaction_left_in_prepare_is_completed_by_the_next_coordinator(net_
     assert time.monotonic() - started < 10, "the commit waited for a marker it could not write"
     time.sleep(1)
     assert txn_state(cluster[other - 1], "tx-prepare") == "PrepareCommit"
-    # The coordinator dies with the marker unwritten: the next leader of its
-    # __transaction_state partition finds the transaction in PrepareCommit and completes it.
-    cluster[coordinator - 1].kill()
+    if ending == "killed":
+        # The coordinator dies with the marker unwritten: the next leader of its
+        # __transaction_state partition finds the transaction in PrepareCommit and completes it.
+        cluster[coordinator - 1].kill()
+    else:
+        # The link heals: the coordinator's next round writes the marker.
+        net.heal()
     assert wait_for(lambda: txn_state(cluster[other - 1], "tx-prepare") == "CompleteCommit",
                     timeout=60), txn_state(cluster[other - 1], "tx-prepare")
     after = marker_epochs(cluster[other - 1], "far")
-    assert before.keys() == after.keys() and all(after[k] > before[k] for k in before), (before, after)
+    assert before.keys() == after.keys()
+    if ending == "killed":
+        # Written by the new coordinator, in its epoch.
+        assert all(after[k] > before[k] for k in before), (before, after)
+    else:
+        assert after == before, "the same coordinator wrote both markers"
 
-    # The producer carries on with the new coordinator.
-    while True:
-        try:
-            p.begin_transaction()
-            produce("c")
-            p.commit_transaction(60)
-            break
-        except KafkaException as e:
-            err = e.args[0]
-            if err.txn_requires_abort():
-                p.abort_transaction(60)
-            elif not err.retriable():
-                raise
-            time.sleep(0.5)
+    # The producer carries on (with the new coordinator, if it moved).
+    run_transaction(p, produce("c"))
     c = Consumer({"bootstrap.servers": servers, "group.id": "tx-prepare-check",
                   "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                  # Nothing to commit at close to a group coordinator that may be down.
                   "enable.auto.commit": False})
     c.assign([TopicPartition("far", 0, 0), TopicPartition("near", 0, 0)])
     got = []
@@ -284,4 +290,5 @@ def test_a_transaction_left_in_prepare_is_completed_by_the_next_coordinator(net_
     expected = [(t, f"{prefix}-{i}") for t in ("far", "near") for prefix in "abc" for i in range(10)]
     assert sorted(got) == sorted(expected)
     net.heal()
-    cluster[coordinator - 1].start(timeout=60)
+    if ending == "killed":
+        cluster[coordinator - 1].start(timeout=60)

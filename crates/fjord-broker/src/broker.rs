@@ -112,11 +112,29 @@ impl Partition {
         origin: AppendOrigin,
         now: i64,
     ) -> Result<(AppendInfo, i32), CommitError> {
+        self.append_as_leader(|log| log.append(records, origin, now))
+    }
+
+    /// A producer's append whose transactional batches carry a verification guard
+    /// ([`fjord_log::Log::append_verified`], KIP-890).
+    pub fn append_verified(
+        &self,
+        records: &[u8],
+        now: i64,
+        guard: u64,
+    ) -> Result<(AppendInfo, i32), CommitError> {
+        self.append_as_leader(|log| log.append_verified(records, now, guard))
+    }
+
+    fn append_as_leader(
+        &self,
+        append: impl FnOnce(&Log) -> Result<AppendInfo, LogError>,
+    ) -> Result<(AppendInfo, i32), CommitError> {
         let role = self.role();
         if role.leader != self.node {
             return Err(CommitError::NotLeader);
         }
-        let info = self.log.append(records, origin, now)?;
+        let info = append(&self.log)?;
         let epoch = role.epoch;
         drop(role);
         self.append_waiters.wake();
@@ -241,6 +259,10 @@ impl Partition {
         }
     }
 }
+
+/// A marker appended to a partition and the leader epoch it was appended in, waiting for its
+/// commit.
+pub type AppendedMarker = (Arc<Partition>, AppendInfo, i32);
 
 /// How long a coordinator's or a marker's write waits for the in-sync replicas.
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -1232,10 +1254,8 @@ impl Broker {
             .is_some_and(|t| index >= 0 && index < t.partitions)
     }
 
-    /// Writes a transaction marker to a partition this broker leads. Markers for
-    /// `__consumer_offsets` go through the group coordinator, which decides the offsets the
-    /// transaction committed there. NOT_LEADER_OR_FOLLOWER when another broker leads it,
-    /// UNKNOWN_TOPIC_OR_PARTITION when it does not exist (deleted since). Blocking.
+    /// Writes a transaction marker to a partition this broker leads and waits until it is
+    /// committed. Blocking.
     pub fn write_local_marker(
         &self,
         topic: &str,
@@ -1245,6 +1265,31 @@ impl Broker {
         coordinator_epoch: i32,
         commit: bool,
     ) -> Result<(), (i16, String)> {
+        let appended = self.append_local_marker(
+            topic,
+            partition,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        )?;
+        Self::commit_marker(appended)
+    }
+
+    /// Appends a transaction marker to a partition this broker leads; what is left is to wait
+    /// for its commit ([`Self::commit_marker`]). A `__consumer_offsets` marker goes through the
+    /// group coordinator, which decides the offsets the transaction committed there and waits
+    /// itself (nothing left). NOT_LEADER_OR_FOLLOWER when another broker leads the partition,
+    /// UNKNOWN_TOPIC_OR_PARTITION when it does not exist (deleted since). Blocking.
+    pub fn append_local_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<Option<AppendedMarker>, (i16, String)> {
         let marker = fjord_record::build_marker(
             producer_id,
             producer_epoch,
@@ -1262,11 +1307,23 @@ impl Broker {
             return self
                 .groups
                 .write_marker(partition, producer_id, commit, marker)
+                .map(|()| None)
                 .map_err(|e| (e.code(), e.to_string()));
         }
-        p.append(&marker, AppendOrigin::Internal, self.now_ms())
-            .and_then(|(info, epoch)| p.commit(&info, epoch))
-            .map_err(|e| (e.code(), e.to_string()))
+        let (info, epoch) = p
+            .append(&marker, AppendOrigin::Internal, self.now_ms())
+            .map_err(|e| (e.code(), e.to_string()))?;
+        Ok(Some((p, info, epoch)))
+    }
+
+    /// Waits until an appended marker ([`Self::append_local_marker`]) is committed. Blocking.
+    pub fn commit_marker(appended: Option<AppendedMarker>) -> Result<(), (i16, String)> {
+        match appended {
+            None => Ok(()),
+            Some((p, info, epoch)) => p
+                .commit(&info, epoch)
+                .map_err(|e| (e.code(), e.to_string())),
+        }
     }
 
     /// Writes transaction markers ([`MarkerWriter`]): every leader other than this broker
@@ -1334,23 +1391,34 @@ impl Broker {
                 &self.runtime,
             );
         }
-        for (bi, pi) in local {
-            let b = &batches[bi];
-            let (topic, partition) = &b.partitions[pi];
-            let written = self.write_local_marker(
-                topic,
-                *partition,
-                b.producer_id,
-                b.producer_epoch,
-                b.coordinator_epoch,
-                b.commit,
-            );
-            outcomes[bi][pi] = Some(match written {
+        // Every local marker is appended before any commit is waited for.
+        let appended: Vec<_> = local
+            .into_iter()
+            .map(|(bi, pi)| {
+                let b = &batches[bi];
+                let (topic, partition) = &b.partitions[pi];
+                let appended = self.append_local_marker(
+                    topic,
+                    *partition,
+                    b.producer_id,
+                    b.producer_epoch,
+                    b.coordinator_epoch,
+                    b.commit,
+                );
+                (bi, pi, appended)
+            })
+            .collect();
+        for (bi, pi, appended) in appended {
+            let (topic, partition) = &batches[bi].partitions[pi];
+            outcomes[bi][pi] = Some(match appended.and_then(Self::commit_marker) {
                 Ok(()) => MarkerOutcome::Done,
                 Err((code, message)) => {
                     marker_outcome(code, format!("{topic}-{partition}: {message}"))
                 }
             });
+        }
+        if sent.is_empty() {
+            return finished(outcomes);
         }
         let answers = self.runtime.block_on(async {
             let mut answers = Vec::new();
@@ -1398,14 +1466,7 @@ impl Broker {
                 outcomes[bi][pi] = Some(outcome);
             }
         }
-        outcomes
-            .into_iter()
-            .map(|b| {
-                b.into_iter()
-                    .map(|o| o.unwrap_or_else(|| MarkerOutcome::Retry("not sent".into())))
-                    .collect()
-            })
-            .collect()
+        finished(outcomes)
     }
 
     /// Sends `request` to the broker at `addr` on the connection kept to it (opened when
@@ -1838,6 +1899,18 @@ impl Broker {
         self.storage.sync_dir(dir).map_err(failed)?;
         Ok(LastShutdown::Clean)
     }
+}
+
+/// Every marker's outcome, a marker left without one to be sent again.
+fn finished(outcomes: Vec<Vec<Option<MarkerOutcome>>>) -> Vec<Vec<MarkerOutcome>> {
+    outcomes
+        .into_iter()
+        .map(|b| {
+            b.into_iter()
+                .map(|o| o.unwrap_or_else(|| MarkerOutcome::Retry("not sent".into())))
+                .collect()
+        })
+        .collect()
 }
 
 /// The WriteTxnMarkers entries for `asked` (batch, partition) pairs: one per batch, its

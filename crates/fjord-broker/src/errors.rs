@@ -32,6 +32,10 @@ pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
 pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
+pub const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
+pub const NETWORK_EXCEPTION: i16 = ResponseError::NetworkException.code();
+pub const CONCURRENT_TRANSACTIONS: i16 = ResponseError::ConcurrentTransactions.code();
+pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();
 pub const TRANSACTION_COORDINATOR_FENCED: i16 = ResponseError::TransactionCoordinatorFenced.code();
 pub const SECURITY_DISABLED: i16 = ResponseError::SecurityDisabled.code();
 pub const OPERATION_NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
@@ -97,6 +101,7 @@ pub fn from_log_error(e: &LogError) -> i16 {
         LogError::Producer(ProducerError::CoordinatorFenced { .. }) => {
             TRANSACTION_COORDINATOR_FENCED
         }
+        LogError::Producer(ProducerError::UnverifiedTransaction { .. }) => INVALID_TXN_STATE,
     }
 }
 

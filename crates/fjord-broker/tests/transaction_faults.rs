@@ -59,6 +59,59 @@ async fn end(c: &mut Conn, id: &str, pid: i64, epoch: i16, commit: bool) -> Opti
     Some(resp.error_code)
 }
 
+/// Sends one transactional batch of `n` records (acks=all); the partition's error code.
+async fn produce_txn(
+    c: &mut Conn,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partition: i32,
+    n: usize,
+) -> Option<i16> {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+    b.producer_id = pid;
+    b.producer_epoch = epoch;
+    b.base_sequence = 0;
+    b.transactional = true;
+    for i in 0..n {
+        b.push(1_000, None, Some(format!("v{i}").as_bytes()));
+    }
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(b.build().unwrap().into());
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(s(TOPIC));
+    t.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.transactional_id = Some(TransactionalId(s(id)));
+    r.acks = -1;
+    r.timeout_ms = 10_000;
+    r.topic_data = vec![t];
+    let resp: kafka_protocol::messages::ProduceResponse = c.call(ApiKey::Produce, 9, &r).await?;
+    Some(resp.responses[0].partition_responses[0].error_code)
+}
+
+/// A partition's end offset for read_committed consumers (its last stable offset).
+async fn stable_end(c: &mut Conn, partition: i32) -> i64 {
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(s(TOPIC));
+    t.partitions = vec![p];
+    let mut r = ListOffsetsRequest::default();
+    r.replica_id = kafka_protocol::messages::BrokerId(-1);
+    r.isolation_level = 1;
+    r.topics = vec![t];
+    let resp: kafka_protocol::messages::ListOffsetsResponse =
+        c.call(ApiKey::ListOffsets, 5, &r).await.unwrap();
+    resp.topics[0].partitions[0].offset
+}
+
 /// (error, state, producer id, epoch) of one transactional id.
 async fn describe(c: &mut Conn, id: &str) -> (i16, String, i64, i16) {
     let (code, state, pid, epoch, _) = describe_started(c, id).await;
@@ -134,6 +187,13 @@ async fn a_marker_that_cannot_be_written_is_sent_again_until_the_transaction_com
     assert_eq!(code, 0);
     assert_eq!(add(&mut c, "t1", pid, epoch, 0).await, Some(0));
     assert_eq!(add(&mut c, "t1", pid, epoch, 1).await, Some(0));
+    assert_eq!(produce_txn(&mut c, "t1", pid, epoch, 0, 3).await, Some(0));
+    assert_eq!(produce_txn(&mut c, "t1", pid, epoch, 1, 2).await, Some(0));
+    assert_eq!(
+        stable_end(&mut c, 1).await,
+        0,
+        "the open transaction holds it back"
+    );
 
     tb.disk.fail_under(TestBroker::partition_dir(TOPIC, 1));
     let started = std::time::Instant::now();
@@ -158,9 +218,12 @@ async fn a_marker_that_cannot_be_written_is_sent_again_until_the_transaction_com
         CONCURRENT_TRANSACTIONS,
         "a new producer waits for the markers too"
     );
-    // Rounds keep failing while the disk does; the state stays decided.
+    // Rounds keep failing while the disk does; the state stays decided. The partition that
+    // took its marker is readable; the other still waits for its own.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(describe(&mut c, "t1").await.1, "PrepareCommit");
+    assert_eq!(stable_end(&mut c, 0).await, 4, "3 records and the marker");
+    assert_eq!(stable_end(&mut c, 1).await, 0);
 
     tb.disk.heal();
     let disk = tb.crash(5);
@@ -175,6 +238,11 @@ async fn a_marker_that_cannot_be_written_is_sent_again_until_the_transaction_com
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        stable_end(&mut c, 1).await,
+        3,
+        "the marker reached the partition: 2 records and the marker are stable"
+    );
     assert_eq!(
         add(&mut c, "t1", pid, epoch, 0).await,
         Some(0),

@@ -181,7 +181,18 @@ pub fn init_producer_id(
         }));
     };
     if m.state.is_prepare() {
-        return Err(codes::CONCURRENT_TRANSACTIONS);
+        // Kafka fences a producer whose id is not this transactional id's before it answers
+        // that the transaction is still completing.
+        let fenced = expected.is_some_and(|(pid, epoch)| {
+            m.producer_epoch != -1
+                && pid != m.producer_id
+                && !(pid == m.last_producer_id && epoch >= i16::MAX - 1)
+        });
+        return Err(if fenced {
+            codes::PRODUCER_FENCED
+        } else {
+            codes::CONCURRENT_TRANSACTIONS
+        });
     }
     if let Some((pid, epoch)) = expected {
         let current_matches = pid == m.producer_id && epoch == m.producer_epoch;
@@ -285,7 +296,10 @@ pub fn end_txn(
             next.last_update_ms = now_ms;
             Ok(EndStep::Prepare(next))
         }
-        TxnState::PrepareCommit | TxnState::PrepareAbort => Err(codes::CONCURRENT_TRANSACTIONS),
+        // A retry while the markers are written waits; the other outcome is not possible any
+        // more (Kafka's answers).
+        TxnState::PrepareCommit if commit => Err(codes::CONCURRENT_TRANSACTIONS),
+        TxnState::PrepareAbort if !commit => Err(codes::CONCURRENT_TRANSACTIONS),
         _ => Err(codes::INVALID_TXN_STATE),
     }
 }
@@ -479,6 +493,28 @@ mod tests {
         assert_eq!(
             add_partitions(Some(&p), 101, 0, &parts, 21),
             Err(codes::CONCURRENT_TRANSACTIONS)
+        );
+        // While the markers are written: a retried commit waits, an abort is too late, a new
+        // producer waits, one with another producer id is fenced (Kafka's answers).
+        assert_eq!(
+            end_txn(Some(&p), 101, 0, true, 21),
+            Err(codes::CONCURRENT_TRANSACTIONS)
+        );
+        assert_eq!(
+            end_txn(Some(&p), 101, 0, false, 21),
+            Err(codes::INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            init_producer_id(Some(&p), "t", 60_000, 900_000, None, 21, &mut a),
+            Err(codes::CONCURRENT_TRANSACTIONS)
+        );
+        assert_eq!(
+            init_producer_id(Some(&p), "t", 60_000, 900_000, Some((101, 0)), 21, &mut a),
+            Err(codes::CONCURRENT_TRANSACTIONS)
+        );
+        assert_eq!(
+            init_producer_id(Some(&p), "t", 60_000, 900_000, Some((7, 0)), 21, &mut a),
+            Err(codes::PRODUCER_FENCED)
         );
         let c = p.completed(22);
         assert_eq!((c.state, c.partitions.len()), (TxnState::CompleteCommit, 0));

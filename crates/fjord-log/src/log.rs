@@ -7,7 +7,7 @@
 //! without it. Compaction (see `cleaner.rs`) reads and writes without the lock and swaps its
 //! result in under it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
@@ -169,6 +169,14 @@ pub(crate) struct Inner {
     closed: bool,
     /// Idempotent and transactional producers (see `producer.rs`).
     pub(crate) producers: ProducerState,
+    /// Transactional producers whose first write to this partition is being verified with
+    /// their coordinator, the guard that write must carry (KIP-890's VerificationGuard) and when
+    /// it was made: a marker for the producer removes it, so a write verified before the marker
+    /// is refused; unused ones expire with idle producers.
+    verifications: HashMap<i64, (u64, i64)>,
+    /// The last guard handed out (0 is never one: it is what a write carries that expects an
+    /// open transaction).
+    last_verification: u64,
     /// Aborted transactions by the base offset of the segment holding their marker.
     pub(crate) aborted: BTreeMap<i64, Vec<AbortedTxn>>,
     /// The offset of the newest producer snapshot on disk (-1 when none).
@@ -552,6 +560,8 @@ impl Log {
                 failed: None,
                 closed: false,
                 producers: ProducerState::default(),
+                verifications: HashMap::new(),
+                last_verification: 0,
                 aborted: BTreeMap::new(),
                 snapshot_offset: -1,
                 epochs: EpochCache::default(),
@@ -862,6 +872,7 @@ impl Log {
             inner.snapshot_offset = leo;
         }
         inner.producers = state;
+        inner.verifications.clear();
         Ok(())
     }
 
@@ -894,7 +905,11 @@ impl Log {
     /// Forgets producers idle for `expiration_ms` (`producer.id.expiration.ms`) without an
     /// open transaction; returns how many.
     pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
-        lock(&self.inner).producers.expire(now_ms, expiration_ms)
+        let mut inner = lock(&self.inner);
+        inner
+            .verifications
+            .retain(|_, (_, made)| now_ms.saturating_sub(*made) < expiration_ms);
+        inner.producers.expire(now_ms, expiration_ms)
     }
 
     /// Marks the log failed after an I/O error and returns the error to hand up. Logged here,
@@ -915,6 +930,54 @@ impl Log {
         records: &[u8],
         origin: AppendOrigin,
         now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_guarded(records, origin, now_ms, None)
+    }
+
+    /// A transactional producer is about to write here: `None` when it has a transaction open
+    /// in this partition in `epoch` (its writes join it: nothing to verify), otherwise the
+    /// guard to append with ([`Self::append_verified`]) once its coordinator confirmed the
+    /// partition is in its open transaction. A marker for the producer written meanwhile voids
+    /// the guard, so a write verified before its transaction ended cannot open a new one
+    /// (KIP-890). Concurrent verifications of one producer share the guard.
+    pub fn begin_verification(&self, producer_id: i64, epoch: i16, now_ms: i64) -> Option<u64> {
+        let mut inner = lock(&self.inner);
+        let open = inner
+            .producers
+            .get(producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch);
+        if open {
+            return None;
+        }
+        let next = inner.last_verification + 1;
+        let (guard, _) = *inner
+            .verifications
+            .entry(producer_id)
+            .or_insert((next, now_ms));
+        inner.last_verification = inner.last_verification.max(guard);
+        Some(guard)
+    }
+
+    /// A producer's append whose transactional batches carry `guard`: each must join a
+    /// transaction its producer has open here in its epoch, or hold the guard of a
+    /// verification no marker voided since ([`Self::begin_verification`]; guard 0 expects an
+    /// open transaction). Otherwise nothing is written and the error is Kafka's
+    /// INVALID_TXN_STATE.
+    pub fn append_verified(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        guard: u64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_guarded(records, AppendOrigin::Client, now_ms, Some(guard))
+    }
+
+    fn append_guarded(
+        &self,
+        records: &[u8],
+        origin: AppendOrigin,
+        now_ms: i64,
+        guard: Option<u64>,
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let rewritten;
@@ -1027,6 +1090,24 @@ impl Log {
                 next = h.next_offset();
             }
         }
+        if let Some(guard) = guard {
+            for h in headers
+                .iter()
+                .filter(|h| h.is_transactional() && !h.is_control())
+            {
+                let open = inner
+                    .producers
+                    .get(h.producer_id)
+                    .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == h.producer_epoch);
+                if !open && inner.verifications.get(&h.producer_id).map(|v| v.0) != Some(guard) {
+                    return Err(LogError::Producer(
+                        producer::ProducerError::UnverifiedTransaction {
+                            producer_id: h.producer_id,
+                        },
+                    ));
+                }
+            }
+        }
         let changes = if headers.iter().any(BatchHeader::has_producer_id) {
             let batches: Vec<(BatchHeader, Option<ControlRecord>)> = headers
                 .iter()
@@ -1098,6 +1179,9 @@ impl Log {
             return Err(self.fail(&mut inner, LogError::io("appending to", &self.dir)(e)));
         }
         inner.log_end_offset = last_offset + 1;
+        for h in headers.iter().filter(|h| h.is_control()) {
+            inner.verifications.remove(&h.producer_id);
+        }
         if let Some(changes) = changes {
             let aborted = inner.producers.apply(changes);
             if !aborted.is_empty() {
@@ -1648,6 +1732,7 @@ impl Log {
         inner.high_watermark = offset;
         inner.aborted.clear();
         inner.producers = ProducerState::default();
+        inner.verifications.clear();
         self.truncated_to.fetch_min(offset, Ordering::AcqRel);
         if inner.epochs.clear() {
             inner.epochs_dirty = true;

@@ -121,6 +121,11 @@ pub enum ProducerError {
         epoch: i16,
         current: i16,
     },
+    /// Kafka: INVALID_TXN_STATE ("Record was not part of an ongoing transaction").
+    #[error(
+        "producer {producer_id}'s transactional write is not part of an ongoing transaction: the transaction ended while the write was verified"
+    )]
+    UnverifiedTransaction { producer_id: i64 },
     /// Kafka: TRANSACTION_COORDINATOR_FENCED.
     #[error(
         "marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {current}"

@@ -281,3 +281,73 @@ fn a_crash_that_loses_a_sealed_segments_tail_forgets_its_batches() {
     assert_eq!(retry.first_offset, 3);
     assert_eq!(read_all(&log, ReadUpTo::LogEnd).len(), 6);
 }
+
+/// KIP-890's verification guard: a producer's first transactional write to a partition is
+/// verified with its coordinator, and a marker written between that verification and the
+/// append voids it, so a late write cannot open a transaction the coordinator knows nothing of
+/// (a hanging transaction holding back the last stable offset for good).
+#[test]
+fn a_marker_written_while_a_write_was_verified_refuses_that_write() {
+    let storage: Arc<dyn Storage> = Arc::new(SimStorage::new());
+    let log = open(&storage, LogConfig::default());
+    let unverified = |r: Result<_, LogError>| {
+        matches!(
+            r,
+            Err(LogError::Producer(ProducerError::UnverifiedTransaction {
+                producer_id: 9
+            }))
+        )
+    };
+
+    // Verified, nothing happened meanwhile: the write opens the transaction; once open, later
+    // writes of the same epoch need no verification (guard 0 expects an open transaction).
+    let guard = log
+        .begin_verification(9, 0, 1_000)
+        .expect("nothing open: verify");
+    assert_eq!(
+        log.begin_verification(9, 0, 1_000),
+        Some(guard),
+        "concurrent checks share it"
+    );
+    log.append_verified(&producer_batch(9, 0, 0, 2, true), 1_000, guard)
+        .unwrap();
+    assert_eq!(
+        log.begin_verification(9, 0, 1_000),
+        None,
+        "open: nothing to verify"
+    );
+    log.append_verified(&producer_batch(9, 0, 2, 2, true), 1_000, 0)
+        .unwrap();
+    log.append(&marker(9, 0, true), AppendOrigin::Internal, 1_000)
+        .unwrap();
+
+    // The transaction ended: a write that expected it open is refused...
+    assert!(unverified(log.append_verified(
+        &producer_batch(9, 0, 4, 1, true),
+        1_000,
+        0
+    )));
+    // ...and so is one verified before a marker that came while it waited.
+    let guard = log.begin_verification(9, 0, 1_000).unwrap();
+    log.append(&marker(9, 0, false), AppendOrigin::Internal, 1_000)
+        .unwrap();
+    let end = log.log_end_offset();
+    assert!(unverified(log.append_verified(
+        &producer_batch(9, 0, 4, 1, true),
+        1_000,
+        guard
+    )));
+    assert_eq!(log.log_end_offset(), end, "nothing written");
+    assert!(
+        log.producers().iter().all(|p| p.txn_first_offset.is_none()),
+        "no transaction left open"
+    );
+    // A guard of another verification is not this one's.
+    let fresh = log.begin_verification(9, 0, 1_000).unwrap();
+    assert_ne!(fresh, guard);
+    log.append_verified(&producer_batch(9, 0, 4, 1, true), 1_000, fresh)
+        .unwrap();
+    // Idempotent (non-transactional) writes never need one.
+    log.append_verified(&producer_batch(10, 0, 0, 1, false), 1_000, 0)
+        .unwrap();
+}

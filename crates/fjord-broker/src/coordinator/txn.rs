@@ -91,8 +91,9 @@ struct Completing {
     remaining: Vec<(String, i32)>,
     rounds: u32,
     next_try_ms: i64,
-    /// Being sent by a round now.
-    in_flight: bool,
+    /// Being sent by a round that began then (a round that never ended — a panic — is taken
+    /// over after twice the longest a round takes).
+    in_flight: Option<i64>,
     /// A partition fenced this coordinator: nothing more is sent; dropped with the shard.
     fenced: bool,
 }
@@ -105,9 +106,22 @@ impl Completing {
             coordinator_epoch,
             rounds: 0,
             next_try_ms: now_ms,
-            in_flight: false,
+            in_flight: None,
             fenced: false,
         }
+    }
+
+    /// Whether `other` tracks the same Prepare state in the same coordinator epoch.
+    fn same(&self, other: &Completing) -> bool {
+        self.prepare == other.prepare && self.coordinator_epoch == other.coordinator_epoch
+    }
+
+    /// Whether a round is sending its markers now (not one that began so long ago it must
+    /// have died).
+    fn sending(&self, now_ms: i64) -> bool {
+        let stuck_ms = 2 * RETRY_MARKERS_TIMEOUT.as_millis() as i64;
+        self.in_flight
+            .is_some_and(|began| now_ms - began < stuck_ms)
     }
 
     fn markers(&self) -> Markers {
@@ -125,7 +139,11 @@ impl Completing {
     fn record(&mut self, outcomes: Vec<MarkerOutcome>, now_ms: i64) {
         let id = &self.prepare.transactional_id;
         let mut remaining = Vec::new();
-        for (tp, outcome) in self.remaining.drain(..).zip(outcomes) {
+        let mut outcomes = outcomes.into_iter();
+        for tp in std::mem::take(&mut self.remaining) {
+            let outcome = outcomes
+                .next()
+                .unwrap_or_else(|| MarkerOutcome::Retry("no outcome for it".into()));
             match outcome {
                 MarkerOutcome::Done => {}
                 MarkerOutcome::Retry(why) => {
@@ -486,19 +504,55 @@ impl TransactionCoordinator {
             Some(shard) => self.lock_loaded(&shard)?.epoch,
             None => 0,
         };
-        let mut c = Completing::new(prepare, coordinator_epoch, self.clock.now_ms());
+        let id = prepare.transactional_id.clone();
+        let now = self.clock.now_ms();
+        let mut c = Completing::new(prepare, coordinator_epoch, now);
+        // Tracked (as being sent) before the first round, so no other round sends it too.
+        c.in_flight = Some(now);
+        lock(&self.completing).insert(id.clone(), c.clone());
         let outcomes = self
             .markers
             .write_markers(&[c.markers()], FIRST_MARKERS_TIMEOUT)
             .pop()
             .unwrap_or_default();
         c.record(outcomes, self.clock.now_ms());
+        c.in_flight = None;
         if c.remaining.is_empty() {
-            return self.complete(&c.prepare);
+            let completed = self.complete(&c.prepare);
+            if completed.is_ok() {
+                self.untrack(&c);
+            } else {
+                // The next round stores Complete (every marker is written).
+                self.track(c);
+            }
+            return completed;
         }
-        tracing::info!(transactional_id = %c.prepare.transactional_id, state = c.prepare.state.name(), missing = c.remaining.len(), "transaction decided; its remaining markers are sent in the background");
-        lock(&self.completing).insert(c.prepare.transactional_id.clone(), c);
+        tracing::info!(transactional_id = %id, state = c.prepare.state.name(), missing = c.remaining.len(), "transaction decided; its remaining markers are sent in the background");
+        self.track(c);
         Ok(())
+    }
+
+    /// Keeps `c` for the next rounds, unless what is tracked for its id moved on meanwhile.
+    fn track(&self, c: Completing) {
+        let mut completing = lock(&self.completing);
+        if completing
+            .get(&c.prepare.transactional_id)
+            .is_some_and(|t| t.same(&c))
+        {
+            completing.insert(c.prepare.transactional_id.clone(), c);
+        }
+    }
+
+    /// Stops tracking `c` (its transaction is complete), unless its id tracks another
+    /// transaction by now.
+    fn untrack(&self, c: &Completing) {
+        let mut completing = lock(&self.completing);
+        if completing
+            .get(&c.prepare.transactional_id)
+            .is_some_and(|t| t.same(c))
+        {
+            completing.remove(&c.prepare.transactional_id);
+        }
     }
 
     /// Stores the Complete state that follows `prepare` (every marker is written). The
@@ -537,14 +591,14 @@ impl TransactionCoordinator {
             let mut completing = lock(&self.completing);
             for (id, epoch, prepare) in stale {
                 if completing.get(&id).is_some_and(|c| {
-                    !c.in_flight && c.coordinator_epoch == epoch && c.prepare == prepare
+                    !c.sending(now) && c.coordinator_epoch == epoch && c.prepare == prepare
                 }) {
                     completing.remove(&id);
                 }
             }
             for c in completing.values_mut() {
-                if !c.in_flight && !c.fenced && c.next_try_ms <= now {
-                    c.in_flight = true;
+                if !c.sending(now) && !c.fenced && c.next_try_ms <= now {
+                    c.in_flight = Some(now);
                     due.push(c.clone());
                 }
             }
@@ -553,29 +607,34 @@ impl TransactionCoordinator {
             return;
         }
         let batches: Vec<Markers> = due.iter().map(Completing::markers).collect();
-        let outcomes = self.markers.write_markers(&batches, RETRY_MARKERS_TIMEOUT);
+        let mut outcomes = self
+            .markers
+            .write_markers(&batches, RETRY_MARKERS_TIMEOUT)
+            .into_iter();
         let now = self.clock.now_ms();
-        for (mut c, outcomes) in due.into_iter().zip(outcomes) {
-            c.record(outcomes, now);
-            c.in_flight = false;
-            let id = c.prepare.transactional_id.clone();
+        for mut c in due {
+            c.record(outcomes.next().unwrap_or_default(), now);
+            c.in_flight = None;
             if !c.remaining.is_empty() {
-                lock(&self.completing).insert(id, c);
+                self.track(c);
                 continue;
             }
+            let id = c.prepare.transactional_id.clone();
             let guard = self.id_lock(&id);
             let _serial = lock(&guard);
-            lock(&self.completing).remove(&id);
-            if matches!(self.get(&id), Ok(Some(current)) if current == c.prepare) {
-                match self.complete(&c.prepare) {
-                    Ok(()) => {
-                        tracing::info!(transactional_id = %id, state = c.prepare.state.name(), "completed a transaction whose markers were delayed")
-                    }
-                    Err((_, e)) => {
-                        tracing::warn!(transactional_id = %id, error = %e, "could not store a completed transaction; trying again");
-                        c.next_try_ms = now + MARKER_BACKOFF_MS.1;
-                        lock(&self.completing).insert(id, c);
-                    }
+            if !matches!(self.get(&id), Ok(Some(current)) if current == c.prepare) {
+                self.untrack(&c);
+                continue;
+            }
+            match self.complete(&c.prepare) {
+                Ok(()) => {
+                    self.untrack(&c);
+                    tracing::info!(transactional_id = %id, state = c.prepare.state.name(), "completed a transaction whose markers were delayed");
+                }
+                Err((_, e)) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "could not store a completed transaction; trying again");
+                    c.next_try_ms = now + MARKER_BACKOFF_MS.1;
+                    self.track(c);
                 }
             }
         }

@@ -52,7 +52,8 @@ impl From<LogError> for Refusal {
 /// A partition's part of the request: refused at once, or to be appended.
 enum Pending {
     Refused(Refusal),
-    Append(Arc<Partition>, bytes::Bytes),
+    /// Append these batches, with the verification guard of their transactional batches.
+    Append(Arc<Partition>, bytes::Bytes, Option<u64>),
 }
 
 /// The appends of one request run on blocking threads in groups of consecutive partitions of
@@ -91,7 +92,8 @@ pub async fn handle(
 ) -> Result<Produced, CloseReason> {
     let acks = request.acks;
     let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
-    let remote = verify_remote_transaction(broker, &request).await;
+    let guards = begin_verifications(broker, &request);
+    let remote = verify_remote_transaction(broker, &request, &guards).await;
     let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
     let mut response = ProduceResponse::default();
     let mut names = Vec::new();
@@ -121,32 +123,34 @@ pub async fn handle(
                     )
                         .into(),
                 )
-            } else if let Err(refused) = check_transaction(
-                broker,
-                request.transactional_id.as_ref().map(|t| t.0.as_str()),
-                &name,
-                pd.index,
-                pd.records.as_deref(),
-                remote.as_ref(),
-            ) {
-                Pending::Refused(refused.into())
             } else {
-                match (broker.partition(&name, pd.index), pd.records) {
-                    (None, _) => Pending::Refused(
-                        (
-                            broker.missing_partition_code(&name, pd.index),
-                            format!("this server does not host {name}-{}", pd.index),
-                        )
-                            .into(),
-                    ),
-                    (Some(_), None) => Pending::Refused(
-                        (
-                            errors::INVALID_RECORD,
-                            "the partition's records are null".to_string(),
-                        )
-                            .into(),
-                    ),
-                    (Some(p), Some(records)) => check_isr(p, records, acks),
+                match check_transaction(
+                    broker,
+                    request.transactional_id.as_ref().map(|t| t.0.as_str()),
+                    &name,
+                    pd.index,
+                    pd.records.as_deref(),
+                    &guards,
+                    remote.as_ref(),
+                ) {
+                    Err(refused) => Pending::Refused(refused.into()),
+                    Ok(guard) => match (broker.partition(&name, pd.index), pd.records) {
+                        (None, _) => Pending::Refused(
+                            (
+                                broker.missing_partition_code(&name, pd.index),
+                                format!("this server does not host {name}-{}", pd.index),
+                            )
+                                .into(),
+                        ),
+                        (Some(_), None) => Pending::Refused(
+                            (
+                                errors::INVALID_RECORD,
+                                "the partition's records are null".to_string(),
+                            )
+                                .into(),
+                        ),
+                        (Some(p), Some(records)) => check_isr(p, records, acks, guard),
+                    },
                 }
             };
             pending.push((t, pd.index, outcome));
@@ -161,7 +165,7 @@ pub async fn handle(
         .map(|(t, index, outcome)| {
             let outcome = match outcome {
                 Pending::Refused(r) => Err(r),
-                Pending::Append(p, _) => match appended.next() {
+                Pending::Append(p, _, _) => match appended.next() {
                     Some(appended) => appended.map(|(info, epoch)| (p, info, epoch)),
                     None => Err((
                         errors::UNKNOWN_SERVER_ERROR,
@@ -332,57 +336,138 @@ pub async fn handle(
 
 /// A transactional produce must carry transactional batches of the transaction's producer,
 /// for a partition added to its open transaction; transactional batches need a
-/// transactional id.
+/// transactional id. The guard to append with: 0 when the producer's transaction is open in
+/// the partition, a verification's guard when its coordinator confirmed the partition, `None`
+/// for other writes.
 fn check_transaction(
     broker: &Broker,
     transactional_id: Option<&str>,
     topic: &str,
     partition: i32,
     records: Option<&[u8]>,
+    guards: &Guards,
     remote: Option<&HashMap<(String, i32), i16>>,
-) -> Result<(), (i16, String)> {
+) -> Result<Option<u64>, (i16, String)> {
     let Some(header) = records.and_then(|r| BatchHeader::parse(r).ok()) else {
-        return Ok(()); // malformed batches are refused by the log with the right error
+        return Ok(None); // malformed batches are refused by the log with the right error
     };
-    match transactional_id {
-        None if header.is_transactional() => Err((
-            errors::INVALID_RECORD,
-            "transactional batches need the request's transactional id".to_string(),
-        )),
-        None => Ok(()),
-        Some(_) if !header.is_transactional() || header.producer_id < 0 => Err((
-            errors::INVALID_RECORD,
-            "a transactional produce must hold transactional batches with a producer id"
-                .to_string(),
-        )),
-        Some(id) => match remote {
-            // The transaction's coordinator is another broker; it answered for every
-            // partition of the request.
-            Some(codes) => match codes.get(&(topic.to_string(), partition)) {
-                Some(&errors::NONE) => Ok(()),
-                Some(&code) => Err((
-                    code,
-                    format!("the transaction coordinator refused {topic}-{partition} for {id:?}"),
-                )),
-                None => Err((errors::NOT_COORDINATOR, "not verified".to_string())),
-            },
-            None => broker.txns.verify(
-                id,
-                header.producer_id,
-                header.producer_epoch,
-                topic,
-                partition,
-            ),
+    let id = match transactional_id {
+        None if header.is_transactional() => {
+            return Err((
+                errors::INVALID_RECORD,
+                "transactional batches need the request's transactional id".to_string(),
+            ));
+        }
+        None => return Ok(None),
+        Some(_) if !header.is_transactional() || header.producer_id < 0 => {
+            return Err((
+                errors::INVALID_RECORD,
+                "a transactional produce must hold transactional batches with a producer id"
+                    .to_string(),
+            ));
+        }
+        Some(id) => id,
+    };
+    let key = (topic.to_string(), partition);
+    let guard = match guards.get(&key) {
+        // Not led here (when its verification began).
+        None => {
+            return Err((
+                broker.missing_partition_code(topic, partition),
+                format!("this server does not lead {topic}-{partition}"),
+            ));
+        }
+        // The producer's transaction is open there: the write joins it.
+        Some(None) => return Ok(Some(0)),
+        Some(Some(guard)) => *guard,
+    };
+    let verified = match remote {
+        // The transaction's coordinator is another broker; it answered for every partition
+        // that needed it.
+        Some(codes) => match codes.get(&key) {
+            Some(&errors::NONE) => Ok(()),
+            Some(&code) => Err((
+                code,
+                format!("the transaction coordinator refused {topic}-{partition} for {id:?}"),
+            )),
+            None => Err((errors::NOT_COORDINATOR, "not verified".to_string())),
         },
+        None => broker.txns.verify(
+            id,
+            header.producer_id,
+            header.producer_epoch,
+            topic,
+            partition,
+        ),
+    };
+    verified
+        .map(|()| Some(guard))
+        .map_err(|(code, message)| verification_refusal(code, message))
+}
+
+/// A failed verification as the producer is told it, as Kafka's ReplicaManager words it:
+/// coordinator errors a client might not retry on a produce become NOT_ENOUGH_REPLICAS
+/// (retried without a metadata refresh), PRODUCER_FENCED becomes INVALID_PRODUCER_EPOCH.
+fn verification_refusal(code: i16, message: String) -> (i16, String) {
+    match code {
+        errors::CONCURRENT_TRANSACTIONS
+        | errors::NETWORK_EXCEPTION
+        | errors::COORDINATOR_LOAD_IN_PROGRESS
+        | errors::COORDINATOR_NOT_AVAILABLE
+        | errors::NOT_COORDINATOR => (
+            errors::NOT_ENOUGH_REPLICAS,
+            format!(
+                "Unable to verify the partition has been added to the transaction. Underlying error: {message} (code {code})"
+            ),
+        ),
+        errors::PRODUCER_FENCED => (errors::INVALID_PRODUCER_EPOCH, message),
+        errors::INVALID_TXN_STATE => (
+            code,
+            format!("Partition was not added to the transaction: {message}"),
+        ),
+        _ => (code, message),
     }
 }
 
+/// The verification guard of each transactional partition of the request this broker leads
+/// (`None`: the producer's transaction is already open there, nothing to verify).
+type Guards = HashMap<(String, i32), Option<u64>>;
+
+/// Begins KIP-890's verification of a transactional produce on every partition it writes
+/// that this broker leads ([`fjord_log::Log::begin_verification`]).
+fn begin_verifications(broker: &Broker, request: &ProduceRequest) -> Guards {
+    let mut guards = Guards::new();
+    if request.transactional_id.is_none() {
+        return guards;
+    }
+    for t in &request.topic_data {
+        for pd in &t.partition_data {
+            let header = pd
+                .records
+                .as_deref()
+                .and_then(|r| BatchHeader::parse(r).ok());
+            let Some(h) = header.filter(|h| h.is_transactional() && h.producer_id >= 0) else {
+                continue;
+            };
+            if let Some(p) = broker.partition(t.name.0.as_str(), pd.index) {
+                let guard =
+                    p.log
+                        .begin_verification(h.producer_id, h.producer_epoch, broker.now_ms());
+                guards.insert((t.name.0.to_string(), pd.index), guard);
+            }
+        }
+    }
+    guards
+}
+
 /// A transactional produce whose transactional id another broker coordinates is verified
-/// there, all its partitions in one call (KIP-890's verification); `None` when the
-/// coordinator is this broker (verified locally) or the request is not transactional.
+/// there, all the partitions that need it in one call (KIP-890's verification); `None` when
+/// the coordinator is this broker (verified locally), the request is not transactional, or
+/// no partition needs it.
 async fn verify_remote_transaction(
     broker: &Broker,
     request: &ProduceRequest,
+    guards: &Guards,
 ) -> Option<HashMap<(String, i32), i16>> {
     let id = request.transactional_id.as_ref()?.0.as_str();
     let (_, coordinator) = broker.remote_txn_coordinator(id)?;
@@ -390,13 +475,17 @@ async fn verify_remote_transaction(
     let mut producer = None;
     for t in &request.topic_data {
         for pd in &t.partition_data {
+            let key = (t.name.0.to_string(), pd.index);
+            if !matches!(guards.get(&key), Some(Some(_))) {
+                continue;
+            }
             let header = pd
                 .records
                 .as_deref()
                 .and_then(|r| BatchHeader::parse(r).ok());
             if let Some(h) = header.filter(|h| h.is_transactional()) {
                 producer.get_or_insert((h.producer_id, h.producer_epoch));
-                partitions.push((t.name.0.to_string(), pd.index));
+                partitions.push(key);
             }
         }
     }
@@ -410,12 +499,17 @@ async fn verify_remote_transaction(
 
 /// Refuses acks=all while the partition has fewer in-sync replicas than the topic's
 /// `min.insync.replicas` (capped at its replica count, as Kafka's `effectiveMinIsr`).
-fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pending {
+fn check_isr(
+    partition: Arc<Partition>,
+    records: bytes::Bytes,
+    acks: i16,
+    guard: Option<u64>,
+) -> Pending {
     let min_isr = partition
         .min_insync_replicas
         .load(std::sync::atomic::Ordering::Relaxed);
     if acks != -1 {
-        return Pending::Append(partition, records);
+        return Pending::Append(partition, records, guard);
     }
     // The ISR is copied only for the refusal's message.
     let refused = {
@@ -434,16 +528,17 @@ fn check_isr(partition: Arc<Partition>, records: bytes::Bytes, acks: i16) -> Pen
                 .into(),
         );
     }
-    Pending::Append(partition, records)
+    Pending::Append(partition, records, guard)
 }
 
 /// Appends every accepted partition's batches, in request order, on blocking threads (see
 /// [`APPEND_GROUP_BYTES`]); one result per `Pending::Append`, in order.
 async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appended> {
-    let mut groups: Vec<Vec<(Arc<Partition>, bytes::Bytes)>> = Vec::new();
+    type Job = (Arc<Partition>, bytes::Bytes, Option<u64>);
+    let mut groups: Vec<Vec<Job>> = Vec::new();
     let mut group_bytes = 0;
     for (_, _, outcome) in pending.iter_mut() {
-        if let Pending::Append(p, records) = outcome {
+        if let Pending::Append(p, records, guard) = outcome {
             if groups.is_empty() || group_bytes >= APPEND_GROUP_BYTES {
                 groups.push(Vec::new());
                 group_bytes = 0;
@@ -453,7 +548,7 @@ async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appe
             groups
                 .last_mut()
                 .expect("pushed")
-                .push((p.clone(), records));
+                .push((p.clone(), records, *guard));
         }
     }
     let tasks: Vec<_> = groups
@@ -463,7 +558,7 @@ async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appe
             let task = tokio::task::spawn_blocking(move || {
                 group
                     .into_iter()
-                    .map(|(p, records)| append(&p, &records, now))
+                    .map(|(p, records, guard)| append(&p, &records, now, guard))
                     .collect::<Vec<_>>()
             });
             (n, task)
@@ -490,10 +585,13 @@ async fn append_all(pending: &mut [(usize, i32, Pending)], now: i64) -> Vec<Appe
 
 /// Appends one partition's batches from the request's own bytes (the log patches copies of
 /// their headers).
-fn append(p: &Partition, records: &[u8], now: i64) -> Appended {
-    p.append(records, AppendOrigin::Client, now)
-        .map_err(|e| match e {
-            CommitError::Log(e) => Refusal::from(e),
-            e => Refusal::from((e.code(), e.to_string())),
-        })
+fn append(p: &Partition, records: &[u8], now: i64, guard: Option<u64>) -> Appended {
+    match guard {
+        Some(guard) => p.append_verified(records, now, guard),
+        None => p.append(records, AppendOrigin::Client, now),
+    }
+    .map_err(|e| match e {
+        CommitError::Log(e) => Refusal::from(e),
+        e => Refusal::from((e.code(), e.to_string())),
+    })
 }

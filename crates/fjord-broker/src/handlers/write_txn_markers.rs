@@ -19,6 +19,28 @@ pub async fn handle(
 ) -> WriteTxnMarkersResponse {
     let b = broker.clone();
     let markers = tokio::task::spawn_blocking(move || {
+        // Every marker is appended before any commit is waited for: a marker never lands
+        // long after the others (when its coordinator may have moved on).
+        let appended: Vec<_> = request
+            .markers
+            .iter()
+            .flat_map(|m| {
+                m.topics.iter().flat_map(move |t| {
+                    t.partition_indexes.iter().map(move |&p| (m, t, p))
+                })
+            })
+            .map(|(m, t, p)| {
+                b.append_local_marker(
+                    t.name.0.as_str(),
+                    p,
+                    m.producer_id.0,
+                    m.producer_epoch,
+                    m.coordinator_epoch,
+                    m.transaction_result,
+                )
+            })
+            .collect();
+        let mut appended = appended.into_iter();
         request
             .markers
             .into_iter()
@@ -29,7 +51,6 @@ pub async fn handle(
                     .topics
                     .into_iter()
                     .map(|t| {
-                        let name = t.name.0.to_string();
                         let mut tr = WritableTxnMarkerTopicResult::default();
                         tr.partitions = t
                             .partition_indexes
@@ -37,17 +58,16 @@ pub async fn handle(
                             .map(|&p| {
                                 let mut pr = WritableTxnMarkerPartitionResult::default();
                                 pr.partition_index = p;
-                                pr.error_code = match b.write_local_marker(
-                                    &name,
-                                    p,
-                                    m.producer_id.0,
-                                    m.producer_epoch,
-                                    m.coordinator_epoch,
-                                    m.transaction_result,
-                                ) {
+                                let written = appended
+                                    .next()
+                                    .unwrap_or_else(|| {
+                                        Err((errors::UNKNOWN_SERVER_ERROR, "not appended".into()))
+                                    })
+                                    .and_then(Broker::commit_marker);
+                                pr.error_code = match written {
                                     Ok(()) => errors::NONE,
                                     Err((code, message)) => {
-                                        tracing::warn!(topic = %name, partition = p, code, message, "could not write a transaction marker");
+                                        tracing::warn!(topic = %t.name.0, partition = p, code, message, "could not write a transaction marker");
                                         code
                                     }
                                 };
