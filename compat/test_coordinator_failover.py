@@ -292,3 +292,60 @@ def test_a_transaction_left_in_prepare_is_completed(net_cluster, ending):
     net.heal()
     if ending == "killed":
         cluster[coordinator - 1].start(timeout=60)
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Static members (group.instance.id) keep their partitions through the kill -9 of their group coordinator and through a restart of one of them")
+def test_static_members_keep_their_partitions(cluster, protocol):
+    servers = bootstrap(cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("s", 4, 3)])["s"].result(30)
+    group = f"static-{protocol}"
+
+    def member(instance):
+        config = {"bootstrap.servers": servers, "group.id": group, "group.instance.id": instance,
+                  "group.protocol": protocol, "auto.offset.reset": "earliest"}
+        if protocol == "classic":
+            config["session.timeout.ms"] = 30000
+        c = Consumer(config)
+        c.subscribe(["s"])
+        return c
+
+    def assignments(consumers, rounds=1):
+        for _ in range(rounds):
+            for c in consumers:
+                c.poll(0.2)
+        return [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+
+    members = [member("i1"), member("i2")]
+    assert wait_for(lambda: sorted(sum(assignments(members), [])) == [0, 1, 2, 3]
+                    and all(assignments(members)), timeout=60), assignments(members)
+    settled = assignments(members, rounds=10)
+    assert sorted(sum(settled, [])) == [0, 1, 2, 3], settled
+
+    coordinator = group_coordinator(admin, group)
+    cluster[coordinator - 1].kill()
+    survivors = ",".join(n.bootstrap for i, n in enumerate(cluster, 1) if i != coordinator)
+    sa = AdminClient({"bootstrap.servers": survivors})
+    # The group comes back on the new coordinator with its static members and their partitions.
+    assert wait_for(lambda: group_coordinator(sa, group) != coordinator, timeout=60)
+    end = time.monotonic() + 6
+    while time.monotonic() < end:
+        assert assignments(members) == settled, "a static member's partitions moved"
+
+    # One restarts with its instance id: while it is away it stays a member (nothing is
+    # rebalanced: the other keeps its partitions), and back it gets its own again.
+    members[0].close()
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        assert assignments(members[1:]) == settled[1:], "the other member's partitions moved"
+    described = sa.describe_consumer_groups([group])[group].result(10)
+    assert sorted(m.group_instance_id for m in described.members) == ["i1", "i2"]
+    members[0] = member("i1")
+    assert wait_for(lambda: assignments(members) == settled, timeout=60), assignments(members)
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        assert assignments(members) == settled
+    for c in members:
+        c.close()
+    cluster[coordinator - 1].start(timeout=60)

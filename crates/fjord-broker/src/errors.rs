@@ -159,6 +159,10 @@ mod tests {
                 fjord_coord::consumer::INVALID_REGULAR_EXPRESSION,
                 E::InvalidRegularExpression,
             ),
+            (
+                fjord_coord::consumer::UNRELEASED_INSTANCE_ID,
+                E::UnreleasedInstanceId,
+            ),
         ] {
             assert_eq!(code, kafka.code(), "{kafka:?}");
         }

@@ -20,6 +20,11 @@ pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
 pub const STALE_MEMBER_EPOCH: i16 = 113;
 pub const INVALID_REQUEST: i16 = 42;
 pub const INVALID_REGULAR_EXPRESSION: i16 = 128;
+pub const UNRELEASED_INSTANCE_ID: i16 = 111;
+
+/// The member epoch of a static member that left and will come back within its session
+/// (KIP-848's LEAVE_GROUP_STATIC_MEMBER_EPOCH): it keeps its assignment meanwhile.
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
 
 /// A partition: (topic name, index).
 pub type Tp = (String, i32);
@@ -289,6 +294,13 @@ fn uniform(
 }
 
 impl Group {
+    /// The member with static instance id `instance`.
+    fn static_member(&self, instance: &str) -> Option<&Member> {
+        self.members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+    }
+
     fn owner_of(&self, tp: &Tp, except: &str) -> bool {
         self.members
             .values()
@@ -563,6 +575,43 @@ impl ConsumerGroups {
         }
         // Leaving: epoch -1 (or -2 for a static member that will come back).
         if req.member_epoch < 0 {
+            if req.member_epoch < STATIC_LEAVE_EPOCH {
+                return fail(INVALID_REQUEST, "the member epoch is invalid");
+            }
+            if let Some(instance) = &req.instance_id {
+                let g = self.groups.get_mut(&req.group_id);
+                let Some((g, current)) = g.and_then(|g| {
+                    let id = g.static_member(instance)?.id.clone();
+                    Some((g, id))
+                }) else {
+                    return fail(UNKNOWN_MEMBER_ID, "the instance id is unknown");
+                };
+                if current != req.member_id {
+                    return fail(
+                        FENCED_INSTANCE_ID,
+                        "another member with this instance id replaced this one",
+                    );
+                }
+                if req.member_epoch == STATIC_LEAVE_EPOCH {
+                    // Gone for now: it keeps its partitions until it is back or its session
+                    // expires (Kafka's static member leave).
+                    let m = g.members.get_mut(&current).expect("found above");
+                    m.epoch = STATIC_LEAVE_EPOCH;
+                    m.revoking.clear();
+                    m.revoke_deadline = None;
+                    return HeartbeatResponse {
+                        member_id: req.member_id.clone(),
+                        member_epoch: STATIC_LEAVE_EPOCH,
+                        heartbeat_interval_ms: 0,
+                        ..HeartbeatResponse::default()
+                    };
+                }
+            } else if req.member_epoch == STATIC_LEAVE_EPOCH {
+                return fail(
+                    INVALID_REQUEST,
+                    "member epoch -2 is for static members: the instance id is missing",
+                );
+            }
             if let Some(g) = self.groups.get_mut(&req.group_id)
                 && g.members.remove(&req.member_id).is_some()
             {
@@ -612,6 +661,30 @@ impl ConsumerGroups {
         } else {
             req.member_id.clone()
         };
+        // A static member (with an instance id) is known by it: a heartbeat from a member the
+        // instance's current one replaced is fenced, and a new member takes an instance's place
+        // only once the current one left with epoch -2 (Kafka's rules).
+        let instance_holder = req.instance_id.as_ref().and_then(|instance| {
+            let g = self.groups.get(&req.group_id)?;
+            let m = g.static_member(instance)?;
+            Some((m.id.clone(), m.epoch))
+        });
+        if let Some((holder, holder_epoch)) = &instance_holder {
+            if !joining && *holder != member_id {
+                return fail(
+                    FENCED_INSTANCE_ID,
+                    "another member with this instance id replaced this one",
+                );
+            }
+            if joining && *holder != member_id && *holder_epoch != STATIC_LEAVE_EPOCH {
+                return fail(
+                    UNRELEASED_INSTANCE_ID,
+                    "the instance id is in use by another member of the group",
+                );
+            }
+        } else if !joining && req.instance_id.is_some() {
+            return fail(UNKNOWN_MEMBER_ID, "the instance id is unknown");
+        }
         if !joining
             && !self
                 .groups
@@ -627,7 +700,45 @@ impl ConsumerGroups {
                 .clone()
                 .unwrap_or_else(|| ASSIGNORS[0].to_string());
         }
-        if joining {
+        let replaced = instance_holder
+            .filter(|_| joining)
+            .and_then(|(holder, _)| g.members.remove(&holder));
+        if let Some(old) = replaced {
+            // A static member back: the new member takes the old one's place, its partitions
+            // and target, without a rebalance of the others (Kafka's replaceMember).
+            let target = g.target.remove(&old.id);
+            let mut m = old;
+            m.id = member_id.clone();
+            m.epoch = 0;
+            m.previous_epoch = 0;
+            m.revoking.clear();
+            m.revoke_deadline = None;
+            m.sent = None;
+            m.expires_at = now + session;
+            m.rack_id = req.rack_id.clone();
+            m.client_id = req.client_id.clone();
+            m.client_host = req.client_host.clone();
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+            let mut changed = false;
+            if let Some(names) = &req.subscribed_topic_names
+                && *names != m.subscribed
+            {
+                m.subscribed = names.clone();
+                changed = true;
+            }
+            if req.subscribed_topic_regex != m.regex {
+                m.regex = req.subscribed_topic_regex.clone();
+                m.pattern = m.regex.as_deref().and_then(compile);
+                changed = true;
+            }
+            g.members.insert(member_id.clone(), m);
+            if let Some(target) = target {
+                g.target.insert(member_id.clone(), target);
+            }
+            if changed {
+                g.epoch += 1;
+            }
+        } else if joining {
             let fresh = Member {
                 id: member_id.clone(),
                 instance_id: req.instance_id.clone(),
@@ -917,6 +1028,141 @@ mod tests {
         assert_eq!(
             c.heartbeat(r, &topics(), 3).error,
             INVALID_REGULAR_EXPRESSION
+        );
+    }
+
+    fn static_hb(
+        member: &str,
+        instance: &str,
+        epoch: i32,
+        owned: Option<Vec<Tp>>,
+    ) -> HeartbeatRequest {
+        HeartbeatRequest {
+            instance_id: Some(instance.into()),
+            ..hb(member, epoch, owned)
+        }
+    }
+
+    /// Heartbeats a member from `state` (its epoch and partitions) until it is stable; returns
+    /// its sorted partitions.
+    fn settle(
+        c: &mut ConsumerGroups,
+        member: &str,
+        instance: Option<&str>,
+        state: &mut (i32, Vec<Tp>),
+        now: i64,
+    ) -> Vec<Tp> {
+        for i in 0..10 {
+            let mut r = hb(member, state.0, Some(state.1.clone()));
+            r.instance_id = instance.map(str::to_string);
+            let resp = c.heartbeat(r, &topics(), now + i);
+            assert_eq!(resp.error, NONE, "{resp:?}");
+            state.0 = resp.member_epoch;
+            if let Some(a) = resp.assignment {
+                state.1 = a;
+            }
+        }
+        let mut owned = state.1.clone();
+        owned.sort();
+        owned
+    }
+
+    /// KIP-848 static membership, as Kafka's GroupMetadataManager: a static member that leaves
+    /// with epoch -2 keeps its partitions, and the member that comes back with its instance id
+    /// takes them over without a rebalance of the others; an instance id in use is refused; a
+    /// replaced member is fenced; the session still bounds the absence.
+    #[test]
+    fn a_static_member_comes_back_to_its_partitions() {
+        let mut c = ConsumerGroups::new(Config::default(), 1);
+        let (mut a, mut b) = ((0, vec![]), (0, vec![]));
+        settle(&mut c, "a", Some("app-1"), &mut a, 0);
+        let b_parts = settle(&mut c, "b", None, &mut b, 100);
+        let a_parts = settle(&mut c, "a", Some("app-1"), &mut a, 200);
+        let b_parts = if b_parts.len() + a_parts.len() == 6 {
+            b_parts
+        } else {
+            settle(&mut c, "b", None, &mut b, 250)
+        };
+        assert_eq!(a_parts.len() + b_parts.len(), 6);
+        let group_epoch = c.describe("g").unwrap().group_epoch;
+
+        // Another member cannot take the instance id while "a" holds it.
+        let taken = c.heartbeat(static_hb("a2", "app-1", 0, None), &topics(), 300);
+        assert_eq!(taken.error, UNRELEASED_INSTANCE_ID);
+        // "a" leaves for a restart: it keeps its partitions, nothing is rebalanced.
+        let left = c.heartbeat(
+            static_hb("a", "app-1", STATIC_LEAVE_EPOCH, None),
+            &topics(),
+            300,
+        );
+        assert_eq!((left.error, left.member_epoch), (NONE, STATIC_LEAVE_EPOCH));
+        let d = c.describe("g").unwrap();
+        assert_eq!(d.group_epoch, group_epoch, "no rebalance");
+        let a = d.members.iter().find(|m| m.member_id == "a").unwrap();
+        assert_eq!(
+            (a.member_epoch, a.assignment.clone()),
+            (STATIC_LEAVE_EPOCH, a_parts.clone())
+        );
+        // A heartbeat for the instance from a member id it does not have is fenced.
+        let stale = c.heartbeat(static_hb("zz", "app-1", 3, None), &topics(), 310);
+        assert_eq!(stale.error, FENCED_INSTANCE_ID);
+
+        // Back with a new member id: the same partitions at once, and the others keep theirs.
+        let back = c.heartbeat(static_hb("a2", "app-1", 0, Some(vec![])), &topics(), 400);
+        assert_eq!(back.error, NONE);
+        let mut got = back.assignment.expect("its partitions");
+        got.sort();
+        assert_eq!(got, a_parts);
+        assert!(back.member_epoch > 0);
+        let d = c.describe("g").unwrap();
+        assert_eq!(d.group_epoch, group_epoch, "still no rebalance");
+        assert!(
+            d.members.iter().all(|m| m.member_id != "a"),
+            "the old member is gone"
+        );
+        // The replaced member is fenced.
+        let old = c.heartbeat(
+            static_hb("a", "app-1", back.member_epoch, None),
+            &topics(),
+            410,
+        );
+        assert_eq!(old.error, FENCED_INSTANCE_ID);
+        // A static leave survives a move of the coordinator (snapshot and restore).
+        let left = c.heartbeat(
+            static_hb("a2", "app-1", STATIC_LEAVE_EPOCH, None),
+            &topics(),
+            500,
+        );
+        assert_eq!(left.member_epoch, STATIC_LEAVE_EPOCH);
+        let mut moved = ConsumerGroups::new(Config::default(), 2);
+        moved.restore(c.snapshot("g").unwrap(), 600);
+        let back = moved.heartbeat(static_hb("a3", "app-1", 0, Some(vec![])), &topics(), 700);
+        let mut got = back.assignment.expect("its partitions");
+        got.sort();
+        assert_eq!(got, a_parts);
+        // Gone longer than its session: removed, its partitions go to the others.
+        let left = moved.heartbeat(
+            static_hb("a3", "app-1", STATIC_LEAVE_EPOCH, None),
+            &topics(),
+            800,
+        );
+        assert_eq!(left.error, NONE);
+        settle(&mut moved, "b", None, &mut b, 800);
+        let gone = moved.tick(800 + Config::default().session_timeout_ms + 1);
+        assert_eq!(gone, vec![("g".to_string(), "a3".to_string())]);
+        let b_all = settle(
+            &mut moved,
+            "b",
+            None,
+            &mut b,
+            800 + Config::default().session_timeout_ms + 2,
+        );
+        assert_eq!(b_all.len(), 6);
+        // Epoch -2 needs an instance id.
+        assert_eq!(
+            c.heartbeat(hb("b", STATIC_LEAVE_EPOCH, None), &topics(), 900)
+                .error,
+            INVALID_REQUEST
         );
     }
 }
