@@ -262,10 +262,16 @@ impl Broker {
     /// log so no id is handed out twice, even across restarts. Blocking.
     pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), AdminError> {
         let _admin = self.admin_lock();
-        let (start, state) = self.decide_and_commit("no producer ids were handed out", |c| {
-            Ok(c.allocate_producer_ids(count))
+        // The block is the one this change recorded (its record applies only if no other
+        // block was handed out since it was decided).
+        let ((start, end), _) = self.decide_and_commit("no producer ids were handed out", |c| {
+            let (start, records) = c.allocate_producer_ids(count);
+            let end = match records.first() {
+                Some(MetadataRecord::ProducerIds { next, .. }) => *next,
+                _ => start,
+            };
+            Ok(((start, end), records))
         })?;
-        let end = state.map_or(start, |s| s.next_producer_id());
         Ok((start, end))
     }
 

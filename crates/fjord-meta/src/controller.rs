@@ -441,7 +441,13 @@ impl Controller<'_> {
     pub fn allocate_producer_ids(&self, count: i64) -> (i64, Vec<MetadataRecord>) {
         let start = self.state.next_producer_id();
         let next = start.saturating_add(count.max(1));
-        (start, vec![MetadataRecord::ProducerIds { next }])
+        (
+            start,
+            vec![MetadataRecord::ProducerIds {
+                from: Some(start),
+                next,
+            }],
+        )
     }
 
     fn existing(&self, name: &str) -> Result<&TopicMeta, ControllerError> {

@@ -100,8 +100,15 @@ pub enum MetadataRecord {
         value: Option<String>,
     },
     /// Producer ids below `next` are handed out (a block at a time, as KRaft's
-    /// `ProducerIdsRecord`); ids are never reused across restarts.
-    ProducerIds { next: i64 },
+    /// `ProducerIdsRecord`); ids are never reused across restarts. `from`: the block's first
+    /// id, which must be the first id not yet handed out when the record applies (a block
+    /// decided on an older state is refused, whatever its size); `None` in snapshots and in
+    /// records of earlier versions.
+    ProducerIds {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<i64>,
+        next: i64,
+    },
     /// A broker stopped heartbeating (`fenced`) or came back (Kafka's
     /// BrokerRegistrationChangeRecord): a fenced broker leads nothing clients can reach and
     /// gets no new partitions.

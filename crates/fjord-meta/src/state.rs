@@ -367,8 +367,10 @@ impl MetadataState {
                     }
                 }
             }
-            MetadataRecord::ProducerIds { next } => {
-                if *next <= self.next_producer_id {
+            MetadataRecord::ProducerIds { from, next } => {
+                if *next <= self.next_producer_id
+                    || from.is_some_and(|from| from != self.next_producer_id)
+                {
                     return Err(ApplyError::ProducerIds {
                         current: self.next_producer_id,
                         requested: *next,
@@ -540,6 +542,7 @@ impl MetadataState {
         }
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
+                from: None,
                 next: self.next_producer_id,
             });
         }
@@ -583,6 +586,26 @@ mod tests {
         );
         let r = MetadataRecord::ProducerIdsAllocated { next: 2000 };
         assert_eq!(MetadataRecord::decode(&r.encode()).unwrap(), r);
+        // Two blocks decided on the same state: the second is refused whatever its size, so
+        // no two brokers hand out overlapping blocks.
+        let first = MetadataRecord::ProducerIds {
+            from: Some(1000),
+            next: 2000,
+        };
+        let bigger = MetadataRecord::ProducerIds {
+            from: Some(1000),
+            next: 5000,
+        };
+        s.apply(&first).unwrap();
+        assert_eq!(
+            s.apply(&bigger),
+            Err(ApplyError::ProducerIds {
+                current: 2000,
+                requested: 5000
+            })
+        );
+        assert_eq!(s.next_producer_id(), 2000);
+        assert_eq!(MetadataRecord::decode(&bigger.encode()).unwrap(), bigger);
     }
 
     #[test]
@@ -739,7 +762,10 @@ mod tests {
 
     #[test]
     fn records_carry_their_version_and_newer_ones_are_refused() {
-        let r = MetadataRecord::ProducerIds { next: 5 };
+        let r = MetadataRecord::ProducerIds {
+            from: None,
+            next: 5,
+        };
         let bytes = r.encode();
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(value["version"], 1);
@@ -791,7 +817,10 @@ mod tests {
                 key: "retention.ms".into(),
                 value: Some("9".into()),
             },
-            MetadataRecord::ProducerIds { next: 5000 },
+            MetadataRecord::ProducerIds {
+                from: None,
+                next: 5000,
+            },
             MetadataRecord::ClusterId { id: "c".into() },
             MetadataRecord::RegisterBroker {
                 id: 2,

@@ -97,7 +97,10 @@ mod tests {
                 name: "t".into(),
                 id: TopicId([3; 16]),
             },
-            MetadataRecord::ProducerIds { next: 9 },
+            MetadataRecord::ProducerIds {
+                from: None,
+                next: 9,
+            },
         ]);
         let json = serde_json::to_string(&change).unwrap();
         assert!(json.contains("\"version\":1"), "{json}");
@@ -117,7 +120,10 @@ mod format {
     /// The entry format docs/storage.md describes.
     #[test]
     fn entries_are_stored_as_documented() {
-        let change = Change(vec![MetadataRecord::ProducerIds { next: 5 }]);
+        let change = Change(vec![MetadataRecord::ProducerIds {
+            from: None,
+            next: 5,
+        }]);
         let entry = EntryOf::<TypeConfig>::new_normal(log_id::<TypeConfig>(3, 1, 17), change);
         let json = serde_json::to_string(&entry).unwrap();
         assert_eq!(

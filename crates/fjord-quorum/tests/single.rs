@@ -59,9 +59,12 @@ async fn changes_are_written_through_raft_and_survive_crashes_and_restarts() {
         Err(QuorumError::Refused(reason)) => assert!(reason.contains("already exists"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    q.write(vec![MetadataRecord::ProducerIds { next: 1000 }])
-        .await
-        .unwrap();
+    q.write(vec![MetadataRecord::ProducerIds {
+        from: None,
+        next: 1000,
+    }])
+    .await
+    .unwrap();
 
     // kill -9: only what was synced survives, and every acknowledged change was.
     let image = disk.crash_image(Some(7));
@@ -98,7 +101,13 @@ async fn an_earlier_versions_metadata_log_is_converted_once() {
             )
             .unwrap();
         store
-            .commit(&[MetadataRecord::ProducerIds { next: 2000 }], 0)
+            .commit(
+                &[MetadataRecord::ProducerIds {
+                    from: None,
+                    next: 2000,
+                }],
+                0,
+            )
             .unwrap();
         store.close().unwrap();
     }
@@ -138,7 +147,13 @@ async fn a_conversion_cut_short_by_a_failure_or_crash_starts_again() {
             let store = MetadataStore::open(Arc::new(disk.clone()), Path::new(DATA), 0, 1).unwrap();
             store.commit(&topic("kept", 9, 2), 0).unwrap();
             store
-                .commit(&[MetadataRecord::ProducerIds { next: 3000 }], 0)
+                .commit(
+                    &[MetadataRecord::ProducerIds {
+                        from: None,
+                        next: 3000,
+                    }],
+                    0,
+                )
                 .unwrap();
             store.close().unwrap();
         }
