@@ -50,6 +50,16 @@ def free_port():
         return port
 
 
+def coordinator_partition(key, partitions):
+    """Fjord's coordinator partition of a group or transactional id: Java's String.hashCode
+    with the sign bit cleared, modulo the partition count (Kafka takes the absolute value:
+    docs/compatibility.md)."""
+    h = 0
+    for unit in key.encode("utf-16-be").hex(" ", 2).split():
+        h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
 class Broker:
     """A fjord process; restartable on the same data directory and port."""
 

@@ -17,11 +17,16 @@ delayed. One fault at a time, healed
 before the next, so a majority of the voters is always up and connected. After the schedule
 every node is healed and the whole topic is read back from offset 0.
 
+With `--eos` a consume-transform-produce copier (read_committed input, a transactional producer
+sending its consumer's offsets with each batch) copies the topic to another, and the
+`kill-coordinator` nemesis kills its transaction or group coordinator's node.
+
 The checker finds: acknowledged records lost; records read twice (duplicates under
 idempotence); records read at another offset than their acknowledgement gave; a consumer's
 polls going backwards or skipping within a partition; different records at one offset on
 different reads; acknowledged records the group never delivered (it may read again after a
-rebalance or a coordinator's loss, never skip). The report names the seed, the schedule and
+rebalance or a coordinator's loss, never skip); with the copier, output records written twice,
+acknowledged input never copied, records of committed transactions missing. The report names the seed, the schedule and
 the figures (acknowledged, lost,
 duplicated, longest time without an acknowledgement).
 
@@ -49,14 +54,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
-from conftest import Broker, free_port, wait_for  # noqa: E402
+from conftest import Broker, coordinator_partition, free_port, wait_for  # noqa: E402
 
 TOPIC = "faults"
+# The exactly-once copier: what it writes, its transactional id and its consumer group.
+OUTPUT = "faults-out"
+EOS_ID = "faults-eos-copier"
+EOS_GROUP = "faults-eos"
 # Network nemeses need every node in a network namespace of its own (root).
 NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader",
            "clients-cut", "clients-slow"}
-NEMESES = ("kill", "kill-leader", "pause", "isolate", "isolate-leader", "halves", "one-way",
-           "slow", "slow-leader", "clients-cut", "clients-slow")
+NEMESES = ("kill", "kill-leader", "kill-coordinator", "pause", "isolate", "isolate-leader",
+           "halves", "one-way", "slow", "slow-leader", "clients-cut", "clients-slow")
 
 
 class Cluster:
@@ -144,12 +153,29 @@ def in_sync(bootstrap, partitions, replicas):
         return False
 
 
-class Workload:
-    """Producers writing unique values and a consumer reading by assignment, both recording."""
+def coordinator_of(bootstrap, internal_topic, key):
+    """The node coordinating `key`: the leader of its partition of `internal_topic`
+    (`__transaction_state` for a transactional id, `__consumer_offsets` for a group)."""
+    try:
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(internal_topic, timeout=5)
+        parts = md.topics[internal_topic].partitions
+        return parts[coordinator_partition(key, len(parts))].leader if parts else None
+    except (KafkaException, KeyError):
+        return None
 
-    def __init__(self, bootstrap, partitions, producers):
+
+class Workload:
+    """Producers writing unique values, a consumer reading by assignment and a group member,
+    all recording; with `eos`, a consume-transform-produce copier too (exactly once)."""
+
+    def __init__(self, bootstrap, partitions, producers, eos=False):
         self.bootstrap = bootstrap
         self.partitions = partitions
+        self.eos = eos
+        # What the copier's committed transactions hold, and how its transactions went.
+        self.copy_committed = set()
+        self.copy_counts = {"committed": 0, "aborted": 0, "producers": 0}
+        self.copy_times = []  # when each of its transactions committed
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.sent = 0
@@ -161,11 +187,18 @@ class Workload:
         # is allowed: offsets are committed after delivery), and when it has drained.
         self.group_polls = []  # [(partition, offset, value)]
         self.produced = threading.Event()  # every producer flushed: `acked` is complete
-        self.drained = threading.Event()
+        # The group's member, and the copier, have seen every acknowledged record.
+        self.group_caught_up = threading.Event()
+        self.copy_caught_up = threading.Event()
+        if not eos:
+            self.copy_caught_up.set()
+        self.drained = threading.Event()  # the readers stop
         self.producing = [threading.Thread(target=self.produce, args=(i,), daemon=True)
                           for i in range(producers)]
         self.threads = self.producing + [threading.Thread(target=self.consume, daemon=True),
                                          threading.Thread(target=self.consume_group, daemon=True)]
+        if eos:
+            self.threads.append(threading.Thread(target=self.copy, daemon=True))
 
     def start(self):
         for t in self.threads:
@@ -178,7 +211,9 @@ class Workload:
         for t in self.producing:
             t.join(120)
         self.produced.set()
-        self.drained.wait(drain_timeout)
+        end = time.monotonic() + drain_timeout
+        self.group_caught_up.wait(drain_timeout)
+        self.copy_caught_up.wait(max(0.0, end - time.monotonic()))
         self.drained.set()
         for t in self.threads:
             t.join(120)
@@ -235,31 +270,127 @@ class Workload:
                 seen.add(m.value())
                 with self.lock:
                     self.group_polls.append((m.partition(), m.offset(), m.value()))
-            if self.produced.is_set():
+            if self.produced.is_set() and not self.group_caught_up.is_set():
                 with self.lock:
                     if all(v in seen for v in self.acked):
-                        self.drained.set()
+                        self.group_caught_up.set()
         c.close()
 
+    def copy(self):
+        """A consume-transform-produce loop with exactly-once semantics, as a Kafka Streams or
+        Connect task runs one: read_committed input from the group EOS_GROUP, each batch
+        written to OUTPUT with its offsets in one transaction. An abortable error aborts and
+        rewinds to the committed offsets; a fatal one (fenced, or the producer lost) starts a
+        new producer with the same transactional id, which fences the old one."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": EOS_GROUP,
+                      "isolation.level": "read_committed", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+        c.subscribe([TOPIC])
+        p = None
+        while not self.drained.is_set():
+            if p is None:
+                p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": EOS_ID,
+                              "transaction.timeout.ms": 20000})
+                try:
+                    p.init_transactions(30)
+                except KafkaException:
+                    p = None
+                    time.sleep(0.5)
+                    continue
+                with self.lock:
+                    self.copy_counts["producers"] += 1
+                c = self.rewind(c)
+            msgs = [m for m in c.consume(1000, 0.3) if m.error() is None]
+            if not msgs:
+                if self.produced.is_set() and not self.copy_caught_up.is_set():
+                    with self.lock:
+                        if all(v in self.copy_committed for v in self.acked):
+                            self.copy_caught_up.set()
+                continue
+            try:
+                p.begin_transaction()
+                for m in msgs:
+                    p.produce(OUTPUT, key=m.value(), value=m.value(), partition=m.partition())
+                p.send_offsets_to_transaction(c.position(c.assignment()),
+                                              c.consumer_group_metadata(), 30)
+                self.commit(p)
+                with self.lock:
+                    self.copy_committed.update(m.value() for m in msgs)
+                    self.copy_counts["committed"] += 1
+                    self.copy_times.append(time.monotonic())
+            except KafkaException as e:
+                with self.lock:
+                    self.copy_counts["aborted"] += 1
+                if e.args[0].txn_requires_abort():
+                    try:
+                        p.abort_transaction(30)
+                    except KafkaException:
+                        p = None
+                else:
+                    p = None  # fatal: a new producer fences this one
+                c = self.rewind(c)
+        c.close()
 
-def read_back(bootstrap, partitions, timeout=120):
-    """Every record of the topic from offset 0, up to each partition's high watermark."""
+    @staticmethod
+    def commit(p, timeout=90):
+        """commit_transaction, the call retried while its error is retriable (as librdkafka
+        asks; a new transaction would be refused)."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                p.commit_transaction(30)
+                return
+            except KafkaException as e:
+                if not e.args[0].retriable() or time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
+
+    def rewind(self, c):
+        """Puts the copier's consumer back at its group's committed offsets (what the last
+        committed transaction recorded); a new consumer if they cannot be read now."""
+        assigned = c.assignment()
+        if not assigned:
+            return c
+        try:
+            for tp in c.committed(assigned, timeout=10):
+                offset = tp.offset if tp.offset >= 0 else 0
+                c.seek(TopicPartition(tp.topic, tp.partition, offset))
+            return c
+        except KafkaException:
+            c.close()
+            fresh = Consumer({"bootstrap.servers": self.bootstrap, "group.id": EOS_GROUP,
+                              "isolation.level": "read_committed", "enable.auto.commit": False,
+                              "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+            fresh.subscribe([TOPIC])
+            return fresh
+
+
+def read_back(bootstrap, partitions, timeout=120, topic=TOPIC, committed=False):
+    """Every record of `topic` from offset 0, up to each partition's high watermark (its last
+    stable offset for a `committed` read)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"faults-check-{time.time()}",
-                  "enable.auto.commit": False})
+                  "enable.auto.commit": False,
+                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
     ends = {}
     deadline = time.monotonic() + timeout
     for p in range(partitions):
         while True:
             try:
-                ends[p] = c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=5)[1]
+                ends[p] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
                 break
             except KafkaException:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-    c.assign([TopicPartition(TOPIC, p, 0) for p in range(partitions)])
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     got = {p: [] for p in range(partitions)}
-    done = lambda: all((got[p][-1][0] + 1 if got[p] else 0) >= ends[p] for p in got)  # noqa: E731
+    def done():
+        if committed:
+            # Markers end a transactional log: the position passes them, no record does.
+            positions = c.position([TopicPartition(topic, p) for p in range(partitions)])
+            return all(tp.offset >= ends[tp.partition] for tp in positions)
+        return all((got[p][-1][0] + 1 if got[p] else 0) >= ends[p] for p in got)
+
     while not done() and time.monotonic() < deadline:
         m = c.poll(0.5)
         if m is not None and m.error() is None:
@@ -301,6 +432,8 @@ def check(workload, final):
             near = [po for p, po, _ in workload.group_polls if p == part and abs(po - o) <= 3]
             problems.setdefault("acknowledged records the group never delivered",
                                 []).append((v.decode(), (part, o), near))
+    if workload.eos:
+        problems.update(check_copy(workload, final, workload.output))
     for part, polls in workload.polls.items():
         last = -1
         for o, v in polls:
@@ -316,8 +449,35 @@ def check(workload, final):
     return problems
 
 
+def check_copy(workload, final, output):
+    """The exactly-once copier's anomalies: an output record written twice, an acknowledged
+    input record never written, or written outside its partition, a committed transaction's
+    record missing, a record nobody produced."""
+    problems = {}
+    inputs = {v: part for part, records in final.items() for _, v in records}
+    copies = {}
+    for part, records in output.items():
+        for o, v in records:
+            copies.setdefault(v, []).append((part, o))
+    for v, places in copies.items():
+        if len(places) > 1:
+            problems.setdefault("copied more than once", []).append((v.decode(), places))
+        if v not in inputs:
+            problems.setdefault("copied a record never produced", []).append((v.decode(), places))
+        elif any(part != inputs[v] for part, _ in places):
+            problems.setdefault("copied to another partition", []).append((v.decode(), places))
+    for v in workload.acked:
+        if v not in copies:
+            problems.setdefault("acknowledged records never copied", []).append(v.decode())
+    for v in workload.copy_committed:
+        if v not in copies:
+            problems.setdefault("records of committed transactions missing",
+                                []).append(v.decode())
+    return problems
+
+
 def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
-        nemeses=("kill", "kill-leader", "pause"), root=None, log=print):
+        nemeses=("kill", "kill-leader", "pause"), root=None, log=print, eos=False):
     rng = random.Random(seed)
     own = root is None
     root = root or tempfile.mkdtemp(prefix="fjord-faults-")
@@ -327,15 +487,19 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
     cluster = Cluster(root, nodes, net=bool(set(nemeses) & NETWORK))
     schedule = []
     report = {"seed": seed, "duration_s": duration, "nodes": nodes, "partitions": partitions,
-              "nemeses": list(nemeses), "schedule": schedule, "data": root}
+              "nemeses": list(nemeses), "eos": eos, "schedule": schedule, "data": root}
     try:
         cluster.start()
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
-        admin.create_topics([NewTopic(TOPIC, partitions, 3,
-                                      config={"min.insync.replicas": "2"})])[TOPIC].result(30)
+        topics = [TOPIC, OUTPUT] if eos else [TOPIC]
+        created = admin.create_topics([NewTopic(t, partitions, 3,
+                                                config={"min.insync.replicas": "2"})
+                                       for t in topics])
+        for t in topics:
+            created[t].result(30)
         if not wait_for(lambda: in_sync(cluster.bootstrap(), partitions, 3), timeout=30):
             raise RuntimeError("the topic's replicas never got in sync")
-        work = Workload(cluster.bootstrap(), partitions, producers)
+        work = Workload(cluster.bootstrap(), partitions, producers, eos=eos)
         work.start()
         started = time.monotonic()
         end = started + duration
@@ -359,12 +523,21 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
                 candidates = [lead for lead in led.values() if lead in running]
                 if candidates:
                     target = rng.choice(sorted(candidates))
+            elif kind == "kill-coordinator":
+                # The copier's transaction or group coordinator (the reader group's without
+                # the copier).
+                which = [("__transaction_state", EOS_ID), ("__consumer_offsets", EOS_GROUP)]
+                topic, key = rng.choice(which if eos else [("__consumer_offsets",
+                                                            "faults-group")])
+                found = coordinator_of(cluster.bootstrap(), topic, key)
+                if found in running:
+                    target = found
             node = cluster.nodes[target]
             others = [i for i in cluster.nodes if i != target]
             if kind == "pause":
                 node.proc.send_signal(signal.SIGSTOP)
                 cluster.paused.add(target)
-            elif kind in ("kill", "kill-leader"):
+            elif kind in ("kill", "kill-leader", "kill-coordinator"):
                 node.kill()
                 cluster.killed.add(target)
             elif kind in ("isolate", "isolate-leader"):
@@ -404,6 +577,9 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
         work.finish()
         wait_for(lambda: in_sync(cluster.bootstrap(), partitions, 3), timeout=60)
         final, ends = read_back(cluster.bootstrap(), partitions)
+        if eos:
+            work.output, _ = read_back(cluster.bootstrap(), partitions, topic=OUTPUT,
+                                       committed=True)
         problems = check(work, final)
         gaps = [b - a for a, b in zip(sorted(work.ack_times), sorted(work.ack_times)[1:])]
         report.update({
@@ -418,6 +594,13 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             "group_polled": len(work.group_polls),
             "group_reread": len(work.group_polls) - len({v for _, _, v in work.group_polls}),
             "longest_without_ack_s": round(max(gaps, default=0.0), 2),
+            "copier": dict(work.copy_counts, copied=len(work.copy_committed),
+                           output=sum(len(r) for r in getattr(work, "output", {}).values()),
+                           longest_without_commit_s=round(max(
+                               (b - a for a, b in zip(work.copy_times, work.copy_times[1:])),
+                               default=0.0), 2),
+                           commits_at_s=[round(t - started, 1) for t in work.copy_times][::10])
+            if eos else None,
             "lost": len(problems.get("lost acknowledged", [])),
             "duplicated": len(problems.get("duplicates", [])),
             "problems": {k: v[:20] for k, v in problems.items()},
@@ -448,10 +631,13 @@ def main():
                         help="comma-separated from " + ", ".join(NEMESES) + " (the network "
                              "ones, isolate to one-way, need root: each node gets a network "
                              "namespace of its own)")
+    parser.add_argument("--eos", action="store_true",
+                        help="also run an exactly-once consume-transform-produce copier and "
+                             "check its output (pair with the kill-coordinator nemesis)")
     parser.add_argument("--report", help="write the report as JSON here")
     args = parser.parse_args()
     report = run(args.seed, args.duration, args.nodes, args.partitions, args.producers,
-                 nemeses=tuple(args.nemeses.split(",")))
+                 nemeses=tuple(args.nemeses.split(",")), eos=args.eos)
     text = json.dumps(report, indent=2, default=str)
     if args.report:
         with open(args.report, "w") as f:

@@ -11,7 +11,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FJORD_BIN, three_nodes, three_nodes_in_namespaces, wait_for
+from conftest import (FJORD_BIN, coordinator_partition, three_nodes,
+                      three_nodes_in_namespaces, wait_for)
 
 
 @pytest.fixture
@@ -39,14 +40,9 @@ def group_coordinator(admin, group):
 
 
 def partition_for(key, partitions):
-    """Fjord's coordinator partition of a group or transactional id: Java's String.hashCode
-    with the sign bit cleared, modulo the partition count (Kafka takes the absolute value:
-    docs/compatibility.md). A wrong guess fails the test: the coordinator epoch would not
-    move."""
-    h = 0
-    for unit in key.encode("utf-16-be").hex(" ", 2).split():
-        h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
-    return (h & 0x7FFFFFFF) % partitions
+    """The coordinator partition of `key` (a wrong guess fails the tests: the coordinator epoch
+    would not move)."""
+    return coordinator_partition(key, partitions)
 
 
 def run_transaction(p, produce, commit=True):

@@ -123,3 +123,16 @@ def test_seeded_slow_links_lose_nothing_acknowledged(tmp_path):
     kinds = checked(faults.run(seed=8, duration=30, root=str(tmp_path),
                                nemeses=("slow", "slow-leader")))
     assert {"slow", "slow-leader"} <= kinds, kinds
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Fault harness (seeded): an exactly-once consume-transform-produce copier while its transaction and group coordinators and partition leaders are killed: every acknowledged record copied once")
+def test_seeded_coordinator_kills_keep_an_exactly_once_copy_exact(tmp_path):
+    """A consume-transform-produce copier with exactly-once semantics while its transaction
+    and group coordinators' nodes, and partition leaders, are killed: every acknowledged input
+    record is in the output once, nothing else is."""
+    report = faults.run(seed=3, duration=30, root=str(tmp_path), eos=True,
+                        nemeses=("kill-coordinator", "kill-leader"))
+    kinds = checked(report)
+    assert "kill-coordinator" in kinds, report["schedule"]
+    copier = report["copier"]
+    assert copier["committed"] > 0 and copier["output"] >= report["acknowledged"], copier
