@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from conftest import wait_for
+from conftest import three_nodes, wait_for
 from diff import compare, unique
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon"]
@@ -25,9 +25,10 @@ def line(i):
 class App:
     """The word-count application as a child JVM; `start` returns once it is RUNNING."""
 
-    def __init__(self, java, bootstrap, app_id, topic_in, topic_out, state):
+    def __init__(self, java, bootstrap, app_id, topic_in, topic_out, state, replication=1):
         self.cmd = ["java", f"-Dlog4j2.configurationFile={java.log4j}", "-Xmx512m", "-cp",
-                    java.classpath, "WordCount", app_id, bootstrap, topic_in, topic_out, str(state)]
+                    java.classpath, "WordCount", app_id, bootstrap, topic_in, topic_out, str(state),
+                    str(replication)]
         self.proc = None
 
     def start(self):
@@ -120,3 +121,48 @@ def test_streams_exactly_once_survives_a_kill(both, java, tmp_path):
     for result in (kafka, fjord):
         for w, n in result["expected"].items():
             assert result["counts"][w] == list(range(1, n + 1)), f"{w}: {result['counts'][w]}"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    yield from three_nodes(tmp_path, '"replica.lag.time.max.ms" = 4000\n')
+
+
+@pytest.mark.compat("Kafka Streams 4.4", "word count, exactly_once_v2, on three Fjord nodes (replication factor 3) through the kill -9 of its group coordinator's broker")
+def test_streams_exactly_once_survives_a_broker_kill(cluster, java, tmp_path):
+    servers = ",".join(n.bootstrap for n in cluster)
+    app_id = unique("wc3")
+    topic_in, topic_out = f"{app_id}-lines", f"{app_id}-counts"
+    a = AdminClient({"bootstrap.servers": servers})
+    for f in a.create_topics([NewTopic(t, 2, 3, config={"min.insync.replicas": "2"})
+                              for t in (topic_in, topic_out)]).values():
+        f.result(30)
+    lines = [line(i) for i in range(120)]
+    expected = {}
+    for text in lines:
+        for w in text.split():
+            expected[w] = expected.get(w, 0) + 1
+    p = Producer({"bootstrap.servers": servers, "acks": "all", "enable.idempotence": True})
+    app = App(java, servers, app_id, topic_in, topic_out, tmp_path / "state", replication=3)
+    killed = None
+    try:
+        app.start()
+        for i, text in enumerate(lines[:60]):
+            p.produce(topic_in, text.encode(), key=str(i).encode())
+        assert p.flush(30) == 0
+        read_counts(servers, topic_out, {w: 1 for w in WORDS}, timeout=60)
+        # The broker coordinating the application's group (and perhaps its transactions, or
+        # leading its partitions) dies mid-stream.
+        killed = a.describe_consumer_groups([app_id])[app_id].result(10).coordinator.id
+        cluster[killed - 1].kill()
+        for i, text in enumerate(lines[60:], 60):
+            p.produce(topic_in, text.encode(), key=str(i).encode())
+        assert p.flush(60) == 0
+        counts = read_counts(servers, topic_out, expected, timeout=180)
+        assert app.proc.poll() is None, "the streams application died"
+    finally:
+        app.stop()
+        if killed:
+            cluster[killed - 1].start(timeout=60)
+    for w, n in expected.items():
+        assert counts[w] == list(range(1, n + 1)), f"{w}: {counts[w]}"

@@ -3,7 +3,8 @@
 // emitted (no record cache), so a read_committed reader of OUT must see each word's counts run
 // 1, 2, 3, ... exactly once, whatever crashes happened.
 //
-// Run: java -cp "classes:$(compat/reference/kafka.sh classpath)" WordCount APP_ID BOOTSTRAP IN OUT STATE_DIR
+// Run: java -cp "classes:$(compat/reference/kafka.sh classpath)" WordCount APP_ID BOOTSTRAP IN OUT STATE_DIR [REPLICATION_FACTOR]
+// (the replication factor of the topics Streams creates; 1 unless given)
 // Prints "RUNNING" once the application is running; runs until killed.
 
 import java.util.Arrays;
@@ -23,7 +24,7 @@ public class WordCount {
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
         p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
-        p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
+        p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, args.length > 5 ? Integer.parseInt(args[5]) : 1);
         p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         p.put("consumer.auto.offset.reset", "earliest");
