@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import (FJORD_BIN, coordinator_partition, three_nodes,
@@ -344,4 +344,77 @@ def test_static_members_keep_their_partitions(cluster, protocol):
         assert assignments(members) == settled
     for c in members:
         c.close()
+    cluster[coordinator - 1].start(timeout=60)
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A consumer group's coordinator killed during a rebalance (a second member joining): the rebalance completes on the new coordinator, committed offsets intact, nothing skipped")
+def test_a_group_rebalancing_when_its_coordinator_dies_completes(cluster, protocol):
+    servers = bootstrap(cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("r", 4, 3, config={"min.insync.replicas": "2"})])["r"].result(30)
+    values = [f"v{i}".encode() for i in range(800)]
+    produce_values(servers, "r", values)
+    group = f"rebalance-{protocol}"
+    config = {"bootstrap.servers": servers, "group.id": group, "enable.auto.commit": False,
+              "auto.offset.reset": "earliest", "group.protocol": protocol}
+    if protocol == "classic":
+        config["session.timeout.ms"] = 10000
+    seen = []
+    committed = {}
+
+    def poll(c, n):
+        got = 0
+        for _ in range(n):
+            m = c.poll(0.1)
+            if m is None or m.error() is not None:
+                continue
+            seen.append((m.partition(), m.offset(), m.value()))
+            got += 1
+            while True:
+                try:
+                    c.commit(message=m, asynchronous=False)
+                    committed[m.partition()] = m.offset() + 1
+                    break
+                except KafkaException as e:
+                    if e.args[0].code() in (
+                            KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+                            KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
+                            KafkaError.FENCED_MEMBER_EPOCH):
+                        break  # the partition moved: its new owner commits from here
+                    if not e.args[0].retriable():
+                        raise
+                    time.sleep(0.2)
+        return got
+
+    first = Consumer(config)
+    first.subscribe(["r"])
+    assert wait_for(lambda: poll(first, 5) > 0 and len(seen) >= 100, timeout=60)
+    coordinator = group_coordinator(admin, group)
+    # A second member joins: the group rebalances, and its coordinator dies meanwhile.
+    second = Consumer(config)
+    second.subscribe(["r"])
+    second.poll(0.5)
+    first.poll(0.1)
+    cluster[coordinator - 1].kill()
+    members = [first, second]
+    end = time.monotonic() + 120
+    while len({v for _, _, v in seen}) < len(values) and time.monotonic() < end:
+        for c in members:
+            poll(c, 5)
+    survivors = ",".join(n.bootstrap for i, n in enumerate(cluster, 1) if i != coordinator)
+    sa = AdminClient({"bootstrap.servers": survivors})
+    # Both members hold partitions on the new coordinator, and every record was delivered.
+    assert wait_for(lambda: [poll(c, 1) for c in members] and all(c.assignment() for c in members),
+                    timeout=60), [c.assignment() for c in members]
+    assert sorted({v for _, _, v in seen}) == sorted(values), "records skipped"
+    new = group_coordinator(sa, group)
+    assert new != coordinator
+    for c in members:
+        c.close()
+    # What was committed last is what the new coordinator has.
+    check = Consumer({"bootstrap.servers": survivors, "group.id": group, "group.protocol": protocol})
+    offsets = check.committed([TopicPartition("r", p) for p in range(4)], timeout=20)
+    check.close()
+    assert {tp.partition: tp.offset for tp in offsets} == committed
     cluster[coordinator - 1].start(timeout=60)

@@ -3,6 +3,7 @@ for the in-sync replicas, a killed leader is replaced from them, and nothing ack
 lost or duplicated."""
 
 import json
+import signal
 import subprocess
 import time
 
@@ -457,3 +458,25 @@ def test_the_java_consumer_reads_from_the_replica_in_its_rack(rack_cluster, java
     after = {i: records_out(cluster[i - 1], "jr") for i in (1, 2, 3)}
     assert after[near] - before[near] >= 300, (before, after)
     assert after[far] == before[far], (before, after)
+
+
+def quorum_leader(node):
+    done = subprocess.run([FJORD_BIN, "cluster", "info", "-o", "json", "-b", node.bootstrap],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["quorum"]["leader_id"]
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "The metadata quorum's leader paused (SIGSTOP) for longer than the broker session and resumed: it fences none of the brokers whose heartbeats waited meanwhile")
+def test_a_paused_controller_fences_no_one_when_it_resumes(cluster):
+    leader = quorum_leader(cluster[0])
+    others = [i for i in (1, 2, 3) if i != leader]
+    cluster[leader - 1].proc.send_signal(signal.SIGSTOP)
+    time.sleep(3.5)  # the broker session is 2 s
+    cluster[leader - 1].proc.send_signal(signal.SIGCONT)
+    time.sleep(3)
+    for i, node in enumerate(cluster, 1):
+        fenced = [line for line in node.log().splitlines()
+                  if "broker fencing changed" in line and "fenced=true" in line
+                  and any(f"broker={o} " in line for o in others)]
+        assert not fenced, f"node {i} fenced a broker that kept heartbeating:\n" + "\n".join(fenced)

@@ -658,7 +658,7 @@ fn register(
             // A registration proves the broker alive: heard first, the controller's next
             // fencing pass cannot fence it again on the session of its previous run (which
             // would take it out of every ISR it just rejoined).
-            let _ = runtime.block_on(quorum.heartbeat(config.node_id));
+            let _ = runtime.block_on(quorum.heartbeat(config.node_id, config.heartbeat_timeout()));
         }
         match runtime.block_on(quorum.write(change)) {
             Err(QuorumError::Refused(reason)) if std::time::Instant::now() < deadline => {
@@ -1037,7 +1037,10 @@ impl Broker {
                 let Some(broker) = weak.upgrade() else { break };
                 let heartbeat = async {
                     if broker.config.is_broker() {
-                        broker.quorum.heartbeat(broker.config.node_id).await
+                        broker
+                            .quorum
+                            .heartbeat(broker.config.node_id, broker.config.heartbeat_timeout())
+                            .await
                     } else {
                         Ok(()) // a controller only has no broker session to keep
                     }
@@ -1081,13 +1084,23 @@ impl Broker {
         let period = std::time::Duration::from_millis(
             (self.config.broker_heartbeat_interval_ms / 4).clamp(50, 250),
         );
+        let mut stalls = StallGuard::new(
+            period,
+            std::time::Duration::from_millis(self.config.broker_heartbeat_interval_ms),
+        );
         self.runtime.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(broker) = weak.upgrade() else { break };
+                // Every pass counts, leading or not: a node paused as a follower may resume
+                // as the leader.
+                let may_fence = stalls.may_fence(std::time::Instant::now());
                 let Some(sessions) = broker.quorum.sessions() else {
                     continue;
                 };
+                if !may_fence {
+                    continue;
+                }
                 let records = broker.fencing(&sessions);
                 if records.is_empty() {
                     continue;
@@ -1901,6 +1914,43 @@ impl Broker {
     }
 }
 
+/// Keeps the controller from fencing brokers right after it was itself stalled (the process
+/// paused, a long GC-like stop, a starved runtime): the heartbeats that arrived meanwhile are
+/// not processed yet, so every session would look expired. After a pass later than it should
+/// be by more than two heartbeat intervals, fencing waits two heartbeat intervals more.
+#[derive(Debug)]
+struct StallGuard {
+    period: std::time::Duration,
+    heartbeat: std::time::Duration,
+    last_pass: Option<std::time::Instant>,
+    quiet_until: Option<std::time::Instant>,
+}
+
+impl StallGuard {
+    fn new(period: std::time::Duration, heartbeat: std::time::Duration) -> Self {
+        Self {
+            period,
+            heartbeat,
+            last_pass: None,
+            quiet_until: None,
+        }
+    }
+
+    /// Whether a fencing pass at `now` may decide; notes the pass.
+    fn may_fence(&mut self, now: std::time::Instant) -> bool {
+        if let Some(last) = self.last_pass.replace(now)
+            && now.saturating_duration_since(last) > self.period + 2 * self.heartbeat
+        {
+            tracing::warn!(
+                stalled_ms = now.saturating_duration_since(last).as_millis() as u64,
+                "the controller was stalled; fencing waits for the brokers' heartbeats"
+            );
+            self.quiet_until = Some(now + 2 * self.heartbeat);
+        }
+        self.quiet_until.is_none_or(|until| now >= until)
+    }
+}
+
 /// Every marker's outcome, a marker left without one to be sent again.
 fn finished(outcomes: Vec<Vec<Option<MarkerOutcome>>>) -> Vec<Vec<MarkerOutcome>> {
     outcomes
@@ -1975,6 +2025,30 @@ fn marker_outcome(code: i16, why: String) -> MarkerOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_controller_waits_for_heartbeats_before_it_fences() {
+        use std::time::{Duration, Instant};
+        let ms = Duration::from_millis;
+        let mut g = StallGuard::new(ms(75), ms(300));
+        let t = Instant::now();
+        assert!(g.may_fence(t), "the first pass decides");
+        assert!(g.may_fence(t + ms(75)), "passes on time decide");
+        assert!(
+            g.may_fence(t + ms(600)),
+            "a late pass within two heartbeats decides"
+        );
+        // Paused for three seconds: the queued heartbeats come first.
+        let resumed = t + ms(3_600);
+        assert!(!g.may_fence(resumed));
+        assert!(!g.may_fence(resumed + ms(75)));
+        assert!(!g.may_fence(resumed + ms(525)));
+        assert!(
+            g.may_fence(resumed + ms(600)),
+            "two heartbeat intervals later it decides"
+        );
+        assert!(g.may_fence(resumed + ms(675)));
+    }
 
     #[tokio::test]
     async fn new_data_wakes_the_fetches_of_its_partition_and_finished_ones_are_forgotten() {

@@ -219,6 +219,13 @@ impl BrokerConfig {
         self.roles != Some(Roles::Controller)
     }
 
+    /// How long a broker heartbeat waits for the controller's answer: one heartbeat interval
+    /// (at least 250 ms), so a heartbeat sent to a leader that stopped answering gives way to
+    /// the next one, to the new leader, well within the broker's session.
+    pub fn heartbeat_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.broker_heartbeat_interval_ms.max(250))
+    }
+
     /// Checks the rules that tie settings together, as Kafka does at start-up (its
     /// `GroupCoordinatorConfig` requirements): each message names the settings to change.
     pub fn validate(&self) -> Result<(), String> {

@@ -902,13 +902,18 @@ impl Quorum {
         Ok(self.sm.current())
     }
 
-    /// Tells the leader that `broker` is alive (noted here when this node leads).
-    pub async fn heartbeat(&self, broker: i32) -> Result<(), QuorumError> {
+    /// Tells the leader that `broker` is alive (noted here when this node leads), waiting at
+    /// most `timeout` for its answer: a heartbeat to a leader that stopped answering must not
+    /// outlast the session the next leader gives the broker.
+    pub async fn heartbeat(&self, broker: i32, timeout: Duration) -> Result<(), QuorumError> {
         if self.raft.is_leader() {
             self.heard.note(broker);
             return Ok(());
         }
-        match self.ask_leader(&Request::Heartbeat { broker }).await? {
+        match self
+            .ask_leader(&Request::Heartbeat { broker }, timeout)
+            .await?
+        {
             Response::HeardYou => Ok(()),
             other => Err(QuorumError::Raft(format!(
                 "the leader did not take the heartbeat: {other:?}"
@@ -926,7 +931,10 @@ impl Quorum {
                 return Ok(view);
             }
         }
-        match self.ask_leader(&Request::Describe).await? {
+        match self
+            .ask_leader(&Request::Describe, Duration::from_secs(5))
+            .await?
+        {
             Response::Described(view) => Ok(view),
             other => Err(QuorumError::Raft(format!(
                 "the leader did not describe the quorum: {other:?}"
@@ -935,7 +943,11 @@ impl Quorum {
     }
 
     /// Sends `request` to the leader this node knows of, on a connection of its own.
-    async fn ask_leader(&self, request: &Request) -> Result<Response, QuorumError> {
+    async fn ask_leader(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, QuorumError> {
         let leader = {
             use openraft::async_runtime::WatchReceiver;
             let metrics = self.raft.metrics();
@@ -960,7 +972,7 @@ impl Quorum {
             .take()
             .filter(|peer| peer.addr() == addr);
         let mut peer = kept.unwrap_or_else(|| self.transport.peer(self.node_id, addr));
-        let answer = peer.call(request, Duration::from_secs(5)).await;
+        let answer = peer.call(request, timeout).await;
         if answer.is_ok() {
             *self.leader_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
         }
