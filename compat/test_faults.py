@@ -101,8 +101,8 @@ def checked(report):
 
 @pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Fault harness (seeded): kill -9 and pauses of nodes and leaders under acks=all load, RF 3")
 def test_seeded_faults_lose_nothing_acknowledged(tmp_path):
-    # Seed 2 draws a kill, a pause, a kill and a kill of a partition leader.
-    kinds = checked(faults.run(seed=2, duration=40, root=str(tmp_path)))
+    # Seed 2 draws kills and a pause within its 30 s (asserted below).
+    kinds = checked(faults.run(seed=2, duration=30, root=str(tmp_path)))
     assert {"kill", "pause"} <= kinds, kinds
 
 
