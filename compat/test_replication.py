@@ -5,6 +5,7 @@ lost or duplicated."""
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -480,3 +481,57 @@ def test_a_paused_controller_fences_no_one_when_it_resumes(cluster):
                   if "broker fencing changed" in line and "fenced=true" in line
                   and any(f"broker={o} " in line for o in others)]
         assert not fenced, f"node {i} fenced a broker that kept heartbeating:\n" + "\n".join(fenced)
+
+
+def leaders_seen_by(node, topic):
+    """{partition: leader} of `topic` as Metadata from `node` describes it."""
+    md = AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(topic, timeout=10)
+    return {p: m.leader for p, m in md.topics[topic].partitions.items()}
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A broker stopped with SIGTERM hands its leaderships to the other in-sync replicas before it exits (controlled shutdown): producers carry on without losing or duplicating an acknowledged record")
+def test_a_stopped_broker_hands_over_its_leaderships_first(cluster):
+    servers = ",".join(n.bootstrap for n in cluster)
+    a = AdminClient({"bootstrap.servers": servers})
+    a.create_topics([NewTopic("h", 3, 3, config={"min.insync.replicas": "2"})])["h"].result(30)
+    assert wait_for(lambda: all(len(isr) == 3 for _, _, isr in partitions(a, "h").values()),
+                    timeout=30)
+    led = partitions(a, "h")
+    stopped = led[0][0]
+    survivor = cluster[next(i for i in (1, 2, 3) if i != stopped) - 1]
+    acked = {}
+    errors = []
+    done = threading.Event()
+
+    def keep_producing():
+        i = 0
+        while not done.is_set():
+            errors.extend(produce(servers, "h", [f"h{i + k}".encode() for k in range(20)], acked))
+            i += 20
+
+    writer = threading.Thread(target=keep_producing, daemon=True)
+    writer.start()
+    time.sleep(1)
+    code = cluster[stopped - 1].stop()  # SIGTERM, waits for the exit
+    # The moment it is gone, the survivors already name other leaders for what it led (without
+    # a controlled shutdown they would wait for its broker session to expire).
+    after = leaders_seen_by(survivor, "h")
+    assert all(after[p] != stopped for p in after), (stopped, after)
+    time.sleep(1)
+    done.set()
+    writer.join(60)
+    assert code == 0
+    assert "controlled shutdown: leaderships handed" in cluster[stopped - 1].log()
+    assert not errors, errors[:5]
+    cluster[stopped - 1].start(timeout=60)
+    got = {}
+    c = Consumer({"bootstrap.servers": servers, "group.id": "h-check", "enable.auto.commit": False})
+    c.assign([TopicPartition("h", p, 0) for p in range(3)])
+    end = time.monotonic() + 60
+    while len(got) < len(acked) and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            assert m.value() not in got, f"{m.value()} read twice"
+            got[m.value()] = (m.partition(), m.offset())
+    c.close()
+    assert got == acked

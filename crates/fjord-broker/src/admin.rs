@@ -275,6 +275,63 @@ impl Broker {
         Ok((start, end))
     }
 
+    /// Hands this broker's leaderships to the other in-sync replicas before it stops (Kafka's
+    /// controlled shutdown): its heartbeats stop, it is fenced now, which moves its
+    /// leaderships and takes it out of the in-sync replicas, and this waits (at most
+    /// `timeout`) until the published metadata shows it leading no partition another in-sync
+    /// replica could lead. Clients meanwhile get NOT_LEADER_OR_FOLLOWER with the new leader.
+    /// Nothing to do for a broker alone in its cluster. Blocking.
+    pub fn controlled_shutdown(&self, timeout: std::time::Duration) {
+        if !self.config.is_broker() {
+            return;
+        }
+        let node = self.config.node_id;
+        let others = self
+            .quorum
+            .state()
+            .brokers()
+            .any(|b| b.id != node && !b.fenced);
+        if !others {
+            return;
+        }
+        let started = std::time::Instant::now();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let decided = {
+            let _admin = self.admin_lock();
+            self.decide_and_commit("nothing to hand over", |c| {
+                Ok(((), c.controlled_shutdown(node)))
+            })
+        };
+        if let Err(e) = decided {
+            tracing::warn!(error = %e.message, "controlled shutdown: could not record this broker's fencing; stopping anyway (its partitions move when its session expires)");
+            return;
+        }
+        let leading = || {
+            let state = self.metadata();
+            state
+                .topics()
+                .flat_map(|t| &t.partition_states)
+                .filter(|p| p.leader == node && p.isr.iter().any(|&b| b != node))
+                .count()
+        };
+        while leading() > 0 && started.elapsed() < timeout {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = leading();
+        if left > 0 {
+            tracing::warn!(
+                partitions = left,
+                "controlled shutdown: still leading partitions after {timeout:?}; stopping anyway"
+            );
+        } else {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "controlled shutdown: leaderships handed to the other in-sync replicas"
+            );
+        }
+    }
+
     /// Creates `__consumer_offsets` on first use (compacted, `offsets.topic.num.partitions`);
     /// returns its partition count. Blocking.
     pub fn ensure_offsets_topic(&self) -> Result<i32, AdminError> {

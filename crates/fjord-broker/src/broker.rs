@@ -701,6 +701,8 @@ pub struct Broker {
     random: Option<SeededRandom>,
     /// When the controller last took this broker's heartbeat (or the broker opened).
     heartbeat_taken: std::sync::Mutex<std::time::Instant>,
+    /// A controlled shutdown began: no more heartbeats (the controller keeps it fenced).
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Connections kept to other brokers (transaction markers, verification), by address.
     peers: std::sync::Mutex<HashMap<String, Arc<fjord_client::Client>>>,
     /// Partitions the metadata places here that could not be opened (with why): answered
@@ -895,6 +897,7 @@ impl Broker {
                 clock,
                 random,
                 heartbeat_taken: std::sync::Mutex::new(std::time::Instant::now()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 peers: std::sync::Mutex::new(HashMap::new()),
                 offline: std::sync::Mutex::new(BTreeMap::new()),
                 retrying: std::sync::atomic::AtomicBool::new(false),
@@ -1036,7 +1039,9 @@ impl Broker {
                 tokio::time::sleep(interval).await;
                 let Some(broker) = weak.upgrade() else { break };
                 let heartbeat = async {
-                    if broker.config.is_broker() {
+                    if broker.stopping.load(Ordering::Acquire) {
+                        Ok(()) // in a controlled shutdown: fenced on purpose
+                    } else if broker.config.is_broker() {
                         broker
                             .quorum
                             .heartbeat(broker.config.node_id, broker.config.heartbeat_timeout())
@@ -1090,11 +1095,12 @@ impl Broker {
         );
         self.runtime.spawn(async move {
             loop {
+                let slept_from = std::time::Instant::now();
                 tokio::time::sleep(period).await;
                 let Some(broker) = weak.upgrade() else { break };
                 // Every pass counts, leading or not: a node paused as a follower may resume
                 // as the leader.
-                let may_fence = stalls.may_fence(std::time::Instant::now());
+                let may_fence = stalls.may_fence(slept_from, std::time::Instant::now());
                 let Some(sessions) = broker.quorum.sessions() else {
                     continue;
                 };
@@ -1916,13 +1922,12 @@ impl Broker {
 
 /// Keeps the controller from fencing brokers right after it was itself stalled (the process
 /// paused, a long GC-like stop, a starved runtime): the heartbeats that arrived meanwhile are
-/// not processed yet, so every session would look expired. After a pass later than it should
-/// be by more than two heartbeat intervals, fencing waits two heartbeat intervals more.
+/// not processed yet, so every session would look expired. When the pause between two passes
+/// overslept by more than two heartbeat intervals, fencing waits two heartbeat intervals more.
 #[derive(Debug)]
 struct StallGuard {
     period: std::time::Duration,
     heartbeat: std::time::Duration,
-    last_pass: Option<std::time::Instant>,
     quiet_until: Option<std::time::Instant>,
 }
 
@@ -1931,18 +1936,19 @@ impl StallGuard {
         Self {
             period,
             heartbeat,
-            last_pass: None,
             quiet_until: None,
         }
     }
 
-    /// Whether a fencing pass at `now` may decide; notes the pass.
-    fn may_fence(&mut self, now: std::time::Instant) -> bool {
-        if let Some(last) = self.last_pass.replace(now)
-            && now.saturating_duration_since(last) > self.period + 2 * self.heartbeat
-        {
+    /// Whether a fencing pass at `now` may decide, after a pause of `period` begun at
+    /// `slept_from` (a slow pass of its own — a write — is no stall).
+    fn may_fence(&mut self, slept_from: std::time::Instant, now: std::time::Instant) -> bool {
+        let overslept = now
+            .saturating_duration_since(slept_from)
+            .saturating_sub(self.period);
+        if overslept > 2 * self.heartbeat {
             tracing::warn!(
-                stalled_ms = now.saturating_duration_since(last).as_millis() as u64,
+                stalled_ms = overslept.as_millis() as u64,
                 "the controller was stalled; fencing waits for the brokers' heartbeats"
             );
             self.quiet_until = Some(now + 2 * self.heartbeat);
@@ -2032,22 +2038,20 @@ mod tests {
         let ms = Duration::from_millis;
         let mut g = StallGuard::new(ms(75), ms(300));
         let t = Instant::now();
-        assert!(g.may_fence(t), "the first pass decides");
-        assert!(g.may_fence(t + ms(75)), "passes on time decide");
+        assert!(g.may_fence(t, t + ms(75)), "passes on time decide");
         assert!(
-            g.may_fence(t + ms(600)),
-            "a late pass within two heartbeats decides"
+            g.may_fence(t + ms(4_000), t + ms(4_600)),
+            "a late pass within two heartbeats decides (a slow write before the pause is no stall)"
         );
         // Paused for three seconds: the queued heartbeats come first.
         let resumed = t + ms(3_600);
-        assert!(!g.may_fence(resumed));
-        assert!(!g.may_fence(resumed + ms(75)));
-        assert!(!g.may_fence(resumed + ms(525)));
+        assert!(!g.may_fence(t, resumed));
+        assert!(!g.may_fence(resumed, resumed + ms(75)));
+        assert!(!g.may_fence(resumed + ms(450), resumed + ms(525)));
         assert!(
-            g.may_fence(resumed + ms(600)),
+            g.may_fence(resumed + ms(525), resumed + ms(600)),
             "two heartbeat intervals later it decides"
         );
-        assert!(g.may_fence(resumed + ms(675)));
     }
 
     #[tokio::test]

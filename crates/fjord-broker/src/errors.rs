@@ -33,6 +33,7 @@ pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
 pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
 pub const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = ResponseError::InvalidProducerIdMapping.code();
 pub const NETWORK_EXCEPTION: i16 = ResponseError::NetworkException.code();
 pub const CONCURRENT_TRANSACTIONS: i16 = ResponseError::ConcurrentTransactions.code();
 pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();

@@ -23,6 +23,9 @@ use crate::handlers;
 
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN: Duration = Duration::from_secs(10);
+/// The least a controlled shutdown may wait for its leaderships to move (the broker session
+/// bounds it otherwise).
+const CONTROLLED_SHUTDOWN_MIN: Duration = Duration::from_secs(5);
 
 /// Counts a connection in `fjord_connections` from accept until its task ends, however it
 /// ends (closed, failed, or aborted at shutdown).
@@ -59,6 +62,10 @@ pub async fn run(
     let mut connections = JoinSet::new();
     let mut upkeep = crate::upkeep::start(&broker, &stop_rx);
     tokio::pin!(shutdown);
+    // On the signal, connections are still served while the leaderships move away (a
+    // controlled shutdown): clients are pointed at the new leaders before this broker goes.
+    let (handed_over, mut handed_over_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut handed_over = Some(handed_over);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -89,7 +96,22 @@ pub async fn run(
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
+            () = &mut shutdown, if handed_over.is_some() => {
+                let done = handed_over.take();
+                let b = broker.clone();
+                let timeout = Duration::from_millis(b.config.broker_session_timeout_ms).max(CONTROLLED_SHUTDOWN_MIN);
+                tokio::spawn(async move {
+                    // Bounded as a whole: without a metadata quorum nothing can be handed over.
+                    let handing = tokio::task::spawn_blocking(move || b.controlled_shutdown(timeout));
+                    if tokio::time::timeout(timeout, handing).await.is_err() {
+                        tracing::warn!("controlled shutdown: no answer from the metadata quorum in {timeout:?}; stopping anyway");
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                });
+            }
+            _ = &mut handed_over_rx => break,
         }
     }
     drop(listener);

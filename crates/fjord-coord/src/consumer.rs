@@ -762,7 +762,11 @@ impl ConsumerGroups {
             g.epoch += 1;
         } else {
             let m = g.members.get_mut(&member_id).expect("checked above");
-            if req.member_epoch != m.epoch && req.member_epoch != m.previous_epoch {
+            // A static member that left (epoch -2) comes back only by joining (epoch 0): a late
+            // heartbeat of its previous epoch must not revive it.
+            if m.epoch == STATIC_LEAVE_EPOCH
+                || (req.member_epoch != m.epoch && req.member_epoch != m.previous_epoch)
+            {
                 return fail(
                     FENCED_MEMBER_EPOCH,
                     "the member epoch is stale; rejoin with epoch 0",
@@ -1098,11 +1102,25 @@ mod tests {
         assert_eq!((left.error, left.member_epoch), (NONE, STATIC_LEAVE_EPOCH));
         let d = c.describe("g").unwrap();
         assert_eq!(d.group_epoch, group_epoch, "no rebalance");
-        let a = d.members.iter().find(|m| m.member_id == "a").unwrap();
+        let gone = d.members.iter().find(|m| m.member_id == "a").unwrap();
         assert_eq!(
-            (a.member_epoch, a.assignment.clone()),
+            (gone.member_epoch, gone.assignment.clone()),
             (STATIC_LEAVE_EPOCH, a_parts.clone())
         );
+        // A late heartbeat of the member that left, in either epoch it may still use, does
+        // not bring it back.
+        let previous = c
+            .snapshot("g")
+            .unwrap()
+            .members
+            .iter()
+            .find(|m| m.member_id == "a")
+            .unwrap()
+            .previous_epoch;
+        for epoch in [a.0, previous] {
+            let late = c.heartbeat(static_hb("a", "app-1", epoch, None), &topics(), 305);
+            assert_eq!(late.error, FENCED_MEMBER_EPOCH, "epoch {epoch}");
+        }
         // A heartbeat for the instance from a member id it does not have is fenced.
         let stale = c.heartbeat(static_hb("zz", "app-1", 3, None), &topics(), 310);
         assert_eq!(stale.error, FENCED_INSTANCE_ID);

@@ -173,7 +173,7 @@ pub(crate) struct Inner {
     /// their coordinator, the guard that write must carry (KIP-890's VerificationGuard) and when
     /// it was made: a marker for the producer removes it, so a write verified before the marker
     /// is refused; unused ones expire with idle producers.
-    verifications: HashMap<i64, (u64, i64)>,
+    verifications: HashMap<i64, Verification>,
     /// The last guard handed out (0 is never one: it is what a write carries that expects an
     /// open transaction).
     last_verification: u64,
@@ -186,6 +186,30 @@ pub(crate) struct Inner {
     /// `epochs` changed since the file was written. A new epoch is written before the first
     /// batch that carries it; removals may wait (the file is cut to the log on open).
     epochs_dirty: bool,
+}
+
+/// A transactional producer's first write to a partition being verified with its coordinator
+/// (Kafka's VerificationStateEntry).
+#[derive(Debug, Clone, Copy)]
+struct Verification {
+    /// What the verified append must carry.
+    guard: u64,
+    epoch: i16,
+    /// The lowest first sequence of the writes being verified: the producer's first batch
+    /// here must start there.
+    lowest_sequence: i32,
+    made_ms: i64,
+}
+
+impl Verification {
+    fn new(guard: u64, epoch: i16, sequence: i32, made_ms: i64) -> Self {
+        Self {
+            guard,
+            epoch,
+            lowest_sequence: sequence,
+            made_ms,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -908,7 +932,7 @@ impl Log {
         let mut inner = lock(&self.inner);
         inner
             .verifications
-            .retain(|_, (_, made)| now_ms.saturating_sub(*made) < expiration_ms);
+            .retain(|_, v| now_ms.saturating_sub(v.made_ms) < expiration_ms);
         inner.producers.expire(now_ms, expiration_ms)
     }
 
@@ -940,7 +964,13 @@ impl Log {
     /// partition is in its open transaction. A marker for the producer written meanwhile voids
     /// the guard, so a write verified before its transaction ended cannot open a new one
     /// (KIP-890). Concurrent verifications of one producer share the guard.
-    pub fn begin_verification(&self, producer_id: i64, epoch: i16, now_ms: i64) -> Option<u64> {
+    pub fn begin_verification(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        now_ms: i64,
+    ) -> Option<u64> {
         let mut inner = lock(&self.inner);
         let open = inner
             .producers
@@ -950,10 +980,17 @@ impl Log {
             return None;
         }
         let next = inner.last_verification + 1;
-        let (guard, _) = *inner
+        let v = inner
             .verifications
             .entry(producer_id)
-            .or_insert((next, now_ms));
+            .and_modify(|v| {
+                if v.epoch != epoch {
+                    *v = Verification::new(next, epoch, sequence, now_ms);
+                }
+                v.lowest_sequence = v.lowest_sequence.min(sequence);
+            })
+            .or_insert_with(|| Verification::new(next, epoch, sequence, now_ms));
+        let guard = v.guard;
         inner.last_verification = inner.last_verification.max(guard);
         Some(guard)
     }
@@ -1090,24 +1127,6 @@ impl Log {
                 next = h.next_offset();
             }
         }
-        if let Some(guard) = guard {
-            for h in headers
-                .iter()
-                .filter(|h| h.is_transactional() && !h.is_control())
-            {
-                let open = inner
-                    .producers
-                    .get(h.producer_id)
-                    .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == h.producer_epoch);
-                if !open && inner.verifications.get(&h.producer_id).map(|v| v.0) != Some(guard) {
-                    return Err(LogError::Producer(
-                        producer::ProducerError::UnverifiedTransaction {
-                            producer_id: h.producer_id,
-                        },
-                    ));
-                }
-            }
-        }
         let changes = if headers.iter().any(BatchHeader::has_producer_id) {
             let batches: Vec<(BatchHeader, Option<ControlRecord>)> = headers
                 .iter()
@@ -1139,6 +1158,46 @@ impl Log {
         } else {
             None
         };
+        // KIP-890's guard, after duplicates (a retry of a batch already written is answered
+        // from the log whatever happened since).
+        if let Some(guard) = guard {
+            for h in headers
+                .iter()
+                .filter(|h| h.is_transactional() && !h.is_control())
+            {
+                let known = inner
+                    .producers
+                    .get(h.producer_id)
+                    .filter(|e| e.epoch == h.producer_epoch);
+                if known.is_some_and(|e| e.txn_first_offset.is_some()) {
+                    continue; // joins its open transaction
+                }
+                let verified = inner.verifications.get(&h.producer_id);
+                if verified.map(|v| v.guard) != Some(guard) {
+                    return Err(LogError::Producer(
+                        producer::ProducerError::UnverifiedTransaction {
+                            producer_id: h.producer_id,
+                        },
+                    ));
+                }
+                // A producer new here starts at the lowest sequence its verifications saw: a
+                // later batch that overtook an earlier one waiting for its verification is
+                // out of order (the producer sends it again after the earlier one).
+                if let Some(v) = verified
+                    && known.is_none()
+                    && h.base_sequence > v.lowest_sequence
+                {
+                    return Err(LogError::Producer(
+                        producer::ProducerError::OutOfOrderSequence {
+                            producer_id: h.producer_id,
+                            epoch: h.producer_epoch,
+                            got: h.base_sequence,
+                            expected: v.lowest_sequence,
+                        },
+                    ));
+                }
+            }
+        }
         if origin != AppendOrigin::Replica {
             // As a Kafka leader does: offsets and the leader epoch, both outside the CRC.
             let epoch = self.leader_epoch.load(Ordering::Relaxed);

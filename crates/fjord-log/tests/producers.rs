@@ -302,17 +302,25 @@ fn a_marker_written_while_a_write_was_verified_refuses_that_write() {
     // Verified, nothing happened meanwhile: the write opens the transaction; once open, later
     // writes of the same epoch need no verification (guard 0 expects an open transaction).
     let guard = log
-        .begin_verification(9, 0, 1_000)
+        .begin_verification(9, 0, 0, 1_000)
         .expect("nothing open: verify");
     assert_eq!(
-        log.begin_verification(9, 0, 1_000),
+        log.begin_verification(9, 0, 2, 1_000),
         Some(guard),
         "concurrent checks share it"
     );
+    // A later batch that overtook the first one while it was verified waits for it.
+    assert!(matches!(
+        log.append_verified(&producer_batch(9, 0, 2, 2, true), 1_000, guard),
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            expected: 0,
+            ..
+        }))
+    ));
     log.append_verified(&producer_batch(9, 0, 0, 2, true), 1_000, guard)
         .unwrap();
     assert_eq!(
-        log.begin_verification(9, 0, 1_000),
+        log.begin_verification(9, 0, 0, 1_000),
         None,
         "open: nothing to verify"
     );
@@ -328,7 +336,7 @@ fn a_marker_written_while_a_write_was_verified_refuses_that_write() {
         0
     )));
     // ...and so is one verified before a marker that came while it waited.
-    let guard = log.begin_verification(9, 0, 1_000).unwrap();
+    let guard = log.begin_verification(9, 0, 0, 1_000).unwrap();
     log.append(&marker(9, 0, false), AppendOrigin::Internal, 1_000)
         .unwrap();
     let end = log.log_end_offset();
@@ -343,7 +351,7 @@ fn a_marker_written_while_a_write_was_verified_refuses_that_write() {
         "no transaction left open"
     );
     // A guard of another verification is not this one's.
-    let fresh = log.begin_verification(9, 0, 1_000).unwrap();
+    let fresh = log.begin_verification(9, 0, 0, 1_000).unwrap();
     assert_ne!(fresh, guard);
     log.append_verified(&producer_batch(9, 0, 4, 1, true), 1_000, fresh)
         .unwrap();

@@ -292,6 +292,34 @@ impl Controller<'_> {
         change
     }
 
+    /// A broker's controlled shutdown (Kafka's BrokerHeartbeat with `want_shut_down`): it is
+    /// fenced now rather than when its session ends, so it leaves the in-sync replicas and its
+    /// leaderships move to other in-sync replicas (the elections its fencing calls for).
+    pub fn controlled_shutdown(&self, broker: i32) -> Vec<MetadataRecord> {
+        let Some(meta) = self.state.broker(broker) else {
+            return Vec::new();
+        };
+        let mut change = Vec::new();
+        if !meta.fenced {
+            change.push(MetadataRecord::BrokerFencing {
+                id: broker,
+                fenced: true,
+            });
+        }
+        let mut after = self.state.clone();
+        if after.apply_all(&change).is_err() {
+            return change;
+        }
+        change.extend(
+            Controller {
+                state: &after,
+                ..*self
+            }
+            .elections(&[]),
+        );
+        change
+    }
+
     /// The leader and in-sync replica changes that the brokers' liveness calls for (Kafka's
     /// `ReplicationControlManager` on fencing and unfencing). A fenced (or unregistered)
     /// broker leaves every in-sync replica set it is in, unless it is the last member, and

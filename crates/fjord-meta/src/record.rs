@@ -55,9 +55,10 @@ impl<'de> Deserialize<'de> for TopicId {
     }
 }
 
-/// The record format this build writes. Each record carries its version; one newer than
-/// this is refused (the data directory was written by a newer Fjord).
-pub const RECORD_VERSION: u64 = 1;
+/// The newest record format this build reads and writes. Each record carries the version it
+/// needs (1, or 2 for what version 1 cannot express); one newer than this is refused (the data
+/// directory was written by a newer Fjord).
+pub const RECORD_VERSION: u64 = 2;
 
 /// One change to cluster metadata. Records key topics by id, as KRaft's do, so a change for a
 /// deleted topic never reaches a new topic of the same name; partitions carry what a cluster
@@ -151,10 +152,19 @@ pub enum MetadataRecord {
 
 impl MetadataRecord {
     /// JSON with the record's type and `"version"`.
+    /// The format version this record needs: 2 for a producer id block with its first id
+    /// (an earlier build would apply it without the check and diverge), 1 otherwise.
+    fn version(&self) -> u64 {
+        match self {
+            Self::ProducerIds { from: Some(_), .. } => 2,
+            _ => 1,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut value = serde_json::to_value(self).expect("metadata records always serialize");
         if let Some(object) = value.as_object_mut() {
-            object.insert("version".into(), RECORD_VERSION.into());
+            object.insert("version".into(), self.version().into());
         }
         serde_json::to_vec(&value).expect("metadata records always serialize")
     }

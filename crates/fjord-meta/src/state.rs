@@ -606,6 +606,11 @@ mod tests {
         );
         assert_eq!(s.next_producer_id(), 2000);
         assert_eq!(MetadataRecord::decode(&bigger.encode()).unwrap(), bigger);
+        let v: serde_json::Value = serde_json::from_slice(&bigger.encode()).unwrap();
+        assert_eq!(
+            v["version"], 2,
+            "an earlier build must refuse it, not skip the check"
+        );
     }
 
     #[test]
@@ -775,7 +780,7 @@ mod tests {
         let legacy = br#"{"type":"producer_ids_allocated","next":7}"#;
         let decoded = MetadataRecord::decode(legacy).unwrap();
         assert!(decoded.is_legacy());
-        let newer = br#"{"type":"producer_ids","next":7,"version":2}"#;
+        let newer = br#"{"type":"producer_ids","next":7,"version":3}"#;
         assert!(
             MetadataRecord::decode(newer)
                 .unwrap_err()

@@ -891,14 +891,16 @@ impl Quorum {
 
     /// The outcome of an applied entry, once this node applied it too.
     async fn applied(&self, applied: Applied) -> Result<Published, QuorumError> {
-        if let Some(reason) = applied.refused {
-            return Err(QuorumError::Refused(reason));
-        }
+        // Refused or not, the change is applied here first: a caller that decides again then
+        // decides on the state that refused it (not on an older one, refused again).
         self.raft
             .wait(Some(WRITE_TIMEOUT))
             .applied_index_at_least(Some(applied.index), "the change is applied here")
             .await
             .map_err(raft_error)?;
+        if let Some(reason) = applied.refused {
+            return Err(QuorumError::Refused(reason));
+        }
         Ok(self.sm.current())
     }
 

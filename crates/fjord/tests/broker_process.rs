@@ -721,3 +721,63 @@ fn a_clean_stop_leaves_the_marker_and_a_crash_after_it_still_keeps_every_ack() {
     let (code, stderr) = f.stop();
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// Produce v3+ carries one record batch per partition, and a transactional request the batches
+/// of one producer (Kafka's `ProduceRequest.validateRecords` and ReplicaManager): otherwise
+/// what a batch is checked for — its producer, its transaction — would not hold for the rest.
+#[test]
+fn a_produce_request_holds_one_batch_per_partition_of_one_producer() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    const INVALID_RECORD: i16 = 87;
+    const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fjord::start(dir.path(), &[]);
+    let mut s = f.connect();
+    create_topics(&mut s, &[("one", 2)]);
+    let batch = |pid: i64, txn: bool| {
+        let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
+        b.producer_id = pid;
+        b.producer_epoch = if pid < 0 { -1 } else { 0 };
+        b.base_sequence = if pid < 0 { -1 } else { 0 };
+        b.transactional = txn;
+        b.push(1, None, Some(b"v"));
+        b.build().unwrap()
+    };
+    let mut two = batch(-1, false);
+    two.extend(batch(-1, false));
+    let refused = produce(&mut s, "one", 0, two);
+    assert_eq!(refused.error_code, INVALID_RECORD);
+    assert_eq!(produce(&mut s, "one", 0, batch(-1, false)).error_code, 0);
+
+    // A transactional request with two producers: the second producer's partition is refused.
+    let mut req = ProduceRequest::default();
+    req.transactional_id = Some(kafka_protocol::messages::TransactionalId(
+        StrBytes::from_static_str("tx"),
+    ));
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_static_str("one"));
+    td.partition_data = [(0, 7), (1, 8)]
+        .into_iter()
+        .map(|(index, pid)| {
+            let mut pd = PartitionProduceData::default();
+            pd.index = index;
+            pd.records = Some(bytes::Bytes::from(batch(pid, true)));
+            pd
+        })
+        .collect();
+    req.topic_data = vec![td];
+    let resp: ProduceResponse = call(&mut s, ApiKey::Produce, 11, &req);
+    let codes: Vec<i16> = resp.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes[1], INVALID_PRODUCER_ID_MAPPING, "{codes:?}");
+    assert_ne!(
+        codes[0], 0,
+        "no transaction was begun for producer 7 either: {codes:?}"
+    );
+}

@@ -812,6 +812,13 @@ impl TransactionCoordinator {
                 ),
             ));
         }
+        if m.state.is_prepare() {
+            // Completing: the write may belong to the next transaction (retried, as Kafka).
+            return Err((
+                codes::CONCURRENT_TRANSACTIONS,
+                code_message(codes::CONCURRENT_TRANSACTIONS),
+            ));
+        }
         if m.state != TxnState::Ongoing || !m.contains(topic, partition) {
             return Err((
                 codes::INVALID_TXN_STATE,

@@ -123,6 +123,8 @@ pub async fn handle(
                     )
                         .into(),
                 )
+            } else if let Some(refused) = more_than_one_batch(pd.records.as_deref(), ctx.version) {
+                Pending::Refused(refused.into())
             } else {
                 match check_transaction(
                     broker,
@@ -334,6 +336,21 @@ pub async fn handle(
     Ok(Produced::Later(Box::pin(finish)))
 }
 
+/// Produce v3 and later carry exactly one record batch per partition (Kafka's
+/// `ProduceRequest.validateRecords`): what a producer's batch is checked for — its producer,
+/// its transaction — holds for all it writes.
+fn more_than_one_batch(records: Option<&[u8]>, version: i16) -> Option<(i16, String)> {
+    let records = records?;
+    (version >= 3 && fjord_record::split_batches(records).nth(1).is_some()).then(|| {
+        (
+            errors::INVALID_RECORD,
+            format!(
+                "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
+            ),
+        )
+    })
+}
+
 /// A transactional produce must carry transactional batches of the transaction's producer,
 /// for a partition added to its open transaction; transactional batches need a
 /// transactional id. The guard to append with: 0 when the producer's transaction is open in
@@ -368,8 +385,17 @@ fn check_transaction(
         }
         Some(id) => id,
     };
+    if guards
+        .producer
+        .is_some_and(|p| p != (header.producer_id, header.producer_epoch))
+    {
+        return Err((
+            errors::INVALID_PRODUCER_ID_MAPPING,
+            "a transactional produce request holds the batches of one producer".to_string(),
+        ));
+    }
     let key = (topic.to_string(), partition);
-    let guard = match guards.get(&key) {
+    let guard = match guards.by_partition.get(&key) {
         // Not led here (when its verification began).
         None => {
             return Err((
@@ -429,14 +455,21 @@ fn verification_refusal(code: i16, message: String) -> (i16, String) {
     }
 }
 
-/// The verification guard of each transactional partition of the request this broker leads
-/// (`None`: the producer's transaction is already open there, nothing to verify).
-type Guards = HashMap<(String, i32), Option<u64>>;
+/// KIP-890's verification of a transactional produce request.
+#[derive(Debug, Default)]
+struct Guards {
+    /// The verification guard of each transactional partition of the request this broker
+    /// leads (`None`: the producer's transaction is already open there, nothing to verify).
+    by_partition: HashMap<(String, i32), Option<u64>>,
+    /// The request's producer: its first transactional batch's id and epoch (Kafka refuses
+    /// a request holding another with INVALID_PRODUCER_ID_MAPPING).
+    producer: Option<(i64, i16)>,
+}
 
 /// Begins KIP-890's verification of a transactional produce on every partition it writes
 /// that this broker leads ([`fjord_log::Log::begin_verification`]).
 fn begin_verifications(broker: &Broker, request: &ProduceRequest) -> Guards {
-    let mut guards = Guards::new();
+    let mut guards = Guards::default();
     if request.transactional_id.is_none() {
         return guards;
     }
@@ -450,10 +483,21 @@ fn begin_verifications(broker: &Broker, request: &ProduceRequest) -> Guards {
                 continue;
             };
             if let Some(p) = broker.partition(t.name.0.as_str(), pd.index) {
-                let guard =
-                    p.log
-                        .begin_verification(h.producer_id, h.producer_epoch, broker.now_ms());
-                guards.insert((t.name.0.to_string(), pd.index), guard);
+                let producer = *guards
+                    .producer
+                    .get_or_insert((h.producer_id, h.producer_epoch));
+                if producer != (h.producer_id, h.producer_epoch) {
+                    continue; // refused: one producer per request
+                }
+                let guard = p.log.begin_verification(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    broker.now_ms(),
+                );
+                guards
+                    .by_partition
+                    .insert((t.name.0.to_string(), pd.index), guard);
             }
         }
     }
@@ -476,7 +520,7 @@ async fn verify_remote_transaction(
     for t in &request.topic_data {
         for pd in &t.partition_data {
             let key = (t.name.0.to_string(), pd.index);
-            if !matches!(guards.get(&key), Some(Some(_))) {
+            if !matches!(guards.by_partition.get(&key), Some(Some(_))) {
                 continue;
             }
             let header = pd
