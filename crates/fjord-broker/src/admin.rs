@@ -280,8 +280,9 @@ impl Broker {
     /// leaderships and takes it out of the in-sync replicas, and this waits (at most
     /// `timeout`) until the published metadata shows it leading no partition another in-sync
     /// replica could lead. Clients meanwhile get NOT_LEADER_OR_FOLLOWER with the new leader.
-    /// Nothing to do for a broker alone in its cluster. Blocking.
-    pub fn controlled_shutdown(&self, timeout: std::time::Duration) {
+    /// Nothing to do for a broker alone in its cluster. Cancellable (dropped, it leaves
+    /// nothing running).
+    pub async fn controlled_shutdown(&self, timeout: std::time::Duration) {
         if !self.config.is_broker() {
             return;
         }
@@ -294,18 +295,33 @@ impl Broker {
         if !others {
             return;
         }
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
-        let decided = {
-            let _admin = self.admin_lock();
-            self.decide_and_commit("nothing to hand over", |c| {
-                Ok(((), c.controlled_shutdown(node)))
-            })
-        };
-        if let Err(e) = decided {
-            tracing::warn!(error = %e.message, "controlled shutdown: could not record this broker's fencing; stopping anyway (its partitions move when its session expires)");
-            return;
+        // Decided on the current state; a concurrent change refuses it, and it is decided again.
+        for attempt in 1..=5u32 {
+            let change = self.with_controller(|c| c.controlled_shutdown(node));
+            if change.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.quorum.write(change)).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(QuorumError::Refused(_))) if attempt < 5 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)))
+                        .await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "controlled shutdown: could not record this broker's fencing; stopping anyway (its partitions move when its session expires)");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "controlled shutdown: no answer from the metadata quorum in {timeout:?}; stopping anyway"
+                    );
+                    return;
+                }
+            }
         }
         let leading = || {
             let state = self.metadata();
@@ -315,8 +331,8 @@ impl Broker {
                 .filter(|p| p.leader == node && p.isr.iter().any(|&b| b != node))
                 .count()
         };
-        while leading() > 0 && started.elapsed() < timeout {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        while leading() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let left = leading();
         if left > 0 {

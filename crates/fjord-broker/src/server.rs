@@ -101,11 +101,7 @@ pub async fn run(
                 let b = broker.clone();
                 let timeout = Duration::from_millis(b.config.broker_session_timeout_ms).max(CONTROLLED_SHUTDOWN_MIN);
                 tokio::spawn(async move {
-                    // Bounded as a whole: without a metadata quorum nothing can be handed over.
-                    let handing = tokio::task::spawn_blocking(move || b.controlled_shutdown(timeout));
-                    if tokio::time::timeout(timeout, handing).await.is_err() {
-                        tracing::warn!("controlled shutdown: no answer from the metadata quorum in {timeout:?}; stopping anyway");
-                    }
+                    b.controlled_shutdown(timeout).await;
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
