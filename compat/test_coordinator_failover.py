@@ -91,19 +91,54 @@ def produce_values(servers, topic, values):
     assert p.flush(60) == 0
 
 
-@pytest.mark.parametrize("protocol", ["classic", "consumer"])
-@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A consumer group's coordinator killed during steady consumption: the group resumes on the new leader of its __consumer_offsets partition, committed offsets intact, nothing skipped")
-def test_a_group_survives_the_loss_of_its_coordinator(cluster, protocol):
+def group_scenario(cluster, topic, partitions, records, group, protocol):
+    """A replicated topic holding `records` values and the config of a consumer of `group`
+    committing by hand: (servers, admin, values, config)."""
     servers = bootstrap(cluster)
     admin = AdminClient({"bootstrap.servers": servers})
-    admin.create_topics([NewTopic("g", 3, 3, config={"min.insync.replicas": "2"})])["g"].result(30)
-    values = [f"v{i}".encode() for i in range(600)]
-    produce_values(servers, "g", values)
-    group = f"cg-{protocol}"
+    admin.create_topics([NewTopic(topic, partitions, 3, config={"min.insync.replicas": "2"})]
+                        )[topic].result(30)
+    values = [f"v{i}".encode() for i in range(records)]
+    produce_values(servers, topic, values)
     config = {"bootstrap.servers": servers, "group.id": group, "enable.auto.commit": False,
               "auto.offset.reset": "earliest", "group.protocol": protocol}
     if protocol == "classic":
         config["session.timeout.ms"] = 10000
+    return servers, admin, values, config
+
+
+# Errors of a commit whose partition moved to another member meanwhile.
+MOVED = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+         KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
+         KafkaError.FENCED_MEMBER_EPOCH)
+# Errors of a commit sent while the coordinator moves or loads (retried).
+MOVING = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
+          KafkaError.COORDINATOR_NOT_AVAILABLE)
+
+
+def commit_exactly(c, m, committed, moved_ok=False):
+    """A synchronous commit of `m`'s next offset, retried while retriable, noted in `committed`
+    once done (the committed offsets are exact); with `moved_ok`, a partition that moved to
+    another member is no longer this one's to commit."""
+    while True:
+        try:
+            c.commit(message=m, asynchronous=False)
+            committed[m.partition()] = m.offset() + 1
+            return
+        except KafkaException as e:
+            code = e.args[0].code()
+            if moved_ok and code in MOVED:
+                return
+            if not e.args[0].retriable() and code not in MOVING:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A consumer group's coordinator killed during steady consumption: the group resumes on the new leader of its __consumer_offsets partition, committed offsets intact, nothing skipped")
+def test_a_group_survives_the_loss_of_its_coordinator(cluster, protocol):
+    group = f"cg-{protocol}"
+    servers, admin, values, config = group_scenario(cluster, "g", 3, 600, group, protocol)
     c = Consumer(config)
     c.subscribe(["g"])
     seen = []
@@ -118,16 +153,7 @@ def test_a_group_survives_the_loss_of_its_coordinator(cluster, protocol):
                 continue
             seen.append((m.partition(), m.offset(), m.value()))
             got += 1
-            # A synchronous commit after every record: the committed offsets are exact.
-            while True:
-                try:
-                    c.commit(message=m, asynchronous=False)
-                    committed_before[m.partition()] = m.offset() + 1
-                    break
-                except KafkaException as e:
-                    if not e.args[0].retriable():
-                        raise
-                    time.sleep(0.2)
+            commit_exactly(c, m, committed_before)
         return got
 
     assert poll_some(200) == 200
@@ -358,16 +384,8 @@ def test_static_members_keep_their_partitions(cluster, protocol):
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
 @pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A consumer group's coordinator killed during a rebalance (a second member joining): the rebalance completes on the new coordinator, committed offsets intact, nothing skipped")
 def test_a_group_rebalancing_when_its_coordinator_dies_completes(cluster, protocol):
-    servers = bootstrap(cluster)
-    admin = AdminClient({"bootstrap.servers": servers})
-    admin.create_topics([NewTopic("r", 4, 3, config={"min.insync.replicas": "2"})])["r"].result(30)
-    values = [f"v{i}".encode() for i in range(800)]
-    produce_values(servers, "r", values)
     group = f"rebalance-{protocol}"
-    config = {"bootstrap.servers": servers, "group.id": group, "enable.auto.commit": False,
-              "auto.offset.reset": "earliest", "group.protocol": protocol}
-    if protocol == "classic":
-        config["session.timeout.ms"] = 10000
+    servers, admin, values, config = group_scenario(cluster, "r", 4, 800, group, protocol)
     seen = []
     committed = {}
 
@@ -379,22 +397,7 @@ def test_a_group_rebalancing_when_its_coordinator_dies_completes(cluster, protoc
                 continue
             seen.append((m.partition(), m.offset(), m.value()))
             got += 1
-            while True:
-                try:
-                    c.commit(message=m, asynchronous=False)
-                    committed[m.partition()] = m.offset() + 1
-                    break
-                except KafkaException as e:
-                    if e.args[0].code() in (
-                            KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
-                            KafkaError.UNKNOWN_MEMBER_ID, KafkaError.STALE_MEMBER_EPOCH,
-                            KafkaError.FENCED_MEMBER_EPOCH):
-                        break  # the partition moved: its new owner commits from here
-                    if not e.args[0].retriable() and e.args[0].code() not in (
-                            KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
-                            KafkaError.COORDINATOR_NOT_AVAILABLE):
-                        raise
-                    time.sleep(0.2)
+            commit_exactly(c, m, committed, moved_ok=True)
         return got
 
     first = Consumer(config)
