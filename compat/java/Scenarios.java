@@ -187,7 +187,9 @@ public class Scenarios {
         }
         Map<String, Object> out = new LinkedHashMap<>();
         long now = System.currentTimeMillis();
-        try (KafkaProducer<String, String> p = producer(Map.of("retries", 0, "enable.idempotence", false, "linger.ms", 0))) {
+        // max.block.ms bounds the wait for partition 7's metadata (60 s by default, on each side).
+        try (KafkaProducer<String, String> p = producer(Map.of("retries", 0, "enable.idempotence", false,
+                "linger.ms", 0, "max.block.ms", 4000))) {
             out.put("keyless_compacted", sendOutcome(p, new ProducerRecord<>(compacted, null, "v")));
             out.put("keyed_compacted", sendOutcome(p, new ProducerRecord<>(compacted, "k", "v")));
             out.put("future_timestamp", sendOutcome(p, new ProducerRecord<>(plain, 0, now + 7_200_000L, "k", "v")));
