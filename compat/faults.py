@@ -7,7 +7,8 @@ to a topic with replication factor 3 and min.insync.replicas 2, recording every 
 a consumer reading the partitions by assignment, recording every poll, and a member of a
 consumer group (its coordinator's partition replicated too) committing what it reads. Nemeses,
 drawn from
-the seed: kill -9 of a node (the partition leaders' node or any) and its restart, SIGSTOP of a
+the seed: kill -9 of a node (the partition leaders' node or any) and its restart, a
+controlled restart (SIGTERM and start: a rolling restart's step), SIGSTOP of a
 node (a pause: the node is cut off from everyone) and SIGCONT; and, with every node in a network
 namespace of its own (compat/netns.py, root only), network partitions: a node or a partition
 leader cut off from the other nodes (clients still reach it), a minority of the nodes cut off
@@ -28,7 +29,8 @@ different reads; acknowledged records the group never delivered (it may read aga
 rebalance or a coordinator's loss, never skip); with the copier, output records written twice,
 acknowledged input never copied, records of committed transactions missing. The report names the seed, the schedule and
 the figures (acknowledged, lost,
-duplicated, longest time without an acknowledgement).
+duplicated, longest time without an acknowledgement, and for each fault the longest any
+partition then went without one).
 
 Run by hand (long runs), from the repository root after `cargo build -p fjord`:
 
@@ -38,6 +40,7 @@ CI runs a short seeded run (compat/test_faults.py).
 """
 
 import argparse
+import bisect
 import json
 import os
 import random
@@ -64,8 +67,9 @@ EOS_GROUP = "faults-eos"
 # Network nemeses need every node in a network namespace of its own (root).
 NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader",
            "clients-cut", "clients-slow"}
-NEMESES = ("kill", "kill-leader", "kill-coordinator", "pause", "isolate", "isolate-leader",
-           "halves", "one-way", "slow", "slow-leader", "clients-cut", "clients-slow")
+NEMESES = ("kill", "kill-leader", "kill-coordinator", "restart", "pause", "isolate",
+           "isolate-leader", "halves", "one-way", "slow", "slow-leader", "clients-cut",
+           "clients-slow")
 
 
 class Cluster:
@@ -182,6 +186,7 @@ class Workload:
         self.acked = {}  # value -> (partition, offset)
         self.failed = {}  # value -> error name
         self.ack_times = []
+        self.ack_times_by_partition = {p: [] for p in range(partitions)}
         self.polls = {p: [] for p in range(partitions)}  # partition -> [(offset, value)]
         # What the group's member polled (a re-read after a rebalance or a coordinator's loss
         # is allowed: offsets are committed after delivery), and when it has drained.
@@ -227,7 +232,9 @@ class Workload:
             with self.lock:
                 if err is None:
                     self.acked[msg.value()] = (msg.partition(), msg.offset())
-                    self.ack_times.append(time.monotonic())
+                    now = time.monotonic()
+                    self.ack_times.append(now)
+                    self.ack_times_by_partition[msg.partition()].append(now)
                 else:
                     self.failed[msg.value()] = err.name()
 
@@ -540,6 +547,11 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             elif kind in ("kill", "kill-leader", "kill-coordinator"):
                 node.kill()
                 cluster.killed.add(target)
+            elif kind == "restart":
+                # A controlled restart (SIGTERM, then start at once): one step of a rolling
+                # restart. The node hands its leaderships over before it stops.
+                node.stop()
+                node.start(timeout=60)
             elif kind in ("isolate", "isolate-leader"):
                 # Cut off from the other nodes; clients still reach it.
                 cluster.net.split([target], others)
@@ -594,6 +606,7 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             "group_polled": len(work.group_polls),
             "group_reread": len(work.group_polls) - len({v for _, _, v in work.group_polls}),
             "longest_without_ack_s": round(max(gaps, default=0.0), 2),
+            "unavailable_s": unavailability(work, schedule, started),
             "copier": dict(work.copy_counts, copied=len(work.copy_committed),
                            output=sum(len(r) for r in getattr(work, "output", {}).values()),
                            longest_without_commit_s=round(max(
@@ -611,6 +624,31 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
         cluster.stop()
         if own and not report.get("problems") and not report.get("panics"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def unavailability(work, schedule, started):
+    """For each fault of the schedule, the longest time any partition went without an
+    acknowledged write from the fault until the next fault (None: one never had one again):
+    the unavailability that fault caused, its heal included."""
+    times = {p: sorted(ts) for p, ts in work.ack_times_by_partition.items()}
+    faults = [(at, kind, target) for at, kind, target in schedule if not kind.startswith("heal")]
+    out = []
+    for n, (at, kind, target) in enumerate(faults):
+        fault = started + at
+        until = started + faults[n + 1][0] if n + 1 < len(faults) else float("inf")
+        worst = 0.0
+        for ts in times.values():
+            i = bisect.bisect_left(ts, fault)
+            if i == len(ts):
+                worst = None
+                break
+            j = bisect.bisect_left(ts, until)
+            # The gaps from the fault to the first acknowledgement after the window's start,
+            # and between acknowledgements inside it (the one after the window closes it).
+            points = [fault] + ts[i:min(j + 1, len(ts))]
+            worst = max(worst, max(b - a for a, b in zip(points, points[1:])))
+        out.append((at, kind, target, None if worst is None else round(worst, 2)))
+    return out
 
 
 def main():
