@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use fjord_log::LastShutdown;
 use fjord_meta::{
-    Controller, ControllerConfig, ControllerError, LocalChanges, MetadataRecord, MetadataState,
-    NewTopic, TopicId, TopicMeta,
+    Controller, ControllerConfig, ControllerError, ElectionError, ElectionType, LocalChanges,
+    MetadataRecord, MetadataState, NewTopic, TopicId, TopicMeta,
 };
 use fjord_quorum::QuorumError;
 
@@ -27,6 +27,9 @@ enum CommitError {
     /// It could not be committed; the request fails with this.
     Failed(AdminError),
 }
+
+/// One partition's outcome of an ElectLeaders request.
+pub(crate) type ElectionOutcome = ((String, i32), Result<(), ElectionError>);
 
 /// The most partitions one topic may have.
 pub(crate) const MAX_PARTITIONS: i32 = 100_000;
@@ -256,6 +259,103 @@ impl Broker {
             tracing::info!(topic = name, changes, "changed topic configs");
         }
         Ok(())
+    }
+
+    /// ElectLeaders: elects leaders for `partitions` (every partition when `None`) as `kind`
+    /// asks and returns each named partition's outcome, once the elections are committed
+    /// (clients then find the new leaders in the metadata). Asked for every partition, only
+    /// the partitions an election was tried for are answered (not those that need none), as
+    /// Kafka does. Blocking.
+    pub fn elect_leaders(
+        &self,
+        kind: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<ElectionOutcome>, AdminError> {
+        let _admin = self.admin_lock();
+        let all = partitions.is_none();
+        let decide = |c: &Controller<'_>| {
+            let named = match &partitions {
+                Some(p) => p.clone(),
+                None => c
+                    .state
+                    .topics()
+                    .flat_map(|t| (0..t.partitions).map(|i| (t.name.clone(), i)))
+                    .collect(),
+            };
+            let (outcomes, records) = c.elect_leaders(kind, &named);
+            Ok((named.into_iter().zip(outcomes).collect::<Vec<_>>(), records))
+        };
+        let (mut outcomes, _) = self.decide_and_commit("no leader was changed", decide)?;
+        if all {
+            outcomes.retain(|(_, r)| !matches!(r, Err(ElectionError::ElectionNotNeeded(_))));
+        }
+        let elected = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+        if elected > 0 {
+            tracing::info!(partitions = elected, ?kind, "elected leaders");
+        }
+        Ok(outcomes)
+    }
+
+    /// AlterPartitionReassignments: for each (topic, partition, target replicas or `None`
+    /// to cancel), starts, replaces or cancels its reassignment, all in one change; returns
+    /// each one's outcome once committed. Unless `allow_replication_factor_change`, a target
+    /// of another size than the partition's replica count is refused (KIP-860). Blocking.
+    pub fn alter_reassignments(
+        &self,
+        asked: &[(String, i32, Option<Vec<i32>>)],
+        allow_replication_factor_change: bool,
+    ) -> Result<Vec<Result<(), AdminError>>, AdminError> {
+        let _admin = self.admin_lock();
+        let decide = |c: &Controller<'_>| {
+            // Decided one after another, each on the state the previous ones leave.
+            let mut scratch = (*c.state).clone();
+            let mut records = Vec::new();
+            let mut outcomes = Vec::with_capacity(asked.len());
+            for (topic, partition, target) in asked {
+                let step = Controller {
+                    state: &scratch,
+                    ..*c
+                };
+                if let (false, Some(target), Some(p)) = (
+                    allow_replication_factor_change,
+                    target,
+                    scratch.partition(topic, *partition),
+                ) {
+                    let current = p.target_replicas().len();
+                    if target.len() != current && !target.is_empty() {
+                        outcomes.push(Err(AdminError::new(
+                            errors::INVALID_REPLICATION_FACTOR,
+                            format!(
+                                "The replication factor is changed from {current} to {}",
+                                target.len()
+                            ),
+                        )));
+                        continue;
+                    }
+                }
+                match step.reassign(topic, *partition, target.as_deref()) {
+                    Ok(change) => {
+                        if let Err(e) = scratch.apply_all(&change) {
+                            outcomes.push(Err(AdminError::new(
+                                errors::UNKNOWN_SERVER_ERROR,
+                                e.to_string(),
+                            )));
+                            continue;
+                        }
+                        records.extend(change);
+                        outcomes.push(Ok(()));
+                    }
+                    Err(e) => outcomes.push(Err(e.into())),
+                }
+            }
+            Ok((outcomes, records))
+        };
+        let (outcomes, _) = self.decide_and_commit("no reassignment changed", decide)?;
+        let changed = outcomes.iter().filter(|r| r.is_ok()).count();
+        if changed > 0 {
+            tracing::info!(partitions = changed, "partition reassignments changed");
+        }
+        Ok(outcomes)
     }
 
     /// Hands out the next block of `count` producer ids, recorded durably in the metadata

@@ -9,7 +9,7 @@ use fjord_log::{
     AppendInfo, AppendOrigin, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage,
 };
 use fjord_meta::MetadataRecord;
-use fjord_meta::{MetadataState, PartitionKey};
+use fjord_meta::{ElectionType, MetadataState, PartitionKey};
 use fjord_quorum::{Published, Quorum, QuorumError, QuorumOptions};
 use thiserror::Error;
 
@@ -266,6 +266,13 @@ pub type AppendedMarker = (Arc<Partition>, AppendInfo, i32);
 
 /// How long a coordinator's or a marker's write waits for the in-sync replicas.
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The most preferred-leader elections one balancing pass makes (Kafka's
+/// `MAX_ELECTIONS_PER_IMBALANCE`).
+const MAX_BALANCING_ELECTIONS: usize = 1_000;
+
+/// How long a stopping metadata leader waits for another voter to take its leadership.
+const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The broker's internal topics as the coordinators see them: created on first use, written
 /// and replayed through the partitions' one write path.
@@ -915,6 +922,7 @@ impl Broker {
         broker.publish_to(&state, last)?;
         broker.follow_metadata(applied);
         broker.keep_alive();
+        broker.spawn_leader_balancing();
         broker.watch_isr();
         // What is committed already loads now (a single node's shards, before the first
         // request); the rest as the in-sync followers catch up.
@@ -1118,6 +1126,52 @@ impl Broker {
                 }
                 if let Err(e) = broker.quorum.write(records).await {
                     tracing::warn!(error = %e, "could not record a broker's fencing");
+                }
+            }
+        });
+    }
+
+    /// Automatic preferred-leader balancing (`auto.leader.rebalance.enable`): every
+    /// `leader.imbalance.check.interval.seconds` the quorum's leader gives up to 1,000
+    /// partitions back to their preferred leader (the first replica) where it is alive and in
+    /// sync, and goes on at once while more remain (Kafka's `maybeBalancePartitionLeaders`).
+    fn spawn_leader_balancing(self: &Arc<Self>) {
+        if !self.config.auto_leader_rebalance {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let every =
+            std::time::Duration::from_millis(self.config.leader_imbalance_check_interval_ms);
+        self.runtime.spawn(async move {
+            let mut wait = every;
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = every;
+                let Some(broker) = weak.upgrade() else { break };
+                if broker.quorum.leader() != Some(broker.quorum.node_id()) {
+                    continue;
+                }
+                let mut imbalanced = broker.with_controller(|c| c.imbalanced());
+                if imbalanced.is_empty() {
+                    continue;
+                }
+                let more = imbalanced.len() > MAX_BALANCING_ELECTIONS;
+                imbalanced.truncate(MAX_BALANCING_ELECTIONS);
+                let b = broker.clone();
+                let elected = tokio::task::spawn_blocking(move || {
+                    b.elect_leaders(ElectionType::Preferred, Some(imbalanced))
+                })
+                .await;
+                match elected {
+                    Ok(Ok(outcomes)) => {
+                        let moved = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+                        tracing::info!(partitions = moved, more, "gave partitions back to their preferred leaders");
+                        if more {
+                            wait = std::time::Duration::from_millis(10);
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e.message, "preferred leader balancing failed; trying again at the next check"),
+                    Err(_) => {}
                 }
             }
         });
@@ -1870,6 +1924,10 @@ impl Broker {
     /// Flushes and closes every log and the metadata log (clean shutdown), then leaves the
     /// clean-shutdown marker if every one of them closed.
     pub fn close(&self) {
+        // A metadata leader hands its leadership over first, so the quorum has a leader again
+        // at once instead of after an election timeout (Kafka's controller resigns too).
+        self.runtime
+            .block_on(self.quorum.hand_over_leadership(HAND_OVER_TIMEOUT));
         self.fetchers.stop();
         self.flusher.stop();
         let partitions = self.all_partitions();

@@ -90,6 +90,11 @@ pub struct BrokerConfig {
     /// `replica.lag.time.max.ms`: a follower not caught up with its leader for this long
     /// leaves the in-sync replicas.
     pub replica_lag_time_max_ms: i64,
+    /// `auto.leader.rebalance.enable`: the controller gives partitions back to their
+    /// preferred leader (the first replica) when it is in sync again.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms: how often it looks.
+    pub leader_imbalance_check_interval_ms: u64,
     /// `replica.selector.class` (KIP-392): where a leader sends a consumer that names its rack
     /// to read. None (Kafka's default) reads from the leader, as [`ReplicaSelector::Leader`].
     pub replica_selector: Option<ReplicaSelector>,
@@ -139,6 +144,8 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9_000,
             unclean_leader_election: false,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
             replica_selector: None,
             new_cluster_id: true,
         }

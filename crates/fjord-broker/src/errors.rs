@@ -50,6 +50,24 @@ pub const INELIGIBLE_REPLICA: i16 = ResponseError::IneligibleReplica.code();
 pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 =
     ResponseError::NotEnoughReplicasAfterAppend.code();
 pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = ResponseError::PreferredLeaderNotAvailable.code();
+pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = ResponseError::EligibleLeadersNotAvailable.code();
+pub const ELECTION_NOT_NEEDED: i16 = ResponseError::ElectionNotNeeded.code();
+
+pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = ResponseError::NoReassignmentInProgress.code();
+
+/// A reassignment refusal as Kafka reports it.
+impl From<fjord_meta::ReassignError> for crate::broker::AdminError {
+    fn from(e: fjord_meta::ReassignError) -> Self {
+        use fjord_meta::ReassignError as E;
+        let code = match &e {
+            E::UnknownTopicOrPartition(_) => UNKNOWN_TOPIC_OR_PARTITION,
+            E::InvalidReplicaAssignment(_) => INVALID_REPLICA_ASSIGNMENT,
+            E::NoReassignmentInProgress(_) => NO_REASSIGNMENT_IN_PROGRESS,
+        };
+        Self::new(code, e.to_string())
+    }
+}
 
 /// A controller refusal as Kafka reports it.
 impl From<fjord_meta::ControllerError> for crate::broker::AdminError {

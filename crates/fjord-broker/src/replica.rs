@@ -489,6 +489,8 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 

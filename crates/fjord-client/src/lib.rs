@@ -23,8 +23,9 @@ mod cluster;
 mod ops;
 pub use cluster::Cluster;
 pub use ops::{
-    ConfigEntry, Fetched, FetchedRecord, GroupDescription, GroupListing, GroupMember,
-    PartitionInfo, ProducerDescription, TopicInfo, TransactionDescription, TransactionListing,
+    ConfigEntry, ElectionOutcome, Fetched, FetchedRecord, GroupDescription, GroupListing,
+    GroupMember, PartitionInfo, ProducerDescription, TopicInfo, TransactionDescription,
+    TransactionListing,
 };
 
 /// What a client call can fail with.

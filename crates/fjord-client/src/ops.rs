@@ -35,6 +35,15 @@ pub struct PartitionInfo {
     pub isr: Vec<i32>,
 }
 
+/// One partition's outcome of an ElectLeaders request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionOutcome {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub message: Option<String>,
+}
+
 /// One topic as metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -221,6 +230,48 @@ impl Client {
             check(r.error_code, r.error_message.as_ref())?;
         }
         Ok(())
+    }
+
+    /// ElectLeaders: `unclean` or preferred elections for `partitions` (topic, partition
+    /// indexes), every partition when `None`; each partition's outcome (an error code and
+    /// message; ELECTION_NOT_NEEDED when its leader is already the one asked for).
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<ElectionOutcome>, ClientError> {
+        use kafka_protocol::messages::ElectLeadersRequest;
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let mut req = ElectLeadersRequest::default();
+        req.election_type = i8::from(unclean);
+        req.topic_partitions = partitions.map(|ps| {
+            ps.iter()
+                .map(|(topic, indexes)| {
+                    let mut t = TopicPartitions::default();
+                    t.topic = name(topic);
+                    t.partitions = indexes.clone();
+                    t
+                })
+                .collect()
+        });
+        req.timeout_ms = 30_000;
+        let resp = self.send(&req).await?;
+        check(resp.error_code, None)?;
+        Ok(resp
+            .replica_election_results
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.topic.0.to_string();
+                t.partition_result
+                    .into_iter()
+                    .map(move |p| ElectionOutcome {
+                        topic: topic.clone(),
+                        partition: p.partition_id,
+                        error_code: p.error_code,
+                        message: p.error_message.map(|m| m.to_string()),
+                    })
+            })
+            .collect())
     }
 
     /// A topic's configs (every one, with whether it is the default).

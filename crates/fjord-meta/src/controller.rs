@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use thiserror::Error;
 
-use crate::record::{MetadataRecord, TopicId};
-use crate::state::{MetadataState, TopicMeta, validate_topic_name};
+use crate::record::{MetadataRecord, Reassignment, TopicId};
+use crate::state::{MetadataState, PartitionMeta, TopicMeta, validate_topic_name};
 
 /// The topic name the metadata log's own directory takes (`__cluster_metadata-0`).
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -60,6 +60,79 @@ pub struct ControllerConfig {
     /// take any live replica as leader (losing what only the others had). A topic's own
     /// setting overrides it.
     pub unclean_leader_election: bool,
+}
+
+/// Which leader an ElectLeaders request asks for (Kafka's ElectionType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The first replica (the preferred leader), if it is in sync and alive.
+    Preferred,
+    /// A leader for a partition without one: an in-sync replica, else any live replica.
+    Unclean,
+}
+
+/// Why ElectLeaders gave a partition no new leader (each is Kafka's error code of that name).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ElectionError {
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    #[error("{0}")]
+    EligibleLeadersNotAvailable(String),
+}
+
+/// Why AlterPartitionReassignments refused a partition (each is Kafka's error code of that
+/// name).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ReassignError {
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
+}
+
+/// The completion of `p`'s reassignment once `isr` holds every replica it moves to (Kafka's
+/// `PartitionChangeBuilder.completeReassignmentIfNeeded`): the leaving replicas go from the
+/// replicas and the in-sync replicas, a leader that left is replaced by the first target
+/// replica in sync and alive, and the leader epoch moves on (the replicas that left are
+/// fenced). `None` while a target replica is out of sync, or without a reassignment.
+fn complete_reassignment(
+    p: &PartitionMeta,
+    leader: i32,
+    leader_epoch: i32,
+    isr: &[i32],
+    alive: impl Fn(i32) -> bool,
+) -> Option<(i32, i32, Vec<i32>, Reassignment)> {
+    let target = p.target_replicas();
+    if !p.is_reassigning() || !target.iter().all(|b| isr.contains(b)) {
+        return None;
+    }
+    let isr: Vec<i32> = isr.iter().copied().filter(|b| target.contains(b)).collect();
+    let leader = if leader >= 0 && target.contains(&leader) {
+        leader
+    } else {
+        target
+            .iter()
+            .copied()
+            .find(|&b| alive(b) && isr.contains(&b))
+            .unwrap_or(-1)
+    };
+    let epoch = if p.removing.is_empty() && leader == p.leader {
+        leader_epoch
+    } else {
+        leader_epoch + 1
+    };
+    let done = Reassignment {
+        replicas: target,
+        adding: Vec::new(),
+        removing: Vec::new(),
+    };
+    Some((leader, epoch, isr, done))
 }
 
 /// A topic's `unclean.leader.election.enable` override.
@@ -388,10 +461,124 @@ impl Controller<'_> {
                     leader,
                     leader_epoch,
                     isr,
+                    reassignment: None,
                 });
             }
         }
         out
+    }
+
+    /// ElectLeaders (Kafka's `ReplicationControlManager.electLeaders` and the election of
+    /// its `PartitionChangeBuilder`): for each partition named, its outcome, and the records
+    /// of the elections made. A leader must be alive; a clean one also in sync. A preferred
+    /// election takes the first replica, else keeps a leader that may stay, else takes the
+    /// next replica that may lead; an unclean one gives a partition without a leader an
+    /// in-sync replica, else any live replica (which becomes the only in-sync one, losing
+    /// what only the others had). A new leader moves the leader epoch on. A partition named
+    /// twice is elected once.
+    pub fn elect_leaders(
+        &self,
+        kind: ElectionType,
+        partitions: &[(String, i32)],
+    ) -> (Vec<Result<(), ElectionError>>, Vec<MetadataRecord>) {
+        let alive = |b: i32| self.state.broker(b).is_some_and(|meta| !meta.fenced);
+        let not_needed = || {
+            ElectionError::ElectionNotNeeded(
+                "Leader election not needed for topic partition.".into(),
+            )
+        };
+        let mut records = Vec::new();
+        let mut outcomes = Vec::with_capacity(partitions.len());
+        let mut elected = HashSet::new();
+        for (name, index) in partitions {
+            let Some(topic) = self.state.topic(name) else {
+                outcomes.push(Err(ElectionError::UnknownTopicOrPartition(format!(
+                    "No such topic as {name}"
+                ))));
+                continue;
+            };
+            let Some(p) = usize::try_from(*index)
+                .ok()
+                .and_then(|i| topic.partition_states.get(i))
+                .filter(|p| !p.is_unassigned())
+            else {
+                outcomes.push(Err(ElectionError::UnknownTopicOrPartition(format!(
+                    "No such partition as {name}-{index}"
+                ))));
+                continue;
+            };
+            let valid = |b: i32| alive(b) && p.isr.contains(&b);
+            let first_valid = || p.replicas.iter().copied().find(|&b| valid(b));
+            let choice = match kind {
+                ElectionType::Preferred if p.leader == p.replicas[0] => Err(not_needed()),
+                ElectionType::Preferred => {
+                    let preferred = p.replicas[0];
+                    let choice = if valid(preferred) {
+                        Some(preferred)
+                    } else if p.leader >= 0 && valid(p.leader) {
+                        None
+                    } else {
+                        first_valid()
+                    };
+                    choice.map(|b| (b, p.isr.clone())).ok_or_else(|| {
+                        ElectionError::PreferredLeaderNotAvailable(
+                            "The preferred leader was not available.".into(),
+                        )
+                    })
+                }
+                ElectionType::Unclean if p.leader >= 0 => Err(not_needed()),
+                ElectionType::Unclean => first_valid()
+                    .map(|b| (b, p.isr.clone()))
+                    .or_else(|| {
+                        let b = p.replicas.iter().copied().find(|&b| alive(b))?;
+                        Some((b, vec![b]))
+                    })
+                    .ok_or_else(|| {
+                        ElectionError::EligibleLeadersNotAvailable(
+                            "Eligible topic partition leaders are not available.".into(),
+                        )
+                    }),
+            };
+            match choice {
+                Ok((leader, isr)) => {
+                    if elected.insert((topic.id, *index)) {
+                        records.push(MetadataRecord::PartitionChange {
+                            topic_id: topic.id,
+                            partition: *index,
+                            partition_epoch: p.partition_epoch,
+                            leader,
+                            leader_epoch: p.leader_epoch + 1,
+                            isr,
+                            reassignment: None,
+                        });
+                    }
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        (outcomes, records)
+    }
+
+    /// Every partition whose leader is not its first replica while that replica is in sync
+    /// and alive: what a preferred election would move (Kafka's imbalanced partitions).
+    pub fn imbalanced(&self) -> Vec<(String, i32)> {
+        let alive = |b: i32| self.state.broker(b).is_some_and(|meta| !meta.fenced);
+        self.state
+            .topics()
+            .flat_map(|t| {
+                t.partition_states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        !p.is_unassigned()
+                            && p.leader != p.replicas[0]
+                            && alive(p.replicas[0])
+                            && p.isr.contains(&p.replicas[0])
+                    })
+                    .map(|(i, _)| (t.name.clone(), i as i32))
+            })
+            .collect()
     }
 
     /// A leader's request to change a partition's in-sync replicas (Kafka's AlterPartition),
@@ -455,14 +642,201 @@ impl Controller<'_> {
                 "{name}: a replica is named twice"
             )));
         }
+        // An in-sync set that holds every replica a reassignment moves to completes it.
+        let (leader, leader_epoch, isr, reassignment) =
+            match complete_reassignment(p, p.leader, p.leader_epoch, isr, alive) {
+                Some((leader, epoch, isr, r)) => (leader, epoch, isr, Some(r)),
+                None => (p.leader, p.leader_epoch, isr.to_vec(), None),
+            };
         Ok(MetadataRecord::PartitionChange {
             topic_id,
             partition,
             partition_epoch,
-            leader: p.leader,
-            leader_epoch: p.leader_epoch,
-            isr: isr.to_vec(),
+            leader,
+            leader_epoch,
+            isr,
+            reassignment,
         })
+    }
+
+    /// AlterPartitionReassignments for one partition (Kafka's `ReplicationControlManager`
+    /// with `PartitionReassignmentReplicas` / `PartitionReassignmentRevert`): `Some(target)`
+    /// starts a reassignment to `target` (or replaces the one in progress): the replicas are
+    /// the target ones then those leaving, the new ones follow and join the in-sync replicas
+    /// as they catch up, and once every target replica is in sync the others leave (at once
+    /// when they already are). `None` cancels the reassignment in progress: the replicas it
+    /// was adding leave, the others stay. The records to commit (none when nothing changes).
+    pub fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<&[i32]>,
+    ) -> Result<Vec<MetadataRecord>, ReassignError> {
+        let t = self.state.topic(topic).ok_or_else(|| {
+            ReassignError::UnknownTopicOrPartition(format!("Unable to find a topic named {topic}."))
+        })?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partition_states.get(i))
+            .filter(|p| !p.is_unassigned())
+            .ok_or_else(|| {
+                ReassignError::UnknownTopicOrPartition(format!(
+                    "Unable to find partition {topic}:{partition}."
+                ))
+            })?;
+        let alive = |b: i32| self.state.broker(b).is_some_and(|meta| !meta.fenced);
+        let change = |leader, leader_epoch, isr, reassignment| MetadataRecord::PartitionChange {
+            topic_id: t.id,
+            partition,
+            partition_epoch: p.partition_epoch,
+            leader,
+            leader_epoch,
+            isr,
+            reassignment,
+        };
+        let Some(target) = target else {
+            if !p.is_reassigning() {
+                return Err(ReassignError::NoReassignmentInProgress(
+                    "No partition reassignment is in progress.".into(),
+                ));
+            }
+            let keep = |b: &i32| !p.adding.contains(b);
+            let replicas: Vec<i32> = p.replicas.iter().copied().filter(keep).collect();
+            let isr: Vec<i32> = p.isr.iter().copied().filter(keep).collect();
+            if replicas.is_empty() {
+                return Err(ReassignError::InvalidReplicaAssignment(
+                    "Invalid replica assignment: addingReplicas contains all replicas.".into(),
+                ));
+            }
+            // None of the original replicas in sync: reverting would need an unclean election
+            // (Kafka allows it where the topic allows unclean elections; Fjord does not).
+            if isr.is_empty() {
+                return Err(ReassignError::InvalidReplicaAssignment(format!(
+                    "Unable to revert partition assignment for {topic}:{partition} because it would require an unclean leader election."
+                )));
+            }
+            let (leader, leader_epoch) = if p.leader >= 0 && keep(&p.leader) {
+                (p.leader, p.leader_epoch)
+            } else {
+                let leader = replicas
+                    .iter()
+                    .copied()
+                    .find(|&b| alive(b) && isr.contains(&b))
+                    .unwrap_or(-1);
+                (leader, p.leader_epoch + 1)
+            };
+            let reverted = Reassignment {
+                replicas,
+                adding: Vec::new(),
+                removing: Vec::new(),
+            };
+            return Ok(vec![change(leader, leader_epoch, isr, Some(reverted))]);
+        };
+        if target.is_empty() {
+            return Err(ReassignError::InvalidReplicaAssignment(
+                "The manual partition assignment includes an empty replica list.".into(),
+            ));
+        }
+        // Checked in ascending order, as Kafka's validateManualPartitionAssignment: the lowest
+        // offending id is named. Fenced brokers may be named (they catch up when back).
+        let mut sorted = target.to_vec();
+        sorted.sort_unstable();
+        for (i, &b) in sorted.iter().enumerate() {
+            if self.state.broker(b).is_none() {
+                return Err(ReassignError::InvalidReplicaAssignment(format!(
+                    "The manual partition assignment includes broker {b}, but no such broker is registered."
+                )));
+            }
+            if i > 0 && sorted[i - 1] == b {
+                return Err(ReassignError::InvalidReplicaAssignment(format!(
+                    "The manual partition assignment includes the broker {b} more than once."
+                )));
+            }
+        }
+        // Joining: the target replicas not placed yet, and those a reassignment in progress
+        // is still adding; leaving: the replicas not in the target (ascending, as Kafka's
+        // PartitionReassignmentReplicas).
+        let mut adding: Vec<i32> = target
+            .iter()
+            .copied()
+            .filter(|b| !p.replicas.contains(b) || p.adding.contains(b))
+            .collect();
+        adding.sort_unstable();
+        let mut removing: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect();
+        removing.sort_unstable();
+        let replicas: Vec<i32> = target
+            .iter()
+            .copied()
+            .chain(removing.iter().copied())
+            .collect();
+        if replicas == p.replicas && adding == p.adding && removing == p.removing {
+            return Ok(Vec::new());
+        }
+        let moving = PartitionMeta {
+            replicas: replicas.clone(),
+            adding: adding.clone(),
+            removing: removing.clone(),
+            ..p.clone()
+        };
+        // Already in sync (only removals, or back to replicas in sync): complete at once.
+        if let Some((leader, epoch, isr, done)) =
+            complete_reassignment(&moving, p.leader, p.leader_epoch, &p.isr, alive)
+        {
+            return Ok(vec![change(leader, epoch, isr, Some(done))]);
+        }
+        let started = Reassignment {
+            replicas,
+            adding,
+            removing,
+        };
+        Ok(vec![change(
+            p.leader,
+            p.leader_epoch,
+            p.isr.clone(),
+            Some(started),
+        )])
+    }
+
+    /// The partitions being reassigned, of `topics` (every topic when `None`), each with its
+    /// replicas and those it adds and removes (ListPartitionReassignments).
+    pub fn reassignments(
+        &self,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, i32, PartitionMeta)> {
+        let mut out = Vec::new();
+        let mut consider = |t: &TopicMeta, i: i32| {
+            if let Some(p) = usize::try_from(i)
+                .ok()
+                .and_then(|i| t.partition_states.get(i))
+                && p.is_reassigning()
+            {
+                out.push((t.name.clone(), i, p.clone()));
+            }
+        };
+        match topics {
+            None => {
+                for t in self.state.topics() {
+                    for i in 0..t.partitions {
+                        consider(t, i);
+                    }
+                }
+            }
+            Some(named) => {
+                for (name, partitions) in named {
+                    if let Some(t) = self.state.topic(name) {
+                        for &i in partitions {
+                            consider(t, i);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The next block of `count` producer ids (its first id) and the record that hands it out.
@@ -654,6 +1028,8 @@ fn new_partition(topic_id: TopicId, partition: i32, replicas: Vec<i32>) -> Metad
         replicas,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -1212,5 +1588,293 @@ mod tests {
         let expand = c(&state, 1, 0, 1, &[1, 2, 3]).unwrap();
         state.apply(&expand).unwrap();
         assert_eq!(leader_and_isr(&state), (1, 0, vec![1, 2, 3]));
+    }
+
+    fn elect_leaders(
+        state: &mut MetadataState,
+        kind: ElectionType,
+        partitions: &[(&str, i32)],
+    ) -> Vec<Result<(), ElectionError>> {
+        let named: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|(t, p)| (t.to_string(), *p))
+            .collect();
+        let (outcomes, change) = Controller {
+            state,
+            brokers: &[],
+            config: &CONFIG,
+        }
+        .elect_leaders(kind, &named);
+        state.apply_all(&change).unwrap();
+        outcomes
+    }
+
+    fn imbalanced(state: &MetadataState) -> Vec<(String, i32)> {
+        Controller {
+            state,
+            brokers: &[],
+            config: &CONFIG,
+        }
+        .imbalanced()
+    }
+
+    #[test]
+    fn a_preferred_election_gives_the_first_replica_its_leadership_back() {
+        use ElectionError as E;
+        use ElectionType::Preferred;
+        let mut state = replicated(&[1, 2, 3]);
+        assert!(matches!(
+            elect_leaders(&mut state, Preferred, &[("r", 0)])[..],
+            [Err(E::ElectionNotNeeded(_))]
+        ));
+        assert!(imbalanced(&state).is_empty());
+        // Broker 1 fenced: 2 leads; back and in sync again, it is imbalanced.
+        fence(&mut state, 1, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (2, 1, vec![2, 3]));
+        fence(&mut state, 1, false);
+        assert!(
+            imbalanced(&state).is_empty(),
+            "out of sync, the preferred leader may not lead"
+        );
+        assert!(matches!(
+            elect_leaders(&mut state, Preferred, &[("r", 0)])[..],
+            [Err(E::PreferredLeaderNotAvailable(_))]
+        ));
+        assert_eq!(
+            leader_and_isr(&state),
+            (2, 1, vec![2, 3]),
+            "nothing changed"
+        );
+        let id = state.topic("r").unwrap().id;
+        let p = &state.topic("r").unwrap().partition_states[0];
+        state
+            .apply(&MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                partition_epoch: p.partition_epoch,
+                leader: 2,
+                leader_epoch: 1,
+                isr: vec![2, 3, 1],
+                reassignment: None,
+            })
+            .unwrap();
+        assert_eq!(imbalanced(&state), vec![("r".to_string(), 0)]);
+        // Named twice, unknown partitions and topics beside it.
+        let outcomes = elect_leaders(
+            &mut state,
+            Preferred,
+            &[("r", 0), ("r", 0), ("r", 7), ("nope", 0)],
+        );
+        assert!(matches!(
+            &outcomes[..],
+            [Ok(()), Ok(()), Err(E::UnknownTopicOrPartition(a)), Err(E::UnknownTopicOrPartition(b))]
+                if a == "No such partition as r-7" && b == "No such topic as nope"
+        ));
+        assert_eq!(leader_and_isr(&state), (1, 2, vec![2, 3, 1]));
+        assert!(imbalanced(&state).is_empty());
+    }
+
+    #[test]
+    fn a_preferred_election_of_a_leaderless_partition_takes_any_in_sync_replica() {
+        let mut state = replicated(&[1, 2, 3]);
+        // Leaderless with 2 in sync and alive (Kafka's builder elects it, and answers NONE).
+        let id = state.topic("r").unwrap().id;
+        state
+            .apply(&MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                partition_epoch: 0,
+                leader: -1,
+                leader_epoch: 1,
+                isr: vec![2],
+                reassignment: None,
+            })
+            .unwrap();
+        assert!(matches!(
+            elect_leaders(&mut state, ElectionType::Preferred, &[("r", 0)])[..],
+            [Ok(())]
+        ));
+        assert_eq!(leader_and_isr(&state), (2, 2, vec![2]));
+    }
+
+    #[test]
+    fn an_unclean_election_leads_a_leaderless_partition_from_any_live_replica() {
+        use ElectionError as E;
+        use ElectionType::Unclean;
+        let mut state = replicated(&[1, 2]);
+        assert!(matches!(
+            elect_leaders(&mut state, Unclean, &[("r", 0)])[..],
+            [Err(E::ElectionNotNeeded(_))]
+        ));
+        fence(&mut state, 2, true);
+        elect(&mut state, &[], &CONFIG);
+        fence(&mut state, 1, true);
+        elect(&mut state, &[], &CONFIG);
+        assert_eq!(leader_and_isr(&state), (-1, 1, vec![1]));
+        assert!(matches!(
+            elect_leaders(&mut state, Unclean, &[("r", 0)])[..],
+            [Err(E::EligibleLeadersNotAvailable(_))]
+        ));
+        // Only the out-of-sync replica is back: it leads, alone in sync (the topic's and
+        // broker's unclean.leader.election.enable do not matter to an explicit request).
+        fence(&mut state, 2, false);
+        assert!(matches!(
+            elect_leaders(&mut state, Unclean, &[("r", 0)])[..],
+            [Ok(())]
+        ));
+        assert_eq!(leader_and_isr(&state), (2, 2, vec![2]));
+    }
+
+    fn reassign(state: &mut MetadataState, target: Option<&[i32]>) -> Result<(), ReassignError> {
+        let change = Controller {
+            state,
+            brokers: &[],
+            config: &CONFIG,
+        }
+        .reassign("r", 0, target)?;
+        state.apply_all(&change).unwrap();
+        Ok(())
+    }
+
+    fn moving(state: &MetadataState) -> (Vec<i32>, Vec<i32>, Vec<i32>, Vec<i32>, i32, i32) {
+        let p = &state.topic("r").unwrap().partition_states[0];
+        (
+            p.replicas.clone(),
+            p.adding.clone(),
+            p.removing.clone(),
+            p.isr.clone(),
+            p.leader,
+            p.leader_epoch,
+        )
+    }
+
+    /// The leader's AlterPartition adding `joining` to the in-sync replicas.
+    fn joins(state: &mut MetadataState, joining: i32) {
+        let p = state.topic("r").unwrap().partition_states[0].clone();
+        let mut isr = p.isr.clone();
+        isr.push(joining);
+        let record = Controller {
+            state,
+            brokers: &[],
+            config: &CONFIG,
+        }
+        .alter_partition(
+            TopicId([9; 16]),
+            0,
+            p.leader,
+            p.leader_epoch,
+            p.partition_epoch,
+            &isr,
+        )
+        .unwrap();
+        state.apply(&record).unwrap();
+    }
+
+    #[test]
+    fn a_reassignment_completes_once_every_target_replica_is_in_sync() {
+        let mut state = replicated(&[1]);
+        reassign(&mut state, Some(&[2, 3])).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![2, 3, 1], vec![2, 3], vec![1], vec![1], 1, 0),
+            "the new replicas follow, the old one still leads"
+        );
+        assert_eq!(state.topic("r").unwrap().replication_factor, 2);
+        joins(&mut state, 3);
+        assert_eq!(
+            moving(&state),
+            (vec![2, 3, 1], vec![2, 3], vec![1], vec![1, 3], 1, 0)
+        );
+        // The last target replica in sync: broker 1 leaves, 2 (first of the target) leads.
+        joins(&mut state, 2);
+        assert_eq!(
+            moving(&state),
+            (vec![2, 3], vec![], vec![], vec![3, 2], 2, 1)
+        );
+        // Back to broker 1, which must catch up again.
+        reassign(&mut state, Some(&[1, 3])).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![1, 3, 2], vec![1], vec![2], vec![3, 2], 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_reassignment_without_new_replicas_completes_at_once() {
+        let mut state = replicated(&[1, 2, 3]);
+        reassign(&mut state, Some(&[3, 2])).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![3, 2], vec![], vec![], vec![2, 3], 3, 1)
+        );
+        // The same again: nothing to do.
+        let before = state.clone();
+        reassign(&mut state, Some(&[3, 2])).unwrap();
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_cancelled_reassignment_drops_the_replicas_it_was_adding() {
+        let mut state = replicated(&[1, 2]);
+        assert!(matches!(
+            reassign(&mut state, None),
+            Err(ReassignError::NoReassignmentInProgress(_))
+        ));
+        reassign(&mut state, Some(&[2, 3])).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![2, 3, 1], vec![3], vec![1], vec![1, 2], 1, 0)
+        );
+        reassign(&mut state, None).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![2, 1], vec![], vec![], vec![1, 2], 1, 0)
+        );
+    }
+
+    #[test]
+    fn bad_reassignments_are_refused_as_kafka_refuses_them() {
+        let mut state = replicated(&[1, 2]);
+        let refused = |state: &MetadataState, topic: &str, partition: i32, target: &[i32]| {
+            Controller {
+                state,
+                brokers: &[],
+                config: &CONFIG,
+            }
+            .reassign(topic, partition, Some(target))
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            refused(&state, "nope", 0, &[1]),
+            "Unable to find a topic named nope."
+        );
+        assert_eq!(
+            refused(&state, "r", 4, &[1]),
+            "Unable to find partition r:4."
+        );
+        assert_eq!(
+            refused(&state, "r", 0, &[]),
+            "The manual partition assignment includes an empty replica list."
+        );
+        assert_eq!(
+            refused(&state, "r", 0, &[7, 2, 2]),
+            "The manual partition assignment includes the broker 2 more than once."
+        );
+        assert_eq!(
+            refused(&state, "r", 0, &[7, 3]),
+            "The manual partition assignment includes broker 7, but no such broker is registered."
+        );
+        assert_eq!(
+            refused(&state, "r", 0, &[-1, 3]),
+            "The manual partition assignment includes broker -1, but no such broker is registered."
+        );
+        // Nothing was written.
+        reassign(&mut state, Some(&[1, 2])).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![1, 2], vec![], vec![], vec![1, 2], 1, 0)
+        );
     }
 }

@@ -98,6 +98,8 @@ mod tests {
             leader: replicas[0],
             leader_epoch: epoch,
             partition_epoch: epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -282,6 +284,8 @@ mod tests {
                         leader: to[0],
                         leader_epoch: p.leader_epoch + 1,
                         partition_epoch: p.partition_epoch + 1,
+                        adding: Vec::new(),
+                        removing: Vec::new(),
                     }])
                 }
             }

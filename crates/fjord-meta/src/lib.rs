@@ -15,9 +15,12 @@ mod record;
 mod state;
 mod store;
 
-pub use controller::{Controller, ControllerConfig, ControllerError, METADATA_TOPIC, NewTopic};
+pub use controller::{
+    Controller, ControllerConfig, ControllerError, ElectionError, ElectionType, METADATA_TOPIC,
+    NewTopic, ReassignError,
+};
 pub use delta::{LocalChanges, PartitionKey};
-pub use record::{MetadataRecord, TopicId};
+pub use record::{MetadataRecord, Reassignment, TopicId};
 pub use state::{
     ApplyError, BrokerMeta, MetadataState, PartitionMeta, TopicMeta, validate_topic_name,
 };

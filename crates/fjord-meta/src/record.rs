@@ -56,9 +56,20 @@ impl<'de> Deserialize<'de> for TopicId {
 }
 
 /// The newest record format this build reads and writes. Each record carries the version it
-/// needs (1, or 2 for what version 1 cannot express); one newer than this is refused (the data
+/// needs (1, or 2 and 3 for what earlier versions cannot express); one newer than this is refused (the data
 /// directory was written by a newer Fjord).
-pub const RECORD_VERSION: u64 = 2;
+pub const RECORD_VERSION: u64 = 3;
+
+/// A partition's new replicas during a reassignment (Kafka's PartitionChangeRecord Replicas,
+/// AddingReplicas and RemovingReplicas): `replicas` holds the target replicas then those
+/// leaving; `adding` and `removing` are empty once the reassignment completed or was
+/// cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
 
 /// One change to cluster metadata. Records key topics by id, as KRaft's do, so a change for a
 /// deleted topic never reaches a new topic of the same name; partitions carry what a cluster
@@ -78,11 +89,18 @@ pub enum MetadataRecord {
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// A reassignment in progress: replicas joining, not yet in sync (Kafka's
+        /// AddingReplicas; in `replicas` too).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding: Vec<i32>,
+        /// Replicas leaving once every other replica is in sync (Kafka's RemovingReplicas).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing: Vec<i32>,
     },
     /// A partition's leader or in-sync replicas changed (Kafka's PartitionChangeRecord):
     /// applies only to the partition as it was at `partition_epoch` (the state the change was
     /// decided on; a change decided on an older state is refused) and moves it to the next
-    /// partition epoch.
+    /// partition epoch. With `reassignment`, its replicas change too.
     PartitionChange {
         topic_id: TopicId,
         partition: i32,
@@ -90,6 +108,8 @@ pub enum MetadataRecord {
         leader: i32,
         leader_epoch: i32,
         isr: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reassignment: Option<Reassignment>,
     },
     /// The topic is deleted (Kafka's RemoveTopicRecord).
     RemoveTopic { id: TopicId },
@@ -152,10 +172,18 @@ pub enum MetadataRecord {
 
 impl MetadataRecord {
     /// JSON with the record's type and `"version"`.
-    /// The format version this record needs: 2 for a producer id block with its first id
-    /// (an earlier build would apply it without the check and diverge), 1 otherwise.
+    /// The format version this record needs: 3 for a partition's reassignment, 2 for a
+    /// producer id block with its first id (an earlier build would apply either without
+    /// what makes it differ and diverge), 1 otherwise.
     fn version(&self) -> u64 {
         match self {
+            Self::Partition {
+                adding, removing, ..
+            } if !adding.is_empty() || !removing.is_empty() => 3,
+            Self::PartitionChange {
+                reassignment: Some(_),
+                ..
+            } => 3,
             Self::ProducerIds { from: Some(_), .. } => 2,
             _ => 1,
         }

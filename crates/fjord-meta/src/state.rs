@@ -39,6 +39,11 @@ pub struct PartitionMeta {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress: the replicas joining (in `replicas` too, not yet in
+    /// sync) and those leaving once the others are in sync (Kafka's adding and removing
+    /// replicas). Both empty otherwise.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 impl PartitionMeta {
@@ -50,7 +55,23 @@ impl PartitionMeta {
             leader: -1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (all of them otherwise).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing.contains(b))
+            .collect()
     }
 
     /// Whether the partition was never placed on a node (an earlier Fjord version's topic).
@@ -197,6 +218,12 @@ impl MetadataState {
             .flat_map(move |t| t.partitions_on(node).map(|i| (t.name.clone(), i)))
     }
 
+    /// Partition `index` of `topic`, if it exists.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionMeta> {
+        self.topic(topic)
+            .and_then(|t| t.partition_states.get(usize::try_from(index).ok()?))
+    }
+
     /// Whether partition `index` of `topic` has a replica on `node`.
     pub fn is_placed_on(&self, topic: &str, index: i32, node: i32) -> bool {
         self.topic(topic)
@@ -272,9 +299,16 @@ impl MetadataState {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding,
+                removing,
             } => {
                 let t = self.topic_mut_by_id(topic_id)?;
-                if replicas.is_empty() || (*leader >= 0 && !replicas.contains(leader)) {
+                let placed = |b: &i32| replicas.contains(b);
+                if replicas.is_empty()
+                    || (*leader >= 0 && !replicas.contains(leader))
+                    || !adding.iter().all(placed)
+                    || !removing.iter().all(placed)
+                {
                     return Err(ApplyError::Placement {
                         topic: t.name.clone(),
                         partition: *partition,
@@ -286,6 +320,8 @@ impl MetadataState {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    adding: adding.clone(),
+                    removing: removing.clone(),
                 };
                 let next = t.partition_states.len() as i32;
                 match usize::try_from(*partition) {
@@ -300,7 +336,7 @@ impl MetadataState {
                     }
                 }
                 t.partitions = t.partition_states.len() as i32;
-                t.replication_factor = replicas.len() as i16;
+                t.replication_factor = (replicas.len() - removing.len()) as i16;
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -309,6 +345,7 @@ impl MetadataState {
                 leader,
                 leader_epoch,
                 isr,
+                reassignment,
             } => {
                 let t = self.topic_mut_by_id(topic_id)?;
                 let topic = t.name.clone();
@@ -330,7 +367,8 @@ impl MetadataState {
                         expected: *partition_epoch,
                     });
                 }
-                let replica = |b: &i32| p.replicas.contains(b);
+                let replicas = reassignment.as_ref().map_or(&p.replicas, |r| &r.replicas);
+                let replica = |b: &i32| replicas.contains(b);
                 if isr.is_empty()
                     || !isr.iter().all(replica)
                     || (*leader >= 0 && !isr.contains(leader))
@@ -340,10 +378,31 @@ impl MetadataState {
                         partition: *partition,
                     });
                 }
+                if let Some(r) = reassignment {
+                    let mut distinct = r.replicas.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    if distinct.len() != r.replicas.len()
+                        || !r.adding.iter().all(replica)
+                        || !r.removing.iter().all(replica)
+                        || r.removing.len() >= r.replicas.len()
+                    {
+                        return Err(ApplyError::Placement {
+                            topic,
+                            partition: *partition,
+                        });
+                    }
+                    p.replicas = r.replicas.clone();
+                    p.adding = r.adding.clone();
+                    p.removing = r.removing.clone();
+                }
                 p.leader = *leader;
                 p.leader_epoch = *leader_epoch;
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
+                if let Some(r) = reassignment {
+                    t.replication_factor = (r.replicas.len() - r.removing.len()) as i16;
+                }
             }
             MetadataRecord::RemoveTopic { id } => {
                 let name = self
@@ -532,6 +591,8 @@ impl MetadataState {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
                 });
             }
             out.extend(t.configs.iter().map(|(k, v)| MetadataRecord::TopicConfig {
@@ -711,6 +772,8 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch: epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -780,12 +843,30 @@ mod tests {
         let legacy = br#"{"type":"producer_ids_allocated","next":7}"#;
         let decoded = MetadataRecord::decode(legacy).unwrap();
         assert!(decoded.is_legacy());
-        let newer = br#"{"type":"producer_ids","next":7,"version":3}"#;
+        let newer = br#"{"type":"producer_ids","next":7,"version":4}"#;
         assert!(
             MetadataRecord::decode(newer)
                 .unwrap_err()
                 .contains("upgrade Fjord")
         );
+        // A reassignment needs version 3 (an earlier build would drop its fields).
+        let moving = MetadataRecord::PartitionChange {
+            topic_id: TopicId([1; 16]),
+            partition: 0,
+            partition_epoch: 0,
+            leader: 1,
+            leader_epoch: 0,
+            isr: vec![1],
+            reassignment: Some(crate::record::Reassignment {
+                replicas: vec![2, 1],
+                adding: vec![2],
+                removing: vec![1],
+            }),
+        };
+        let bytes = moving.encode();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["version"], 3);
+        assert_eq!(MetadataRecord::decode(&bytes), Ok(moving));
     }
 
     #[test]
@@ -816,6 +897,8 @@ mod tests {
                 leader: 2,
                 leader_epoch: 4,
                 partition_epoch: 7,
+                adding: Vec::new(),
+                removing: Vec::new(),
             },
             MetadataRecord::TopicConfig {
                 topic_id: TopicId([1; 16]),

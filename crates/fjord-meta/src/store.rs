@@ -118,6 +118,8 @@ impl MetadataStore {
                     leader: node_id,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 })
                 .collect();
             store.commit(&placed, now_ms)?;
@@ -232,6 +234,8 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }));
         store.commit(&change, 1).unwrap();
         drop(store);

@@ -1,7 +1,7 @@
 //! Raft messages between controller listeners: one JSON message per frame (a 4-byte big-endian
 //! length, then the bytes) over TCP, a request and its response in turn on each connection.
 //!
-//! Besides openraft's RPCs (append, vote, pre-vote, full snapshot) a node forwards metadata
+//! Besides openraft's RPCs (append, vote, pre-vote, full snapshot, leadership transfer) a node forwards metadata
 //! changes to the leader here (`Write`). Frames over [`MAX_FRAME_BYTES`] and bytes that do not
 //! decode close the connection; the listener goes on serving everyone else.
 
@@ -13,7 +13,8 @@ use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft, RaftNetworkFactory, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub(crate) enum Request {
         meta: SnapshotMetaOf<TypeConfig>,
         data: String,
     },
+    /// The leader hands its leadership over (Raft's leadership transfer): the named node
+    /// campaigns at once, the others stop waiting for the old leader's lease.
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A metadata change for the leader to write.
     Write(Change),
     /// A broker is alive (Kafka's BrokerHeartbeat), for the leader's session table.
@@ -67,6 +71,7 @@ pub(crate) enum Response {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     Written(Applied),
     /// The leader noted the heartbeat.
     HeardYou,
@@ -264,6 +269,10 @@ pub(crate) async fn handle(
                 .await
                 .map_or_else(|e| failed(&e), Response::Snapshot)
         }
+        Request::TransferLeader(rpc) => raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_or_else(|e| failed(&e), Response::TransferLeader),
         Request::Heartbeat { broker } => {
             if raft.is_leader() {
                 heard.note(broker);
@@ -537,6 +546,17 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.rpc(Request::PreVote(rpc), &option).await? {
             Response::Vote(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(Request::TransferLeader(rpc), &option).await? {
+            Response::TransferLeader(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

@@ -1017,6 +1017,56 @@ impl Quorum {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// A leader about to stop hands its leadership to the voter that holds most of its log
+    /// (Raft's leadership transfer: that voter campaigns at once, the others stop honouring
+    /// this leader's lease) and waits, at most `timeout`, until another leader is known, so
+    /// that the quorum goes without a leader for a round trip instead of an election timeout
+    /// and a lease. Returns the new leader; `None` on a follower, a quorum of one, or a
+    /// transfer that did not happen in time (the others then elect one by themselves).
+    /// This node proposes nothing more once it has begun: call it just before stopping.
+    pub async fn hand_over_leadership(&self, timeout: Duration) -> Option<u64> {
+        let to = {
+            use openraft::async_runtime::WatchReceiver;
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.current_leader != Some(self.node_id) {
+                return None;
+            }
+            let replication = m.replication.as_ref()?;
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .filter(|&id| id != self.node_id)
+                .max_by_key(|id| replication.get(id).cloned().flatten().map(|l| l.index))?
+        };
+        if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(error = %e, "could not hand the metadata leadership over");
+            return None;
+        }
+        let me = self.node_id;
+        let handed = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another metadata leader",
+            )
+            .await;
+        match handed {
+            Ok(m) => {
+                tracing::info!(to = m.current_leader, "handed the metadata leadership over");
+                m.current_leader
+            }
+            Err(_) => {
+                tracing::warn!(
+                    to,
+                    "the metadata leadership was not taken over in {timeout:?}; the other voters elect a leader by themselves"
+                );
+                None
+            }
+        }
+    }
+
     /// Stops the Raft node and closes the log (a clean shutdown).
     pub async fn shutdown(&self) -> Result<(), QuorumError> {
         if let Some(task) = &self.listener {

@@ -72,11 +72,22 @@ fn topic(name: &str, seed: u128) -> Vec<MetadataRecord> {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         },
     ]
 }
 
 async fn start(id: u64, disk: &SimStorage, voters: &BTreeMap<u64, String>) -> Quorum {
+    start_with(id, disk, voters, options()).await
+}
+
+async fn start_with(
+    id: u64,
+    disk: &SimStorage,
+    voters: &BTreeMap<u64, String>,
+    options: QuorumOptions,
+) -> Quorum {
     Quorum::open_member(
         Arc::new(disk.clone()),
         Path::new(DIR),
@@ -84,7 +95,7 @@ async fn start(id: u64, disk: &SimStorage, voters: &BTreeMap<u64, String>) -> Qu
         0,
         voters.clone(),
         listen(&voters[&id]),
-        options(),
+        options,
     )
     .await
     .expect("the member opens")
@@ -434,6 +445,70 @@ async fn a_voter_that_lost_its_disk_is_refused() {
         .unwrap();
     sees(&c, "after").await;
     for q in [a, b, c] {
+        q.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_its_leadership_over() {
+    let voters = voters(3);
+    let disks: Vec<SimStorage> = (0..3).map(|_| SimStorage::new()).collect();
+    // Elections take 5 s or more here: a leadership taken within 2 s was handed over.
+    let slow = QuorumOptions {
+        election_timeout_min_ms: 5_000,
+        election_timeout_max_ms: 6_000,
+        ..options()
+    };
+    let (a, b, c) = tokio::join!(
+        start_with(1, &disks[0], &voters, slow.clone()),
+        start_with(2, &disks[1], &voters, slow.clone()),
+        start_with(3, &disks[2], &voters, slow.clone())
+    );
+    let members = [a, b, c];
+    members[0].write(topic("before", 1)).await.unwrap();
+    let old = members[0].leader().expect("a leader is known");
+    let leader = &members[(old - 1) as usize];
+    // Followers hand nothing over.
+    for q in members.iter().filter(|q| q.node_id() != old) {
+        assert_eq!(q.hand_over_leadership(Duration::from_secs(1)).await, None);
+    }
+    // The leader, alive and heartbeating, gives its leadership to another voter (without a
+    // transfer it would stay leader and this would time out with None).
+    let new = leader
+        .hand_over_leadership(Duration::from_secs(2))
+        .await
+        .expect("another voter took the leadership");
+    assert_ne!(new, old);
+    for q in &members {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while q.leader() != Some(new) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("node {} never learned of leader {new}", q.node_id()));
+    }
+    // Every member writes through the new leader, the old one included (forwarded), and
+    // the quorum goes on without the old leader.
+    for (n, q) in members.iter().enumerate() {
+        q.write(topic(&format!("after-{n}"), 10 + n as u128))
+            .await
+            .expect("the new leader writes");
+    }
+    leader.shutdown().await.unwrap();
+    for q in members.iter().filter(|q| q.node_id() != old) {
+        q.write(topic(
+            &format!("without-{}", q.node_id()),
+            20 + u128::from(q.node_id()),
+        ))
+        .await
+        .expect("two of three voters are a quorum");
+    }
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    for q in members.iter().filter(|q| q.node_id() != old) {
+        for id in &survivors {
+            sees(q, &format!("without-{id}")).await;
+        }
         q.shutdown().await.unwrap();
     }
 }

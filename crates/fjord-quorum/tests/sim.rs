@@ -51,6 +51,8 @@ fn topic(name: &str, seed: u128) -> Vec<MetadataRecord> {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         },
     ]
 }

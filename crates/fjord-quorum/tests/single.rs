@@ -27,6 +27,8 @@ fn topic(name: &str, seed: u128, partitions: i32) -> Vec<MetadataRecord> {
         leader: 1,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }));
     change
 }

@@ -66,6 +66,8 @@ pub const KEYS: &[&str] = &[
     "unclean.leader.election.enable",
     "replica.lag.time.max.ms",
     "replica.selector.class",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
 ];
 
 /// Applies a TOML file's settings to `config`; an unknown key or bad value names itself.
@@ -159,6 +161,18 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
                 .with_context(|| format!("{key} must be true or false"))?;
         }
         "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = positive(int()?)?,
+        "auto.leader.rebalance.enable" => {
+            config.auto_leader_rebalance = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{key} must be true or false"))?;
+        }
+        "leader.imbalance.check.interval.seconds" => {
+            config.leader_imbalance_check_interval_ms = u64::try_from(positive(int()?)?)
+                .ok()
+                .and_then(|s| s.checked_mul(1000))
+                .context("out of range")?
+        }
         "offsets.topic.replication.factor" => {
             config.offsets_topic_replication_factor =
                 i16::try_from(positive(int()?)?).with_context(|| format!("{key} out of range"))?

@@ -23,6 +23,7 @@ mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod describe_transactions;
+mod elect_leaders;
 mod end_txn;
 mod fetch;
 mod find_coordinator;
@@ -38,6 +39,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
+mod partition_reassignments;
 mod produce;
 mod sync_group;
 mod txn_offset_commit;
@@ -69,6 +71,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -136,6 +141,9 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::CreateTopics) => "CreateTopics",
         Ok(ApiKey::DeleteTopics) => "DeleteTopics",
         Ok(ApiKey::CreatePartitions) => "CreatePartitions",
+        Ok(ApiKey::ElectLeaders) => "ElectLeaders",
+        Ok(ApiKey::AlterPartitionReassignments) => "AlterPartitionReassignments",
+        Ok(ApiKey::ListPartitionReassignments) => "ListPartitionReassignments",
         Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
         Ok(ApiKey::AlterConfigs) => "AlterConfigs",
         Ok(ApiKey::IncrementalAlterConfigs) => "IncrementalAlterConfigs",
@@ -313,6 +321,13 @@ pub async fn handle(
         RequestKind::CreateTopics(r) => create_topics::handle(broker, r, &ctx).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(broker, r, &ctx).await.into(),
         RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r, &ctx).await.into(),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, r, &ctx).await.into(),
+        RequestKind::AlterPartitionReassignments(r) => {
+            partition_reassignments::alter(broker, r, &ctx).await.into()
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            partition_reassignments::list(broker, r, &ctx).await.into()
+        }
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, &ctx).await.into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle_alter(broker, r, &ctx).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {

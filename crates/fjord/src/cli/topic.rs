@@ -50,6 +50,26 @@ pub enum TopicCmd {
         #[arg(long, value_name = "KEY")]
         delete_config: Vec<String>,
     },
+    /// Give partitions back to their preferred leader (the first replica), or, with
+    /// --unclean, give leaderless partitions any live replica (losing what only the others
+    /// had). Kafka's kafka-leader-election.
+    #[command(
+        after_help = "Examples:\n  fjord topic elect-leaders --all\n  fjord topic elect-leaders orders --partition 0 --partition 3\n  fjord topic elect-leaders orders --unclean"
+    )]
+    ElectLeaders {
+        /// The topic (every partition of it unless --partition names some).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        topic: Option<String>,
+        /// A partition of the topic; repeat for more.
+        #[arg(long, short = 'p', requires = "topic")]
+        partition: Vec<i32>,
+        /// Every partition of every topic.
+        #[arg(long)]
+        all: bool,
+        /// An unclean election: only partitions without a leader, from any live replica.
+        #[arg(long)]
+        unclean: bool,
+    },
     /// Delete topics and all their data.
     #[command(after_help = "Example:\n  fjord topic delete orders")]
     Delete {
@@ -195,6 +215,68 @@ pub async fn run(cmd: TopicCmd, common: &Common) -> anyhow::Result<()> {
             match common.output {
                 Output::Json => print_json(&json!({"topic": name, "result": "altered"})),
                 Output::Table => println!("topic {name} altered"),
+            }
+        }
+        TopicCmd::ElectLeaders {
+            topic,
+            partition,
+            all,
+            unclean,
+        } => {
+            let named = match topic {
+                None => None,
+                Some(topic) if partition.is_empty() => {
+                    let info = client
+                        .topics(Some(std::slice::from_ref(&topic)))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}; list topics with: fjord topic list"))?
+                        .into_iter()
+                        .next()
+                        .filter(|t| !t.partitions.is_empty())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "topic {topic} not found; list topics with: fjord topic list"
+                            )
+                        })?;
+                    let indexes = info.partitions.iter().map(|p| p.index).collect();
+                    Some(vec![(topic, indexes)])
+                }
+                Some(topic) => Some(vec![(topic, partition)]),
+            };
+            debug_assert!(all || named.is_some());
+            let outcomes = client.elect_leaders(unclean, named.as_deref()).await?;
+            let kind = if unclean { "unclean" } else { "preferred" };
+            let result = |o: &fjord_client::ElectionOutcome| match o.error_code {
+                0 => "elected".to_string(),
+                // ELECTION_NOT_NEEDED
+                84 => "not needed".to_string(),
+                code => fjord_client::ClientError::kafka(code, o.message.as_deref()).to_string(),
+            };
+            match common.output {
+                Output::Json => print_json(&json!(outcomes
+                    .iter()
+                    .map(|o| json!({"topic": o.topic, "partition": o.partition, "election": kind, "result": result(o)}))
+                    .collect::<Vec<_>>())),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = outcomes
+                        .iter()
+                        .map(|o| vec![o.topic.clone(), o.partition.to_string(), result(o)])
+                        .collect();
+                    if rows.is_empty() {
+                        println!("no partition needed a {kind} election");
+                    } else {
+                        print_table(&["TOPIC", "PARTITION", "RESULT"], &rows);
+                    }
+                }
+            }
+            let failed = outcomes
+                .iter()
+                .filter(|o| o.error_code != 0 && o.error_code != 84)
+                .count();
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} partition(s) got no new leader: a preferred leader must be alive and in sync (see fjord topic describe); an unclean election needs a live replica"
+                );
             }
         }
         TopicCmd::Delete { names } => {

@@ -1,0 +1,250 @@
+"""Operating a cluster of three Fjord processes: leader elections (Kafka's
+kafka-leader-election tool and the Admin API), leaders returning to their preferred replica by
+themselves, a stopped metadata leader handing its leadership over, and a rolling restart of
+every node under acks=all load."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from confluent_kafka import ElectionType, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import FJORD_BIN, three_nodes, wait_for
+from reference import run_tool
+from test_replication import produce, read_all, check
+
+LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
+UNKNOWN_TOPIC_OR_PARTITION, ELECTION_NOT_NEEDED = 3, 84
+LAG = '"replica.lag.time.max.ms" = 4000\n'
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three nodes that leave leaders where failover put them (no automatic balancing)."""
+    yield from three_nodes(tmp_path, LAG + '"auto.leader.rebalance.enable" = false\n')
+
+
+@pytest.fixture
+def balancing_cluster(tmp_path):
+    """Three nodes that give leaderships back to preferred replicas every second."""
+    yield from three_nodes(tmp_path, LAG + '"leader.imbalance.check.interval.seconds" = 1\n')
+
+
+def placement(admin, topic):
+    """{partition: (leader, replicas in order, in-sync replicas)}."""
+    md = admin.list_topics(topic, timeout=10).topics[topic]
+    return {p: (m.leader, list(m.replicas), sorted(m.isrs)) for p, m in md.partitions.items()}
+
+
+def in_sync(admin, topic):
+    return all(len(isr) == 3 for _, _, isr in placement(admin, topic).values())
+
+
+def preferred_lead(admin, topic):
+    return all(leader == replicas[0] for leader, replicas, _ in placement(admin, topic).values())
+
+
+def knock_leaders_off(cluster, admin, topic):
+    """Stops (SIGTERM) and restarts the preferred leader of partition 0: its leaderships move
+    to other in-sync replicas and stay there once it is back in sync. Returns it."""
+    broker = placement(admin, topic)[0][1][0]
+    assert cluster[broker - 1].stop() == 0
+    cluster[broker - 1].start(timeout=60)
+    assert wait_for(lambda: in_sync(admin, topic), timeout=60), placement(admin, topic)
+    return broker
+
+
+def create(admin, topic, partitions=3):
+    admin.create_topics([NewTopic(topic, partitions, 3)])[topic].result(30)
+    assert wait_for(lambda: in_sync(admin, topic), timeout=30)
+
+
+@pytest.mark.compat("kafka-leader-election 4.4, confluent-kafka 2.16", "ElectLeaders on three nodes: preferred elections give leaderships back (the tool and the Admin API), unclean ones are refused where a leader exists, unknown partitions named")
+def test_preferred_leaders_are_elected_back(cluster):
+    servers = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    create(admin, "e")
+    broker = knock_leaders_off(cluster, admin, "e")
+    before = placement(admin, "e")
+    moved = sorted(p for p, (leader, replicas, _) in before.items() if leader != replicas[0])
+    assert moved and all(before[p][1][0] == broker for p in moved), before
+    # Kafka's tool, through a node that is not the quorum's leader as often as not.
+    out = run_tool(LEADER_ELECTION, "--election-type", "preferred", "--all-topic-partitions",
+                   bootstrap=cluster[0].bootstrap).stdout
+    assert "Successfully completed leader election (PREFERRED) for partitions " + \
+        ", ".join(f"e-{p}" for p in moved) in out, out
+    assert preferred_lead(admin, "e"), placement(admin, "e")
+    assert wait_for(lambda: preferred_lead(AdminClient({"bootstrap.servers": cluster[2].bootstrap}), "e"))
+    # Nothing left to do.
+    out = run_tool(LEADER_ELECTION, "--election-type", "preferred", "--topic", "e",
+                   "--partition", "0", bootstrap=cluster[1].bootstrap).stdout
+    assert "Valid replica already elected for partitions e-0" in out, out
+    # The Admin API: unclean where a leader exists is not needed; unknown partitions named.
+    result = admin.elect_leaders(ElectionType.UNCLEAN, [
+        TopicPartition("e", 0), TopicPartition("e", 9), TopicPartition("nope", 0)]).result(30)
+
+    def code(e):
+        return None if e is None else (e.args[0] if isinstance(e, KafkaException) else e).code()
+    assert {(tp.topic, tp.partition): code(e) for tp, e in result.items()} == {
+        ("e", 0): ELECTION_NOT_NEEDED, ("e", 9): UNKNOWN_TOPIC_OR_PARTITION,
+        ("nope", 0): UNKNOWN_TOPIC_OR_PARTITION}, result
+    done = subprocess.run([FJORD_BIN, "topic", "elect-leaders", "nope",
+                           "-b", cluster[0].bootstrap], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "fjord topic list" in done.stderr, done.stderr
+    # Fjord's CLI: the same election, table and JSON.
+    knock_leaders_off(cluster, admin, "e")
+    done = subprocess.run([FJORD_BIN, "topic", "elect-leaders", "e", "-o", "json",
+                           "-b", cluster[1].bootstrap], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = {r["partition"]: r["result"] for r in json.loads(done.stdout)}
+    assert set(results.values()) <= {"elected", "not needed"} and "elected" in results.values()
+    assert preferred_lead(admin, "e"), placement(admin, "e")
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "auto.leader.rebalance.enable: leaderships moved by a broker's restart return to their preferred replicas by themselves")
+def test_leaders_return_to_their_preferred_replicas_by_themselves(balancing_cluster):
+    cluster = balancing_cluster
+    admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in cluster)})
+    create(admin, "b", partitions=6)
+    broker = placement(admin, "b")[0][1][0]
+    cluster[broker - 1].kill()
+    assert wait_for(lambda: placement(admin, "b")[0][0] not in (broker, -1), timeout=30)
+    cluster[broker - 1].start(timeout=60)
+    # Back in sync, the broker gets its leaderships back within a check or two.
+    assert wait_for(lambda: preferred_lead(admin, "b"), timeout=60), placement(admin, "b")
+    assert "gave partitions back to their preferred leaders" in "".join(n.log() for n in cluster)
+
+
+def quorum_leader(node):
+    done = subprocess.run([FJORD_BIN, "cluster", "info", "-o", "json", "-b", node.bootstrap],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout)["quorum"]["leader_id"]
+
+
+@pytest.mark.compat("fjord CLI", "The metadata quorum's leader stopped with SIGTERM hands its Raft leadership to another voter before it exits: the others name a new leader at once")
+def test_a_stopped_quorum_leader_hands_its_leadership_over(cluster):
+    leader = quorum_leader(cluster[0])
+    assert leader in (1, 2, 3)
+    survivor = cluster[next(i for i in (1, 2, 3) if i != leader) - 1]
+    assert cluster[leader - 1].stop() == 0
+    log = cluster[leader - 1].log()
+    assert "handed the metadata leadership over" in log, log[-3000:]
+    # The moment it has exited, a survivor already knows another leader (without the hand-over
+    # it would wait an election timeout and the old leader's lease).
+    now = quorum_leader(survivor)
+    assert now not in (None, leader), now
+    cluster[leader - 1].start(timeout=60)
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A rolling restart (SIGTERM, start, back in sync) of every node of three under idempotent acks=all load: nothing acknowledged lost or duplicated, no delivery error")
+def test_a_rolling_restart_loses_nothing(cluster):
+    servers = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("r", 3, 3, config={"min.insync.replicas": "2"})])["r"].result(30)
+    assert wait_for(lambda: in_sync(admin, "r"), timeout=30)
+    acked, errors = {}, []
+    done = threading.Event()
+
+    def keep_producing():
+        i = 0
+        while not done.is_set():
+            errors.extend(produce(servers, "r", [f"r{i + k}".encode() for k in range(50)], acked))
+            i += 50
+
+    writer = threading.Thread(target=keep_producing, daemon=True)
+    writer.start()
+    for node in cluster:
+        time.sleep(1)
+        assert node.stop() == 0
+        node.start(timeout=60)
+        assert wait_for(lambda: in_sync(admin, "r"), timeout=60), placement(admin, "r")
+    time.sleep(1)
+    done.set()
+    writer.join(120)
+    assert not errors, errors[:5]
+    assert len(acked) > 300
+    check(acked, read_all(servers, "r", 3, lambda n: n >= len(acked)))
+
+
+REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+
+
+def plan(tmp_path, name, moves):
+    """A reassignment file for kafka-reassign-partitions: {(topic, partition): replicas}."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": t, "partition": p, "replicas": r} for (t, p), r in moves.items()]}))
+    return str(path)
+
+
+@pytest.mark.compat("kafka-reassign-partitions 4.4", "A partition moved from broker 1 to brokers 2 and 3 under idempotent acks=all load (--execute, --verify, --list): the new replicas catch up and take over, broker 1 drops its copy, nothing acknowledged lost")
+def test_a_partition_moves_to_other_brokers_under_load(cluster, tmp_path):
+    servers = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("m", 1, replica_assignment=[[1]])])["m"].result(30)
+    acked, errors = {}, []
+    done = threading.Event()
+
+    def keep_producing():
+        i = 0
+        while not done.is_set():
+            errors.extend(produce(servers, "m", [f"m{i + k}".encode() for k in range(50)], acked))
+            i += 50
+
+    writer = threading.Thread(target=keep_producing, daemon=True)
+    writer.start()
+    assert wait_for(lambda: len(acked) > 100, timeout=30)
+    move = plan(tmp_path, "move", {("m", 0): [2, 3]})
+    out = run_tool(REASSIGN, "--reassignment-json-file", move, "--execute",
+                   bootstrap=cluster[0].bootstrap).stdout
+    assert "Successfully started partition reassignment for m-0" in out, out
+
+    # --preserve-throttles: Fjord has no replication throttles yet, and refuses the broker
+    # configs the tool would clear (docs/compatibility.md).
+    def verified():
+        return run_tool(REASSIGN, "--reassignment-json-file", move, "--verify",
+                        "--preserve-throttles", bootstrap=cluster[1].bootstrap).stdout
+    assert wait_for(lambda: "Reassignment of partition m-0 is completed." in verified(),
+                    timeout=60, step=1), verified()
+    leader, replicas, isr = placement(admin, "m")[0]
+    assert (replicas, isr) == ([2, 3], [2, 3]) and leader in (2, 3), placement(admin, "m")
+    assert "No partition reassignments found." in run_tool(
+        REASSIGN, "--list", bootstrap=cluster[2].bootstrap).stdout
+    # Broker 1 no longer holds a copy.
+    assert wait_for(lambda: not os.path.exists(os.path.join(cluster[0].data_dir, "m-0")),
+                    timeout=30)
+    time.sleep(1)
+    done.set()
+    writer.join(120)
+    assert not errors, errors[:5]
+    check(acked, read_all(servers, "m", 1, lambda n: n >= len(acked)))
+
+
+@pytest.mark.compat("kafka-reassign-partitions 4.4", "A reassignment that cannot finish (its new broker stopped) is listed (--list) and cancelled (--cancel): the partition keeps its original replica")
+def test_a_stuck_reassignment_is_listed_and_cancelled(cluster, tmp_path):
+    servers = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("c", 1, replica_assignment=[[1]])])["c"].result(30)
+    assert cluster[2].stop() == 0
+    move = plan(tmp_path, "stuck", {("c", 0): [3]})
+    out = run_tool(REASSIGN, "--reassignment-json-file", move, "--execute",
+                   bootstrap=cluster[0].bootstrap).stdout
+    assert "Successfully started partition reassignment for c-0" in out, out
+    listed = run_tool(REASSIGN, "--list", bootstrap=cluster[1].bootstrap).stdout
+    assert "c-0: replicas: 3,1. adding: 3. removing: 1." in listed, listed
+    assert "Reassignment of partition c-0 is still in progress." in run_tool(
+        REASSIGN, "--reassignment-json-file", move, "--verify", "--preserve-throttles",
+        bootstrap=cluster[0].bootstrap).stdout
+    out = run_tool(REASSIGN, "--reassignment-json-file", move, "--cancel",
+                   "--preserve-throttles", bootstrap=cluster[0].bootstrap).stdout
+    assert "Successfully cancelled partition reassignment for: c-0" in out, out
+    assert placement(admin, "c")[0] == (1, [1], [1])
+    cluster[2].start(timeout=60)
