@@ -85,7 +85,8 @@ def broker_configs(java):
 @pytest.mark.compat("Java client 4.4", "Admin: describe broker configs (values, sources, types, synonyms)")
 def test_broker_configs_described(both, java):
     """Every broker config Fjord describes is described as Kafka describes it; Kafka has more
-    (docs/compatibility.md). Broker configs are read-only in Fjord (no dynamic changes yet)."""
+    (docs/compatibility.md). Broker configs are read-only in Fjord except the replication
+    throttles, described (as by Kafka) only once set."""
     kafka_t, fjord_t = both
     run = broker_configs(java)
     kafka, fjord = run(kafka_t), run(fjord_t)

@@ -327,3 +327,44 @@ def test_kafka_formatters_read_the_internal_topics(both):
         differ[f"txn_states[{i}][1]"] = (1, 0)
         differ[f"txn_states[{i}][2].previousProducerId"] = (True, "<absent>")
     compare(both, internal_topics, differ=differ)
+
+
+def broker_throttles(t):
+    """kafka-configs on a broker's replication throttles: set on the broker and as every
+    broker's default, described, a bad value refused, then deleted."""
+    from confluent_kafka.admin import AdminClient
+    broker = str(next(iter(AdminClient({"bootstrap.servers": t.bootstrap})
+                           .list_topics(timeout=10).brokers)))
+    entity = ["--entity-type", "brokers", "--entity-name", broker]
+    default = ["--entity-type", "brokers", "--entity-default"]
+    out = {}
+
+    def run(name, *args, check=True):
+        p = tool(t, CONFIGS, *args, check=check)
+        text = (p.stdout + p.stderr).replace(f"broker {broker}", "broker <id>")
+        # Only the throttles (the reference broker has other dynamic defaults of its own) and
+        # the first lines of an error, without the address.
+        text = re.sub(r"127\.0\.0\.1:\d+", "<address>", text)
+        out[name] = [line for line in text.splitlines()
+                     if line.strip() and "at org.apache" not in line and "at java." not in line
+                     and ("=" not in line or "throttled" in line or "Error" in line)][:3]
+
+    run("set", "--alter", *entity, "--add-config",
+        "leader.replication.throttled.rate=1000000,follower.replication.throttled.rate=2000000")
+    run("set_default", "--alter", *default, "--add-config",
+        "follower.replication.throttled.rate=3000000")
+    run("describe", "--describe", *entity)
+    run("describe_default", "--describe", *default)
+    run("negative", "--alter", *entity, "--add-config", "leader.replication.throttled.rate=-1",
+        check=False)
+    run("delete", "--alter", *entity, "--delete-config",
+        "leader.replication.throttled.rate,follower.replication.throttled.rate")
+    run("delete_default", "--alter", *default, "--delete-config",
+        "follower.replication.throttled.rate")
+    run("described_after", "--describe", *entity)
+    return out
+
+
+@pytest.mark.compat("kafka-configs", "a broker's replication throttles (dynamic broker configs): set per broker and as the default, described, refused, deleted")
+def test_kafka_configs_sets_broker_throttles(both):
+    compare(both, broker_throttles)

@@ -358,6 +358,47 @@ impl Broker {
         Ok(outcomes)
     }
 
+    /// Sets broker resource `broker`'s dynamic configs (an id, or "" for every broker's
+    /// default) to what `change` makes of the current ones, under the admin lock; only the
+    /// configs Fjord changes at runtime ([`crate::config::DYNAMIC_BROKER_CONFIGS`]) may be
+    /// named. Blocking.
+    pub fn set_broker_configs(
+        &self,
+        broker: &str,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        if !broker.is_empty() && broker.parse::<i32>().map_or(true, |id| id < 0) {
+            return Err(AdminError::new(
+                errors::INVALID_REQUEST,
+                format!(
+                    "Invalid broker id {broker}: a broker resource is a broker id, or empty for the default of every broker"
+                ),
+            ));
+        }
+        let _admin = self.admin_lock();
+        let decide = |c: &Controller<'_>| {
+            let empty = BTreeMap::new();
+            let configs = change(c.state.broker_configs(broker).unwrap_or(&empty))?;
+            for (key, value) in &configs {
+                // Kafka answers a bad broker config INVALID_REQUEST.
+                crate::config::check_dynamic_broker_config(key, value)
+                    .map_err(|message| AdminError::new(errors::INVALID_REQUEST, message))?;
+            }
+            let records = c.set_broker_configs(broker, &configs);
+            Ok((records.len(), records))
+        };
+        if validate_only {
+            self.with_controller(decide)?;
+            return Ok(());
+        }
+        let (changes, _) = self.decide_and_commit("the broker configs are unchanged", decide)?;
+        if changes > 0 {
+            tracing::info!(broker, changes, "changed dynamic broker configs");
+        }
+        Ok(())
+    }
+
     /// Hands out the next block of `count` producer ids, recorded durably in the metadata
     /// log so no id is handed out twice, even across restarts. Blocking.
     pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), AdminError> {

@@ -719,6 +719,10 @@ pub struct Broker {
     retrying: std::sync::atomic::AtomicBool,
     /// The replica fetchers copying the partitions this broker follows.
     pub(crate) fetchers: crate::replica_fetcher::Fetchers,
+    /// The replication throttles' meters: throttled replicas this broker serves as leader,
+    /// and copies as follower.
+    pub(crate) leader_quota: crate::replica::ReplicationQuota,
+    pub(crate) follower_quota: crate::replica::ReplicationQuota,
     /// Coordinator partitions this broker has just become leader of, to load once what they
     /// hold is committed (the publisher queues them; [`Broker::load_coordinators`] runs them).
     pub(crate) coordinator_loads: std::sync::Mutex<Vec<CoordinatorLoad>>,
@@ -909,6 +913,8 @@ impl Broker {
                 offline: std::sync::Mutex::new(BTreeMap::new()),
                 retrying: std::sync::atomic::AtomicBool::new(false),
                 fetchers: crate::replica_fetcher::Fetchers::new(me.clone(), runtime_handle),
+                leader_quota: Default::default(),
+                follower_quota: Default::default(),
                 coordinator_loads: std::sync::Mutex::new(Vec::new()),
             }
         });
@@ -1175,6 +1181,40 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// The replication throttle this broker applies as leader (`leader`) or as follower, in
+    /// bytes per second, if one is set (its own dynamic `*.replication.throttled.rate`, else
+    /// the cluster's default).
+    pub(crate) fn replication_throttle(&self, state: &MetadataState, leader: bool) -> Option<u64> {
+        let key = if leader {
+            "leader.replication.throttled.rate"
+        } else {
+            "follower.replication.throttled.rate"
+        };
+        let (value, _) = state.broker_config(self.config.node_id, key)?;
+        let rate: i64 = value.trim().parse().ok()?;
+        (rate < i64::MAX).then_some(rate.max(0) as u64)
+    }
+
+    /// Whether `partition` of `topic` is a throttled replica on this broker as leader
+    /// (`leader`) or follower: its topic's `*.replication.throttled.replicas` names it.
+    pub(crate) fn throttled(
+        &self,
+        state: &MetadataState,
+        topic: &str,
+        partition: i32,
+        leader: bool,
+    ) -> bool {
+        let key = if leader {
+            "leader.replication.throttled.replicas"
+        } else {
+            "follower.replication.throttled.replicas"
+        };
+        state
+            .topic(topic)
+            .and_then(|t| t.configs.get(key))
+            .is_some_and(|v| crate::replica::throttled_replica(v, partition, self.config.node_id))
     }
 
     /// The fencing changes the controller decides from the heartbeat sessions.

@@ -600,3 +600,31 @@ impl BrokerConfig {
             .collect()
     }
 }
+/// The broker configs Fjord changes at runtime (IncrementalAlterConfigs / AlterConfigs of a
+/// BROKER resource, kept in the metadata): Kafka's replication throttles, in bytes per second.
+/// `replica.alter.log.dirs.io.max.bytes.per.second` is kept and described but throttles
+/// nothing: Fjord moves no replicas between log directories.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "follower.replication.throttled.rate",
+    "leader.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
+/// Checks a dynamic broker config's name and value as Kafka does (a long, at least 0).
+pub fn check_dynamic_broker_config(key: &str, value: &str) -> Result<(), String> {
+    if !DYNAMIC_BROKER_CONFIGS.contains(&key) {
+        return Err(format!(
+            "broker config {key} cannot be changed at runtime yet (only {}); set it in the config file and restart",
+            DYNAMIC_BROKER_CONFIGS.join(", ")
+        ));
+    }
+    match value.trim().parse::<i64>() {
+        Ok(v) if v >= 0 => Ok(()),
+        Ok(v) => Err(format!(
+            "Invalid value {v} for configuration {key}: Value must be at least 0"
+        )),
+        Err(_) => Err(format!(
+            "Invalid value {value} for configuration {key}: Not a number of type LONG"
+        )),
+    }
+}

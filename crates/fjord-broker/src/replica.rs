@@ -210,6 +210,11 @@ impl ReplicaState {
         self.local = self.local.max(offset);
     }
 
+    /// Whether `replica` is in the in-sync replicas.
+    pub fn in_sync(&self, replica: i32) -> bool {
+        self.isr.contains(&replica)
+    }
+
     /// Whether `replica` is a follower of this partition (this broker leading it).
     pub fn is_follower(&self, replica: i32) -> bool {
         self.is_leader() && replica != self.node && self.replicas.contains(&replica)
@@ -587,5 +592,90 @@ mod tests {
         );
         s.local_committable(7);
         assert_eq!(s.committed_offset(1), Some(7));
+    }
+}
+
+/// A replication throttle's meter (Kafka's `ReplicationQuotaManager`): bytes of throttled
+/// replicas copied over the last [`QUOTA_WINDOWS`] one-second windows, exceeded when their
+/// rate is above the broker's `leader.replication.throttled.rate` /
+/// `follower.replication.throttled.rate`.
+#[derive(Debug, Default)]
+pub struct ReplicationQuota {
+    /// (second, bytes) of the most recent windows, oldest first.
+    windows: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
+}
+
+/// How many one-second windows a replication quota's rate is taken over (Kafka's
+/// `replication.quota.window.num` is 11).
+const QUOTA_WINDOWS: u64 = 11;
+
+impl ReplicationQuota {
+    /// Notes `bytes` of throttled replicas copied at `now_ms`.
+    pub fn record(&self, bytes: u64, now_ms: i64) {
+        let second = (now_ms.max(0) / 1000) as u64;
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        match w.back_mut() {
+            Some((s, b)) if *s == second => *b += bytes,
+            _ => w.push_back((second, bytes)),
+        }
+        while w.front().is_some_and(|(s, _)| s + QUOTA_WINDOWS <= second) {
+            w.pop_front();
+        }
+    }
+
+    /// Whether the rate of the recent windows is above `limit` bytes per second: over the
+    /// seconds since the oldest window still kept (at least one).
+    pub fn exceeded(&self, limit: u64, now_ms: i64) -> bool {
+        let second = (now_ms.max(0) / 1000) as u64;
+        let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = w.iter().filter(|(s, _)| s + QUOTA_WINDOWS > second);
+        let (mut bytes, mut oldest) = (0u64, second);
+        for &(s, b) in kept {
+            bytes += b;
+            oldest = oldest.min(s);
+        }
+        let elapsed_ms = (now_ms.max(0) as u64)
+            .saturating_sub(oldest * 1000)
+            .max(1000);
+        bytes.saturating_mul(1000) / elapsed_ms > limit
+    }
+}
+
+/// Whether a topic's `leader.replication.throttled.replicas` or
+/// `follower.replication.throttled.replicas` (`value`: `*`, or `partition:broker` pairs)
+/// throttles `partition` on `broker`.
+pub fn throttled_replica(value: &str, partition: i32, broker: i32) -> bool {
+    let value = value.trim();
+    value == "*"
+        || value.split(',').any(|pair| {
+            pair.trim().split_once(':').is_some_and(|(p, b)| {
+                p.trim().parse() == Ok(partition) && b.trim().parse() == Ok(broker)
+            })
+        })
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_is_exceeded_above_its_rate_and_forgets_old_windows() {
+        let q = ReplicationQuota::default();
+        assert!(!q.exceeded(1000, 5_000));
+        q.record(900, 5_000);
+        assert!(!q.exceeded(1000, 5_500), "900 B in the first second");
+        q.record(200, 5_600);
+        assert!(q.exceeded(1000, 5_700), "1,100 B in one second");
+        assert!(!q.exceeded(1000, 6_500), "1,100 B over 1.5 s");
+        // Eleven seconds later the windows are gone.
+        assert!(!q.exceeded(0, 17_000));
+    }
+
+    #[test]
+    fn throttled_replicas_name_partitions_and_brokers() {
+        assert!(throttled_replica("*", 3, 1));
+        assert!(throttled_replica("0:1, 3:2", 3, 2));
+        assert!(!throttled_replica("0:1,3:2", 3, 1));
+        assert!(!throttled_replica("", 0, 1));
     }
 }

@@ -6,7 +6,7 @@
 //! leader answers with the epoch where the logs part, KIP-279) is truncated before anything
 //! else is fetched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -28,6 +28,9 @@ const FETCH_MAX_BYTES: i32 = 10 << 20;
 const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
 /// The pause after a failed fetch or an error for a partition (`replica.fetch.backoff.ms`).
 const BACKOFF: Duration = Duration::from_millis(1000);
+
+/// How long a follower whose every partition is throttled waits before it looks again.
+const THROTTLED_WAIT: Duration = Duration::from_millis(100);
 
 /// A partition followed from one leader.
 #[derive(Debug, Clone)]
@@ -197,7 +200,33 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
             continue;
         };
         let node = b.config.node_id;
+        // The follower side of the replication throttle (Kafka's `shouldFollowerThrottle`):
+        // throttled replicas out of sync are left out of the fetch while the rate of what they
+        // copied is over `follower.replication.throttled.rate`.
+        let state = b.metadata();
+        let throttled: HashSet<PartitionKey> = match b.replication_throttle(&state, false) {
+            None => HashSet::new(),
+            Some(limit) => {
+                let throttled: HashSet<PartitionKey> = followed
+                    .iter()
+                    .filter(|(k, f)| {
+                        !f.partition.replica().in_sync(node)
+                            && b.throttled(&state, &k.0, k.1, false)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if b.follower_quota.exceeded(limit, b.now_ms()) {
+                    followed.retain(|(k, _)| !throttled.contains(k));
+                }
+                throttled
+            }
+        };
+        drop(state);
         drop(b);
+        if followed.is_empty() {
+            tokio::time::sleep(THROTTLED_WAIT).await;
+            continue;
+        }
         if client
             .as_ref()
             .is_none_or(|(a, c)| *a != addr || c.is_broken())
@@ -275,6 +304,12 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
         }
         let Some(b) = broker.upgrade() else { return };
         let now_ms = b.now_ms();
+        for (f, _, p) in &answers {
+            if throttled.contains(&(f.partition.topic.clone(), f.partition.index)) {
+                let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
+                b.follower_quota.record(bytes, now_ms);
+            }
+        }
         drop(b);
         let outcomes = tokio::task::spawn_blocking(move || {
             answers

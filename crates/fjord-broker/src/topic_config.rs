@@ -56,7 +56,7 @@ enum Rule {
 pub enum Effect {
     /// Sets a field of the partition's [`LogConfig`].
     Log,
-    /// Read by the broker (`min.insync.replicas`).
+    /// Read by the broker (`min.insync.replicas`, the throttled replica lists).
     Broker,
     /// Accepted, validated, stored and described; no effect yet, for this reason.
     NotYet(&'static str),
@@ -78,7 +78,6 @@ pub struct TopicConfigDef {
 }
 
 const LONG_MAX: &str = "9223372036854775807";
-const NO_REPLICATION: &str = "replication is not throttled yet";
 const NO_TIERED_STORAGE: &str = "tiered storage is not built yet";
 
 macro_rules! def {
@@ -183,7 +182,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "",
         Rule::Throttled,
         None,
-        Effect::NotYet(NO_REPLICATION)
+        Effect::Broker
     ),
     def!(
         "index.interval.bytes",
@@ -199,7 +198,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "",
         Rule::Throttled,
         None,
-        Effect::NotYet(NO_REPLICATION)
+        Effect::Broker
     ),
     def!(
         "local.retention.bytes",

@@ -122,10 +122,11 @@ fn complete_reassignment(
             .find(|&b| alive(b) && isr.contains(&b))
             .unwrap_or(-1)
     };
+    // One bump over the partition's epoch (a caller that elected a leader already made it).
     let epoch = if p.removing.is_empty() && leader == p.leader {
         leader_epoch
     } else {
-        leader_epoch + 1
+        leader_epoch.max(p.leader_epoch + 1)
     };
     let done = Reassignment {
         replicas: target,
@@ -323,6 +324,34 @@ impl Controller<'_> {
         Ok(set.chain(removed).collect())
     }
 
+    /// The records that make broker resource `broker`'s dynamic configs `configs` (checked
+    /// by the caller, which knows their rules).
+    pub fn set_broker_configs(
+        &self,
+        broker: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Vec<MetadataRecord> {
+        let empty = BTreeMap::new();
+        let current = self.state.broker_configs(broker).unwrap_or(&empty);
+        let set = configs
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| MetadataRecord::BrokerConfig {
+                broker: broker.to_string(),
+                key: k.clone(),
+                value: Some(v.clone()),
+            });
+        let removed = current
+            .keys()
+            .filter(|k| !configs.contains_key(*k))
+            .map(|k| MetadataRecord::BrokerConfig {
+                broker: broker.to_string(),
+                key: k.clone(),
+                value: None,
+            });
+        set.chain(removed).collect()
+    }
+
     /// Fencing as the controller decides it from heartbeats (Kafka's BrokerHeartbeatManager):
     /// a registered broker not heard from for `session_timeout_ms` is fenced, a fenced one heard
     /// from within it is unfenced. `last_heard` holds when each broker last heartbeated (ms);
@@ -446,13 +475,20 @@ impl Controller<'_> {
                     isr = vec![b];
                 }
                 let new_incarnation = replicated && leader >= 0 && restarted.contains(&leader);
-                if leader == p.leader && isr == p.isr && !new_incarnation {
-                    continue;
-                }
                 let leader_epoch = if leader != p.leader || new_incarnation {
                     p.leader_epoch + 1
                 } else {
                     p.leader_epoch
+                };
+                // A reassignment whose target replicas are all in sync now completes (an
+                // unclean election may have left only target replicas in sync).
+                let completed = complete_reassignment(p, leader, leader_epoch, &isr, alive);
+                if leader == p.leader && isr == p.isr && !new_incarnation && completed.is_none() {
+                    continue;
+                }
+                let (leader, leader_epoch, isr, reassignment) = match completed {
+                    Some((leader, epoch, isr, done)) => (leader, epoch, isr, Some(done)),
+                    None => (leader, leader_epoch, isr, None),
                 };
                 out.push(MetadataRecord::PartitionChange {
                     topic_id: topic.id,
@@ -461,7 +497,7 @@ impl Controller<'_> {
                     leader,
                     leader_epoch,
                     isr,
-                    reassignment: None,
+                    reassignment,
                 });
             }
         }
@@ -542,14 +578,22 @@ impl Controller<'_> {
             match choice {
                 Ok((leader, isr)) => {
                     if elected.insert((topic.id, *index)) {
+                        let epoch = p.leader_epoch + 1;
+                        let (leader, leader_epoch, isr, reassignment) =
+                            match complete_reassignment(p, leader, epoch, &isr, alive) {
+                                Some((leader, epoch, isr, done)) => {
+                                    (leader, epoch, isr, Some(done))
+                                }
+                                None => (leader, epoch, isr, None),
+                            };
                         records.push(MetadataRecord::PartitionChange {
                             topic_id: topic.id,
                             partition: *index,
                             partition_epoch: p.partition_epoch,
                             leader,
-                            leader_epoch: p.leader_epoch + 1,
+                            leader_epoch,
                             isr,
-                            reassignment: None,
+                            reassignment,
                         });
                     }
                     outcomes.push(Ok(()));
@@ -715,8 +759,10 @@ impl Controller<'_> {
                     "Unable to revert partition assignment for {topic}:{partition} because it would require an unclean leader election."
                 )));
             }
+            // The replicas dropped are fenced by a new leader epoch (Kafka bumps it whenever
+            // the replicas lose a broker).
             let (leader, leader_epoch) = if p.leader >= 0 && keep(&p.leader) {
-                (p.leader, p.leader_epoch)
+                (p.leader, p.leader_epoch + 1)
             } else {
                 let leader = replicas
                     .iter()
@@ -774,20 +820,21 @@ impl Controller<'_> {
             .copied()
             .chain(removing.iter().copied())
             .collect();
-        if replicas == p.replicas && adding == p.adding && removing == p.removing {
-            return Ok(Vec::new());
-        }
         let moving = PartitionMeta {
             replicas: replicas.clone(),
             adding: adding.clone(),
             removing: removing.clone(),
             ..p.clone()
         };
-        // Already in sync (only removals, or back to replicas in sync): complete at once.
+        // Already in sync (only removals, back to replicas in sync, or a move whose target
+        // got in sync without an ISR change): complete at once.
         if let Some((leader, epoch, isr, done)) =
             complete_reassignment(&moving, p.leader, p.leader_epoch, &p.isr, alive)
         {
             return Ok(vec![change(leader, epoch, isr, Some(done))]);
+        }
+        if replicas == p.replicas && adding == p.adding && removing == p.removing {
+            return Ok(Vec::new());
         }
         let started = Reassignment {
             replicas,
@@ -1829,7 +1876,7 @@ mod tests {
         reassign(&mut state, None).unwrap();
         assert_eq!(
             moving(&state),
-            (vec![2, 1], vec![], vec![], vec![1, 2], 1, 0)
+            (vec![2, 1], vec![], vec![], vec![1, 2], 1, 1)
         );
     }
 
@@ -1876,5 +1923,34 @@ mod tests {
             moving(&state),
             (vec![1, 2], vec![], vec![], vec![1, 2], 1, 0)
         );
+    }
+
+    #[test]
+    fn a_move_whose_target_is_left_in_sync_by_an_election_completes() {
+        let unclean = ControllerConfig {
+            unclean_leader_election: true,
+            ..CONFIG
+        };
+        let mut state = replicated(&[1]);
+        reassign(&mut state, Some(&[2])).unwrap();
+        assert_eq!(
+            moving(&state),
+            (vec![2, 1], vec![2], vec![1], vec![1], 1, 0)
+        );
+        // Broker 1 goes; an unclean election makes 2 the leader, alone in sync: the move is
+        // complete (its target is in sync), and broker 1 is no longer a replica.
+        fence(&mut state, 1, true);
+        elect(&mut state, &[], &unclean);
+        assert_eq!(moving(&state), (vec![2], vec![], vec![], vec![2], 2, 1));
+    }
+
+    #[test]
+    fn a_state_with_moves_in_progress_is_rebuilt_from_its_records() {
+        let mut state = replicated(&[1, 2]);
+        reassign(&mut state, Some(&[3])).unwrap();
+        let mut rebuilt = MetadataState::default();
+        rebuilt.apply_all(&state.to_records()).unwrap();
+        assert_eq!(rebuilt, state);
+        assert_eq!(rebuilt.topic("r").unwrap().replication_factor, 1);
     }
 }

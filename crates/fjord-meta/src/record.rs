@@ -120,6 +120,13 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// Sets (`Some`) or removes (`None`) a dynamic broker config (Kafka's ConfigRecord of a
+    /// BROKER resource): `broker` is a broker's id, or empty for every broker's default.
+    BrokerConfig {
+        broker: String,
+        key: String,
+        value: Option<String>,
+    },
     /// Producer ids below `next` are handed out (a block at a time, as KRaft's
     /// `ProducerIdsRecord`); ids are never reused across restarts. `from`: the block's first
     /// id, which must be the first id not yet handed out when the record applies (a block
@@ -172,7 +179,8 @@ pub enum MetadataRecord {
 
 impl MetadataRecord {
     /// JSON with the record's type and `"version"`.
-    /// The format version this record needs: 3 for a partition's reassignment, 2 for a
+    /// The format version this record needs: 3 for a partition's reassignment or a dynamic
+    /// broker config (an earlier build would drop the first's fields, refuse the second), 2 for a
     /// producer id block with its first id (an earlier build would apply either without
     /// what makes it differ and diverge), 1 otherwise.
     fn version(&self) -> u64 {
@@ -183,7 +191,8 @@ impl MetadataRecord {
             Self::PartitionChange {
                 reassignment: Some(_),
                 ..
-            } => 3,
+            }
+            | Self::BrokerConfig { .. } => 3,
             Self::ProducerIds { from: Some(_), .. } => 2,
             _ => 1,
         }

@@ -153,6 +153,8 @@ pub struct MetadataState {
     brokers: BTreeMap<i32, BrokerMeta>,
     /// The cluster's id (set by the first node to register).
     cluster_id: Option<String>,
+    /// Dynamic broker configs: by broker id ("" for every broker's default), then by name.
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Kafka's rules for topic names: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -216,6 +218,28 @@ impl MetadataState {
     pub fn placed_on(&self, node: i32) -> impl Iterator<Item = (String, i32)> + '_ {
         self.topics()
             .flat_map(move |t| t.partitions_on(node).map(|i| (t.name.clone(), i)))
+    }
+
+    /// The dynamic configs of broker resource `broker` (an id, or "" for the default).
+    pub fn broker_configs(&self, broker: &str) -> Option<&BTreeMap<String, String>> {
+        self.broker_configs.get(broker)
+    }
+
+    /// A dynamic broker config as broker `id` sees it: its own value, else the cluster-wide
+    /// default; with whether it is the default.
+    pub fn broker_config(&self, id: i32, key: &str) -> Option<(&str, bool)> {
+        let own = self
+            .broker_configs
+            .get(&id.to_string())
+            .and_then(|c| c.get(key));
+        match own {
+            Some(v) => Some((v, false)),
+            None => self
+                .broker_configs
+                .get("")
+                .and_then(|c| c.get(key))
+                .map(|v| (v.as_str(), true)),
+        }
     }
 
     /// Partition `index` of `topic`, if it exists.
@@ -308,6 +332,7 @@ impl MetadataState {
                     || (*leader >= 0 && !replicas.contains(leader))
                     || !adding.iter().all(placed)
                     || !removing.iter().all(placed)
+                    || removing.len() >= replicas.len()
                 {
                     return Err(ApplyError::Placement {
                         topic: t.name.clone(),
@@ -336,7 +361,10 @@ impl MetadataState {
                     }
                 }
                 t.partitions = t.partition_states.len() as i32;
-                t.replication_factor = (replicas.len() - removing.len()) as i16;
+                // Partition 0's (target) replica count, as Kafka describes a topic.
+                if *partition == 0 {
+                    t.replication_factor = replicas.len().saturating_sub(removing.len()) as i16;
+                }
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -400,7 +428,7 @@ impl MetadataState {
                 p.leader_epoch = *leader_epoch;
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
-                if let Some(r) = reassignment {
+                if let Some(r) = reassignment.as_ref().filter(|_| *partition == 0) {
                     t.replication_factor = (r.replicas.len() - r.removing.len()) as i16;
                 }
             }
@@ -424,6 +452,20 @@ impl MetadataState {
                     None => {
                         t.configs.remove(key);
                     }
+                }
+            }
+            MetadataRecord::BrokerConfig { broker, key, value } => {
+                let configs = self.broker_configs.entry(broker.clone()).or_default();
+                match value {
+                    Some(v) => {
+                        configs.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        configs.remove(key);
+                    }
+                }
+                if configs.is_empty() {
+                    self.broker_configs.remove(broker);
                 }
             }
             MetadataRecord::ProducerIds { from, next } => {
@@ -597,6 +639,13 @@ impl MetadataState {
             }
             out.extend(t.configs.iter().map(|(k, v)| MetadataRecord::TopicConfig {
                 topic_id: t.id,
+                key: k.clone(),
+                value: Some(v.clone()),
+            }));
+        }
+        for (broker, configs) in &self.broker_configs {
+            out.extend(configs.iter().map(|(k, v)| MetadataRecord::BrokerConfig {
+                broker: broker.clone(),
                 key: k.clone(),
                 value: Some(v.clone()),
             }));

@@ -28,20 +28,32 @@ fn is_list(key: &str) -> bool {
 }
 
 fn unsupported_resource(resource_type: i8) -> AdminError {
-    let message = if resource_type == BROKER {
-        "broker configs cannot be changed at runtime yet; set them in the config file and restart"
-            .to_string()
-    } else {
-        format!("config resource type {resource_type} is not supported (topics: 2)")
-    };
     AdminError {
-        code: if resource_type == BROKER {
-            errors::INVALID_CONFIG
-        } else {
-            errors::INVALID_REQUEST
-        },
-        message,
+        code: errors::INVALID_REQUEST,
+        message: format!(
+            "config resource type {resource_type} is not supported (topics: 2, brokers: 4)"
+        ),
     }
+}
+
+/// Sets a broker resource's dynamic configs to what `change` makes of the current ones.
+async fn apply_broker(
+    broker: &Arc<Broker>,
+    resource: String,
+    change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>
+    + Send
+    + 'static,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.set_broker_configs(&resource, change, validate_only))
+        .await
+        .unwrap_or_else(|e| {
+            Err(AdminError {
+                code: errors::UNKNOWN_SERVER_ERROR,
+                message: e.to_string(),
+            })
+        })
 }
 
 /// Sets a topic's overrides to what `change` makes of the current ones, computed under the
@@ -72,7 +84,7 @@ pub async fn handle_alter(
 ) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     for res in request.resources {
-        let outcome = if res.resource_type != TOPIC {
+        let outcome = if res.resource_type != TOPIC && res.resource_type != BROKER {
             Err(unsupported_resource(res.resource_type))
         } else {
             let mut configs = BTreeMap::new();
@@ -90,6 +102,15 @@ pub async fn handle_alter(
                     code: errors::INVALID_CONFIG,
                     message: format!("config {k} has a null value"),
                 }),
+                None if res.resource_type == BROKER => {
+                    apply_broker(
+                        broker,
+                        res.resource_name.to_string(),
+                        move |_| Ok(configs.clone()),
+                        request.validate_only,
+                    )
+                    .await
+                }
                 None => {
                     apply(
                         broker,
@@ -183,7 +204,7 @@ pub async fn handle_incremental(
     let mut response = IncrementalAlterConfigsResponse::default();
     for res in request.resources {
         let name = res.resource_name.to_string();
-        let outcome = if res.resource_type != TOPIC {
+        let outcome = if res.resource_type != TOPIC && res.resource_type != BROKER {
             Err(unsupported_resource(res.resource_type))
         } else {
             let mut seen = std::collections::HashSet::new();
@@ -200,7 +221,11 @@ pub async fn handle_incremental(
                 None => {
                     let change =
                         move |current: &BTreeMap<String, String>| incremental(current, &ops);
-                    apply(broker, name.clone(), change, request.validate_only).await
+                    if res.resource_type == BROKER {
+                        apply_broker(broker, name.clone(), change, request.validate_only).await
+                    } else {
+                        apply(broker, name.clone(), change, request.validate_only).await
+                    }
                 }
             }
         };

@@ -14,6 +14,10 @@ use crate::{errors, topic_config};
 pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
 
+/// Kafka's config sources.
+const DYNAMIC_BROKER_CONFIG: i8 = 2;
+const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
+
 /// One described config; `kind` is reported from v3 on.
 fn entry(
     name: &str,
@@ -96,9 +100,32 @@ pub async fn handle(
                     ));
                 }
             }
+            // The default of every broker: its dynamic configs only (Kafka's
+            // DYNAMIC_DEFAULT_BROKER_CONFIG entries).
+            BROKER if res.resource_name.is_empty() => {
+                let state = broker.metadata();
+                for (key, value) in state.broker_configs("").into_iter().flatten() {
+                    if wanted(key) {
+                        let synonyms = if request.include_synonyms {
+                            vec![synonym(key, Some(value), DYNAMIC_DEFAULT_BROKER_CONFIG)]
+                        } else {
+                            Vec::new()
+                        };
+                        result.configs.push(entry(
+                            key,
+                            Some(value.clone()),
+                            DYNAMIC_DEFAULT_BROKER_CONFIG,
+                            false,
+                            topic_config::Kind::Long,
+                            ctx.version,
+                            synonyms,
+                        ));
+                    }
+                }
+            }
             BROKER => {
                 let me = broker.config.node_id.to_string();
-                if !res.resource_name.is_empty() && *res.resource_name != *me {
+                if *res.resource_name != *me {
                     result.error_code = errors::INVALID_REQUEST;
                     result.error_message = Some(str_bytes(format!(
                         "this is broker {me}; ask broker {} directly",
@@ -106,6 +133,43 @@ pub async fn handle(
                     )));
                     response.results.push(result);
                     continue;
+                }
+                // The dynamic ones, when set (Kafka describes them only then): this broker's
+                // value, else the cluster default.
+                let state = broker.metadata();
+                for &key in crate::config::DYNAMIC_BROKER_CONFIGS {
+                    if !wanted(key) {
+                        continue;
+                    }
+                    let own = state.broker_configs(&me).and_then(|c| c.get(key));
+                    let default = state.broker_configs("").and_then(|c| c.get(key));
+                    let mut found = Vec::new();
+                    if let Some(v) = own {
+                        found.push((v.as_str(), DYNAMIC_BROKER_CONFIG));
+                    }
+                    if let Some(v) = default {
+                        found.push((v.as_str(), DYNAMIC_DEFAULT_BROKER_CONFIG));
+                    }
+                    if found.is_empty() {
+                        continue;
+                    }
+                    let synonyms = if request.include_synonyms {
+                        found
+                            .iter()
+                            .map(|(v, src)| synonym(key, Some(v), *src))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    result.configs.push(entry(
+                        key,
+                        Some(found[0].0.to_string()),
+                        found[0].1,
+                        false,
+                        topic_config::Kind::Long,
+                        ctx.version,
+                        synonyms,
+                    ));
                 }
                 for e in broker_values.iter().filter(|e| wanted(e.name)) {
                     let synonyms = if request.include_synonyms {

@@ -59,8 +59,9 @@ pub async fn handle(
         }
     };
     // Asked for everything, every topic gets an entry (empty when no election was tried).
+    let mut entries = std::collections::HashMap::new();
     for topic in all_topics {
-        topic_entry(&mut response, &topic);
+        topic_entry(&mut response, &mut entries, &topic);
     }
     for ((topic, partition), outcome) in outcomes {
         let mut r = PartitionResult::default();
@@ -78,7 +79,9 @@ pub async fn handle(
             };
             r.error_message = Some(str_bytes(e.to_string()));
         }
-        topic_entry(&mut response, &topic).partition_result.push(r);
+        topic_entry(&mut response, &mut entries, &topic)
+            .partition_result
+            .push(r);
     }
     response
 }
@@ -86,18 +89,16 @@ pub async fn handle(
 /// The response's entry for `topic`, added at the end the first time.
 fn topic_entry<'a>(
     response: &'a mut ElectLeadersResponse,
+    entries: &mut std::collections::HashMap<String, usize>,
     topic: &str,
 ) -> &'a mut ReplicaElectionResult {
     let results = &mut response.replica_election_results;
-    let at = match results.iter().position(|r| r.topic.0.as_str() == topic) {
-        Some(at) => at,
-        None => {
-            let mut r = ReplicaElectionResult::default();
-            r.topic = TopicName(StrBytes::from_string(topic.to_string()));
-            results.push(r);
-            results.len() - 1
-        }
-    };
+    let at = *entries.entry(topic.to_string()).or_insert_with(|| {
+        let mut r = ReplicaElectionResult::default();
+        r.topic = TopicName(StrBytes::from_string(topic.to_string()));
+        results.push(r);
+        results.len() - 1
+    });
     &mut results[at]
 }
 
@@ -113,12 +114,15 @@ fn whole_request_failed(
     if ctx.version >= 1 {
         response.error_code = code;
     }
+    let mut entries = std::collections::HashMap::new();
     for (topic, partition) in named.unwrap_or_default() {
         let mut r = PartitionResult::default();
         r.partition_id = partition;
         r.error_code = code;
         r.error_message = Some(str_bytes(message.clone()));
-        topic_entry(&mut response, &topic).partition_result.push(r);
+        topic_entry(&mut response, &mut entries, &topic)
+            .partition_result
+            .push(r);
     }
     response
 }

@@ -217,6 +217,15 @@ pub async fn handle(
         let selection = selection.clone();
         async move {
             let now = broker.now_ms();
+            let throttle = replica.and_then(|_| {
+                let state = broker.metadata();
+                let limit = broker.replication_throttle(&state, true)?;
+                Some(LeaderThrottle {
+                    broker: broker.clone(),
+                    state,
+                    limit,
+                })
+            });
             let (parts, total, stop, isr) = tokio::task::spawn_blocking(move || {
                 let reader = Reader {
                     max_bytes,
@@ -225,6 +234,7 @@ pub async fn handle(
                     any_replica,
                     selection: selection.as_deref(),
                     now,
+                    throttle,
                 };
                 reader.read_all(&wanted)
             })
@@ -420,6 +430,16 @@ struct Reader<'a> {
     any_replica: bool,
     selection: Option<&'a Selection>,
     now: i64,
+    /// A follower's fetch on a broker with a leader replication throttle.
+    throttle: Option<LeaderThrottle>,
+}
+
+/// The leader side of the replication throttle (Kafka's `shouldLeaderThrottle`): a throttled
+/// replica out of sync gets no records while the throttled replicas' rate is over the limit.
+struct LeaderThrottle {
+    broker: Arc<Broker>,
+    state: Arc<fjord_meta::MetadataState>,
+    limit: u64,
 }
 
 impl Reader<'_> {
@@ -505,6 +525,22 @@ impl Reader<'_> {
                     }
                 }
             }
+            // A throttled replica out of sync, over the leader's rate: no records this time.
+            let throttled = match (&self.throttle, replica) {
+                (Some(t), Some(r)) => {
+                    !partition.replica().in_sync(r)
+                        && t.broker
+                            .throttled(&t.state, &partition.topic, partition.index, true)
+                }
+                _ => false,
+            };
+            if let Some(t) = self.throttle.as_ref().filter(|_| throttled)
+                && t.broker.leader_quota.exceeded(t.limit, now)
+            {
+                log_offsets(&mut pd, log);
+                out.push((pd, Records::None));
+                continue;
+            }
             let budget = (w.params.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             // KIP-74: the first batch of the first partition with data comes back even if it is
             // larger than the limits, so a consumer can always make progress.
@@ -540,6 +576,9 @@ impl Reader<'_> {
                             );
                         }
                         total += slice.len as usize;
+                        if let Some(t) = self.throttle.as_ref().filter(|_| throttled) {
+                            t.broker.leader_quota.record(slice.len, now);
+                        }
                         if slice.len >= SENDFILE_MIN_BYTES && slice.file.fd().is_some() {
                             records = Records::File(slice);
                         } else {
