@@ -8,7 +8,8 @@ a consumer reading the partitions by assignment, recording every poll, and a mem
 consumer group (its coordinator's partition replicated too) committing what it reads. Nemeses,
 drawn from
 the seed: kill -9 of a node (the partition leaders' node or any) and its restart, a
-controlled restart (SIGTERM and start: a rolling restart's step), SIGSTOP of a
+controlled restart (SIGTERM and start: a rolling restart's step), a partition's replicas
+moved to three nodes drawn from all (reassign), SIGSTOP of a
 node (a pause: the node is cut off from everyone) and SIGCONT; and, with every node in a network
 namespace of its own (compat/netns.py, root only), network partitions: a node or a partition
 leader cut off from the other nodes (clients still reach it), a minority of the nodes cut off
@@ -57,7 +58,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
-from conftest import Broker, coordinator_partition, free_port, wait_for  # noqa: E402
+from conftest import FJORD_BIN, Broker, coordinator_partition, free_port, wait_for  # noqa: E402
 
 TOPIC = "faults"
 # The exactly-once copier: what it writes, its transactional id and its consumer group.
@@ -67,7 +68,7 @@ EOS_GROUP = "faults-eos"
 # Network nemeses need every node in a network namespace of its own (root).
 NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader",
            "clients-cut", "clients-slow"}
-NEMESES = ("kill", "kill-leader", "kill-coordinator", "restart", "pause", "isolate",
+NEMESES = ("kill", "kill-leader", "kill-coordinator", "restart", "reassign", "pause", "isolate",
            "isolate-leader", "halves", "one-way", "slow", "slow-leader", "clients-cut",
            "clients-slow")
 
@@ -547,6 +548,20 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
             elif kind in ("kill", "kill-leader", "kill-coordinator"):
                 node.kill()
                 cluster.killed.add(target)
+            elif kind == "reassign":
+                # A partition moved to three nodes drawn from all (a new order of the same
+                # three on a three-node cluster): the new replicas copy it while the load and
+                # the next faults go on. Not held: it completes by itself.
+                partition = rng.randrange(partitions)
+                replicas = rng.sample(sorted(cluster.nodes), 3)
+                target = (partition, replicas)
+                done = subprocess.run(
+                    [FJORD_BIN, "topic", "reassign", TOPIC, "--partition", str(partition),
+                     "--replicas", ",".join(map(str, replicas)),
+                     "-b", cluster.nodes[rng.choice(running)].bootstrap],
+                    capture_output=True, text=True, timeout=60)
+                if done.returncode != 0:
+                    target = (partition, replicas, done.stderr.strip()[:200])
             elif kind == "restart":
                 # A controlled restart (SIGTERM, then start at once): one step of a rolling
                 # restart. The node hands its leaderships over before it stops.

@@ -24,8 +24,8 @@ mod ops;
 pub use cluster::Cluster;
 pub use ops::{
     ConfigEntry, ElectionOutcome, Fetched, FetchedRecord, GroupDescription, GroupListing,
-    GroupMember, PartitionInfo, ProducerDescription, TopicInfo, TransactionDescription,
-    TransactionListing,
+    GroupMember, PartitionInfo, ProducerDescription, Reassigning, TopicInfo,
+    TransactionDescription, TransactionListing,
 };
 
 /// What a client call can fail with.

@@ -35,6 +35,16 @@ pub struct PartitionInfo {
     pub isr: Vec<i32>,
 }
 
+/// A partition being reassigned: its replicas, those joining and those leaving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassigning {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// One partition's outcome of an ElectLeaders request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElectionOutcome {
@@ -270,6 +280,63 @@ impl Client {
                         error_code: p.error_code,
                         message: p.error_message.map(|m| m.to_string()),
                     })
+            })
+            .collect())
+    }
+
+    /// AlterPartitionReassignments of one partition: moves it to `replicas`, or cancels its
+    /// move in progress (`None`).
+    pub async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        replicas: Option<&[i32]>,
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        let mut p = ReassignablePartition::default();
+        p.partition_index = partition;
+        p.replicas = replicas.map(|r| r.iter().map(|&b| BrokerId(b)).collect());
+        let mut t = ReassignableTopic::default();
+        t.name = name(topic);
+        t.partitions = vec![p];
+        let mut req = AlterPartitionReassignmentsRequest::default();
+        req.timeout_ms = 30_000;
+        req.allow_replication_factor_change = true;
+        req.topics = vec![t];
+        let resp = self.send(&req).await?;
+        check(resp.error_code, resp.error_message.as_ref())?;
+        for t in resp.responses {
+            for p in t.partitions {
+                check(p.error_code, p.error_message.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions being reassigned (of `topic`, or all): (topic, partition, replicas,
+    /// adding, removing).
+    pub async fn reassignments(&self) -> Result<Vec<Reassigning>, ClientError> {
+        use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+        let mut req = ListPartitionReassignmentsRequest::default();
+        req.timeout_ms = 30_000;
+        req.topics = None;
+        let resp = self.send(&req).await?;
+        check(resp.error_code, resp.error_message.as_ref())?;
+        let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+        Ok(resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| Reassigning {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    replicas: ids(&p.replicas),
+                    adding: ids(&p.adding_replicas),
+                    removing: ids(&p.removing_replicas),
+                })
             })
             .collect())
     }

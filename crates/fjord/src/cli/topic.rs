@@ -70,6 +70,29 @@ pub enum TopicCmd {
         #[arg(long)]
         unclean: bool,
     },
+    /// Move a partition's replicas to other brokers (the new ones catch up and join the
+    /// in-sync replicas, then the old ones leave), cancel a move, or list the moves in
+    /// progress. Kafka's kafka-reassign-partitions.
+    #[command(
+        after_help = "Examples:\n  fjord topic reassign orders --partition 0 --replicas 2,3\n  fjord topic reassign orders --partition 0 --cancel\n  fjord topic reassign --list"
+    )]
+    Reassign {
+        /// The topic.
+        #[arg(required_unless_present = "list")]
+        topic: Option<String>,
+        /// The partition to move.
+        #[arg(long, short = 'p', required_unless_present = "list")]
+        partition: Option<i32>,
+        /// The broker ids to move it to, the preferred leader first.
+        #[arg(long, value_delimiter = ',', required_unless_present_any = ["cancel", "list"], conflicts_with_all = ["cancel", "list"])]
+        replicas: Vec<i32>,
+        /// Cancel the move in progress: the replicas it was adding leave.
+        #[arg(long, conflicts_with = "list")]
+        cancel: bool,
+        /// List the moves in progress.
+        #[arg(long)]
+        list: bool,
+    },
     /// Delete topics and all their data.
     #[command(after_help = "Example:\n  fjord topic delete orders")]
     Delete {
@@ -277,6 +300,60 @@ pub async fn run(cmd: TopicCmd, common: &Common) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "{failed} partition(s) got no new leader: a preferred leader must be alive and in sync (see fjord topic describe); an unclean election needs a live replica"
                 );
+            }
+        }
+        TopicCmd::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel,
+            list,
+        } => {
+            if list {
+                let moving = client.reassignments().await?;
+                let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+                match common.output {
+                    Output::Json => print_json(&json!(moving
+                        .iter()
+                        .map(|m| json!({"topic": m.topic, "partition": m.partition, "replicas": m.replicas, "adding": m.adding, "removing": m.removing}))
+                        .collect::<Vec<_>>())),
+                    Output::Table if moving.is_empty() => println!("no partition is being moved"),
+                    Output::Table => {
+                        let rows: Vec<Vec<String>> = moving
+                            .iter()
+                            .map(|m| {
+                                vec![
+                                    m.topic.clone(),
+                                    m.partition.to_string(),
+                                    ids(&m.replicas),
+                                    ids(&m.adding),
+                                    ids(&m.removing),
+                                ]
+                            })
+                            .collect();
+                        print_table(&["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"], &rows);
+                    }
+                }
+                return Ok(());
+            }
+            let (Some(topic), Some(partition)) = (topic, partition) else {
+                anyhow::bail!("name the topic and --partition to move (or --list)");
+            };
+            let target = (!cancel).then_some(replicas.as_slice());
+            client
+                .reassign(&topic, partition, target)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}; see the brokers with: fjord cluster info"))?;
+            let result = if cancel { "cancelled" } else { "started" };
+            match common.output {
+                Output::Json => print_json(
+                    &json!({"topic": topic, "partition": partition, "replicas": target, "result": result}),
+                ),
+                Output::Table if cancel => println!("the move of {topic}-{partition} is cancelled"),
+                Output::Table => println!(
+                    "{topic}-{partition} is moving to brokers {:?}; follow it with: fjord topic reassign --list",
+                    replicas
+                ),
             }
         }
         TopicCmd::Delete { names } => {
