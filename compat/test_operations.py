@@ -287,3 +287,40 @@ def test_a_throttled_move_copies_at_the_rate_asked(cluster, tmp_path):
     assert broker_config(cluster[1], 2, "follower.replication.throttled.rate") is None
     assert wait_for(lambda: placement(admin, "t")[0] == (2, [2], [2])), placement(admin, "t")
     check(acked, read_all(servers, "t", 1, lambda n: n >= len(acked)))
+
+
+def metric(node, name):
+    """A metric's value on `node`'s /metrics (Prometheus text), parsed by prometheus_client."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not in the metrics of {node.bootstrap}")
+
+
+@pytest.mark.compat("Prometheus parser", "Replication and controller metrics on three nodes: a killed follower makes its leader's partition under-replicated, its return expands the in-sync replicas; the active controller counts topics, partitions and brokers")
+def test_replication_metrics_follow_a_followers_absence(cluster):
+    admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in cluster)})
+    create(admin, "u", partitions=1)
+    leader, replicas, _ = placement(admin, "u")[0]
+    follower = next(b for b in replicas if b != leader)
+    lead = cluster[leader - 1]
+    assert metric(lead, "fjord_under_replicated_partitions") == 0
+    cluster[follower - 1].kill()
+    # (Its fencing takes it out of the in-sync replicas: a controller's change, not counted
+    # as the leader's shrink, as in Kafka.)
+    assert wait_for(lambda: metric(lead, "fjord_under_replicated_partitions") == 1, timeout=30)
+    expands = metric(lead, "fjord_isr_expands_total")
+    cluster[follower - 1].start(timeout=60)
+    assert wait_for(lambda: metric(lead, "fjord_under_replicated_partitions") == 0, timeout=60)
+    assert metric(lead, "fjord_isr_expands_total") == expands + 1
+    controller = [n for n in cluster if metric(n, "fjord_controller_active") == 1]
+    assert len(controller) == 1
+    c = controller[0]
+    assert metric(c, "fjord_global_topics") >= 1 and metric(c, "fjord_active_brokers") == 3
+    assert metric(c, "fjord_offline_partitions") == 0

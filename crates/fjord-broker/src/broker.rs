@@ -1884,9 +1884,145 @@ impl Broker {
             .collect();
         partitions.sort();
         let mut text = self.metrics.render(&partitions);
+        self.render_cluster_metrics(&mut text);
         self.render_group_metrics(&mut text);
         self.txns.render_metrics(&mut text);
         text
+    }
+
+    /// Prometheus lines for replication and the cluster (Kafka's ReplicaManager and
+    /// controller gauges): the partitions this broker leads that are under-replicated or
+    /// under min.insync.replicas, ISR shrinks and expands it asked for, and, on the metadata
+    /// quorum's leader (the active controller; zero elsewhere), offline partitions, partitions
+    /// not led by their preferred replica, partitions being reassigned, and brokers by state.
+    fn render_cluster_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let state = self.metadata();
+        let node = self.config.node_id;
+        let (mut under_replicated, mut under_min_isr) = (0u64, 0u64);
+        for p in self.all_partitions() {
+            let Some(meta) = state.partition(&p.topic, p.index) else {
+                continue;
+            };
+            if meta.leader != node {
+                continue;
+            }
+            if meta.isr.len() < meta.replicas.len() {
+                under_replicated += 1;
+            }
+            let min_isr = state
+                .topic(&p.topic)
+                .map_or(self.config.min_insync_replicas, |t| {
+                    topic_config::min_insync_replicas(self.config.min_insync_replicas, &t.configs)
+                });
+            if (meta.isr.len() as i32) < min_isr.min(meta.replicas.len() as i32) {
+                under_min_isr += 1;
+            }
+        }
+        let active = self.quorum.leader() == Some(self.quorum.node_id());
+        let (mut offline, mut reassigning, mut partitions) = (0u64, 0u64, 0u64);
+        let (mut fenced, mut brokers) = (0u64, 0u64);
+        let mut imbalanced = 0u64;
+        if active {
+            for t in state.topics() {
+                for p in t.partition_states.iter().filter(|p| !p.is_unassigned()) {
+                    partitions += 1;
+                    offline += u64::from(p.leader < 0);
+                    reassigning += u64::from(p.is_reassigning());
+                    imbalanced += u64::from(p.leader != p.replicas[0]);
+                }
+            }
+            for b in state.brokers() {
+                brokers += 1;
+                fenced += u64::from(b.fenced);
+            }
+        }
+        let topics = if active {
+            state.topics().count() as u64
+        } else {
+            0
+        };
+        let isr = &self.metrics.isr_changes;
+        let gauges = [
+            (
+                "fjord_under_replicated_partitions",
+                "Partitions this broker leads with fewer replicas in sync than it has.",
+                "gauge",
+                under_replicated,
+            ),
+            (
+                "fjord_under_min_isr_partitions",
+                "Partitions this broker leads with fewer replicas in sync than min.insync.replicas (acks=all refused).",
+                "gauge",
+                under_min_isr,
+            ),
+            (
+                "fjord_isr_shrinks_total",
+                "In-sync replica sets this broker shrank as a leader.",
+                "counter",
+                isr[0].load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "fjord_isr_expands_total",
+                "In-sync replica sets this broker expanded as a leader.",
+                "counter",
+                isr[1].load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "fjord_controller_active",
+                "1 on the metadata quorum's leader (the active controller), 0 elsewhere.",
+                "gauge",
+                u64::from(active),
+            ),
+            (
+                "fjord_offline_partitions",
+                "Partitions without a leader (active controller only).",
+                "gauge",
+                offline,
+            ),
+            (
+                "fjord_preferred_replica_imbalance",
+                "Partitions not led by their first replica (active controller only).",
+                "gauge",
+                imbalanced,
+            ),
+            (
+                "fjord_reassigning_partitions",
+                "Partitions whose replicas are being moved (active controller only).",
+                "gauge",
+                reassigning,
+            ),
+            (
+                "fjord_global_partitions",
+                "Partitions in the cluster (active controller only).",
+                "gauge",
+                partitions,
+            ),
+            (
+                "fjord_global_topics",
+                "Topics in the cluster (active controller only).",
+                "gauge",
+                topics,
+            ),
+            (
+                "fjord_active_brokers",
+                "Registered brokers not fenced (active controller only).",
+                "gauge",
+                brokers - fenced,
+            ),
+            (
+                "fjord_fenced_brokers",
+                "Registered brokers fenced (active controller only).",
+                "gauge",
+                fenced,
+            ),
+        ];
+        for (name, help, kind, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
     }
 
     /// Prometheus lines for group lag (records and seconds per partition), rebalances and

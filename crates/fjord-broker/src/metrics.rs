@@ -41,6 +41,8 @@ pub struct Metrics {
     pub duplicate_batches: AtomicU64,
     /// Incremental fetch sessions: sessions, partitions cached, evictions.
     fetch_sessions: [AtomicU64; 3],
+    /// In-sync replica changes this broker made as a leader: shrinks, expands.
+    pub isr_changes: [AtomicU64; 2],
 }
 
 fn with_entry<K: Ord + Clone, V: Default, R>(

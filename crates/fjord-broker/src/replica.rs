@@ -210,6 +210,11 @@ impl ReplicaState {
         self.local = self.local.max(offset);
     }
 
+    /// How many replicas the in-sync set this broker knows has.
+    pub fn isr_len(&self) -> usize {
+        self.isr.len()
+    }
+
     /// Whether `replica` is in the in-sync replicas.
     pub fn in_sync(&self, replica: i32) -> bool {
         self.isr.contains(&replica)
@@ -353,6 +358,8 @@ impl Broker {
     /// publisher applies it; refused or failed, the next fetch or check may ask again.
     pub(crate) fn alter_isr(self: &Arc<Self>, p: Arc<Partition>, request: IsrRequest) {
         let broker = self.clone();
+        // Against the set it was decided on (the applied change may replace it meanwhile).
+        let grows = request.isr.len() > p.replica().isr_len();
         self.runtime.spawn(async move {
             loop {
                 let decided = broker.with_controller(|c| {
@@ -372,6 +379,8 @@ impl Broker {
                 match written {
                     Ok(_) => {
                         tracing::info!(topic = %p.topic, partition = p.index, isr = ?request.isr, "in-sync replicas changed");
+                        broker.metrics.isr_changes[usize::from(grows)]
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
                     Err(QuorumError::Refused(reason)) => {
