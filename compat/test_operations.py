@@ -324,3 +324,37 @@ def test_replication_metrics_follow_a_followers_absence(cluster):
     c = controller[0]
     assert metric(c, "fjord_global_topics") >= 1 and metric(c, "fjord_active_brokers") == 3
     assert metric(c, "fjord_offline_partitions") == 0
+
+
+CLUSTER_TOOL = "org.apache.kafka.tools.ClusterTool"
+
+
+@pytest.mark.compat("kafka-cluster 4.4 (unregister)", "UnregisterBroker: refused while the broker runs or holds a partition's only copy (with what to do), done once it is stopped and nothing depends on it alone; the broker registers again when it starts")
+def test_a_stopped_broker_is_unregistered_once_nothing_depends_on_it(cluster):
+    servers = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic("only3", 1, replica_assignment=[[3]]),
+                         NewTopic("all3", 1, 3)])["all3"].result(30)
+    assert wait_for(lambda: in_sync(admin, "all3"), timeout=30)
+
+    def unregister(node, broker):
+        p = run_tool(CLUSTER_TOOL, "unregister", "--bootstrap-server", node.bootstrap,
+                     "--id", str(broker), check=False)
+        return p.returncode, p.stdout + p.stderr
+    code, out = unregister(cluster[0], 3)
+    assert code != 0 and "broker 3 is running (not fenced): stop it first" in out, out
+    assert cluster[2].stop() == 0
+    code, out = unregister(cluster[1], 3)
+    assert code != 0 and "holds the only copy (or the only in-sync one) of 1 partition(s): only3-0" in out, out
+    admin.delete_topics(["only3"])["only3"].result(30)
+    assert wait_for(lambda: unregister(cluster[0], 3)[0] == 0, timeout=30)
+    brokers = lambda: sorted(AdminClient({"bootstrap.servers": cluster[0].bootstrap})  # noqa: E731
+                             .list_topics(timeout=10).brokers)
+    assert wait_for(lambda: brokers() == [1, 2]), brokers()
+    assert wait_for(lambda: placement(admin, "all3")[0][2] == [1, 2]), placement(admin, "all3")
+    code, out = unregister(cluster[0], 9)
+    assert code != 0 and "BrokerIdNotRegisteredException" in out, out
+    # Back, it registers again and catches up.
+    cluster[2].start(timeout=60)
+    assert wait_for(lambda: brokers() == [1, 2, 3], timeout=30), brokers()
+    assert wait_for(lambda: in_sync(admin, "all3"), timeout=60), placement(admin, "all3")

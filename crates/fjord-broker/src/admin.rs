@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fjord_log::LastShutdown;
 use fjord_meta::{
     Controller, ControllerConfig, ControllerError, ElectionError, ElectionType, LocalChanges,
-    MetadataRecord, MetadataState, NewTopic, TopicId, TopicMeta,
+    MetadataRecord, MetadataState, NewTopic, TopicId, TopicMeta, UnregisterError,
 };
 use fjord_quorum::QuorumError;
 
@@ -396,6 +396,24 @@ impl Broker {
         if changes > 0 {
             tracing::info!(broker, changes, "changed dynamic broker configs");
         }
+        Ok(())
+    }
+
+    /// UnregisterBroker: removes a stopped broker's registration once no partition depends on
+    /// it alone (`Controller::unregister_broker`). Blocking.
+    pub fn unregister_broker(&self, broker: i32) -> Result<(), AdminError> {
+        let _admin = self.admin_lock();
+        let decide = |c: &Controller<'_>| {
+            let records = c.unregister_broker(broker).map_err(|e| match e {
+                UnregisterError::NotRegistered(m) => {
+                    AdminError::new(errors::BROKER_ID_NOT_REGISTERED, m)
+                }
+                UnregisterError::Refused(m) => AdminError::new(errors::INVALID_REQUEST, m),
+            })?;
+            Ok(((), records))
+        };
+        self.decide_and_commit("the broker is still registered", decide)?;
+        tracing::info!(broker, "unregistered a broker");
         Ok(())
     }
 

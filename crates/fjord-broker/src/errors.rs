@@ -55,6 +55,7 @@ pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = ResponseError::EligibleLeadersNo
 pub const ELECTION_NOT_NEEDED: i16 = ResponseError::ElectionNotNeeded.code();
 
 pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = ResponseError::NoReassignmentInProgress.code();
+pub const BROKER_ID_NOT_REGISTERED: i16 = ResponseError::BrokerIdNotRegistered.code();
 
 /// A reassignment refusal as Kafka reports it.
 impl From<fjord_meta::ReassignError> for crate::broker::AdminError {

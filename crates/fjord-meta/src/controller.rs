@@ -84,6 +84,17 @@ pub enum ElectionError {
     EligibleLeadersNotAvailable(String),
 }
 
+/// Why UnregisterBroker was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum UnregisterError {
+    /// Kafka's BROKER_ID_NOT_REGISTERED.
+    #[error("{0}")]
+    NotRegistered(String),
+    /// Fjord's own refusals (alive, or holding an only copy): INVALID_REQUEST.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Why AlterPartitionReassignments refused a partition (each is Kafka's error code of that
 /// name).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -368,7 +379,8 @@ impl Controller<'_> {
             .brokers()
             .filter_map(|b| {
                 let heard = last_heard.get(&b.id).copied().unwrap_or(since);
-                let alive = now - heard <= session_timeout_ms;
+                // A broker in a controlled shutdown stays fenced until it registers again.
+                let alive = now - heard <= session_timeout_ms && !b.shutting_down;
                 (alive == b.fenced).then_some(MetadataRecord::BrokerFencing {
                     id: b.id,
                     fenced: !alive,
@@ -402,11 +414,8 @@ impl Controller<'_> {
             return Vec::new();
         };
         let mut change = Vec::new();
-        if !meta.fenced {
-            change.push(MetadataRecord::BrokerFencing {
-                id: broker,
-                fenced: true,
-            });
+        if !meta.shutting_down {
+            change.push(MetadataRecord::BrokerShutdown { id: broker });
         }
         let mut after = self.state.clone();
         if after.apply_all(&change).is_err() {
@@ -420,6 +429,61 @@ impl Controller<'_> {
             .elections(&[]),
         );
         change
+    }
+
+    /// UnregisterBroker (Kafka's `ReplicationControlManager.unregisterBroker`): the broker
+    /// leaves every in-sync replica set (where it is not the last member), its leaderships
+    /// move, and its registration goes. Refused, unlike Kafka, while it is alive (a running
+    /// broker would go on serving unregistered: stop it first) and while it holds the only
+    /// copy, or the only in-sync one, of a partition (move those first).
+    pub fn unregister_broker(&self, broker: i32) -> Result<Vec<MetadataRecord>, UnregisterError> {
+        let Some(meta) = self.state.broker(broker) else {
+            return Err(UnregisterError::NotRegistered(format!(
+                "Broker ID {broker} is not currently registered"
+            )));
+        };
+        if !meta.fenced {
+            return Err(UnregisterError::Refused(format!(
+                "broker {broker} is running (not fenced): stop it first, then unregister it"
+            )));
+        }
+        let only: Vec<String> = self
+            .state
+            .topics()
+            .flat_map(|t| {
+                t.partition_states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.replicas == [broker] || p.isr == [broker])
+                    .map(|(i, _)| format!("{}-{i}", t.name))
+            })
+            .collect();
+        if !only.is_empty() {
+            let shown: Vec<&str> = only.iter().take(5).map(String::as_str).collect();
+            return Err(UnregisterError::Refused(format!(
+                "broker {broker} holds the only copy (or the only in-sync one) of {} partition(s): {}{}; move them to other brokers first (fjord topic reassign, kafka-reassign-partitions)",
+                only.len(),
+                shown.join(", "),
+                if only.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )));
+        }
+        let mut change = vec![MetadataRecord::UnregisterBroker { id: broker }];
+        let mut after = self.state.clone();
+        if after.apply_all(&change).is_err() {
+            return Ok(change);
+        }
+        // The elections on the state without it: it leaves the in-sync replicas it is in.
+        let elections = Controller {
+            state: &after,
+            ..*self
+        }
+        .elections(&[]);
+        change.splice(0..0, elections);
+        Ok(change)
     }
 
     /// The leader and in-sync replica changes that the brokers' liveness calls for (Kafka's
@@ -1952,5 +2016,74 @@ mod tests {
         rebuilt.apply_all(&state.to_records()).unwrap();
         assert_eq!(rebuilt, state);
         assert_eq!(rebuilt.topic("r").unwrap().replication_factor, 1);
+    }
+
+    #[test]
+    fn a_broker_in_controlled_shutdown_stays_fenced_until_it_registers_again() {
+        let mut state = replicated(&[1, 2, 3]);
+        let c = |state: &MetadataState| -> Vec<MetadataRecord> {
+            Controller {
+                state,
+                brokers: &[],
+                config: &CONFIG,
+            }
+            .controlled_shutdown(1)
+        };
+        let change = c(&state);
+        state.apply_all(&change).unwrap();
+        assert_eq!(leader_and_isr(&state), (2, 1, vec![2, 3]));
+        // Its last heartbeat is recent: the controller still keeps it fenced.
+        let heard = std::collections::HashMap::from([(1, 1_000), (2, 1_000), (3, 1_000)]);
+        let fencing = Controller {
+            state: &state,
+            brokers: &[],
+            config: &CONFIG,
+        }
+        .fencing(&heard, 0, 1_500, 9_000);
+        assert!(fencing.is_empty(), "{fencing:?}");
+        // Registered again (a restart): it is a broker like the others.
+        state
+            .apply(&MetadataRecord::RegisterBroker {
+                id: 1,
+                incarnation: "j".into(),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            })
+            .unwrap();
+        assert!(!state.broker(1).unwrap().fenced);
+        let mut rebuilt = MetadataState::default();
+        rebuilt.apply_all(&state.to_records()).unwrap();
+        assert_eq!(rebuilt, state);
+    }
+
+    #[test]
+    fn a_broker_is_unregistered_once_stopped_and_holding_no_only_copy() {
+        let mut state = replicated(&[1]);
+        let unregister = |state: &MetadataState, id| {
+            Controller {
+                state,
+                brokers: &[],
+                config: &CONFIG,
+            }
+            .unregister_broker(id)
+        };
+        assert!(matches!(
+            unregister(&state, 9),
+            Err(UnregisterError::NotRegistered(_))
+        ));
+        assert!(matches!(
+            unregister(&state, 1),
+            Err(UnregisterError::Refused(m)) if m.contains("stop it first")
+        ));
+        fence(&mut state, 1, true);
+        assert!(matches!(
+            unregister(&state, 1),
+            Err(UnregisterError::Refused(m)) if m.contains("only copy") && m.contains("r-0")
+        ));
+        fence(&mut state, 2, true);
+        let change = unregister(&state, 2).unwrap();
+        state.apply_all(&change).unwrap();
+        assert!(state.broker(2).is_none());
     }
 }

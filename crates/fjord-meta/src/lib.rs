@@ -17,7 +17,7 @@ mod store;
 
 pub use controller::{
     Controller, ControllerConfig, ControllerError, ElectionError, ElectionType, METADATA_TOPIC,
-    NewTopic, ReassignError,
+    NewTopic, ReassignError, UnregisterError,
 };
 pub use delta::{LocalChanges, PartitionKey};
 pub use record::{MetadataRecord, Reassignment, TopicId};

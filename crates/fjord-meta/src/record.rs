@@ -153,6 +153,14 @@ pub enum MetadataRecord {
         rack: Option<String>,
     },
 
+    /// A broker began a controlled shutdown (Kafka's BrokerRegistrationChangeRecord with
+    /// IN_CONTROLLED_SHUTDOWN): fenced now, and kept fenced until it registers again, even
+    /// though its last heartbeats are recent.
+    BrokerShutdown { id: i32 },
+    /// A broker's registration is removed (Kafka's UnregisterBrokerRecord): it leaves the
+    /// cluster until it registers again.
+    UnregisterBroker { id: i32 },
+
     // Version-0 records of earlier Fjord versions: read when a data directory holds them,
     // never written.
     /// (v0) A topic with its partition count and configs, by name.
@@ -192,7 +200,9 @@ impl MetadataRecord {
                 reassignment: Some(_),
                 ..
             }
-            | Self::BrokerConfig { .. } => 3,
+            | Self::BrokerConfig { .. }
+            | Self::UnregisterBroker { .. }
+            | Self::BrokerShutdown { .. } => 3,
             Self::ProducerIds { from: Some(_), .. } => 2,
             _ => 1,
         }

@@ -92,6 +92,8 @@ pub struct BrokerMeta {
     pub rack: Option<String>,
     /// Stopped heartbeating: its partitions are unavailable, it gets no new ones.
     pub fenced: bool,
+    /// In a controlled shutdown: fenced until it registers again, whatever its heartbeats.
+    pub shutting_down: bool,
 }
 
 /// A record that does not apply to the current state.
@@ -498,8 +500,22 @@ impl MetadataState {
                         port: *port,
                         rack: rack.clone(),
                         fenced: false,
+                        shutting_down: false,
                     },
                 );
+            }
+            MetadataRecord::BrokerShutdown { id } => {
+                let b = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(ApplyError::UnknownBroker(*id))?;
+                b.fenced = true;
+                b.shutting_down = true;
+            }
+            MetadataRecord::UnregisterBroker { id } => {
+                self.brokers
+                    .remove(id)
+                    .ok_or(ApplyError::UnknownBroker(*id))?;
             }
             MetadataRecord::BrokerFencing { id, fenced } => {
                 let b = self
@@ -612,7 +628,9 @@ impl MetadataState {
                 port: b.port,
                 rack: b.rack.clone(),
             });
-            if b.fenced {
+            if b.shutting_down {
+                out.push(MetadataRecord::BrokerShutdown { id: b.id });
+            } else if b.fenced {
                 out.push(MetadataRecord::BrokerFencing {
                     id: b.id,
                     fenced: true,

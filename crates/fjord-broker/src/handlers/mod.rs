@@ -43,6 +43,7 @@ mod partition_reassignments;
 mod produce;
 mod sync_group;
 mod txn_offset_commit;
+mod unregister_broker;
 mod write_txn_markers;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::UnregisterBroker, 0, 0),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -144,6 +146,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::ElectLeaders) => "ElectLeaders",
         Ok(ApiKey::AlterPartitionReassignments) => "AlterPartitionReassignments",
         Ok(ApiKey::ListPartitionReassignments) => "ListPartitionReassignments",
+        Ok(ApiKey::UnregisterBroker) => "UnregisterBroker",
         Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
         Ok(ApiKey::AlterConfigs) => "AlterConfigs",
         Ok(ApiKey::IncrementalAlterConfigs) => "IncrementalAlterConfigs",
@@ -328,6 +331,7 @@ pub async fn handle(
         RequestKind::ListPartitionReassignments(r) => {
             partition_reassignments::list(broker, r, &ctx).await.into()
         }
+        RequestKind::UnregisterBroker(r) => unregister_broker::handle(broker, r, &ctx).await.into(),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, &ctx).await.into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle_alter(broker, r, &ctx).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {
