@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import ElectionType, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FJORD_BIN, three_nodes, wait_for
+from conftest import FJORD_BIN, Broker, free_port, three_nodes, wait_for
 from reference import run_tool
 from test_replication import produce, read_all, check
 
@@ -358,3 +358,75 @@ def test_a_stopped_broker_is_unregistered_once_nothing_depends_on_it(cluster):
     cluster[2].start(timeout=60)
     assert wait_for(lambda: brokers() == [1, 2, 3], timeout=30), brokers()
     assert wait_for(lambda: in_sync(admin, "all3"), timeout=60), placement(admin, "all3")
+
+
+def broker_only(cluster, tmp_path, node_id):
+    """A broker-only node joining `cluster` (not a voter), started."""
+    voters = cluster[0].extra_args[cluster[0].extra_args.index("--voters") + 1]
+    config = cluster[0].extra_args[cluster[0].extra_args.index("--config") + 1]
+    node = Broker(tmp_path / f"node{node_id}", [
+        "--node-id", str(node_id), "--voters", voters, "--process-roles", "broker",
+        "--controller-listen", f"127.0.0.1:{free_port()}", "--config", config])
+    return node.start(timeout=60)
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Scaling out from three brokers to five: fjord cluster rebalance (dry run, then --execute) moves replicas onto the new brokers under idempotent acks=all load, evens out replicas and leaderships, nothing acknowledged lost; --drain empties a broker")
+def test_scaling_out_and_rebalancing_under_load(cluster, tmp_path):
+    servers = ",".join(n.bootstrap for n in cluster)
+    admin = AdminClient({"bootstrap.servers": servers})
+    create(admin, "s", partitions=6)
+    acked, errors = {}, []
+    done = threading.Event()
+
+    def keep_producing():
+        i = 0
+        while not done.is_set():
+            errors.extend(produce(servers, "s", [f"s{i + k}".encode() for k in range(50)], acked))
+            i += 50
+
+    writer = threading.Thread(target=keep_producing, daemon=True)
+    writer.start()
+    extra = [broker_only(cluster, tmp_path, 4), broker_only(cluster, tmp_path, 5)]
+    try:
+        assert wait_for(lambda: len(admin.list_topics(timeout=10).brokers) == 5, timeout=30)
+        rebalance = [FJORD_BIN, "cluster", "rebalance", "-b", cluster[0].bootstrap]
+        before = {p: r for p, (_, r, _) in placement(admin, "s").items()}
+        dry = subprocess.run([*rebalance, "-o", "json"], capture_output=True, text=True,
+                             timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        planned = json.loads(dry.stdout)
+        assert planned["moves"] and not planned["executed"], planned
+        # A dry run moves nothing.
+        assert {p: r for p, (_, r, _) in placement(admin, "s").items()} == before
+        run = subprocess.run([*rebalance, "--execute", "--max-moving-bytes", "1"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert "moves done" in run.stdout and "rebalanced:" in run.stdout, run.stdout
+
+        def spread():
+            placed = placement(admin, "s").values()
+            replicas, leaders = {}, {}
+            for leader, r, isr in placed:
+                for b in r:
+                    replicas[b] = replicas.get(b, 0) + 1
+                leaders[leader] = leaders.get(leader, 0) + 1
+            return replicas, leaders
+        assert wait_for(lambda: sorted(spread()[0]) == [1, 2, 3, 4, 5]
+                        and max(spread()[0].values()) - min(spread()[0].values()) <= 1
+                        and max(spread()[1].values()) <= 2, timeout=30), spread()
+        assert wait_for(lambda: in_sync(admin, "s"), timeout=60), placement(admin, "s")
+        # Broker 5 drained: nothing stays on it.
+        drain = subprocess.run([*rebalance, "--drain", "5", "--execute"], capture_output=True,
+                               text=True, timeout=300)
+        assert drain.returncode == 0, drain.stderr
+        assert wait_for(lambda: all(5 not in r for _, r, _ in placement(admin, "s").values()),
+                        timeout=30), placement(admin, "s")
+        time.sleep(1)
+        done.set()
+        writer.join(120)
+        assert not errors, errors[:5]
+        check(acked, read_all(servers, "s", 6, lambda n: n >= len(acked)))
+    finally:
+        done.set()
+        for node in extra:
+            node.stop()

@@ -190,6 +190,11 @@ impl Cluster {
         }
     }
 
+    /// The connection to the broker at `addr` (a broker's advertised host:port).
+    pub async fn broker_at(&self, addr: &str) -> Result<Arc<Client>, ClientError> {
+        self.connection(addr).await
+    }
+
     /// Connections to every broker of the cluster (ListGroups and ListTransactions are
     /// answered by each broker for what it coordinates).
     pub async fn brokers(&self) -> Result<Vec<Arc<Client>>, ClientError> {

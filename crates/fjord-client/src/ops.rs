@@ -341,6 +341,29 @@ impl Client {
             .collect())
     }
 
+    /// The size in bytes of every partition replica this broker holds (DescribeLogDirs).
+    pub async fn replica_sizes(&self) -> Result<Vec<(String, i32, u64)>, ClientError> {
+        use kafka_protocol::messages::DescribeLogDirsRequest;
+        let mut req = DescribeLogDirsRequest::default();
+        req.topics = None;
+        let resp = self.send(&req).await?;
+        check(resp.error_code, None)?;
+        let mut out = Vec::new();
+        for dir in resp.results {
+            check(dir.error_code, None)?;
+            for t in dir.topics {
+                for p in t.partitions {
+                    out.push((
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        p.partition_size.max(0) as u64,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A topic's configs (every one, with whether it is the default).
     pub async fn topic_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, ClientError> {
         let mut res = DescribeConfigsResource::default();

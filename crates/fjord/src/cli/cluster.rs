@@ -22,6 +22,26 @@ pub enum ClusterCmd {
     /// offset) and every broker with its state (registered or fenced).
     #[command(after_help = "Example:\n  fjord cluster info --output json")]
     Info,
+    /// Plan moves that even out the replicas, disk use and leaderships of the brokers
+    /// (keeping each partition's racks), and with --execute run them a bounded number of
+    /// bytes at a time, with progress; --drain empties brokers (to remove them).
+    #[command(
+        after_help = "Examples:\n  fjord cluster rebalance\n  fjord cluster rebalance --execute --max-moving-bytes 1073741824\n  fjord cluster rebalance --drain 4 --execute"
+    )]
+    Rebalance {
+        /// Run the moves (without it, only show them).
+        #[arg(long)]
+        execute: bool,
+        /// A broker to empty (no replica stays on it); repeat for more.
+        #[arg(long, value_name = "BROKER")]
+        drain: Vec<i32>,
+        /// At most this many bytes being copied at once (one move at least).
+        #[arg(long, default_value_t = 1 << 30)]
+        max_moving_bytes: u64,
+        /// Give up (leaving running moves to finish) after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+    },
 }
 
 /// One node as `cluster info` shows it.
@@ -74,7 +94,16 @@ async fn describe_quorum(client: &Client) -> anyhow::Result<QuorumInfo> {
 }
 
 pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
-    let ClusterCmd::Info = cmd;
+    if let ClusterCmd::Rebalance {
+        execute,
+        drain,
+        max_moving_bytes,
+        timeout_s,
+    } = cmd
+    {
+        let timeout = std::time::Duration::from_secs(timeout_s);
+        return super::rebalance::run(common, execute, &drain, max_moving_bytes, timeout).await;
+    }
     let client = common.connect().await?;
     let mut req = DescribeClusterRequest::default();
     req.endpoint_type = 1;

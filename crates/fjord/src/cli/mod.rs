@@ -9,6 +9,7 @@ pub mod consume;
 pub mod group;
 pub mod perf;
 pub mod produce;
+pub mod rebalance;
 pub mod topic;
 pub mod txn;
 
