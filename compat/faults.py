@@ -179,7 +179,7 @@ class Workload:
         self.eos = eos
         # What the copier's committed transactions hold, and how its transactions went.
         self.copy_committed = set()
-        self.copy_counts = {"committed": 0, "aborted": 0, "producers": 0}
+        self.copy_counts = {"committed": 0, "aborted": 0, "producers": 0, "client_stuck": 0}
         self.copy_times = []  # when each of its transactions committed
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -319,20 +319,28 @@ class Workload:
                 p.begin_transaction()
                 for m in msgs:
                     p.produce(OUTPUT, key=m.value(), value=m.value(), partition=m.partition())
-                p.send_offsets_to_transaction(c.position(c.assignment()),
-                                              c.consumer_group_metadata(), 30)
-                self.commit(p)
+                offsets, group = c.position(c.assignment()), c.consumer_group_metadata()
+                bounded(lambda: p.send_offsets_to_transaction(offsets, group, 30), 45)
+                bounded(lambda: self.commit(p), 105)
                 with self.lock:
                     self.copy_committed.update(m.value() for m in msgs)
                     self.copy_counts["committed"] += 1
                     self.copy_times.append(time.monotonic())
+            except ClientStuck:
+                # librdkafka can block past its own timeout when the group coordinator's
+                # broker left the metadata (confluentinc/librdkafka#5511, #5456): the producer
+                # is abandoned; a new one fences it and aborts its transaction.
+                with self.lock:
+                    self.copy_counts["client_stuck"] += 1
+                p = None
+                c = self.rewind(c)
             except KafkaException as e:
                 with self.lock:
                     self.copy_counts["aborted"] += 1
                 if e.args[0].txn_requires_abort():
                     try:
-                        p.abort_transaction(30)
-                    except KafkaException:
+                        bounded(lambda: p.abort_transaction(30), 45)
+                    except (KafkaException, ClientStuck):
                         p = None
                 else:
                     p = None  # fatal: a new producer fences this one
@@ -371,6 +379,31 @@ class Workload:
                               "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
             fresh.subscribe([TOPIC])
             return fresh
+
+
+class ClientStuck(Exception):
+    """A client call still blocked well past its own timeout."""
+
+
+def bounded(call, seconds):
+    """Runs `call` on a thread of its own and returns its result, or raises what it raised;
+    raises ClientStuck if it is still running after `seconds` (the call is left behind)."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise ClientStuck(f"still blocked after {seconds} s")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def read_back(bootstrap, partitions, timeout=120, topic=TOPIC, committed=False):

@@ -365,6 +365,11 @@ impl PartitionWriter for InternalTopics {
             .commit_to(offset)
             .map_err(|e| match e {
                 CommitError::Log(e) => WriteError::Log(e),
+                // Leadership moved while the write waited: NOT_COORDINATOR, as Kafka answers.
+                CommitError::NotLeader => WriteError::NotLeader {
+                    topic: topic.to_string(),
+                    partition,
+                },
                 e => WriteError::Unavailable(e.to_string()),
             })
     }

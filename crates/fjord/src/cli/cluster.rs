@@ -22,6 +22,10 @@ pub enum ClusterCmd {
     /// offset) and every broker with its state (registered or fenced).
     #[command(after_help = "Example:\n  fjord cluster info --output json")]
     Info,
+    /// Every broker with its load: the replicas it holds, the partitions it leads, the
+    /// bytes on its disk (what the balancer evens out).
+    #[command(after_help = "Example:\n  fjord cluster brokers --output json")]
+    Brokers,
     /// Plan moves that even out the replicas, disk use and leaderships of the brokers
     /// (keeping each partition's racks), and with --execute run them a bounded number of
     /// bytes at a time, with progress; --drain empties brokers (to remove them).
@@ -103,6 +107,9 @@ pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
     {
         let timeout = std::time::Duration::from_secs(timeout_s);
         return super::rebalance::run(common, execute, &drain, max_moving_bytes, timeout).await;
+    }
+    if let ClusterCmd::Brokers = cmd {
+        return super::rebalance::brokers(common).await;
     }
     let client = common.connect().await?;
     let mut req = DescribeClusterRequest::default();

@@ -219,6 +219,59 @@ async fn survey(cluster: &fjord_client::Cluster) -> anyhow::Result<(Vec<Node>, V
     Ok((nodes, parts))
 }
 
+/// `fjord cluster brokers`: each broker's replicas, leaderships and bytes on disk.
+pub async fn brokers(common: &Common) -> anyhow::Result<()> {
+    let cluster = common.connect_cluster().await?;
+    let client = cluster.bootstrap();
+    let (nodes, parts) = survey(&cluster).await?;
+    let leaders: HashMap<(String, i32), i32> = client
+        .topics(None)
+        .await?
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name.clone();
+            t.partitions
+                .into_iter()
+                .map(move |p| ((name.clone(), p.index), p.leader))
+        })
+        .collect();
+    let load = |id: i32| {
+        let held: Vec<&Part> = parts.iter().filter(|p| p.replicas.contains(&id)).collect();
+        let leading = parts
+            .iter()
+            .filter(|p| leaders.get(&(p.topic.clone(), p.index)) == Some(&id))
+            .count();
+        let bytes: u64 = held.iter().map(|p| p.bytes).sum();
+        (held.len(), leading, bytes)
+    };
+    match common.output {
+        Output::Json => print_json(&json!(nodes
+            .iter()
+            .map(|n| {
+                let (replicas, leading, bytes) = load(n.id);
+                json!({"id": n.id, "rack": n.rack, "replicas": replicas, "leaders": leading, "bytes": bytes})
+            })
+            .collect::<Vec<_>>())),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    let (replicas, leading, bytes) = load(n.id);
+                    vec![
+                        n.id.to_string(),
+                        n.rack.clone().unwrap_or_else(|| "-".into()),
+                        replicas.to_string(),
+                        leading.to_string(),
+                        mib(bytes),
+                    ]
+                })
+                .collect();
+            print_table(&["BROKER", "RACK", "REPLICAS", "LEADERS", "DISK"], &rows);
+        }
+    }
+    Ok(())
+}
+
 fn ids(v: &[i32]) -> String {
     v.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
