@@ -1033,10 +1033,24 @@ impl Quorum {
                 return None;
             }
             let replication = m.replication.as_ref()?;
+            // Only a voter that answered the last few heartbeats can take over (the last of
+            // a stopping cluster has no one to hand to: it stops at once).
+            let recent =
+                std::time::Duration::from_millis(3 * self.raft.config().heartbeat_interval);
+            let now = <InstantOf<TypeConfig> as openraft::Instant>::now();
+            let answered = |id: &u64| {
+                m.heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(id).cloned().flatten())
+                    .is_some_and(|t| {
+                        openraft::Instant::saturating_duration_since(&now, *t) < recent
+                    })
+            };
             m.membership_config
                 .membership()
                 .voter_ids()
                 .filter(|&id| id != self.node_id)
+                .filter(answered)
                 .max_by_key(|id| replication.get(id).cloned().flatten().map(|l| l.index))?
         };
         if let Err(e) = self.raft.trigger().transfer_leader(to).await {
