@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import yaml
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import FJORD_BIN, free_port, wait_for
-from test_replication import check, produce, read_all
+from test_replication import Producing, check, read_all
 
 MANIFEST = os.path.join(os.path.dirname(__file__), "..", "deploy", "kubernetes", "fjord.yaml")
 
@@ -146,17 +145,8 @@ def test_the_statefulset_rolls_without_losing_anything(pods):
     admin.create_topics([NewTopic("k", 3)])["k"].result(30)
     md = admin.list_topics("k", timeout=10).topics["k"]
     assert all(len(p.replicas) == 3 for p in md.partitions.values())
-    acked, errors = {}, []
-    done = threading.Event()
-
-    def keep_producing():
-        i = 0
-        while not done.is_set():
-            errors.extend(produce(servers, "k", [f"k{i + j}".encode() for j in range(50)], acked))
-            i += 50
-
-    writer = threading.Thread(target=keep_producing, daemon=True)
-    writer.start()
+    load = Producing(servers, "k")
+    acked, errors = load.acked, load.errors
     # The StatefulSet controller's rolling update: highest ordinal first, one at a time, the
     # next only once this one is ready; the others stay ready meanwhile (the budget).
     for pod in sorted(pods, key=lambda p: -p.ordinal):
@@ -166,8 +156,7 @@ def test_the_statefulset_rolls_without_losing_anything(pods):
         pod.start()
         assert wait_for(lambda: pod.probe("readinessProbe") == 200, timeout=60), pod.ordinal
     time.sleep(1)
-    done.set()
-    writer.join(120)
+    load.stop()
     assert not errors, errors[:5]
     assert len(acked) > 100
     check(acked, read_all(servers, "k", 3, lambda n: n >= len(acked)))

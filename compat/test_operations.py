@@ -6,7 +6,6 @@ every node under acks=all load."""
 import json
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import FJORD_BIN, Broker, free_port, three_nodes, wait_for
 from reference import run_tool
-from test_replication import produce, read_all, check
+from test_replication import Producing, check, produce, read_all
 
 LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
 UNKNOWN_TOPIC_OR_PARTITION, ELECTION_NOT_NEEDED = 3, 84
@@ -149,25 +148,15 @@ def test_a_rolling_restart_loses_nothing(cluster):
     admin = AdminClient({"bootstrap.servers": servers})
     admin.create_topics([NewTopic("r", 3, 3, config={"min.insync.replicas": "2"})])["r"].result(30)
     assert wait_for(lambda: in_sync(admin, "r"), timeout=30)
-    acked, errors = {}, []
-    done = threading.Event()
-
-    def keep_producing():
-        i = 0
-        while not done.is_set():
-            errors.extend(produce(servers, "r", [f"r{i + k}".encode() for k in range(50)], acked))
-            i += 50
-
-    writer = threading.Thread(target=keep_producing, daemon=True)
-    writer.start()
+    load = Producing(servers, "r")
+    acked, errors = load.acked, load.errors
     for node in cluster:
         time.sleep(1)
         assert node.stop() == 0
         node.start(timeout=60)
         assert wait_for(lambda: in_sync(admin, "r"), timeout=60), placement(admin, "r")
     time.sleep(1)
-    done.set()
-    writer.join(120)
+    load.stop()
     assert not errors, errors[:5]
     assert len(acked) > 100
     check(acked, read_all(servers, "r", 3, lambda n: n >= len(acked)))
@@ -189,17 +178,8 @@ def test_a_partition_moves_to_other_brokers_under_load(cluster, tmp_path):
     servers = ",".join(n.bootstrap for n in cluster)
     admin = AdminClient({"bootstrap.servers": servers})
     admin.create_topics([NewTopic("m", 1, replica_assignment=[[1]])])["m"].result(30)
-    acked, errors = {}, []
-    done = threading.Event()
-
-    def keep_producing():
-        i = 0
-        while not done.is_set():
-            errors.extend(produce(servers, "m", [f"m{i + k}".encode() for k in range(50)], acked))
-            i += 50
-
-    writer = threading.Thread(target=keep_producing, daemon=True)
-    writer.start()
+    load = Producing(servers, "m")
+    acked, errors = load.acked, load.errors
     assert wait_for(lambda: len(acked) > 100, timeout=30)
     move = plan(tmp_path, "move", {("m", 0): [2, 3]})
     out = run_tool(REASSIGN, "--reassignment-json-file", move, "--execute",
@@ -221,8 +201,7 @@ def test_a_partition_moves_to_other_brokers_under_load(cluster, tmp_path):
     assert wait_for(lambda: not os.path.exists(os.path.join(cluster[0].data_dir, "m-0")),
                     timeout=30)
     time.sleep(1)
-    done.set()
-    writer.join(120)
+    load.stop()
     assert not errors, errors[:5]
     check(acked, read_all(servers, "m", 1, lambda n: n >= len(acked)))
 
@@ -379,17 +358,8 @@ def test_scaling_out_and_rebalancing_under_load(cluster, tmp_path):
     servers = ",".join(n.bootstrap for n in cluster)
     admin = AdminClient({"bootstrap.servers": servers})
     create(admin, "s", partitions=6)
-    acked, errors = {}, []
-    done = threading.Event()
-
-    def keep_producing():
-        i = 0
-        while not done.is_set():
-            errors.extend(produce(servers, "s", [f"s{i + k}".encode() for k in range(50)], acked))
-            i += 50
-
-    writer = threading.Thread(target=keep_producing, daemon=True)
-    writer.start()
+    load = Producing(servers, "s")
+    acked, errors = load.acked, load.errors
     extra = [broker_only(cluster, tmp_path, 4), broker_only(cluster, tmp_path, 5)]
     try:
         assert wait_for(lambda: len(admin.list_topics(timeout=10).brokers) == 5, timeout=30)
@@ -424,9 +394,9 @@ def test_scaling_out_and_rebalancing_under_load(cluster, tmp_path):
                                 "-b", cluster[1].bootstrap], capture_output=True, text=True,
                                timeout=60)
         assert shown.returncode == 0, shown.stderr
-        load = {b["id"]: b["replicas"] for b in json.loads(shown.stdout)}
-        internal = {b: n - spread()[0].get(b, 0) for b, n in load.items()}
-        assert sorted(load) == [1, 2, 3, 4, 5] and all(n >= 0 for n in internal.values()), load
+        held = {b["id"]: b["replicas"] for b in json.loads(shown.stdout)}
+        internal = {b: n - spread()[0].get(b, 0) for b, n in held.items()}
+        assert sorted(held) == [1, 2, 3, 4, 5] and all(n >= 0 for n in internal.values()), held
         # Broker 5 drained: nothing stays on it.
         drain = subprocess.run([*rebalance, "--drain", "5", "--execute"], capture_output=True,
                                text=True, timeout=300)
@@ -434,11 +404,10 @@ def test_scaling_out_and_rebalancing_under_load(cluster, tmp_path):
         assert wait_for(lambda: all(5 not in r for _, r, _ in placement(admin, "s").values()),
                         timeout=30), placement(admin, "s")
         time.sleep(1)
-        done.set()
-        writer.join(120)
+        load.stop()
         assert not errors, errors[:5]
         check(acked, read_all(servers, "s", 6, lambda n: n >= len(acked)))
     finally:
-        done.set()
+        load.stop()
         for node in extra:
             node.stop()

@@ -70,6 +70,28 @@ def produce(bootstrap, topic, values, acked, timeout=60, **config):
     return errors
 
 
+class Producing:
+    """`produce` in rounds of `batch` values ("{topic}{n}") on a thread of its own until
+    `stop()`: `acked` and `errors` fill as `produce` fills them."""
+
+    def __init__(self, servers, topic, batch=50):
+        self.acked, self.errors = {}, []
+        self.done = threading.Event()
+
+        def run():
+            i = 0
+            while not self.done.is_set():
+                values = [f"{topic}{i + k}".encode() for k in range(batch)]
+                self.errors.extend(produce(servers, topic, values, self.acked))
+                i += batch
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(120)
+
+
 def read_all(bootstrap, topic, nparts, until):
     """Every record of `topic` from offset 0, as {partition: [(offset, value)]}, polled until
     `until(count)` holds or 60 s pass."""
@@ -514,18 +536,8 @@ def test_a_stopped_broker_hands_over_its_leaderships_first(cluster):
     led = partitions(a, "h")
     stopped = led[0][0]
     survivor = cluster[next(i for i in (1, 2, 3) if i != stopped) - 1]
-    acked = {}
-    errors = []
-    done = threading.Event()
-
-    def keep_producing():
-        i = 0
-        while not done.is_set():
-            errors.extend(produce(servers, "h", [f"h{i + k}".encode() for k in range(20)], acked))
-            i += 20
-
-    writer = threading.Thread(target=keep_producing, daemon=True)
-    writer.start()
+    load = Producing(servers, "h", batch=20)
+    acked, errors = load.acked, load.errors
     time.sleep(1)
     code = cluster[stopped - 1].stop()  # SIGTERM, waits for the exit
     # The moment it is gone, the survivors already name other leaders for what it led (without
@@ -533,8 +545,7 @@ def test_a_stopped_broker_hands_over_its_leaderships_first(cluster):
     after = leaders_seen_by(survivor, "h")
     assert all(after[p] != stopped for p in after), (stopped, after)
     time.sleep(1)
-    done.set()
-    writer.join(60)
+    load.stop()
     assert code == 0
     assert "controlled shutdown: leaderships handed" in cluster[stopped - 1].log()
     assert not errors, errors[:5]

@@ -36,45 +36,33 @@ fn unsupported_resource(resource_type: i8) -> AdminError {
     }
 }
 
-/// Sets a broker resource's dynamic configs to what `change` makes of the current ones.
-async fn apply_broker(
-    broker: &Arc<Broker>,
-    resource: String,
-    change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>
-    + Send
-    + 'static,
-    validate_only: bool,
-) -> Result<(), AdminError> {
-    let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.set_broker_configs(&resource, change, validate_only))
-        .await
-        .unwrap_or_else(|e| {
-            Err(AdminError {
-                code: errors::UNKNOWN_SERVER_ERROR,
-                message: e.to_string(),
-            })
-        })
-}
-
-/// Sets a topic's overrides to what `change` makes of the current ones, computed under the
-/// broker's admin lock (a read-modify-write outside it would lose a concurrent change).
+/// Sets a topic's overrides (`resource_type` TOPIC) or a broker resource's dynamic configs
+/// (BROKER) to what `change` makes of the current ones, computed under the broker's admin lock
+/// (a read-modify-write outside it would lose a concurrent change).
 async fn apply(
     broker: &Arc<Broker>,
-    topic: String,
+    resource_type: i8,
+    name: String,
     change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>
     + Send
     + 'static,
     validate_only: bool,
 ) -> Result<(), AdminError> {
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.set_topic_configs(&topic, change, validate_only))
-        .await
-        .unwrap_or_else(|e| {
-            Err(AdminError {
-                code: errors::UNKNOWN_SERVER_ERROR,
-                message: e.to_string(),
-            })
+    tokio::task::spawn_blocking(move || {
+        if resource_type == BROKER {
+            b.set_broker_configs(&name, change, validate_only)
+        } else {
+            b.set_topic_configs(&name, change, validate_only)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(AdminError {
+            code: errors::UNKNOWN_SERVER_ERROR,
+            message: e.to_string(),
         })
+    })
 }
 
 pub async fn handle_alter(
@@ -102,18 +90,10 @@ pub async fn handle_alter(
                     code: errors::INVALID_CONFIG,
                     message: format!("config {k} has a null value"),
                 }),
-                None if res.resource_type == BROKER => {
-                    apply_broker(
-                        broker,
-                        res.resource_name.to_string(),
-                        move |_| Ok(configs.clone()),
-                        request.validate_only,
-                    )
-                    .await
-                }
                 None => {
                     apply(
                         broker,
+                        res.resource_type,
                         res.resource_name.to_string(),
                         move |_| Ok(configs.clone()),
                         request.validate_only,
@@ -221,11 +201,8 @@ pub async fn handle_incremental(
                 None => {
                     let change =
                         move |current: &BTreeMap<String, String>| incremental(current, &ops);
-                    if res.resource_type == BROKER {
-                        apply_broker(broker, name.clone(), change, request.validate_only).await
-                    } else {
-                        apply(broker, name.clone(), change, request.validate_only).await
-                    }
+                    let kind = res.resource_type;
+                    apply(broker, kind, name.clone(), change, request.validate_only).await
                 }
             }
         };
