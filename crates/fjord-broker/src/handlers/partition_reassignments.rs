@@ -59,8 +59,13 @@ pub async fn alter(
                 Err(e) => (e.code, Some(e.message)),
             })
             .collect(),
-        // The whole request failed: every partition says so.
-        Err(e) => vec![(e.code, Some(e.message)); asked.len()],
+        // The whole request failed: the top level and every partition say so (Kafka's
+        // getErrorResponse).
+        Err(e) => {
+            response.error_code = e.code;
+            response.error_message = Some(str_bytes(e.message.clone()));
+            vec![(e.code, Some(e.message)); asked.len()]
+        }
     };
     let mut outcomes = outcomes.into_iter();
     for t in &request.topics {
