@@ -343,12 +343,12 @@ def test_a_stopped_broker_is_unregistered_once_nothing_depends_on_it(cluster):
     assert wait_for(lambda: in_sync(admin, "all3"), timeout=60), placement(admin, "all3")
 
 
-def broker_only(cluster, tmp_path, node_id):
-    """A broker-only node joining `cluster` (not a voter), started."""
+def broker_only(cluster, tmp_path, node_id, roles="broker"):
+    """A node joining `cluster` as an observer of its quorum (not among its voters), started."""
     voters = cluster[0].extra_args[cluster[0].extra_args.index("--voters") + 1]
     config = cluster[0].extra_args[cluster[0].extra_args.index("--config") + 1]
     node = Broker(tmp_path / f"node{node_id}", [
-        "--node-id", str(node_id), "--voters", voters, "--process-roles", "broker",
+        "--node-id", str(node_id), "--voters", voters, "--process-roles", roles,
         "--controller-listen", f"127.0.0.1:{free_port()}", "--config", config])
     return node.start(timeout=60)
 
@@ -411,3 +411,94 @@ def test_scaling_out_and_rebalancing_under_load(cluster, tmp_path):
         load.stop()
         for node in extra:
             node.stop()
+
+
+METADATA_QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"
+
+
+def quorum_of(node):
+    """(voters, observers, leader) as fjord cluster info shows them."""
+    done = subprocess.run([FJORD_BIN, "cluster", "info", "-o", "json", "-b", node.bootstrap],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    q = json.loads(done.stdout)["quorum"]
+    return sorted(q["voters"]), sorted(q["observers"]), q["leader_id"]
+
+
+def controller_of(node):
+    return node.extra_args[node.extra_args.index("--controller-listen") + 1]
+
+
+def directory_id(node):
+    with open(os.path.join(node.data_dir, "meta.properties")) as f:
+        return next(line.split("=", 1)[1].strip() for line in f
+                    if line.startswith("directory.id="))
+
+
+@pytest.mark.compat("kafka-metadata-quorum 4.4, fjord CLI", "Voters changed online (KIP-853): an observer added with kafka-metadata-quorum add-controller, the quorum's leader removed with remove-controller (it hands over, stays an observer), Kafka's errors for a duplicate or unknown voter; fjord cluster remove-voter refuses a removal that would lose the quorum and removes a stopped voter, add-voter adds one back; an added voter restarts a voter")
+def test_voters_are_added_and_removed_online(cluster, tmp_path):
+    node4 = broker_only(cluster, tmp_path, 4, roles="broker,controller")
+    nodes = {1: cluster[0], 2: cluster[1], 3: cluster[2], 4: node4}
+    try:
+        assert wait_for(lambda: quorum_of(cluster[0])[1] == [4], timeout=30)
+        # Kafka's tool adds it from its own configuration (as it reads a controller's).
+        props = tmp_path / "node4.properties"
+        props.write_text(f"node.id=4\nprocess.roles=broker,controller\n"
+                         f"controller.listener.names=CONTROLLER\n"
+                         f"listeners=CONTROLLER://{controller_of(node4)}\n"
+                         f"log.dirs={node4.data_dir}\n")
+        added = run_tool(METADATA_QUORUM, "--command-config", str(props), "add-controller",
+                         bootstrap=cluster[1].bootstrap).stdout
+        assert f"Added controller 4 with directory id {directory_id(node4)}" in added, added
+        voters, observers, leader = quorum_of(node4)
+        assert voters == [1, 2, 3, 4] and observers == [], (voters, observers)
+        again = run_tool(METADATA_QUORUM, "--command-config", str(props), "add-controller",
+                         bootstrap=cluster[1].bootstrap, check=False)
+        assert again.returncode != 0 and "DuplicateVoterException" in again.stdout + again.stderr
+        unknown = run_tool(METADATA_QUORUM, "remove-controller", "--controller-id", "9",
+                           "--controller-directory-id", directory_id(node4),
+                           bootstrap=cluster[1].bootstrap, check=False)
+        assert unknown.returncode != 0 and "VoterNotFoundException" in \
+            unknown.stdout + unknown.stderr, unknown.stdout + unknown.stderr
+        # The quorum's leader removed: it hands over first and stays on as an observer.
+        removed = run_tool(METADATA_QUORUM, "remove-controller", "--controller-id", str(leader),
+                           "--controller-directory-id", directory_id(nodes[leader]),
+                           bootstrap=node4.bootstrap).stdout
+        assert f"Removed KRaft controller {leader}" in removed, removed
+        voters, observers, now = quorum_of(node4)
+        left = sorted({1, 2, 3, 4} - {leader})
+        assert voters == left and now != leader, (voters, now)
+        assert wait_for(lambda: quorum_of(node4)[1] == [leader], timeout=10), quorum_of(node4)
+
+        # A voter stopped: removing another running one would leave no majority running.
+        stopped = next(v for v in left if v not in (now, 4))
+        other = next(v for v in left if v not in (now, stopped))
+        assert nodes[stopped].stop() == 0
+        time.sleep(1)
+        fjord = [FJORD_BIN, "cluster", "-b", nodes[now].bootstrap]
+        refused = subprocess.run([*fjord, "remove-voter", "--node", str(other)],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and f"start voters {{{stopped}}} again" in \
+            refused.stderr, refused.stderr
+        gone = subprocess.run([*fjord, "remove-voter", "--node", str(stopped), "-o", "json"],
+                              capture_output=True, text=True, timeout=60)
+        assert gone.returncode == 0, gone.stderr
+        assert json.loads(gone.stdout)["voters"] == sorted([now, other]), gone.stdout
+        back = subprocess.run([*fjord, "add-voter", "--node", str(leader),
+                               "--address", controller_of(nodes[leader])],
+                              capture_output=True, text=True, timeout=60)
+        assert back.returncode == 0, back.stderr
+        assert "voters now" in back.stdout, back.stdout
+        assert quorum_of(node4)[0] == sorted([now, other, leader])
+        # The removed voter restarts as an observer; node 4 restarts a voter (the metadata
+        # log's voters, not those it was started with), and the cluster takes changes.
+        nodes[stopped].start(timeout=60)
+        node4.stop()
+        node4.start(timeout=60)
+        assert wait_for(lambda: quorum_of(nodes[stopped])[1] == [stopped], timeout=30), \
+            quorum_of(nodes[stopped])
+        assert quorum_of(node4)[0] == sorted([now, other, leader])
+        admin = AdminClient({"bootstrap.servers": node4.bootstrap})
+        create(admin, "after-voter-changes", partitions=1)
+    finally:
+        node4.stop()

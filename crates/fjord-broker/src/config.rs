@@ -287,18 +287,13 @@ impl BrokerConfig {
                         list()
                     ));
                 }
-                // A node that is not a voter must say it is a broker only (as Kafka asks for
-                // process.roles): a mistyped voter id must not start a broker-only node.
-                Some(Roles::Both) | None if !voter => {
+                // A node that is not a voter must say what it is (as Kafka asks for
+                // process.roles): a mistyped voter id must not start a broker-only node. One
+                // that names the controller role observes the quorum until it is added as a
+                // voter (`fjord cluster add-voter`, KIP-853).
+                None if !voter => {
                     return Err(format!(
-                        "node.id {} is not among controller.quorum.voters ({}): start it with --process-roles broker (process.roles = \"broker\") to run it as a broker-only node, or give it a voter's node.id",
-                        self.node_id,
-                        list()
-                    ));
-                }
-                Some(Roles::Controller) if !voter => {
-                    return Err(format!(
-                        "process.roles is \"controller\" but node.id {} is not among controller.quorum.voters ({}): a controller is a voter; add it to the voters or give it a voter's node.id",
+                        "node.id {} is not among controller.quorum.voters ({}): start it with --process-roles broker (process.roles = \"broker\") to run it as a broker-only node, with \"controller\" or \"broker,controller\" to add it as a voter later (`fjord cluster add-voter`), or give it a voter's node.id",
                         self.node_id,
                         list()
                     ));

@@ -56,6 +56,9 @@ pub const ELECTION_NOT_NEEDED: i16 = ResponseError::ElectionNotNeeded.code();
 
 pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = ResponseError::NoReassignmentInProgress.code();
 pub const BROKER_ID_NOT_REGISTERED: i16 = ResponseError::BrokerIdNotRegistered.code();
+pub const INCONSISTENT_CLUSTER_ID: i16 = ResponseError::InconsistentClusterId.code();
+pub const DUPLICATE_VOTER: i16 = ResponseError::DuplicateVoter.code();
+pub const VOTER_NOT_FOUND: i16 = ResponseError::VoterNotFound.code();
 
 /// A reassignment refusal as Kafka reports it.
 impl From<fjord_meta::ReassignError> for crate::broker::AdminError {

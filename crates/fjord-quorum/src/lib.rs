@@ -13,6 +13,7 @@ mod quorum;
 pub mod runtime;
 pub mod sim;
 mod state_machine;
+mod voters;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ pub use quorum::{
     Heard, NoPeers, Quorum, QuorumError, QuorumOptions, QuorumView, ReplicaView, Sessions,
 };
 pub use state_machine::{Published, SNAPSHOT_FILE, StateMachine};
+pub use voters::{VoterError, VoterRefusal};
 
 openraft::declare_raft_types!(
     /// Fjord's Raft types: an entry carries one metadata change; node ids are Kafka's
@@ -33,9 +35,35 @@ openraft::declare_raft_types!(
         D = Change,
         R = Applied,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Member,
         AsyncRuntime = crate::runtime::Runtime,
 );
+
+/// A member of the quorum as the membership records it (KIP-853's voter: endpoint and
+/// directory id): its controller listener, and for a voter added online the data directory id
+/// it was added with (the others refuse it with any other). Stored as openraft's `BasicNode`
+/// was (`{"addr": ...}`), so logs written before read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Member {
+    pub addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+impl Member {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            dir: None,
+        }
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
 
 /// One metadata change: records that apply together or not at all. Serialized as the
 /// records' own versioned encoding, so the Raft log and snapshots carry record versions.

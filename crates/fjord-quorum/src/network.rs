@@ -5,6 +5,7 @@
 //! changes to the leader here (`Write`). Frames over [`MAX_FRAME_BYTES`] and bytes that do not
 //! decode close the connection; the listener goes on serving everyone else.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft, RaftNetworkFactory, RaftNetworkV2};
+use openraft::{Raft, RaftNetworkFactory, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,6 +65,20 @@ pub(crate) enum Request {
         #[serde(default)]
         empty: bool,
     },
+    /// Makes observer `node` a voter (Kafka's AddRaftVoter), waiting at most `timeout_ms` for
+    /// the change to commit.
+    AddVoter {
+        node: u64,
+        dir: String,
+        address: String,
+        timeout_ms: u64,
+    },
+    /// Makes voter `node` an observer (Kafka's RemoveRaftVoter).
+    RemoveVoter {
+        node: u64,
+        dir: String,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,6 +99,10 @@ pub(crate) enum Response {
         node: u64,
         dir: String,
     },
+    /// The voters changed as asked, and the change is committed.
+    VotersChanged,
+    /// The voter change was refused: why, and what to do.
+    VoterRefused(crate::VoterError),
     /// The receiver does not lead (any more): the leader it knows of, if any.
     NotLeader(Option<u64>),
     /// The receiver could not handle the request (its Raft node stopped, ...).
@@ -124,8 +143,47 @@ async fn write_frame(stream: &mut TcpStream, message: &impl Serialize) -> io::Re
     stream.flush().await
 }
 
-/// Serves the controller listener: Raft RPCs to `raft`, forwarded writes too when this node
-/// leads. Runs until the listener fails.
+/// The voters as the effective membership has them (kept current as it changes), each with
+/// the data directory id it was added with when it was added online (KIP-853's voter key).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Voters(std::sync::Arc<std::sync::RwLock<BTreeMap<u64, Option<String>>>>);
+
+impl Voters {
+    pub(crate) fn new(voters: BTreeMap<u64, Option<String>>) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(voters)))
+    }
+
+    /// The voters of `membership` (those of every config of a joint one).
+    pub(crate) fn of(
+        membership: &openraft::Membership<u64, crate::Member>,
+    ) -> BTreeMap<u64, Option<String>> {
+        membership
+            .voter_ids()
+            .map(|id| (id, membership.get_node(&id).and_then(|m| m.dir.clone())))
+            .collect()
+    }
+
+    pub(crate) fn set(&self, voters: BTreeMap<u64, Option<String>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = voters;
+    }
+
+    pub(crate) fn contains(&self, node: u64) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&node)
+    }
+
+    /// None when `node` is not a voter; else the directory id it was added with, if it was.
+    fn added_with(&self, node: u64) -> Option<Option<String>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
+    }
+}
+
 /// Who this node is on the controller listener, and the data directory ids of the voters it
 /// has seen (KIP-853's idea): every connection starts with [`Request::Hello`], answered with
 /// the receiver's; a voter seen before with another directory id lost its disk, may have
@@ -134,7 +192,7 @@ async fn write_frame(stream: &mut TcpStream, message: &impl Serialize) -> io::Re
 pub(crate) struct Identity {
     pub node: u64,
     pub dir: String,
-    pub voters: std::sync::Arc<std::collections::BTreeSet<u64>>,
+    pub voters: Voters,
     pub log: crate::LogStore,
     /// Why a peer last refused this node, for start-up's error.
     pub refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
@@ -143,10 +201,27 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    /// Whether `node` may take part with directory `dir`: a voter's first directory id is
-    /// recorded, durably, and any other refused. Observers may change disks (they do not vote).
+    /// Whether `node` may take part with directory `dir`: a voter added online must come with
+    /// the directory id it was added with; a voter of the quorum's first membership with the
+    /// first one it was seen with (recorded durably). Observers may change disks (they do not
+    /// vote).
     pub(crate) async fn check(&self, node: u64, dir: &str) -> Result<(), String> {
-        if !self.voters.contains(&node) {
+        let lost = |known: &str| {
+            format!(
+                "voter {node}'s data directory changed (directory id {known}, now {dir}): a voter that lost its disk cannot rejoin its quorum (it may have acknowledged entries it no longer has); restore its data directory, or remove the voter (`fjord cluster remove-voter`) and add the node again once it has caught up as an observer"
+            )
+        };
+        let added_with = match self.voters.added_with(node) {
+            None => {
+                self.heard.note_dir(node, dir);
+                return Ok(());
+            }
+            Some(added_with) => added_with,
+        };
+        if let Some(known) = added_with {
+            if known != dir {
+                return Err(lost(&known));
+            }
             self.heard.note_dir(node, dir);
             return Ok(());
         }
@@ -155,9 +230,7 @@ impl Identity {
                 self.heard.note_dir(node, dir);
                 Ok(())
             }
-            Some(known) => Err(format!(
-                "voter {node}'s data directory changed (directory id {known}, now {dir}): a voter that lost its disk cannot rejoin its quorum (it may have acknowledged entries it no longer has); restore its data directory (replacing a voter is not supported yet)"
-            )),
+            Some(known) => Err(lost(&known)),
             None => {
                 self.log
                     .record_voter_dir(node, dir.to_string())
@@ -170,6 +243,8 @@ impl Identity {
     }
 }
 
+/// Serves the controller listener: Raft RPCs to `raft`, forwarded writes too when this node
+/// leads. Runs until the listener fails.
 pub(crate) async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig, StateMachine>,
@@ -204,7 +279,7 @@ async fn connection(
     mut stream: TcpStream,
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
-    voters: &std::collections::BTreeSet<u64>,
+    voters: &Voters,
     identity: &Identity,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
@@ -238,7 +313,7 @@ async fn connection(
 pub(crate) async fn handle(
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
-    voters: &std::collections::BTreeSet<u64>,
+    voters: &Voters,
     request: Request,
 ) -> Response {
     let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
@@ -248,6 +323,23 @@ pub(crate) async fn handle(
             address,
             empty,
         } => join(raft, voters, node, address, empty).await,
+        Request::AddVoter {
+            node,
+            dir,
+            address,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            crate::voters::add(raft, heard, node, &dir, &address, timeout).await
+        }
+        Request::RemoveVoter {
+            node,
+            dir,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            crate::voters::remove(raft, heard, node, &dir, timeout).await
+        }
         Request::Append(rpc) => raft
             .append_entries(rpc)
             .await
@@ -307,7 +399,7 @@ pub(crate) async fn handle(
 /// itself). A voter is never turned into an observer.
 async fn join(
     raft: &Raft<TypeConfig, StateMachine>,
-    voters: &std::collections::BTreeSet<u64>,
+    voters: &Voters,
     node: u64,
     address: String,
     empty: bool,
@@ -317,10 +409,10 @@ async fn join(
     use openraft::errors::{ClientWriteError, RaftError};
     let refused = || {
         Response::Failed(format!(
-            "refused: node {node} is a voter of this quorum; start it with the voters as a voter"
+            "refused: node {node} is a voter of this quorum and cannot join it as an observer: start it with its data directory, or remove the voter first (`fjord cluster remove-voter`)"
         ))
     };
-    if voters.contains(&node) {
+    if voters.contains(node) {
         return refused();
     }
     if !raft.is_leader() {
@@ -364,11 +456,17 @@ async fn join(
                 )
                 .await;
             match removed {
-                Ok(_) => raft.add_learner(node, BasicNode::new(address), false).await,
+                Ok(_) => {
+                    raft.add_learner(node, crate::Member::new(address), false)
+                        .await
+                }
                 Err(e) => Err(e),
             }
         }
-        None => raft.add_learner(node, BasicNode::new(address), false).await,
+        None => {
+            raft.add_learner(node, crate::Member::new(address), false)
+                .await
+        }
     };
     match changed {
         Ok(_) => Response::Joined,
@@ -602,7 +700,7 @@ pub(crate) struct TcpNetwork {
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, _target: u64, node: &crate::Member) -> Peer {
         Peer::new(node.addr.clone(), Some(self.identity.clone()))
     }
 }

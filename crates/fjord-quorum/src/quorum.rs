@@ -17,14 +17,15 @@ use openraft::network::RPCOption;
 use openraft::raft::VoteResponse;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest};
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, Config, Raft, RaftNetworkFactory, RaftNetworkV2};
+use openraft::{Config, Raft, RaftNetworkFactory, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::network::{Identity, Peer, Request, Response, TcpNetwork};
+use crate::network::{Identity, Peer, Request, Response, TcpNetwork, Voters};
 use crate::sim::{Endpoint, SimNet, SimNetwork};
+use crate::voters::{VoterError, VoterRefusal};
 use crate::{Applied, Change, LogStore, Published, StateMachine, TypeConfig};
 
 /// How long start-up waits for the quorum by default.
@@ -97,7 +98,7 @@ impl RaftNetworkV2<TypeConfig> for NoPeers {
 impl RaftNetworkFactory<TypeConfig> for NoPeers {
     type Network = NoPeers;
 
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> NoPeers {
+    async fn new_client(&mut self, _target: u64, _node: &crate::Member) -> NoPeers {
         NoPeers
     }
 }
@@ -152,23 +153,53 @@ impl Heard {
         inner.dirs.insert(node, dir.to_string());
     }
 
-    fn dir(&self, node: u64) -> Option<String> {
+    pub(crate) fn dir(&self, node: u64) -> Option<String> {
         let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inner.dirs.get(&node).cloned()
     }
 
-    fn caught_up(&self, id: u64) -> Option<InstantOf<TypeConfig>> {
+    pub(crate) fn caught_up(&self, id: u64) -> Option<InstantOf<TypeConfig>> {
         let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inner.caught_up.get(&id).copied()
     }
 }
 
-/// Keeps `heard`'s caught-up times as the leader's replication progresses.
-async fn track_progress(raft: Raft<TypeConfig, StateMachine>, heard: Heard) {
+/// Keeps `heard`'s caught-up times as the leader's replication progresses and `voters` as the
+/// membership changes; a node that becomes leader finishes a voter change an earlier leader
+/// left halfway (a joint membership).
+async fn track_progress(raft: Raft<TypeConfig, StateMachine>, heard: Heard, voters: Voters) {
     use openraft::async_runtime::WatchReceiver;
     let mut metrics = raft.metrics();
+    let mut led_in: Option<u64> = None;
     loop {
-        heard.note_progress(&metrics.borrow_watched());
+        let (became_leader, joint) = {
+            let m = metrics.borrow_watched();
+            heard.note_progress(&m);
+            voters.set(Voters::of(m.membership_config.membership()));
+            let leading = m.state.is_leader().then_some(m.current_term);
+            let became = leading.is_some() && leading != led_in;
+            led_in = leading;
+            (
+                became,
+                m.membership_config.membership().get_joint_config().len() > 1,
+            )
+        };
+        if became_leader && joint {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                // Once this leader has committed what it found (its first entry commits it).
+                let committed = raft
+                    .wait(Some(Duration::from_secs(10)))
+                    .metrics(
+                        |m| m.membership_config.log_id() == m.committed_membership_config.log_id(),
+                        "the membership committed",
+                    )
+                    .await;
+                if committed.is_ok() {
+                    crate::voters::finish_joint(&raft).await;
+                }
+            });
+        }
         if metrics.changed().await.is_err() {
             return;
         }
@@ -386,6 +417,14 @@ impl std::fmt::Debug for Quorum {
     }
 }
 
+/// The membership a node's storage records.
+struct Stored {
+    /// Each voter, with the directory id it was added with online, if it was.
+    voters: BTreeMap<u64, Option<String>>,
+    /// Every member (voters and observers) with its address.
+    nodes: BTreeMap<u64, crate::Member>,
+}
+
 /// The name a directory being converted from an earlier version's format takes meanwhile.
 fn converting(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
@@ -511,43 +550,75 @@ impl Quorum {
                 "this node has run before (its data directory says so) but its metadata log is empty; a voter that lost its log cannot rejoin its quorum (it may have acknowledged entries it no longer has): restore the data directory (replacing a voter's disk is not supported yet)".into(),
             ));
         }
-        let observer = !voters.contains_key(&node);
+        // The voters are the metadata log's once it has any (they change online, KIP-853);
+        // the configured ones start a new quorum, and are where a node looks for its leader.
+        let stored = if fresh {
+            None
+        } else {
+            Some(Self::stored_members(&log, &sm).await?)
+        };
+        let show = |m: &BTreeMap<u64, String>| {
+            m.iter()
+                .map(|(id, a)| {
+                    if a.is_empty() {
+                        id.to_string()
+                    } else {
+                        format!("{id}@{a}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut contacts = voters.clone();
+        let mut voter_dirs: BTreeMap<u64, Option<String>> =
+            voters.keys().map(|&id| (id, None)).collect();
+        if let Some(stored) = &stored
+            && !stored.voters.is_empty()
+        {
+            let addresses: BTreeMap<u64, String> = stored
+                .voters
+                .keys()
+                .map(|id| (*id, stored.nodes[id].addr.clone()))
+                .collect();
+            // A quorum of one without a controller listener (its members have no address)
+            // cannot be reached by others, nor can one node of a cluster run alone.
+            let single = |m: &BTreeMap<u64, String>| m.values().any(String::is_empty);
+            if addresses != voters && (single(&addresses) || single(&voters)) {
+                return Err(QuorumError::Raft(format!(
+                    "this data directory belongs to a metadata quorum of voters {}, but the node was started with {}; start it with the voters it was created with",
+                    show(&addresses),
+                    show(&voters)
+                )));
+            }
+            if addresses != voters {
+                tracing::info!(
+                    voters = show(&addresses),
+                    configured = show(&voters),
+                    "the metadata log's voters differ from controller.quorum.voters (voters changed online); the log's are used"
+                );
+            }
+            for (id, member) in &stored.nodes {
+                if *id != node && !member.addr.is_empty() {
+                    contacts.insert(*id, member.addr.clone());
+                }
+            }
+            voter_dirs = stored.voters.clone();
+        }
+        let observer = !voter_dirs.contains_key(&node);
         if observer && matches!(net, Net::Local) {
             return Err(QuorumError::Raft(format!(
                 "node {node_id} is not among the voters and has no controller listener to replicate the metadata to"
             )));
         }
-        if !fresh {
-            let stored = Self::stored_voters(&log, &sm).await?;
-            if !stored.is_empty() && stored != voters {
-                let show = |m: &BTreeMap<u64, String>| {
-                    m.iter()
-                        .map(|(id, a)| {
-                            if a.is_empty() {
-                                id.to_string()
-                            } else {
-                                format!("{id}@{a}")
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                return Err(QuorumError::Raft(format!(
-                    "this data directory belongs to a metadata quorum of voters {}, but the node was started with {}; start it with the voters it was created with (changing the voters is not supported yet)",
-                    show(&stored),
-                    show(&voters)
-                )));
-            }
-        }
         let config = Arc::new(config);
         let heard = Heard::default();
-        let voter_ids: std::collections::BTreeSet<u64> = voters.keys().copied().collect();
+        let voter_set = Voters::new(voter_dirs);
         // Who this node is to the others over TCP (the simulated network checks no
         // directories).
         let identity = Identity {
             node,
             dir: options.directory_id.clone().unwrap_or_default(),
-            voters: Arc::new(voter_ids.clone()),
+            voters: voter_set.clone(),
             log: log.clone(),
             refused: Arc::default(),
             heard: heard.clone(),
@@ -569,7 +640,7 @@ impl Quorum {
             // it from the start instead of taking the shorter log for a fault.
             Self::join(
                 &transport,
-                &voters,
+                &contacts,
                 node,
                 &address,
                 fresh,
@@ -610,7 +681,7 @@ impl Quorum {
                 let endpoint = Endpoint {
                     raft: raft.clone(),
                     heard: heard.clone(),
-                    voters: Arc::new(voter_ids),
+                    voters: voter_set.clone(),
                 };
                 net.register(node, endpoint);
                 (raft, None)
@@ -627,9 +698,9 @@ impl Quorum {
             }
         };
         if fresh && !observer {
-            let members: BTreeMap<u64, BasicNode> = voters
+            let members: BTreeMap<u64, crate::Member> = voters
                 .iter()
-                .map(|(&id, addr)| (id, BasicNode::new(addr)))
+                .map(|(&id, addr)| (id, crate::Member::new(addr)))
                 .collect();
             // Every voter initializes with the same members, which openraft allows.
             if let Err(e) = raft.initialize(members).await {
@@ -681,7 +752,11 @@ impl Quorum {
         if let Some(dir) = &options.directory_id {
             heard.note_dir(node, dir);
         }
-        let progress = Arc::new(tokio::spawn(track_progress(raft.clone(), heard.clone())));
+        let progress = Arc::new(tokio::spawn(track_progress(
+            raft.clone(),
+            heard.clone(),
+            voter_set,
+        )));
         let quorum = Self {
             raft,
             sm,
@@ -710,12 +785,9 @@ impl Quorum {
         Ok(quorum)
     }
 
-    /// The voters this node's storage records: the last membership entry in its log, else
+    /// The membership this node's storage records: the last membership entry in its log, else
     /// its snapshot's.
-    async fn stored_voters(
-        log: &LogStore,
-        sm: &StateMachine,
-    ) -> Result<BTreeMap<u64, String>, QuorumError> {
+    async fn stored_members(log: &LogStore, sm: &StateMachine) -> Result<Stored, QuorumError> {
         use openraft::RaftLogReader;
         use openraft::storage::RaftStateMachine;
         let mut reader = log.clone();
@@ -731,12 +803,10 @@ impl Quorum {
                 sm.applied_state().await?.1.membership().clone()
             }
         };
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        Ok(membership
-            .nodes()
-            .filter(|(id, _)| voters.contains(id))
-            .map(|(id, node)| (*id, node.addr.clone()))
-            .collect())
+        Ok(Stored {
+            voters: Voters::of(&membership),
+            nodes: membership.nodes().map(|(id, m)| (*id, m.clone())).collect(),
+        })
     }
 
     /// Asks the quorum's leader, through any voter, to add `node` (at `address`) as an
@@ -778,6 +848,10 @@ impl Quorum {
                         return Err(QuorumError::Raft(reason));
                     }
                     Ok(other) => last_error = format!("voter {id}: {other:?}"),
+                    // Refused as a voter that lost its disk: no point in asking again.
+                    Err(e) if e.to_string().starts_with("refused:") => {
+                        return Err(QuorumError::Raft(e.to_string()));
+                    }
                     Err(e) => last_error = format!("voter {id} at {addr}: {e}"),
                 }
             }
@@ -944,6 +1018,101 @@ impl Quorum {
         }
     }
 
+    /// Makes observer `node` a voter (Kafka's AddRaftVoter, KIP-853): `dir` is the data
+    /// directory id it replicates with and `address` its controller listener. Decided by the
+    /// leader (asked over the controller listener when this node does not lead), once `node`
+    /// holds the leader's whole log and no other voter change is in flight; returns once the
+    /// new voters are committed, or an error that says what to do (at most `timeout`).
+    pub async fn add_voter(
+        &self,
+        node: u64,
+        dir: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<(), VoterError> {
+        let request = |timeout: Duration| Request::AddVoter {
+            node,
+            dir: dir.to_string(),
+            address: address.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        self.change_voters(request, timeout).await
+    }
+
+    /// Makes voter `node` (data directory `dir`) an observer (Kafka's RemoveRaftVoter): refused
+    /// when fewer of the voters left answer the leader than a majority of them; a leader
+    /// removing itself hands its leadership over first. Returns once the change is committed.
+    pub async fn remove_voter(
+        &self,
+        node: u64,
+        dir: &str,
+        timeout: Duration,
+    ) -> Result<(), VoterError> {
+        let request = |timeout: Duration| Request::RemoveVoter {
+            node,
+            dir: dir.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        self.change_voters(request, timeout).await
+    }
+
+    /// Has the leader make a voter change, following leadership as it moves.
+    async fn change_voters(
+        &self,
+        request: impl Fn(Duration) -> Request,
+        timeout: Duration,
+    ) -> Result<(), VoterError> {
+        if matches!(self.transport, Transport::Local) {
+            return Err(VoterError::new(
+                VoterRefusal::Invalid,
+                "this node runs a metadata quorum of one without a controller listener: start it with a controller listener and controller.quorum.voters naming it to change the voters",
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = String::from("no metadata leader is known");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = if self.raft.is_leader() {
+                match request(left) {
+                    Request::AddVoter {
+                        node, dir, address, ..
+                    } => {
+                        crate::voters::add(&self.raft, &self.heard, node, &dir, &address, left)
+                            .await
+                    }
+                    Request::RemoveVoter { node, dir, .. } => {
+                        crate::voters::remove(&self.raft, &self.heard, node, &dir, left).await
+                    }
+                    _ => unreachable_request(),
+                }
+            } else {
+                match self
+                    .ask_leader(&request(left), left + Duration::from_secs(1))
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => Response::Failed(e.to_string()),
+                }
+            };
+            match answer {
+                Response::VotersChanged => return Ok(()),
+                Response::VoterRefused(e) => return Err(e),
+                Response::Failed(reason) => last = reason,
+                Response::NotLeader(_) => {}
+                other => last = format!("unexpected answer: {other:?}"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(VoterError::new(
+                    VoterRefusal::NotReady,
+                    format!(
+                        "no metadata leader made the voter change within {timeout:?} ({last}); check that a majority of the voters run"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends `request` to the leader this node knows of, on a connection of its own.
     async fn ask_leader(
         &self,
@@ -973,8 +1142,22 @@ impl Quorum {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .filter(|peer| peer.addr() == addr);
+        let was_kept = kept.is_some();
         let mut peer = kept.unwrap_or_else(|| self.transport.peer(self.node_id, addr));
-        let answer = peer.call(request, timeout).await;
+        let mut answer = peer.call(request, timeout).await;
+        // A kept connection the leader closed (it restarted at the same address): once more on
+        // a new one (the failed call dropped the old).
+        if was_kept
+            && let Err(e) = &answer
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            answer = peer.call(request, timeout).await;
+        }
         if answer.is_ok() {
             *self.leader_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
         }
@@ -1091,4 +1274,9 @@ impl Quorum {
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(self.log.close()?)
     }
+}
+
+/// [`Quorum::change_voters`] builds only voter changes.
+fn unreachable_request() -> Response {
+    Response::Failed("not a voter change".into())
 }

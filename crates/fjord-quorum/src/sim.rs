@@ -12,7 +12,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::{BasicNode, Raft, RaftNetworkFactory};
+use openraft::{Raft, RaftNetworkFactory};
 
 use crate::network::{Peer, Request, Response};
 use crate::quorum::Heard;
@@ -23,7 +23,7 @@ use crate::{StateMachine, TypeConfig};
 pub(crate) struct Endpoint {
     pub raft: Raft<TypeConfig, StateMachine>,
     pub heard: Heard,
-    pub voters: Arc<BTreeSet<u64>>,
+    pub voters: crate::network::Voters,
 }
 
 /// The network between simulated members (cheap to clone: one network).
@@ -200,7 +200,7 @@ pub(crate) struct SimNetwork {
 impl RaftNetworkFactory<TypeConfig> for SimNetwork {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, _target: u64, node: &crate::Member) -> Peer {
         Peer::sim(node.addr.clone(), self.net.clone(), self.from)
     }
 }

@@ -512,3 +512,184 @@ async fn a_stopping_leader_hands_its_leadership_over() {
         q.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_are_added_and_removed_online() {
+    use fjord_quorum::VoterRefusal;
+    let configured = voters(3);
+    let mut addresses = configured.clone();
+    addresses.insert(4, free_addr());
+    let dir = |id: u64| format!("dir-{id}");
+    // Every node with its directory id, started with the voters the quorum began with (the
+    // fourth is not among them: it joins as an observer).
+    let open = |id: u64, disk: SimStorage| {
+        let (configured, addr) = (configured.clone(), addresses[&id].clone());
+        async move {
+            Quorum::open_member(
+                Arc::new(disk),
+                Path::new(DIR),
+                id as i32,
+                0,
+                configured,
+                listen(&addr),
+                QuorumOptions {
+                    directory_id: Some(format!("dir-{id}")),
+                    ..options()
+                },
+            )
+            .await
+        }
+    };
+    let disks: Vec<SimStorage> = (0..4).map(|_| SimStorage::new()).collect();
+    let (a, b, c) = tokio::join!(
+        open(1, disks[0].clone()),
+        open(2, disks[1].clone()),
+        open(3, disks[2].clone())
+    );
+    let mut nodes: BTreeMap<u64, Quorum> = [a, b, c]
+        .into_iter()
+        .map(|q| {
+            let q = q.unwrap();
+            (q.node_id(), q)
+        })
+        .collect();
+    nodes[&1].write(topic("first", 1)).await.unwrap();
+    nodes.insert(
+        4,
+        open(4, disks[3].clone()).await.expect("the observer joins"),
+    );
+    sees(&nodes[&4], "first").await;
+    let t = Duration::from_secs(10);
+    let voter_ids = |q: &Quorum| {
+        let q = q.clone();
+        async move {
+            let view = q.describe().await.unwrap();
+            view.voters.iter().map(|v| v.id).collect::<Vec<_>>()
+        }
+    };
+    let kind = |r: Result<(), fjord_quorum::VoterError>| r.expect_err("refused").kind;
+
+    // Refused, with Kafka's reasons: a voter already, not an observer, another address,
+    // another directory; removing a node that is no voter, or with another directory.
+    let q = &nodes[&1];
+    assert_eq!(
+        kind(q.add_voter(2, &dir(2), &addresses[&2], t).await),
+        VoterRefusal::Duplicate
+    );
+    assert_eq!(
+        kind(q.add_voter(5, &dir(5), "127.0.0.1:1", t).await),
+        VoterRefusal::NotReady
+    );
+    assert_eq!(
+        kind(q.add_voter(4, &dir(4), "127.0.0.1:1", t).await),
+        VoterRefusal::Invalid
+    );
+    assert_eq!(
+        kind(q.add_voter(4, "dir-x", &addresses[&4], t).await),
+        VoterRefusal::NotReady
+    );
+    assert_eq!(
+        kind(q.remove_voter(4, &dir(4), t).await),
+        VoterRefusal::NotFound
+    );
+    assert_eq!(
+        kind(q.remove_voter(2, "dir-x", t).await),
+        VoterRefusal::NotFound
+    );
+    assert_eq!(voter_ids(q).await, [1, 2, 3]);
+
+    // Added, asked of a member that does not lead (forwarded to the leader).
+    let leader = nodes[&1].leader().unwrap();
+    let follower = *nodes.keys().find(|&&id| id != leader && id != 4).unwrap();
+    nodes[&follower]
+        .add_voter(4, &dir(4), &addresses[&4], t)
+        .await
+        .expect("the caught-up observer becomes a voter");
+    for q in nodes.values() {
+        assert_eq!(voter_ids(q).await, [1, 2, 3, 4]);
+    }
+    nodes[&4].write(topic("four-voters", 2)).await.unwrap();
+
+    // The leader removes itself: it hands over first, and stays on as an observer.
+    nodes[&leader]
+        .remove_voter(leader, &dir(leader), t)
+        .await
+        .expect("the leader leaves the voters");
+    let view = nodes[&4].describe().await.unwrap();
+    let left: Vec<u64> = (1..=4).filter(|&id| id != leader).collect();
+    assert_eq!(view.voters.iter().map(|v| v.id).collect::<Vec<_>>(), left);
+    assert_ne!(view.leader, leader);
+    assert!(view.observers.iter().any(|o| o.id == leader), "{view:?}");
+    nodes[&leader]
+        .write(topic("from-the-old-leader", 3))
+        .await
+        .unwrap();
+    sees(&nodes[&4], "from-the-old-leader").await;
+
+    // A voter is stopped: removing another running voter would leave the stopped one and the
+    // leader, no majority running, and is refused; removing the stopped one is not.
+    let now = nodes[&4].leader().unwrap();
+    let stopped = *left.iter().find(|&&id| id != now && id != 4).unwrap();
+    let other = *left.iter().find(|&&id| id != now && id != stopped).unwrap();
+    nodes.remove(&stopped).unwrap().shutdown().await.unwrap();
+    // (The leader counts a voter as running while it answered its last few heartbeats.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = nodes[&now]
+        .remove_voter(other, &dir(other), t)
+        .await
+        .expect_err("a removal that loses the quorum");
+    assert_eq!(e.kind, VoterRefusal::Invalid, "{}", e.message);
+    assert!(
+        e.message
+            .contains(&format!("start voters {{{stopped}}} again")),
+        "{}",
+        e.message
+    );
+    nodes[&other]
+        .remove_voter(stopped, &dir(stopped), t)
+        .await
+        .expect("the stopped voter is removed");
+    let two: Vec<u64> = {
+        let mut v = vec![now, other];
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(voter_ids(&nodes[&now]).await, two);
+    nodes[&now].write(topic("two-voters", 4)).await.unwrap();
+
+    // Node 4, a voter now, restarts with the voters it was first started with: the metadata
+    // log's voters are its own, and the two voters commit again once it is back.
+    nodes.remove(&4).unwrap().shutdown().await.unwrap();
+    let image = disks[3].crash_image(Some(4));
+    nodes.insert(4, open(4, image.clone()).await.expect("the voter restarts"));
+    nodes[&4].write(topic("after-restart", 5)).await.unwrap();
+    for q in nodes.values() {
+        sees(q, "after-restart").await;
+        assert_eq!(voter_ids(q).await, two);
+    }
+    // Its disk lost (a new directory), it is refused, as any voter that lost its disk.
+    nodes.remove(&4).unwrap().shutdown().await.unwrap();
+    let e = Quorum::open_member(
+        Arc::new(SimStorage::new()),
+        Path::new(DIR),
+        4,
+        0,
+        configured.clone(),
+        listen(&addresses[&4]),
+        QuorumOptions {
+            directory_id: Some("dir-4-new".into()),
+            ..options()
+        },
+    )
+    .await
+    .expect_err("a voter on a new disk");
+    // Refused at once: the others know the directory it was added with.
+    assert!(e.to_string().contains("data directory changed"), "{e}");
+    let back = open(4, image.crash_image(Some(4)))
+        .await
+        .expect("back on its disk");
+    nodes.insert(4, back);
+    for q in nodes.values() {
+        q.shutdown().await.unwrap();
+    }
+}

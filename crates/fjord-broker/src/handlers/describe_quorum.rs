@@ -20,7 +20,7 @@ use crate::errors;
 const METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// Kafka's listener name for controller endpoints.
-const CONTROLLER_LISTENER: &str = "CONTROLLER";
+pub(crate) const CONTROLLER_LISTENER: &str = "CONTROLLER";
 
 pub async fn handle(
     broker: &Arc<Broker>,

@@ -41,6 +41,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod partition_reassignments;
 mod produce;
+mod raft_voters;
 mod sync_group;
 mod txn_offset_commit;
 mod unregister_broker;
@@ -76,6 +77,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::UnregisterBroker, 0, 0),
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -147,6 +150,8 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::AlterPartitionReassignments) => "AlterPartitionReassignments",
         Ok(ApiKey::ListPartitionReassignments) => "ListPartitionReassignments",
         Ok(ApiKey::UnregisterBroker) => "UnregisterBroker",
+        Ok(ApiKey::AddRaftVoter) => "AddRaftVoter",
+        Ok(ApiKey::RemoveRaftVoter) => "RemoveRaftVoter",
         Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
         Ok(ApiKey::AlterConfigs) => "AlterConfigs",
         Ok(ApiKey::IncrementalAlterConfigs) => "IncrementalAlterConfigs",
@@ -332,6 +337,8 @@ pub async fn handle(
             partition_reassignments::list(broker, r, &ctx).await.into()
         }
         RequestKind::UnregisterBroker(r) => unregister_broker::handle(broker, r, &ctx).await.into(),
+        RequestKind::AddRaftVoter(r) => raft_voters::add(broker, r, &ctx).await.into(),
+        RequestKind::RemoveRaftVoter(r) => raft_voters::remove(broker, r, &ctx).await.into(),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, &ctx).await.into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle_alter(broker, r, &ctx).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {

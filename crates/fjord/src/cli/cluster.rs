@@ -8,7 +8,8 @@ use clap::Subcommand;
 use fjord_client::kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use fjord_client::kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use fjord_client::kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest, TopicName,
+    AddRaftVoterRequest, DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest,
+    RemoveRaftVoterRequest, TopicName, add_raft_voter_request,
 };
 use fjord_client::kafka_protocol::protocol::StrBytes;
 use fjord_client::{Client, check};
@@ -45,6 +46,34 @@ pub enum ClusterCmd {
         /// Give up (leaving running moves to finish) after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_s: u64,
+    },
+    /// Make a node a voter of the metadata quorum (KIP-853's AddRaftVoter). Start the node
+    /// first with the current voters in controller.quorum.voters and a controller listener:
+    /// it joins as an observer and catches up; then add it. One voter change at a time.
+    #[command(after_help = "Example:\n  fjord cluster add-voter --node 4 --address 10.0.0.4:9093")]
+    AddVoter {
+        /// The node's id.
+        #[arg(long)]
+        node: i32,
+        /// Its controller listener, HOST:PORT, as it replicates the metadata log.
+        #[arg(long)]
+        address: String,
+        /// Its data directory id (`directory.id` in its meta.properties); by default the one
+        /// the quorum's leader knows it by.
+        #[arg(long)]
+        directory_id: Option<String>,
+    },
+    /// Make a voter of the metadata quorum an observer again (KIP-853's RemoveRaftVoter), to
+    /// take its node out of the quorum. Refused when the voters left that are running would
+    /// not be a majority of them; a leader removed hands its leadership over first.
+    #[command(after_help = "Example:\n  fjord cluster remove-voter --node 3")]
+    RemoveVoter {
+        /// The voter's id.
+        #[arg(long)]
+        node: i32,
+        /// Its data directory id; by default the one the quorum's leader knows it by.
+        #[arg(long)]
+        directory_id: Option<String>,
     },
 }
 
@@ -97,6 +126,93 @@ async fn describe_quorum(client: &Client) -> anyhow::Result<QuorumInfo> {
     })
 }
 
+/// Adds (with its controller listener `address`) or removes voter `node`, then shows the
+/// voters.
+async fn change_voters(
+    common: &Common,
+    node: i32,
+    address: Option<String>,
+    directory_id: Option<String>,
+) -> anyhow::Result<()> {
+    let client = common.connect().await?;
+    let before = describe_quorum(&client).await?;
+    let known = before
+        .voters
+        .iter()
+        .chain(&before.observers)
+        .find(|r| r.replica_id.0 == node)
+        .map(|r| r.replica_directory_id)
+        .filter(|d| !d.is_nil());
+    let dir = match directory_id {
+        Some(text) => fjord_broker::ids::decode(&text).ok_or_else(|| {
+            anyhow::anyhow!("--directory-id {text:?} is not a directory id (22 characters of base64, as in meta.properties)")
+        })?,
+        None => known.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the quorum's leader does not know node {node}'s data directory id: pass --directory-id (directory.id in the node's meta.properties){}",
+                if address.is_some() { "; is the node running as an observer?" } else { "" }
+            )
+        })?,
+    };
+    // The broker waits for the change a little less than this client waits for its answer.
+    let wait_ms = common.timeout_ms.saturating_sub(2_000).max(1_000);
+    let verb = match &address {
+        Some(address) => {
+            let (host, port) = address
+                .rsplit_once(':')
+                .and_then(|(h, p)| {
+                    Some((
+                        h.trim_start_matches('[').trim_end_matches(']'),
+                        p.parse::<u16>().ok()?,
+                    ))
+                })
+                .ok_or_else(|| anyhow::anyhow!("--address {address:?} is not HOST:PORT"))?;
+            let mut listener = add_raft_voter_request::Listener::default();
+            listener.name = StrBytes::from_static_str("CONTROLLER");
+            listener.host = StrBytes::from_string(host.to_string());
+            listener.port = port;
+            let mut req = AddRaftVoterRequest::default();
+            req.cluster_id = None;
+            req.timeout_ms = i32::try_from(wait_ms).unwrap_or(i32::MAX);
+            req.voter_id = node;
+            req.voter_directory_id = dir;
+            req.listeners = vec![listener];
+            let r = client.send(&req).await?;
+            check(r.error_code, r.error_message.as_ref())?;
+            "added"
+        }
+        None => {
+            let mut req = RemoveRaftVoterRequest::default();
+            req.cluster_id = None;
+            req.voter_id = node;
+            req.voter_directory_id = dir;
+            let r = client.send(&req).await?;
+            check(r.error_code, r.error_message.as_ref())?;
+            "removed"
+        }
+    };
+    let after = describe_quorum(&client).await?;
+    let voters: Vec<i32> = after.voters.iter().map(|r| r.replica_id.0).collect();
+    match common.output {
+        Output::Json => print_json(&json!({
+            verb: node,
+            "directory_id": fjord_broker::ids::encode(dir),
+            "voters": voters,
+            "leader_id": after.leader,
+        })),
+        Output::Table => {
+            let shown: Vec<String> = voters.iter().map(i32::to_string).collect();
+            println!(
+                "{verb} voter {node} (directory id {}); voters now {} (leader {})",
+                fjord_broker::ids::encode(dir),
+                shown.join(", "),
+                after.leader
+            );
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
     if let ClusterCmd::Rebalance {
         execute,
@@ -110,6 +226,17 @@ pub async fn run(cmd: ClusterCmd, common: &Common) -> anyhow::Result<()> {
     }
     if let ClusterCmd::Brokers = cmd {
         return super::rebalance::brokers(common).await;
+    }
+    if let ClusterCmd::AddVoter {
+        node,
+        address,
+        directory_id,
+    } = cmd
+    {
+        return change_voters(common, node, Some(address), directory_id).await;
+    }
+    if let ClusterCmd::RemoveVoter { node, directory_id } = cmd {
+        return change_voters(common, node, None, directory_id).await;
     }
     let client = common.connect().await?;
     let mut req = DescribeClusterRequest::default();
