@@ -9,7 +9,8 @@ consumer group (its coordinator's partition replicated too) committing what it r
 drawn from
 the seed: kill -9 of a node (the partition leaders' node or any) and its restart, a
 controlled restart (SIGTERM and start: a rolling restart's step), a partition's replicas
-moved to three nodes drawn from all (reassign), SIGSTOP of a
+moved to three nodes drawn from all (reassign), a voter of the metadata quorum removed (the
+quorum's leader as often as any; added back at the heal: voters), SIGSTOP of a
 node (a pause: the node is cut off from everyone) and SIGCONT; and, with every node in a network
 namespace of its own (compat/netns.py, root only), network partitions: a node or a partition
 leader cut off from the other nodes (clients still reach it), a minority of the nodes cut off
@@ -68,7 +69,8 @@ EOS_GROUP = "faults-eos"
 # Network nemeses need every node in a network namespace of its own (root).
 NETWORK = {"isolate", "isolate-leader", "halves", "one-way", "slow", "slow-leader",
            "clients-cut", "clients-slow"}
-NEMESES = ("kill", "kill-leader", "kill-coordinator", "restart", "reassign", "pause", "isolate",
+NEMESES = ("kill", "kill-leader", "kill-coordinator", "restart", "reassign", "voters", "pause",
+           "isolate",
            "isolate-leader", "halves", "one-way", "slow", "slow-leader", "clients-cut",
            "clients-slow")
 
@@ -91,8 +93,11 @@ class Cluster:
                                  "--controller-listen", controllers[i], "--config", config],
                                 host=host(i), prefix=self.net.prefix(i) if net else ())
                       for i in controllers}
+        self.controllers = controllers
         self.paused = set()
         self.killed = set()
+        # Voters removed from the metadata quorum (observers until the heal adds them back).
+        self.removed = set()
 
     def start(self):
         for node in self.nodes.values():
@@ -110,7 +115,8 @@ class Cluster:
         """The nodes a fault holds now (paused, killed or cut off)."""
         links = (self.net.cut_links | self.net.slow_links) if self.net else set()
         # Node 0 stands for the clients.
-        return self.paused | self.killed | {i for link in links for i in link if i}
+        return (self.paused | self.killed | self.removed
+                | {i for link in links for i in link if i})
 
     def heal(self):
         if self.net:
@@ -121,6 +127,27 @@ class Cluster:
         for i in sorted(self.killed):
             self.nodes[i].start(timeout=60)
         self.killed.clear()
+        for i in sorted(self.removed):
+            self.change_voters("add-voter", i)
+        self.removed.clear()
+
+    def change_voters(self, what, node):
+        """`fjord cluster add-voter|remove-voter` for `node`, retried while the quorum is busy
+        (a change in flight, an observer still catching up); returns fjord's error if it never
+        took."""
+        args = ["--node", str(node)]
+        if what == "add-voter":
+            args += ["--address", self.controllers[node]]
+        error = None
+        for _ in range(20):
+            via = self.nodes[[i for i in self.running() if i != node][0]]
+            done = subprocess.run([FJORD_BIN, "cluster", what, *args, "-b", via.bootstrap],
+                                  capture_output=True, text=True, timeout=60)
+            if done.returncode == 0:
+                return None
+            error = done.stderr.strip()[:300]
+            time.sleep(0.5)
+        return error
 
     def stop(self):
         try:
@@ -595,6 +622,14 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
                     capture_output=True, text=True, timeout=60)
                 if done.returncode != 0:
                     target = (partition, replicas, done.stderr.strip()[:200])
+            elif kind == "voters":
+                # A voter leaves the metadata quorum (it stays an observer; a leader hands its
+                # leadership over first); the heal adds it back.
+                error = cluster.change_voters("remove-voter", target)
+                if error:
+                    target = (target, error)
+                else:
+                    cluster.removed.add(target)
             elif kind == "restart":
                 # A controlled restart (SIGTERM, then start at once): one step of a rolling
                 # restart. The node hands its leaderships over before it stops.

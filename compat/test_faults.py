@@ -103,11 +103,16 @@ def checked(report):
     return {kind for _, kind, _ in report["schedule"]}
 
 
-@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Fault harness (seeded): kill -9 and pauses of nodes and leaders under acks=all load, RF 3")
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Fault harness (seeded): kill -9 and pauses of nodes and leaders, a voter removed from the metadata quorum and added back, under acks=all load, RF 3")
 def test_seeded_faults_lose_nothing_acknowledged(tmp_path):
-    # Seed 2 draws kills and a pause within its 30 s (asserted below).
-    kinds = checked(faults.run(seed=2, duration=30, root=str(tmp_path)))
-    assert {"kill", "pause"} <= kinds, kinds
+    # Seed 50 draws a pause, a voter's removal and a kill within its 30 s (asserted below).
+    report = faults.run(seed=50, duration=30, root=str(tmp_path),
+                        nemeses=("kill", "kill-leader", "pause", "voters"))
+    kinds = checked(report)
+    assert {"kill", "pause", "voters"} <= kinds, kinds
+    # The voter was removed (an error would stand beside its id).
+    assert all(isinstance(target, int) for _, kind, target in report["schedule"]
+               if kind == "voters"), report["schedule"]
 
 
 @pytest.mark.skipif(not netns.available(), reason="network faults need root (a network namespace per node)")
