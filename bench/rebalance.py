@@ -93,6 +93,10 @@ def one_run(args, scratch):
         replicated.create(cluster.bootstrap, "live", 6)
         log(f"writing {args.gib} GiB to broker 1")
         fill(cluster.bootstrap, args.gib)
+        # The fill's dirty pages written out first: the kernel's writeback of gigabytes would
+        # otherwise land in the measurements (acks=all waits for fsync).
+        log("syncing the fill to disk")
+        os.sync()
         out = {"before MiB/s": produce_rate(cluster.bootstrap, args.count)}
         if args.throttle:
             throttle(cluster.bootstrap, args.throttle)

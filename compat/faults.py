@@ -127,9 +127,20 @@ class Cluster:
         for i in sorted(self.killed):
             self.nodes[i].start(timeout=60)
         self.killed.clear()
-        for i in sorted(self.removed):
-            self.change_voters("add-voter", i)
-        self.removed.clear()
+        removed, self.removed = sorted(self.removed), set()
+        for i in removed:
+            error = self.change_voters("add-voter", i)
+            if error:
+                raise RuntimeError(f"voter {i} could not be added back: {error}")
+
+    def voters(self):
+        """The voters of the metadata quorum now (all, when it cannot be told)."""
+        via = self.nodes[self.running()[0]]
+        done = subprocess.run([FJORD_BIN, "cluster", "info", "-o", "json", "-b", via.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            return set(self.nodes)
+        return set(json.loads(done.stdout)["quorum"].get("voters", self.nodes))
 
     def change_voters(self, what, node):
         """`fjord cluster add-voter|remove-voter` for `node`, retried while the quorum is busy
@@ -626,10 +637,12 @@ def run(seed, duration, nodes=3, partitions=3, producers=2, interval=(3.0, 8.0),
                 # A voter leaves the metadata quorum (it stays an observer; a leader hands its
                 # leadership over first); the heal adds it back.
                 error = cluster.change_voters("remove-voter", target)
+                # Added back at the heal if it is no voter now (an answer lost on the way
+                # included).
+                if not error or target not in cluster.voters():
+                    cluster.removed.add(target)
                 if error:
                     target = (target, error)
-                else:
-                    cluster.removed.add(target)
             elif kind == "restart":
                 # A controlled restart (SIGTERM, then start at once): one step of a rolling
                 # restart. The node hands its leaderships over before it stops.

@@ -19,6 +19,9 @@ use crate::coordinator::txn::TXN_TOPIC;
 use crate::errors;
 use crate::topic_config;
 
+/// How many partitions one ElectLeaders change elects at most (the rest in further changes).
+const ELECTIONS_PER_CHANGE: usize = 100;
+
 /// Why a change was not committed.
 #[derive(Debug)]
 enum CommitError {
@@ -273,19 +276,41 @@ impl Broker {
     ) -> Result<Vec<ElectionOutcome>, AdminError> {
         let _admin = self.admin_lock();
         let all = partitions.is_none();
-        let decide = |c: &Controller<'_>| {
-            let named = match &partitions {
-                Some(p) => p.clone(),
-                None => c
-                    .state
+        let named = match partitions {
+            Some(p) => p,
+            None => self.with_controller(|c| {
+                c.state
                     .topics()
                     .flat_map(|t| (0..t.partitions).map(|i| (t.name.clone(), i)))
-                    .collect(),
-            };
-            let (outcomes, records) = c.elect_leaders(kind, &named);
-            Ok((named.into_iter().zip(outcomes).collect::<Vec<_>>(), records))
+                    .collect()
+            }),
         };
-        let (mut outcomes, _) = self.decide_and_commit("no leader was changed", decide)?;
+        // A change applies only to the partition epochs it was decided on: committed a
+        // bounded number of partitions at a time, a large election is not refused over and
+        // over by the ISR changes of a busy cluster (each part is decided again if it is).
+        let mut outcomes = Vec::with_capacity(named.len());
+        for (n, part) in named.chunks(ELECTIONS_PER_CHANGE).enumerate() {
+            let decide = |c: &Controller<'_>| {
+                let (decided, records) = c.elect_leaders(kind, part);
+                Ok((
+                    part.iter().cloned().zip(decided).collect::<Vec<_>>(),
+                    records,
+                ))
+            };
+            match self.decide_and_commit("no leader was changed", decide) {
+                Ok((decided, _)) => outcomes.extend(decided),
+                // What an earlier part changed stands; this part's partitions say why not.
+                Err(e) if n > 0 => outcomes.extend(part.iter().cloned().map(|p| {
+                    let why = e.message.clone();
+                    let not_now = match kind {
+                        ElectionType::Preferred => ElectionError::PreferredLeaderNotAvailable(why),
+                        ElectionType::Unclean => ElectionError::EligibleLeadersNotAvailable(why),
+                    };
+                    (p, Err(not_now))
+                })),
+                Err(e) => return Err(e),
+            }
+        }
         if all {
             outcomes.retain(|(_, r)| !matches!(r, Err(ElectionError::ElectionNotNeeded(_))));
         }

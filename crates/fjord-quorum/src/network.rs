@@ -167,13 +167,6 @@ impl Voters {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = voters;
     }
 
-    pub(crate) fn contains(&self, node: u64) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&node)
-    }
-
     /// None when `node` is not a voter; else the directory id it was added with, if it was.
     fn added_with(&self, node: u64) -> Option<Option<String>> {
         self.0
@@ -251,7 +244,6 @@ pub(crate) async fn serve(
     heard: crate::quorum::Heard,
     identity: Identity,
 ) {
-    let voters = identity.voters.clone();
     // The connections end with the listener's task (dropping the set aborts them): a stopped
     // node must not go on answering from connections it accepted before.
     let mut connections = tokio::task::JoinSet::new();
@@ -265,10 +257,10 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let (raft, heard, voters) = (raft.clone(), heard.clone(), voters.clone());
+        let (raft, heard) = (raft.clone(), heard.clone());
         let identity = identity.clone();
         connections.spawn(async move {
-            if let Err(e) = connection(stream, &raft, &heard, &voters, &identity).await {
+            if let Err(e) = connection(stream, &raft, &heard, &identity).await {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
             }
         });
@@ -279,7 +271,6 @@ async fn connection(
     mut stream: TcpStream,
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
-    voters: &Voters,
     identity: &Identity,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
@@ -304,7 +295,7 @@ async fn connection(
                 }
             }
         }
-        let response = handle(raft, heard, voters, request).await;
+        let response = handle(raft, heard, request).await;
         write_frame(&mut stream, &response).await?;
     }
     Ok(())
@@ -313,7 +304,6 @@ async fn connection(
 pub(crate) async fn handle(
     raft: &Raft<TypeConfig, StateMachine>,
     heard: &crate::quorum::Heard,
-    voters: &Voters,
     request: Request,
 ) -> Response {
     let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
@@ -322,7 +312,7 @@ pub(crate) async fn handle(
             node,
             address,
             empty,
-        } => join(raft, voters, node, address, empty).await,
+        } => join(raft, node, address, empty).await,
         Request::AddVoter {
             node,
             dir,
@@ -399,7 +389,6 @@ pub(crate) async fn handle(
 /// itself). A voter is never turned into an observer.
 async fn join(
     raft: &Raft<TypeConfig, StateMachine>,
-    voters: &Voters,
     node: u64,
     address: String,
     empty: bool,
@@ -407,30 +396,29 @@ async fn join(
     use openraft::ChangeMembers;
     use openraft::async_runtime::WatchReceiver;
     use openraft::errors::{ClientWriteError, RaftError};
-    let refused = || {
-        Response::Failed(format!(
-            "refused: node {node} is a voter of this quorum and cannot join it as an observer: start it with its data directory, or remove the voter first (`fjord cluster remove-voter`)"
-        ))
-    };
-    if voters.contains(node) {
-        return refused();
-    }
+    // Decided by the leader alone, on its membership (a follower's may be behind).
     if !raft.is_leader() {
         return Response::NotLeader(raft.current_leader().await);
     }
-    let known = {
+    let (voter, known) = {
         let metrics = raft.metrics();
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
-        if membership.voter_ids().any(|v| v == node) {
-            None
-        } else {
-            Some(membership.get_node(&node).map(|n| n.addr.clone()))
+        (
+            membership.voter_ids().any(|v| v == node),
+            membership.get_node(&node).map(|n| n.addr.clone()),
+        )
+    };
+    if voter {
+        if empty {
+            return Response::Failed(format!(
+                "refused: node {node} is a voter of this quorum and its metadata log is empty (a new disk): a voter that lost its log cannot rejoin; restore its data directory, or remove the voter first (`fjord cluster remove-voter`)"
+            ));
         }
-    };
-    let Some(known) = known else {
-        return refused();
-    };
+        // A voter that stopped before it stored the entry that made it one starts as an
+        // observer: the leader, replicating to it already, brings its log up to date.
+        return Response::Joined;
+    }
     if empty && known.is_some() {
         // The observer lost its log (a new disk): replicate it again from the start instead
         // of taking its shorter log for a fault. Safe for a node that does not vote.

@@ -119,6 +119,8 @@ struct HeardInner {
     term: Option<u64>,
     /// The data directory id of each voter, as checked on its connections (and this node's).
     dirs: BTreeMap<u64, String>,
+    /// Since when this node has led, while it does (noted as its metrics show it).
+    leading_since: Option<std::time::Instant>,
 }
 
 impl Heard {
@@ -153,6 +155,21 @@ impl Heard {
         inner.dirs.insert(node, dir.to_string());
     }
 
+    /// How long this node has led, if it leads.
+    pub(crate) fn led_for(&self) -> Option<Duration> {
+        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.leading_since.map(|t| t.elapsed())
+    }
+
+    fn note_leading(&self, leading: bool, became: bool) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !leading {
+            inner.leading_since = None;
+        } else if became || inner.leading_since.is_none() {
+            inner.leading_since = Some(std::time::Instant::now());
+        }
+    }
+
     pub(crate) fn dir(&self, node: u64) -> Option<String> {
         let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inner.dirs.get(&node).cloned()
@@ -179,6 +196,7 @@ async fn track_progress(raft: Raft<TypeConfig, StateMachine>, heard: Heard, vote
             let leading = m.state.is_leader().then_some(m.current_term);
             let became = leading.is_some() && leading != led_in;
             led_in = leading;
+            heard.note_leading(leading.is_some(), became);
             (
                 became,
                 m.membership_config.membership().get_joint_config().len() > 1,
@@ -187,16 +205,23 @@ async fn track_progress(raft: Raft<TypeConfig, StateMachine>, heard: Heard, vote
         if became_leader && joint {
             let raft = raft.clone();
             tokio::spawn(async move {
-                // Once this leader has committed what it found (its first entry commits it).
-                let committed = raft
-                    .wait(Some(Duration::from_secs(10)))
-                    .metrics(
-                        |m| m.membership_config.log_id() == m.committed_membership_config.log_id(),
-                        "the membership committed",
-                    )
-                    .await;
-                if committed.is_ok() {
-                    crate::voters::finish_joint(&raft).await;
+                // Once this leader has committed what it found (its first entry commits it);
+                // tried again a few times while it leads.
+                for _ in 0..10 {
+                    let committed = raft
+                        .wait(Some(Duration::from_secs(10)))
+                        .metrics(
+                            |m| {
+                                m.membership_config.log_id()
+                                    == m.committed_membership_config.log_id()
+                            },
+                            "the membership committed",
+                        )
+                        .await;
+                    if committed.is_ok() && crate::voters::finish_joint(&raft).await {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             });
         }
@@ -425,6 +450,9 @@ struct Stored {
     nodes: BTreeMap<u64, crate::Member>,
 }
 
+/// How long a new node waits for each voter it asks whether a quorum runs already.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The name a directory being converted from an earlier version's format takes meanwhile.
 fn converting(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
@@ -604,7 +632,7 @@ impl Quorum {
             }
             voter_dirs = stored.voters.clone();
         }
-        let observer = !voter_dirs.contains_key(&node);
+        let mut observer = !voter_dirs.contains_key(&node);
         if observer && matches!(net, Net::Local) {
             return Err(QuorumError::Raft(format!(
                 "node {node_id} is not among the voters and has no controller listener to replicate the metadata to"
@@ -634,6 +662,23 @@ impl Quorum {
             ),
             Net::Sim(sim) => (SimNet::address(node), Transport::Sim(sim.clone())),
         };
+        // A new node named among the voters first looks for a quorum already running: one
+        // that has none of it as a voter (its voters changed since, or it was removed and
+        // comes back on a new disk) must not be split from by a second quorum of the voters
+        // configured; the node joins it as an observer instead, to be added as a voter.
+        if fresh
+            && !observer
+            && matches!(transport, Transport::Tcp(_))
+            && let Some(running) = Self::running_voters(&transport, &contacts, node).await?
+            && !running.contains(&node)
+        {
+            tracing::warn!(
+                node_id,
+                running = ?running,
+                "the voters named in controller.quorum.voters already run a quorum that does not have this node as a voter: it joins as an observer; add it with `fjord cluster add-voter`"
+            );
+            observer = true;
+        }
         if observer {
             // Every start, before this node answers any Raft RPC: the leader (re)adds it with
             // its address now, and, when its log is empty (a new disk), is told to replicate
@@ -681,7 +726,6 @@ impl Quorum {
                 let endpoint = Endpoint {
                     raft: raft.clone(),
                     heard: heard.clone(),
-                    voters: voter_set.clone(),
                 };
                 net.register(node, endpoint);
                 (raft, None)
@@ -807,6 +851,38 @@ impl Quorum {
             voters: Voters::of(&membership),
             nodes: membership.nodes().map(|(id, m)| (*id, m.clone())).collect(),
         })
+    }
+
+    /// The voters of a quorum already running among `contacts` (as its leader describes
+    /// them), if one answers: None while none has a leader (a new quorum starting, all of
+    /// them down). An error when a member refuses this node (a voter back on a new disk).
+    async fn running_voters(
+        transport: &Transport,
+        contacts: &BTreeMap<u64, String>,
+        node: u64,
+    ) -> Result<Option<std::collections::BTreeSet<u64>>, QuorumError> {
+        let mut asked = std::collections::BTreeSet::new();
+        let mut queue: Vec<u64> = contacts.keys().copied().filter(|&id| id != node).collect();
+        while let Some(id) = queue.pop() {
+            let Some(addr) = contacts.get(&id).filter(|_| asked.insert(id)) else {
+                continue;
+            };
+            let mut peer = transport.peer(node, addr.clone());
+            match peer.call(&Request::Describe, PROBE_TIMEOUT).await {
+                Ok(Response::Described(view)) => {
+                    return Ok(Some(view.voters.iter().map(|v| v.id).collect()));
+                }
+                Ok(Response::NotLeader(Some(leader))) => queue.push(leader),
+                Ok(Response::Failed(reason)) if reason.starts_with("refused:") => {
+                    return Err(QuorumError::Raft(reason));
+                }
+                Err(e) if e.to_string().starts_with("refused:") => {
+                    return Err(QuorumError::Raft(e.to_string()));
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        Ok(None)
     }
 
     /// Asks the quorum's leader, through any voter, to add `node` (at `address`) as an
@@ -1070,6 +1146,8 @@ impl Quorum {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = String::from("no metadata leader is known");
+        // An attempt whose outcome is unknown was made (its answer lost).
+        let mut tried = false;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let answer = if self.raft.is_leader() {
@@ -1096,8 +1174,31 @@ impl Quorum {
             };
             match answer {
                 Response::VotersChanged => return Ok(()),
+                // Refused as done already, after an attempt whose answer was lost: done if the
+                // voters are as asked.
+                Response::VoterRefused(e)
+                    if tried
+                        && matches!(e.kind, VoterRefusal::Duplicate | VoterRefusal::NotFound) =>
+                {
+                    let (node, adding) = match request(left) {
+                        Request::AddVoter { node, .. } => (node, true),
+                        Request::RemoveVoter { node, .. } => (node, false),
+                        _ => return Err(e),
+                    };
+                    let voting = self
+                        .describe()
+                        .await
+                        .map(|v| v.voters.iter().any(|r| r.id == node));
+                    return match voting {
+                        Ok(v) if v == adding => Ok(()),
+                        _ => Err(e),
+                    };
+                }
                 Response::VoterRefused(e) => return Err(e),
-                Response::Failed(reason) => last = reason,
+                Response::Failed(reason) => {
+                    tried = true;
+                    last = reason;
+                }
                 Response::NotLeader(_) => {}
                 other => last = format!("unexpected answer: {other:?}"),
             }

@@ -23,7 +23,6 @@ use crate::{StateMachine, TypeConfig};
 pub(crate) struct Endpoint {
     pub raft: Raft<TypeConfig, StateMachine>,
     pub heard: Heard,
-    pub voters: crate::network::Voters,
 }
 
 /// The network between simulated members (cheap to clone: one network).
@@ -173,8 +172,7 @@ impl SimNet {
             let bytes = serde_json::to_vec(request).map_err(io::Error::other)?;
             let request: Request = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
             let handled = tokio::spawn(async move {
-                crate::network::handle(&endpoint.raft, &endpoint.heard, &endpoint.voters, request)
-                    .await
+                crate::network::handle(&endpoint.raft, &endpoint.heard, request).await
             });
             let response = handled.await.map_err(io::Error::other)?;
             let back = self.fate(to, from);

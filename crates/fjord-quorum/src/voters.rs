@@ -224,7 +224,8 @@ pub(crate) async fn add(
         addr: member.addr.clone(),
         dir: Some(dir.to_string()),
     };
-    let change = async {
+    let raft = raft.clone();
+    let change = async move {
         if member != with_dir {
             let nodes = BTreeMap::from([(node, with_dir)]);
             raft.change_membership(ChangeMembers::SetNodes(nodes), true)
@@ -233,11 +234,11 @@ pub(crate) async fn add(
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), true)
             .await
     };
-    let done = tokio::time::timeout(timeout, change).await;
-    if done.as_ref().is_ok_and(|r| r.is_ok()) {
+    let answer = run_change(change, timeout).await;
+    if matches!(answer, Response::VotersChanged) {
         tracing::info!(node, "added a voter to the metadata quorum");
     }
-    finish(done, timeout)
+    answer
 }
 
 /// The leader's side of removing voter `node` (data directory `dir`): it stays an observer.
@@ -275,8 +276,9 @@ pub(crate) async fn remove(
     }
     let left: BTreeSet<u64> = l.voters.iter().copied().filter(|&v| v != node).collect();
     if left.is_empty() {
+        // Kafka's code for it (its voter set cannot lose its last voter).
         return refused(
-            VoterRefusal::Invalid,
+            VoterRefusal::NotFound,
             format!(
                 "node {node} is the only voter: add another voter first (`fjord cluster add-voter`)"
             ),
@@ -284,6 +286,14 @@ pub(crate) async fn remove(
     }
     let live: BTreeSet<u64> = left.intersection(&l.live).copied().collect();
     let need = left.len() / 2 + 1;
+    let window = Duration::from_millis(LIVE_HEARTBEATS * raft.config().heartbeat_interval);
+    if live.len() < need && heard.led_for().is_none_or(|t| t < window) {
+        // Elected a moment ago: it has not heard every voter's answer yet.
+        return refused(
+            VoterRefusal::NotReady,
+            "the quorum's leader was elected a moment ago and has not heard from every voter yet; try again".into(),
+        );
+    }
     if live.len() < need {
         let down: BTreeSet<u64> = left.difference(&live).copied().collect();
         return refused(
@@ -319,12 +329,16 @@ pub(crate) async fn remove(
             .await;
         return Response::NotLeader(handed.ok().and_then(|m| m.current_leader));
     }
-    let change = raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true);
-    let done = tokio::time::timeout(timeout, change).await;
-    if done.as_ref().is_ok_and(|r| r.is_ok()) {
+    let raft = raft.clone();
+    let change = async move {
+        raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true)
+            .await
+    };
+    let answer = run_change(change, timeout).await;
+    if matches!(answer, Response::VotersChanged) {
         tracing::info!(node, "removed a voter from the metadata quorum");
     }
-    finish(done, timeout)
+    answer
 }
 
 type Changed = Result<
@@ -332,24 +346,33 @@ type Changed = Result<
     RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
 >;
 
-fn finish(done: Result<Changed, tokio::time::error::Elapsed>, timeout: Duration) -> Response {
-    match done {
-        Ok(Ok(_)) => Response::VotersChanged,
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+/// Runs a voter change as a task of its own, waiting at most `timeout` for it: openraft makes
+/// the change's second step (the new voters alone) inside the future that asked for it, so a
+/// caller that stops waiting must not be the one running it (the quorum would stay in its
+/// joint config).
+async fn run_change(
+    change: impl std::future::Future<Output = Changed> + Send + 'static,
+    timeout: Duration,
+) -> Response {
+    let task = tokio::spawn(change);
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(_))) => Response::VotersChanged,
+        Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
             Response::NotLeader(f.leader_id)
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => match e {
+        Ok(Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))))) => match e {
             ChangeMembershipError::InProgress(_) => refused(
                 VoterRefusal::NotReady,
                 "another voter change is in progress; try again in a moment".into(),
             ),
             other => refused(VoterRefusal::Invalid, other.to_string()),
         },
-        Ok(Err(e)) => Response::Failed(e.to_string()),
+        Ok(Ok(Err(e))) => Response::Failed(e.to_string()),
+        Ok(Err(e)) => Response::Failed(format!("the voter change stopped: {e}")),
         Err(_) => refused(
             VoterRefusal::NotReady,
             format!(
-                "the voter change was not committed within {timeout:?}; it may still complete: check the voters with `fjord cluster info`"
+                "the voter change was not committed within {timeout:?}; it goes on: check the voters with `fjord cluster info`"
             ),
         ),
     }
@@ -357,23 +380,48 @@ fn finish(done: Result<Changed, tokio::time::error::Elapsed>, timeout: Duration)
 
 /// A leader that finds a joint membership (one left by a leader that stopped between the two
 /// steps of a change) finishes it: the voters become those of its last config.
-pub(crate) async fn finish_joint(raft: &Raft<TypeConfig, StateMachine>) {
+/// Returns whether nothing is left to finish (as far as this node, still leading, knows).
+pub(crate) async fn finish_joint(raft: &Raft<TypeConfig, StateMachine>) -> bool {
     let Some(l) = leading(raft) else {
-        return;
+        return true;
     };
     let configs = l.membership.get_joint_config();
     let (Some(last), true) = (configs.last(), configs.len() > 1) else {
-        return;
+        return true;
     };
     let target = last.clone();
-    match raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(target.clone()), true)
-        .await
-    {
-        Ok(_) => tracing::info!(
-            voters = show(&target),
-            "finished a voter change an earlier leader left halfway"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not finish a voter change left halfway"),
+    if !target.contains(&l.me) {
+        // This leader is a voter the change removes: a voter it keeps takes over and
+        // finishes it (a learner must not go on leading).
+        let to = target
+            .iter()
+            .copied()
+            .filter(|id| l.live.contains(id))
+            .max_by_key(|id| l.matched.get(id).copied().flatten());
+        if let Some(to) = to
+            && let Err(e) = raft.trigger().transfer_leader(to).await
+        {
+            tracing::warn!(error = %e, "could not hand the metadata leadership over");
+        }
+        return false;
+    }
+    let raft = raft.clone();
+    let voters = target.clone();
+    let change = async move {
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+            .await
+    };
+    match run_change(change, Duration::from_secs(10)).await {
+        Response::VotersChanged => {
+            tracing::info!(
+                voters = show(&target),
+                "finished a voter change an earlier leader left halfway"
+            );
+            true
+        }
+        other => {
+            tracing::warn!(answer = ?other, "could not finish a voter change left halfway yet");
+            false
+        }
     }
 }

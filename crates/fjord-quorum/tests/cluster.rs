@@ -598,23 +598,45 @@ async fn voters_are_added_and_removed_online() {
     );
     assert_eq!(voter_ids(q).await, [1, 2, 3]);
 
-    // Added, asked of a member that does not lead (forwarded to the leader).
+    // Added, asked of a member that does not lead (forwarded to the leader), by a caller that
+    // stops waiting at once: the change goes on to its end all the same (not left in its
+    // joint config, which would refuse the next change).
     let leader = nodes[&1].leader().unwrap();
     let follower = *nodes.keys().find(|&&id| id != leader && id != 4).unwrap();
-    nodes[&follower]
-        .add_voter(4, &dir(4), &addresses[&4], t)
-        .await
-        .expect("the caught-up observer becomes a voter");
+    let hasty = nodes[&follower]
+        .add_voter(4, &dir(4), &addresses[&4], Duration::from_millis(1))
+        .await;
+    assert!(
+        hasty.as_ref().is_ok_and(|()| true)
+            || hasty
+                .as_ref()
+                .is_err_and(|e| e.kind == VoterRefusal::NotReady),
+        "{hasty:?}"
+    );
     for q in nodes.values() {
-        assert_eq!(voter_ids(q).await, [1, 2, 3, 4]);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while voter_ids(q).await != [1, 2, 3, 4] {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the observer becomes a voter");
     }
     nodes[&4].write(topic("four-voters", 2)).await.unwrap();
 
-    // The leader removes itself: it hands over first, and stays on as an observer.
-    nodes[&leader]
-        .remove_voter(leader, &dir(leader), t)
-        .await
-        .expect("the leader leaves the voters");
+    // The leader removes itself: it hands over first, and stays on as an observer. (Asked
+    // again while the change above finishes its second step.)
+    let mut removed = nodes[&leader].remove_voter(leader, &dir(leader), t).await;
+    for _ in 0..50 {
+        match &removed {
+            Err(e) if e.kind == VoterRefusal::NotReady => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                removed = nodes[&leader].remove_voter(leader, &dir(leader), t).await;
+            }
+            _ => break,
+        }
+    }
+    removed.expect("the leader leaves the voters");
     let view = nodes[&4].describe().await.unwrap();
     let left: Vec<u64> = (1..=4).filter(|&id| id != leader).collect();
     assert_eq!(view.voters.iter().map(|v| v.id).collect::<Vec<_>>(), left);
@@ -690,6 +712,47 @@ async fn voters_are_added_and_removed_online() {
         .expect("back on its disk");
     nodes.insert(4, back);
     for q in nodes.values() {
+        q.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_named_among_voters_of_a_running_quorum_joins_as_an_observer() {
+    let running = voters(3);
+    let disks: Vec<SimStorage> = (0..4).map(|_| SimStorage::new()).collect();
+    let (a, b, c) = tokio::join!(
+        start(1, &disks[0], &running),
+        start(2, &disks[1], &running),
+        start(3, &disks[2], &running)
+    );
+    a.write(topic("running", 1)).await.unwrap();
+    // Node 4 is started with voters that name it, but the quorum runs without it: were it
+    // to start a quorum of the four, it would wait for voters that never vote for it (or, with
+    // others as new as it, split from the running one). It joins as an observer instead.
+    let mut named = running.clone();
+    named.insert(4, free_addr());
+    let d = tokio::time::timeout(
+        Duration::from_secs(20),
+        start_with(
+            4,
+            &disks[3],
+            &named,
+            QuorumOptions {
+                start_timeout: Duration::from_secs(15),
+                ..options()
+            },
+        ),
+    )
+    .await
+    .expect("node 4 starts");
+    sees(&d, "running").await;
+    let view = b.describe().await.unwrap();
+    assert_eq!(
+        view.voters.iter().map(|v| v.id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(view.observers.iter().map(|v| v.id).collect::<Vec<_>>(), [4]);
+    for q in [a, b, c, d] {
         q.shutdown().await.unwrap();
     }
 }

@@ -16,7 +16,8 @@ use super::{RequestContext, str_bytes};
 use crate::broker::Broker;
 use crate::errors;
 
-/// How long a RemoveRaftVoter waits for its change to commit (it carries no timeout; Kafka
+/// How long a RemoveRaftVoter (or an AddRaftVoter without a timeout) waits for its change to
+/// commit (RemoveRaftVoter carries no timeout; Kafka
 /// waits its request timeout; this stays under a client's usual 30 s).
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -91,7 +92,11 @@ pub async fn add(
         } else {
             format!("{host}:{}", listener.port)
         };
-        let timeout = Duration::from_millis(request.timeout_ms.clamp(0, 600_000) as u64);
+        // A timeout of 0 or less waits as long as a removal does.
+        let timeout = match request.timeout_ms {
+            ms if ms <= 0 => REMOVE_TIMEOUT,
+            ms => Duration::from_millis(ms.min(600_000) as u64),
+        };
         broker
             .quorum
             .add_voter(node, &dir, &address, timeout)
