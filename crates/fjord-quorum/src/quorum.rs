@@ -1112,7 +1112,7 @@ impl Quorum {
             address: address.to_string(),
             timeout_ms: timeout.as_millis() as u64,
         };
-        self.change_voters(request, timeout).await
+        self.change_voters(node, true, request, timeout).await
     }
 
     /// Makes voter `node` (data directory `dir`) an observer (Kafka's RemoveRaftVoter): refused
@@ -1129,12 +1129,15 @@ impl Quorum {
             dir: dir.to_string(),
             timeout_ms: timeout.as_millis() as u64,
         };
-        self.change_voters(request, timeout).await
+        self.change_voters(node, false, request, timeout).await
     }
 
-    /// Has the leader make a voter change, following leadership as it moves.
+    /// Has the leader make a voter change (`node` becoming a voter when `adding`, else an
+    /// observer), following leadership as it moves.
     async fn change_voters(
         &self,
+        node: u64,
+        adding: bool,
         request: impl Fn(Duration) -> Request,
         timeout: Duration,
     ) -> Result<(), VoterError> {
@@ -1151,18 +1154,8 @@ impl Quorum {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let answer = if self.raft.is_leader() {
-                match request(left) {
-                    Request::AddVoter {
-                        node, dir, address, ..
-                    } => {
-                        crate::voters::add(&self.raft, &self.heard, node, &dir, &address, left)
-                            .await
-                    }
-                    Request::RemoveVoter { node, dir, .. } => {
-                        crate::voters::remove(&self.raft, &self.heard, node, &dir, left).await
-                    }
-                    _ => unreachable_request(),
-                }
+                // Handled here as the controller listener handles it for another member.
+                crate::network::handle(&self.raft, &self.heard, request(left)).await
             } else {
                 match self
                     .ask_leader(&request(left), left + Duration::from_secs(1))
@@ -1180,11 +1173,6 @@ impl Quorum {
                     if tried
                         && matches!(e.kind, VoterRefusal::Duplicate | VoterRefusal::NotFound) =>
                 {
-                    let (node, adding) = match request(left) {
-                        Request::AddVoter { node, .. } => (node, true),
-                        Request::RemoveVoter { node, .. } => (node, false),
-                        _ => return Err(e),
-                    };
                     let voting = self
                         .describe()
                         .await
@@ -1375,9 +1363,4 @@ impl Quorum {
         self.raft.shutdown().await.map_err(raft_error)?;
         Ok(self.log.close()?)
     }
-}
-
-/// [`Quorum::change_voters`] builds only voter changes.
-fn unreachable_request() -> Response {
-    Response::Failed("not a voter change".into())
 }

@@ -105,10 +105,7 @@ pub async fn add(
     }
     .await;
     let mut r = AddRaftVoterResponse::default();
-    if let Err((code, message)) = outcome {
-        r.error_code = code;
-        r.error_message = Some(str_bytes(message));
-    }
+    (r.error_code, r.error_message) = error_fields(outcome);
     r
 }
 
@@ -128,9 +125,14 @@ pub async fn remove(
     }
     .await;
     let mut r = RemoveRaftVoterResponse::default();
-    if let Err((code, message)) = outcome {
-        r.error_code = code;
-        r.error_message = Some(str_bytes(message));
-    }
+    (r.error_code, r.error_message) = error_fields(outcome);
     r
+}
+
+/// A response's error code and message for `outcome` (0 and none when it succeeded).
+fn error_fields(outcome: Result<(), Refusal>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (errors::NONE, None),
+        Err((code, message)) => (code, Some(str_bytes(message))),
+    }
 }
