@@ -214,6 +214,17 @@ impl Partition {
         epoch: i32,
         timeout: std::time::Duration,
     ) -> Result<(), CommitError> {
+        // Settled already (an unreplicated partition's high watermark moved when its sync
+        // finished): no subscription, no timer.
+        {
+            let now = self.commits.borrow();
+            if now.leading_epoch != epoch {
+                return Err(CommitError::NotLeader);
+            }
+            if now.high_watermark >= offset {
+                return Ok(());
+            }
+        }
         let mut rx = self.commits.subscribe();
         let waited = tokio::time::timeout(
             timeout,
@@ -233,8 +244,7 @@ impl Partition {
         offset: i64,
         epoch: i32,
     ) -> Result<(), CommitError> {
-        // Settled already (an unreplicated partition always is: its high watermark moved in
-        // `committed`): no runtime needed.
+        // Settled already (see `wait_committed`): no runtime needed.
         let now = *self.commits.borrow();
         if now.leading_epoch != epoch {
             return Err(CommitError::NotLeader);
@@ -532,6 +542,37 @@ pub enum OpenError {
 /// fsyncs in flight at once, few enough that a burst of small appends to many partitions
 /// is synced in rounds rather than by a thread per request and partition.
 const FLUSH_THREADS: usize = 4;
+
+/// How the flusher makes appends durable: one filesystem-wide sync per round unless the
+/// config says otherwise or the data directory's filesystem cannot (see `log.sync.method`).
+fn sync_method(
+    storage: &Arc<dyn Storage>,
+    config: &BrokerConfig,
+) -> fjord_log::flusher::SyncMethod {
+    use fjord_log::flusher::SyncMethod;
+    if !config.sync_filesystem {
+        return SyncMethod::PerLog(FLUSH_THREADS);
+    }
+    match storage.filesystem_sync(&config.data_dir) {
+        Ok(Some(fs)) => SyncMethod::Filesystem(fs),
+        Ok(None) => {
+            tracing::info!(
+                "this kernel does not report every failure of a filesystem-wide sync (Linux \
+                 5.17 and later do): syncing each partition's files on its own"
+            );
+            SyncMethod::PerLog(FLUSH_THREADS)
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                dir = %config.data_dir.display(),
+                "cannot open the data directory for filesystem-wide syncs: syncing each \
+                 partition's files on its own"
+            );
+            SyncMethod::PerLog(FLUSH_THREADS)
+        }
+    }
+}
 
 /// An admin operation's failure, as Kafka reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -873,7 +914,8 @@ impl Broker {
             config.fetch_session_cache_slots,
             random_u64(),
         );
-        let flusher = fjord_log::Flusher::start(FLUSH_THREADS).map_err(OpenError::Threads)?;
+        let flusher = fjord_log::Flusher::start(sync_method(&storage, &config))
+            .map_err(OpenError::Threads)?;
         let groups_seed = random_u64();
         let runtime_handle = runtime.clone();
         let broker = Arc::new_cyclic(|me: &Weak<Broker>| {

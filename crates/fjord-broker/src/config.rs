@@ -98,6 +98,11 @@ pub struct BrokerConfig {
     /// `replica.selector.class` (KIP-392): where a leader sends a consumer that names its rack
     /// to read. None (Kafka's default) reads from the leader, as [`ReplicaSelector::Leader`].
     pub replica_selector: Option<ReplicaSelector>,
+    /// `log.sync.method` (Fjord's own): `syncfs` (the default) makes every waiting
+    /// partition durable with one filesystem-wide sync per round where the kernel reports
+    /// its failures (Linux 5.17+), else falls back to `fdatasync`, each partition's files on
+    /// their own (for a data directory sharing its filesystem with busy writers of other data).
+    pub sync_filesystem: bool,
     /// Whether the cluster id given at open was just made for a new data directory, which
     /// takes the id of the cluster it joins; an id the directory already had must match.
     pub new_cluster_id: bool,
@@ -147,6 +152,7 @@ impl Default for BrokerConfig {
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_ms: 300_000,
             replica_selector: None,
+            sync_filesystem: true,
             new_cluster_id: true,
         }
     }

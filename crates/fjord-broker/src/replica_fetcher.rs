@@ -1,7 +1,8 @@
 //! Replica fetchers: a follower copies its leaders' logs (Kafka's `ReplicaFetcherThread`).
 //! One task per leader broker carries every partition followed from it in one long-polling
 //! Fetch (with this broker's replica id), appends what comes back with the leader's offsets
-//! and epochs, fsyncs it, and only then fetches again, so the offset a fetch asks from is
+//! and epochs, makes every partition of the answer durable together (the broker's flusher),
+//! and only then fetches again, so the offset a fetch asks from is
 //! durable here: the leader counts it towards the high watermark. A divergent tail (the
 //! leader answers with the epoch where the logs part, KIP-279) is truncated before anything
 //! else is fetched.
@@ -310,20 +311,43 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
                 b.follower_quota.record(bytes, now_ms);
             }
         }
-        drop(b);
         let outcomes = tokio::task::spawn_blocking(move || {
-            answers
-                .into_iter()
-                .map(|(f, offset, p)| {
-                    let key = (f.partition.topic.clone(), f.partition.index);
-                    let leadership = Leadership {
-                        leader,
-                        epoch: f.leader_epoch,
-                    };
-                    let outcome = take(&f.partition, leadership, offset, p, now_ms);
-                    (key, f.leader_epoch, outcome)
-                })
-                .collect::<Vec<_>>()
+            // Every partition's records are appended first, then all are made durable
+            // together (one filesystem-wide sync where the flusher has it), before the next
+            // fetch reports the new log ends to the leader.
+            let mut outcomes = Vec::with_capacity(answers.len());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut syncing = 0;
+            for (f, offset, p) in answers {
+                let key = (f.partition.topic.clone(), f.partition.index);
+                let leadership = Leadership {
+                    leader,
+                    epoch: f.leader_epoch,
+                };
+                let outcome = take(&f.partition, leadership, offset, p, now_ms);
+                if matches!(outcome, Ok(true)) {
+                    let tx = tx.clone();
+                    let at = outcomes.len();
+                    syncing += 1;
+                    b.flusher.sync_to(
+                        &f.partition,
+                        f.partition.log.log_end_offset(),
+                        Box::new(move |r| {
+                            let _ = tx.send((at, r.as_ref().err().map(ToString::to_string)));
+                        }),
+                    );
+                }
+                outcomes.push((key, f.leader_epoch, outcome.map(|_| ())));
+            }
+            drop(tx);
+            for _ in 0..syncing {
+                match rx.recv() {
+                    Ok((at, Some(e))) => outcomes[at].2 = Err(e),
+                    Ok((_, None)) => {}
+                    Err(_) => break,
+                }
+            }
+            outcomes
         })
         .await
         .unwrap_or_default();
@@ -384,8 +408,8 @@ fn fetch_request(node: i32, version: i16, followed: &[(PartitionKey, Followed)])
 }
 
 /// Takes the leader's answer for one partition, fetched from `offset` as a follower of
-/// `leadership`: truncates a divergent tail, or appends the records, fsyncs them and takes
-/// the leader's high watermark and log start. An answer to a role this broker no longer has
+/// `leadership`: truncates a divergent tail, or appends the records (true: they are to be
+/// made durable before the next fetch) and takes the leader's high watermark and log start. An answer to a role this broker no longer has
 /// (the partition's leader or epoch changed since; it may lead it now) or from an offset the
 /// log has moved from is dropped: the role lock is held throughout, so no role change
 /// interleaves with the write. Blocking.
@@ -395,10 +419,10 @@ fn take(
     offset: i64,
     data: PartitionData,
     now_ms: i64,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let role = p.role();
     if *role != leadership || p.log.log_end_offset() != offset {
-        return Ok(());
+        return Ok(false);
     }
     let log = &p.log;
     match data.error_code {
@@ -419,7 +443,7 @@ fn take(
                 ));
             };
             tracing::info!(topic = %p.topic, partition = p.index, end, leader_log_start = data.log_start_offset, leader_high_watermark = data.high_watermark, "the follower's fetch offset is out of the leader's range; truncated");
-            return result.map_err(|e| e.to_string());
+            return result.map(|()| false).map_err(|e| e.to_string());
         }
         code => return Err(format!("the leader answered error code {code}")),
     }
@@ -430,14 +454,15 @@ fn take(
             data.diverging_epoch.end_offset,
         );
         tracing::info!(topic = %p.topic, partition = p.index, from = log.log_end_offset(), to = target, epoch = data.diverging_epoch.epoch, "truncating a divergent tail to follow the leader");
-        return log.truncate_to(target).map_err(|e| e.to_string());
+        return log
+            .truncate_to(target)
+            .map(|()| false)
+            .map_err(|e| e.to_string());
     }
     let records = data.records.unwrap_or_default();
+    let before_append = log.log_end_offset();
     if !records.is_empty() {
         append(p, &records, now_ms).map_err(|e| e.to_string())?;
-        // Durable before the next fetch reports it to the leader.
-        log.sync_to(log.log_end_offset())
-            .map_err(|e| e.to_string())?;
     }
     // The high watermark first: the log start may not pass it (Kafka's order).
     let end = log.log_end_offset();
@@ -451,7 +476,7 @@ fn take(
         log.advance_log_start_offset(start)
             .map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(log.log_end_offset() > before_append)
 }
 
 /// Appends the leader's batches as they are; a trailing partial batch (cut by the fetch size)

@@ -27,8 +27,8 @@ pub use config::{CleanupPolicy, ConfigError, LOG_CONFIG_KEYS, LogConfig};
 pub use error::LogError;
 pub use flusher::Flusher;
 pub use log::{
-    AppendInfo, AppendOrigin, FetchSlice, LastShutdown, Log, ReadResult, ReadUpTo,
+    AppendInfo, AppendOrigin, FetchSlice, LastShutdown, Log, PendingSync, ReadResult, ReadUpTo,
     RetentionOutcome, SegmentInfo, TimestampOffset,
 };
 pub use producer::{AbortedTxn, ProducerEntry, ProducerError};
-pub use storage::{FsStorage, Storage, StorageFile};
+pub use storage::{FilesystemSync, FsStorage, Storage, StorageFile};

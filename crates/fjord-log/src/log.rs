@@ -217,6 +217,68 @@ struct SyncState {
     durable: i64,
 }
 
+/// A sync of one log begun with [`Log::begin_sync`]: the files written since its last sync,
+/// to be made durable by [`PendingSync::sync_files`], or by the caller followed by
+/// [`PendingSync::synced`]. Holds the log's sync lock until then.
+#[must_use = "a begun sync holds the log's sync lock until it is finished"]
+pub struct PendingSync<'a> {
+    log: &'a Log,
+    guard: MutexGuard<'a, SyncState>,
+    files: Vec<Arc<dyn StorageFile>>,
+    log_end_offset: i64,
+    recovery_point: Option<i64>,
+}
+
+impl std::fmt::Debug for PendingSync<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSync")
+            .field("dir", &self.log.dir)
+            .field("files", &self.files.len())
+            .field("log_end_offset", &self.log_end_offset)
+            .finish()
+    }
+}
+
+impl PendingSync<'_> {
+    /// Syncs the files one by one (fdatasync each), then finishes. A file that fails marks
+    /// the log failed.
+    pub fn sync_files(self) -> Result<(), LogError> {
+        for file in &self.files {
+            if let Err(e) = file.sync() {
+                let log = self.log;
+                let mut inner = lock(&log.inner);
+                return Err(log.fail(&mut inner, LogError::io("syncing", &log.dir)(e)));
+            }
+        }
+        self.synced()
+    }
+
+    /// The caller made the files durable (a filesystem-wide sync that began after this sync
+    /// did and succeeded): the log is durable to where it ended when this sync began.
+    pub fn synced(self) -> Result<(), LogError> {
+        let PendingSync {
+            log,
+            mut guard,
+            log_end_offset,
+            recovery_point,
+            ..
+        } = self;
+        guard.durable = log_end_offset;
+        log.durable.store(log_end_offset, Ordering::Release);
+        {
+            let mut inner = lock(&log.inner);
+            if inner.log_end_offset == log_end_offset {
+                inner.first_unflushed_ms = None;
+            }
+        }
+        drop(guard);
+        if let Some(rp) = recovery_point {
+            log.write_checkpoint(Some(rp), false)?;
+        }
+        Ok(())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock is a bug elsewhere; the state itself stays consistent
     // because every mutation either completes or marks the log failed.
@@ -1374,42 +1436,39 @@ impl Log {
     /// gets the sync lock first syncs everything appended so far, and the others find their
     /// offsets already covered.
     pub fn sync_to(&self, offset: i64) -> Result<(), LogError> {
-        let mut sync = lock(&self.sync);
-        if sync.durable >= offset {
-            return Ok(());
+        match self.begin_sync(offset)? {
+            Some(sync) => sync.sync_files(),
+            None => Ok(()),
         }
-        let (files, leo, new_recovery_point) = {
-            let mut inner = lock(&self.inner);
-            if let Some(reason) = &inner.failed {
-                return Err(LogError::Failed {
-                    dir: self.dir.clone(),
-                    reason: reason.clone(),
-                });
-            }
-            let mut files = std::mem::take(&mut inner.pending_sync);
-            files.push(inner.active().log.clone());
-            let rp = std::mem::take(&mut inner.checkpoint_due).then(|| inner.active().base_offset);
-            (files, inner.log_end_offset, rp)
-        };
-        for file in &files {
-            if let Err(e) = file.sync() {
-                let mut inner = lock(&self.inner);
-                return Err(self.fail(&mut inner, LogError::io("syncing", &self.dir)(e)));
-            }
+    }
+
+    /// Begins making every offset below `offset` durable for a caller that may make the
+    /// files durable another way (one filesystem-wide sync for many logs): `None` when they
+    /// already are. The log's sync lock is held until the returned sync is finished, so no
+    /// one else reports offsets durable whose files it has not synced.
+    pub fn begin_sync(&self, offset: i64) -> Result<Option<PendingSync<'_>>, LogError> {
+        let guard = lock(&self.sync);
+        if guard.durable >= offset {
+            return Ok(None);
         }
-        sync.durable = leo;
-        self.durable.store(leo, Ordering::Release);
-        {
-            let mut inner = lock(&self.inner);
-            if inner.log_end_offset == leo {
-                inner.first_unflushed_ms = None;
-            }
+        let mut inner = lock(&self.inner);
+        if let Some(reason) = &inner.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            });
         }
-        drop(sync);
-        if let Some(rp) = new_recovery_point {
-            self.write_checkpoint(Some(rp), false)?;
-        }
-        Ok(())
+        let mut files = std::mem::take(&mut inner.pending_sync);
+        files.push(inner.active().log.clone());
+        let recovery_point =
+            std::mem::take(&mut inner.checkpoint_due).then(|| inner.active().base_offset);
+        Ok(Some(PendingSync {
+            log: self,
+            guard,
+            files,
+            log_end_offset: inner.log_end_offset,
+            recovery_point,
+        }))
     }
 
     /// Syncs every sealed segment and moves the checkpoint's recovery point to the active

@@ -9,6 +9,16 @@
 //!   a crash brings back the directory as of its last sync (renaming or removing a whole
 //!   directory is durable at once, as if its parent were synced with it).
 //!
+//! - a filesystem-wide sync ([`Storage::filesystem_sync`], syncfs(2)) does both for every file
+//!   and directory at once, except under directories mounted as other filesystems
+//!   ([`SimStorage::mount`]); files under a failing directory stay as they were and make it fail.
+//!
+//! [`SimStorage::fail_writeback_under`] makes write-backs of files under a directory fail
+//! while their writes succeed, as Linux handles it: the dirty bytes are dropped (the cache
+//! marks them clean; they never become durable), and the failure is reported once to the
+//! file's next sync and once to the next filesystem-wide sync (the error sequences of the
+//! file and of the filesystem), whichever saw the write-back fail.
+//!
 //! Directories themselves are implicit: every path has one.
 //!
 //! Faults: [`SimStorage::fail_op`] makes the Nth mutating operation (write, sync, truncate,
@@ -21,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{FilesystemSync, Storage, StorageFile};
 
 /// An in-memory disk with a durability model, shared by clones.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +50,12 @@ struct SimState {
     fail_dirs: Vec<PathBuf>,
     failures: u64,
     bytes_read: u64,
+    /// Directories that are other filesystems: a filesystem-wide sync skips them.
+    mounts: Vec<PathBuf>,
+    /// A write-back failed since the last filesystem-wide sync reported one.
+    fs_unreported: bool,
+    /// Syncs of files under these directories fail (write-back errors); writes succeed.
+    fail_sync_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +69,11 @@ struct FileData {
     durable: Vec<u8>,
     /// The lowest byte changed since the last sync.
     dirty_from: usize,
+    /// A write-back of this file failed when it had this many durable bytes: the bytes after
+    /// them that the cache held were dropped, and none past here ever become durable.
+    lost_from: Option<usize>,
+    /// That failure has not been reported to a sync of the file yet.
+    unreported: bool,
 }
 
 #[derive(Debug)]
@@ -85,9 +106,21 @@ impl SimStorage {
         lock(&self.state).fail_dirs.push(dir.into());
     }
 
+    /// Makes `dir` another filesystem: a filesystem-wide sync neither covers nor syncs it.
+    pub fn mount(&self, dir: impl Into<PathBuf>) {
+        lock(&self.state).mounts.push(dir.into());
+    }
+
+    /// Makes syncing any file under `dir` fail while writes to it still succeed (the disk
+    /// failing to write back what the cache took), from now until [`Self::heal`].
+    pub fn fail_writeback_under(&self, dir: impl Into<PathBuf>) {
+        lock(&self.state).fail_sync_dirs.push(dir.into());
+    }
+
     /// Stops injecting failures.
     pub fn heal(&self) {
         let mut s = lock(&self.state);
+        s.fail_sync_dirs.clear();
         s.fail_at = None;
         s.fail_forever = false;
         s.fail_dirs.clear();
@@ -119,7 +152,7 @@ impl SimStorage {
         for (path, file) in &s.durable_files {
             let d = lock(&file.data);
             let mut bytes = d.durable.clone();
-            if let Some(rng) = rng.as_mut() {
+            if let Some(rng) = rng.as_mut().filter(|_| d.lost_from.is_none()) {
                 let intact = d.dirty_from.min(d.current.len());
                 if d.current.len() > bytes.len() && intact >= bytes.len() {
                     let tail = &d.current[bytes.len()..];
@@ -138,6 +171,7 @@ impl SimStorage {
                     current: bytes.clone(),
                     durable: bytes,
                     dirty_from: len,
+                    ..FileData::default()
                 }),
             });
             files.insert(path.clone(), file);
@@ -193,7 +227,114 @@ impl SimStorage {
     }
 }
 
+/// The whole simulated disk as one filesystem (less [`SimStorage::mount`]ed directories).
+#[derive(Debug)]
+struct SimFilesystem {
+    storage: SimStorage,
+    root: PathBuf,
+}
+
+impl FilesystemSync for SimFilesystem {
+    fn sync(&self) -> io::Result<()> {
+        self.storage.tick(&self.root)?;
+        let mut s = lock(&self.storage.state);
+        let elsewhere = |p: &Path, s: &SimState| s.mounts.iter().any(|m| p.starts_with(m));
+        let failing = |p: &Path, s: &SimState| s.fail_dirs.iter().any(|d| p.starts_with(d));
+        let losing = |p: &Path, s: &SimState| s.fail_sync_dirs.iter().any(|d| p.starts_with(d));
+        let mut failed = None;
+        let mut lost = false;
+        let mut entries = BTreeMap::new();
+        for (path, file) in &s.files {
+            if elsewhere(path, &s) || failing(path, &s) {
+                let d = lock(&file.data);
+                if !elsewhere(path, &s) && is_dirty(&d) {
+                    failed = Some(path.clone());
+                }
+                continue;
+            }
+            let mut d = lock(&file.data);
+            if losing(path, &s) {
+                lost |= write_back_fails(&mut d);
+                continue;
+            }
+            sync_data(&mut d);
+            entries.insert(path.clone(), file.clone());
+        }
+        // Entries of this filesystem become what they are now; elsewhere and under failing
+        // directories they stay as last synced.
+        let kept: Vec<(PathBuf, Arc<SimFile>)> = s
+            .durable_files
+            .iter()
+            .filter(|(p, _)| elsewhere(p, &s) || failing(p, &s) || losing(p, &s))
+            .map(|(p, f)| (p.clone(), f.clone()))
+            .collect();
+        s.durable_files = entries;
+        s.durable_files.extend(kept);
+        // A failed write-back is reported to one filesystem-wide sync, once (the superblock's
+        // error sequence), besides to the file's own next sync.
+        let report = std::mem::take(&mut s.fs_unreported) || lost;
+        if let Some(path) = failed {
+            s.failures += 1;
+            return Err(io::Error::other(format!(
+                "injected I/O failure (write-back of {})",
+                path.display()
+            )));
+        }
+        if report {
+            s.failures += 1;
+            return Err(io::Error::other("injected write-back failure"));
+        }
+        Ok(())
+    }
+
+    fn covers(&self, path: &Path) -> bool {
+        let s = lock(&self.storage.state);
+        !s.mounts.iter().any(|m| path.starts_with(m))
+    }
+}
+
+/// Makes a file's current bytes its durable ones (none past a failed write-back).
+fn sync_data(d: &mut FileData) {
+    let keep = d.dirty_from.min(d.current.len()).min(d.durable.len());
+    d.durable.truncate(keep);
+    let from = d.durable.len();
+    let tail = d.current[from..].to_vec();
+    d.durable.extend_from_slice(&tail);
+    if let Some(lost) = d.lost_from {
+        d.durable.truncate(lost);
+    }
+    d.dirty_from = d.current.len();
+}
+
+/// Whether a sync has something to write (bytes lost in a failed write-back are clean).
+fn is_dirty(d: &FileData) -> bool {
+    d.dirty_from < d.current.len()
+        || d.durable.len() > d.current.len()
+        || (d.lost_from.is_none() && d.durable.len() < d.current.len())
+}
+
+/// A write-back of the file's dirty bytes fails, as Linux handles it: the cache drops them
+/// (marked clean, so no later sync writes them) and the failure waits to be reported. True if
+/// there was something to write.
+fn write_back_fails(d: &mut FileData) -> bool {
+    if !is_dirty(d) {
+        return false;
+    }
+    let lost = d.lost_from.unwrap_or(usize::MAX).min(d.durable.len());
+    d.lost_from = Some(lost);
+    d.dirty_from = d.current.len();
+    d.unreported = true;
+    true
+}
+
 impl Storage for SimStorage {
+    fn filesystem_sync(&self, dir: &Path) -> io::Result<Option<Arc<dyn FilesystemSync>>> {
+        Ok(Some(Arc::new(SimFilesystem {
+            storage: self.clone(),
+            root: dir.to_path_buf(),
+        })))
+    }
+
     fn create_dir_all(&self, _path: &Path) -> io::Result<()> {
         Ok(())
     }
@@ -373,13 +514,23 @@ impl StorageFile for SimHandle {
 
     fn sync(&self) -> io::Result<()> {
         self.storage.tick(&self.path)?;
+        let mut s = lock(&self.storage.state);
         let mut d = lock(&self.file.data);
-        let keep = d.dirty_from.min(d.current.len()).min(d.durable.len());
-        d.durable.truncate(keep);
-        let from = d.durable.len();
-        let tail = d.current[from..].to_vec();
-        d.durable.extend_from_slice(&tail);
-        d.dirty_from = d.current.len();
+        if s.fail_sync_dirs
+            .iter()
+            .any(|dir| self.path.starts_with(dir))
+            && write_back_fails(&mut d)
+        {
+            s.fs_unreported = true;
+        }
+        if std::mem::take(&mut d.unreported) {
+            s.failures += 1;
+            return Err(io::Error::other(format!(
+                "injected write-back failure of {}",
+                self.path.display()
+            )));
+        }
+        sync_data(&mut d);
         Ok(())
     }
 
@@ -507,6 +658,35 @@ mod tests {
             assert!(got.len() >= 7 && got.len() <= 21);
             assert_eq!(&got[..7], b"durable");
         }
+    }
+
+    #[test]
+    fn a_filesystem_sync_makes_everything_durable_but_other_mounts_and_failing_dirs() {
+        let disk = SimStorage::new();
+        disk.mount("/other");
+        let fs = disk.filesystem_sync(Path::new("/d")).unwrap().unwrap();
+        let files: Vec<_> = ["/d/a/f", "/d/b/f", "/other/f"]
+            .into_iter()
+            .map(|p| {
+                let f = disk.open(Path::new(p), true).unwrap();
+                f.write_at(b"data", 0).unwrap();
+                f
+            })
+            .collect();
+        fs.sync().unwrap();
+        let img = disk.crash_image(None);
+        assert_eq!(img.read_file(Path::new("/d/a/f")).unwrap(), b"data");
+        assert_eq!(img.read_file(Path::new("/d/b/f")).unwrap(), b"data");
+        assert!(img.read_file(Path::new("/other/f")).is_none());
+        assert!(fs.covers(Path::new("/d/a")) && !fs.covers(Path::new("/other/f")));
+        // A failing directory fails the sync and keeps its unsynced bytes out; the rest lands.
+        files[0].write_at(b"more", 4).unwrap();
+        files[1].write_at(b"more", 4).unwrap();
+        disk.fail_under("/d/a");
+        assert!(fs.sync().is_err());
+        let img = disk.crash_image(None);
+        assert_eq!(img.read_file(Path::new("/d/a/f")).unwrap(), b"data");
+        assert_eq!(img.read_file(Path::new("/d/b/f")).unwrap(), b"datamore");
     }
 
     #[test]

@@ -30,6 +30,23 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names of the directories directly in `dir`.
     fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// A handle that makes everything written on the filesystem holding `dir` durable at once
+    /// (Linux's syncfs(2)): every file's bytes and every directory entry. `None` where there is
+    /// none, or where its failures would not all be reported (Linux before 5.17): callers then
+    /// sync file by file.
+    fn filesystem_sync(&self, _dir: &Path) -> io::Result<Option<Arc<dyn FilesystemSync>>> {
+        Ok(None)
+    }
+}
+
+/// One filesystem, made durable as a whole (see [`Storage::filesystem_sync`]).
+pub trait FilesystemSync: Send + Sync + fmt::Debug {
+    /// Makes every write and directory change made on the filesystem so far durable. An
+    /// error means some data written since the last call may be lost, not which: the caller
+    /// then syncs its files one by one to learn which (each reports its own failure).
+    fn sync(&self) -> io::Result<()>;
+    /// Whether `path` lies on this filesystem, so [`FilesystemSync::sync`] covers it.
+    fn covers(&self, path: &Path) -> bool;
 }
 
 /// An open file. All methods take `&self`: positions are explicit, so readers and the single
@@ -109,6 +126,43 @@ pub fn write_atomic(
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;
 
+/// Linux reports write-back failures to syncfs(2) from 5.8 (through the filesystem's error
+/// sequence, once per open descriptor) and the filesystem's own sync failures (a journal that
+/// cannot commit) from 5.17; before that a failed syncfs could look like a success.
+const SYNCFS_REPORTS_ERRORS_FROM: (u32, u32) = (5, 17);
+
+/// The kernel's version (major, minor), from `/proc/sys/kernel/osrelease` ("6.1.0-13-amd64").
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    Some((parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
+/// syncfs(2) on a descriptor held open for the broker's life: the filesystem's write-back
+/// errors are reported to each descriptor once, from when it was opened, so a descriptor
+/// opened per call could miss one another descriptor had already seen.
+#[derive(Debug)]
+struct FsFilesystem {
+    dir: File,
+    device: u64,
+}
+
+impl FilesystemSync for FsFilesystem {
+    fn sync(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.dir).map_err(|e| {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("syncfs: {e}"))
+        })
+    }
+
+    fn covers(&self, path: &Path) -> bool {
+        rustix::fs::stat(path).is_ok_and(|st| st.st_dev == self.device)
+    }
+}
+
 #[derive(Debug)]
 struct FsFile {
     file: File,
@@ -184,6 +238,17 @@ impl Storage for FsStorage {
         names.sort();
         Ok(names)
     }
+
+    fn filesystem_sync(&self, dir: &Path) -> io::Result<Option<Arc<dyn FilesystemSync>>> {
+        if !cfg!(target_os = "linux")
+            || kernel_version().is_none_or(|v| v < SYNCFS_REPORTS_ERRORS_FROM)
+        {
+            return Ok(None);
+        }
+        let dir = File::open(dir)?;
+        let device = rustix::fs::fstat(&dir)?.st_dev;
+        Ok(Some(Arc::new(FsFilesystem { dir, device })))
+    }
 }
 
 impl StorageFile for FsFile {
@@ -251,6 +316,20 @@ impl StorageFile for FsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filesystem_sync_covers_its_own_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = FsStorage.filesystem_sync(dir.path()).unwrap() else {
+            return; // not Linux 5.17+: nothing to check
+        };
+        let file = FsStorage.open(&dir.path().join("f"), true).unwrap();
+        file.write_at(b"bytes", 0).unwrap();
+        fs.sync().unwrap();
+        assert!(fs.covers(&dir.path().join("f")));
+        assert!(!fs.covers(Path::new("/proc/self")));
+        assert!(!fs.covers(&dir.path().join("missing")));
+    }
 
     #[test]
     fn vectored_writes_land_back_to_back_past_the_iov_limit() {

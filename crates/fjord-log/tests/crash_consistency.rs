@@ -4,12 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use common::*;
 use fjord_log::checkpoint::{Checkpoint, Loaded};
+use fjord_log::flusher::SyncMethod;
 use fjord_log::sim::{SimStorage, XorShift};
-use fjord_log::{AppendOrigin, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage};
+use fjord_log::{AppendOrigin, Flusher, LastShutdown, Log, LogConfig, LogError, ReadUpTo, Storage};
 use fjord_record::Compression;
 
 fn config() -> LogConfig {
@@ -32,7 +35,17 @@ fn check_recovered_as(
     durable: i64,
     last: LastShutdown,
 ) -> usize {
-    let log = Log::open_with(storage.clone(), DIR, config(), 1_000, last).unwrap();
+    check_recovered_at(storage, Path::new(DIR), appended, durable, last)
+}
+
+fn check_recovered_at(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    appended: &[String],
+    durable: i64,
+    last: LastShutdown,
+) -> usize {
+    let log = Log::open_with(storage.clone(), dir, config(), 1_000, last).unwrap();
     let seen = read_all(&log, ReadUpTo::LogEnd);
     let got = values(&seen);
     assert!(got.len() <= appended.len(), "more records than appended");
@@ -101,6 +114,206 @@ fn crash_images_recover_every_synced_append() {
         recovered_short > 0,
         "the workload never lost an unsynced tail; the test is too weak"
     );
+}
+
+/// A partition as the broker holds it: the flusher wants something that holds a log.
+struct Held(Log);
+
+impl AsRef<Log> for Held {
+    fn as_ref(&self) -> &Log {
+        &self.0
+    }
+}
+
+/// Many logs made durable by one filesystem-wide sync per round (one of them on another
+/// filesystem, synced file by file; one whose disk fails for a while): after a crash at any
+/// point every acknowledged append of every log is there, each log a prefix of what was
+/// appended; the failing log's waiters get errors, never acknowledgements, and the others
+/// carry on.
+#[test]
+fn filesystem_wide_syncs_lose_nothing_acknowledged_in_any_log() {
+    const LOGS: usize = 6;
+    let mut failures_answered = 0;
+    for seed in 0..12u64 {
+        let disk = SimStorage::new();
+        disk.mount("/data/t-5");
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let fs = storage
+            .filesystem_sync(Path::new("/data"))
+            .unwrap()
+            .expect("the simulated disk has one");
+        let flusher = Flusher::start(SyncMethod::Filesystem(fs)).unwrap();
+        assert!(flusher.syncs_filesystem());
+        let dirs: Vec<PathBuf> = (0..LOGS)
+            .map(|i| PathBuf::from(format!("/data/t-{i}")))
+            .collect();
+        let logs: Vec<Arc<Held>> = dirs
+            .iter()
+            .map(|d| {
+                Arc::new(Held(
+                    Log::open(storage.clone(), d, config(), 1_000).unwrap(),
+                ))
+            })
+            .collect();
+        let mut rng = XorShift::new(seed);
+        let mut appended: Vec<Vec<String>> = vec![Vec::new(); LOGS];
+        let mut acked = [0i64; LOGS];
+        let (tx, rx) = mpsc::channel::<(usize, i64, bool)>();
+        let mut in_flight = 0;
+        let mut deferred: Vec<(usize, i64)> = Vec::new();
+        let failing = 1 + (rng.next_u64() % 4) as usize;
+        let mut answer = |in_flight: &mut usize, acked: &mut [i64; LOGS], block: bool| {
+            while *in_flight > 0 {
+                let got = if block {
+                    rx.recv_timeout(Duration::from_secs(10)).ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                let Some((i, target, ok)) = got else { break };
+                *in_flight -= 1;
+                if ok {
+                    acked[i] = acked[i].max(target);
+                } else {
+                    assert_eq!(i, failing, "only the failing log's syncs fail");
+                    failures_answered += 1;
+                }
+            }
+        };
+        for step in 0..60u64 {
+            if step == 20 {
+                disk.fail_writeback_under(&dirs[failing]);
+            }
+            if step == 40 {
+                disk.heal();
+            }
+            let i = (rng.next_u64() % LOGS as u64) as usize;
+            let tag = format!("s{seed}-l{i}-{step}");
+            let n = 1 + (rng.next_u64() % 4) as usize;
+            let b = batch(&tag, n, 1_000 + step as i64, Compression::None);
+            if let Ok(info) = logs[i].0.append(&b, AppendOrigin::Client, 1_000) {
+                appended[i].extend((0..n).map(|r| format!("{tag}-{r}")));
+                // Some syncs are asked for later, after rounds of other logs have written
+                // this one's bytes back (and seen them fail).
+                deferred.push((i, info.next_offset()));
+            } else {
+                // Only the failing log refuses, and a write may have reached its file first.
+                assert_eq!(i, failing);
+                appended[i].extend((0..n).map(|r| format!("{tag}-{r}")));
+            }
+            if !rng.next_u64().is_multiple_of(3) {
+                for (i, target) in deferred.drain(..) {
+                    let tx = tx.clone();
+                    in_flight += 1;
+                    flusher.sync_to(
+                        &logs[i],
+                        target,
+                        Box::new(move |r| tx.send((i, target, r.is_ok())).unwrap()),
+                    );
+                }
+            }
+            answer(&mut in_flight, &mut acked, rng.next_u64().is_multiple_of(3));
+            if rng.next_u64().is_multiple_of(9) {
+                // A crash now: what was acknowledged before it is on the image.
+                let image: Arc<dyn Storage> = Arc::new(disk.crash_image(Some(seed * 1_000 + step)));
+                for l in 0..LOGS {
+                    check_recovered_at(
+                        &image,
+                        &dirs[l],
+                        &appended[l],
+                        acked[l],
+                        LastShutdown::PerLog,
+                    );
+                }
+            }
+        }
+        for (i, target) in deferred.drain(..) {
+            let tx = tx.clone();
+            in_flight += 1;
+            flusher.sync_to(
+                &logs[i],
+                target,
+                Box::new(move |r| tx.send((i, target, r.is_ok())).unwrap()),
+            );
+        }
+        answer(&mut in_flight, &mut acked, true);
+        assert_eq!(in_flight, 0, "every waiter is answered");
+        if logs[failing].0.failure().is_some() {
+            assert!(
+                !flusher.syncs_filesystem(),
+                "a failed filesystem sync ends them"
+            );
+        }
+        flusher.stop();
+        for torn in [None, Some(seed)] {
+            let image: Arc<dyn Storage> = Arc::new(disk.crash_image(torn));
+            for l in 0..LOGS {
+                check_recovered_at(
+                    &image,
+                    &dirs[l],
+                    &appended[l],
+                    acked[l],
+                    LastShutdown::PerLog,
+                );
+            }
+        }
+        // The logs that never failed had every append acknowledged.
+        for l in (0..LOGS).filter(|&l| l != failing) {
+            assert_eq!(acked[l], appended[l].len() as i64, "log {l}");
+        }
+    }
+    assert!(
+        failures_answered > 0,
+        "the failing disk was never hit; the test is too weak"
+    );
+}
+
+/// The filesystem reports a failed write-back once, to whichever filesystem-wide sync comes
+/// next, which may be a round of other logs: the log whose bytes were lost must still fail
+/// its own sync rather than ride on a later round's success.
+#[test]
+fn a_write_back_failure_seen_by_another_logs_round_still_fails_its_own_log() {
+    let disk = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let fs = storage
+        .filesystem_sync(Path::new("/data"))
+        .unwrap()
+        .expect("the simulated disk has one");
+    let flusher = Flusher::start(SyncMethod::Filesystem(fs)).unwrap();
+    let open_at = |d: &str| {
+        Arc::new(Held(
+            Log::open(storage.clone(), d, config(), 1_000).unwrap(),
+        ))
+    };
+    let (a, b) = (open_at("/data/a-0"), open_at("/data/b-0"));
+    let sync = |log: &Arc<Held>, target: i64| {
+        let (tx, rx) = mpsc::channel();
+        flusher.sync_to(log, target, Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    };
+    let append = |log: &Arc<Held>, tag: &str| {
+        log.0
+            .append(
+                &batch(tag, 2, 1_000, Compression::None),
+                AppendOrigin::Client,
+                1_000,
+            )
+            .unwrap()
+            .next_offset()
+    };
+    let a_durable = append(&a, "a0");
+    assert!(sync(&a, a_durable));
+    disk.fail_writeback_under("/data/a-0");
+    let a_target = append(&a, "a1");
+    // b's round writes a's bytes back too, and that fails.
+    let b_target = append(&b, "b0");
+    assert!(sync(&b, b_target), "b's own bytes were written");
+    assert!(!sync(&a, a_target), "a's lost bytes are never acknowledged");
+    assert!(a.0.failure().is_some());
+    assert!(!flusher.syncs_filesystem());
+    flusher.stop();
+    let image: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let recovered = Log::open(image, "/data/a-0", config(), 1_000).unwrap();
+    assert_eq!(recovered.log_end_offset(), a_durable);
 }
 
 #[test]

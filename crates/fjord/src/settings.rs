@@ -66,6 +66,7 @@ pub const KEYS: &[&str] = &[
     "unclean.leader.election.enable",
     "replica.lag.time.max.ms",
     "replica.selector.class",
+    "log.sync.method",
     "auto.leader.rebalance.enable",
     "leader.imbalance.check.interval.seconds",
 ];
@@ -195,6 +196,13 @@ pub fn apply(config: &mut BrokerConfig, key: &str, value: &str) -> anyhow::Resul
                         ReplicaSelector::LEADER
                     )
                 })?),
+            }
+        }
+        "log.sync.method" => {
+            config.sync_filesystem = match value.trim() {
+                "syncfs" => true,
+                "fdatasync" => false,
+                other => bail!("{key} is syncfs or fdatasync, not {other:?}"),
             }
         }
         "broker.rack" => config.rack = Some(value.trim().to_string()).filter(|r| !r.is_empty()),
@@ -447,6 +455,11 @@ mod tests {
         assert_eq!(c.replica_selector, None);
         let e = apply(&mut c, "replica.selector.class", "com.example.Mine").unwrap_err();
         assert!(e.to_string().contains("RackAwareReplicaSelector"), "{e}");
+        assert!(c.sync_filesystem);
+        apply(&mut c, "log.sync.method", "fdatasync").unwrap();
+        assert!(!c.sync_filesystem);
+        apply(&mut c, "log.sync.method", "syncfs").unwrap();
+        assert!(c.sync_filesystem);
         // Any text is a rack name; every other key refuses nonsense.
         for key in KEYS.iter().filter(|k| **k != "broker.rack") {
             let e = apply(&mut BrokerConfig::default(), key, "not-a-value");
