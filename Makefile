@@ -33,11 +33,14 @@ compat:
 bench-smoke:
 	$(CARGO) build -p fjord -p kafka-load
 	compat/.venv/bin/python bench/suite.py --smoke --binary target/debug/fjord --load target/debug/kafka-load
+	compat/.venv/bin/python bench/partitions.py --smoke --binary target/debug/fjord --load target/debug/kafka-load
 
-# The full broker benchmark suite; appends its results to BENCHMARKS.md.
+# The full broker benchmark suite and the many-partition workloads beside Apache Kafka 4.4;
+# appends their results to BENCHMARKS.md.
 bench:
 	$(CARGO) build --release -p fjord -p kafka-load
 	compat/.venv/bin/python bench/suite.py --runs 3 --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
+	compat/.venv/bin/python bench/partitions.py --runs 3 --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
 
 # Builds the fuzz targets (needs cargo-fuzz; see fuzz/README.md).
 fuzz-build:

@@ -6,6 +6,8 @@
 //!   kafka-load produce --bootstrap 127.0.0.1:9092 --topic t --count 1000000 --size 100
 //!   kafka-load consume --bootstrap 127.0.0.1:9092 --topic t --count 1000000 --partitions 6
 //!   kafka-load latency --bootstrap 127.0.0.1:9092 --topic lat --rate 5000 --seconds 30
+//!   kafka-load produce --bootstrap 127.0.0.1:9092 --topic t --count 480000 --size 100 \
+//!       --keyed --producers 16 --threaded
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,24 +43,36 @@ struct Target {
     topic: String,
 }
 
+/// What `produce` sends, and how.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct ProduceLoad {
+    #[arg(long)]
+    count: u64,
+    #[arg(long)]
+    size: usize,
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Producer instances sharing the records round-robin.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Give records keys (spread over the partitions by librdkafka's partitioner).
+    #[arg(long)]
+    keyed: bool,
+    /// One thread per producer instance, each sending its share as fast as it can (large
+    /// batches); without it one thread feeds the instances in turn (small batches spread
+    /// over every partition).
+    #[arg(long)]
+    threaded: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Produce `count` records of `size` bytes with acks=all; waits until all are acknowledged.
     Produce {
         #[command(flatten)]
         to: Target,
-        #[arg(long)]
-        count: u64,
-        #[arg(long)]
-        size: usize,
-        #[arg(long, default_value_t = 5)]
-        linger_ms: u64,
-        /// Producer instances sharing the records round-robin.
-        #[arg(long, default_value_t = 1)]
-        producers: usize,
-        /// Give records keys (spread over the partitions by librdkafka's partitioner).
-        #[arg(long)]
-        keyed: bool,
+        #[command(flatten)]
+        load: ProduceLoad,
     },
     /// Consume `count` records from the start of every partition.
     Consume {
@@ -69,8 +83,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         partitions: i32,
     },
-    /// Produce at a fixed rate with linger.ms=0 and time each record until a consumer in the
-    /// same process receives it.
+    /// Produce at a fixed rate and time each record until a consumer in the same process
+    /// receives it (OpenMessaging-Benchmark style with --partitions/--size/--linger-ms).
     Latency {
         #[command(flatten)]
         to: Target,
@@ -78,6 +92,14 @@ enum Cmd {
         rate: u64,
         #[arg(long)]
         seconds: u64,
+        /// Partitions of the topic: keyed records spread over all, the consumer reads all.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Record size in bytes (at least 8: the send time is written into each).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u64,
     },
 }
 
@@ -139,30 +161,61 @@ fn send(
     }
 }
 
-fn produce(
-    bootstrap: &str,
-    topic: &str,
-    count: u64,
-    size: usize,
-    linger_ms: u64,
-    producers: usize,
-    keyed: bool,
-) -> anyhow::Result<serde_json::Value> {
+fn produce(to: &Target, load: &ProduceLoad) -> anyhow::Result<serde_json::Value> {
+    let (bootstrap, topic) = (to.bootstrap.as_str(), to.topic.as_str());
+    let ProduceLoad {
+        count,
+        size,
+        linger_ms,
+        producers,
+        keyed,
+        threaded,
+    } = *load;
     let ps: Vec<_> = (0..producers.max(1))
         .map(|_| producer(bootstrap, linger_ms))
         .collect::<anyhow::Result<_>>()?;
     let value = vec![b'x'; size];
-    let start = Instant::now();
-    for i in 0..count {
-        let (p, _) = &ps[(i % ps.len() as u64) as usize];
+    let n = ps.len() as u64;
+    // Records i = k, k + n, k + 2n, ... go to producer k, whichever thread sends them.
+    let feed = |p: &BaseProducer<Counting>, i: u64| -> anyhow::Result<()> {
         let key = (i % 100_003).to_string();
         send(p, topic, keyed.then_some(key.as_bytes()), &value)?;
-        if i % 1024 == 0 {
+        if i % 1024 < n {
             p.poll(Duration::ZERO);
         }
-    }
-    for (p, _) in &ps {
-        p.flush(Duration::from_secs(600)).context("flushing")?;
+        Ok(())
+    };
+    let start = Instant::now();
+    if threaded {
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let threads: Vec<_> = ps
+                .iter()
+                .enumerate()
+                .map(|(k, (p, _))| {
+                    let feed = &feed;
+                    scope.spawn(move || -> anyhow::Result<()> {
+                        let mut i = k as u64;
+                        while i < count {
+                            feed(p, i)?;
+                            i += n;
+                        }
+                        p.flush(Duration::from_secs(600)).context("flushing")
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+    } else {
+        for i in 0..count {
+            feed(&ps[(i % n) as usize].0, i)?;
+        }
+        for (p, _) in &ps {
+            p.flush(Duration::from_secs(600)).context("flushing")?;
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     let failed: u64 = ps.iter().map(|(_, f)| f.load(Ordering::Relaxed)).sum();
@@ -236,6 +289,9 @@ fn latency(
     topic: &str,
     rate: u64,
     seconds: u64,
+    partitions: i32,
+    size: usize,
+    linger_ms: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let total = rate * seconds;
     let c = consumer(
@@ -243,9 +299,12 @@ fn latency(
         &[("fetch.wait.max.ms", "100"), ("fetch.min.bytes", "1")],
     )?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::End)?;
+    for p in 0..partitions.max(1) {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
     c.assign(&tpl)?;
-    // Let the consumer find its position before the clock starts.
+    // The topic is new: from the beginning, so nothing sent before a position is found is
+    // skipped. Let the consumer find its positions before the clock starts.
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_secs(1) {
         c.poll(Duration::from_millis(50));
@@ -253,9 +312,9 @@ fn latency(
     let bootstrap_p = bootstrap.to_string();
     let topic_p = topic.to_string();
     let sender = std::thread::spawn(move || -> anyhow::Result<()> {
-        let (p, failed) = producer(&bootstrap_p, 0)?;
+        let (p, failed) = producer(&bootstrap_p, linger_ms)?;
         let start = Instant::now();
-        let mut value = vec![b'x'; 100];
+        let mut value = vec![b'x'; size.max(8)];
         for i in 0..total {
             let due = start + Duration::from_micros(i * 1_000_000 / rate);
             let now = Instant::now();
@@ -263,7 +322,8 @@ fn latency(
                 std::thread::sleep(due - now);
             }
             value[..8].copy_from_slice(&now_micros().to_be_bytes());
-            send(&p, &topic_p, None, &value)?;
+            let key = (partitions > 1).then(|| i.to_string());
+            send(&p, &topic_p, key.as_deref().map(str::as_bytes), &value)?;
             p.poll(Duration::ZERO);
         }
         p.flush(Duration::from_secs(60))?;
@@ -298,28 +358,28 @@ fn latency(
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Produce {
-            to,
-            count,
-            size,
-            linger_ms,
-            producers,
-            keyed,
-        } => produce(
-            &to.bootstrap,
-            &to.topic,
-            count,
-            size,
-            linger_ms,
-            producers,
-            keyed,
-        ),
+        Cmd::Produce { to, load } => produce(&to, &load),
         Cmd::Consume {
             to,
             count,
             partitions,
         } => consume(&to.bootstrap, &to.topic, count, partitions),
-        Cmd::Latency { to, rate, seconds } => latency(&to.bootstrap, &to.topic, rate, seconds),
+        Cmd::Latency {
+            to,
+            rate,
+            seconds,
+            partitions,
+            size,
+            linger_ms,
+        } => latency(
+            &to.bootstrap,
+            &to.topic,
+            rate,
+            seconds,
+            partitions,
+            size,
+            linger_ms,
+        ),
     };
     match result {
         Ok(v) => {
