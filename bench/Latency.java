@@ -18,7 +18,7 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * End-to-end latency the way the OpenMessaging Benchmark measures it with its Kafka driver:
  * the Java client, a producer sending keyed records at a fixed rate (acks=all), a consumer of
  * every partition of the (new) topic, each record timed from its send to its arrival. Prints
- * the percentiles in milliseconds as one JSON object.
+ * the percentiles in milliseconds and the rate the producer achieved as one JSON object.
  *
  * <p>Usage: Latency BOOTSTRAP TOPIC PARTITIONS RATE SECONDS SIZE LINGER_MS
  */
@@ -76,6 +76,7 @@ public class Latency {
         pp.put("key.serializer", ByteArraySerializer.class.getName());
         pp.put("value.serializer", ByteArraySerializer.class.getName());
         long[] failed = {0};
+        double sentPerSecond;
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
             long start = System.nanoTime();
             for (int i = 0; i < total; i++) {
@@ -95,6 +96,7 @@ public class Latency {
                     }
                 });
             }
+            sentPerSecond = total / ((System.nanoTime() - start) / 1e9);
             producer.flush();
         }
         receiver.join();
@@ -108,9 +110,10 @@ public class Latency {
             System.exit(1);
         }
         Arrays.sort(latency);
-        System.out.printf("{\"p50\": %.3f, \"p99\": %.3f, \"p99.9\": %.3f, \"max\": %.3f}%n",
+        System.out.printf("{\"p50\": %.3f, \"p99\": %.3f, \"p99.9\": %.3f, \"max\": %.3f, "
+                + "\"sent_per_s\": %.1f}%n",
                 ms(latency, 50.0), ms(latency, 99.0), ms(latency, 99.9),
-                latency[total - 1] / 1e6);
+                latency[total - 1] / 1e6, sentPerSecond);
     }
 
     private static double ms(long[] sorted, double percentile) {

@@ -151,6 +151,10 @@ def latency(broker, rate, seconds, kind, java):
     if p.returncode != 0:
         raise RuntimeError(f"bench/Latency.java failed on {NAMES[kind]}: {p.stderr[-2000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
+    if r["sent_per_s"] < 0.95 * rate:
+        # The producer fell behind its schedule: the figures would hide the delay.
+        raise RuntimeError(f"{NAMES[kind]}: the producer sent {r['sent_per_s']:,.0f}/s, "
+                           f"not {rate:,}/s")
     log(f"{NAMES[kind]}: OMB latency at {rate:,}/s: p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms")
     delete(broker.bootstrap, "omb")
     return r

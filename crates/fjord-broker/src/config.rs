@@ -100,8 +100,9 @@ pub struct BrokerConfig {
     pub replica_selector: Option<ReplicaSelector>,
     /// `log.sync.method` (Fjord's own): `syncfs` (the default) makes every waiting
     /// partition durable with one filesystem-wide sync per round where the kernel reports
-    /// its failures (Linux 5.17+), else falls back to `fdatasync`, each partition's files on
-    /// their own (for a data directory sharing its filesystem with busy writers of other data).
+    /// its failures (Linux 5.17+; elsewhere it falls back to `fdatasync`); `fdatasync` syncs
+    /// each partition's files on their own, the choice for a data directory that shares its
+    /// filesystem with busy writers of other data.
     pub sync_filesystem: bool,
     /// Whether the cluster id given at open was just made for a new data directory, which
     /// takes the id of the cluster it joins; an id the directory already had must match.

@@ -223,7 +223,40 @@ async fn run(broker: Weak<Broker>, leader: i32, fetcher: Arc<LeaderFetcher>) {
             }
         };
         drop(state);
-        drop(b);
+        // What a fetch reports (each partition's log end) must be durable here. It normally
+        // is (the last answer's appends were synced before this fetch), but not for a
+        // partition taken over from another leader's task while its sync was pending, or
+        // whose last answer failed after its append.
+        let unsynced: Vec<Arc<Partition>> = followed
+            .iter()
+            .filter(|(_, f)| f.partition.log.durable_offset() < f.partition.log.log_end_offset())
+            .map(|(_, f)| f.partition.clone())
+            .collect();
+        if !unsynced.is_empty() {
+            let waits: Vec<_> = unsynced
+                .iter()
+                .map(|p| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    b.flusher.sync_to(
+                        p,
+                        p.log.log_end_offset(),
+                        Box::new(move |r| {
+                            let _ = tx.send(r.is_ok());
+                        }),
+                    );
+                    rx
+                })
+                .collect();
+            drop(b);
+            for wait in waits {
+                let _ = wait.await;
+            }
+            followed.retain(|(_, f)| {
+                f.partition.log.durable_offset() >= f.partition.log.log_end_offset()
+            });
+        } else {
+            drop(b);
+        }
         if followed.is_empty() {
             tokio::time::sleep(THROTTLED_WAIT).await;
             continue;
@@ -409,7 +442,8 @@ fn fetch_request(node: i32, version: i16, followed: &[(PartitionKey, Followed)])
 
 /// Takes the leader's answer for one partition, fetched from `offset` as a follower of
 /// `leadership`: truncates a divergent tail, or appends the records (true: they are to be
-/// made durable before the next fetch) and takes the leader's high watermark and log start. An answer to a role this broker no longer has
+/// made durable before the next fetch) and takes the leader's high watermark and log
+/// start. An answer to a role this broker no longer has
 /// (the partition's leader or epoch changed since; it may lead it now) or from an offset the
 /// log has moved from is dropped: the role lock is held throughout, so no role change
 /// interleaves with the write. Blocking.

@@ -1447,7 +1447,25 @@ impl Log {
     /// already are. The log's sync lock is held until the returned sync is finished, so no
     /// one else reports offsets durable whose files it has not synced.
     pub fn begin_sync(&self, offset: i64) -> Result<Option<PendingSync<'_>>, LogError> {
-        let guard = lock(&self.sync);
+        self.begin_sync_with(lock(&self.sync), offset)
+    }
+
+    /// [`Log::begin_sync`] unless another thread holds the log's sync lock (a sync, a
+    /// truncation, a close under way): `None` then, without waiting.
+    pub fn try_begin_sync(&self, offset: i64) -> Option<Result<Option<PendingSync<'_>>, LogError>> {
+        let guard = match self.sync.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.begin_sync_with(guard, offset))
+    }
+
+    fn begin_sync_with<'a>(
+        &'a self,
+        guard: MutexGuard<'a, SyncState>,
+        offset: i64,
+    ) -> Result<Option<PendingSync<'a>>, LogError> {
         if guard.durable >= offset {
             return Ok(None);
         }

@@ -129,8 +129,10 @@ pub struct FsStorage;
 /// Linux reports write-back failures to syncfs(2) from 5.8 (through the filesystem's error
 /// sequence, once per open descriptor) and the filesystem's own sync failures (a journal that
 /// cannot commit) from 5.17; before that a failed syncfs could look like a success.
+#[cfg(target_os = "linux")]
 const SYNCFS_REPORTS_ERRORS_FROM: (u32, u32) = (5, 17);
 
+#[cfg(target_os = "linux")]
 /// The kernel's version (major, minor), from `/proc/sys/kernel/osrelease` ("6.1.0-13-amd64").
 fn kernel_version() -> Option<(u32, u32)> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
@@ -141,6 +143,7 @@ fn kernel_version() -> Option<(u32, u32)> {
     Some((parts.next()?.ok()?, parts.next()?.ok()?))
 }
 
+#[cfg(target_os = "linux")]
 /// syncfs(2) on a descriptor held open for the broker's life: the filesystem's write-back
 /// errors are reported to each descriptor once, from when it was opened, so a descriptor
 /// opened per call could miss one another descriptor had already seen.
@@ -150,6 +153,7 @@ struct FsFilesystem {
     device: u64,
 }
 
+#[cfg(target_os = "linux")]
 impl FilesystemSync for FsFilesystem {
     fn sync(&self) -> io::Result<()> {
         rustix::fs::syncfs(&self.dir).map_err(|e| {
@@ -239,10 +243,9 @@ impl Storage for FsStorage {
         Ok(names)
     }
 
+    #[cfg(target_os = "linux")]
     fn filesystem_sync(&self, dir: &Path) -> io::Result<Option<Arc<dyn FilesystemSync>>> {
-        if !cfg!(target_os = "linux")
-            || kernel_version().is_none_or(|v| v < SYNCFS_REPORTS_ERRORS_FROM)
-        {
+        if kernel_version().is_none_or(|v| v < SYNCFS_REPORTS_ERRORS_FROM) {
             return Ok(None);
         }
         let dir = File::open(dir)?;
