@@ -12,7 +12,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FJORD_BIN, three_nodes, three_nodes_in_namespaces, wait_for
+from conftest import (FJORD_BIN, Broker, free_port, three_nodes, three_nodes_in_namespaces,
+                      wait_for)
 
 # A short lag bound, so ISR changes show within seconds.
 LAG = '"replica.lag.time.max.ms" = 4000\n'
@@ -243,6 +244,55 @@ def test_too_few_in_sync_replicas_refuse_acks_all(cluster):
     check(acked, got)
     values = [v for _, v in got[0]]
     assert values[:2] == [b"before", b"after"] and values[-1] == b"resumed", values
+
+
+@pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "Two of three brokers down, the controllers up: exactly NOT_ENOUGH_REPLICAS, nothing acknowledged; back up: writes resume")
+def test_two_of_three_brokers_down_refuse_acks_all_with_not_enough_replicas(tmp_path):
+    # Three controller-only voters beside three broker-only nodes, so the quorum outlives
+    # the brokers and the in-sync replicas can shrink to the leader alone.
+    controllers = {i: f"127.0.0.1:{free_port()}" for i in range(1, 7)}
+    voters = ",".join(f"{i}@{controllers[i]}" for i in (1, 2, 3))
+    config = tmp_path / "cluster.toml"
+    config.write_text('"broker.heartbeat.interval.ms" = 300\n"broker.session.timeout.ms" = 2000\n'
+                      + LAG)
+    nodes = {i: Broker(tmp_path / f"node{i}", ["--node-id", str(i), "--voters", voters,
+                                               "--controller-listen", controllers[i],
+                                               "--config", str(config), "--process-roles",
+                                               "controller" if i <= 3 else "broker"])
+             for i in range(1, 7)}
+    try:
+        for n in nodes.values():
+            n.launch()
+        for i in (4, 5, 6):
+            nodes[i].wait_ready(timeout=60)
+        a = AdminClient({"bootstrap.servers": nodes[4].bootstrap})
+        assert wait_for(lambda: sorted(a.list_topics(timeout=5).brokers) == [4, 5, 6], timeout=30)
+        a.create_topics([NewTopic("two", 1, 3, config={"min.insync.replicas": "2"})])["two"] \
+            .result(30)
+        assert wait_for(lambda: len(partitions(a, "two")[0][2]) == 3, timeout=30)
+        leader = partitions(a, "two")[0][0]
+        at_leader = nodes[leader].bootstrap
+        acked = {}
+        assert not produce(at_leader, "two", [b"before"], acked)
+        down = [i for i in (4, 5, 6) if i != leader]
+        for i in down:
+            nodes[i].kill()
+        la = AdminClient({"bootstrap.servers": at_leader})
+        assert wait_for(lambda: partitions(la, "two")[0][2] == [leader], timeout=30)
+        once = {"enable.idempotence": False, "retries": 0}
+        errors = produce(at_leader, "two", [b"refused"], acked, timeout=10, **once)
+        assert [e.name() for e in errors] == ["NOT_ENOUGH_REPLICAS"], errors
+        assert b"refused" not in acked
+        for i in down:
+            nodes[i].start(timeout=60)
+        assert wait_for(lambda: len(partitions(la, "two")[0][2]) == 3, timeout=60)
+        assert not produce(at_leader, "two", [b"after"], acked)
+        got = read_all(at_leader, "two", 1, lambda n: n >= 2)
+        check(acked, got)
+        assert [v for _, v in got[0]] == [b"before", b"after"]
+    finally:
+        for n in nodes.values():
+            n.stop()
 
 
 @pytest.mark.compat("confluent-kafka 2.16 (librdkafka)", "A leader's unreplicated tail: killed, replaced, back as a follower: the tail is truncated, never served")

@@ -554,3 +554,171 @@ fn consumers_are_sent_to_and_served_by_the_replica_in_their_rack() {
     assert_eq!(d.error_code, 6, "no replica here: NOT_LEADER_OR_FOLLOWER");
     drop(nodes);
 }
+
+/// The answers of partition 0 of `topic` to OffsetForLeaderEpoch v4 (a consumer's, replica
+/// id -1) for each (leader epoch asked, current leader epoch the asker knows).
+fn offsets_for_epochs(
+    s: &mut TcpStream,
+    topic: &'static str,
+    asks: &[(i32, i32)],
+) -> Vec<kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset> {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+    };
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    let mut t = OffsetForLeaderTopic::default();
+    t.topic = TopicName(kafka_protocol::protocol::StrBytes::from_static_str(topic));
+    for &(leader_epoch, current_leader_epoch) in asks {
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = 0;
+        p.leader_epoch = leader_epoch;
+        p.current_leader_epoch = current_leader_epoch;
+        t.partitions.push(p);
+    }
+    req.topics.push(t);
+    let r: OffsetForLeaderEpochResponse = call(s, ApiKey::OffsetForLeaderEpoch, 4, &req);
+    r.topics[0].partitions.clone()
+}
+
+/// After a failover the partition has two leader epochs: a client (KIP-320) that validates
+/// its position with the old epoch learns where that epoch ended on the new leader, and one
+/// that still names the old epoch as current is fenced, in Fetch and in OffsetForLeaderEpoch;
+/// a newer epoch than the leader's is unknown.
+#[test]
+fn after_a_failover_older_epochs_are_fenced_and_end_where_the_next_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(
+        dir.path(),
+        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 1500\n",
+    );
+    let mut first = connect(nodes[0].port);
+    create_replicated(&mut first, "moved", 3);
+    let leader_of = |s: &mut TcpStream| {
+        let mut md = MetadataRequest::default();
+        md.topics = None;
+        let meta: MetadataResponse = call(s, ApiKey::Metadata, 12, &md);
+        let topic = meta
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("moved"))
+            .unwrap()
+            .clone();
+        let p = &topic.partitions[0];
+        (p.leader_id.0, p.leader_epoch, p.isr_nodes.len(), topic)
+    };
+    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
+        .push(0, None, Some(b"v"))
+        .build()
+        .unwrap();
+    let write = |s: &mut TcpStream, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for _ in 0..n {
+            loop {
+                let r = produce(s, "moved", 0, batch.clone());
+                if r.error_code == 0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the leader never took the write: {r:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    // Every replica in sync first, so the next leader holds the first epoch's records.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (old_leader, old_epoch) = loop {
+        let (leader, epoch, isr, _) = leader_of(&mut first);
+        if leader > 0 && isr == 3 {
+            break (leader, epoch);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partition never had three in sync"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    write(&mut connect(nodes[old_leader as usize - 1].port), 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader_of(&mut first).2 < 3 {
+        assert!(Instant::now() < deadline, "a follower fell out of sync");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The leader dies; a survivor is elected in a newer epoch and takes two more records.
+    let dead = &mut nodes[old_leader as usize - 1];
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let survivor = (1..=3).find(|&n| n != old_leader).unwrap();
+    let mut at_survivor = connect(nodes[survivor as usize - 1].port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (leader, epoch, topic) = loop {
+        let (leader, epoch, _, topic) = leader_of(&mut at_survivor);
+        if leader > 0 && leader != old_leader {
+            break (leader, epoch, topic);
+        }
+        assert!(Instant::now() < deadline, "no new leader was elected");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(epoch > old_epoch, "a new leader has a newer epoch");
+    let mut at_leader = connect(nodes[leader as usize - 1].port);
+    write(&mut at_leader, 2);
+
+    // Fetch: the current epoch reads, an older one is fenced, a newer one unknown.
+    let mut fetch = |current: i32| {
+        let r: FetchResponse = call(
+            &mut at_leader,
+            ApiKey::Fetch,
+            12,
+            &fetch_request(&topic, current, 0, -1),
+        );
+        r.responses[0].partitions[0].error_code
+    };
+    assert_eq!(fetch(epoch), 0);
+    assert_eq!(fetch(old_epoch), 74, "an older epoch: FENCED_LEADER_EPOCH");
+    assert_eq!(fetch(epoch + 1), 75, "a newer epoch: UNKNOWN_LEADER_EPOCH");
+
+    // OffsetForLeaderEpoch: the old epoch ends where the new one began (offset 3); the
+    // current one at the log end (5); a stale current epoch is fenced, a newer one unknown.
+    let answers = offsets_for_epochs(
+        &mut at_leader,
+        "moved",
+        &[
+            (old_epoch, epoch),
+            (epoch, epoch),
+            (old_epoch, old_epoch),
+            (epoch, epoch + 1),
+        ],
+    );
+    assert_eq!(
+        (
+            answers[0].error_code,
+            answers[0].leader_epoch,
+            answers[0].end_offset
+        ),
+        (0, old_epoch, 3),
+        "the old epoch ends where the new one began"
+    );
+    assert_eq!(
+        (
+            answers[1].error_code,
+            answers[1].leader_epoch,
+            answers[1].end_offset
+        ),
+        (0, epoch, 5),
+        "the current epoch ends at the log end"
+    );
+    assert_eq!(
+        answers[2].error_code, 74,
+        "a stale current epoch: FENCED_LEADER_EPOCH"
+    );
+    assert_eq!(
+        answers[3].error_code, 75,
+        "a newer current epoch: UNKNOWN_LEADER_EPOCH"
+    );
+    drop(nodes);
+}
