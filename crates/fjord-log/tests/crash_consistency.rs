@@ -162,6 +162,31 @@ fn filesystem_wide_syncs_lose_nothing_acknowledged_in_any_log() {
         let mut in_flight = 0;
         let mut deferred: Vec<(usize, i64)> = Vec::new();
         let failing = 1 + (rng.next_u64() % 4) as usize;
+        // Asks the flusher for every deferred sync; each answer comes back on `rx`.
+        let ask = |deferred: &mut Vec<(usize, i64)>, in_flight: &mut usize| {
+            for (i, target) in deferred.drain(..) {
+                let tx = tx.clone();
+                *in_flight += 1;
+                flusher.sync_to(
+                    &logs[i],
+                    target,
+                    Box::new(move |r| tx.send((i, target, r.is_ok())).unwrap()),
+                );
+            }
+        };
+        // Every log of a crash image holds what was acknowledged of it, as a prefix.
+        let check_all =
+            |image: &Arc<dyn Storage>, acked: &[i64; LOGS], appended: &[Vec<String>]| {
+                for l in 0..LOGS {
+                    check_recovered_at(
+                        image,
+                        &dirs[l],
+                        &appended[l],
+                        acked[l],
+                        LastShutdown::PerLog,
+                    );
+                }
+            };
         let mut answer = |in_flight: &mut usize, acked: &mut [i64; LOGS], block: bool| {
             while *in_flight > 0 {
                 let got = if block {
@@ -201,40 +226,16 @@ fn filesystem_wide_syncs_lose_nothing_acknowledged_in_any_log() {
                 appended[i].extend((0..n).map(|r| format!("{tag}-{r}")));
             }
             if !rng.next_u64().is_multiple_of(3) {
-                for (i, target) in deferred.drain(..) {
-                    let tx = tx.clone();
-                    in_flight += 1;
-                    flusher.sync_to(
-                        &logs[i],
-                        target,
-                        Box::new(move |r| tx.send((i, target, r.is_ok())).unwrap()),
-                    );
-                }
+                ask(&mut deferred, &mut in_flight);
             }
             answer(&mut in_flight, &mut acked, rng.next_u64().is_multiple_of(3));
             if rng.next_u64().is_multiple_of(9) {
                 // A crash now: what was acknowledged before it is on the image.
                 let image: Arc<dyn Storage> = Arc::new(disk.crash_image(Some(seed * 1_000 + step)));
-                for l in 0..LOGS {
-                    check_recovered_at(
-                        &image,
-                        &dirs[l],
-                        &appended[l],
-                        acked[l],
-                        LastShutdown::PerLog,
-                    );
-                }
+                check_all(&image, &acked, &appended);
             }
         }
-        for (i, target) in deferred.drain(..) {
-            let tx = tx.clone();
-            in_flight += 1;
-            flusher.sync_to(
-                &logs[i],
-                target,
-                Box::new(move |r| tx.send((i, target, r.is_ok())).unwrap()),
-            );
-        }
+        ask(&mut deferred, &mut in_flight);
         answer(&mut in_flight, &mut acked, true);
         assert_eq!(in_flight, 0, "every waiter is answered");
         if logs[failing].0.failure().is_some() {
@@ -246,15 +247,7 @@ fn filesystem_wide_syncs_lose_nothing_acknowledged_in_any_log() {
         flusher.stop();
         for torn in [None, Some(seed)] {
             let image: Arc<dyn Storage> = Arc::new(disk.crash_image(torn));
-            for l in 0..LOGS {
-                check_recovered_at(
-                    &image,
-                    &dirs[l],
-                    &appended[l],
-                    acked[l],
-                    LastShutdown::PerLog,
-                );
-            }
+            check_all(&image, &acked, &appended);
         }
         // The logs that never failed had every append acknowledged.
         for l in (0..LOGS).filter(|&l| l != failing) {

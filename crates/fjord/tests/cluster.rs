@@ -273,6 +273,29 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
 }
 
 /// Creates topic `name` of one partition with `replication_factor` replicas.
+/// Produces `n` one-record batches to partition 0 of `topic`, each retried until the broker
+/// takes it (a leader still gathering its in-sync replicas refuses at first).
+fn write_until_taken(s: &mut TcpStream, topic: &str, n: usize) {
+    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
+        .push(0, None, Some(b"v"))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..n {
+        loop {
+            let r = produce(s, topic, 0, batch.clone());
+            if r.error_code == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leader never took the write: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn create_replicated(s: &mut TcpStream, name: &'static str, replication_factor: i16) {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
@@ -367,24 +390,7 @@ fn follower_fetches_are_checked_as_kafka_checks_them() {
     };
     let mut at_leader = connect(port(leader));
     // acks=all: answered once the follower has the batch too.
-    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
-        .push(0, None, Some(b"v"))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for _ in 0..3 {
-        loop {
-            let r = produce(&mut at_leader, "rep", 0, batch.clone());
-            if r.error_code == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the leader never took the write: {r:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    write_until_taken(&mut at_leader, "rep", 3);
     for version in [12, 15, 17] {
         // A broker that is no replica of the partition never takes the follower path:
         // UNKNOWN_LEADER_EPOCH with a leader epoch, NOT_LEADER_OR_FOLLOWER without.
@@ -492,17 +498,7 @@ fn consumers_are_sent_to_and_served_by_the_replica_in_their_rack() {
     let rack = |id: i32| -> &'static str { ["r1", "r2", "r3"][id as usize - 1] };
     let port = |id: i32| nodes[id as usize - 1].port;
     let mut at_leader = connect(port(leader));
-    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
-        .push(0, None, Some(b"v"))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for _ in 0..3 {
-        while produce(&mut at_leader, "near", 0, batch.clone()).error_code != 0 {
-            assert!(Instant::now() < deadline, "the leader never took the write");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    write_until_taken(&mut at_leader, "near", 3);
     // The leader sends a consumer in the follower's rack there, with no records, from v11;
     // one in its own rack, in no rack, or in a rack without a replica, it serves itself.
     for version in [11, 17] {
@@ -610,26 +606,6 @@ fn after_a_failover_older_epochs_are_fenced_and_end_where_the_next_began() {
         let p = &topic.partitions[0];
         (p.leader_id.0, p.leader_epoch, p.isr_nodes.len(), topic)
     };
-    let batch = fjord_record::BatchBuilder::new(fjord_record::Compression::None)
-        .push(0, None, Some(b"v"))
-        .build()
-        .unwrap();
-    let write = |s: &mut TcpStream, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for _ in 0..n {
-            loop {
-                let r = produce(s, "moved", 0, batch.clone());
-                if r.error_code == 0 {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the leader never took the write: {r:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    };
     // Every replica in sync first, so the next leader holds the first epoch's records.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (old_leader, old_epoch) = loop {
@@ -643,7 +619,11 @@ fn after_a_failover_older_epochs_are_fenced_and_end_where_the_next_began() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    write(&mut connect(nodes[old_leader as usize - 1].port), 3);
+    write_until_taken(
+        &mut connect(nodes[old_leader as usize - 1].port),
+        "moved",
+        3,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while leader_of(&mut first).2 < 3 {
         assert!(Instant::now() < deadline, "a follower fell out of sync");
@@ -666,7 +646,7 @@ fn after_a_failover_older_epochs_are_fenced_and_end_where_the_next_began() {
     };
     assert!(epoch > old_epoch, "a new leader has a newer epoch");
     let mut at_leader = connect(nodes[leader as usize - 1].port);
-    write(&mut at_leader, 2);
+    write_until_taken(&mut at_leader, "moved", 2);
 
     // Fetch: the current epoch reads, an older one is fenced, a newer one unknown.
     let mut fetch = |current: i32| {
