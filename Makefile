@@ -24,7 +24,8 @@ unit:
 # against a real fjord process, and the differential suite against Apache Kafka 4.4 beside it;
 # rewrites the table in docs/compatibility.md from what ran.
 compat:
-	$(CARGO) build -p fjord
+	# The same build as bench-smoke's (kafka-load changes the features fjord is built with).
+	$(CARGO) build -p fjord -p kafka-load
 	FJORD_COMPAT_TABLE=../docs/compatibility.md compat/run.sh
 	cd compat/go && go vet ./... && go test ./...
 
