@@ -297,6 +297,7 @@ impl Log {
                 .seal()
                 .and_then(|()| cleaned.sync_all(&*self.storage))
                 .map_err(LogError::io("syncing cleaned segment in", &self.dir))?;
+            cleaned.release_indexes();
             let before = seg.size;
             let after = cleaned.size;
             if self.swap_in(seg, cleaned)? {

@@ -6,13 +6,15 @@
 //!   strictly increasing; each says "by this offset, the segment's largest timestamp so far is
 //!   this, held by the batch at this offset".
 //!
-//! Both are big-endian, with no header, so an index file is exactly its entries. The entries
-//! live in memory; the files are written whole when a segment is sealed, recovered, truncated
-//! or closed, and hold no descriptor in between: a partition keeps one open file (its active
-//! segment's log), not three, which is what lets a node hold tens of thousands of partitions.
-//! The active segment's index files are stale until then, which costs nothing: after a crash
-//! recovery rescans the active segment (it lies past the recovery point) and rebuilds its
-//! indexes, and checks the others before trusting them.
+//! Both are big-endian, with no header, so an index file is exactly its entries. The active
+//! segment's entries live in memory; the files are written whole when a segment is sealed,
+//! recovered, truncated or closed, and hold no descriptor in between: a partition keeps one
+//! open file (its active segment's log), not three, which is what lets a node hold tens of
+//! thousands of partitions. The active segment's index files are stale until then, which costs
+//! nothing: after a crash recovery rescans the active segment (it lies past the recovery point)
+//! and rebuilds its indexes. A sealed segment's entries leave memory once written: lookups
+//! search its file (page cache, a few small reads), so memory does not grow with the data
+//! kept, and a node starts without reading every index it holds.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -86,22 +88,35 @@ impl IndexEntry for TimeEntry {
     }
 }
 
-/// An index: its entries in memory, and the file they are written to.
+/// An index: its file, and while its segment is active (or being built) its entries in
+/// memory. A sealed segment's index lives only in its file, searched in place: memory does not
+/// grow with the data a node keeps.
 #[derive(Debug)]
 pub struct Index<E: IndexEntry> {
     path: PathBuf,
-    entries: Vec<E>,
-    /// The file does not hold exactly `entries`.
-    dirty: bool,
+    held: Held<E>,
 }
+
+#[derive(Debug)]
+enum Held<E> {
+    /// The entries in memory; `dirty` when the file does not hold exactly them.
+    Memory { entries: Vec<E>, dirty: bool },
+    /// The entries only in the file: how many, and the last one.
+    File { len: usize, last: Option<E> },
+}
+
+/// Bytes read at once when searching a file: a page of whole entries.
+const BLOCK_BYTES: usize = 4096;
 
 impl<E: IndexEntry> Index<E> {
     /// An empty index whose file is `path` (written by [`Index::persist`]).
     pub fn empty(path: PathBuf) -> Self {
         Self {
             path,
-            entries: Vec::new(),
-            dirty: true,
+            held: Held::Memory {
+                entries: Vec::new(),
+                dirty: true,
+            },
         }
     }
 
@@ -113,49 +128,117 @@ impl<E: IndexEntry> Index<E> {
         path: PathBuf,
         valid: impl Fn(&E) -> bool,
     ) -> io::Result<Option<Self>> {
+        Ok(read_entries(storage, &path, valid)?.map(|entries| Self {
+            path,
+            held: Held::Memory {
+                entries,
+                dirty: false,
+            },
+        }))
+    }
+
+    /// An index left in its file (a sealed segment's), searched there when asked. Checks what
+    /// is cheap to check: the size is a multiple of the entry size and `valid` holds for the
+    /// last entry; `Ok(None)` when not. Deeper damage shows at a lookup, whose answer the
+    /// segment checks against its log (see `Segment::position_for`).
+    pub fn in_file(
+        storage: &dyn Storage,
+        path: PathBuf,
+        valid: impl Fn(&E) -> bool,
+    ) -> io::Result<Option<Self>> {
         let file = storage.open(&path, false)?;
-        let len = file.len()?;
-        if len % E::SIZE as u64 != 0 {
+        let bytes = file.len()?;
+        if bytes % E::SIZE as u64 != 0 {
             return Ok(None);
         }
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, 0)?;
-        let mut entries = Vec::with_capacity(buf.len() / E::SIZE);
-        for chunk in buf.chunks_exact(E::SIZE) {
-            let e = E::decode(chunk);
-            if let Some(prev) = entries.last() {
-                let prev: &E = prev;
-                if e.key() <= prev.key() || e.relative_offset() < prev.relative_offset() {
+        let len = (bytes / E::SIZE as u64) as usize;
+        let last = match len {
+            0 => None,
+            _ => {
+                let mut buf = [0u8; 16];
+                file.read_exact_at(&mut buf[..E::SIZE], bytes - E::SIZE as u64)?;
+                let e = E::decode(&buf[..E::SIZE]);
+                if !valid(&e) {
                     return Ok(None);
                 }
+                Some(e)
             }
-            if !valid(&e) {
-                return Ok(None);
-            }
-            entries.push(e);
-        }
+        };
         Ok(Some(Self {
             path,
-            entries,
-            dirty: false,
+            held: Held::File { len, last },
         }))
     }
 
     /// Writes the entries to the file, durably, if it does not hold them already.
     pub fn persist(&mut self, storage: &dyn Storage) -> io::Result<()> {
-        if !self.dirty {
+        let Held::Memory { entries, dirty } = &mut self.held else {
+            return Ok(());
+        };
+        if !*dirty {
             return Ok(());
         }
-        let mut buf = vec![0u8; self.entries.len() * E::SIZE];
-        for (e, out) in self.entries.iter().zip(buf.chunks_exact_mut(E::SIZE)) {
+        let mut buf = vec![0u8; entries.len() * E::SIZE];
+        for (e, out) in entries.iter().zip(buf.chunks_exact_mut(E::SIZE)) {
             e.encode(out);
         }
         let file = storage.open(&self.path, true)?;
         file.write_at(&buf, 0)?;
         file.truncate(buf.len() as u64)?;
         file.sync()?;
-        self.dirty = false;
+        *dirty = false;
         Ok(())
+    }
+
+    /// Drops the entries from memory if the file holds them (after [`Index::persist`]); later
+    /// lookups search the file. Returns whether the index is now in its file only.
+    pub fn release(&mut self) -> bool {
+        match &self.held {
+            Held::File { .. } => true,
+            Held::Memory { dirty: true, .. } => false,
+            Held::Memory { entries, .. } => {
+                self.held = Held::File {
+                    len: entries.len(),
+                    last: entries.last().copied(),
+                };
+                true
+            }
+        }
+    }
+
+    /// Brings an index left in its file back into memory (its segment becomes the active one
+    /// again); `Ok(false)` when the file fails the checks of [`Index::load`].
+    pub fn reload(
+        &mut self,
+        storage: &dyn Storage,
+        valid: impl Fn(&E) -> bool,
+    ) -> io::Result<bool> {
+        if self.in_memory() {
+            return Ok(true);
+        }
+        match read_entries(storage, &self.path, valid)? {
+            Some(entries) => {
+                self.held = Held::Memory {
+                    entries,
+                    dirty: false,
+                };
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Starts over empty, in memory (an index being rebuilt).
+    pub fn clear(&mut self) {
+        self.held = Held::Memory {
+            entries: Vec::new(),
+            dirty: true,
+        };
+    }
+
+    /// Whether the entries are in memory.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.held, Held::Memory { .. })
     }
 
     /// The file after a rename.
@@ -163,54 +246,286 @@ impl<E: IndexEntry> Index<E> {
         self.path = path.to_path_buf();
     }
 
-    pub fn entries(&self) -> &[E] {
-        &self.entries
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn last(&self) -> Option<E> {
-        self.entries.last().copied()
+        match &self.held {
+            Held::Memory { entries, .. } => entries.last().copied(),
+            Held::File { last, .. } => *last,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        match &self.held {
+            Held::Memory { entries, .. } => entries.len(),
+            Held::File { len, .. } => *len,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Appends an entry (in memory; see [`Index::persist`]).
+    /// Appends an entry (in memory; see [`Index::persist`]). Only an index in memory takes
+    /// entries: an index in its file belongs to a sealed segment.
     pub fn append(&mut self, entry: E) -> io::Result<()> {
-        self.entries.push(entry);
-        self.dirty = true;
+        let Held::Memory { entries, dirty } = &mut self.held else {
+            return Err(not_in_memory(&self.path));
+        };
+        entries.push(entry);
+        *dirty = true;
         Ok(())
     }
 
     /// The last entry whose key is at most `key` (for the offset index) or, with `strict`,
-    /// below `key` (for the time index).
-    pub fn floor(&self, key: i64, strict: bool) -> Option<E> {
-        let n = self.entries.partition_point(|e| {
+    /// below `key` (for the time index). An index in its file is searched there: a few reads
+    /// of one entry to find the page, then one read of that page.
+    pub fn floor(&self, storage: &dyn Storage, key: i64, strict: bool) -> io::Result<Option<E>> {
+        let before = |e: &E| {
             if strict {
                 e.key() < key
             } else {
                 e.key() <= key
             }
-        });
-        n.checked_sub(1).map(|i| self.entries[i])
+        };
+        let len = match &self.held {
+            Held::Memory { entries, .. } => {
+                let n = entries.partition_point(before);
+                return Ok(n.checked_sub(1).map(|i| entries[i]));
+            }
+            Held::File { len, .. } => *len,
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        let file = storage.open(&self.path, false)?;
+        let per_block = BLOCK_BYTES / E::SIZE;
+        let blocks = len.div_ceil(per_block);
+        let mut buf = vec![0u8; per_block * E::SIZE];
+        // The blocks whose first entry comes before `key` are a prefix: find its length.
+        let (mut lo, mut hi) = (0, blocks);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            file.read_exact_at(&mut buf[..E::SIZE], (mid * per_block * E::SIZE) as u64)?;
+            if before(&E::decode(&buf[..E::SIZE])) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some(block) = lo.checked_sub(1) else {
+            return Ok(None);
+        };
+        let n = per_block.min(len - block * per_block);
+        let bytes = &mut buf[..n * E::SIZE];
+        file.read_exact_at(bytes, (block * per_block * E::SIZE) as u64)?;
+        let entries: Vec<E> = bytes.chunks_exact(E::SIZE).map(E::decode).collect();
+        let n = entries.partition_point(before);
+        Ok(n.checked_sub(1).map(|i| entries[i]))
     }
 
-    /// Drops every entry for which `keep` is false from the end on.
+    /// Drops every entry for which `keep` is false from the end on (in memory only).
     pub fn truncate_while(&mut self, keep: impl Fn(&E) -> bool) -> io::Result<()> {
-        let n = self.entries.partition_point(|e| keep(e));
-        if n < self.entries.len() {
-            self.entries.truncate(n);
-            self.dirty = true;
+        let Held::Memory { entries, dirty } = &mut self.held else {
+            return Err(not_in_memory(&self.path));
+        };
+        let n = entries.partition_point(|e| keep(e));
+        if n < entries.len() {
+            entries.truncate(n);
+            *dirty = true;
         }
         Ok(())
     }
 
     /// Rough bytes of memory held.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<E>()
+        match &self.held {
+            Held::Memory { entries, .. } => entries.capacity() * std::mem::size_of::<E>(),
+            Held::File { .. } => 0,
+        }
+    }
+}
+
+/// An index's entries, if they pass [`Index::load`]'s checks.
+fn read_entries<E: IndexEntry>(
+    storage: &dyn Storage,
+    path: &Path,
+    valid: impl Fn(&E) -> bool,
+) -> io::Result<Option<Vec<E>>> {
+    let file = storage.open(path, false)?;
+    let len = file.len()?;
+    if len % E::SIZE as u64 != 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    let mut entries: Vec<E> = Vec::with_capacity(buf.len() / E::SIZE);
+    for chunk in buf.chunks_exact(E::SIZE) {
+        let e = E::decode(chunk);
+        if let Some(prev) = entries.last()
+            && (e.key() <= prev.key() || e.relative_offset() < prev.relative_offset())
+        {
+            return Ok(None);
+        }
+        if !valid(&e) {
+            return Ok(None);
+        }
+        entries.push(e);
+    }
+    Ok(Some(entries))
+}
+
+fn not_in_memory(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "index {} belongs to a sealed segment and takes no changes",
+        path.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{SimStorage, XorShift as Rng};
+
+    /// An index of `n` entries with keys rising by 1 to 9, built in memory and written out.
+    fn built<E: IndexEntry>(
+        disk: &SimStorage,
+        name: &str,
+        n: usize,
+        rng: &mut Rng,
+        make: impl Fn(i64, u32) -> E,
+    ) -> Index<E> {
+        let mut index = Index::empty(PathBuf::from(format!("/p/{name}")));
+        let (mut key, mut rel) = (1_000i64, 0u32);
+        for _ in 0..n {
+            key += 1 + (rng.next_u64() % 9) as i64;
+            rel += (rng.next_u64() % 3) as u32;
+            index.append(make(key, rel)).unwrap();
+        }
+        index.persist(disk).unwrap();
+        index
+    }
+
+    /// Every key around every entry, and past both ends, answered the same from the file as
+    /// from memory, with few bytes read.
+    fn file_search_agrees<E: IndexEntry + PartialEq>(make: impl Fn(i64, u32) -> E + Copy) {
+        let disk = SimStorage::new();
+        let mut rng = Rng::new(7);
+        let per_block = BLOCK_BYTES / E::SIZE;
+        for n in [
+            0,
+            1,
+            2,
+            per_block - 1,
+            per_block,
+            per_block + 1,
+            3 * per_block + 5,
+            5_000,
+        ] {
+            let memory = built(&disk, &format!("i{n}"), n, &mut rng, make);
+            let mut file = built(&disk, &format!("f{n}"), 0, &mut rng, make);
+            file.set_path(memory.path());
+            file.held = Held::File {
+                len: memory.len(),
+                last: memory.last(),
+            };
+            assert_eq!(file.last(), memory.last());
+            assert_eq!(file.len(), n);
+            let Held::Memory { entries, .. } = &memory.held else {
+                unreachable!()
+            };
+            let mut keys = vec![i64::MIN, 0, 1_000, i64::MAX];
+            for e in entries {
+                keys.extend([e.key() - 1, e.key(), e.key() + 1]);
+            }
+            for key in keys {
+                for strict in [false, true] {
+                    let before = disk.bytes_read();
+                    let got = file.floor(&disk, key, strict).unwrap();
+                    let read = disk.bytes_read() - before;
+                    assert_eq!(
+                        got,
+                        memory.floor(&disk, key, strict).unwrap(),
+                        "n {n} key {key}"
+                    );
+                    // Probes of one entry, then one block: never the whole file.
+                    assert!(
+                        read <= (BLOCK_BYTES + 16 * E::SIZE) as u64,
+                        "{read} bytes read"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_search_answers_as_the_entries_in_memory_do() {
+        file_search_agrees(|key, rel| OffsetEntry {
+            relative_offset: key as u32,
+            position: rel + key as u32,
+        });
+        file_search_agrees(|key, rel| TimeEntry {
+            timestamp: key,
+            relative_offset: rel,
+        });
+    }
+
+    #[test]
+    fn an_index_leaves_memory_only_once_written_and_comes_back_whole() {
+        let disk = SimStorage::new();
+        let mut rng = Rng::new(3);
+        let mut index = built(&disk, "x", 700, &mut rng, |key, _| OffsetEntry {
+            relative_offset: key as u32,
+            position: key as u32,
+        });
+        index
+            .append(OffsetEntry {
+                relative_offset: u32::MAX - 1,
+                position: u32::MAX - 1,
+            })
+            .unwrap();
+        // Not written yet: it stays.
+        assert!(!index.release());
+        assert!(index.memory_bytes() > 0);
+        index.persist(&disk).unwrap();
+        assert!(index.release());
+        assert_eq!(index.memory_bytes(), 0);
+        assert_eq!(index.len(), 701);
+        assert_eq!(index.last().unwrap().position, u32::MAX - 1);
+        // A sealed index takes no changes.
+        assert!(index.append(index.last().unwrap()).is_err());
+        assert!(index.truncate_while(|_| false).is_err());
+        let reopened = Index::<OffsetEntry>::in_file(&disk, index.path().into(), |_| true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((reopened.len(), reopened.last()), (701, index.last()));
+        // The last entry fails the caller's check: not trusted.
+        assert!(
+            Index::<OffsetEntry>::in_file(&disk, index.path().into(), |e| e.position < 10)
+                .unwrap()
+                .is_none()
+        );
+        assert!(index.reload(&disk, |_| true).unwrap());
+        assert_eq!(index.len(), 701);
+        index.truncate_while(|e| e.position < 3_000).unwrap();
+        let kept = index.len();
+        assert!(
+            kept > 100 && index.last().unwrap().position < 3_000,
+            "{kept}"
+        );
+        // A file cut mid-entry is refused both ways.
+        let path = index.path().to_path_buf();
+        index.persist(&disk).unwrap();
+        assert!(index.release());
+        let file = disk.open(&path, false).unwrap();
+        file.truncate(file.len().unwrap() - 3).unwrap();
+        assert!(!index.reload(&disk, |_| true).unwrap());
+        assert!(
+            Index::<OffsetEntry>::in_file(&disk, path, |_| true)
+                .unwrap()
+                .is_none()
+        );
     }
 }

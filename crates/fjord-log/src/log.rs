@@ -130,6 +130,8 @@ pub struct SegmentInfo {
     pub size: u64,
     pub next_offset: i64,
     pub max_timestamp: i64,
+    /// Bytes of memory its indexes hold (none once it is sealed: they are searched in place).
+    pub index_memory_bytes: usize,
 }
 
 /// One partition's log. Shareable across threads (`Arc<Log>`); every method takes `&self`.
@@ -614,6 +616,11 @@ impl Log {
                 .sync_all(&*storage)
                 .map_err(LogError::io("syncing", &dir))?;
         }
+        // Sealed segments' indexes are searched in their files from now on.
+        let sealed = segments.len() - 1;
+        for seg in &mut segments[..sealed] {
+            seg.release_indexes();
+        }
         storage
             .sync_dir(&dir)
             .map_err(LogError::io("syncing", &dir))?;
@@ -756,7 +763,11 @@ impl Log {
         }
         let header_at = |offset: i64| -> Result<Option<BatchHeader>, LogError> {
             let seg = &inner.segments[inner.segment_index_for(offset)];
-            let mut scanner = Scanner::new(&*seg.log, seg.position_for(offset), seg.size);
+            let mut scanner = Scanner::new(
+                &*seg.log,
+                seg.position_for(&*self.storage, offset),
+                seg.size,
+            );
             loop {
                 match scanner.next_header() {
                     Ok(Some((_, h))) if h.last_offset() >= offset => return Ok(Some(h)),
@@ -864,6 +875,7 @@ impl Log {
                 size: s.size,
                 next_offset: s.next_offset,
                 max_timestamp: s.max_timestamp,
+                index_memory_bytes: s.index_memory_bytes(),
             })
             .collect()
     }
@@ -909,7 +921,7 @@ impl Log {
             .filter(|s| s.next_offset > replay_from)
         {
             let start = if seg.base_offset < replay_from {
-                seg.position_for(replay_from)
+                seg.position_for(&*self.storage, replay_from)
             } else {
                 0
             };
@@ -1387,6 +1399,7 @@ impl Log {
         if let Err(e) = sealed {
             return Err(self.fail(inner, LogError::io("sealing segment in", &self.dir)(e)));
         }
+        inner.active_mut().release_indexes();
         let file = inner.active().log.clone();
         inner.pending_sync.push(file);
         // The producer state after every batch below the new segment, so recovery replays at
@@ -1603,7 +1616,12 @@ impl Log {
             }
             let s = &inner.segments[inner.segment_index_for(offset)];
             (
-                Some((s.log.clone(), s.base_offset, s.position_for(offset), s.size)),
+                Some((
+                    s.log.clone(),
+                    s.base_offset,
+                    s.position_for(&*self.storage, offset),
+                    s.size,
+                )),
                 upper_offset,
                 result,
             )
@@ -1704,7 +1722,7 @@ impl Log {
                 (
                     s.log.clone(),
                     s.base_offset,
-                    s.position_for_timestamp(timestamp),
+                    s.position_for_timestamp(&*self.storage, timestamp),
                     s.size,
                     log_start,
                 )
@@ -1754,7 +1772,7 @@ impl Log {
             (
                 s.log.clone(),
                 s.base_offset,
-                s.position_for(s.max_timestamp_batch),
+                s.position_for(&*self.storage, s.max_timestamp_batch),
                 s.size,
                 s.max_timestamp_batch,
                 s.max_timestamp,
@@ -1796,7 +1814,11 @@ impl Log {
         } else {
             let idx = inner.segment_index_for(offset);
             let seg = &inner.segments[idx];
-            let mut scanner = Scanner::new(&*seg.log, seg.position_for(offset), seg.size);
+            let mut scanner = Scanner::new(
+                &*seg.log,
+                seg.position_for(&*self.storage, offset),
+                seg.size,
+            );
             let mut cut = (seg.size, offset.min(seg.next_offset));
             loop {
                 match scanner.next_header() {
@@ -1813,9 +1835,11 @@ impl Log {
                 }
             }
             removed = inner.segments.split_off(idx + 1);
+            let interval = self.config().index_interval_bytes;
             let seg = inner.active_mut();
             let done = seg
-                .truncate_to(cut.0, cut.1)
+                .make_active(&*self.storage, interval)
+                .and_then(|()| seg.truncate_to(cut.0, cut.1))
                 .and_then(|()| seg.sync_all(&*self.storage));
             if let Err(e) = done {
                 return Err(self.fail(&mut inner, LogError::io("truncating", &self.dir)(e)));

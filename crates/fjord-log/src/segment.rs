@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fjord_record::{BatchHeader, HEADER_LEN, validate_batch};
 
@@ -54,6 +54,8 @@ pub struct Segment {
     pub rolling_timestamp: i64,
     /// Identity, so compaction can tell a segment it read from a newer one with the same base.
     pub id: u64,
+    /// A lookup in the indexes' files gave an answer the log contradicts: scan from the start.
+    index_distrusted: AtomicBool,
 }
 
 /// The files of the segment at `base` in `dir`.
@@ -116,12 +118,15 @@ impl Segment {
             bytes_since_index: 0,
             rolling_timestamp: now_ms,
             id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
+            index_distrusted: AtomicBool::new(false),
         })
     }
 
     /// Opens a segment whose bytes are trusted (below the recovery point, or after a clean
-    /// shutdown). Indexes are loaded if they pass the sanity checks; otherwise, or when the
-    /// tail past the last index entry does not parse, `Ok(None)` says "recover this one".
+    /// shutdown). The active segment's indexes are loaded if they pass the sanity checks; a
+    /// sealed segment's stay in their files, checked only for size and their last entries.
+    /// When a check fails, or the tail past the last index entry does not parse, `Ok(None)`
+    /// says "recover this one".
     pub fn open_trusted(
         storage: &dyn Storage,
         dir: &Path,
@@ -142,16 +147,19 @@ impl Segment {
         {
             return Ok(None);
         }
-        let Some(offset_index) = Index::<OffsetEntry>::load(storage, index_path.clone(), |e| {
-            u64::from(e.position) < size
-        })
-        .map_err(LogError::io("reading", &index_path))?
-        else {
+        let in_size = |e: &OffsetEntry| u64::from(e.position) < size;
+        let offset_index = match next_base {
+            Some(_) => Index::in_file(storage, index_path.clone(), in_size),
+            None => Index::load(storage, index_path.clone(), in_size),
+        };
+        let Some(offset_index) = offset_index.map_err(LogError::io("reading", &index_path))? else {
             return Ok(None);
         };
-        let Some(time_index) = Index::<TimeEntry>::load(storage, time_path.clone(), |_| true)
-            .map_err(LogError::io("reading", &time_path))?
-        else {
+        let time_index = match next_base {
+            Some(_) => Index::<TimeEntry>::in_file(storage, time_path.clone(), |_| true),
+            None => Index::load(storage, time_path.clone(), |_| true),
+        };
+        let Some(time_index) = time_index.map_err(LogError::io("reading", &time_path))? else {
             return Ok(None);
         };
         let mut segment = Self {
@@ -166,6 +174,7 @@ impl Segment {
             bytes_since_index: 0,
             rolling_timestamp: -1,
             id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
+            index_distrusted: AtomicBool::new(false),
         };
         if let Some(last) = segment.time_index.last() {
             segment.max_timestamp = last.timestamp;
@@ -245,6 +254,7 @@ impl Segment {
             bytes_since_index: 0,
             rolling_timestamp: now_ms,
             id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
+            index_distrusted: AtomicBool::new(false),
         };
         let mut expected = min_offset.max(base);
         let log = segment.log.clone();
@@ -408,20 +418,112 @@ impl Segment {
         ((self.offset_index.len() + 1) * 8) as u64 > segment_index_bytes
     }
 
-    /// The file position to start scanning from for `offset`.
-    pub fn position_for(&self, offset: i64) -> u64 {
+    /// The file position to start scanning from for `offset`. An answer from an index file is
+    /// checked against the log (a batch with that base offset starts there); a file that fails
+    /// the check is not asked again, and the scan starts at the segment's start (slower, never
+    /// wrong).
+    pub fn position_for(&self, storage: &dyn Storage, offset: i64) -> u64 {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX));
-        self.offset_index
-            .floor(rel, false)
-            .map_or(0, |e| u64::from(e.position))
+        if self.index_distrusted.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let found = match self.offset_index.floor(storage, rel, false) {
+            Ok(found) => found,
+            Err(e) => return self.distrust(&format!("reading it failed: {e}")),
+        };
+        let Some(entry) = found else { return 0 };
+        let pos = u64::from(entry.position);
+        if !self.offset_index.in_memory() {
+            let expected = self.base_offset + i64::from(entry.relative_offset);
+            match read_header_at(&*self.log, pos) {
+                Ok(Some(h)) if pos < self.size && h.base_offset == expected => {}
+                Ok(_) => {
+                    return self.distrust(&format!(
+                        "it places offset {expected} at byte {pos}, where no batch of it starts"
+                    ));
+                }
+                Err(e) => return self.distrust(&format!("reading the log failed: {e}")),
+            }
+        }
+        pos
     }
 
     /// The position to start scanning from for the first batch with max timestamp >= `ts`.
-    pub fn position_for_timestamp(&self, ts: i64) -> u64 {
-        match self.time_index.floor(ts, true) {
-            Some(e) => self.position_for(self.base_offset + i64::from(e.relative_offset)),
-            None => 0,
+    pub fn position_for_timestamp(&self, storage: &dyn Storage, ts: i64) -> u64 {
+        if self.index_distrusted.load(Ordering::Relaxed) {
+            return 0;
         }
+        match self.time_index.floor(storage, ts, true) {
+            Ok(Some(e)) if self.base_offset + i64::from(e.relative_offset) >= self.next_offset => {
+                self.distrust(&format!(
+                    "its time index names offset {}, past the segment's end",
+                    self.base_offset + i64::from(e.relative_offset)
+                ))
+            }
+            Ok(Some(e)) => {
+                self.position_for(storage, self.base_offset + i64::from(e.relative_offset))
+            }
+            Ok(None) => 0,
+            Err(e) => self.distrust(&format!("reading its time index failed: {e}")),
+        }
+    }
+
+    /// Stops using this segment's index files after a bad answer; scans start at byte 0.
+    fn distrust(&self, why: &str) -> u64 {
+        if !self.index_distrusted.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                index = %self.offset_index.path().display(),
+                "segment index not used any more: {why}; reads of this segment scan it from its start until the broker restarts (delete the .index and .timeindex files while it is stopped to have them rebuilt)"
+            );
+        }
+        0
+    }
+
+    /// Bytes of memory the indexes hold.
+    pub fn index_memory_bytes(&self) -> usize {
+        self.offset_index.memory_bytes() + self.time_index.memory_bytes()
+    }
+
+    /// Drops the indexes from memory once their files hold them (a sealed segment's); lookups
+    /// then search the files.
+    pub fn release_indexes(&mut self) {
+        self.offset_index.release();
+        self.time_index.release();
+    }
+
+    /// Brings the indexes back into memory before the segment is the active one again (a
+    /// truncation removed the ones after it); rebuilds them from the log if the files fail
+    /// their checks.
+    pub fn make_active(&mut self, storage: &dyn Storage, index_interval: u64) -> io::Result<()> {
+        let size = self.size;
+        let loaded = self
+            .offset_index
+            .reload(storage, |e| u64::from(e.position) < size)?
+            && self.time_index.reload(storage, |_| true)?;
+        if !loaded {
+            tracing::warn!(index = %self.offset_index.path().display(), "segment index failed its checks; rebuilding it");
+            self.reindex(index_interval)?;
+        }
+        self.index_distrusted.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rebuilds both indexes in memory by scanning the log.
+    fn reindex(&mut self, interval: u64) -> io::Result<()> {
+        self.offset_index.clear();
+        self.time_index.clear();
+        let next_offset = self.next_offset;
+        self.bytes_since_index = 0;
+        self.max_timestamp = -1;
+        self.max_timestamp_batch = self.base_offset;
+        let log = self.log.clone();
+        let mut scanner = Scanner::new(&*log, 0, self.size);
+        while let Some((pos, header)) = scanner.next_header().map_err(ScanError::into_io)? {
+            self.index_batch(pos, &header, interval)?;
+            self.note_batch(&header);
+        }
+        self.next_offset = next_offset;
+        Ok(())
     }
 
     /// Cuts the segment at `pos` (a batch boundary) whose batches end at `next_offset`, trimming

@@ -820,3 +820,140 @@ fn compression_type_rewrites_client_batches_and_keeps_producer_state() {
         Err(LogError::CorruptBatch(_))
     ));
 }
+
+/// Many one-record batches over several segments whose indexes span several pages each.
+fn indexed_log(disk: &SimStorage) -> (Arc<dyn Storage>, Log, LogConfig, i64) {
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let config = LogConfig {
+        segment_bytes: 256 * 1024,
+        index_interval_bytes: 1,
+        ..LogConfig::default()
+    };
+    let log = open(&storage, config);
+    let n = 12_000;
+    for i in 0..n {
+        let b = batch(&format!("r{i}"), 1, 10_000 + 2 * i, Compression::None);
+        log.append(&b, AppendOrigin::Client, 1).unwrap();
+    }
+    log.sync().unwrap();
+    log.set_high_watermark(n).unwrap();
+    (storage, log, config, n)
+}
+
+/// Every `step`-th offset read starts at that offset's batch, and every timestamp finds its
+/// record.
+fn check_lookups(log: &Log, n: i64, step: usize) {
+    check_lookups_at(log, (0..n).step_by(step));
+    assert_eq!(log.offset_for_timestamp(10_000 + 2 * n).unwrap(), None);
+}
+
+fn check_lookups_at(log: &Log, offsets: impl IntoIterator<Item = i64>) {
+    for offset in offsets {
+        let slice = log
+            .read(offset, 100, ReadUpTo::LogEnd, true)
+            .unwrap()
+            .data
+            .unwrap();
+        assert_eq!(slice.first_offset, offset);
+        let found = log
+            .offset_for_timestamp(10_000 + 2 * offset - 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.offset,
+            offset,
+            "timestamp {}",
+            10_000 + 2 * offset - 1
+        );
+    }
+}
+
+fn sealed_index_memory(log: &Log) -> usize {
+    let segments = log.segments();
+    segments[..segments.len() - 1]
+        .iter()
+        .map(|s| s.index_memory_bytes)
+        .sum()
+}
+
+#[test]
+fn sealed_segments_keep_their_indexes_in_their_files_and_every_lookup_still_lands() {
+    let disk = SimStorage::new();
+    let (storage, log, config, n) = indexed_log(&disk);
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "{segments:?}");
+    // Each sealed index spans several 4 KiB pages of entries (one per batch).
+    let per_segment = segments[0].next_offset - segments[0].base_offset;
+    assert!(
+        per_segment * 8 > 4 * 4096,
+        "{per_segment} batches per segment"
+    );
+    assert_eq!(sealed_index_memory(&log), 0);
+    assert!(segments.last().unwrap().index_memory_bytes > 0);
+    check_lookups(&log, n, 7);
+
+    // After a clean restart, and after a crash (the sealed segments past the recovery point
+    // are rescanned, their indexes rebuilt and written, then dropped from memory).
+    log.close().unwrap();
+    let log = open(&storage, config);
+    assert_eq!(sealed_index_memory(&log), 0);
+    check_lookups(&log, n, 11);
+    let image: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    let crashed = open(&image, config);
+    assert_eq!(crashed.log_end_offset(), n);
+    assert_eq!(sealed_index_memory(&crashed), 0);
+    check_lookups(&crashed, n, 13);
+
+    // Truncating into a sealed segment makes it the active one: its indexes come back into
+    // memory, take the cut and new entries, and answer as before.
+    let cut = segments[1].base_offset + 100;
+    log.truncate_to(cut).unwrap();
+    assert_eq!(log.segments().len(), 2);
+    assert!(log.segments()[1].index_memory_bytes > 0);
+    for i in cut..n {
+        let b = batch(&format!("r{i}"), 1, 10_000 + 2 * i, Compression::None);
+        log.append(&b, AppendOrigin::Client, 1).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(sealed_index_memory(&log), 0);
+    check_lookups(&log, n, 5);
+}
+
+#[test]
+fn a_damaged_sealed_index_is_not_believed_and_every_lookup_still_lands() {
+    let disk = SimStorage::new();
+    let (storage, log, config, n) = indexed_log(&disk);
+    let segments = log.segments();
+    log.close().unwrap();
+    let dir = std::path::Path::new(DIR);
+    // Garbage entries in the middle of two sealed segments' offset and time indexes (one entry
+    // per batch, one batch per offset): after a clean shutdown nothing rescans them, and their
+    // last entries are intact.
+    let base = segments[1].base_offset;
+    let index = dir.join(format!("{base:020}.index"));
+    let entries = (disk.read_file(&index).unwrap().len() / 8) as i64;
+    disk.corrupt(&index, (entries / 2 * 8) as usize, &[0x7f; 8]);
+    disk.corrupt(&index, (entries / 3 * 8 + 4) as usize, &[0, 0, 0, 9]);
+    let damaged_offsets = [base + entries / 3, base + entries / 2];
+    let base = segments[2].base_offset;
+    let time_index = dir.join(format!("{base:020}.timeindex"));
+    let entries = (disk.read_file(&time_index).unwrap().len() / 12) as i64;
+    disk.corrupt(&time_index, (entries / 2 * 12) as usize, &[0xff; 12]);
+    let log = open(&storage, config);
+    // Around each damaged entry first (once a segment's index is not believed, it is not
+    // asked again), then everywhere.
+    for at in damaged_offsets.into_iter().chain([base + entries / 2]) {
+        check_lookups_at(&log, at - 3..at + 3);
+    }
+    check_lookups(&log, n, 3);
+
+    // Made the active segment again, the damaged index is rebuilt from the log.
+    let cut = segments[1].next_offset - 10;
+    log.truncate_to(cut).unwrap();
+    for i in cut..n {
+        let b = batch(&format!("r{i}"), 1, 10_000 + 2 * i, Compression::None);
+        log.append(&b, AppendOrigin::Client, 1).unwrap();
+    }
+    log.sync().unwrap();
+    check_lookups(&log, n, 3);
+}
