@@ -35,13 +35,16 @@ bench-smoke:
 	$(CARGO) build -p fjord -p kafka-load
 	compat/.venv/bin/python bench/suite.py --smoke --binary target/debug/fjord --load target/debug/kafka-load
 	compat/.venv/bin/python bench/partitions.py --smoke --binary target/debug/fjord --load target/debug/kafka-load
+	compat/.venv/bin/python bench/footprint.py --smoke --binary target/debug/fjord --load target/debug/kafka-load
 
-# The full broker benchmark suite and the many-partition workloads beside Apache Kafka 4.4;
-# appends their results to BENCHMARKS.md.
+# The full broker benchmark suite and the many-partition workloads beside Apache Kafka 4.4,
+# then Fjord's memory and start-up with 50 GB kept and with 1,000 partitions (needs 60 GB
+# free); appends their results to BENCHMARKS.md.
 bench:
 	$(CARGO) build --release -p fjord -p kafka-load
 	compat/.venv/bin/python bench/suite.py --runs 3 --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
 	compat/.venv/bin/python bench/partitions.py --runs 3 --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
+	compat/.venv/bin/python bench/footprint.py --dir $${BENCH_DIR:-target} --append BENCHMARKS.md
 
 # Builds the fuzz targets (needs cargo-fuzz; see fuzz/README.md).
 fuzz-build:

@@ -100,13 +100,88 @@ pub struct Index<E: IndexEntry> {
 #[derive(Debug)]
 enum Held<E> {
     /// The entries in memory; `dirty` when the file does not hold exactly them.
-    Memory { entries: Vec<E>, dirty: bool },
+    Memory { entries: Entries<E>, dirty: bool },
     /// The entries only in the file: how many, and the last one.
     File { len: usize, last: Option<E> },
 }
 
 /// Bytes read at once when searching a file: a page of whole entries.
 const BLOCK_BYTES: usize = 4096;
+/// Bytes written or read at once when an index file is written or loaded whole.
+const WRITE_BYTES: usize = 64 * 1024;
+
+/// Entries in memory, in fixed chunks of a page each rather than one vector: growing never
+/// copies (a full segment's index is megabytes, grown under the partition's lock), and the
+/// memory a sealed segment gives back comes in pieces the next segment's index reuses, where
+/// freed vectors of every doubling size were kept by the allocator as the data grew.
+#[derive(Debug)]
+struct Entries<E> {
+    chunks: Vec<Vec<E>>,
+    len: usize,
+}
+
+impl<E: IndexEntry> Entries<E> {
+    const PER_CHUNK: usize = {
+        let n = BLOCK_BYTES / std::mem::size_of::<E>();
+        if n == 0 { 1 } else { n }
+    };
+
+    fn new() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, e: E) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < Self::PER_CHUNK => chunk.push(e),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::PER_CHUNK);
+                chunk.push(e);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn last(&self) -> Option<E> {
+        self.chunks.last().and_then(|c| c.last().copied())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &E> {
+        self.chunks.iter().flatten()
+    }
+
+    /// The last entry for which `before` holds (entries satisfying it come first).
+    fn floor(&self, before: impl Fn(&E) -> bool) -> Option<E> {
+        // No chunk is empty: its first entry says which side it starts on.
+        let c = self.chunks.partition_point(|chunk| before(&chunk[0]));
+        let chunk = &self.chunks[c.checked_sub(1)?];
+        chunk
+            .partition_point(&before)
+            .checked_sub(1)
+            .map(|i| chunk[i])
+    }
+
+    /// Keeps the entries for which `keep` holds (a prefix); returns whether any went.
+    fn truncate_while(&mut self, keep: impl Fn(&E) -> bool) -> bool {
+        let before = self.len;
+        let c = self.chunks.partition_point(|chunk| keep(&chunk[0]));
+        self.chunks.truncate(c);
+        if let Some(chunk) = self.chunks.last_mut() {
+            let n = chunk.partition_point(&keep);
+            chunk.truncate(n);
+        }
+        self.len = self.chunks.iter().map(Vec::len).sum();
+        self.len < before
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Vec<E>>()
+            + self.chunks.len() * Self::PER_CHUNK * std::mem::size_of::<E>()
+    }
+}
 
 impl<E: IndexEntry> Index<E> {
     /// An empty index whose file is `path` (written by [`Index::persist`]).
@@ -114,7 +189,7 @@ impl<E: IndexEntry> Index<E> {
         Self {
             path,
             held: Held::Memory {
-                entries: Vec::new(),
+                entries: Entries::new(),
                 dirty: true,
             },
         }
@@ -178,13 +253,23 @@ impl<E: IndexEntry> Index<E> {
         if !*dirty {
             return Ok(());
         }
-        let mut buf = vec![0u8; entries.len() * E::SIZE];
-        for (e, out) in entries.iter().zip(buf.chunks_exact_mut(E::SIZE)) {
-            e.encode(out);
-        }
+        // Written in pieces of a bounded size: a whole index at once would be a buffer of
+        // megabytes at every roll.
         let file = storage.open(&self.path, true)?;
-        file.write_at(&buf, 0)?;
-        file.truncate(buf.len() as u64)?;
+        let mut buf = Vec::with_capacity(WRITE_BYTES);
+        let mut pos = 0u64;
+        for e in entries.iter() {
+            let at = buf.len();
+            buf.resize(at + E::SIZE, 0);
+            e.encode(&mut buf[at..]);
+            if buf.len() + E::SIZE > WRITE_BYTES {
+                file.write_at(&buf, pos)?;
+                pos += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        file.write_at(&buf, pos)?;
+        file.truncate(pos + buf.len() as u64)?;
         file.sync()?;
         *dirty = false;
         Ok(())
@@ -198,8 +283,8 @@ impl<E: IndexEntry> Index<E> {
             Held::Memory { dirty: true, .. } => false,
             Held::Memory { entries, .. } => {
                 self.held = Held::File {
-                    len: entries.len(),
-                    last: entries.last().copied(),
+                    len: entries.len,
+                    last: entries.last(),
                 };
                 true
             }
@@ -231,7 +316,7 @@ impl<E: IndexEntry> Index<E> {
     /// Starts over empty, in memory (an index being rebuilt).
     pub fn clear(&mut self) {
         self.held = Held::Memory {
-            entries: Vec::new(),
+            entries: Entries::new(),
             dirty: true,
         };
     }
@@ -252,14 +337,14 @@ impl<E: IndexEntry> Index<E> {
 
     pub fn last(&self) -> Option<E> {
         match &self.held {
-            Held::Memory { entries, .. } => entries.last().copied(),
+            Held::Memory { entries, .. } => entries.last(),
             Held::File { last, .. } => *last,
         }
     }
 
     pub fn len(&self) -> usize {
         match &self.held {
-            Held::Memory { entries, .. } => entries.len(),
+            Held::Memory { entries, .. } => entries.len,
             Held::File { len, .. } => *len,
         }
     }
@@ -291,10 +376,7 @@ impl<E: IndexEntry> Index<E> {
             }
         };
         let len = match &self.held {
-            Held::Memory { entries, .. } => {
-                let n = entries.partition_point(before);
-                return Ok(n.checked_sub(1).map(|i| entries[i]));
-            }
+            Held::Memory { entries, .. } => return Ok(entries.floor(before)),
             Held::File { len, .. } => *len,
         };
         if len == 0 {
@@ -331,9 +413,7 @@ impl<E: IndexEntry> Index<E> {
         let Held::Memory { entries, dirty } = &mut self.held else {
             return Err(not_in_memory(&self.path));
         };
-        let n = entries.partition_point(|e| keep(e));
-        if n < entries.len() {
-            entries.truncate(n);
+        if entries.truncate_while(keep) {
             *dirty = true;
         }
         Ok(())
@@ -342,7 +422,7 @@ impl<E: IndexEntry> Index<E> {
     /// Rough bytes of memory held.
     pub fn memory_bytes(&self) -> usize {
         match &self.held {
-            Held::Memory { entries, .. } => entries.capacity() * std::mem::size_of::<E>(),
+            Held::Memory { entries, .. } => entries.memory_bytes(),
             Held::File { .. } => 0,
         }
     }
@@ -353,26 +433,31 @@ fn read_entries<E: IndexEntry>(
     storage: &dyn Storage,
     path: &Path,
     valid: impl Fn(&E) -> bool,
-) -> io::Result<Option<Vec<E>>> {
+) -> io::Result<Option<Entries<E>>> {
     let file = storage.open(path, false)?;
     let len = file.len()?;
     if len % E::SIZE as u64 != 0 {
         return Ok(None);
     }
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, 0)?;
-    let mut entries: Vec<E> = Vec::with_capacity(buf.len() / E::SIZE);
-    for chunk in buf.chunks_exact(E::SIZE) {
-        let e = E::decode(chunk);
-        if let Some(prev) = entries.last()
-            && (e.key() <= prev.key() || e.relative_offset() < prev.relative_offset())
-        {
-            return Ok(None);
+    let mut entries: Entries<E> = Entries::new();
+    let mut buf = vec![0u8; WRITE_BYTES / E::SIZE * E::SIZE];
+    let mut pos = 0;
+    while pos < len {
+        let n = buf.len().min((len - pos) as usize);
+        file.read_exact_at(&mut buf[..n], pos)?;
+        pos += n as u64;
+        for chunk in buf[..n].chunks_exact(E::SIZE) {
+            let e = E::decode(chunk);
+            if let Some(prev) = entries.last()
+                && (e.key() <= prev.key() || e.relative_offset() < prev.relative_offset())
+            {
+                return Ok(None);
+            }
+            if !valid(&e) {
+                return Ok(None);
+            }
+            entries.push(e);
         }
-        if !valid(&e) {
-            return Ok(None);
-        }
-        entries.push(e);
     }
     Ok(Some(entries))
 }
@@ -436,8 +521,9 @@ mod tests {
             let Held::Memory { entries, .. } = &memory.held else {
                 unreachable!()
             };
+            let all: Vec<E> = entries.iter().copied().collect();
             let mut keys = vec![i64::MIN, 0, 1_000, i64::MAX];
-            for e in entries {
+            for e in &all {
                 keys.extend([e.key() - 1, e.key(), e.key() + 1]);
             }
             for key in keys {
@@ -445,11 +531,18 @@ mod tests {
                     let before = disk.bytes_read();
                     let got = file.floor(&disk, key, strict).unwrap();
                     let read = disk.bytes_read() - before;
-                    assert_eq!(
-                        got,
-                        memory.floor(&disk, key, strict).unwrap(),
-                        "n {n} key {key}"
-                    );
+                    let oracle = all
+                        .iter()
+                        .rfind(|e| {
+                            if strict {
+                                e.key() < key
+                            } else {
+                                e.key() <= key
+                            }
+                        })
+                        .copied();
+                    assert_eq!(got, oracle, "n {n} key {key}");
+                    assert_eq!(memory.floor(&disk, key, strict).unwrap(), oracle);
                     // Probes of one entry, then one block: never the whole file.
                     assert!(
                         read <= (BLOCK_BYTES + 16 * E::SIZE) as u64,
@@ -473,10 +566,44 @@ mod tests {
     }
 
     #[test]
+    fn entries_in_memory_truncate_at_any_point() {
+        let disk = SimStorage::new();
+        let make = |key: i64, _| TimeEntry {
+            timestamp: key,
+            relative_offset: key as u32,
+        };
+        let per_chunk = Entries::<TimeEntry>::PER_CHUNK;
+        for n in [1, per_chunk, per_chunk + 1, 3 * per_chunk + 7] {
+            let all: Vec<TimeEntry> = {
+                let index = built(&disk, "t", n, &mut Rng::new(n as u64), make);
+                let Held::Memory { entries, .. } = &index.held else {
+                    unreachable!()
+                };
+                entries.iter().copied().collect()
+            };
+            for keep in 0..=n {
+                let mut index = built(&disk, "t", n, &mut Rng::new(n as u64), make);
+                let bound = all.get(keep).map_or(i64::MAX - 1, |e| e.timestamp);
+                index.truncate_while(|e| e.timestamp < bound).unwrap();
+                assert_eq!(index.len(), keep);
+                assert_eq!(index.last(), keep.checked_sub(1).map(|i| all[i]));
+                index.append(make(bound, 0)).unwrap();
+                assert_eq!(index.len(), keep + 1);
+                assert_eq!(
+                    index.floor(&disk, bound, false).unwrap(),
+                    Some(make(bound, 0))
+                );
+            }
+        }
+    }
+
+    #[test]
     fn an_index_leaves_memory_only_once_written_and_comes_back_whole() {
         let disk = SimStorage::new();
         let mut rng = Rng::new(3);
-        let mut index = built(&disk, "x", 700, &mut rng, |key, _| OffsetEntry {
+        // More entries than one piece of a write or a load holds.
+        let n = 2 * WRITE_BYTES / 8 + 100;
+        let mut index = built(&disk, "x", n, &mut rng, |key, _| OffsetEntry {
             relative_offset: key as u32,
             position: key as u32,
         });
@@ -486,13 +613,17 @@ mod tests {
                 position: u32::MAX - 1,
             })
             .unwrap();
+        let written: Vec<OffsetEntry> = match &index.held {
+            Held::Memory { entries, .. } => entries.iter().copied().collect(),
+            Held::File { .. } => unreachable!(),
+        };
         // Not written yet: it stays.
         assert!(!index.release());
         assert!(index.memory_bytes() > 0);
         index.persist(&disk).unwrap();
         assert!(index.release());
         assert_eq!(index.memory_bytes(), 0);
-        assert_eq!(index.len(), 701);
+        assert_eq!(index.len(), n + 1);
         assert_eq!(index.last().unwrap().position, u32::MAX - 1);
         // A sealed index takes no changes.
         assert!(index.append(index.last().unwrap()).is_err());
@@ -500,7 +631,7 @@ mod tests {
         let reopened = Index::<OffsetEntry>::in_file(&disk, index.path().into(), |_| true)
             .unwrap()
             .unwrap();
-        assert_eq!((reopened.len(), reopened.last()), (701, index.last()));
+        assert_eq!((reopened.len(), reopened.last()), (n + 1, index.last()));
         // The last entry fails the caller's check: not trusted.
         assert!(
             Index::<OffsetEntry>::in_file(&disk, index.path().into(), |e| e.position < 10)
@@ -508,7 +639,10 @@ mod tests {
                 .is_none()
         );
         assert!(index.reload(&disk, |_| true).unwrap());
-        assert_eq!(index.len(), 701);
+        match &index.held {
+            Held::Memory { entries, .. } => assert!(entries.iter().copied().eq(written)),
+            Held::File { .. } => unreachable!(),
+        }
         index.truncate_while(|e| e.position < 3_000).unwrap();
         let kept = index.len();
         assert!(
