@@ -76,6 +76,8 @@ struct State<T> {
 struct Waiting {
     target: i64,
     done: Vec<Done>,
+    /// The one callback of [`Flusher::sync_to_latest`] kept, with its offset.
+    latest: Option<(i64, Done)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,6 +137,19 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
     /// else from a worker thread after the sync that covers it. After [`Flusher::stop`] the
     /// sync runs on the caller's thread.
     pub fn sync_to(&self, item: &Arc<T>, offset: i64, done: Done) {
+        self.enqueue(item, offset, done, false);
+    }
+
+    /// As [`Flusher::sync_to`], for callers that need only their newest call answered (a
+    /// write nobody waits for, whose sync only moves the high watermark): a call replaces the
+    /// `done` of an earlier one with an offset no higher, which is dropped uncalled, and a call
+    /// below the one kept is dropped itself. A log written faster than the disk syncs it then
+    /// holds one callback, not one per write.
+    pub fn sync_to_latest(&self, item: &Arc<T>, offset: i64, done: Done) {
+        self.enqueue(item, offset, done, true);
+    }
+
+    fn enqueue(&self, item: &Arc<T>, offset: i64, done: Done, latest: bool) {
         let log = (**item).as_ref();
         if log.durable_offset() >= offset {
             done(&Ok(()));
@@ -150,17 +165,36 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
             Entry::Occupied(mut e) => {
                 let w = e.get_mut();
                 w.target = w.target.max(offset);
-                w.done.push(done);
+                if !latest {
+                    w.done.push(done);
+                } else if w.latest.as_ref().is_none_or(|(kept, _)| *kept <= offset) {
+                    w.latest = Some((offset, done));
+                }
             }
             Entry::Vacant(e) => {
+                let (done, latest) = match latest {
+                    false => (vec![done], None),
+                    true => (Vec::new(), Some((offset, done))),
+                };
                 e.insert(Waiting {
                     target: offset,
-                    done: vec![done],
+                    done,
+                    latest,
                 });
                 state.queue.push_back(item.clone());
                 self.shared.ready.notify_one();
             }
         }
+    }
+
+    /// Callbacks held for queued logs.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        lock(&self.shared.state)
+            .waiting
+            .values()
+            .map(|w| w.done.len() + usize::from(w.latest.is_some()))
+            .sum()
     }
 
     /// Finishes every queued sync and stops the workers.
@@ -195,10 +229,13 @@ fn take<T>(shared: &Shared<T>, max: usize) -> Vec<(Arc<T>, Waiting)> {
     items
         .into_iter()
         .map(|item| {
-            let waiting = state
+            let mut waiting = state
                 .waiting
                 .remove(&key(&item))
                 .expect("a queued log has waiters");
+            if let Some((_, done)) = waiting.latest.take() {
+                waiting.done.push(done);
+            }
             (item, waiting)
         })
         .collect()
@@ -386,6 +423,96 @@ mod tests {
         assert!(rx.recv().expect("answered"));
         assert_eq!(item.0.durable_offset(), target);
         assert_eq!(item.0.log_end_offset(), target + 1);
+        flusher.stop();
+    }
+
+    /// A filesystem sync that waits until the test opens its gate.
+    #[derive(Debug)]
+    struct Gated {
+        inner: Arc<dyn crate::storage::FilesystemSync>,
+        open: Mutex<bool>,
+        opened: Condvar,
+        entered: Mutex<mpsc::Sender<()>>,
+    }
+
+    impl crate::storage::FilesystemSync for Gated {
+        fn sync(&self) -> std::io::Result<()> {
+            let _ = lock(&self.entered).send(());
+            let mut open = lock(&self.open);
+            while !*open {
+                open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
+            }
+            self.inner.sync()
+        }
+        fn covers(&self, _path: &std::path::Path) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn writes_nobody_waits_for_hold_one_callback_per_log_while_the_disk_is_slow() {
+        let storage: Arc<dyn crate::Storage> = Arc::new(SimStorage::new());
+        let item = Arc::new(Item(
+            Log::open(storage.clone(), "/d/p-0", LogConfig::default(), 0).expect("open"),
+        ));
+        let (entered_tx, entered) = mpsc::channel();
+        let gate = Arc::new(Gated {
+            inner: storage
+                .filesystem_sync(std::path::Path::new("/d"))
+                .expect("sim")
+                .expect("sim"),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            entered: Mutex::new(entered_tx),
+        });
+        let flusher = Flusher::start(SyncMethod::Filesystem(gate.clone())).expect("start");
+        let (tx, rx) = mpsc::channel();
+        let append = || {
+            item.0
+                .append(&batch(), AppendOrigin::Client, 0)
+                .expect("append")
+                .next_offset()
+        };
+        // A first round starts and stalls in the disk.
+        let first = append();
+        let sent = tx.clone();
+        flusher.sync_to_latest(
+            &item,
+            first,
+            Box::new(move |_| sent.send(first).expect("send")),
+        );
+        entered.recv().expect("the round began");
+        // Meanwhile a thousand writes, one waited for, and one call that arrives late (its
+        // offset below the newest): one callback is held for the writes nobody waits for.
+        let mut newest = 0;
+        for i in 0..1_000 {
+            newest = append();
+            let sent = tx.clone();
+            let offset = newest;
+            let done: Done = Box::new(move |r| {
+                assert!(r.is_ok());
+                sent.send(offset).expect("send");
+            });
+            if i == 500 {
+                flusher.sync_to(&item, offset, done);
+            } else {
+                flusher.sync_to_latest(&item, offset, done);
+            }
+        }
+        let sent = tx.clone();
+        flusher.sync_to_latest(
+            &item,
+            newest - 3,
+            Box::new(move |_| sent.send(-1).expect("send")),
+        );
+        assert_eq!(flusher.held(), 2);
+        *lock(&gate.open) = true;
+        gate.opened.notify_all();
+        drop(tx);
+        let answered: Vec<i64> = rx.iter().collect();
+        // The first round's, the waited one's and the newest: every offset durable.
+        assert_eq!(answered, vec![first, first + 501, newest]);
+        assert_eq!(item.0.durable_offset(), newest);
         flusher.stop();
     }
 

@@ -196,6 +196,21 @@ pub async fn handle(
                             p.committed(epoch, info.next_offset());
                             None
                         }
+                        // Nobody waits for an acks=0/1 write's sync: only the newest of a
+                        // partition's is kept, the high watermark it moves covers the rest.
+                        Some(target) if acks != -1 => {
+                            let synced = p.clone();
+                            broker.flusher.sync_to_latest(
+                                &p,
+                                target,
+                                Box::new(move |r: &Result<(), LogError>| {
+                                    if r.is_ok() {
+                                        synced.committed(epoch, target);
+                                    }
+                                }),
+                            );
+                            None
+                        }
                         Some(target) => {
                             let (tx, rx) = tokio::sync::oneshot::channel();
                             let synced = p.clone();
