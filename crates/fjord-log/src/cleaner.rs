@@ -365,7 +365,14 @@ impl Log {
         });
         let final_paths = segment::paths(&self.dir, seg.base);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let position = inner.segments.iter().position(|s| s.id == seg.id);
+        // The segment cleaned, still sealed and as it was read: a truncation meanwhile may
+        // have cut it and made it the active one.
+        let n = inner.segments.len();
+        let position = inner
+            .segments
+            .iter()
+            .position(|s| s.id == seg.id)
+            .filter(|&i| i + 1 < n && inner.segments[i].size == seg.size);
         let (Some(i), Ok(())) = (position, inner_writable(&inner.failed)) else {
             drop(inner);
             for p in &cleaned_paths {

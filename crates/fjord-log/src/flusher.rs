@@ -76,8 +76,8 @@ struct State<T> {
 struct Waiting {
     target: i64,
     done: Vec<Done>,
-    /// The one callback of [`Flusher::sync_to_latest`] kept, with its offset.
-    latest: Option<(i64, Done)>,
+    /// The one callback of [`Flusher::sync_to_latest`] kept, with its (epoch, offset).
+    latest: Option<((i32, i64), Done)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,19 +137,21 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
     /// else from a worker thread after the sync that covers it. After [`Flusher::stop`] the
     /// sync runs on the caller's thread.
     pub fn sync_to(&self, item: &Arc<T>, offset: i64, done: Done) {
-        self.enqueue(item, offset, done, false);
+        self.enqueue(item, offset, done, None);
     }
 
     /// As [`Flusher::sync_to`], for callers that need only their newest call answered (a
-    /// write nobody waits for, whose sync only moves the high watermark): a call replaces the
-    /// `done` of an earlier one with an offset no higher, which is dropped uncalled, and a call
-    /// below the one kept is dropped itself. A log written faster than the disk syncs it then
-    /// holds one callback, not one per write.
-    pub fn sync_to_latest(&self, item: &Arc<T>, offset: i64, done: Done) {
-        self.enqueue(item, offset, done, true);
+    /// write nobody waits for, whose sync only moves the high watermark of leader `epoch`): a
+    /// call replaces the `done` of an earlier one with an (epoch, offset) no higher, which is
+    /// dropped uncalled, and a call below the one kept is dropped itself (a newer epoch wins
+    /// over a higher offset: after a truncation and a new leadership the old epoch's callback
+    /// would move nothing). A log written faster than the disk syncs it then holds one
+    /// callback, not one per write.
+    pub fn sync_to_latest(&self, item: &Arc<T>, epoch: i32, offset: i64, done: Done) {
+        self.enqueue(item, offset, done, Some(epoch));
     }
 
-    fn enqueue(&self, item: &Arc<T>, offset: i64, done: Done, latest: bool) {
+    fn enqueue(&self, item: &Arc<T>, offset: i64, done: Done, latest: Option<i32>) {
         let log = (**item).as_ref();
         if log.durable_offset() >= offset {
             done(&Ok(()));
@@ -165,16 +167,22 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
             Entry::Occupied(mut e) => {
                 let w = e.get_mut();
                 w.target = w.target.max(offset);
-                if !latest {
-                    w.done.push(done);
-                } else if w.latest.as_ref().is_none_or(|(kept, _)| *kept <= offset) {
-                    w.latest = Some((offset, done));
+                match latest {
+                    None => w.done.push(done),
+                    Some(epoch) => {
+                        if w.latest
+                            .as_ref()
+                            .is_none_or(|(kept, _)| *kept <= (epoch, offset))
+                        {
+                            w.latest = Some(((epoch, offset), done));
+                        }
+                    }
                 }
             }
             Entry::Vacant(e) => {
                 let (done, latest) = match latest {
-                    false => (vec![done], None),
-                    true => (Vec::new(), Some((offset, done))),
+                    None => (vec![done], None),
+                    Some(epoch) => (Vec::new(), Some(((epoch, offset), done))),
                 };
                 e.insert(Waiting {
                     target: offset,
@@ -478,6 +486,7 @@ mod tests {
         let sent = tx.clone();
         flusher.sync_to_latest(
             &item,
+            0,
             first,
             Box::new(move |_| sent.send(first).expect("send")),
         );
@@ -496,22 +505,40 @@ mod tests {
             if i == 500 {
                 flusher.sync_to(&item, offset, done);
             } else {
-                flusher.sync_to_latest(&item, offset, done);
+                flusher.sync_to_latest(&item, 0, offset, done);
             }
         }
         let sent = tx.clone();
         flusher.sync_to_latest(
             &item,
+            0,
             newest - 3,
             Box::new(move |_| sent.send(-1).expect("send")),
+        );
+        assert_eq!(flusher.held(), 2);
+        // A newer leader epoch's call wins over a higher offset of an older epoch (whose
+        // callback would move nothing once leadership changed), and then holds its place.
+        let sent = tx.clone();
+        flusher.sync_to_latest(
+            &item,
+            1,
+            newest - 5,
+            Box::new(move |_| sent.send(newest - 5).expect("send")),
+        );
+        let sent = tx.clone();
+        flusher.sync_to_latest(
+            &item,
+            0,
+            newest,
+            Box::new(move |_| sent.send(-2).expect("send")),
         );
         assert_eq!(flusher.held(), 2);
         *lock(&gate.open) = true;
         gate.opened.notify_all();
         drop(tx);
         let answered: Vec<i64> = rx.iter().collect();
-        // The first round's, the waited one's and the newest: every offset durable.
-        assert_eq!(answered, vec![first, first + 501, newest]);
+        // The first round's, the waited one's and the newest epoch's: every offset durable.
+        assert_eq!(answered, vec![first, first + 501, newest - 5]);
         assert_eq!(item.0.durable_offset(), newest);
         flusher.stop();
     }

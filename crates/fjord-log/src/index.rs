@@ -30,6 +30,11 @@ pub trait IndexEntry: Copy + std::fmt::Debug {
     fn key(&self) -> i64;
     /// The relative offset of the entry.
     fn relative_offset(&self) -> u32;
+    /// Whether this entry may follow `prev` in a file: keys strictly rising, relative offsets
+    /// not falling (and, for the offset index, positions strictly rising).
+    fn follows(&self, prev: &Self) -> bool {
+        self.key() > prev.key() && self.relative_offset() >= prev.relative_offset()
+    }
 }
 
 /// `.index` entry.
@@ -56,6 +61,9 @@ impl IndexEntry for OffsetEntry {
     }
     fn relative_offset(&self) -> u32 {
         self.relative_offset
+    }
+    fn follows(&self, prev: &Self) -> bool {
+        self.relative_offset > prev.relative_offset && self.position > prev.position
     }
 }
 
@@ -213,8 +221,8 @@ impl<E: IndexEntry> Index<E> {
     }
 
     /// An index left in its file (a sealed segment's), searched there when asked. Checks what
-    /// is cheap to check: the size is a multiple of the entry size and `valid` holds for the
-    /// last entry; `Ok(None)` when not. Deeper damage shows at a lookup, whose answer the
+    /// is cheap to check: the size is a multiple of the entry size, `valid` holds for the last
+    /// entry and it follows the one before; `Ok(None)` when not. Deeper damage shows at a lookup, whose answer the
     /// segment checks against its log (see `Segment::position_for`).
     pub fn in_file(
         storage: &dyn Storage,
@@ -230,10 +238,12 @@ impl<E: IndexEntry> Index<E> {
         let last = match len {
             0 => None,
             _ => {
-                let mut buf = [0u8; 16];
-                file.read_exact_at(&mut buf[..E::SIZE], bytes - E::SIZE as u64)?;
-                let e = E::decode(&buf[..E::SIZE]);
-                if !valid(&e) {
+                let n = len.min(2);
+                let mut buf = [0u8; 32];
+                let tail = &mut buf[..n * E::SIZE];
+                file.read_exact_at(tail, bytes - tail.len() as u64)?;
+                let e = E::decode(&tail[(n - 1) * E::SIZE..]);
+                if !valid(&e) || (n == 2 && !e.follows(&E::decode(tail))) {
                     return Ok(None);
                 }
                 Some(e)
@@ -449,7 +459,7 @@ fn read_entries<E: IndexEntry>(
         for chunk in buf[..n].chunks_exact(E::SIZE) {
             let e = E::decode(chunk);
             if let Some(prev) = entries.last()
-                && (e.key() <= prev.key() || e.relative_offset() < prev.relative_offset())
+                && !e.follows(&prev)
             {
                 return Ok(None);
             }
@@ -632,6 +642,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((reopened.len(), reopened.last()), (n + 1, index.last()));
+        // A last entry that does not follow the one before (a position falling): not trusted.
+        let bytes = disk.read_file(index.path()).unwrap();
+        let at = bytes.len() - 4;
+        disk.corrupt(index.path(), at, &[0, 0, 0, 1]);
+        assert!(
+            Index::<OffsetEntry>::in_file(&disk, index.path().into(), |_| true)
+                .unwrap()
+                .is_none()
+        );
+        disk.corrupt(index.path(), at, &bytes[at..]);
         // The last entry fails the caller's check: not trusted.
         assert!(
             Index::<OffsetEntry>::in_file(&disk, index.path().into(), |e| e.position < 10)

@@ -155,8 +155,12 @@ impl Segment {
         let Some(offset_index) = offset_index.map_err(LogError::io("reading", &index_path))? else {
             return Ok(None);
         };
+        // A sealed segment's newest timestamp (its retention) comes from the last entry: it
+        // must name an offset inside the segment.
         let time_index = match next_base {
-            Some(_) => Index::<TimeEntry>::in_file(storage, time_path.clone(), |_| true),
+            Some(next) => Index::<TimeEntry>::in_file(storage, time_path.clone(), |e| {
+                base + i64::from(e.relative_offset) < next
+            }),
             None => Index::load(storage, time_path.clone(), |_| true),
         };
         let Some(time_index) = time_index.map_err(LogError::io("reading", &time_path))? else {
@@ -429,7 +433,7 @@ impl Segment {
         }
         let found = match self.offset_index.floor(storage, rel, false) {
             Ok(found) => found,
-            Err(e) => return self.distrust(&format!("reading it failed: {e}")),
+            Err(e) => return self.unreadable(&e),
         };
         let Some(entry) = found else { return 0 };
         let pos = u64::from(entry.position);
@@ -442,7 +446,7 @@ impl Segment {
                         "it places offset {expected} at byte {pos}, where no batch of it starts"
                     ));
                 }
-                Err(e) => return self.distrust(&format!("reading the log failed: {e}")),
+                Err(e) => return self.unreadable(&e),
             }
         }
         pos
@@ -464,8 +468,19 @@ impl Segment {
                 self.position_for(storage, self.base_offset + i64::from(e.relative_offset))
             }
             Ok(None) => 0,
-            Err(e) => self.distrust(&format!("reading its time index failed: {e}")),
+            Err(e) => self.unreadable(&e),
         }
+    }
+
+    /// A lookup that could not read (a passing error: too many open files, a file being
+    /// replaced): this scan starts at byte 0, the next lookup tries again.
+    fn unreadable(&self, e: &io::Error) -> u64 {
+        tracing::warn!(
+            index = %self.offset_index.path().display(),
+            error = %e,
+            "segment index lookup failed; scanning the segment from its start this once"
+        );
+        0
     }
 
     /// Stops using this segment's index files after a bad answer; scans start at byte 0.
@@ -496,9 +511,11 @@ impl Segment {
     /// their checks.
     pub fn make_active(&mut self, storage: &dyn Storage, index_interval: u64) -> io::Result<()> {
         let size = self.size;
-        let loaded = self
-            .offset_index
-            .reload(storage, |e| u64::from(e.position) < size)?
+        // Indexes the log contradicted are rebuilt, not believed again.
+        let loaded = !self.index_distrusted.load(Ordering::Relaxed)
+            && self
+                .offset_index
+                .reload(storage, |e| u64::from(e.position) < size)?
             && self.time_index.reload(storage, |_| true)?;
         if !loaded {
             tracing::warn!(index = %self.offset_index.path().display(), "segment index failed its checks; rebuilding it");

@@ -891,6 +891,18 @@ fn sealed_segments_keep_their_indexes_in_their_files_and_every_lookup_still_land
     assert_eq!(sealed_index_memory(&log), 0);
     assert!(segments.last().unwrap().index_memory_bytes > 0);
     check_lookups(&log, n, 7);
+    // The files are used, not scanned past: a read at a sealed segment's end reads a few
+    // pages, not the segment.
+    let before = disk.bytes_read();
+    let last = segments[0].next_offset - 1;
+    let slice = log
+        .read(last, 100, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(slice.first_offset, last);
+    let read = disk.bytes_read() - before;
+    assert!(read < 32 * 1024, "{read} bytes read to find offset {last}");
 
     // After a clean restart, and after a crash (the sealed segments past the recovery point
     // are rescanned, their indexes rebuilt and written, then dropped from memory).
@@ -898,7 +910,12 @@ fn sealed_segments_keep_their_indexes_in_their_files_and_every_lookup_still_land
     let log = open(&storage, config);
     assert_eq!(sealed_index_memory(&log), 0);
     check_lookups(&log, n, 11);
+    // Without its checkpoint every segment is recovered: scanned, its indexes rebuilt,
+    // written and dropped from memory.
     let image: Arc<dyn Storage> = Arc::new(disk.crash_image(None));
+    image
+        .remove_file(&std::path::Path::new(DIR).join("partition.checkpoint"))
+        .unwrap();
     let crashed = open(&image, config);
     assert_eq!(crashed.log_end_offset(), n);
     assert_eq!(sealed_index_memory(&crashed), 0);

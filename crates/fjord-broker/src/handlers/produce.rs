@@ -202,6 +202,7 @@ pub async fn handle(
                             let synced = p.clone();
                             broker.flusher.sync_to_latest(
                                 &p,
+                                epoch,
                                 target,
                                 Box::new(move |r: &Result<(), LogError>| {
                                     if r.is_ok() {
