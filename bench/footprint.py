@@ -218,11 +218,7 @@ def main():
         parts = partitions(args, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text = report(args, ret, parts)
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text)
+    suite.publish(report(args, ret, parts), args.append)
 
 
 if __name__ == "__main__":

@@ -286,11 +286,7 @@ def main():
             runs.append(run_once(args, scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text = report(runs, args)
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text)
+    suite.publish(report(runs, args), args.append)
 
 
 if __name__ == "__main__":

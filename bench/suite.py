@@ -51,6 +51,14 @@ def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def publish(text, append=None):
+    """Prints a report and, with `append`, adds it to that markdown file (BENCHMARKS.md)."""
+    print(text)
+    if append:
+        with open(append, "a") as f:
+            f.write("\n" + text)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -764,12 +772,9 @@ def main():
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = report(runs, args)
-    print(text)
+    publish(text, args.append)
     if args.json:
         print(json.dumps(runs, indent=1))
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text)
 
 
 if __name__ == "__main__":

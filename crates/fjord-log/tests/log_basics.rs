@@ -847,14 +847,18 @@ fn check_lookups(log: &Log, n: i64, step: usize) {
     assert_eq!(log.offset_for_timestamp(10_000 + 2 * n).unwrap(), None);
 }
 
+/// The first offset of a small read at `offset`.
+fn first_read(log: &Log, offset: i64) -> i64 {
+    log.read(offset, 100, ReadUpTo::LogEnd, true)
+        .unwrap()
+        .data
+        .unwrap()
+        .first_offset
+}
+
 fn check_lookups_at(log: &Log, offsets: impl IntoIterator<Item = i64>) {
     for offset in offsets {
-        let slice = log
-            .read(offset, 100, ReadUpTo::LogEnd, true)
-            .unwrap()
-            .data
-            .unwrap();
-        assert_eq!(slice.first_offset, offset);
+        assert_eq!(first_read(log, offset), offset);
         let found = log
             .offset_for_timestamp(10_000 + 2 * offset - 1)
             .unwrap()
@@ -895,12 +899,7 @@ fn sealed_segments_keep_their_indexes_in_their_files_and_every_lookup_still_land
     // pages, not the segment.
     let before = disk.bytes_read();
     let last = segments[0].next_offset - 1;
-    let slice = log
-        .read(last, 100, ReadUpTo::LogEnd, true)
-        .unwrap()
-        .data
-        .unwrap();
-    assert_eq!(slice.first_offset, last);
+    assert_eq!(first_read(&log, last), last);
     let read = disk.bytes_read() - before;
     assert!(read < 32 * 1024, "{read} bytes read to find offset {last}");
 
