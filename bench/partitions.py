@@ -10,10 +10,11 @@ Workloads, acks=all, keyed records, linger.ms=5, every one on a new topic (delet
   and an OpenMessaging-Benchmark-style workload: one topic of 100 partitions, 1 KiB records:
     each broker's maximum rate (16 threaded producers), then end-to-end latency percentiles
     (bench/Latency.java: the Java client, as the OpenMessaging Benchmark's Kafka driver uses
-    it; linger.ms=1, one producer at a fixed rate, a consumer of every partition) at half of
-    Kafka's maximum rate, capped at --latency-rate-cap (one Java producer beside a broker on
-    2 cores sends 16,000-23,000 records/s at most, whichever the broker), on every broker
-    that reaches that rate; the table gives the rate the producer achieved.
+    it; linger.ms=1, one producer at a fixed rate, a consumer of every partition; after a
+    warm-up at that rate that is not measured, as the OpenMessaging Benchmark does) at half of
+    Kafka's maximum rate, capped at --latency-rate-cap, on every broker that reaches that
+    rate; the table gives the rate the producer achieved and the producer's own time to the
+    acknowledgement beside the end-to-end figures.
 Brokers: Fjord (its default: fsynced before acks=all is answered), Kafka with its defaults
 (page cache, no fsync) and Kafka with log.flush.interval.messages=1 (Fjord's durability; a
 sixteenth of the records: it is slow). The load generator is bench/kafka-load (librdkafka).
@@ -25,6 +26,7 @@ on every workload here, and a p99 end-to-end latency below 5 ms at half of Kafka
 Examples:
   cargo build --release -p fjord -p kafka-load
   compat/.venv/bin/python bench/partitions.py --runs 3 --dir target --append BENCHMARKS.md
+  compat/.venv/bin/python bench/partitions.py --latency-only --runs 3 --dir target
   compat/.venv/bin/python bench/partitions.py --smoke --binary target/debug/fjord \\
       --load target/debug/kafka-load   # seconds, Fjord only: what CI runs
 """
@@ -54,7 +56,9 @@ NAMES = {"fjord": "Fjord", "kafka": "Kafka", "kafka_fsync": "Kafka fsync"}
 OMB_PARTITIONS, OMB_SIZE, OMB_PRODUCERS = 100, 1024, 16
 
 
-def workloads(smoke):
+def workloads(smoke, latency_only=False):
+    if latency_only:
+        return []
     if smoke:
         return [(16, 64, 100, shape) for shape in SHAPES]
     return [(producers, partitions, size, shape)
@@ -116,7 +120,7 @@ def run_broker(kind, broker, args):
     """Every workload on one running broker; returns {label: rec/s, "omb_max": rec/s}."""
     out = {}
     share = 16 if kind == "kafka_fsync" else 1
-    for i, w in enumerate(workloads(args.smoke)):
+    for i, w in enumerate(workloads(args.smoke, args.latency_only)):
         producers, partitions, size, shape = w
         topic = f"w{i}"
         create_ready(broker.bootstrap, topic, partitions)
@@ -145,18 +149,19 @@ def java_latency():
     return ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{out}:{cp}", "Latency"]
 
 
-def latency(broker, rate, seconds, kind, java):
+def latency(broker, rate, seconds, warmup, kind, java):
     create_ready(broker.bootstrap, "omb", OMB_PARTITIONS)
     p = subprocess.run([*java, broker.bootstrap, "omb", str(OMB_PARTITIONS), str(rate),
-                        str(seconds), str(OMB_SIZE), "1"],
-                       capture_output=True, text=True, timeout=seconds + 180)
+                        str(seconds), str(OMB_SIZE), "1", str(warmup)],
+                       capture_output=True, text=True, timeout=warmup + seconds + 180)
     if p.returncode != 0:
         raise RuntimeError(f"bench/Latency.java failed on {NAMES[kind]}: {p.stderr[-2000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
     # A producer that fell behind its schedule (the broker slowed its sends, or the machine's
     # cores were busy) measured a lower rate: the table gives the rate it achieved.
     log(f"{NAMES[kind]}: OMB latency at {rate:,}/s (sent {r['sent_per_s']:,.0f}/s): "
-        f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms")
+        f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms (acknowledged: p50 {r['ack_p50']:.1f} "
+        f"p99 {r['ack_p99']:.1f} ms)")
     delete(broker.bootstrap, "omb")
     return r
 
@@ -194,7 +199,8 @@ def run_once(args, scratch):
             continue
         b = start(kind, args, scratch)
         try:
-            r[kind]["omb_latency"] = latency(b, rate, args.latency_seconds, kind, args.java)
+            r[kind]["omb_latency"] = latency(b, rate, args.latency_seconds, args.latency_warmup,
+                                             kind, args.java)
         finally:
             b.stop()
             shutil.rmtree(b.data, ignore_errors=True)
@@ -205,7 +211,7 @@ def report(runs, args):
     kinds = [k for k in BROKERS if k in runs[0]]
     m = lambda *path: statistics.median(  # noqa: E731
         _get(r, path) for r in runs)
-    lines = [f"### {datetime.date.today()}: many partitions ({'smoke' if args.smoke else 'full'}, "
+    lines = [f"### {datetime.date.today()}: many partitions ({'smoke' if args.smoke else 'latency only' if args.latency_only else 'full'}, "
              f"{len(runs)} runs, medians)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}. "
              f"Command: `{' '.join(sys.argv)}`. acks=all, keyed, linger.ms=5; records per "
@@ -216,7 +222,7 @@ def report(runs, args):
     ratios = " | ".join(f"Fjord/{NAMES[k]}" for k in kinds if k != "fjord")
     w(f"| workload | {head} |" + (f" {ratios} |" if ratios else ""))
     w("|---" * (1 + len(kinds) + len(kinds) - 1) + "|")
-    for wl in workloads(args.smoke):
+    for wl in workloads(args.smoke, args.latency_only):
         vals = [m(k, label(wl)) for k in kinds]
         cells = " | ".join(f"{v:,.0f}" for v in vals)
         rs = " | ".join(f"{vals[0] / v:.2f}" for v in vals[1:])
@@ -232,17 +238,17 @@ def report(runs, args):
       f"records, keyed, the Java client, linger.ms=1, one producer at a fixed rate, a consumer "
       f"of every partition): at {basis} (at most --latency-rate-cap), "
       f"{m('omb_rate'):,.0f} records/s ({m('omb_rate') * OMB_SIZE / (1 << 20):,.0f} MiB/s), "
-      f"{args.latency_seconds} s per run.")
+      f"{args.latency_seconds} s measured per run after a {args.latency_warmup}-s warm-up.")
     w("")
-    w("| broker | sent (records/s) | p50 | p99 | p99.9 | max (ms) |")
-    w("|---|---|---|---|---|---|")
+    w("| broker | sent (records/s) | p50 | p99 | p99.9 | max (ms) | acknowledged p50 / p99 |")
+    w("|---|---|---|---|---|---|---|")
     for k in kinds:
         if not all("omb_latency" in r[k] for r in runs):
-            w(f"| {NAMES[k]} | its maximum rate is below this rate | | | | |")
+            w(f"| {NAMES[k]} | its maximum rate is below this rate | | | | | |")
             continue
         w(f"| {NAMES[k]} | {m(k, 'omb_latency', 'sent_per_s'):,.0f} | "
           + " | ".join(f"{m(k, 'omb_latency', q):.1f}" for q in ("p50", "p99", "p99.9", "max"))
-          + " |")
+          + f" | {m(k, 'omb_latency', 'ack_p50'):.1f} / {m(k, 'omb_latency', 'ack_p99'):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,9 +268,14 @@ def main():
     ap.add_argument("--dir", default=None, help="scratch directory on the disk to measure")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the record counts")
     ap.add_argument("--latency-seconds", type=int, default=20)
-    ap.add_argument("--latency-rate-cap", type=int, default=10_000,
+    ap.add_argument("--latency-warmup", type=int, default=10,
+                    help="seconds sent at the latency run's rate before it is measured")
+    ap.add_argument("--latency-rate-cap", type=int, default=60_000,
                     help="the latency run's rate at most (records/s): one Java producer beside "
-                         "the broker on a 2-core machine sends 16,000-23,000/s at most")
+                         "the broker on a 2-core machine sends about 55,000/s at most")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the OpenMessaging-style workload: each broker's maximum rate, "
+                         "then the latency run")
     ap.add_argument("--no-kafka", dest="kafka", action="store_false",
                     help="Fjord only (Kafka needs a JDK and Maven: compat/reference/kafka.sh)")
     ap.add_argument("--smoke", action="store_true",
@@ -272,7 +283,7 @@ def main():
     ap.add_argument("--append", metavar="FILE", help="append the results to this markdown file")
     args = ap.parse_args()
     if args.smoke:
-        args.runs, args.scale, args.latency_seconds = 1, 0.01, 2
+        args.runs, args.scale, args.latency_seconds, args.latency_warmup = 1, 0.01, 2, 1
     for path in (args.binary, args.load):
         if not os.access(path, os.X_OK):
             sys.exit(f"{path} not found; build it: cargo build --release -p fjord -p kafka-load")

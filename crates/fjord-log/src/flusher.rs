@@ -58,6 +58,46 @@ impl<T> std::fmt::Debug for Flusher<T> {
     }
 }
 
+/// One log to make durable below `offset`, for [`Flusher::sync_all`].
+pub struct SyncRequest<T> {
+    item: Arc<T>,
+    offset: i64,
+    done: Done,
+    /// The leader epoch of a [`Flusher::sync_to_latest`] request.
+    latest: Option<i32>,
+}
+
+impl<T> std::fmt::Debug for SyncRequest<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncRequest")
+            .field("offset", &self.offset)
+            .field("latest", &self.latest)
+            .finish()
+    }
+}
+
+impl<T> SyncRequest<T> {
+    /// As [`Flusher::sync_to`] asks.
+    pub fn to(item: Arc<T>, offset: i64, done: Done) -> Self {
+        Self {
+            item,
+            offset,
+            done,
+            latest: None,
+        }
+    }
+
+    /// As [`Flusher::sync_to_latest`] asks.
+    pub fn to_latest(item: Arc<T>, epoch: i32, offset: i64, done: Done) -> Self {
+        Self {
+            item,
+            offset,
+            done,
+            latest: Some(epoch),
+        }
+    }
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
@@ -137,7 +177,7 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
     /// else from a worker thread after the sync that covers it. After [`Flusher::stop`] the
     /// sync runs on the caller's thread.
     pub fn sync_to(&self, item: &Arc<T>, offset: i64, done: Done) {
-        self.enqueue(item, offset, done, None);
+        self.sync_all(vec![SyncRequest::to(item.clone(), offset, done)]);
     }
 
     /// As [`Flusher::sync_to`], for callers that need only their newest call answered (a
@@ -148,51 +188,88 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
     /// would move nothing). A log written faster than the disk syncs it then holds one
     /// callback, not one per write.
     pub fn sync_to_latest(&self, item: &Arc<T>, epoch: i32, offset: i64, done: Done) {
-        self.enqueue(item, offset, done, Some(epoch));
+        self.sync_all(vec![SyncRequest::to_latest(
+            item.clone(),
+            epoch,
+            offset,
+            done,
+        )]);
     }
 
-    fn enqueue(&self, item: &Arc<T>, offset: i64, done: Done, latest: Option<i32>) {
-        let log = (**item).as_ref();
-        if log.durable_offset() >= offset {
-            done(&Ok(()));
+    /// Queues several requests at once (a produce request's partitions): a round that starts
+    /// meanwhile takes all of them or none, so the caller waits for one round, not for the
+    /// round that took its first partitions and then the next one for the rest.
+    pub fn sync_all(&self, requests: Vec<SyncRequest<T>>) {
+        let mut requests: Vec<SyncRequest<T>> = requests
+            .into_iter()
+            .filter_map(|r| {
+                if (*r.item).as_ref().durable_offset() >= r.offset {
+                    (r.done)(&Ok(()));
+                    None
+                } else {
+                    Some(r)
+                }
+            })
+            .collect();
+        if requests.is_empty() {
             return;
         }
         let mut state = lock(&self.shared.state);
         if state.stopped {
             drop(state);
-            done(&log.sync_to(offset));
+            for r in requests.drain(..) {
+                let result = (*r.item).as_ref().sync_to(r.offset);
+                (r.done)(&result);
+            }
             return;
         }
-        match state.waiting.entry(key(item)) {
-            Entry::Occupied(mut e) => {
-                let w = e.get_mut();
-                w.target = w.target.max(offset);
-                match latest {
-                    None => w.done.push(done),
-                    Some(epoch) => {
-                        if w.latest
-                            .as_ref()
-                            .is_none_or(|(kept, _)| *kept <= (epoch, offset))
-                        {
-                            w.latest = Some(((epoch, offset), done));
+        let mut queued = false;
+        for SyncRequest {
+            item,
+            offset,
+            done,
+            latest,
+        } in requests
+        {
+            match state.waiting.entry(key(&item)) {
+                Entry::Occupied(mut e) => {
+                    let w = e.get_mut();
+                    w.target = w.target.max(offset);
+                    match latest {
+                        None => w.done.push(done),
+                        Some(epoch) => {
+                            if w.latest
+                                .as_ref()
+                                .is_none_or(|(kept, _)| *kept <= (epoch, offset))
+                            {
+                                w.latest = Some(((epoch, offset), done));
+                            }
                         }
                     }
                 }
-            }
-            Entry::Vacant(e) => {
-                let (done, latest) = match latest {
-                    None => (vec![done], None),
-                    Some(epoch) => (Vec::new(), Some(((epoch, offset), done))),
-                };
-                e.insert(Waiting {
-                    target: offset,
-                    done,
-                    latest,
-                });
-                state.queue.push_back(item.clone());
-                self.shared.ready.notify_one();
+                Entry::Vacant(e) => {
+                    let (done, latest) = match latest {
+                        None => (vec![done], None),
+                        Some(epoch) => (Vec::new(), Some(((epoch, offset), done))),
+                    };
+                    e.insert(Waiting {
+                        target: offset,
+                        done,
+                        latest,
+                    });
+                    state.queue.push_back(item);
+                    queued = true;
+                }
             }
         }
+        if queued {
+            self.shared.ready.notify_one();
+        }
+    }
+
+    /// Logs queued for the next round (not counting the round under way).
+    pub fn waiting(&self) -> usize {
+        lock(&self.shared.state).queue.len()
     }
 
     /// Callbacks held for queued logs.

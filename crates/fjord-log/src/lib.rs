@@ -25,7 +25,7 @@ pub mod storage;
 pub use cleaner::CompactionOutcome;
 pub use config::{CleanupPolicy, ConfigError, LOG_CONFIG_KEYS, LogConfig};
 pub use error::LogError;
-pub use flusher::Flusher;
+pub use flusher::{Flusher, SyncRequest};
 pub use log::{
     AppendInfo, AppendOrigin, FetchSlice, LastShutdown, Log, PendingSync, ReadResult, ReadUpTo,
     RetentionOutcome, SegmentInfo, TimestampOffset,

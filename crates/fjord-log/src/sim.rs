@@ -25,11 +25,14 @@
 //! create, rename, remove, directory sync) fail, once or from then on;
 //! [`SimStorage::fail_under`] makes every mutating operation on files under a directory fail
 //! (one partition's disk going bad) until [`SimStorage::heal`].
+//!
+//! Stalls: [`SimStorage::hold_syncs`] makes every sync (of a file or of the filesystem) wait
+//! until [`SimStorage::release_syncs`], as a disk slow to write back does.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::storage::{FilesystemSync, Storage, StorageFile};
 
@@ -37,6 +40,15 @@ use crate::storage::{FilesystemSync, Storage, StorageFile};
 #[derive(Debug, Clone, Default)]
 pub struct SimStorage {
     state: Arc<Mutex<SimState>>,
+    gate: Arc<SyncGate>,
+}
+
+/// Holds syncs back while closed (see [`SimStorage::hold_syncs`]).
+#[derive(Debug, Default)]
+struct SyncGate {
+    /// (held, syncs waiting at the gate)
+    state: Mutex<(bool, usize)>,
+    opened: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +138,34 @@ impl SimStorage {
         s.fail_dirs.clear();
     }
 
+    /// Makes every sync from now on wait until [`Self::release_syncs`] (writes go on).
+    pub fn hold_syncs(&self) {
+        lock(&self.gate.state).0 = true;
+    }
+
+    /// Lets held syncs and later ones through.
+    pub fn release_syncs(&self) {
+        lock(&self.gate.state).0 = false;
+        self.gate.opened.notify_all();
+    }
+
+    /// How many syncs are waiting for [`Self::release_syncs`].
+    pub fn held_syncs(&self) -> usize {
+        lock(&self.gate.state).1
+    }
+
+    fn pass_gate(&self) {
+        let mut g = lock(&self.gate.state);
+        if !g.0 {
+            return;
+        }
+        g.1 += 1;
+        while g.0 {
+            g = self.gate.opened.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.1 -= 1;
+    }
+
     /// How many mutating operations have run so far.
     pub fn op_count(&self) -> u64 {
         lock(&self.state).ops
@@ -182,6 +222,7 @@ impl SimStorage {
                 files,
                 ..SimState::default()
             })),
+            gate: Arc::default(),
         }
     }
 
@@ -236,6 +277,7 @@ struct SimFilesystem {
 
 impl FilesystemSync for SimFilesystem {
     fn sync(&self) -> io::Result<()> {
+        self.storage.pass_gate();
         self.storage.tick(&self.root)?;
         let mut s = lock(&self.storage.state);
         let elsewhere = |p: &Path, s: &SimState| s.mounts.iter().any(|m| p.starts_with(m));
@@ -513,6 +555,7 @@ impl StorageFile for SimHandle {
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.storage.pass_gate();
         self.storage.tick(&self.path)?;
         let mut s = lock(&self.storage.state);
         let mut d = lock(&self.file.data);

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fjord_log::{AppendInfo, AppendOrigin, LogError};
+use fjord_log::{AppendInfo, AppendOrigin, LogError, SyncRequest};
 use fjord_record::BatchHeader;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
@@ -179,63 +179,69 @@ pub async fn handle(
             (t, index, outcome)
         })
         .collect();
+    // Every partition's fsync is asked for now, all at once, before any is awaited and before
+    // the response waits its turn behind earlier pipelined ones (asked only when the
+    // connection's writer reached this response, a request's syncs could not begin before the
+    // previous request's response had gone: one sync round after another per connection). One
+    // round of the flusher takes them all, and shares each fsync with other requests for the
+    // same partition. Whatever
+    // the acks, an append counts towards the high watermark only once durable here as the
+    // flush policy asks; acks=all then waits for the in-sync replicas.
+    let mut syncs = Vec::new();
+    let waits: Vec<_> = in_log
+        .into_iter()
+        .map(|(t, index, outcome)| {
+            let wait = outcome.map(|(p, info, epoch)| {
+                let durable = match p.log.sync_needed(&info) {
+                    None => {
+                        p.committed(epoch, info.next_offset());
+                        None
+                    }
+                    // Nobody waits for an acks=0/1 write's sync: only the newest of a
+                    // partition's is kept, the high watermark it moves covers the rest.
+                    Some(target) if acks != -1 => {
+                        let synced = p.clone();
+                        syncs.push(SyncRequest::to_latest(
+                            p.clone(),
+                            epoch,
+                            target,
+                            Box::new(move |r: &Result<(), LogError>| {
+                                if r.is_ok() {
+                                    synced.committed(epoch, target);
+                                }
+                            }),
+                        ));
+                        None
+                    }
+                    Some(target) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let synced = p.clone();
+                        syncs.push(SyncRequest::to(
+                            p.clone(),
+                            target,
+                            Box::new(move |r: &Result<(), LogError>| {
+                                if r.is_ok() {
+                                    synced.committed(epoch, target);
+                                }
+                                let r = r.as_ref().map_err(|e| {
+                                    Refusal::from((errors::from_log_error(e), e.to_string()))
+                                });
+                                let _ = tx.send(r.map(|_| ()));
+                            }),
+                        ));
+                        Some(rx)
+                    }
+                };
+                (p, info, epoch, durable)
+            });
+            (t, index, wait)
+        })
+        .collect();
+    broker.flusher.sync_all(syncs);
     let broker = broker.clone();
     let client = ctx.client_id.clone();
     let version = ctx.version;
     let finish = async move {
-        // Every partition's fsync is asked for before any is awaited: the flusher syncs them
-        // side by side and shares each fsync with other requests for the same partition.
-        // Whatever the acks, an append counts towards the high watermark only once durable
-        // here as the flush policy asks; acks=all then waits for the in-sync replicas.
-        let waits: Vec<_> = in_log
-            .into_iter()
-            .map(|(t, index, outcome)| {
-                let wait = outcome.map(|(p, info, epoch)| {
-                    let durable = match p.log.sync_needed(&info) {
-                        None => {
-                            p.committed(epoch, info.next_offset());
-                            None
-                        }
-                        // Nobody waits for an acks=0/1 write's sync: only the newest of a
-                        // partition's is kept, the high watermark it moves covers the rest.
-                        Some(target) if acks != -1 => {
-                            let synced = p.clone();
-                            broker.flusher.sync_to_latest(
-                                &p,
-                                epoch,
-                                target,
-                                Box::new(move |r: &Result<(), LogError>| {
-                                    if r.is_ok() {
-                                        synced.committed(epoch, target);
-                                    }
-                                }),
-                            );
-                            None
-                        }
-                        Some(target) => {
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            let synced = p.clone();
-                            broker.flusher.sync_to(
-                                &p,
-                                target,
-                                Box::new(move |r: &Result<(), LogError>| {
-                                    if r.is_ok() {
-                                        synced.committed(epoch, target);
-                                    }
-                                    let r = r.as_ref().map_err(|e| {
-                                        Refusal::from((errors::from_log_error(e), e.to_string()))
-                                    });
-                                    let _ = tx.send(r.map(|_| ()));
-                                }),
-                            );
-                            Some(rx)
-                        }
-                    };
-                    (p, info, epoch, durable)
-                });
-                (t, index, wait)
-            })
-            .collect();
         for (t, index, wait) in waits {
             let name = &names[t];
             let outcome = match wait {

@@ -161,6 +161,18 @@ impl Conn {
         version: i16,
         req: &Req,
     ) -> Option<Resp> {
+        let correlation = self.send(api, version, req).await?;
+        self.receive(api, version, correlation).await
+    }
+
+    /// Sends one request without waiting for its response (pipelining); its correlation id,
+    /// or `None` if the connection closed.
+    pub async fn send<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Option<i32> {
         self.correlation += 1;
         let mut header = RequestHeader::default();
         header.request_api_key = api as i16;
@@ -175,13 +187,24 @@ impl Conn {
         let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
         framed.extend_from_slice(&buf);
         self.stream.write_all(&framed).await.ok()?;
+        Some(self.correlation)
+    }
+
+    /// Reads the next response, which must answer request `correlation`; `None` if the
+    /// connection closed.
+    pub async fn receive<Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        correlation: i32,
+    ) -> Option<Resp> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).await.ok()?;
         let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
         self.stream.read_exact(&mut body).await.ok()?;
         let mut b = bytes::Bytes::from(body);
         let h = ResponseHeader::decode(&mut b, api.response_header_version(version)).unwrap();
-        assert_eq!(h.correlation_id, self.correlation, "responses in order");
+        assert_eq!(h.correlation_id, correlation, "responses in order");
         let r = Resp::decode(&mut b, version).unwrap();
         assert_eq!(b.remaining(), 0, "the whole response decoded");
         Some(r)
