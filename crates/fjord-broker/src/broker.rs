@@ -1752,6 +1752,13 @@ impl Broker {
     /// Where a partition led by another (alive) broker is, for KIP-951's hints in Produce and
     /// Fetch responses: its leader and epoch, and the leader's endpoint.
     pub fn leader_hint(&self, topic: &str, index: i32) -> Option<LeaderHint> {
+        self.current_leader(topic, index)
+            .filter(|h| h.leader != self.config.node_id)
+    }
+
+    /// A partition's (alive) leader as the metadata has it, this broker included: the hint
+    /// for a client that asked in an old leader epoch (Kafka's `getCurrentLeader`).
+    pub fn current_leader(&self, topic: &str, index: i32) -> Option<LeaderHint> {
         let state = self.metadata();
         let p = state
             .topic(topic)?
@@ -1759,7 +1766,7 @@ impl Broker {
             .get(index as usize)?
             .clone();
         let b = state.broker(p.leader).filter(|b| !b.fenced)?;
-        (p.leader != self.config.node_id).then(|| LeaderHint {
+        Some(LeaderHint {
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             host: b.host.clone(),

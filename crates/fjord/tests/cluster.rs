@@ -272,7 +272,6 @@ fn a_partition_asked_of_the_wrong_broker_names_its_leader_and_a_stopped_leader_i
     }
 }
 
-/// Creates topic `name` of one partition with `replication_factor` replicas.
 /// Produces `n` one-record batches to partition 0 of `topic`, each retried until the broker
 /// takes it (a leader still gathering its in-sync replicas refuses at first).
 fn write_until_taken(s: &mut TcpStream, topic: &str, n: usize) {
@@ -296,6 +295,8 @@ fn write_until_taken(s: &mut TcpStream, topic: &str, n: usize) {
     }
 }
 
+/// Creates topic `name` of one partition with `replication_factor` replicas (-1: the brokers'
+/// default.replication.factor).
 fn create_replicated(s: &mut TcpStream, name: &'static str, replication_factor: i16) {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
@@ -362,9 +363,10 @@ fn replica_fetch(
 #[test]
 fn follower_fetches_are_checked_as_kafka_checks_them() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_cluster(dir.path(), "");
+    let nodes = start_cluster(dir.path(), "\"default.replication.factor\" = 2\n");
     let mut first = connect(nodes[0].port);
-    create_replicated(&mut first, "rep", 2);
+    // No replication factor given: the brokers' default.replication.factor (2) applies.
+    create_replicated(&mut first, "rep", -1);
     let mut md = MetadataRequest::default();
     md.topics = None;
     let meta: MetadataResponse = call(&mut first, ApiKey::Metadata, 12, &md);
@@ -661,6 +663,28 @@ fn after_a_failover_older_epochs_are_fenced_and_end_where_the_next_began() {
     assert_eq!(fetch(epoch), 0);
     assert_eq!(fetch(old_epoch), 74, "an older epoch: FENCED_LEADER_EPOCH");
     assert_eq!(fetch(epoch + 1), 75, "a newer epoch: UNKNOWN_LEADER_EPOCH");
+    // KIP-951: from v16 a fenced fetch names the leader, its epoch and its endpoint.
+    let fenced: FetchResponse = call(
+        &mut at_leader,
+        ApiKey::Fetch,
+        16,
+        &fetch_request(&topic, old_epoch, 0, -1),
+    );
+    let part = &fenced.responses[0].partitions[0];
+    assert_eq!(part.error_code, 74);
+    assert_eq!(
+        (
+            part.current_leader.leader_id.0,
+            part.current_leader.leader_epoch
+        ),
+        (leader, epoch)
+    );
+    let endpoint = fenced
+        .node_endpoints
+        .iter()
+        .find(|e| e.node_id.0 == leader)
+        .expect("the leader's endpoint (v16+)");
+    assert_eq!(endpoint.port, nodes[leader as usize - 1].port as i32);
 
     // OffsetForLeaderEpoch: the old epoch ends where the new one began (offset 3); the
     // current one at the log end (5); a stale current epoch is fenced, a newer one unknown.

@@ -337,14 +337,16 @@ pub async fn handle(
         if !carry {
             continue;
         }
-        // KIP-951 (v16+): where the partition's leader is, and its endpoint. Kafka leaves
-        // `current_leader` empty before v16 (compared with a three-node Kafka 4.4).
-        if data.error_code == errors::NOT_LEADER_OR_FOLLOWER
-            && ctx.version >= 16
-            && let Some(hint) = w
-                .name
-                .as_deref()
-                .and_then(|n| broker.leader_hint(n, w.key.partition))
+        // KIP-951 (v16+): where the partition's leader is, and its endpoint, for a client
+        // that asked the wrong broker or in an old epoch (Kafka's KafkaApis: both errors).
+        // Kafka leaves `current_leader` empty before v16 (compared with a three-node Kafka 4.4).
+        let hint = |n: &str| match data.error_code {
+            errors::NOT_LEADER_OR_FOLLOWER => broker.leader_hint(n, w.key.partition),
+            errors::FENCED_LEADER_EPOCH => broker.current_leader(n, w.key.partition),
+            _ => None,
+        };
+        if ctx.version >= 16
+            && let Some(hint) = w.name.as_deref().and_then(hint)
         {
             super::give_leader_hint!(
                 hint,
