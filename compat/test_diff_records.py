@@ -8,9 +8,11 @@ from diff import compare, unique
 
 
 def create(t, name, partitions=1, config=None):
+    # The scenarios stamp records in 2023, past the 7-day retention: kept regardless, or a
+    # retention pass of these long-lived brokers (every 5 minutes) could delete them mid-run.
     a = AdminClient({"bootstrap.servers": t.bootstrap})
     a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                              config=config or {})])[name].result(15)
+                              config={"retention.ms": "-1", **(config or {})})])[name].result(15)
     return a
 
 

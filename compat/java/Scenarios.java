@@ -136,7 +136,9 @@ public class Scenarios {
         String topic = prefix + "-records";
         Map<String, Object> out = new LinkedHashMap<>();
         try (Admin a = admin_()) {
-            createTopic(a, topic, 3, Map.of());
+            // The records are stamped in 2023, past the 7-day retention: on these long-lived
+            // brokers a retention pass (every 5 minutes) could delete them mid-scenario.
+            createTopic(a, topic, 3, Map.of("retention.ms", "-1"));
         }
         List<Object> acks = new ArrayList<>();
         try (KafkaProducer<String, String> p = producer(Map.of("linger.ms", 5, "compression.type", "lz4"))) {
