@@ -726,3 +726,74 @@ fn after_a_failover_older_epochs_are_fenced_and_end_where_the_next_began() {
     );
     drop(nodes);
 }
+
+/// A follower that stops fetching (its process paused, while its broker session is long
+/// enough that it is not fenced meanwhile) leaves the ISR after `replica.lag.time.max.ms`,
+/// decided by the leader, and rejoins once it has caught up again.
+#[test]
+fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(
+        dir.path(),
+        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 60000\n\
+         \"replica.lag.time.max.ms\" = 1000\n",
+    );
+    let mut first = connect(nodes[0].port);
+    create_replicated(&mut first, "lagging", 3);
+    let isr_of = |s: &mut TcpStream| {
+        let mut md = MetadataRequest::default();
+        md.topics = None;
+        let meta: MetadataResponse = call(s, ApiKey::Metadata, 12, &md);
+        let topic = meta
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("lagging"))
+            .unwrap()
+            .clone();
+        let p = &topic.partitions[0];
+        let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+        isr.sort();
+        (p.leader_id.0, isr)
+    };
+    let wait_for = |s: &mut TcpStream, what: &str, ok: &dyn Fn(i32, &[i32]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (leader, isr) = isr_of(s);
+            if ok(leader, &isr) {
+                return (leader, isr);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: leader {leader}, ISR {isr:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (leader, _) = wait_for(&mut first, "every replica in sync", &|l, isr| {
+        l > 0 && isr.len() == 3
+    });
+    let mut at_leader = connect(nodes[leader as usize - 1].port);
+    write_until_taken(&mut at_leader, "lagging", 1);
+
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let pid = nodes[follower as usize - 1].child.id().to_string();
+    let signal = |sig: &str| Command::new("kill").args([sig, &pid]).status().unwrap();
+    signal("-STOP");
+    let paused = Instant::now();
+    write_until_taken(&mut at_leader, "lagging", 1);
+    let (_, isr) = wait_for(
+        &mut at_leader,
+        "the paused follower leaves the ISR",
+        &|_, isr| !isr.contains(&follower),
+    );
+    assert_eq!(isr.len(), 2);
+    assert!(
+        paused.elapsed() < Duration::from_secs(30),
+        "left by lag, long before its 60-s session could expire"
+    );
+    signal("-CONT");
+    write_until_taken(&mut at_leader, "lagging", 1);
+    wait_for(&mut at_leader, "the follower rejoins the ISR", &|_, isr| {
+        isr.len() == 3
+    });
+}
