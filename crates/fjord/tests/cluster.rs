@@ -740,25 +740,10 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
     );
     let mut first = connect(nodes[0].port);
     create_replicated(&mut first, "lagging", 3);
-    let isr_of = |s: &mut TcpStream| {
-        let mut md = MetadataRequest::default();
-        md.topics = None;
-        let meta: MetadataResponse = call(s, ApiKey::Metadata, 12, &md);
-        let topic = meta
-            .topics
-            .iter()
-            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("lagging"))
-            .unwrap()
-            .clone();
-        let p = &topic.partitions[0];
-        let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-        isr.sort();
-        (p.leader_id.0, isr)
-    };
     let wait_for = |s: &mut TcpStream, what: &str, ok: &dyn Fn(i32, &[i32]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (leader, isr) = isr_of(s);
+            let (leader, isr) = leader_and_isr(s, "lagging");
             if ok(leader, &isr) {
                 return (leader, isr);
             }
@@ -796,4 +781,140 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
     wait_for(&mut at_leader, "the follower rejoins the ISR", &|_, isr| {
         isr.len() == 3
     });
+}
+
+/// Creates topic `name` of one partition on replicas `replicas` (the first preferred), with
+/// topic configs `configs`.
+fn create_assigned(
+    s: &mut TcpStream,
+    name: &'static str,
+    replicas: &[i32],
+    configs: &[(&str, &str)],
+) {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::{
+        BrokerId, CreateTopicsRequest, CreateTopicsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let mut a = CreatableReplicaAssignment::default();
+    a.partition_index = 0;
+    a.broker_ids = replicas.iter().map(|&id| BrokerId(id)).collect();
+    let mut ct = CreatableTopic::default();
+    ct.name = TopicName(StrBytes::from_static_str(name));
+    ct.num_partitions = -1;
+    ct.replication_factor = -1;
+    ct.assignments = vec![a];
+    ct.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = StrBytes::from_string(k.to_string());
+            c.value = Some(StrBytes::from_string(v.to_string()));
+            c
+        })
+        .collect();
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![ct];
+    create.timeout_ms = 10_000;
+    let created: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &create);
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+}
+
+/// Partition 0 of `topic` as `s` publishes it: (leader, sorted ISR).
+fn leader_and_isr(s: &mut TcpStream, topic: &str) -> (i32, Vec<i32>) {
+    let mut md = MetadataRequest::default();
+    md.topics = None;
+    let meta: MetadataResponse = call(s, ApiKey::Metadata, 12, &md);
+    let t = meta
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .unwrap();
+    let p = &t.partitions[0];
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort();
+    (p.leader_id.0, isr)
+}
+
+/// With `unclean.leader.election.enable` (a topic config), a partition whose in-sync replicas
+/// are all gone is given to a live replica that was out of sync (its unreplicated tail lost,
+/// as Kafka's option says); without it the partition waits, leaderless, for an in-sync one.
+#[test]
+fn an_unclean_election_happens_only_where_the_topic_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(
+        dir.path(),
+        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 1500\n",
+    );
+    let mut third = connect(nodes[2].port);
+    create_assigned(
+        &mut third,
+        "unclean",
+        &[1, 2],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    create_assigned(&mut third, "clean", &[1, 2], &[]);
+    let wait_for =
+        |s: &mut TcpStream, topic: &str, what: &str, ok: &dyn Fn(i32, &[i32]) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (leader, isr) = leader_and_isr(s, topic);
+                if ok(leader, &isr) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{topic}: {what}: leader {leader}, ISR {isr:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+    for topic in ["unclean", "clean"] {
+        wait_for(
+            &mut third,
+            topic,
+            "node 1 leads, both in sync",
+            &|l, isr| l == 1 && isr == [1, 2],
+        );
+    }
+    let signal = |node: usize, sig: &str| {
+        let pid = nodes[node - 1].child.id().to_string();
+        Command::new("kill").args([sig, &pid]).status().unwrap()
+    };
+    // Node 2 stops: fenced, it leaves both ISRs; node 1 takes a write alone.
+    signal(2, "-STOP");
+    for topic in ["unclean", "clean"] {
+        wait_for(&mut third, topic, "node 2 out of the ISR", &|l, isr| {
+            l == 1 && isr == [1]
+        });
+    }
+    let mut at_one = connect(nodes[0].port);
+    write_until_taken(&mut at_one, "unclean", 1);
+    write_until_taken(&mut at_one, "clean", 1);
+    // Node 1 stops too, and node 2 comes back (the metadata quorum has a majority again): the
+    // only in-sync replica is gone.
+    signal(1, "-STOP");
+    signal(2, "-CONT");
+    wait_for(
+        &mut third,
+        "unclean",
+        "node 2 elected uncleanly",
+        &|l, isr| l == 2 && isr == [2],
+    );
+    // (A fenced last in-sync replica is not listed, as a three-node Kafka 4.4 answers.)
+    let (leader, isr) = leader_and_isr(&mut third, "clean");
+    assert_eq!(
+        (leader, isr),
+        (-1, vec![]),
+        "no unclean election without the option"
+    );
+    signal(1, "-CONT");
+    wait_for(
+        &mut third,
+        "clean",
+        "node 1 leads again when it returns",
+        &|l, _| l == 1,
+    );
 }
