@@ -91,7 +91,7 @@ public class Latency {
         // Every partition's open batch takes batch.size from the producer's buffer: with the
         // default 32 MiB, 100 partitions of 1 MiB batches block send() and cap one producer
         // near 16,000 records/s here, whatever the broker.
-        pp.put("buffer.memory", Integer.toString(Math.max(32, 2 * partitions) << 20));
+        pp.put("buffer.memory", Long.toString((long) Math.max(32, 2 * partitions) << 20));
         pp.put("key.serializer", ByteArraySerializer.class.getName());
         pp.put("value.serializer", ByteArraySerializer.class.getName());
         long[] failed = {0};
@@ -100,18 +100,22 @@ public class Latency {
         long[] acked = new long[total];
         double sentPerSecond;
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+            // The schedule starts again with the measured records: a producer that fell
+            // behind during the warm-up does not send them in a catch-up burst.
             long start = System.nanoTime();
             long measuredFrom = start;
             for (int i = 0; i < all; i++) {
-                long due = start + i * 1_000_000_000L / rate;
+                if (i == warmupRecords) {
+                    measuredFrom = System.nanoTime();
+                }
+                long due = i < warmupRecords
+                        ? start + i * 1_000_000_000L / rate
+                        : measuredFrom + (i - warmupRecords) * 1_000_000_000L / rate;
                 long now;
                 while ((now = System.nanoTime()) < due) {
                     LockSupport.parkNanos(due - now);
                 }
                 byte[] value = new byte[size];
-                if (i == warmupRecords) {
-                    measuredFrom = System.nanoTime();
-                }
                 ByteBuffer.wrap(value).putLong(System.nanoTime()).putLong(i);
                 byte[] key = Integer.toString(i).getBytes();
                 long sentAt = System.nanoTime();

@@ -262,8 +262,10 @@ impl<T: AsRef<Log> + Send + Sync + 'static> Flusher<T> {
                 }
             }
         }
+        // Every worker: with fdatasync per log, each takes one log at a time, and a request's
+        // partitions are synced side by side.
         if queued {
-            self.shared.ready.notify_one();
+            self.shared.ready.notify_all();
         }
     }
 
@@ -444,6 +446,58 @@ mod tests {
         let mut b = fjord_record::BatchBuilder::new(fjord_record::Compression::None);
         b.push(0, None, Some(b"v"));
         b.build().expect("build")
+    }
+
+    /// With fdatasync per log, the logs of one `sync_all` are synced by every worker side by
+    /// side, not one after another by the one worker a single wake-up would start.
+    #[test]
+    fn a_callers_logs_are_synced_side_by_side_by_every_worker() {
+        let sim = SimStorage::new();
+        let storage: Arc<dyn crate::Storage> = Arc::new(sim.clone());
+        let logs: Vec<Arc<Item>> = (0..4)
+            .map(|i| {
+                let dir = std::path::PathBuf::from(format!("/d/p-{i}"));
+                Arc::new(Item(
+                    Log::open(storage.clone(), dir, LogConfig::default(), 0).expect("open"),
+                ))
+            })
+            .collect();
+        let flusher = Flusher::start(SyncMethod::PerLog(4)).expect("start");
+        let (tx, rx) = mpsc::channel();
+        let requests: Vec<_> = logs
+            .iter()
+            .map(|item| {
+                let info = item
+                    .0
+                    .append(&batch(), AppendOrigin::Client, 0)
+                    .expect("append");
+                let tx = tx.clone();
+                SyncRequest::to(
+                    item.clone(),
+                    info.next_offset(),
+                    Box::new(move |r| tx.send(r.is_ok()).expect("send")),
+                )
+            })
+            .collect();
+        sim.hold_syncs();
+        flusher.sync_all(requests);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sim.held_syncs() < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of 4 logs being synced",
+                sim.held_syncs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        sim.release_syncs();
+        for _ in 0..4 {
+            let ok = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("answered");
+            assert!(ok);
+        }
+        flusher.stop();
     }
 
     #[test]

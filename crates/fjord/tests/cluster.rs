@@ -736,7 +736,7 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
     let nodes = start_cluster(
         dir.path(),
         "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 60000\n\
-         \"replica.lag.time.max.ms\" = 1000\n",
+         \"replica.lag.time.max.ms\" = 3000\n",
     );
     let mut first = connect(nodes[0].port);
     create_replicated(&mut first, "lagging", 3);
@@ -846,7 +846,7 @@ fn an_unclean_election_happens_only_where_the_topic_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(
         dir.path(),
-        "\"broker.heartbeat.interval.ms\" = 200\n\"broker.session.timeout.ms\" = 1500\n",
+        "\"broker.heartbeat.interval.ms\" = 300\n\"broker.session.timeout.ms\" = 3000\n",
     );
     let mut third = connect(nodes[2].port);
     create_assigned(

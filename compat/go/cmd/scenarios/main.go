@@ -144,7 +144,10 @@ func records(ctx context.Context) (obj, error) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if err := createTopic(ctx, adm, topic, 3, nil); err != nil {
+	// The records are stamped in 2023, past the 7-day retention: kept regardless, or a
+	// retention pass of the long-lived brokers (every 5 minutes) could delete them mid-run.
+	keep := "-1"
+	if err := createTopic(ctx, adm, topic, 3, map[string]*string{"retention.ms": &keep}); err != nil {
 		return nil, err
 	}
 	var recs []*kgo.Record
