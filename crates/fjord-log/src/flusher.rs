@@ -454,14 +454,7 @@ mod tests {
     fn a_callers_logs_are_synced_side_by_side_by_every_worker() {
         let sim = SimStorage::new();
         let storage: Arc<dyn crate::Storage> = Arc::new(sim.clone());
-        let logs: Vec<Arc<Item>> = (0..4)
-            .map(|i| {
-                let dir = std::path::PathBuf::from(format!("/d/p-{i}"));
-                Arc::new(Item(
-                    Log::open(storage.clone(), dir, LogConfig::default(), 0).expect("open"),
-                ))
-            })
-            .collect();
+        let logs = four_logs(&storage);
         let flusher = Flusher::start(SyncMethod::PerLog(4)).expect("start");
         let (tx, rx) = mpsc::channel();
         let requests: Vec<_> = logs
@@ -674,15 +667,20 @@ mod tests {
         flusher.stop();
     }
 
-    fn answers_every_waiter(storage: &Arc<dyn crate::Storage>, method: SyncMethod) {
-        let logs: Vec<Arc<Item>> = (0..4)
+    /// Four empty logs, /d/p-0 to /d/p-3.
+    fn four_logs(storage: &Arc<dyn crate::Storage>) -> Vec<Arc<Item>> {
+        (0..4)
             .map(|i| {
                 let dir = std::path::PathBuf::from(format!("/d/p-{i}"));
                 Arc::new(Item(
                     Log::open(storage.clone(), dir, LogConfig::default(), 0).expect("open"),
                 ))
             })
-            .collect();
+            .collect()
+    }
+
+    fn answers_every_waiter(storage: &Arc<dyn crate::Storage>, method: SyncMethod) {
+        let logs = four_logs(storage);
         let flusher = Flusher::start(method).expect("start");
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;

@@ -740,21 +740,7 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
     );
     let mut first = connect(nodes[0].port);
     create_replicated(&mut first, "lagging", 3);
-    let wait_for = |s: &mut TcpStream, what: &str, ok: &dyn Fn(i32, &[i32]) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (leader, isr) = leader_and_isr(s, "lagging");
-            if ok(leader, &isr) {
-                return (leader, isr);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: leader {leader}, ISR {isr:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let (leader, _) = wait_for(&mut first, "every replica in sync", &|l, isr| {
+    let (leader, _) = wait_for(&mut first, "lagging", "every replica in sync", &|l, isr| {
         l > 0 && isr.len() == 3
     });
     let mut at_leader = connect(nodes[leader as usize - 1].port);
@@ -768,6 +754,7 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
     write_until_taken(&mut at_leader, "lagging", 1);
     let (_, isr) = wait_for(
         &mut at_leader,
+        "lagging",
         "the paused follower leaves the ISR",
         &|_, isr| !isr.contains(&follower),
     );
@@ -778,9 +765,12 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_rejoins_when_caught_up() {
     );
     signal("-CONT");
     write_until_taken(&mut at_leader, "lagging", 1);
-    wait_for(&mut at_leader, "the follower rejoins the ISR", &|_, isr| {
-        isr.len() == 3
-    });
+    wait_for(
+        &mut at_leader,
+        "lagging",
+        "the follower rejoins the ISR",
+        &|_, isr| isr.len() == 3,
+    );
 }
 
 /// Creates topic `name` of one partition on replicas `replicas` (the first preferred), with
@@ -822,6 +812,28 @@ fn create_assigned(
     assert_eq!(created.topics[0].error_code, 0, "{created:?}");
 }
 
+/// Waits up to 30 s until partition 0 of `topic`, as `s` publishes it, satisfies `ok`
+/// (leader, sorted ISR); returns them.
+fn wait_for(
+    s: &mut TcpStream,
+    topic: &str,
+    what: &str,
+    ok: &dyn Fn(i32, &[i32]) -> bool,
+) -> (i32, Vec<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (leader, isr) = leader_and_isr(s, topic);
+        if ok(leader, &isr) {
+            return (leader, isr);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {what}: leader {leader}, ISR {isr:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Partition 0 of `topic` as `s` publishes it: (leader, sorted ISR).
 fn leader_and_isr(s: &mut TcpStream, topic: &str) -> (i32, Vec<i32>) {
     let mut md = MetadataRequest::default();
@@ -856,21 +868,6 @@ fn an_unclean_election_happens_only_where_the_topic_allows_it() {
         &[("unclean.leader.election.enable", "true")],
     );
     create_assigned(&mut third, "clean", &[1, 2], &[]);
-    let wait_for =
-        |s: &mut TcpStream, topic: &str, what: &str, ok: &dyn Fn(i32, &[i32]) -> bool| {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let (leader, isr) = leader_and_isr(s, topic);
-                if ok(leader, &isr) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{topic}: {what}: leader {leader}, ISR {isr:?}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        };
     for topic in ["unclean", "clean"] {
         wait_for(
             &mut third,
